@@ -1,0 +1,101 @@
+"""The one wrapper around every RPC.
+
+It logs the call with its duration, answers UNAVAILABLE until start-up
+recovery has finished, and maps the project's typed errors (cri_server.errors)
+to gRPC status codes. Servicers therefore just raise.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from cri_server.errors import PycriError
+
+log = logging.getLogger("pycri.rpc")
+
+# Observers get (method, code name, seconds); the metrics module subscribes.
+RpcObserver = Callable[[str, str, float], None]
+
+
+class RpcInterceptor(grpc.ServerInterceptor):
+    def __init__(self, ready: threading.Event) -> None:
+        self._ready = ready
+        self.observers: list[RpcObserver] = []
+
+    def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(details)
+        if handler is None:
+            return None
+        method = details.method.rsplit("/", 1)[-1]
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        return handler  # the CRI has no client-streaming RPCs
+
+    # -- helpers -------------------------------------------------------------
+    def _check_ready(self, method: str, context: grpc.ServicerContext) -> None:
+        if not self._ready.is_set():
+            context.abort(grpc.StatusCode.UNAVAILABLE,
+                          f"{method}: pycri is still recovering its state after start-up; retry shortly")
+
+    def _fail(self, method: str, exc: Exception, context: grpc.ServicerContext) -> str:
+        """Turns exc into a gRPC status and raises; returns nothing."""
+        if isinstance(exc, PycriError):
+            log.info("rpc %s failed: %s: %s", method, exc.code.name, exc)
+            context.abort(exc.code, f"{method}: {exc}")
+        already = context.code()
+        if already not in (None, grpc.StatusCode.OK):
+            raise exc  # context.abort() was called by the servicer: keep its status
+        log.exception("rpc %s failed unexpectedly", method)
+        context.abort(grpc.StatusCode.INTERNAL, f"{method}: internal error: {exc!r}")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _observe(self, method: str, context: grpc.ServicerContext, failed: bool,
+                 started: float) -> None:
+        elapsed = time.monotonic() - started
+        code = context.code()
+        name = "OK" if not failed else (code.name if code is not None else "UNKNOWN")
+        log.debug("rpc %s %s in %.1f ms", method, name, elapsed * 1000)
+        for observer in self.observers:
+            observer(method, name, elapsed)
+
+    def _wrap_unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        def call(request: Any, context: grpc.ServicerContext) -> Any:
+            started = time.monotonic()
+            failed = True
+            try:
+                self._check_ready(method, context)
+                response = behavior(request, context)
+                failed = False
+                return response
+            except Exception as exc:
+                self._fail(method, exc, context)
+            finally:
+                self._observe(method, context, failed, started)
+        return call
+
+    def _wrap_stream(self, method: str, behavior: Callable[..., Iterator[Any]]) -> Callable[..., Any]:
+        def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            started = time.monotonic()
+            failed = True
+            try:
+                self._check_ready(method, context)
+                yield from behavior(request, context)
+                failed = False
+            except Exception as exc:
+                self._fail(method, exc, context)
+            finally:
+                self._observe(method, context, failed, started)
+        return call

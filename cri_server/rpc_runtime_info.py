@@ -1,0 +1,100 @@
+"""Version, Status, RuntimeConfig and UpdateRuntimeConfig."""
+from __future__ import annotations
+
+import json
+import platform
+from typing import Any
+
+import grpc
+
+from proto import api_pb2
+from cri_server import __version__
+from cri_server.config import to_toml
+from cri_server.errors import InvalidArgument
+from cri_server.services import Services
+from cri_server import host_features
+
+# The CRI API version string kubelet expects in VersionResponse.version.
+KUBELET_API_VERSION = "0.1.0"
+RUNTIME_NAME = "pycri"
+RUNTIME_API_VERSION = "v1"
+
+
+class RuntimeInfoRpcs:
+    svc: Services
+
+    def Version(self, request: api_pb2.VersionRequest, context: grpc.ServicerContext
+                ) -> api_pb2.VersionResponse:
+        return api_pb2.VersionResponse(
+            version=KUBELET_API_VERSION,
+            runtime_name=RUNTIME_NAME,
+            runtime_version=__version__,
+            runtime_api_version=RUNTIME_API_VERSION,
+        )
+
+    def Status(self, request: api_pb2.StatusRequest, context: grpc.ServicerContext
+               ) -> api_pb2.StatusResponse:
+        ready, reason, message = self._network_status()
+        conditions = [
+            api_pb2.RuntimeCondition(type="RuntimeReady", status=True),
+            api_pb2.RuntimeCondition(type="NetworkReady", status=ready, reason=reason,
+                                     message=message),
+        ]
+        handler_features = api_pb2.RuntimeHandlerFeatures(
+            recursive_read_only_mounts=host_features.recursive_read_only_mounts(),
+            user_namespaces=False,
+        )
+        handlers = [api_pb2.RuntimeHandler(name=name, features=handler_features)
+                    for name in ["", *self.svc.config.runtime.handlers]]
+        response = api_pb2.StatusResponse(
+            status=api_pb2.RuntimeStatus(conditions=conditions),
+            runtime_handlers=handlers,
+            features=api_pb2.RuntimeFeatures(supplemental_groups_policy=True,
+                                             user_namespaces_host_network=False),
+        )
+        if request.verbose:
+            response.info.update(self._verbose_info())
+        return response
+
+    def RuntimeConfig(self, request: api_pb2.RuntimeConfigRequest, context: grpc.ServicerContext
+                      ) -> api_pb2.RuntimeConfigResponse:
+        driver = (api_pb2.SYSTEMD if self.svc.config.cgroup_driver == "systemd"
+                  else api_pb2.CGROUPFS)
+        return api_pb2.RuntimeConfigResponse(
+            linux=api_pb2.LinuxRuntimeConfiguration(cgroup_driver=driver))
+
+    def UpdateRuntimeConfig(self, request: api_pb2.UpdateRuntimeConfigRequest,
+                            context: grpc.ServicerContext) -> api_pb2.UpdateRuntimeConfigResponse:
+        cidr = request.runtime_config.network_config.pod_cidr
+        if cidr:
+            import ipaddress
+            for part in cidr.split(","):
+                try:
+                    ipaddress.ip_network(part.strip(), strict=False)
+                except ValueError as exc:
+                    raise InvalidArgument(f"pod_cidr {cidr!r} is not a CIDR: {exc}") from None
+            with self.svc.lock:
+                self.svc.pod_cidr = cidr
+        return api_pb2.UpdateRuntimeConfigResponse()
+
+    # -- helpers -------------------------------------------------------------
+    def _network_status(self) -> tuple[bool, str, str]:
+        if self.svc.cni is None:
+            return False, "NetworkPluginNotReady", "pycri's CNI support is not initialised"
+        ready, reason, message = self.svc.cni.status()
+        return ready, reason, message
+
+    def _verbose_info(self) -> dict[str, str]:
+        info: dict[str, Any] = {
+            "config": to_toml(self.svc.config),
+            "versions": json.dumps({
+                "pycri": __version__,
+                "python": platform.python_version(),
+                "grpcio": grpc.__version__,
+                "kernel": platform.release(),
+            }),
+            "podCIDR": self.svc.pod_cidr,
+            "cgroupVersion": host_features.cgroup_mode(),
+            "startedAt": str(int(self.svc.started_at)),
+        }
+        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in info.items()}

@@ -1,0 +1,20 @@
+"""The RuntimeService servicer: one mixin per area, each in its own module.
+
+A method no mixin provides answers UNIMPLEMENTED with its name (servicer_base).
+"""
+from __future__ import annotations
+
+from proto import api_pb2_grpc
+from cri_server.rpc_runtime_info import RuntimeInfoRpcs
+from cri_server.servicer_base import fill_unimplemented
+from cri_server.services import Services
+
+_MIXINS: tuple[type, ...] = (RuntimeInfoRpcs,)
+
+
+def build_servicer(svc: Services) -> api_pb2_grpc.RuntimeServiceServicer:
+    cls = type("RuntimeServiceServicer", (*_MIXINS, api_pb2_grpc.RuntimeServiceServicer), {})
+    fill_unimplemented(cls, "RuntimeService", api_pb2_grpc.RuntimeServiceServicer)
+    servicer = cls()
+    servicer.svc = svc
+    return servicer

@@ -1,0 +1,1 @@
+"""pycri: imageservice."""

@@ -1,0 +1,131 @@
+"""Resolve paths inside a root directory without ever leaving it (a securejoin).
+
+Used for every path that comes from an image or a request (mount destinations, working dir,
+masked/read-only paths, device paths): symlinks are resolved *as if* `root` were `/`
+(absolute targets restart at root, `..` stops at root), so an image cannot point a path at the
+host. After resolution, `open_path_in_root` opens the result with O_PATH|O_NOFOLLOW and checks
+through /proc/self/fd that the kernel agrees, so the final mount/chdir targets exactly it.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from runtime.spec_errors import InvalidArgument
+
+MAX_SYMLINKS = 255
+
+
+def secure_join(root: str, unsafe_path: str) -> str:
+    """Host path of `unsafe_path` interpreted inside `root` (symlinks resolved inside root).
+
+    Components that do not exist are kept literally (so the result can be created).
+    Raises InvalidArgument on a symlink loop.
+    """
+    root = os.path.abspath(root)
+    remaining = unsafe_path
+    resolved = ""  # relative to root, always clean, starts with "/" or is ""
+    links = 0
+    while remaining:
+        comp, _, remaining = remaining.partition("/")
+        if comp in ("", "."):
+            continue
+        if comp == "..":
+            resolved = resolved.rsplit("/", 1)[0]
+            continue
+        candidate = resolved + "/" + comp
+        try:
+            st = os.lstat(root + candidate)
+        except OSError:
+            resolved = candidate
+            continue
+        if not stat.S_ISLNK(st.st_mode):
+            resolved = candidate
+            continue
+        links += 1
+        if links > MAX_SYMLINKS:
+            raise InvalidArgument(f"{unsafe_path!r}: too many levels of symbolic links in {root}")
+        target = os.readlink(root + candidate)
+        if target.startswith("/"):
+            resolved = ""
+        remaining = target + ("/" + remaining if remaining else "")
+    return root + (resolved or "")  if resolved else root
+
+
+def relative_in_root(root: str, host_path: str) -> str:
+    """'/rootfs/a/b' -> '/a/b' for a path produced by secure_join(root, ...)."""
+    root = os.path.abspath(root)
+    if host_path == root:
+        return "/"
+    if not host_path.startswith(root.rstrip("/") + "/"):
+        raise InvalidArgument(f"{host_path!r} is not inside {root!r}")
+    return host_path[len(root.rstrip("/")):]
+
+
+def mkdir_all_in_root(root: str, unsafe_path: str, mode: int = 0o755) -> str:
+    """Resolve `unsafe_path` inside `root` and create every missing directory of it.
+
+    Returns the host path. Raises InvalidArgument if an existing component is not a directory.
+    """
+    target = secure_join(root, unsafe_path)
+    rel = relative_in_root(root, target)
+    cur = os.path.abspath(root)
+    for comp in [c for c in rel.split("/") if c]:
+        cur = cur + "/" + comp
+        try:
+            st = os.lstat(cur)
+        except FileNotFoundError:
+            os.mkdir(cur, mode)
+            continue
+        if stat.S_ISLNK(st.st_mode):  # appeared after resolution: refuse rather than follow
+            raise InvalidArgument(f"{unsafe_path!r}: {cur} changed into a symlink")
+        if not stat.S_ISDIR(st.st_mode):
+            raise InvalidArgument(f"{unsafe_path!r}: {relative_in_root(root, cur)} exists and "
+                                  "is not a directory")
+    return target
+
+
+def ensure_file_in_root(root: str, unsafe_path: str, mode: int = 0o644) -> str:
+    """Resolve inside root, create parent dirs and an empty file if missing (bind targets)."""
+    target = secure_join(root, unsafe_path)
+    rel = relative_in_root(root, target)
+    if rel == "/":
+        raise InvalidArgument(f"{unsafe_path!r}: a file mount cannot replace the root")
+    mkdir_all_in_root(root, os.path.dirname(rel))
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC
+                     | os.O_NOFOLLOW, mode)
+        os.close(fd)
+        return target
+    if stat.S_ISDIR(st.st_mode):
+        raise InvalidArgument(f"{unsafe_path!r}: is a directory in the image, cannot mount a "
+                              "file there")
+    return target
+
+
+def open_path_in_root(root: str, host_path: str) -> int:
+    """O_PATH fd of `host_path` (from secure_join), verified to be that path inside root.
+
+    Use ``f"/proc/self/fd/{fd}"`` as the mount target so the mount lands on what was checked.
+    """
+    root = os.path.abspath(root)
+    try:
+        fd = os.open(host_path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise InvalidArgument(f"cannot open {host_path!r}: {e.strerror}") from e
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError as e:
+        os.close(fd)
+        raise InvalidArgument(f"cannot verify {host_path!r}: {e.strerror}") from e
+    if real != host_path or not (real == root or real.startswith(root.rstrip("/") + "/")):
+        os.close(fd)
+        raise InvalidArgument(f"{host_path!r} resolves to {real!r}, outside {root!r}")
+    return fd
+
+
+def is_symlink_loop(err: OSError) -> bool:
+    return err.errno == errno.ELOOP

@@ -1,0 +1,146 @@
+"""Pod namespaces: which ones a PodSpec asks for, pinning and unpinning them.
+
+A namespace is pinned by bind-mounting /proc/<pause>/ns/<type> onto an empty
+file <ns_dir>/<type>, so it outlives every process in it and can be joined
+(setns) and cleaned up by path. unpin_all() is safe to call from the daemon
+when the shim is gone (it only needs stdlib + runtime.syscalls).
+"""
+from __future__ import annotations
+
+import errno
+import os
+from typing import Any
+
+from runtime import syscalls
+
+#: /proc ns name -> clone flag, in the order they are pinned
+POD_NS_TYPES = ("net", "ipc", "uts", "pid")
+
+
+def pod_namespace_types(pod: dict[str, Any]) -> list[str]:
+    """The namespaces the pause-holder creates for this PodSpec."""
+    ns = pod.get("namespaces") or {}
+    network = ns.get("network", "pod")
+    ipc = ns.get("ipc", "pod")
+    pid = ns.get("pid", "container")
+    for name, value, allowed in (("network", network, ("pod", "node")),
+                                 ("ipc", ipc, ("pod", "node")),
+                                 ("pid", pid, ("pod", "container", "node"))):
+        if value not in allowed:
+            raise ValueError(f"namespaces.{name} must be one of {', '.join(allowed)}, "
+                             f"not {value!r}")
+    types: list[str] = []
+    if network == "pod":
+        types.append("net")
+    if ipc == "pod":
+        types.append("ipc")
+    if network != "node":
+        types.append("uts")
+    if pid == "pod":
+        types.append("pid")
+    return types
+
+
+def unshare_flags(types: list[str]) -> int:
+    flags = 0
+    for t in types:
+        flags |= syscalls.NAMESPACE_FLAGS[t]
+    return flags
+
+
+def sysctl_path(name: str) -> str:
+    """/proc/sys path of a sysctl given as a.b.c or a/b/c (dots in a slash name stay)."""
+    if "/" in name:
+        rel = name
+    else:
+        rel = name.replace(".", "/")
+    rel = rel.strip("/")
+    if not rel or any(part in ("", ".", "..") for part in rel.split("/")):
+        raise ValueError(f"invalid sysctl name {name!r}")
+    return "/proc/sys/" + rel
+
+
+def sysctl_namespace(name: str) -> str | None:
+    """The namespace a sysctl belongs to (net, ipc, uts) or None when not namespaced."""
+    n = name.replace("/", ".")
+    if n.startswith("net."):
+        return "net"
+    if n.startswith(("kernel.shm", "kernel.msg", "fs.mqueue.")) or n == "kernel.sem":
+        return "ipc"
+    if n in ("kernel.hostname", "kernel.domainname"):
+        return "uts"
+    return None
+
+
+def check_sysctls(sysctls: dict[str, str], types: list[str]) -> None:
+    """Refuse sysctls that would change the host (ValueError with the reason)."""
+    for name, value in sysctls.items():
+        ns = sysctl_namespace(name)
+        if ns is None:
+            raise ValueError(f"sysctl {name!r} is not namespaced; refusing to set it on the host")
+        if ns not in types:
+            raise ValueError(f"sysctl {name!r} needs the pod's own {ns} namespace, "
+                             f"but the pod shares the host's")
+        sysctl_path(name)
+        if not isinstance(value, str) or any(c in value for c in "\n\0"):
+            raise ValueError(f"invalid value {value!r} for sysctl {name!r}")
+
+
+def apply_sysctls(sysctls: dict[str, str]) -> None:
+    """Write sysctls; must run inside the pod's namespaces (pause-holder)."""
+    for name, value in sysctls.items():
+        path = sysctl_path(name)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise OSError(e.errno, f"sysctl {name}: cannot open {path}: {e.strerror}") from None
+        try:
+            os.write(fd, value.encode())
+        except OSError as e:
+            raise OSError(e.errno, f"sysctl {name}={value!r}: {e.strerror}") from None
+        finally:
+            os.close(fd)
+
+
+def pin(pid: int, types: list[str], ns_dir: str) -> dict[str, str]:
+    """Bind-mount /proc/<pid>/ns/<type> onto <ns_dir>/<type>; returns type -> path.
+
+    On failure everything pinned so far is unpinned again.
+    """
+    os.makedirs(ns_dir, mode=0o711, exist_ok=True)
+    pinned: dict[str, str] = {}
+    try:
+        for t in types:
+            target = os.path.join(ns_dir, t)
+            os.close(os.open(target, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o444))
+            pinned[t] = target
+            syscalls.mount(f"/proc/{pid}/ns/{t}", target, None, syscalls.MS_BIND)
+    except BaseException:
+        unpin_all(ns_dir)
+        raise
+    return pinned
+
+
+def unpin_all(ns_dir: str) -> None:
+    """Unmount and remove every pinned namespace file under ns_dir, then ns_dir itself."""
+    try:
+        names = os.listdir(ns_dir)
+    except FileNotFoundError:
+        return
+    for name in names:
+        path = os.path.join(ns_dir, name)
+        while True:  # a file may carry stacked bind mounts
+            try:
+                syscalls.umount2(path, syscalls.MNT_DETACH | syscalls.UMOUNT_NOFOLLOW)
+            except OSError as e:
+                if e.errno in (errno.EINVAL, errno.ENOENT):
+                    break
+                raise
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    try:
+        os.rmdir(ns_dir)
+    except OSError:
+        pass

@@ -1,0 +1,67 @@
+"""Per-container status files: <shim_dir>/containers/<cid>.json (ContainerState).
+
+Written atomically (temp + fsync + rename) by the shim on create, start and
+exit; read by the daemon (runtime.shim_client.read_final_states) when the shim
+is gone. Stdlib only.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+
+def containers_dir(shim_dir: str) -> str:
+    return os.path.join(shim_dir, "containers")
+
+
+def status_path(shim_dir: str, container_id: str) -> str:
+    return os.path.join(containers_dir(shim_dir), container_id + ".json")
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """temp + fsync + rename (+ fsync of the directory)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def write_state(shim_dir: str, container_id: str, state: dict[str, Any]) -> None:
+    write_atomic(status_path(shim_dir, container_id), json.dumps(state).encode())
+
+
+def remove_state(shim_dir: str, container_id: str) -> None:
+    try:
+        os.unlink(status_path(shim_dir, container_id))
+    except FileNotFoundError:
+        pass
+
+
+def read_states(shim_dir: str) -> dict[str, dict[str, Any]]:
+    """Every container state recorded under shim_dir (unreadable files skipped)."""
+    states: dict[str, dict[str, Any]] = {}
+    try:
+        names = os.listdir(containers_dir(shim_dir))
+    except FileNotFoundError:
+        return states
+    for name in names:
+        if not name.endswith(".json"):
+            continue
+        try:
+            with open(os.path.join(containers_dir(shim_dir), name), "rb") as f:
+                states[name[:-5]] = json.loads(f.read())
+        except (OSError, ValueError):
+            continue
+    return states

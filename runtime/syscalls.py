@@ -1,0 +1,274 @@
+"""Linux syscalls Python 3.11's os module lacks, via ctypes.
+
+Every wrapper raises OSError(errno, "<call>(<args>): <strerror>") on failure so
+the caller's error message says which call failed on what. This module imports
+only stdlib modules that the shim and zygote already load (ctypes, os, struct),
+so it is cheap to import in forked children.
+
+Owners: the shim engineer adds functions here; other areas (container init)
+use them. Add functions, never rename.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import platform
+import struct
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+# --- clone / namespace flags -------------------------------------------------
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+CLONE_NEWTIME = 0x00000080
+
+#: /proc/<pid>/ns/<name> -> clone flag
+NAMESPACE_FLAGS: dict[str, int] = {
+    "mnt": CLONE_NEWNS,
+    "cgroup": CLONE_NEWCGROUP,
+    "uts": CLONE_NEWUTS,
+    "ipc": CLONE_NEWIPC,
+    "user": CLONE_NEWUSER,
+    "pid": CLONE_NEWPID,
+    "net": CLONE_NEWNET,
+    "time": CLONE_NEWTIME,
+}
+
+# --- mount flags --------------------------------------------------------------
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_SYNCHRONOUS = 0x10
+MS_REMOUNT = 0x20
+MS_MANDLOCK = 0x40
+MS_DIRSYNC = 0x80
+MS_NOSYMFOLLOW = 0x100
+MS_NOATIME = 0x400
+MS_NODIRATIME = 0x800
+MS_BIND = 0x1000
+MS_MOVE = 0x2000
+MS_REC = 0x4000
+MS_SILENT = 0x8000
+MS_POSIXACL = 0x10000
+MS_UNBINDABLE = 0x20000
+MS_PRIVATE = 0x40000
+MS_SLAVE = 0x80000
+MS_SHARED = 0x100000
+MS_RELATIME = 0x200000
+MS_STRICTATIME = 0x1000000
+MS_LAZYTIME = 0x2000000
+
+MNT_FORCE = 0x1
+MNT_DETACH = 0x2
+MNT_EXPIRE = 0x4
+UMOUNT_NOFOLLOW = 0x8
+
+# --- prctl options -------------------------------------------------------------
+PR_SET_PDEATHSIG = 1
+PR_GET_PDEATHSIG = 2
+PR_GET_DUMPABLE = 3
+PR_SET_DUMPABLE = 4
+PR_GET_KEEPCAPS = 7
+PR_SET_KEEPCAPS = 8
+PR_SET_NAME = 15
+PR_GET_NAME = 16
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
+PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_IS_SET = 1
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_LOWER = 3
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+# --- syscall numbers for calls libc may not wrap ----------------------------
+_MACHINE = platform.machine()
+_SYSCALLS: dict[str, dict[str, int]] = {
+    "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126},
+    "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91},
+}
+
+_libc.syscall.restype = ctypes.c_long
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                        ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_libc.setdomainname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                        ctypes.c_ulong]
+_libc.prctl.restype = ctypes.c_int
+
+
+def _fs(path: str | bytes | None) -> bytes | None:
+    if path is None:
+        return None
+    return os.fsencode(path)
+
+
+def _raise(call: str) -> None:
+    err = ctypes.get_errno()
+    raise OSError(err, f"{call}: {os.strerror(err)}")
+
+
+def _syscall_number(name: str) -> int:
+    try:
+        return _SYSCALLS[_MACHINE][name]
+    except KeyError:
+        raise OSError(38, f"{name}: no syscall number known for {_MACHINE}") from None
+
+
+def mount(source: str | None, target: str, fstype: str | None = None, flags: int = 0,
+          data: str | None = None) -> None:
+    """mount(2). Raises OSError naming source, target and fstype."""
+    if _libc.mount(_fs(source), _fs(target), _fs(fstype), flags, _fs(data)) != 0:
+        _raise(f"mount({source!r}, {target!r}, {fstype!r}, {flags:#x}, {data!r})")
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    """umount2(2)."""
+    if _libc.umount2(_fs(target), flags) != 0:
+        _raise(f"umount2({target!r}, {flags:#x})")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    """setns(2): join the namespace open at fd (nstype 0 = any type)."""
+    if _libc.setns(fd, nstype) != 0:
+        _raise(f"setns(fd={fd}, {nstype:#x})")
+
+
+def setns_path(path: str, nstype: int = 0) -> None:
+    """Open a namespace file (e.g. /proc/<pid>/ns/net or a pinned file) and join it."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc.setns(fd, nstype) != 0:
+            _raise(f"setns({path!r}, {nstype:#x})")
+    finally:
+        os.close(fd)
+
+
+def unshare(flags: int) -> None:
+    """unshare(2)."""
+    if _libc.unshare(flags) != 0:
+        _raise(f"unshare({flags:#x})")
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    """pivot_root(2) (no libc wrapper; raw syscall)."""
+    nr = _syscall_number("pivot_root")
+    if _libc.syscall(ctypes.c_long(nr), ctypes.c_char_p(_fs(new_root)),
+                     ctypes.c_char_p(_fs(put_old))) != 0:
+        _raise(f"pivot_root({new_root!r}, {put_old!r})")
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    """prctl(2); returns the call's result (some options return a value)."""
+    res = _libc.prctl(option, arg2, arg3, arg4, arg5)
+    if res < 0:
+        _raise(f"prctl({option}, {arg2}, {arg3}, {arg4}, {arg5})")
+    return int(res)
+
+
+def set_child_subreaper(on: bool = True) -> None:
+    """Orphaned descendants are re-parented to this process instead of PID 1."""
+    prctl(PR_SET_CHILD_SUBREAPER, 1 if on else 0)
+
+
+def is_child_subreaper() -> bool:
+    val = ctypes.c_int(0)
+    if _libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.cast(ctypes.pointer(val), ctypes.c_void_p).value
+                   or 0, 0, 0, 0) != 0:
+        _raise("prctl(PR_GET_CHILD_SUBREAPER)")
+    return bool(val.value)
+
+
+def set_pdeathsig(sig: int) -> None:
+    """Deliver signal `sig` to this process when its parent thread dies (0 clears)."""
+    prctl(PR_SET_PDEATHSIG, sig)
+
+
+def set_no_new_privs() -> None:
+    """execve can no longer grant privileges (setuid bits, file caps)."""
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def get_no_new_privs() -> bool:
+    return bool(prctl(PR_GET_NO_NEW_PRIVS))
+
+
+def set_keepcaps(on: bool) -> None:
+    prctl(PR_SET_KEEPCAPS, 1 if on else 0)
+
+
+def set_process_name(name: str) -> None:
+    """PR_SET_NAME: the comm shown by ps/top (15 bytes max)."""
+    buf = ctypes.create_string_buffer(name.encode()[:15])
+    if _libc.prctl(PR_SET_NAME, ctypes.cast(buf, ctypes.c_void_p).value or 0, 0, 0, 0) != 0:
+        _raise(f"prctl(PR_SET_NAME, {name!r})")
+
+
+def sethostname(name: str) -> None:
+    """sethostname(2) in the current UTS namespace."""
+    raw = name.encode()
+    if _libc.sethostname(raw, len(raw)) != 0:
+        _raise(f"sethostname({name!r})")
+
+
+def setdomainname(name: str) -> None:
+    raw = name.encode()
+    if _libc.setdomainname(raw, len(raw)) != 0:
+        _raise(f"setdomainname({name!r})")
+
+
+# --- capabilities (capget/capset, version 3: two 32-bit words per set) --------
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+class CapSets:
+    """The three per-thread capability sets as 64-bit masks."""
+
+    __slots__ = ("effective", "permitted", "inheritable")
+
+    def __init__(self, effective: int, permitted: int, inheritable: int) -> None:
+        self.effective = effective
+        self.permitted = permitted
+        self.inheritable = inheritable
+
+    def __repr__(self) -> str:
+        return (f"CapSets(effective={self.effective:#x}, permitted={self.permitted:#x}, "
+                f"inheritable={self.inheritable:#x})")
+
+
+def capget(pid: int = 0) -> CapSets:
+    """capget(2) for `pid` (0 = this thread)."""
+    header = ctypes.create_string_buffer(struct.pack("Ii", _LINUX_CAPABILITY_VERSION_3, pid), 8)
+    data = ctypes.create_string_buffer(24)
+    nr = _syscall_number("capget")
+    if _libc.syscall(ctypes.c_long(nr), header, data) != 0:
+        _raise(f"capget(pid={pid})")
+    e0, p0, i0, e1, p1, i1 = struct.unpack("6I", data.raw)
+    return CapSets(e0 | (e1 << 32), p0 | (p1 << 32), i0 | (i1 << 32))
+
+
+def capset(caps: CapSets) -> None:
+    """capset(2) for this thread."""
+    header = ctypes.create_string_buffer(struct.pack("Ii", _LINUX_CAPABILITY_VERSION_3, 0), 8)
+    low = 0xFFFFFFFF
+    data = ctypes.create_string_buffer(struct.pack(
+        "6I",
+        caps.effective & low, caps.permitted & low, caps.inheritable & low,
+        caps.effective >> 32, caps.permitted >> 32, caps.inheritable >> 32), 24)
+    nr = _syscall_number("capset")
+    if _libc.syscall(ctypes.c_long(nr), header, data) != 0:
+        _raise(f"capset({caps!r})")

@@ -1,0 +1,79 @@
+"""Shared fixtures: the real daemon, and the session-wide leak check.
+
+Integration tests (tests/integration) need root and real kernel features. They
+talk to a real `pycri serve` subprocess through its unix socket.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support import leaks
+from tests.support.daemon import TEST_BRIDGE, PycriDaemon
+
+IS_ROOT = os.geteuid() == 0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+            if not IS_ROOT:
+                item.add_marker(pytest.mark.skip(reason="integration tests need root"))
+
+
+def _remove_test_bridge() -> None:
+    # The CNI bridge plugin (like containerd's cni0) leaves its bridge on DEL by design.
+    subprocess.run(["ip", "link", "del", TEST_BRIDGE], capture_output=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def leak_check(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fails the session if tests leave mounts, netns, processes, cgroups or rules behind."""
+    if not IS_ROOT:
+        yield
+        return
+    before = leaks.Snapshot.take()
+    yield
+    _remove_test_bridge()
+    deadline = time.monotonic() + 10
+    while True:  # reaping and unmounting can lag a moment behind the last test
+        found = leaks.Snapshot.take().leaked_since(before)
+        if not found or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if found:
+        pytest.fail(leaks.format_leaks(found), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def daemon() -> Iterator[PycriDaemon]:
+    """One daemon shared by the tests that do not restart or reconfigure it."""
+    d = PycriDaemon().start()
+    try:
+        yield d
+    finally:
+        rc = d.stop()
+        d.cleanup_dirs()
+        assert rc == 0, f"pycri exited with {rc} on SIGTERM:\n{d.log_tail()}"
+
+
+@pytest.fixture
+def fresh_daemon() -> Iterator[PycriDaemon]:
+    """A daemon of the test's own, for restarts, crashes and special configs (not started)."""
+    d = PycriDaemon()
+    try:
+        yield d
+    finally:
+        d.stop()
+        shutil.rmtree(d.base, ignore_errors=True)
+
+
+@pytest.fixture
+def cri(daemon: PycriDaemon):  # type: ignore[no-untyped-def]
+    return daemon.c
