@@ -35,6 +35,10 @@ _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 _PLUGIN_TYPE_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 
 
+class InvalidConfig(errors.InvalidArgument):
+    """A network configuration document is malformed (message names the file and field)."""
+
+
 def version_tuple(version: str) -> tuple[int, int, int]:
     """'1.0.0' -> (1, 0, 0); raises ValueError for anything else."""
     parts = version.split(".")
@@ -88,10 +92,6 @@ def _pick_version(raw: dict[str, Any], where: str) -> str:
             f"{', '.join(SUPPORTED_VERSIONS)})"
         )
     return version
-
-
-class InvalidConfig(errors.InvalidArgument):
-    """A network configuration document is malformed (message names the file and field)."""
 
 
 def _validate_name(name: Any, where: str) -> str:
@@ -254,3 +254,19 @@ def loopback_conflist() -> NetworkConfigList:
     """The list used to bring up 'lo' in every pod netns (as containerd does)."""
     raw = {"cniVersion": "1.0.0", "name": "pycri-loopback", "plugins": [{"type": "loopback"}]}
     return parse_conflist(raw, "<loopback>")
+
+
+def choose_network(conf_dir: str, default: NetworkConfigList | None) -> NetworkConfigList:
+    """The list to use: first valid file in conf_dir, else the default if the dir is empty."""
+    scan = scan_conf_dir(conf_dir)
+    if scan.chosen is not None:
+        return scan.chosen
+    if scan.config_files:
+        reasons = "; ".join(scan.skipped.values())
+        raise CniConfigError(f"no valid CNI network config in {conf_dir}: {reasons}")
+    if default is None:
+        raise CniConfigError(
+            f"no CNI network config found in {conf_dir} (*.conflist, *.conf, *.json) and the "
+            "default network is disabled"
+        )
+    return default

@@ -40,6 +40,8 @@ class CniConfig:
     bin_dirs: list[str] = field(default_factory=lambda: ["/opt/cni/bin", "/usr/lib/cni"])
     # Subnet of the built-in default network, used when conf_dir has no config.
     default_subnet: str = "10.88.0.0/16"
+    # Linux bridge of the built-in default network.
+    default_bridge: str = "pycri0"
     # Seconds one plugin invocation may take.
     plugin_timeout_seconds: float = 60.0
 

@@ -62,6 +62,7 @@ class Daemon:
         self._bind_socket(self._server)
         self._server.start()
         log.info("pycri listening on %s", self.socket_path)
+        wiring.start_endpoints(self.services)
         wiring.recover(self.services)
         self.ready.set()
         sdnotify.notify("READY=1")
@@ -83,7 +84,8 @@ class Daemon:
 
     def _build_server(self, svc: Services) -> grpc.Server:
         interceptor = RpcInterceptor(self.ready)
-        svc.rpc_observers = interceptor.observers
+        if svc.metrics is not None:
+            interceptor.observers.append(svc.metrics.observe_rpc)
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="rpc"),
             interceptors=[interceptor],

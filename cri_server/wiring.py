@@ -9,6 +9,8 @@ import logging
 
 from proto import api_pb2_grpc
 from cri_server.config import Config
+from cri_server.events import EventBus
+from cri_server.metrics import Metrics
 from cri_server.paths import Paths
 from cri_server.servicer_base import fill_unimplemented
 from cri_server.services import Services
@@ -18,7 +20,16 @@ log = logging.getLogger("pycri")
 
 def build_services(config: Config, paths: Paths) -> Services:
     svc = Services(config=config, paths=paths)
+    svc.events = EventBus()
+    if config.metrics.address:
+        svc.metrics = Metrics()
     return svc
+
+
+def start_endpoints(svc: Services) -> None:
+    """Starts the daemon's own network endpoints once the gRPC server is up."""
+    if svc.metrics is not None:
+        svc.metrics.serve(svc.config.metrics.address)
 
 
 def build_image_servicer(svc: Services) -> api_pb2_grpc.ImageServiceServicer:
@@ -33,3 +44,7 @@ def recover(svc: Services) -> None:
 
 def shutdown(svc: Services) -> None:
     """Stops the daemon's own helpers; pods and containers keep running."""
+    if svc.events is not None:
+        svc.events.close()
+    if svc.metrics is not None:
+        svc.metrics.stop()

@@ -37,7 +37,6 @@ inline={"registry.k8s.io": {"host": {"http://127.0.0.1:5000": {...}}}})``.
 from __future__ import annotations
 
 import ipaddress
-import os
 import ssl
 import tomllib
 from dataclasses import dataclass, field
@@ -232,6 +231,3 @@ class RegistryHosts:
             out.append(cfg.server)
         return out
 
-
-def exists(path: str) -> bool:
-    return os.path.exists(path)

@@ -53,8 +53,8 @@ import copy
 import os
 from typing import Any
 
-from runtime.spec_errors import InvalidArgument
 from runtime.capability_names import CAPABILITY_NAMES, last_cap, normalize_capability
+from runtime.spec_errors import InvalidArgument
 
 #: The capability set containerd and CRI-O give an unprivileged container.
 DEFAULT_CAPABILITIES: tuple[str, ...] = (

@@ -8,7 +8,6 @@ through /proc/self/fd that the kernel agrees, so the final mount/chdir targets e
 """
 from __future__ import annotations
 
-import errno
 import os
 import stat
 
@@ -50,7 +49,7 @@ def secure_join(root: str, unsafe_path: str) -> str:
         if target.startswith("/"):
             resolved = ""
         remaining = target + ("/" + remaining if remaining else "")
-    return root + (resolved or "")  if resolved else root
+    return root + resolved if resolved else root
 
 
 def relative_in_root(root: str, host_path: str) -> str:
@@ -125,7 +124,3 @@ def open_path_in_root(root: str, host_path: str) -> int:
         os.close(fd)
         raise InvalidArgument(f"{host_path!r} resolves to {real!r}, outside {root!r}")
     return fd
-
-
-def is_symlink_loop(err: OSError) -> bool:
-    return err.errno == errno.ELOOP

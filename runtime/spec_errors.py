@@ -40,7 +40,7 @@ class Unimplemented(SpecError):
 
 def to_cri_error(exc: SpecError) -> Exception:
     """The cri_server.errors exception for `exc` (daemon side only: imports grpc)."""
-    from cri_server import errors  # noqa: PLC0415 - deliberately lazy (grpc)
+    from cri_server import errors
 
     cls = getattr(errors, exc.kind, errors.PycriError)
     return cls(str(exc))

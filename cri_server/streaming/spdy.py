@@ -505,18 +505,16 @@ class SpdyConnection:
             del st.pending[:allowed]
             st.send_window -= len(chunk)
             self._session_send_window -= len(chunk)
-            self._data_frame(st.stream_id, chunk, st.pending_fin and not st.pending)
+            fin = st.pending_fin and not st.pending
+            self._data_frame(st.stream_id, chunk, fin)
+            if fin:
+                st.local_closed = True
+                self._maybe_forget(st.stream_id)
+                return
         if st.pending_fin and not st.local_closed:
-            if not self._out.endswith(b"") or True:
-                pass
-            # Empty payload with FIN (unless the last chunk above already carried it).
-            if not self._last_frame_was_fin_for(st.stream_id):
-                self._data_frame(st.stream_id, b"", True)
+            self._data_frame(st.stream_id, b"", True)
             st.local_closed = True
             self._maybe_forget(st.stream_id)
-
-    def _last_frame_was_fin_for(self, stream_id: int) -> bool:
-        return getattr(self, "_fin_marker", None) == stream_id
 
     def _flush_all(self) -> None:
         for st in list(self._streams.values()):

@@ -6,7 +6,7 @@ common status lines, dates and media types.
 """
 from __future__ import annotations
 
-_WORDS = (
+_WORD_TEXT = (
     "options head post put delete trace accept accept-charset accept-encoding "
     "accept-language accept-ranges age allow authorization cache-control connection "
     "content-base content-encoding content-language content-length content-location "
@@ -15,7 +15,8 @@ _WORDS = (
     "max-forwards pragma proxy-authenticate proxy-authorization range referer retry-after "
     "server te trailer transfer-encoding upgrade user-agent vary via warning "
     "www-authenticate method get status"
-).split()
+)
+_WORDS = _WORD_TEXT.split()
 _WORDS_AFTER_STATUS = ["200 OK", "version", "HTTP/1.1", "url", "public", "set-cookie",
                        "keep-alive", "origin"]
 

@@ -79,6 +79,8 @@ def test_every_rpc_answers_with_a_status_not_a_crash(cri) -> None:  # type: igno
     for service in ("RuntimeService", "ImageService"):
         for name in rpc_names(service):
             request_cls = getattr(api_pb2, _request_type(service, name))
+            if name == "GetContainerEvents":
+                continue  # an open-ended stream; covered by the events tests
             try:
                 result = cri.call(name, request_cls(), timeout=10)
                 if hasattr(result, "__iter__") and not hasattr(result, "ListFields"):

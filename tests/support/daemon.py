@@ -55,7 +55,8 @@ class PycriDaemon:
             "socket": str(self.socket), "root": str(self.root), "state": str(self.state),
             "log_level": "debug", "cgroup_parent": self.cgroup_parent,
             "streaming": {"address": "127.0.0.1:0"},
-            "cni": {"conf_dir": str(self.cni_conf_dir), "default_subnet": TEST_SUBNET},
+            "cni": {"conf_dir": str(self.cni_conf_dir), "default_subnet": TEST_SUBNET,
+                    "default_bridge": TEST_BRIDGE},
             "registry": {"config_path": str(self.base / "certs.d"),
                          "auth_file": str(self.base / "docker-config.json")},
         }

@@ -1,0 +1,97 @@
+"""The persisted container record (store kind "container").
+
+Fixed metadata from CreateContainer plus the last known runtime state. The
+runtime state's source of truth is the pod's shim (or its status files when the
+shim is gone); the record keeps a copy so that List/Status work without a shim
+round trip and exit states survive the shim.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+KIND = "container"
+
+# Record states. "creating" is written before any side effect so that a daemon
+# killed mid-create is cleaned up on the next start.
+CREATING = "creating"
+CREATED = "created"
+RUNNING = "running"
+EXITED = "exited"
+UNKNOWN = "unknown"
+
+
+def name_key(pod_id: str, name: str, attempt: int) -> str:
+    """The reserved name of a container: one per pod/name/attempt."""
+    return f"{pod_id}/{name}/{attempt}"
+
+
+@dataclass
+class ContainerRecord:
+    id: str
+    pod_id: str
+    name: str
+    attempt: int
+    # image as requested (ImageSpec.image), user_specified_image, resolved id and digest ref
+    image: str
+    user_specified_image: str = ""
+    image_annotations: dict[str, str] = field(default_factory=dict)
+    image_id: str = ""
+    image_ref: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    log_path: str = ""
+    # CRI mounts as requested (container_path, host_path, readonly, selinux_relabel,
+    # propagation (enum number), recursive_read_only)
+    mounts: list[dict[str, Any]] = field(default_factory=list)
+    resources: dict[str, Any] = field(default_factory=dict)
+    stop_signal: int = 0           # CRI Signal enum value as requested (0 = runtime default)
+    kill_signal: int = 15          # the signal StopContainer sends first (host number)
+    tty: bool = False
+    stdin: bool = False
+    stdin_once: bool = False
+    fingerprint: str = ""         # hash of the request, for kubelet retries
+    spec: dict[str, Any] = field(default_factory=dict)
+    # runtime state
+    state: str = CREATING
+    pid: int = 0
+    created_at: int = 0
+    started_at: int = 0
+    finished_at: int = 0
+    exit_code: int = 0
+    reason: str = ""
+    message: str = ""
+    user: dict[str, Any] = field(default_factory=dict)  # {"uid","gid","groups"} from the shim
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ContainerRecord:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @property
+    def name_key(self) -> str:
+        return name_key(self.pod_id, self.name, self.attempt)
+
+    def apply_state(self, st: dict[str, Any]) -> bool:
+        """Copies a shim ContainerState into the record; True if anything changed."""
+        before = (self.state, self.pid, self.started_at, self.finished_at, self.exit_code,
+                  self.reason, self.message)
+        state = st.get("state", self.state)
+        if state in (CREATED, RUNNING, EXITED):
+            self.state = state
+        self.pid = int(st.get("pid") or self.pid or 0)
+        for key in ("created_at", "started_at", "finished_at", "exit_code"):
+            value = st.get(key)
+            if value:
+                setattr(self, key, int(value))
+        if self.state == EXITED:
+            self.exit_code = int(st.get("exit_code") or 0)
+            self.reason = st.get("reason") or self.reason
+            self.message = st.get("message") or self.message
+        after = (self.state, self.pid, self.started_at, self.finished_at, self.exit_code,
+                 self.reason, self.message)
+        return before != after

@@ -1,0 +1,73 @@
+"""Small file helpers shared by the v1 and v2 cgroup managers."""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+
+from runtime.spec_errors import InvalidArgument
+
+
+def read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def read_int(path: str, default: int = 0) -> int:
+    try:
+        value = read(path).strip()
+    except OSError:
+        return default
+    if value == "max":
+        return -1
+    try:
+        return int(value)
+    except ValueError:
+        return default
+
+
+def write(path: str, value: str, field: str) -> None:
+    """Write one cgroup file; errors name the file, the value and the spec field."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except FileNotFoundError as e:
+        raise InvalidArgument(f"{field}: {path} does not exist (controller missing?)") from e
+    try:
+        os.write(fd, value.encode())
+    except OSError as e:
+        raise InvalidArgument(f"{field}: writing {value!r} to {path}: {e.strerror}") from e
+    finally:
+        os.close(fd)
+
+
+def procs(directory: str) -> list[int]:
+    try:
+        return [int(x) for x in read(os.path.join(directory, "cgroup.procs")).split()]
+    except OSError:
+        return []
+
+
+def remove_tree(directory: str, timeout: float = 2.0) -> None:
+    """rmdir a cgroup and its children bottom-up, SIGKILLing processes still in them."""
+    if not os.path.isdir(directory):
+        return
+    for entry in os.scandir(directory):
+        if entry.is_dir(follow_symlinks=False):
+            remove_tree(entry.path, timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.rmdir(directory)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                raise
+        for pid in procs(directory):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.01)

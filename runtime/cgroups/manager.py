@@ -1,0 +1,207 @@
+"""Create, configure, join, read and remove one cgroup (v1/hybrid and v2).
+
+`open_cgroup(path)` picks the right manager for the host. `path` is the cgroup's path relative
+to the hierarchy root (e.g. /kubepods/besteffort/pod<uid>/<id>, see naming.py).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from runtime.cgroups import fsutil, mode, resources
+from runtime.spec_errors import InvalidArgument
+
+V2_CONTROLLERS = ("cpuset", "cpu", "io", "memory", "hugetlb", "pids")
+
+
+class V1Cgroup:
+    """A cgroup in every v1 hierarchy (plus the unified hierarchy in hybrid mode)."""
+
+    version = 1
+
+    def __init__(self, path: str, hierarchies: dict[str, str],
+                 unified_root: str | None = None) -> None:
+        self.path = "/" + path.strip("/")
+        self.hierarchies = hierarchies
+        self.unified_root = unified_root
+
+    def dir(self, controller: str) -> str:
+        return os.path.join(self.hierarchies[controller], self.path.lstrip("/"))
+
+    def _dirs(self) -> list[str]:
+        dirs = sorted({self.dir(c) for c in self.hierarchies})
+        if self.unified_root:
+            dirs.append(os.path.join(self.unified_root, self.path.lstrip("/")))
+        return dirs
+
+    def exists(self) -> bool:
+        return "memory" in self.hierarchies and os.path.isdir(self.dir("memory"))
+
+    def create(self, res: dict[str, Any] | None = None) -> None:
+        for d in self._dirs():
+            os.makedirs(d, exist_ok=True)
+        if "cpuset" in self.hierarchies:
+            self._init_cpuset()
+        if res:
+            self.apply_resources(res)
+
+    def _init_cpuset(self) -> None:
+        """New v1 cpuset groups start empty: copy cpus/mems down from the nearest parent."""
+        root = self.hierarchies["cpuset"]
+        cur = root
+        for part in [p for p in self.path.split("/") if p]:
+            parent, cur = cur, os.path.join(cur, part)
+            for name in ("cpuset.cpus", "cpuset.mems"):
+                if fsutil.read(os.path.join(cur, name)).strip() == "":
+                    value = fsutil.read(os.path.join(parent, name)).strip()
+                    fsutil.write(os.path.join(cur, name), value, f"cgroup {name}")
+
+    def apply_resources(self, res: dict[str, Any]) -> None:
+        for controller, name, value in resources.v1_writes(res):
+            if controller not in self.hierarchies:
+                if controller in ("hugetlb",):
+                    continue  # optional controller not mounted here
+                raise InvalidArgument(f"cgroup.resources: controller {controller} is not "
+                                      "mounted on this host")
+            target = os.path.join(self.dir(controller), name)
+            if name == "memory.memsw.limit_in_bytes" and not os.path.exists(target):
+                continue  # no swap accounting on this kernel
+            if name == "memory.limit_in_bytes":
+                self._order_memory_writes(int(value), res)
+            fsutil.write(target, value, f"cgroup.resources ({name})")
+
+    def _order_memory_writes(self, memory: int, res: dict[str, Any]) -> None:
+        """memory.limit must stay <= memsw.limit: raise memsw first when growing."""
+        memsw = os.path.join(self.dir("memory"), "memory.memsw.limit_in_bytes")
+        swap = int(res.get("memory_swap_limit_in_bytes") or 0)
+        if swap and os.path.exists(memsw) and fsutil.read_int(memsw) < (memory if swap == -1
+                                                                          else swap):
+            fsutil.write(memsw, str(swap), "cgroup.resources (memory.memsw.limit_in_bytes)")
+
+    def attach(self, pid: int) -> None:
+        for d in self._dirs():
+            fsutil.write(os.path.join(d, "cgroup.procs"), str(pid), f"cgroup {self.path}")
+
+    def pids(self) -> list[int]:
+        return fsutil.procs(self.dir("pids" if "pids" in self.hierarchies else "memory"))
+
+    def stats(self) -> dict[str, int]:
+        mem = self.dir("memory")
+        mstat = resources.parse_flat_keyed(_read_or_empty(os.path.join(mem, "memory.stat")))
+        usage = fsutil.read_int(os.path.join(mem, "memory.usage_in_bytes"))
+        memsw = fsutil.read_int(os.path.join(mem, "memory.memsw.usage_in_bytes"), usage)
+        inactive = mstat.get("total_inactive_file", mstat.get("inactive_file", 0))
+        cpuacct = (os.path.join(self.dir("cpuacct"), "cpuacct.usage")
+                   if "cpuacct" in self.hierarchies else "")
+        return {
+            "cpu_usage_ns": fsutil.read_int(cpuacct) if cpuacct else 0,
+            "memory_usage_bytes": usage,
+            "memory_working_set_bytes": max(0, usage - inactive),
+            "memory_rss_bytes": mstat.get("total_rss", mstat.get("rss", 0)),
+            "page_faults": mstat.get("total_pgfault", mstat.get("pgfault", 0)),
+            "major_page_faults": mstat.get("total_pgmajfault", mstat.get("pgmajfault", 0)),
+            "swap_usage_bytes": max(0, memsw - usage),
+            "pids_current": (fsutil.read_int(os.path.join(self.dir("pids"), "pids.current"))
+                             if "pids" in self.hierarchies else len(self.pids())),
+            "oom_kill_count": self.oom_kill_count(),
+            "memory_failcnt": fsutil.read_int(os.path.join(mem, "memory.failcnt")),
+        }
+
+    def oom_kill_count(self) -> int:
+        text = _read_or_empty(os.path.join(self.dir("memory"), "memory.oom_control"))
+        return resources.parse_flat_keyed(text).get("oom_kill", 0)
+
+    def remove(self, timeout: float = 2.0) -> None:
+        for d in self._dirs():
+            fsutil.remove_tree(d, timeout)
+
+
+class V2Cgroup:
+    """A cgroup in the unified hierarchy at `root`."""
+
+    version = 2
+
+    def __init__(self, path: str, root: str) -> None:
+        self.path = "/" + path.strip("/")
+        self.root = root
+        self.dir = os.path.join(root, self.path.lstrip("/"))
+
+    def exists(self) -> bool:
+        return os.path.isdir(self.dir)
+
+    def create(self, res: dict[str, Any] | None = None) -> None:
+        cur = self.root
+        for part in [p for p in self.path.split("/") if p]:
+            self._enable_controllers(cur)
+            cur = os.path.join(cur, part)
+            os.makedirs(cur, exist_ok=True)
+        if res:
+            self.apply_resources(res)
+
+    @staticmethod
+    def _enable_controllers(directory: str) -> None:
+        """Delegate the controllers we use to children of `directory`."""
+        available = set(_read_or_empty(os.path.join(directory, "cgroup.controllers")).split())
+        enabled = set(_read_or_empty(os.path.join(directory, "cgroup.subtree_control")).split())
+        want = [c for c in V2_CONTROLLERS if c in available and c not in enabled]
+        if want:
+            fsutil.write(os.path.join(directory, "cgroup.subtree_control"),
+                         " ".join("+" + c for c in want), "cgroup controllers")
+
+    def apply_resources(self, res: dict[str, Any]) -> None:
+        for name, value in resources.v2_writes(res):
+            fsutil.write(os.path.join(self.dir, name), value, f"cgroup.resources ({name})")
+
+    def attach(self, pid: int) -> None:
+        fsutil.write(os.path.join(self.dir, "cgroup.procs"), str(pid), f"cgroup {self.path}")
+
+    def pids(self) -> list[int]:
+        return fsutil.procs(self.dir)
+
+    def stats(self) -> dict[str, int]:
+        cpu = resources.parse_flat_keyed(_read_or_empty(os.path.join(self.dir, "cpu.stat")))
+        mstat = resources.parse_flat_keyed(_read_or_empty(os.path.join(self.dir, "memory.stat")))
+        usage = fsutil.read_int(os.path.join(self.dir, "memory.current"))
+        return {
+            "cpu_usage_ns": cpu.get("usage_usec", 0) * 1000,
+            "memory_usage_bytes": usage,
+            "memory_working_set_bytes": max(0, usage - mstat.get("inactive_file", 0)),
+            "memory_rss_bytes": mstat.get("anon", 0),
+            "page_faults": mstat.get("pgfault", 0),
+            "major_page_faults": mstat.get("pgmajfault", 0),
+            "swap_usage_bytes": fsutil.read_int(os.path.join(self.dir, "memory.swap.current")),
+            "pids_current": fsutil.read_int(os.path.join(self.dir, "pids.current"),
+                                            len(self.pids())),
+            "oom_kill_count": self.oom_kill_count(),
+            "memory_failcnt": resources.parse_flat_keyed(
+                _read_or_empty(os.path.join(self.dir, "memory.events"))).get("max", 0),
+        }
+
+    def oom_kill_count(self) -> int:
+        text = _read_or_empty(os.path.join(self.dir, "memory.events"))
+        return resources.parse_flat_keyed(text).get("oom_kill", 0)
+
+    def remove(self, timeout: float = 2.0) -> None:
+        fsutil.remove_tree(self.dir, timeout)
+
+
+Cgroup = V1Cgroup | V2Cgroup
+
+
+def _read_or_empty(path: str) -> str:
+    try:
+        return fsutil.read(path)
+    except OSError:
+        return ""
+
+
+def open_cgroup(path: str, root: str = mode.CGROUP_ROOT,
+                mounts_text: str | None = None) -> Cgroup:
+    """The manager for cgroup `path` on this host's layout (v2, or v1/hybrid)."""
+    if not isinstance(path, str) or not path.startswith("/") or ".." in path.split("/"):
+        raise InvalidArgument(f"cgroup path {path!r}: must be absolute without '..'")
+    m = mode.detect_mode(root, mounts_text)
+    if m == "v2":
+        return V2Cgroup(path, os.path.normpath(root))
+    return V1Cgroup(path, mode.v1_hierarchies(root, mounts_text),
+                    mode.unified_root(root, mounts_text))

@@ -1,0 +1,97 @@
+"""cgroup path naming for the cgroupfs and systemd drivers (pure functions, no I/O).
+
+cgroupfs: kubelet's cgroup_parent is a path like /kubepods/burstable/pod<uid>; a container's
+cgroup is <pod cgroup>/<container id>.
+systemd: kubelet's cgroup_parent is a slice name like kubepods-burstable-pod<uid>.slice; slices
+nest by their dash-separated prefix (a-b-c.slice lives at /a.slice/a-b.slice/a-b-c.slice) and a
+container is a scope "<prefix>-<id>.scope" inside its pod slice. runc-style "slice:prefix:name"
+strings are accepted too. (No systemd on this machine: the systemd driver computes the same
+filesystem paths systemd would use and manages them directly; no D-Bus transient units.)
+"""
+from __future__ import annotations
+
+import posixpath
+
+from runtime.spec_errors import InvalidArgument
+
+SCOPE_PREFIX = "pycri"
+
+
+def _check_name(name: str, what: str) -> None:
+    if not name or "/" in name or name in (".", "..") or "\0" in name:
+        raise InvalidArgument(f"{what}: invalid cgroup name {name!r}")
+
+
+def cgroupfs_path(parent: str, name: str | None = None) -> str:
+    """Normalised absolute cgroupfs path parent[/name]."""
+    if not isinstance(parent, str) or ".." in parent.split("/"):
+        raise InvalidArgument(f"cgroup parent {parent!r}: must be a path without '..'")
+    path = posixpath.normpath("/" + parent.strip("/")) if parent.strip("/") else "/"
+    if name is not None:
+        _check_name(name, "cgroup")
+        path = posixpath.join(path, name)
+    return path
+
+
+def expand_slice(slice_name: str) -> str:
+    """'kubepods-burstable-pod1.slice' -> '/kubepods.slice/kubepods-burstable.slice/
+    kubepods-burstable-pod1.slice'; '-.slice' (the root slice) -> '/'."""
+    if slice_name == "-.slice":
+        return "/"
+    if (not slice_name.endswith(".slice") or "/" in slice_name
+            or slice_name == ".slice"):
+        raise InvalidArgument(f"systemd cgroup parent {slice_name!r}: must be a slice name "
+                              "like kubepods-burstable.slice")
+    base = slice_name[: -len(".slice")]
+    if base.startswith("-") or base.endswith("-") or "--" in base:
+        raise InvalidArgument(f"systemd slice {slice_name!r}: invalid dashes")
+    parts = base.split("-")
+    path = ""
+    prefix = ""
+    for part in parts:
+        prefix = f"{prefix}-{part}" if prefix else part
+        path += f"/{prefix}.slice"
+    return path
+
+
+def systemd_pod_slice(parent_slice: str, pod_uid: str) -> str:
+    """Slice name of a pod under `parent_slice`: dashes of the uid become underscores."""
+    expand_slice(parent_slice)  # validates
+    base = "" if parent_slice == "-.slice" else parent_slice[: -len(".slice")] + "-"
+    return f"{base}pod{pod_uid.replace('-', '_')}.slice"
+
+
+def parse_systemd_path(value: str) -> tuple[str, str, str]:
+    """'slice:prefix:name' -> (slice, prefix, name)."""
+    parts = value.split(":")
+    if len(parts) != 3:
+        raise InvalidArgument(f"systemd cgroup path {value!r}: expected slice:prefix:name")
+    return parts[0], parts[1], parts[2]
+
+
+def systemd_scope_path(slice_name: str, prefix: str, name: str) -> str:
+    """Filesystem path of scope <prefix>-<name>.scope in <slice>."""
+    _check_name(name, "scope")
+    unit = f"{prefix}-{name}.scope" if prefix else f"{name}.scope"
+    return posixpath.join(expand_slice(slice_name), unit)
+
+
+def pod_cgroup_path(driver: str, cgroup_parent: str) -> str:
+    """The pod cgroup's filesystem path from CRI's cgroup_parent (kubelet names the pod)."""
+    if driver == "systemd":
+        return expand_slice(cgroup_parent)
+    if driver == "cgroupfs":
+        return cgroupfs_path(cgroup_parent)
+    raise InvalidArgument(f"cgroup driver {driver!r}: must be cgroupfs or systemd")
+
+
+def container_cgroup_path(driver: str, cgroup_parent: str, container_id: str) -> str:
+    """The container cgroup's filesystem path inside its pod's."""
+    if driver == "systemd":
+        if cgroup_parent.count(":") == 2:
+            slice_name, prefix, name = parse_systemd_path(cgroup_parent)
+            return systemd_scope_path(slice_name, prefix, name)
+        return systemd_scope_path(cgroup_parent, SCOPE_PREFIX, container_id)
+    if driver == "cgroupfs":
+        return cgroupfs_path(cgroup_parent, container_id)
+    raise InvalidArgument(f"cgroup driver {driver!r}: must be cgroupfs or systemd")

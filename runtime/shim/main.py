@@ -1,0 +1,149 @@
+"""Entry point of a pod shim: run_shim(pod, ready_fd) (called in the zygote's grandchild).
+
+Order: subreaper -> directories -> SIGCHLD wakeup -> pause-holder (new namespaces,
+hostname, sysctls) -> pin namespaces -> control socket -> shim.pid -> report
+ready on ready_fd -> event loop. Any failure undoes what was done and reports
+{"ok": false, "error": ...}. The shim exits after "shutdown" or SIGTERM.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+from typing import Any, NoReturn
+
+from runtime import syscalls
+from runtime.shim import namespaces, statusfile
+from runtime.shim.loop import Loop
+from runtime.shim.pause import start_pause_holder
+from runtime.shim.server import Shim
+
+SHUTDOWN_GRACE_ON_SIGTERM = 10.0
+
+
+def validate_pod(pod: Any) -> dict[str, Any]:
+    if not isinstance(pod, dict):
+        raise ValueError("pod spec must be a JSON object")
+    for key in ("pod_id", "shim_dir", "ns_dir"):
+        if not isinstance(pod.get(key), str) or not pod[key]:
+            raise ValueError(f"pod spec needs a non-empty string {key!r}")
+    for key in ("shim_dir", "ns_dir"):
+        if not os.path.isabs(pod[key]):
+            raise ValueError(f"pod spec {key} must be an absolute path, got {pod[key]!r}")
+    if "/" in pod["pod_id"]:
+        raise ValueError(f"pod_id must not contain '/': {pod['pod_id']!r}")
+    sysctls = pod.get("sysctls") or {}
+    if not isinstance(sysctls, dict):
+        raise ValueError("sysctls must be an object of name -> value")
+    sock = os.path.join(pod["shim_dir"], "shim.sock")
+    if len(sock.encode()) > 107:
+        raise ValueError(f"control socket path {sock!r} is longer than 107 bytes")
+    return pod
+
+
+def _redirect_stdio(shim_dir: str) -> None:
+    null = os.open("/dev/null", os.O_RDWR)
+    log = os.open(os.path.join(shim_dir, "shim.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                  0o600)
+    os.dup2(null, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(null)
+    os.close(log)
+
+
+def _report(fd: int, msg: dict[str, Any]) -> None:
+    try:
+        os.write(fd, json.dumps(msg).encode() + b"\n")
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def run_shim(pod: dict[str, Any], ready_fd: int) -> NoReturn:
+    pause_pid: int | None = None
+    pinned: dict[str, str] = {}
+    listener: socket.socket | None = None
+    sock_path = ""
+    try:
+        validate_pod(pod)
+        syscalls.set_process_name("pycri-shim")
+        syscalls.set_child_subreaper()
+        shim_dir, ns_dir = pod["shim_dir"], pod["ns_dir"]
+        os.makedirs(statusfile.containers_dir(shim_dir), mode=0o700, exist_ok=True)
+        _redirect_stdio(shim_dir)
+        types = namespaces.pod_namespace_types(pod)
+        namespaces.check_sysctls(dict(pod.get("sysctls") or {}), types)
+
+        loop = Loop()
+        wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, lambda *_: None)
+        signal.signal(signal.SIGINT, lambda *_: None)
+
+        if types:
+            pause_pid = start_pause_holder(pod, types)
+            pinned = namespaces.pin(pause_pid, types, ns_dir)
+
+        sock_path = os.path.join(shim_dir, "shim.sock")
+        try:
+            os.unlink(sock_path)
+        except FileNotFoundError:
+            pass
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        listener.bind(sock_path)
+        os.chmod(sock_path, 0o600)
+        listener.listen(128)
+        statusfile.write_atomic(os.path.join(shim_dir, "shim.pid"), str(os.getpid()).encode())
+
+        shim = Shim(pod, loop, pause_pid, pinned, listener)
+    except BaseException as e:  # noqa: BLE001 - reported to the zygote
+        if listener is not None:
+            listener.close()
+            try:
+                os.unlink(sock_path)
+            except OSError:
+                pass
+        if pause_pid is not None:
+            try:
+                os.kill(pause_pid, signal.SIGKILL)
+                os.waitpid(pause_pid, 0)
+            except OSError:
+                pass
+        if isinstance(pod, dict) and isinstance(pod.get("ns_dir"), str) and pinned:
+            try:
+                namespaces.unpin_all(pod["ns_dir"])
+            except OSError:
+                pass
+        _report(ready_fd, {"ok": False, "error": f"{type(e).__name__}: {e}"})
+        os._exit(1)
+
+    def on_wakeup() -> None:
+        got = b""
+        try:
+            while True:
+                chunk = os.read(wake_r, 512)
+                if not chunk:
+                    break
+                got += chunk
+        except BlockingIOError:
+            pass
+        if signal.SIGTERM in got or signal.SIGINT in got:
+            shim.begin_shutdown(SHUTDOWN_GRACE_ON_SIGTERM)
+        shim.reap()
+
+    loop.add_reader(wake_r, on_wakeup)
+    _report(ready_fd, {"ok": True, "pid": os.getpid(), "pause_pid": pause_pid, "ns": pinned})
+    code = 0
+    try:
+        loop.run()
+    except BaseException as e:  # noqa: BLE001
+        print(f"pycri-shim {pod['pod_id']}: fatal: {type(e).__name__}: {e}", file=sys.stderr)
+        code = 1
+        shim.stop_pause()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,0 +1,117 @@
+"""The pause-holder: a child of the shim that owns the pod's namespaces.
+
+start_pause_holder() forks it. With a pod PID namespace the shim briefly
+unshares CLONE_NEWPID itself, forks (the child is PID 1 of the new namespace
+and still the shim's direct child, so PR_SET_PDEATHSIG works), then setns()
+back to its own PID namespace for children created later. The child unshares
+net/ipc/uts, sets the hostname, writes the sysctls from inside, reports on a
+pipe and then blocks in sigwait(): SIGCHLD -> reap zombies (it is PID 1 of the
+pod), SIGTERM/SIGINT -> exit. It dies with the shim (PDEATHSIG SIGKILL).
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+from typing import Any, NoReturn
+
+from runtime import syscalls
+from runtime.shim import namespaces
+
+
+class PauseError(Exception):
+    pass
+
+
+def _child(types: list[str], hostname: str, sysctls: dict[str, str], shim_pid: int,
+           report_w: int) -> NoReturn:
+    code = 1
+    try:
+        syscalls.set_pdeathsig(signal.SIGKILL)
+        if "pid" not in types and os.getppid() != shim_pid:
+            os._exit(1)  # the shim died while forking us
+        signal.set_wakeup_fd(-1)
+        os.closerange(3, report_w)
+        os.closerange(report_w + 1, 65536)
+        syscalls.set_process_name("pycri-pause")
+        other = [t for t in types if t != "pid"]
+        if other:
+            syscalls.unshare(namespaces.unshare_flags(other))
+        if "uts" in types and hostname:
+            syscalls.sethostname(hostname)
+        namespaces.apply_sysctls(sysctls)
+        waited = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
+        signal.pthread_sigmask(signal.SIG_BLOCK, waited)
+        for sig in waited:
+            signal.signal(sig, signal.SIG_DFL)
+        os.write(report_w, b'{"ok": true}\n')
+        os.close(report_w)
+        while True:
+            sig = signal.sigwait(waited)
+            if sig == signal.SIGCHLD:
+                _reap_all()
+            else:
+                code = 0
+                break
+    except BaseException as e:  # noqa: BLE001 - reported to the shim
+        try:
+            os.write(report_w, json.dumps({"ok": False, "error": str(e)}).encode() + b"\n")
+        except OSError:
+            pass
+    os._exit(code)
+
+
+def _reap_all() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def start_pause_holder(pod: dict[str, Any], types: list[str], timeout: float = 10.0) -> int:
+    """Fork the pause-holder in new namespaces `types`; returns its pid once it is set up."""
+    sysctls = dict(pod.get("sysctls") or {})
+    hostname = pod.get("hostname") or ""
+    shim_pid = os.getpid()
+    r, w = os.pipe2(os.O_CLOEXEC)
+    own_pid_ns = -1
+    try:
+        if "pid" in types:
+            own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+            syscalls.unshare(syscalls.CLONE_NEWPID)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                os.close(r)
+                _child(types, hostname, sysctls, shim_pid, w)
+        finally:
+            if own_pid_ns >= 0:
+                syscalls.setns(own_pid_ns, syscalls.CLONE_NEWPID)
+        os.close(w)
+        w = -1
+        data = b""
+        ready, _, _ = select.select([r], [], [], timeout)
+        if ready:
+            data = os.read(r, 65536)
+        try:
+            msg = json.loads(data.split(b"\n")[0]) if data else None
+        except ValueError:
+            msg = None
+        if not msg or not msg.get("ok"):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            err = (msg or {}).get("error") or ("pause-holder did not report within "
+                                               f"{timeout}s" if not ready else
+                                               "pause-holder exited during set-up")
+            raise PauseError(err)
+        return pid
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+        if own_pid_ns >= 0:
+            os.close(own_pid_ns)

@@ -1,0 +1,91 @@
+"""What the shim remembers about each container and exec process."""
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from runtime.shim.crilog import CriLogWriter
+from runtime.shim.loop import BufferedWriter, Timer
+
+if TYPE_CHECKING:
+    from runtime.shim.control import Connection
+
+
+def exit_code_of(status: int) -> int:
+    """waitpid status -> exit code, 128+n for a signal."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status)
+    return 255
+
+
+class Container:
+    def __init__(self, container_id: str, spec: dict[str, Any]) -> None:
+        self.id = container_id
+        self.spec = spec
+        proc = spec.get("process") or {}
+        self.tty = bool(proc.get("tty"))
+        self.stdin = bool(proc.get("stdin"))
+        self.stdin_once = bool(proc.get("stdin_once"))
+        self.state = "creating"  # creating -> created -> running -> exited
+        self.init_pid = 0        # the process the shim forked
+        self.pid = 0             # host pid of the process that execs (reported by the init)
+        self.created_at = 0
+        self.started_at = 0
+        self.finished_at = 0
+        self.exit_code = 0
+        self.exit_signal = 0
+        self.reason = ""
+        self.message = ""
+        self.user: dict[str, Any] = {}
+        self.report_fd = -1
+        self.report_buf = b""
+        self.gate_w = -1
+        self.outputs: dict[int, str] = {}   # fd -> "stdout" | "stderr" (tty: master -> stdout)
+        self.pty_master = -1
+        self.stdin_writer: BufferedWriter | None = None
+        self.log: CriLogWriter | None = None
+        self.attached: list[Connection] = []
+        self.waiters: list[tuple[Connection, Timer | None]] = []
+        self.pending_create: Connection | None = None
+        self.pending_start: Connection | None = None
+        self.pending_delete: list[Connection] = []
+        self.create_timer: Timer | None = None
+        self.start_error: tuple[str, str] | None = None
+        self.oom_count_at_start: int | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        state = "created" if self.state == "creating" else self.state
+        return {"state": state, "pid": self.pid, "created_at": self.created_at,
+                "started_at": self.started_at, "finished_at": self.finished_at,
+                "exit_code": self.exit_code, "reason": self.reason, "message": self.message}
+
+    def mark_exited(self, status: int, oom_killed: bool) -> None:
+        self.state = "exited"
+        self.finished_at = time.time_ns()
+        self.exit_code = exit_code_of(status)
+        self.exit_signal = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+        if oom_killed:
+            self.reason = "OOMKilled"
+        elif self.exit_code == 0:
+            self.reason = "Completed"
+        else:
+            self.reason = "Error"
+
+
+class ExecProcess:
+    def __init__(self, exec_id: str, container: Container) -> None:
+        self.id = exec_id
+        self.container = container
+        self.forked_pid = 0
+        self.pid = 0
+        self.report_fd = -1
+        self.report_buf = b""
+        self.error: tuple[str, str] | None = None
+        self.pending_reply: Connection | None = None
+        self.exited = False
+        self.exit_code = 0
+        self.timed_out = False
+        self.waiters: list[tuple[Connection, Timer | None]] = []

@@ -1,0 +1,81 @@
+"""Forking container inits and exec processes from the (single-threaded) shim.
+
+The child resets what the shim changed (signal dispositions - Python ignores
+SIGPIPE and SIGXFSZ, the wakeup fd, the signal mask), puts its stdio on 0-2,
+closes every other fd except the gate/report pipes (which are O_CLOEXEC) and
+hands over to runtime.container_init (contract 5). It never returns into the
+shim's code: any failure is reported on report_fd and the child _exits.
+
+PYCRI_TEST_INIT_MODULE (tests only) names a replacement for
+runtime.container_init, for tests that run before the real init exists.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+from types import ModuleType
+from typing import Any, NoReturn
+
+_RESET_SIGNALS = (signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM,
+                  signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def init_module() -> ModuleType:
+    return importlib.import_module(os.environ.get("PYCRI_TEST_INIT_MODULE")
+                                   or "runtime.container_init")
+
+
+def _prepare_child(stdio: tuple[int, int, int], keep: tuple[int, ...]) -> None:
+    signal.set_wakeup_fd(-1)
+    for sig in _RESET_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    # stdio fds are >= 3 (the shim's own 0-2 are always open), so no clobbering
+    for target, fd in enumerate(stdio):
+        os.dup2(fd, target, inheritable=True)
+    keep_set = sorted(set(keep))
+    low = 3
+    for fd in keep_set:
+        if fd > low:
+            os.closerange(low, fd)
+        low = max(low, fd + 1)
+    os.closerange(low, 1 << 20)
+
+
+def _report_failure(report_w: int, err: BaseException) -> NoReturn:
+    kind = getattr(err, "kind", None) or "PycriError"
+    try:
+        os.write(report_w, json.dumps({"error": f"{type(err).__name__}: {err}",
+                                       "kind": kind}).encode() + b"\n")
+    finally:
+        os._exit(1)
+
+
+def fork_container_init(spec: dict[str, Any], stdio: tuple[int, int, int], gate_r: int,
+                        report_w: int) -> int:
+    """Fork; the child runs container_init.run(spec, (0, 1, 2), gate_r, report_w)."""
+    pid = os.fork()
+    if pid:
+        return pid
+    try:
+        _prepare_child(stdio, (gate_r, report_w))
+        init_module().run(spec, (0, 1, 2), gate_r, report_w)
+        raise RuntimeError("container_init.run returned")
+    except BaseException as e:  # noqa: BLE001
+        _report_failure(report_w, e)
+
+
+def fork_exec(container_pid: int, spec: dict[str, Any], process: dict[str, Any],
+              stdio: tuple[int, int, int], report_w: int) -> int:
+    """Fork; the child runs container_init.exec_into(...) with stdio on 0-2."""
+    pid = os.fork()
+    if pid:
+        return pid
+    try:
+        _prepare_child(stdio, (report_w,))
+        init_module().exec_into(container_pid, spec, process, (0, 1, 2), report_w)
+        raise RuntimeError("container_init.exec_into returned")
+    except BaseException as e:  # noqa: BLE001
+        _report_failure(report_w, e)

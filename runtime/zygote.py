@@ -1,0 +1,227 @@
+"""The zygote: a small single-threaded process that forks pod shims (contract 1).
+
+    python3 -m runtime.zygote --socket <state>/zygote.sock
+
+It pre-imports the shim (and runtime.container_init when present), calls
+gc.freeze() so forked shims share those pages, then serves JSON lines on its
+unix socket:
+
+    {"op": "spawn_shim", "pod": <PodSpec>} -> {"ok": true, "pid": <shim pid>,
+        "pause_pid": int|null, "ns": {type: path}}  once the shim is ready,
+        or {"ok": false, "error": "..."}
+    {"op": "ping"} -> {"ok": true, "pid": <zygote pid>}
+    {"op": "exit"} -> {"ok": true}, then the zygote exits (shims keep running)
+
+Each shim is double-forked + setsid: its parent is PID 1 (or a subreaper), never
+the zygote or the daemon, so kill -9 of either does not touch pods. Several
+spawns may be in flight at once; replies come as each shim reports ready.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from runtime.shim import main as shim_main
+
+SPAWN_TIMEOUT = 60.0
+
+
+def _preimport() -> None:
+    for name in ("runtime.container_init", "runtime.cgroups"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    extra = os.environ.get("PYCRI_TEST_INIT_MODULE")
+    if extra:
+        importlib.import_module(extra)
+
+
+class _Client:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+
+
+class Zygote:
+    def __init__(self, listener: socket.socket) -> None:
+        self.listener = listener
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(listener, selectors.EVENT_READ, self._accept)
+        self.spawns: dict[int, tuple[_Client, bytes, float]] = {}  # ready fd -> client
+        self.running = True
+        self._clients: dict[int, _Client] = {}
+
+    def serve(self) -> None:
+        while self.running:
+            timeout = None
+            if self.spawns:
+                timeout = max(0.0, min(d for _, _, d in self.spawns.values()) - time.monotonic())
+            for key, _ in self.sel.select(timeout):
+                key.data(key.fileobj)
+            now = time.monotonic()
+            for fd, (client, _, deadline) in list(self.spawns.items()):
+                if deadline <= now:
+                    self._finish_spawn(fd, {"ok": False, "error":
+                                            f"shim did not report ready within {SPAWN_TIMEOUT}s"})
+
+    def _accept(self, listener: socket.socket) -> None:
+        try:
+            sock, _ = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        sock.setblocking(False)
+        self.sel.register(sock, selectors.EVENT_READ, self._readable)
+        self._clients[sock.fileno()] = _Client(sock)
+
+    def _drop(self, client: _Client) -> None:
+        self._clients.pop(client.sock.fileno(), None)
+        try:
+            self.sel.unregister(client.sock)
+        except (KeyError, ValueError):
+            pass
+        client.sock.close()
+
+    def _send(self, client: _Client, msg: dict[str, Any]) -> None:
+        try:
+            client.sock.setblocking(True)
+            client.sock.settimeout(5)
+            client.sock.sendall(json.dumps(msg).encode() + b"\n")
+            client.sock.setblocking(False)
+        except OSError:
+            self._drop(client)
+
+    def _readable(self, sock: socket.socket) -> None:
+        client = self._clients.get(sock.fileno())
+        if client is None:
+            return
+        try:
+            data = sock.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(client)
+            return
+        client.buf += data
+        while b"\n" in client.buf:
+            line, client.buf = client.buf.split(b"\n", 1)
+            if line.strip():
+                self._request(client, line)
+        if len(client.buf) > 16 << 20:
+            self._drop(client)
+
+    def _request(self, client: _Client, line: bytes) -> None:
+        try:
+            req = json.loads(line)
+            op = req.get("op") if isinstance(req, dict) else None
+        except ValueError as e:
+            self._send(client, {"ok": False, "error": f"bad request: {e}"})
+            return
+        if op == "ping":
+            self._send(client, {"ok": True, "pid": os.getpid()})
+        elif op == "exit":
+            self._send(client, {"ok": True})
+            self.running = False
+        elif op == "spawn_shim":
+            pod = req.get("pod")
+            try:
+                shim_main.validate_pod(pod)
+            except ValueError as e:
+                self._send(client, {"ok": False, "error": str(e)})
+                return
+            self._spawn(client, pod)
+        else:
+            self._send(client, {"ok": False, "error": f"unknown op {op!r}"})
+
+    def _spawn(self, client: _Client, pod: dict[str, Any]) -> None:
+        r, w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(r)
+                os.setsid()
+                if os.fork():
+                    os._exit(0)
+                os.closerange(3, w)
+                os.closerange(w + 1, 1 << 20)
+                shim_main.run_shim(pod, w)
+            finally:
+                os._exit(1)
+        os.close(w)
+        os.waitpid(pid, 0)
+        os.set_blocking(r, False)
+        self.spawns[r] = (client, b"", time.monotonic() + SPAWN_TIMEOUT)
+        self.sel.register(r, selectors.EVENT_READ, self._ready_data)
+
+    def _ready_data(self, fd: int) -> None:
+        client, buf, deadline = self.spawns[fd]
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        buf += data
+        if b"\n" in buf or not data:
+            line = buf.split(b"\n", 1)[0]
+            try:
+                msg = json.loads(line) if line else None
+            except ValueError:
+                msg = None
+            if not isinstance(msg, dict):
+                msg = {"ok": False, "error": "shim exited during start-up without a report "
+                                             "(see shim.log in its shim_dir)"}
+            self._finish_spawn(fd, msg)
+            return
+        self.spawns[fd] = (client, buf, deadline)
+
+    def _finish_spawn(self, fd: int, msg: dict[str, Any]) -> None:
+        client, _, _ = self.spawns.pop(fd)
+        self.sel.unregister(fd)
+        os.close(fd)
+        if client.sock.fileno() >= 0:
+            self._send(client, msg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m runtime.zygote")
+    parser.add_argument("--socket", required=True, help="unix socket path to listen on")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    _preimport()
+    try:
+        os.unlink(args.socket)
+    except FileNotFoundError:
+        pass
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    listener.bind(args.socket)
+    os.chmod(args.socket, 0o600)
+    listener.listen(128)
+    listener.setblocking(False)
+    gc.collect()
+    gc.freeze()
+    zygote = Zygote(listener)
+    try:
+        zygote.serve()
+    finally:
+        listener.close()
+        try:
+            os.unlink(args.socket)
+        except OSError:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

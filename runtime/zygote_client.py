@@ -1,0 +1,127 @@
+"""Daemon side of the zygote (contract 1). Stdlib only; thread-safe (a
+connection per call).
+
+    client = start_zygote(state_dir)          # reuses a live zygote on the socket
+    info = client.spawn_shim_info(pod_spec)    # {"pid", "pause_pid", "ns"}
+    pid = client.spawn_shim(pod_spec)          # just the shim pid
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+_PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class ZygoteError(RuntimeError):
+    """The zygote is unreachable or refused a request (message says why)."""
+
+
+class ZygoteClient:
+    def __init__(self, socket_path: str, timeout: float = 90.0,
+                 process: subprocess.Popen[bytes] | None = None) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout
+        self.process = process
+
+    def _call(self, req: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        sock.settimeout(timeout or self.timeout)
+        try:
+            try:
+                sock.connect(self.socket_path)
+            except OSError as e:
+                raise ZygoteError(f"zygote at {self.socket_path} is not reachable: {e}") from None
+            sock.sendall(json.dumps(req).encode() + b"\n")
+            buf = b""
+            while b"\n" not in buf:
+                try:
+                    chunk = sock.recv(65536)
+                except TimeoutError:
+                    raise ZygoteError(f"zygote did not answer {req.get('op')!r} within "
+                                      f"{timeout or self.timeout}s") from None
+                if not chunk:
+                    raise ZygoteError(f"zygote closed the connection during {req.get('op')!r}")
+                buf += chunk
+        finally:
+            sock.close()
+        reply = json.loads(buf.split(b"\n", 1)[0])
+        if not reply.get("ok"):
+            raise ZygoteError(str(reply.get("error") or "zygote request failed"))
+        return reply
+
+    def ping(self, timeout: float = 2.0) -> int:
+        """The zygote's pid; raises ZygoteError if it does not answer."""
+        return int(self._call({"op": "ping"}, timeout)["pid"])
+
+    def spawn_shim_info(self, pod_spec: dict[str, Any]) -> dict[str, Any]:
+        """Start a shim for the pod; returns {"pid", "pause_pid", "ns"} once it is ready."""
+        reply = self._call({"op": "spawn_shim", "pod": pod_spec})
+        return {"pid": reply["pid"], "pause_pid": reply.get("pause_pid"),
+                "ns": reply.get("ns") or {}}
+
+    def spawn_shim(self, pod_spec: dict[str, Any]) -> int:
+        """Start a shim for the pod; returns its pid once it is ready (contract 1)."""
+        return int(self.spawn_shim_info(pod_spec)["pid"])
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the zygote to exit (running shims are not affected)."""
+        try:
+            self._call({"op": "exit"}, timeout)
+        except ZygoteError:
+            pass
+        if self.process is not None:
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_zygote(state_dir: str, python: str = sys.executable, log_path: str | None = None,
+                 env: dict[str, str] | None = None, timeout: float = 15.0) -> ZygoteClient:
+    """Connect to the zygote at <state_dir>/zygote.sock, starting one if none answers."""
+    socket_path = os.path.join(state_dir, "zygote.sock")
+    client = ZygoteClient(socket_path)
+    try:
+        client.ping()
+        return client
+    except ZygoteError:
+        pass
+    os.makedirs(state_dir, exist_ok=True)
+    try:
+        os.unlink(socket_path)
+    except FileNotFoundError:
+        pass
+    child_env = dict(os.environ if env is None else env)
+    child_env["PYTHONPATH"] = _PROJECT_ROOT + (
+        os.pathsep + child_env["PYTHONPATH"] if child_env.get("PYTHONPATH") else "")
+    log = open(log_path or os.path.join(state_dir, "zygote.log"), "ab")
+    try:
+        proc = subprocess.Popen([python, "-m", "runtime.zygote", "--socket", socket_path],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                start_new_session=True, close_fds=True, cwd="/", env=child_env)
+    finally:
+        log.close()
+    client.process = proc
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise ZygoteError(f"zygote exited with code {proc.returncode} during start-up "
+                              f"(see {log_path or os.path.join(state_dir, 'zygote.log')})")
+        if os.path.exists(socket_path):
+            try:
+                client.ping(timeout=1.0)
+                return client
+            except ZygoteError:
+                pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise ZygoteError(f"zygote did not come up within {timeout}s")
+        time.sleep(0.01)

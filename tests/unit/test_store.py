@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from cri_server.errors import AlreadyExists
+from cri_server.store import Store
+
+
+def test_insert_get_update_delete(tmp_path: Path) -> None:
+    s = Store(tmp_path / "r.db")
+    s.insert("pod", "abc", "ns/name/uid/0", {"id": "abc", "state": "READY"})
+    assert s.get("pod", "abc") == {"id": "abc", "state": "READY"}
+    s.update("pod", "abc", {"id": "abc", "state": "NOTREADY"})
+    assert Store(tmp_path / "r.db").get("pod", "abc")["state"] == "NOTREADY"  # persisted
+    assert s.ids_with_prefix("pod", "ab") == ["abc"] and s.ids_with_prefix("pod", "x") == []
+    s.delete("pod", "abc")
+    assert s.get("pod", "abc") is None and s.list("pod") == []
+
+
+def test_name_reservation(tmp_path: Path) -> None:
+    s = Store(tmp_path / "r.db")
+    s.insert("pod", "a", "ns/n/u/0", {"id": "a"})
+    with pytest.raises(AlreadyExists, match="reserved by a"):
+        s.insert("pod", "b", "ns/n/u/0", {"id": "b"})
+    s.insert("container", "c", "ns/n/u/0", {"id": "c"})  # names are per kind
+    s.release_name("pod", "a")
+    s.insert("pod", "b", "ns/n/u/0", {"id": "b"})
+    assert s.find_by_name("pod", "ns/n/u/0")["id"] == "b"
+
+
+def test_concurrent_inserts_from_threads(tmp_path: Path) -> None:
+    s = Store(tmp_path / "r.db")
+    errors: list[Exception] = []
+
+    def work(i: int) -> None:
+        try:
+            for j in range(20):
+                s.insert("container", f"{i}-{j}", f"name-{i}-{j}", {"id": f"{i}-{j}"})
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(s.list("container")) == 160
