@@ -310,14 +310,13 @@ class CniManager:
         )
         failures = self._run_del(partial, entry, netns)
         if failures:
-            note = "; cleanup DEL also failed (kept for the next teardown): " + "; ".join(
-                str(f) for f in failures
-            )
+            detail = "; ".join(str(f) for f in failures)
+            note = f"; cleanup DEL also failed (kept for the next teardown): {detail}"
             if exc.args and isinstance(exc.args[0], str):
                 exc.args = (exc.args[0] + note, *exc.args[1:])
             if cache:
                 self.cache.save(entry)
-            log.error("CNI ADD cleanup of pod %s failed: %s", entry.container_id, note)
+            log.error("CNI ADD cleanup of pod %s failed: %s", entry.container_id, detail)
         elif cache:
             self.cache.delete(entry.container_id, entry.network, entry.ifname)
 

@@ -272,3 +272,28 @@ def capset(caps: CapSets) -> None:
     nr = _syscall_number("capset")
     if _libc.syscall(ctypes.c_long(nr), header, data) != 0:
         _raise(f"capset({caps!r})")
+
+
+# --- mount_setattr (added by the init engineer) --------------------------------
+# Same number on x86_64 and aarch64 (syscalls added after 5.x share one table).
+_NR_MOUNT_SETATTR = 442
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x00000001
+MOUNT_ATTR_NOSUID = 0x00000002
+MOUNT_ATTR_NODEV = 0x00000004
+MOUNT_ATTR_NOEXEC = 0x00000008
+
+
+def mount_setattr(path: str, attr_set: int, attr_clr: int = 0, recursive: bool = True,
+                  dirfd: int = -100) -> None:
+    """mount_setattr(2) on `path` (relative to dirfd, default AT_FDCWD); with `recursive` the
+    change applies to every mount below too (e.g. MOUNT_ATTR_RDONLY for recursive read-only)."""
+    attr = struct.pack("QQQQ", attr_set, attr_clr, 0, 0)
+    buf = ctypes.create_string_buffer(attr, len(attr))
+    flags = AT_RECURSIVE if recursive else 0
+    if _libc.syscall(ctypes.c_long(_NR_MOUNT_SETATTR), ctypes.c_int(dirfd),
+                     ctypes.c_char_p(_fs(path)), ctypes.c_uint(flags), buf,
+                     ctypes.c_size_t(len(attr))) != 0:
+        _raise(f"mount_setattr({path!r}, set={attr_set:#x}, clr={attr_clr:#x}, "
+               f"recursive={recursive})")

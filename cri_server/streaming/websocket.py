@@ -120,6 +120,11 @@ class WsChannelConnection:
     def wait_closed(self, timeout: float | None = None) -> bool:
         return self._done.wait(timeout)
 
+    @property
+    def done(self) -> threading.Event:
+        """Set once the reader stopped: the peer closed, failed, or we closed."""
+        return self._done
+
     # ------------------------------------------------------------ receiving
 
     def read(self, channel: int, size: int = 65536, timeout: float | None = None) -> bytes:

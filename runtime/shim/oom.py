@@ -1,7 +1,7 @@
-"""OOM-kill detection hook: asks runtime.cgroups (owner: init) for the
-container cgroup's oom-kill count when that module offers
-`oom_kill_count(cgroup: dict) -> int`. Without it, OOM kills are reported as
-"Error" with exit code 137."""
+"""OOM-kill detection hook: the container cgroup's oom-kill count from
+runtime.cgroups.oom_kill_count(spec["cgroup"]["path"]) (owner: init), read when
+the container starts and when it exits by SIGKILL. Without a cgroup path an OOM
+kill is reported as "Error" with exit code 137."""
 from __future__ import annotations
 
 import importlib
@@ -11,7 +11,8 @@ from typing import Any
 
 def oom_kill_count(spec: dict[str, Any]) -> int | None:
     cgroup = spec.get("cgroup")
-    if not cgroup:
+    path = cgroup.get("path") if isinstance(cgroup, dict) else None
+    if not path:
         return None
     try:
         cgroups = importlib.import_module("runtime.cgroups")
@@ -21,7 +22,7 @@ def oom_kill_count(spec: dict[str, Any]) -> int | None:
     if fn is None:
         return None
     try:
-        return int(fn(cgroup))
+        return int(fn(path))
     except Exception:  # noqa: BLE001 - detection is best effort
         return None
 

@@ -419,14 +419,6 @@ class Shim:
                     pass
 
     # --- exit ---------------------------------------------------------------------
-    def _on_wakeup(self, fd: int) -> None:
-        try:
-            while os.read(fd, 512):
-                pass
-        except BlockingIOError:
-            pass
-        self.reap()
-
     def reap(self) -> None:
         while True:
             try:

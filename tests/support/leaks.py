@@ -8,6 +8,7 @@ namespace), cgroups, iptables rules, veths, CNI IP allocations.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,12 +71,17 @@ def _cgroups() -> set[str]:
     return out
 
 
+# Per-pod chains and rules (CNI-<hash>, CNI-DN-<hash>, our test subnet); the
+# portmap plugin's shared base chains (CNI-HOSTPORT-*) stay by design.
+_PER_POD_RULE = re.compile(r"CNI-(DN-|SN-)?[0-9a-f]{16,}|10\.233\.|pycri")
+
+
 def _iptables() -> set[str]:
     rules = set()
     for line in _run("iptables-save").splitlines():
         if line.startswith(("#", "*", "COMMIT")):
             continue
-        if "CNI" in line or "pycri" in line or "10.233." in line:
+        if _PER_POD_RULE.search(line):
             rules.add(line.split(" [")[0])
     return rules
 

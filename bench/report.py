@@ -1,0 +1,100 @@
+"""Medians, p90s, ratios; the table, the JSON file and the PNG chart."""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import subprocess
+from pathlib import Path
+from typing import Any
+
+# figure -> (unit, target ratio pycri/containerd or None)
+TARGETS: dict[str, tuple[str, float | None]] = {
+    "runp": ("ms", 0.7), "create": ("ms", None), "start": ("ms", None),
+    "create+start": ("ms", 0.7), "stop": ("ms", None), "stopp+rmp": ("ms", None),
+    "execsync": ("ms", 1.0), "pod-to-running": ("ms", 0.7), "50 pods (8 at a time)": ("s", None),
+    "cold pull 50MB": ("s", 1.0), "PSS/pod @10": ("MiB", 1.0), "PSS/pod @50": ("MiB", 1.0),
+    "idle CPU 60s, 50 pods": ("s", 1.0),
+}
+SCALE = {"ms": 1000.0, "s": 1.0, "MiB": 1.0 / (1024 * 1024)}
+
+
+def p90(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
+
+
+def summarise(samples: dict[str, dict[str, list[float]]]) -> list[dict[str, Any]]:
+    rows = []
+    for figure, (unit, target) in TARGETS.items():
+        a = samples.get("pycri", {}).get(figure)
+        b = samples.get("containerd", {}).get(figure)
+        if not a or not b:
+            continue
+        scale = SCALE[unit]
+        ma, mb = statistics.median(a), statistics.median(b)
+        ratio = ma / mb if mb else float("nan")
+        rows.append({"figure": figure, "unit": unit, "n": len(a),
+                     "pycri_median": ma * scale, "pycri_p90": p90(a) * scale,
+                     "containerd_median": mb * scale, "containerd_p90": p90(b) * scale,
+                     "ratio": ratio, "target": target,
+                     "meets_target": None if target is None else ratio <= target})
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = (f"{'figure':<24} {'unit':<4} {'n':>3} {'pycri med':>10} {'p90':>9} "
+            f"{'ctrd med':>10} {'p90':>9} {'ratio':>6} {'target':>7}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        target = "" if r["target"] is None else f"<={r['target']:.1f}" + (
+            " ok" if r["meets_target"] else " MISS")
+        lines.append(f"{r['figure']:<24} {r['unit']:<4} {r['n']:>3} {r['pycri_median']:>10.2f} "
+                     f"{r['pycri_p90']:>9.2f} {r['containerd_median']:>10.2f} "
+                     f"{r['containerd_p90']:>9.2f} {r['ratio']:>6.2f} {target:>7}")
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, str]:
+    def run(*cmd: str) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
+        except OSError:
+            return "?"
+    mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
+                .splitlines() if line.startswith("model name")), "?")
+    return {"cpus": run("nproc"), "cpu_model": cpu, "memory_kib": mem,
+            "kernel": platform.release(), "python": platform.python_version(),
+            "containerd": run("containerd", "--version"), "runc": run("runc", "--version")
+            .splitlines()[0] if run("runc", "--version") else "?"}
+
+
+def write(out_dir: Path, rows: list[dict[str, Any]], samples: dict[str, Any],
+          settings: dict[str, Any]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc = {"machine": machine(), "settings": settings, "summary": rows, "samples": samples}
+    (out_dir / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (out_dir / "results.txt").write_text(
+        "machine: " + json.dumps(doc["machine"]) + "\n" + "settings: " + json.dumps(settings)
+        + "\n\n" + table(rows) + "\n")
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    names = [r["figure"] for r in rows]
+    ratios = [r["ratio"] for r in rows]
+    colors = ["tab:green" if r["meets_target"] in (True, None) and r["ratio"] <= 1 else
+              ("tab:orange" if r["meets_target"] in (True, None) else "tab:red") for r in rows]
+    ax.barh(names, ratios, color=colors)
+    ax.axvline(1.0, color="black", linewidth=1)
+    for i, r in enumerate(rows):
+        if r["target"] is not None:
+            ax.plot([r["target"]], [i], marker="|", markersize=14, color="black")
+    ax.set_xlabel("pycri / containerd (median; lower is better; | = target)")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(out_dir / "ratios.png", dpi=110)

@@ -1,0 +1,126 @@
+"""What the bench measures, written once against the CRI and run on either runtime."""
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from proto import api_pb2
+from tests.support.cri_client import CriClient
+
+_counter = itertools.count()
+
+
+def pod_config(log_dir: Path) -> api_pb2.PodSandboxConfig:
+    n = next(_counter)
+    uid = uuid.uuid4().hex
+    return api_pb2.PodSandboxConfig(
+        metadata=api_pb2.PodSandboxMetadata(name=f"bench-{n}", namespace="bench", uid=uid),
+        hostname=f"bench-{n}", log_directory=str(log_dir / uid),
+        linux=api_pb2.LinuxPodSandboxConfig(security_context=api_pb2.LinuxSandboxSecurityContext(
+            namespace_options=api_pb2.NamespaceOption(network=api_pb2.POD, pid=api_pb2.CONTAINER,
+                                                      ipc=api_pb2.POD))))
+
+
+def container_config(image: str, name: str = "sleep") -> api_pb2.ContainerConfig:
+    return api_pb2.ContainerConfig(
+        metadata=api_pb2.ContainerMetadata(name=name), image=api_pb2.ImageSpec(image=image),
+        command=["sleep", "3600"], log_path=f"{name}.log",
+        linux=api_pb2.LinuxContainerConfig())
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __enter__(self) -> "Timer":
+        self._t = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.seconds = time.perf_counter() - self._t
+
+
+def lifecycle_round(c: CriClient, image: str, log_dir: Path) -> dict[str, float]:
+    """One pod through its whole life; each step timed on its own."""
+    out: dict[str, float] = {}
+    cfg = pod_config(log_dir)
+    with Timer() as t:
+        pod = c.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=cfg)).pod_sandbox_id
+    out["runp"] = t.seconds
+    with Timer() as t:
+        cid = c.CreateContainer(api_pb2.CreateContainerRequest(
+            pod_sandbox_id=pod, config=container_config(image), sandbox_config=cfg)).container_id
+    out["create"] = t.seconds
+    with Timer() as t:
+        c.StartContainer(api_pb2.StartContainerRequest(container_id=cid))
+    out["start"] = t.seconds
+    out["create+start"] = out["create"] + out["start"]
+    with Timer() as t:
+        c.ExecSync(api_pb2.ExecSyncRequest(container_id=cid, cmd=["true"], timeout=10))
+    out["execsync"] = t.seconds
+    with Timer() as t:
+        c.StopContainer(api_pb2.StopContainerRequest(container_id=cid, timeout=0))
+    out["stop"] = t.seconds
+    with Timer() as t:
+        c.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod))
+        c.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod))
+    out["stopp+rmp"] = t.seconds
+    return out
+
+
+def pod_to_running(c: CriClient, image: str, log_dir: Path) -> tuple[float, str]:
+    """RunPodSandbox -> PullImage (cached) -> CreateContainer -> StartContainer."""
+    cfg = pod_config(log_dir)
+    with Timer() as t:
+        pod = c.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=cfg)).pod_sandbox_id
+        c.PullImage(api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=image),
+                                             sandbox_config=cfg))
+        cid = c.CreateContainer(api_pb2.CreateContainerRequest(
+            pod_sandbox_id=pod, config=container_config(image), sandbox_config=cfg)).container_id
+        c.StartContainer(api_pb2.StartContainerRequest(container_id=cid))
+    return t.seconds, pod
+
+
+def start_pod_with_sleep(c: CriClient, image: str, log_dir: Path) -> str:
+    cfg = pod_config(log_dir)
+    pod = c.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=cfg)).pod_sandbox_id
+    cid = c.CreateContainer(api_pb2.CreateContainerRequest(
+        pod_sandbox_id=pod, config=container_config(image), sandbox_config=cfg)).container_id
+    c.StartContainer(api_pb2.StartContainerRequest(container_id=cid))
+    return pod
+
+
+def concurrent_pods(c: CriClient, image: str, log_dir: Path, count: int, parallel: int
+                    ) -> tuple[float, list[str]]:
+    with Timer() as t, ThreadPoolExecutor(parallel) as pool:
+        pods = list(pool.map(lambda _: start_pod_with_sleep(c, image, log_dir), range(count)))
+    return t.seconds, pods
+
+
+def remove_pods(c: CriClient, pods: list[str], parallel: int = 8) -> None:
+    def rm(pod: str) -> None:
+        c.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod))
+        c.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod))
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(rm, pods))
+
+
+def cold_pull(c: CriClient, image: str) -> float:
+    with Timer() as t:
+        ref = c.PullImage(api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=image))).image_ref
+    c.RemoveImage(api_pb2.RemoveImageRequest(image=api_pb2.ImageSpec(image=ref)))
+    return t.seconds
+
+
+def poll_like_kubelet(c: CriClient, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        started = time.monotonic()
+        c.ListPodSandbox(api_pb2.ListPodSandboxRequest())
+        c.ListContainers(api_pb2.ListContainersRequest())
+        c.ListContainerStats(api_pb2.ListContainerStatsRequest())
+        time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))

@@ -1,0 +1,58 @@
+"""Finding and ending a pod's shim when its control socket no longer answers."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+SHIM_COMM = "pycri-shim"
+
+
+def _pid_from_file(shim_dir: str) -> int | None:
+    try:
+        with open(os.path.join(shim_dir, "shim.pid")) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def is_shim(pid: int) -> bool:
+    """True while pid is a live (non-zombie) pycri shim process."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            if f.read().strip() != SHIM_COMM:
+                return False
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def is_shim_of(pid: int, shim_dir: str) -> bool:
+    """pid is a live shim serving shim_dir (its stdout is <shim_dir>/shim.log): guards
+    against a recycled pid that now belongs to another pod's shim."""
+    if not is_shim(pid):
+        return False
+    try:
+        return os.readlink(f"/proc/{pid}/fd/1") == os.path.join(shim_dir, "shim.log")
+    except OSError:
+        return False
+
+
+def kill_stale_shim(shim_dir: str, known_pid: int = 0, timeout: float = 5.0) -> None:
+    """SIGKILLs the shim of shim_dir (pid file or the recorded pid) if it is still alive.
+
+    Its pause-holder dies with it (PDEATHSIG). Waits until it is gone.
+    """
+    pids = {p for p in (_pid_from_file(shim_dir), known_pid) if p}
+    for pid in pids:
+        if not is_shim_of(pid, shim_dir):
+            continue
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+        deadline = time.monotonic() + timeout
+        while is_shim(pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
