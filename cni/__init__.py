@@ -17,13 +17,19 @@ use_default_network=True, setup_loopback=True)``
   *, bandwidth=None, ip_ranges=None) -> CniResult``
       ADD. port_mappings: dicts with CRI (container_port, host_port, protocol, host_ip) or CNI
       (containerPort, hostPort, protocol, hostIP) keys; protocol "TCP"/"UDP"/"SCTP" or the CRI
-      enum number; host_port 0 entries are dropped. On failure everything added is DELeted
-      and the error raised (CniPluginError naming the plugin; CniConfigError when no network
-      or a plugin binary is missing; InvalidArgument for bad input).
+      enum number; host_port 0 entries are dropped. netns_path must be a network namespace
+      file (a pinned nsfs bind mount). On failure everything added is DELeted and the error
+      raised (CniPluginError naming the plugin, subclassed by CNI error code: config codes ->
+      FAILED_PRECONDITION, 11 -> UNAVAILABLE, timeout -> DEADLINE_EXCEEDED, else INTERNAL;
+      CniConfigError (FAILED_PRECONDITION) when no network or a plugin binary is missing;
+      InvalidArgument for bad input). Idempotent: a pod already attached in that netns gets
+      its cached result back without running plugins; leftovers of an interrupted ADD (e.g.
+      kill -9 of the daemon) are DELeted before the new ADD.
   ``teardown(pod_id, netns_path_or_None, pod_meta=None, port_mappings=None, *, force=False)
   -> list[CniPluginError]``
       DEL; idempotent; uses the cached config and args of the ADD (works after a restart and
-      with a changed conf dir). A missing netns is passed as CNI_NETNS="". Raises
+      with a changed conf dir). netns None -> the cached netns path if it is still a
+      namespace; a missing/unmounted netns is passed as CNI_NETNS="" (spec). Raises
       CniTeardownError (UNAVAILABLE) when a plugin's DEL failed, keeping the cache for a
       retry; force=True drops the cache and returns the failures instead.
   ``check(pod_id, netns_path) -> None``   CHECK with the cached result.
@@ -37,6 +43,14 @@ primary_ip, gateway, interfaces, ip_configs, routes, dns, raw (the final plugin'
 
 ``network_status(conf_dir, bin_dirs, default=None, probe_versions=True, need_loopback=True)
 -> NetworkStatus`` checks config + plugin binaries + their supported versions.
+
+Known plugin limitations (Debian containernetworking-plugins 1.1.1):
+- bridge with ipMasq finds the masquerade rule to delete via the addresses of eth0 in the
+  netns: DEL with the netns already gone leaves that NAT rule behind (IP and portmap rules are
+  still released). The daemon must run teardown() before it unpins the pod's netns.
+- portmap's CHECK fails for IPv4-only pods (it checks IPv6 chains it never created), so
+  check() on the default network reports that error.
+- portmap never deletes its top-level CNI-HOSTPORT-* chains (by design, like cni0 bridges).
 
 Cache: one file per (pod id, network, ifname) in cache_dir, written atomically before ADD
 starts and again with the result. Put it on persistent storage (e.g. <root>/cni/results): after

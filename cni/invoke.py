@@ -9,14 +9,18 @@ plugin's whole process group is killed.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cni.errors import CniConfigError, CniPluginError, CniPluginTimeout, plugin_error
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BIN_DIRS = ("/opt/cni/bin", "/usr/lib/cni")
 DEFAULT_PLUGIN_TIMEOUT = 60.0
@@ -87,6 +91,7 @@ def run_plugin(
     """
     plugin = os.path.basename(plugin_path)
     stdin = json.dumps(config).encode()
+    started = time.monotonic()
     try:
         proc = subprocess.Popen(
             [plugin_path],
@@ -113,6 +118,8 @@ def run_plugin(
         _kill_group(proc)
         raise
     stderr = err.decode(errors="replace").strip()[-_STDERR_LIMIT:]
+    log.debug("CNI %s %s container=%s ifname=%s: exit %d in %.1f ms", inv.command, plugin,
+              inv.container_id, inv.ifname, proc.returncode, (time.monotonic() - started) * 1e3)
     if proc.returncode != 0:
         raise _error_from_output(plugin, inv.command, network, proc.returncode, out, stderr)
     if not out.strip():

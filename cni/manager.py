@@ -126,14 +126,14 @@ class CniManager:
         cniargs.validate_container_id(pod_id)
         meta = cniargs.PodMeta.from_mapping(pod_meta)
         caps = cniargs.capability_args(port_mappings, bandwidth, ip_ranges)
-        if not netns_path or not os.path.exists(netns_path):
-            raise errors.FailedPrecondition(
-                f"network namespace {netns_path!r} of pod {pod_id} does not exist"
-            )
+        _require_netns(netns_path, pod_id)
         pairs = cniargs.cni_args(pod_id, meta)
         with self._pod_lock(pod_id):
             network = self.load_network()
             paths = self._plugin_paths(network)
+            done = self._finished_attachment(pod_id, netns_path)
+            if done is not None:
+                return done  # a repeated setup (e.g. a retried RunPodSandbox) is idempotent
             if self.setup_loopback:
                 lo_paths = self._plugin_paths(self._loopback)
                 self._run_add(self._loopback, lo_paths, pod_id, netns_path, LOOPBACK_IFNAME,
@@ -159,9 +159,9 @@ class CniManager:
         returned instead (for removing a pod whose network can never be cleaned).
         """
         cniargs.validate_container_id(pod_id)
-        netns = netns_path if netns_path and os.path.exists(netns_path) else ""
         with self._pod_lock(pod_id):
             entries = self.cache.entries_for(pod_id)
+            netns = _pick_netns(netns_path, entries)
             if not entries:
                 uncached = self._uncached_entry(pod_id, netns, pod_meta, port_mappings)
                 entries = [uncached] if uncached is not None else []
@@ -188,10 +188,7 @@ class CniManager:
     def check(self, pod_id: str, netns_path: str) -> None:
         """Run CHECK for the pod's cached attachment(s); raises the plugin's error."""
         cniargs.validate_container_id(pod_id)
-        if not netns_path or not os.path.exists(netns_path):
-            raise errors.FailedPrecondition(
-                f"network namespace {netns_path!r} of pod {pod_id} does not exist"
-            )
+        _require_netns(netns_path, pod_id)
         with self._pod_lock(pod_id):
             entries = [e for e in self.cache.entries_for(pod_id) if e.result is not None]
             if not entries:
@@ -233,6 +230,32 @@ class CniManager:
                 slot[1] -= 1
                 if slot[1] == 0:
                     del self._locks[pod_id]
+
+    def _finished_attachment(self, pod_id: str, netns: str) -> CniResult | None:
+        """The cached result if this pod is already attached in this netns.
+
+        Leftovers of an interrupted ADD (no result) or of another netns are DELeted first,
+        so the new ADD starts clean; CniTeardownError if that fails.
+        """
+        entries = self.cache.entries_for(pod_id)
+        for entry in entries:
+            if entry.result is not None and entry.ifname == POD_IFNAME and entry.netns == netns:
+                return parse_result(entry.result, entry.network, entry.ifname)
+        failures: list[CniPluginError] = []
+        for entry in entries:
+            stale_netns = entry.netns if is_netns(entry.netns) else ""
+            entry_failures = self._run_del_entry(entry, stale_netns)
+            if entry_failures:
+                failures.extend(entry_failures)
+            else:
+                self.cache.delete(entry.container_id, entry.network, entry.ifname)
+        if failures:
+            raise CniTeardownError(
+                f"cannot set up pod {pod_id}: DEL of its earlier, unfinished CNI attachment "
+                "failed: " + "; ".join(str(f) for f in failures),
+                failures,
+            )
+        return None
 
     def _plugin_paths(self, network: NetworkConfigList) -> list[str]:
         return [require_plugin(t, self.bin_dirs) for t in network.plugin_types()]
@@ -382,6 +405,37 @@ class CniManager:
                     os.unlink(path)
             except FileNotFoundError:
                 pass
+
+
+def is_netns(path: str | None) -> bool:
+    """True if path is a network namespace file (nsfs: a pinned bind mount or /proc/*/ns/net).
+
+    An unmounted pin file still exists but is no namespace; plugins would fail on it.
+    """
+    if not path:
+        return False
+    try:
+        return os.stat(path).st_dev == os.stat("/proc/self/ns/net").st_dev
+    except OSError:
+        return False
+
+
+def _require_netns(path: str, pod_id: str) -> None:
+    if not is_netns(path):
+        raise errors.FailedPrecondition(
+            f"network namespace {path!r} of pod {pod_id} does not exist or is not a network "
+            "namespace (nsfs) file"
+        )
+
+
+def _pick_netns(given: str | None, entries: list[CacheEntry]) -> str:
+    """The netns for DEL: the given one, else the cached one, if still a namespace; else ""."""
+    if given:
+        return given if is_netns(given) else ""
+    for entry in entries:
+        if entry.ifname == POD_IFNAME and is_netns(entry.netns):
+            return entry.netns
+    return ""
 
 
 def _tolerated_on_del(exc: CniPluginError) -> bool:

@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     conf.set_defaults(func=cmd_config)
     ver = sub.add_parser("version", help="print the version")
     ver.set_defaults(func=cmd_version)
+    from imageservice.cli import register_cli
+    register_cli(sub)
     return parser
 
 

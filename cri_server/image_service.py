@@ -14,12 +14,12 @@ from typing import Any
 
 import grpc
 
-from proto import api_pb2, api_pb2_grpc
 from cri_server.errors import InvalidArgument
 from imageservice.auth import Credentials
 from imageservice.manager import ImageManager
 from imageservice.manifest import ImageConfig, user_fields
 from imageservice.metadata import ImageRecord
+from proto import api_pb2, api_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,18 @@ def _credentials(auth: api_pb2.AuthConfig) -> tuple[Credentials | None, str]:
     return (creds if creds else None), auth.server_address
 
 
+class _RpcCancelled(threading.Event):
+    """Set when the pull must stop: by the manager, or because the gRPC client went away
+    (deadline passed, connection closed), which is checked on each look."""
+
+    def __init__(self, context: grpc.ServicerContext) -> None:
+        super().__init__()
+        self.context = context
+
+    def is_set(self) -> bool:
+        return super().is_set() or not self.context.is_active()
+
+
 class ImageServiceServicer(api_pb2_grpc.ImageServiceServicer):
     def __init__(self, manager: ImageManager, metrics: Any = None) -> None:
         self.manager = manager
@@ -59,12 +71,12 @@ class ImageServiceServicer(api_pb2_grpc.ImageServiceServicer):
 
     def ListImages(self, request: api_pb2.ListImagesRequest,
                    context: grpc.ServicerContext) -> api_pb2.ListImagesResponse:
-        recs = self.manager.list(request.filter.image.image.strip())
+        recs = self.manager.list_images(request.filter.image.image.strip())
         return api_pb2.ListImagesResponse(images=[image_message(r) for r in recs])
 
     def StreamImages(self, request: api_pb2.StreamImagesRequest,
                      context: grpc.ServicerContext) -> Iterator[api_pb2.StreamImagesResponse]:
-        recs = self.manager.list(request.filter.image.image.strip())
+        recs = self.manager.list_images(request.filter.image.image.strip())
         for i in range(0, len(recs), STREAM_BATCH):
             yield api_pb2.StreamImagesResponse(
                 images=[image_message(r) for r in recs[i:i + STREAM_BATCH]])
@@ -81,8 +93,7 @@ class ImageServiceServicer(api_pb2_grpc.ImageServiceServicer):
                   context: grpc.ServicerContext) -> api_pb2.PullImageResponse:
         ref = _image_ref(request.image, "PullImage")
         creds, server = _credentials(request.auth)
-        cancel = threading.Event()
-        context.add_callback(cancel.set)   # client went away -> stop downloading
+        cancel = _RpcCancelled(context)   # client went away -> stop downloading
         pod = request.sandbox_config.metadata
         if pod.name:
             log.info("pulling %s for pod %s/%s", ref, pod.namespace, pod.name)

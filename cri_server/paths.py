@@ -42,9 +42,6 @@ class Paths:
     def netns_path(self, pod_id: str) -> Path:
         return self.ns_dir(pod_id) / "net"
 
-    @property
-    def cni_cache_dir(self) -> Path:
-        return self.state / "cni"
 
     # -- root dir ----------------------------------------------------------
     @property
@@ -65,6 +62,11 @@ class Paths:
 
     def container_dir(self, container_id: str) -> Path:
         return self.containers_dir / container_id
+
+    @property
+    def cni_cache_dir(self) -> Path:
+        # Persistent like host-local's IP allocations, so DEL can free them after a reboot.
+        return self.root / "cni" / "results"
 
     @property
     def pods_dir(self) -> Path:

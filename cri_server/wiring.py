@@ -5,14 +5,18 @@ through the Services object.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from proto import api_pb2_grpc
 from cri_server.config import Config
+from cri_server.containers import setup as containers_setup
 from cri_server.events import EventBus
+from cri_server.image_service import ImageServiceServicer
 from cri_server.metrics import Metrics
 from cri_server.paths import Paths
-from cri_server.servicer_base import fill_unimplemented
+from cri_server.sandboxes import setup as sandboxes_setup
+from imageservice.manager import ImageManager
 from cri_server.services import Services
 
 log = logging.getLogger("pycri")
@@ -20,7 +24,15 @@ log = logging.getLogger("pycri")
 
 def build_services(config: Config, paths: Paths) -> Services:
     svc = Services(config=config, paths=paths)
+    svc.images = ImageManager(
+        root_dir=paths.images_dir,
+        registry_config=dataclasses.asdict(config.registry),
+        is_image_in_use=lambda image_id: (svc.containers is not None
+                                          and svc.containers.is_image_in_use(image_id)),
+        runtime_handlers=lambda: ["", *config.runtime.handlers])
+    sandboxes_setup.build(svc)
     svc.events = EventBus()
+    containers_setup.build(svc)
     if config.metrics.address:
         svc.metrics = Metrics()
     return svc
@@ -33,17 +45,21 @@ def start_endpoints(svc: Services) -> None:
 
 
 def build_image_servicer(svc: Services) -> api_pb2_grpc.ImageServiceServicer:
-    cls = type("ImageServiceServicer", (api_pb2_grpc.ImageServiceServicer,), {})
-    fill_unimplemented(cls, "ImageService", api_pb2_grpc.ImageServiceServicer)
-    return cls()
+    return ImageServiceServicer(svc.images, svc.metrics)
 
 
 def recover(svc: Services) -> None:
     """Rebuilds the in-memory view from disk and live shims after a (re)start."""
+    containers_setup.recover(svc)  # first: pod recovery may remove containers
+    sandboxes_setup.recover(svc)
 
 
 def shutdown(svc: Services) -> None:
     """Stops the daemon's own helpers; pods and containers keep running."""
+    containers_setup.shutdown(svc)
+    sandboxes_setup.shutdown(svc)
+    if svc.images is not None:
+        svc.images.close()
     if svc.events is not None:
         svc.events.close()
     if svc.metrics is not None:

@@ -127,7 +127,7 @@ def fetch_token(client: httpx.Client, params: dict[str, str], scope: str,
                                          "service": service, "scope": " ".join(scopes)},
                             timeout=timeout)
         else:
-            q: list[tuple[str, str]] = [("service", service)] if service else []
+            q: list[tuple[str, str | int | float | bool | None]] = [("service", service)] if service else []
             q += [("scope", s) for s in dict.fromkeys(scopes)]
             auth = (creds.username, creds.password) if creds.username else None
             r = client.get(realm, params=q, auth=auth, timeout=timeout)

@@ -68,7 +68,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_ls(args: argparse.Namespace) -> int:
     mgr = _manager(args)
     try:
-        recs = mgr.list()
+        recs = mgr.list_images()
     finally:
         mgr.close()
     if args.quiet:

@@ -111,7 +111,7 @@ class ContentStore:
             pass
 
     def all_digests(self) -> set[str]:
-        out = set()
+        out: set[str] = set()
         for algo_dir in self.blobs_dir.iterdir():
             if algo_dir.is_dir():
                 out.update(f"{algo_dir.name}:{p.name}" for p in algo_dir.iterdir())

@@ -23,9 +23,16 @@ from typing import IO
 
 from cri_server.errors import InvalidArgument
 from imageservice.manager import ImageManager
-from imageservice.manifest import (INDEX_TYPES, MT_OCI_CONFIG, MT_OCI_MANIFEST, ImageConfig,
-                                   detect_media_type, parse_index, parse_manifest,
-                                   select_platform)
+from imageservice.manifest import (
+    INDEX_TYPES,
+    MT_OCI_CONFIG,
+    MT_OCI_MANIFEST,
+    ImageConfig,
+    detect_media_type,
+    parse_index,
+    parse_manifest,
+    select_platform,
+)
 from imageservice.reference import parse
 
 Progress = Callable[[int, int], None]   # (bytes done, bytes total)
@@ -41,10 +48,10 @@ class ImportedImage:
 class _Archive:
     def __init__(self, path: Path, progress: Progress | None) -> None:
         try:
-            self.tf = tarfile.open(path, "r:*")
+            self.tf = tarfile.open(path, "r:*")  # noqa: SIM115 - closed by close()
         except (OSError, tarfile.TarError) as e:
             raise InvalidArgument(f"cannot read {path} as a tar archive: {e}") from None
-        self.members = {m.name.lstrip("./"): m for m in self.tf.getmembers() if m.isreg()}
+        self.members = {m.name.removeprefix("./"): m for m in self.tf.getmembers() if m.isreg()}
         self.total = sum(m.size for m in self.members.values())
         self.done = 0
         self.progress = progress
@@ -162,14 +169,14 @@ def _import_docker(manager: ImageManager, arc: _Archive, name: str) -> list[Impo
         raise InvalidArgument("manifest.json lists no images")
     out = []
     for entry in entries:
-        cfg_name = str(entry.get("Config", "")).lstrip("./")
+        cfg_name = str(entry.get("Config", "")).removeprefix("./")
         config_bytes = arc.read(cfg_name)
         ImageConfig.parse(config_bytes)
         config_digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
         manager.content.write_bytes(config_digest, config_bytes)
         layers = []
         for layer_name in entry.get("Layers") or []:
-            layer_name = str(layer_name).lstrip("./")
+            layer_name = str(layer_name).removeprefix("./")
             digest, size = arc.digest_of(layer_name)
             with arc.open(layer_name) as f:
                 head = f.read(4)

@@ -48,11 +48,18 @@ from typing import Any
 from cri_server.errors import Cancelled, FailedPrecondition, InvalidArgument
 from imageservice.auth import Credentials, DockerConfig
 from imageservice.content_store import ContentStore, SharedWork
-from imageservice.manifest import (INDEX_TYPES, Descriptor, ImageConfig, Manifest,
-                                   parse_index, parse_manifest, select_platform)
+from imageservice.manifest import (
+    INDEX_TYPES,
+    Descriptor,
+    ImageConfig,
+    Manifest,
+    parse_index,
+    parse_manifest,
+    select_platform,
+)
 from imageservice.metadata import ImageDB, ImageRecord
 from imageservice.reference import Reference, looks_like_image_id, parse
-from imageservice.registry_client import RegistryClient, Repository
+from imageservice.registry_client import RegistryClient
 from imageservice.registry_hosts import RegistryHosts
 from imageservice.snapshots import SnapshotStore, chain_ids
 from imageservice.unpack import unpack_layer
@@ -100,8 +107,9 @@ class ImageManager:
         garbage collection, which would race with the daemon's own pulls."""
         cfg = dict(registry_config or {})
         unknown = set(cfg) - _KNOWN_KEYS
-        if unknown:
-            raise InvalidArgument(f"unknown registry config key(s): {sorted(unknown)}")
+        if unknown:   # the daemon's config schema already rejects typos; keep going
+            log.warning("registry config keys not used by the image service: %s",
+                        sorted(unknown))
         self.root = Path(root_dir)
         self.root.mkdir(parents=True, exist_ok=True)
         stall = float(cfg.get("stall_timeout_seconds", cfg.get("stall_timeout", 60.0)))
@@ -185,7 +193,7 @@ class ImageManager:
             raise parse_error
         return None
 
-    def list(self, filter_ref: str = "") -> list[ImageRecord]:
+    def list_images(self, filter_ref: str = "") -> list[ImageRecord]:
         if filter_ref:
             rec = self.resolve(filter_ref)
             return [rec] if rec is not None else []

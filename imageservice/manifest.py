@@ -25,7 +25,7 @@ MT_DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+prettyjws"
 
 MANIFEST_TYPES = (MT_DOCKER_MANIFEST, MT_OCI_MANIFEST)
 INDEX_TYPES = (MT_DOCKER_LIST, MT_OCI_INDEX)
-ACCEPT = ", ".join((MT_OCI_INDEX, MT_DOCKER_LIST, MT_OCI_MANIFEST, MT_DOCKER_MANIFEST))
+ACCEPT = f"{MT_OCI_INDEX}, {MT_DOCKER_LIST}, {MT_OCI_MANIFEST}, {MT_DOCKER_MANIFEST}"
 
 LAYER_TYPES = {
     "application/vnd.oci.image.layer.v1.tar",

@@ -102,10 +102,9 @@ def parse(ref: str, default_tag: bool = True) -> Reference:
     if ref != ref.strip() or any(c.isspace() for c in ref):
         raise InvalidArgument(f"invalid image reference {ref!r}: contains whitespace")
     rest, at, digest = ref.partition("@")
-    if at:
-        if not is_digest(digest):
-            raise InvalidArgument(
-                f"invalid image reference {ref!r}: digest {digest!r} is not sha256:<64 hex>")
+    if at and not is_digest(digest):
+        raise InvalidArgument(
+            f"invalid image reference {ref!r}: digest {digest!r} is not sha256:<64 hex>")
     tag = ""
     slash = rest.rfind("/")
     colon = rest.rfind(":")

@@ -24,8 +24,15 @@ from typing import Any
 
 import httpx
 
-from cri_server.errors import (Cancelled, DeadlineExceeded, InvalidArgument, NotFound,
-                               PermissionDenied, PycriError, Unavailable)
+from cri_server.errors import (
+    Cancelled,
+    DeadlineExceeded,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    PycriError,
+    Unavailable,
+)
 from imageservice.auth import Credentials, DockerConfig, fetch_token, parse_challenge
 from imageservice.manifest import ACCEPT, Descriptor, detect_media_type
 from imageservice.reference import Reference
@@ -34,7 +41,6 @@ from imageservice.registry_hosts import Endpoint, RegistryHosts
 log = logging.getLogger(__name__)
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
-CHUNK = 256 * 1024
 USER_AGENT = "pycri/0.1.0"
 
 
@@ -43,7 +49,10 @@ class RegistryClient:
                  stall_timeout: float = 60.0, connect_timeout: float = 30.0) -> None:
         self.hosts = hosts
         self.docker_config = docker_config or DockerConfig()
-        self.timeout = httpx.Timeout(stall_timeout, connect=min(connect_timeout, stall_timeout))
+        # read/write: no bytes for stall_timeout = stalled; waiting for a pooled connection
+        # is not a stall (other pulls are busy), so no pool timeout.
+        self.timeout = httpx.Timeout(stall_timeout, connect=min(connect_timeout, stall_timeout),
+                                     pool=None)
         self.stall_timeout = stall_timeout
         self._clients: dict[tuple[Any, ...], httpx.Client] = {}
         self._lock = threading.Lock()
@@ -203,7 +212,7 @@ class Repository:
     def _read_limited(self, resp: httpx.Response, limit: int, what: str) -> bytes:
         buf = bytearray()
         try:
-            for chunk in resp.iter_bytes(CHUNK):
+            for chunk in resp.iter_bytes():
                 self._check_cancel()
                 buf += chunk
                 if len(buf) > limit:
@@ -227,7 +236,7 @@ class Repository:
                         self._raise_for(ep, resp, f"blob {desc.digest} of {self.ref.path}")
                     started = True
                     try:
-                        for chunk in resp.iter_bytes(CHUNK):
+                        for chunk in resp.iter_bytes():
                             self._check_cancel()
                             yield chunk
                     except httpx.TimeoutException:

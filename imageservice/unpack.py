@@ -34,7 +34,7 @@ import shutil
 import stat
 import tarfile
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import zstandard
 
@@ -74,10 +74,6 @@ class _HashingReader(io.RawIOBase):
         self.hash.update(data)
         return n
 
-    def drain(self) -> None:
-        while self.inner.read(_COPY_CHUNK):
-            pass
-
     def drain_hashing(self) -> None:
         while True:
             data = self.inner.read(_COPY_CHUNK)
@@ -88,8 +84,8 @@ class _HashingReader(io.RawIOBase):
 
 def decompressed(raw: BinaryIO) -> BinaryIO:
     """A reader of the uncompressed tar: gzip and zstd are recognised by magic bytes."""
-    buf = io.BufferedReader(raw, 1024 * 1024) if not hasattr(raw, "peek") else raw
-    head = buf.peek(4)[:4]  # type: ignore[attr-defined]
+    buf: Any = raw if hasattr(raw, "peek") else io.BufferedReader(raw, 1024 * 1024)  # type: ignore[type-var]
+    head = buf.peek(4)[:4]
     if head[:2] == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=buf, mode="rb")  # type: ignore[return-value]
     if head == b"\x28\xb5\x2f\xfd":

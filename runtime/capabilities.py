@@ -37,12 +37,19 @@ def switch_user(uid: int, gid: int, groups: list[int]) -> None:
 
 
 def apply_capabilities(caps: dict[str, list[str]]) -> None:
-    """capset effective/permitted/inheritable, then raise the ambient set."""
+    """capset effective/permitted/inheritable, then raise the ambient set.
+
+    Capabilities the runtime itself does not hold (e.g. CAP_SYS_RESOURCE on hosts that deny it
+    to root) cannot be granted: every set is limited to our current permitted set, so a
+    privileged container gets everything the runtime has."""
+    have = syscalls.capget().permitted
     syscalls.capset(syscalls.CapSets(
-        effective=capabilities_to_mask(caps.get("effective", [])),
-        permitted=capabilities_to_mask(caps.get("permitted", [])),
-        inheritable=capabilities_to_mask(caps.get("inheritable", []))))
+        effective=capabilities_to_mask(caps.get("effective", [])) & have,
+        permitted=capabilities_to_mask(caps.get("permitted", [])) & have,
+        inheritable=capabilities_to_mask(caps.get("inheritable", [])) & have))
     for name in caps.get("ambient", []):
+        if not have & (1 << CAPABILITY_NUMBERS[name]):
+            continue
         syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_RAISE,
                        CAPABILITY_NUMBERS[name])
 

@@ -34,7 +34,9 @@ Schema (every path absolute)::
      "masked_paths": [...], "readonly_paths": [...],   # as CRI sent them (empty list honoured)
      "privileged": bool,
      "seccomp": null | OCI seccomp profile dict (see runtime.seccomp.runtime_default_profile),
-     "cgroup": {"driver": "cgroupfs"|"systemd", "path": "/kubepods/.../<ctr>",
+     "cgroup": {"driver": "cgroupfs"|"systemd",
+                "path": "/kubepods/.../<ctr>" (filesystem path under each hierarchy; systemd
+                        also accepts "slice:prefix:name", converted by validate_spec),
                 "resources": Resources} | null,
          Resources = {"cpu_shares", "cpu_quota", "cpu_period", "cpuset_cpus", "cpuset_mems",
                       "memory_limit_in_bytes", "memory_swap_limit_in_bytes", "pids_limit",
@@ -54,6 +56,7 @@ import os
 from typing import Any
 
 from runtime.capability_names import CAPABILITY_NAMES, last_cap, normalize_capability
+from runtime.cgroups.naming import systemd_path_to_fs
 from runtime.spec_errors import InvalidArgument
 
 #: The capability set containerd and CRI-O give an unprivileged container.
@@ -273,7 +276,7 @@ def validate_spec(spec: Any) -> dict[str, Any]:
 
 
 def _validate_rootfs(s: dict[str, Any]) -> None:
-    r = s.get("rootfs")
+    r: Any = s.get("rootfs")
     _need(isinstance(r, dict), "rootfs", "must be an object")
     _need(isinstance(r.get("lower"), list) and len(r["lower"]) > 0, "rootfs.lower",
           "must be a non-empty list of layer directories")
@@ -292,7 +295,7 @@ def _validate_rootfs(s: dict[str, Any]) -> None:
 
 
 def _validate_process(s: dict[str, Any]) -> None:
-    p = s.get("process")
+    p: Any = s.get("process")
     _need(isinstance(p, dict), "process", "must be an object")
     args = p.get("args")
     _need(isinstance(args, list) and len(args) > 0 and all(isinstance(a, str) for a in args)
@@ -408,7 +411,7 @@ def _validate_mounts(s: dict[str, Any]) -> None:
 
 
 def _validate_cgroup(s: dict[str, Any]) -> None:
-    cg = s.setdefault("cgroup", None)
+    cg: Any = s.setdefault("cgroup", None)
     if cg is None:
         return
     _need(isinstance(cg, dict), "cgroup", "must be an object or null")
@@ -416,8 +419,11 @@ def _validate_cgroup(s: dict[str, Any]) -> None:
           f"must be cgroupfs or systemd, got {cg.get('driver')!r}")
     cg.setdefault("driver", "cgroupfs")
     path = cg.get("path")
+    if cg["driver"] == "systemd" and isinstance(path, str) and path.count(":") == 2:
+        path = cg["path"] = systemd_path_to_fs(path)
     _need(isinstance(path, str) and path.startswith("/") and ".." not in path.split("/"),
-          "cgroup.path", f"must be an absolute cgroup path without '..', got {path!r}")
+          "cgroup.path", f"must be an absolute cgroup path without '..' (or slice:prefix:name "
+          f"for systemd), got {path!r}")
     res = cg.setdefault("resources", {}) or {}
     _need(isinstance(res, dict), "cgroup.resources", "must be an object")
     for key in ("cpu_shares", "cpu_quota", "cpu_period", "memory_limit_in_bytes",

@@ -10,6 +10,8 @@ profiles with libseccomp2 through ctypes.
   execve. Unknown syscall names are skipped (as runc does), rules whose action equals the
   default action are skipped, several conditions on one argument index become separate rules
   (OR), and libseccomp is told not to set no_new_privs itself (the spec decides that).
+- ``compiled(profile)`` returns a cached SeccompFilter: a shim may call it once per profile
+  before forking inits (saves the ~4 ms compile per container; children inherit the ctx).
 """
 from __future__ import annotations
 
@@ -97,11 +99,13 @@ _lib: ctypes.CDLL | None = None
 def _libseccomp() -> ctypes.CDLL:
     global _lib
     if _lib is None:
-        name = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
-        try:
+        try:  # the soname first: find_library would run ldconfig in a subprocess
+            lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+        except OSError:
+            name = ctypes.util.find_library("seccomp")
+            if name is None:
+                raise InvalidArgument("seccomp: libseccomp2 is not installed") from None
             lib = ctypes.CDLL(name, use_errno=True)
-        except OSError as e:
-            raise InvalidArgument(f"seccomp: libseccomp2 is not installed ({e})") from e
         lib.seccomp_init.restype = ctypes.c_void_p
         lib.seccomp_init.argtypes = [ctypes.c_uint32]
         lib.seccomp_release.argtypes = [ctypes.c_void_p]
@@ -201,3 +205,19 @@ class SeccompFilter:
         if self._ctx is not None:
             _libseccomp().seccomp_release(self._ctx)
             self._ctx = None
+
+
+_CACHE: dict[str, SeccompFilter] = {}
+_CACHE_MAX = 8
+
+
+def compiled(profile: dict[str, Any]) -> SeccompFilter:
+    """A compiled filter for `profile`, cached by content (never release() the result)."""
+    key = json.dumps(profile, sort_keys=True)
+    filt = _CACHE.get(key)
+    if filt is None:
+        filt = SeccompFilter(profile)
+        if len(_CACHE) >= _CACHE_MAX:
+            _CACHE.pop(next(iter(_CACHE))).release()
+        _CACHE[key] = filt
+    return filt

@@ -49,7 +49,7 @@ def secure_join(root: str, unsafe_path: str) -> str:
         if target.startswith("/"):
             resolved = ""
         remaining = target + ("/" + remaining if remaining else "")
-    return root + resolved if resolved else root
+    return root.rstrip("/") + resolved if resolved else root
 
 
 def relative_in_root(root: str, host_path: str) -> str:
@@ -115,6 +115,9 @@ def open_path_in_root(root: str, host_path: str) -> int:
         fd = os.open(host_path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as e:
         raise InvalidArgument(f"cannot open {host_path!r}: {e.strerror}") from e
+    if stat.S_ISLNK(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InvalidArgument(f"{host_path!r} is a symlink (changed after resolution?)")
     try:
         real = os.readlink(f"/proc/self/fd/{fd}")
     except OSError as e:

@@ -71,7 +71,7 @@ class AttachStream:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> AttachStream:
+    def __enter__(self) -> AttachStream:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -166,8 +166,9 @@ class ShimClient:
 
     def state(self, container_id: str | None = None) -> dict[str, dict[str, Any]]:
         """{cid: ContainerState}"""
-        fields = {} if container_id is None else {"container_id": container_id}
-        return self.call("state", **fields)["containers"]
+        if container_id is None:
+            return self.call("state")["containers"]
+        return self.call("state", container_id=container_id)["containers"]
 
     def wait(self, container_id: str, timeout: float) -> dict[str, Any]:
         """ContainerState after the container exited or `timeout` seconds passed."""
@@ -224,7 +225,7 @@ class ShimClient:
         the shim exits. A shim that is already gone is not an error."""
         try:
             self.call("shutdown", grace=float(grace), timeout=float(grace) + _SLACK)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             from cri_server import errors
             if isinstance(e, errors.Unavailable) and not os.path.exists(self.socket_path):
                 return

@@ -238,7 +238,7 @@ _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 class CapSets:
     """The three per-thread capability sets as 64-bit masks."""
 
-    __slots__ = ("effective", "permitted", "inheritable")
+    __slots__ = ("effective", "inheritable", "permitted")
 
     def __init__(self, effective: int, permitted: int, inheritable: int) -> None:
         self.effective = effective
@@ -287,11 +287,11 @@ MOUNT_ATTR_NOEXEC = 0x00000008
 
 def mount_setattr(path: str, attr_set: int, attr_clr: int = 0, recursive: bool = True,
                   dirfd: int = -100) -> None:
-    """mount_setattr(2) on `path` (relative to dirfd, default AT_FDCWD); with `recursive` the
-    change applies to every mount below too (e.g. MOUNT_ATTR_RDONLY for recursive read-only)."""
+    """mount_setattr(2) on `path` (relative to dirfd, default AT_FDCWD; "" = dirfd itself); with
+    `recursive` the change applies to every mount below too (MOUNT_ATTR_RDONLY: recursive ro)."""
     attr = struct.pack("QQQQ", attr_set, attr_clr, 0, 0)
     buf = ctypes.create_string_buffer(attr, len(attr))
-    flags = AT_RECURSIVE if recursive else 0
+    flags = (AT_RECURSIVE if recursive else 0) | (AT_EMPTY_PATH if path == "" else 0)
     if _libc.syscall(ctypes.c_long(_NR_MOUNT_SETATTR), ctypes.c_int(dirfd),
                      ctypes.c_char_p(_fs(path)), ctypes.c_uint(flags), buf,
                      ctypes.c_size_t(len(attr))) != 0:

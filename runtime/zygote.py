@@ -58,6 +58,7 @@ class Zygote:
         self.sel = selectors.DefaultSelector()
         self.sel.register(listener, selectors.EVENT_READ, self._accept)
         self.spawns: dict[int, tuple[_Client, bytes, float]] = {}  # ready fd -> client
+        self.spawn_pods: dict[int, dict[str, Any]] = {}  # ready fd -> pod spec
         self.running = True
         self._clients: dict[int, _Client] = {}
 
@@ -91,7 +92,7 @@ class Zygote:
             pass
         client.sock.close()
 
-    def _send(self, client: _Client, msg: dict[str, Any]) -> None:
+    def _send(self, client: _Client, msg: dict[str, Any]) -> bool:
         try:
             client.sock.setblocking(True)
             client.sock.settimeout(5)
@@ -99,6 +100,8 @@ class Zygote:
             client.sock.setblocking(False)
         except OSError:
             self._drop(client)
+            return False
+        return True
 
     def _readable(self, sock: socket.socket) -> None:
         client = self._clients.get(sock.fileno())
@@ -162,6 +165,7 @@ class Zygote:
         os.waitpid(pid, 0)
         os.set_blocking(r, False)
         self.spawns[r] = (client, b"", time.monotonic() + SPAWN_TIMEOUT)
+        self.spawn_pods[r] = pod
         self.sel.register(r, selectors.EVENT_READ, self._ready_data)
 
     def _ready_data(self, fd: int) -> None:
@@ -188,10 +192,27 @@ class Zygote:
 
     def _finish_spawn(self, fd: int, msg: dict[str, Any]) -> None:
         client, _, _ = self.spawns.pop(fd)
+        pod = self.spawn_pods.pop(fd)
         self.sel.unregister(fd)
-        os.close(fd)
-        if client.sock.fileno() >= 0:
-            self._send(client, msg)
+        os.close(fd)  # a shim still starting up sees EPIPE on its report and undoes itself
+        delivered = client.sock.fileno() >= 0 and self._send(client, msg)
+        if msg.get("ok") and not delivered:
+            _stop_unwanted_shim(pod)
+
+
+def _stop_unwanted_shim(pod: dict[str, Any]) -> None:
+    """The requester went away before it learnt about the shim: nobody would ever stop it."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock.settimeout(5)
+    try:
+        sock.connect(os.path.join(pod["shim_dir"], "shim.sock"))
+        sock.sendall(b'{"op": "shutdown", "grace": 0}\n')
+        sock.recv(4096)
+    except OSError as e:
+        print(f"zygote: could not stop the unwanted shim of pod {pod.get('pod_id')}: {e}",
+              file=sys.stderr)
+    finally:
+        sock.close()
 
 
 def main(argv: list[str] | None = None) -> int:

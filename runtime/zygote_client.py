@@ -101,13 +101,10 @@ def start_zygote(state_dir: str, python: str = sys.executable, log_path: str | N
     child_env = dict(os.environ if env is None else env)
     child_env["PYTHONPATH"] = _PROJECT_ROOT + (
         os.pathsep + child_env["PYTHONPATH"] if child_env.get("PYTHONPATH") else "")
-    log = open(log_path or os.path.join(state_dir, "zygote.log"), "ab")
-    try:
+    with open(log_path or os.path.join(state_dir, "zygote.log"), "ab") as log:
         proc = subprocess.Popen([python, "-m", "runtime.zygote", "--socket", socket_path],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True, close_fds=True, cwd="/", env=child_env)
-    finally:
-        log.close()
     client.process = proc
     deadline = time.monotonic() + timeout
     while True:

@@ -35,7 +35,7 @@ def merge_env(*layers: Iterable[str]) -> list[str]:
     values: dict[str, str] = {}
     for layer in layers:
         for item in layer:
-            key, sep, value = item.partition("=")
+            key, sep, _ = item.partition("=")
             if not key:
                 raise InvalidArgument(f"environment entry {item!r} has no name")
             if "\0" in item:

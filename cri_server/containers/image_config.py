@@ -80,7 +80,7 @@ def parse_stop_signal(name: str) -> int:
         return int(text)
     if not text.startswith("SIG"):
         text = "SIG" + text
-    if text.startswith("SIGRTMIN") or text.startswith("SIGRTMAX"):
+    if text.startswith(("SIGRTMIN", "SIGRTMAX")):
         base = signal.SIGRTMIN if text.startswith("SIGRTMIN") else signal.SIGRTMAX
         rest = text[8:]
         try:

@@ -19,9 +19,9 @@ import stat
 from collections.abc import Callable
 from typing import Any
 
-from proto import api_pb2
 from cri_server import host_features
 from cri_server.errors import InvalidArgument, NotFound, Unimplemented
+from proto import api_pb2
 from runtime import container_spec
 
 PROPAGATION = {
@@ -47,9 +47,9 @@ def _source_mount(path: str) -> tuple[str, str]:
     """The mount (point, optional fields) that contains `path` (the last, longest match)."""
     best = ("/", "")
     for point, opts in _mountinfo():
-        if path == point or path.startswith(point.rstrip("/") + "/") or point == "/":
-            if len(point) >= len(best[0]):
-                best = (point, opts)
+        inside = path == point or path.startswith(point.rstrip("/") + "/") or point == "/"
+        if inside and len(point) >= len(best[0]):
+            best = (point, opts)
     return best
 
 
@@ -129,7 +129,7 @@ def volume_mounts(volumes: list[str], requested: set[str], volumes_dir: str
     """Image VOLUMEs not covered by a request mount: fresh dirs under volumes_dir."""
     out = []
     for i, dest in enumerate(volumes):
-        dest = os.path.normpath("/" + dest)
+        dest = os.path.normpath("/" + dest.lstrip("/"))
         if dest in requested or dest == "/":
             continue
         src = os.path.join(volumes_dir, str(i))

@@ -52,6 +52,7 @@ class ContainerRecord:
     stdin: bool = False
     stdin_once: bool = False
     fingerprint: str = ""         # hash of the request, for kubelet retries
+    shim_dir: str = ""            # the pod's shim (status files stay readable after it died)
     spec: dict[str, Any] = field(default_factory=dict)
     # runtime state
     state: str = CREATING

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from proto import api_pb2
-from cri_server.errors import InvalidArgument
 from cri_server.containers.image_config import UserSpec, parse_user_string
+from cri_server.errors import InvalidArgument
+from proto import api_pb2
 from runtime import apparmor, container_spec, seccomp
 from runtime.spec_errors import SpecError, to_cri_error
 

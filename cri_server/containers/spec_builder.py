@@ -12,12 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from proto import api_pb2
 from cri_server import host_features
 from cri_server.containers import command, mounts, resources, security
 from cri_server.containers.image_config import ImageView
 from cri_server.containers.pod_view import PodView
 from cri_server.errors import FailedPrecondition, InvalidArgument, Unimplemented
+from proto import api_pb2
 from runtime import container_spec
 from runtime.spec_errors import SpecError, to_cri_error
 
@@ -89,6 +89,13 @@ def _working_dir(config: api_pb2.ContainerConfig, image: ImageView) -> str:
     return cwd
 
 
+def _text(value: bytes | str) -> str:
+    """KeyValue.value is bytes in CRI v1.36 (string before); env values are text."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="surrogateescape")
+    return value
+
+
 def _cgroup(pod: PodView, container_id: str, res: dict[str, Any]) -> dict[str, Any] | None:
     if not pod.cgroup_path:
         return None
@@ -120,7 +127,7 @@ def build(container_id: str, request: api_pb2.CreateContainerRequest, pod: PodVi
     hostname = pod.hostname
     env = command.merge_env(
         [command.DEFAULT_PATH], [f"HOSTNAME={hostname}"] if hostname else [], image.env,
-        [f"{kv.key}={kv.value}" for kv in config.envs])
+        [f"{kv.key}={_text(kv.value)}" for kv in config.envs])
     requested = {posixpath.normpath(m.container_path) for m in config.mounts
                  if m.container_path.startswith("/")}
     spec_mounts = container_spec.default_mounts(privileged=sc.privileged)

@@ -15,10 +15,13 @@ import posixpath
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
+from cri_server.errors import FailedPrecondition, InvalidArgument
+from proto import api_pb2
+from runtime import cgroups
 from runtime.cgroups import mode, naming
 from runtime.spec_errors import InvalidArgument as SpecInvalidArgument
-from cri_server.errors import InvalidArgument
 
 _lock = threading.Lock()  # creating vs. pruning parents of concurrently made pods
 
@@ -38,18 +41,30 @@ def plan(driver: str, request_parent: str, config_parent: str, pod_uid: str) -> 
             return PodCgroup(driver, request_parent,
                              naming.pod_cgroup_path(driver, request_parent), False, "")
         if driver == "systemd":
-            parent_slice = config_parent if config_parent.endswith(".slice") else \
-                naming.cgroupfs_path(config_parent).strip("/").replace("/", "-") + ".slice"
-            if parent_slice == ".slice":
-                parent_slice = "-.slice"
+            parent_slice = _as_slice(config_parent)
             slice_name = naming.systemd_pod_slice(parent_slice, pod_uid)
-            return PodCgroup(driver, parent_slice, naming.expand_slice(slice_name), True,
-                             naming.expand_slice(parent_slice))
+            path = naming.expand_slice(slice_name)
+            return PodCgroup(driver, parent_slice, path, True, _top(path))
         parent = naming.cgroupfs_path(config_parent)
-        return PodCgroup(driver, parent, naming.cgroupfs_path(parent, f"pod{pod_uid}"), True,
-                         parent)
+        path = naming.cgroupfs_path(parent, f"pod{pod_uid}")
+        return PodCgroup(driver, parent, path, True, _top(path))
     except SpecInvalidArgument as exc:
         raise InvalidArgument(str(exc)) from None
+
+
+def _as_slice(parent: str) -> str:
+    """The configured parent as a slice name: '/kubepods' -> 'kubepods.slice' (dashes inside a
+    path component would nest slices, so they become underscores)."""
+    if parent.endswith(".slice"):
+        return parent
+    parts = [p.replace("-", "_") for p in naming.cgroupfs_path(parent).strip("/").split("/") if p]
+    return "-".join(parts) + ".slice" if parts else "-.slice"
+
+
+def _top(path: str) -> str:
+    """'/a/b/c' -> '/a': the highest directory pycri may prune when it is empty."""
+    parts = [p for p in path.split("/") if p]
+    return "/" + parts[0] if len(parts) > 1 else ""
 
 
 def hierarchy_roots() -> list[str]:
@@ -64,44 +79,38 @@ def hierarchy_roots() -> list[str]:
     return roots
 
 
-def create(cg: PodCgroup) -> None:
-    """mkdir -p the pod cgroup in every hierarchy (cpuset v1 children need cpus/mems copied)."""
+def pod_resources(linux: api_pb2.LinuxPodSandboxConfig) -> dict[str, Any]:
+    """The pod's resources plus its overhead, in ContainerSpec names (empty when none given)."""
+    res: dict[str, Any] = {}
+    r, o = linux.resources, linux.overhead
+    if linux.HasField("resources"):
+        res = {"cpu_shares": r.cpu_shares, "cpu_quota": r.cpu_quota, "cpu_period": r.cpu_period,
+               "cpuset_cpus": r.cpuset_cpus, "cpuset_mems": r.cpuset_mems,
+               "memory_limit_in_bytes": r.memory_limit_in_bytes,
+               "memory_swap_limit_in_bytes": r.memory_swap_limit_in_bytes,
+               "hugepage_limits": [{"page_size": h.page_size, "limit": h.limit}
+                                   for h in r.hugepage_limits],
+               "unified": dict(r.unified)}
+    if res and linux.HasField("overhead"):
+        # limits that are set grow by the overhead (kubelet sizes pod cgroups the same way)
+        for key in ("cpu_shares", "memory_limit_in_bytes"):
+            if res[key] > 0:
+                res[key] += getattr(o, key)
+        if res["cpu_quota"] > 0 and o.cpu_quota > 0 and o.cpu_period in (0, res["cpu_period"]):
+            res["cpu_quota"] += o.cpu_quota
+    return {k: v for k, v in res.items() if v}
+
+
+def create(cg: PodCgroup, resources: dict[str, Any] | None = None) -> None:
+    """Creates the pod cgroup in every hierarchy; resources only for an owned one (kubelet
+    configures the pod cgroups it names itself)."""
     with _lock:
-        for root in hierarchy_roots():
-            target = root + cg.path
-            _mkdirs(root, target)
-
-
-def _mkdirs(root: str, target: str) -> None:
-    missing = []
-    path = target
-    while path != root and not os.path.isdir(path):
-        missing.append(path)
-        path = os.path.dirname(path)
-    for p in reversed(missing):
         try:
-            os.mkdir(p, 0o755)
-        except FileExistsError:
-            continue
-        _inherit_cpuset(p)
-
-
-def _inherit_cpuset(path: str) -> None:
-    for name in ("cpuset.cpus", "cpuset.mems"):
-        mine = os.path.join(path, name)
-        parent = os.path.join(os.path.dirname(path), name)
-        if not os.path.exists(mine) or not os.path.exists(parent):
-            continue
-        try:
-            with open(mine) as f:
-                if f.read().strip():
-                    continue
-            with open(parent) as f:
-                value = f.read().strip()
-            with open(mine, "w") as f:
-                f.write(value)
-        except OSError:
-            pass
+            cgroups.create_cgroup(cg.path, resources if cg.owned else None)
+        except SpecInvalidArgument as exc:
+            raise InvalidArgument(f"pod cgroup {cg.path}: {exc}") from None
+        except OSError as exc:
+            raise FailedPrecondition(f"cannot create the pod cgroup {cg.path}: {exc}") from None
 
 
 def remove(cg: PodCgroup, timeout: float = 5.0) -> None:

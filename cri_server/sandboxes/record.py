@@ -43,6 +43,8 @@ class SandboxRecord:
     cgroup_driver: str
     cgroup_parent: str
     cgroup_path: str
+    cgroup_owned: bool = False           # created by pycri (removed with the pod)
+    cgroup_prune_to: str = ""            # owned: empty parents removed up to this path
     ip: str = ""
     additional_ips: list[str] = field(default_factory=list)
     shim_pid: int = 0

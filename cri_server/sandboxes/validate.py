@@ -8,8 +8,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from proto import api_pb2
 from cri_server.errors import InvalidArgument, NotFound, Unimplemented
+from proto import api_pb2
 
 _MODE_NAMES = {api_pb2.POD: "pod", api_pb2.CONTAINER: "container", api_pb2.NODE: "node",
                api_pb2.TARGET: "target"}

@@ -6,8 +6,8 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from proto import api_pb2
 from cri_server.sandboxes.record import READY, SandboxRecord
+from proto import api_pb2
 
 _MODES = {"pod": api_pb2.POD, "container": api_pb2.CONTAINER, "node": api_pb2.NODE}
 

@@ -4,7 +4,10 @@ The daemon implements `StreamingBackend`; the server calls it once a client has
 connected and its streams are set up. All file descriptors are owned by the session
 object: the server only reads/writes them and calls `close()` once at the end.
 
-Exec:  `exec(container_id, cmd, tty, stdin, stdout, stderr) -> StreamSession`
+Exec:  `exec(container_id, cmd, tty, stdin, stdout, stderr[, size]) -> StreamSession`
+  (`size=(width, height)`, optional keyword: with a tty, the client's first terminal size,
+  to set on the pty before the process starts; backends without it get `resize()` just
+  after `exec()` returns)
   - `stdin`: fd the server writes the client's input to (None unless stdin was asked);
   - `stdout`: fd the server reads (with tty: the pty master; EIO counts as end of file);
   - `stderr`: fd the server reads (None with tty or when not asked);

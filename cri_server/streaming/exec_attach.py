@@ -6,9 +6,15 @@ the set implied by the request (stdin/stdout/stderr/tty and the protocol version
 complete, or gives up after the stream creation timeout. WebSocket: channels 0-4 are
 stdin, stdout, stderr, error, resize; the server first sends an empty message on the
 lowest channel it writes, so the client knows the session is up (as kubelet does).
+
+With a tty, the server waits up to INITIAL_SIZE_WAIT for the client's first terminal size
+(clients send it at once) and hands it to the backend (`exec(..., size=(w, h))` when the
+backend accepts that keyword, and a `resize()` right after start in any case), so the
+command starts with the right window size.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import socket
 import threading
@@ -17,26 +23,52 @@ import time
 from cri_server.errors import PycriError
 from cri_server.streaming import k8s_protocols as kp
 from cri_server.streaming.backend import StreamingBackend, StreamSession
-from cri_server.streaming.remotecommand import Channels, OutputChannel, SessionRunner
+from cri_server.streaming.remotecommand import (
+    Channels,
+    OutputChannel,
+    SessionRunner,
+    read_initial_size,
+)
 from cri_server.streaming.spdy_session import SpdySession, SpdyStream
 from cri_server.streaming.tokens import PendingRequest
 from cri_server.streaming.websocket import WsChannelConnection
 
 log = logging.getLogger(__name__)
 
+# With a tty, how long to wait for the client's first terminal size before starting.
+INITIAL_SIZE_WAIT = 1.0
+
 _ALL_STREAM_TYPES = (kp.STREAM_ERROR, kp.STREAM_STDIN, kp.STREAM_STDOUT, kp.STREAM_STDERR,
                      kp.STREAM_RESIZE)
 
 
-def _start_backend(pending: PendingRequest, backend: StreamingBackend) -> StreamSession:
+def _accepts_size(func: object) -> bool:
+    try:
+        return "size" in inspect.signature(func).parameters  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
+def _start_backend(pending: PendingRequest, backend: StreamingBackend,
+                   size: tuple[int, int] | None) -> StreamSession:
     req = pending.request
     tty = bool(req.tty)  # type: ignore[attr-defined]
     stderr = bool(req.stderr) and not tty  # type: ignore[attr-defined]
     if pending.kind == "exec":
-        return backend.exec(req.container_id, list(req.cmd), tty,  # type: ignore[attr-defined]
-                            bool(req.stdin), bool(req.stdout), stderr)  # type: ignore[attr-defined]
-    return backend.attach(req.container_id, bool(req.stdin),  # type: ignore[attr-defined]
-                          bool(req.stdout), stderr, tty)  # type: ignore[attr-defined]
+        extra = {"size": size} if size and _accepts_size(backend.exec) else {}
+        session = backend.exec(req.container_id, list(req.cmd), tty,  # type: ignore[attr-defined]
+                               bool(req.stdin), bool(req.stdout), stderr,  # type: ignore[attr-defined]
+                               **extra)
+    else:
+        session = backend.attach(req.container_id, bool(req.stdin),  # type: ignore[attr-defined]
+                                 bool(req.stdout), stderr, tty)  # type: ignore[attr-defined]
+    if size:
+        try:
+            session.resize(*size)
+        except Exception:
+            session.close()
+            raise
+    return session
 
 
 def _cmd_of(pending: PendingRequest) -> list[str]:
@@ -46,15 +78,22 @@ def _cmd_of(pending: PendingRequest) -> list[str]:
 def _run(pending: PendingRequest, backend: StreamingBackend, channels: Channels,
          protocol: str, client_gone: threading.Event, name: str) -> SessionRunner | None:
     """Start the backend session and copy until it ends; None if it could not start."""
+    size, resize_buffer = None, bytearray()
+    if channels.resize is not None:
+        size, resize_buffer = read_initial_size(channels.resize, INITIAL_SIZE_WAIT)
     try:
-        session = _start_backend(pending, backend)
-    except (OSError, PycriError) as exc:  # reported to the client
-        log.info("%s: %s failed to start: %s", name, pending.kind, exc)
+        session = _start_backend(pending, backend, size)
+    except Exception as exc:  # reported to the client
+        if isinstance(exc, (OSError, PycriError)):
+            log.info("%s: %s failed to start: %s", name, pending.kind, exc)
+        else:
+            log.exception("%s: %s failed to start", name, pending.kind)
         _write_error(channels.error, kp.status_message(protocol, None, _cmd_of(pending),
                                                        error=str(exc)))
         return None
     runner = SessionRunner(session, channels, protocol, _cmd_of(pending),
-                           is_exec=pending.kind == "exec", client_gone=client_gone, name=name)
+                           is_exec=pending.kind == "exec", client_gone=client_gone, name=name,
+                           resize_buffer=resize_buffer)
     try:
         runner.run()
     except Exception:
@@ -93,6 +132,17 @@ def serve_spdy(sock: socket.socket, trailing: bytes, protocol: str, pending: Pen
 
     session = SpdySession(sock, client_side=False, on_stream=on_stream, initial_data=trailing,
                           name=name).start()
+    try:
+        _serve_spdy_session(session, streams, cond, expected, protocol, pending, backend,
+                            creation_timeout, name)
+    finally:
+        session.close()
+
+
+def _serve_spdy_session(session: SpdySession, streams: dict[str, SpdyStream],
+                        cond: threading.Condition, expected: set[str], protocol: str,
+                        pending: PendingRequest, backend: StreamingBackend,
+                        creation_timeout: float, name: str) -> None:
     deadline = time.monotonic() + creation_timeout
     with cond:
         while not expected <= streams.keys():
@@ -120,9 +170,17 @@ def serve_spdy(sock: socket.socket, trailing: bytes, protocol: str, pending: Pen
 
 def serve_websocket(sock: socket.socket, trailing: bytes, protocol: str,
                     pending: PendingRequest, backend: StreamingBackend, name: str) -> None:
+    conn = WsChannelConnection(sock, protocol, trailing_data=trailing, name=name).start()
+    try:
+        _serve_ws_session(conn, protocol, pending, backend, name)
+    finally:
+        conn.close()
+
+
+def _serve_ws_session(conn: WsChannelConnection, protocol: str, pending: PendingRequest,
+                      backend: StreamingBackend, name: str) -> None:
     req = pending.request
     tty = bool(req.tty)  # type: ignore[attr-defined]
-    conn = WsChannelConnection(sock, protocol, trailing_data=trailing, name=name).start()
     ch = kp.WS_CHANNELS
     channels = Channels(
         stdin=conn.input(ch[kp.STREAM_STDIN]) if req.stdin else None,  # type: ignore[attr-defined]

@@ -6,7 +6,8 @@ client names none); port-forward speaks `portforward.k8s.io`.
 WebSocket (`Sec-WebSocket-Protocol`): exec/attach speak `v5.channel.k8s.io`,
 `v4.channel.k8s.io`, `v4.base64.channel.k8s.io`, `channel.k8s.io`,
 `base64.channel.k8s.io` (binary `channel.k8s.io` semantics when none is named);
-port-forward speaks `v4.channel.k8s.io`, `v4.base64.channel.k8s.io`.
+port-forward speaks `v4.channel.k8s.io`, `v4.base64.channel.k8s.io` (channel pairs) and
+`SPDY/3.1+portforward.k8s.io` (a SPDY session tunnelled in binary messages).
 
 Exit status on the error stream: v4+ a JSON metav1.Status (Success, or Failure with
 reason NonZeroExitCode and a cause {"reason": "ExitCode", "message": "<n>"}); older
@@ -33,7 +34,9 @@ PORT_FORWARD = "portforward.k8s.io"
 SPDY_REMOTECOMMAND_PROTOCOLS = (V4, V3, V2, V1)
 SPDY_PORTFORWARD_PROTOCOLS = (PORT_FORWARD,)
 WS_REMOTECOMMAND_PROTOCOLS = (V5, V4, V4_BASE64, V1, BASE64)
-WS_PORTFORWARD_PROTOCOLS = (V4, V4_BASE64)
+# client-go's WebSocket port-forward tunnels SPDY through the WebSocket (KEP-4006).
+WS_SPDY_TUNNEL_PORTFORWARD = "SPDY/3.1+" + PORT_FORWARD
+WS_PORTFORWARD_PROTOCOLS = (WS_SPDY_TUNNEL_PORTFORWARD, V4, V4_BASE64)
 
 # Stream types (SPDY `streamType` header) and WebSocket channel numbers.
 STREAM_ERROR = "error"
@@ -90,26 +93,35 @@ def expected_streams(stdin: bool, stdout: bool, stderr: bool, tty: bool,
     return wanted
 
 
+def _json(obj: object) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _go_list(cmd: Sequence[str]) -> str:
+    """A command as Go's fmt prints a []string (kubelet's message format)."""
+    return "[" + " ".join(cmd) + "]"
+
+
 def success_status() -> bytes:
-    return json.dumps({"metadata": {}, "status": "Success"}).encode()
+    return _json({"metadata": {}, "status": "Success"})
 
 
 def exit_code_status(code: int, cmd: Sequence[str]) -> bytes:
     message = (f"command terminated with non-zero exit code: error executing command "
-               f"{list(cmd)}, exit code {code}")
-    return json.dumps({
+               f"{_go_list(cmd)}, exit code {code}")
+    return _json({
         "metadata": {}, "status": "Failure", "message": message,
         "reason": "NonZeroExitCode",
         "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
-    }).encode()
+    })
 
 
 def internal_error_status(message: str) -> bytes:
-    return json.dumps({
+    return _json({
         "metadata": {}, "status": "Failure", "message": f"Internal error occurred: {message}",
         "reason": "InternalError",
         "details": {"causes": [{"message": message}]}, "code": 500,
-    }).encode()
+    })
 
 
 def status_message(protocol: str, exit_code: int | None, cmd: Sequence[str],
@@ -125,7 +137,7 @@ def status_message(protocol: str, exit_code: int | None, cmd: Sequence[str],
         return error.encode()
     if exit_code:
         return (f"command terminated with non-zero exit code: error executing command "
-                f"{list(cmd)}, exit code {exit_code}").encode()
+                f"{_go_list(cmd)}, exit code {exit_code}").encode()
     return b""
 
 
@@ -134,4 +146,4 @@ def portforward_error(message: str, close_connection: bool = True) -> bytes:
     body: dict[str, object] = {"message": message}
     if close_connection:
         body["closeConnection"] = True
-    return json.dumps(body).encode()
+    return _json(body)

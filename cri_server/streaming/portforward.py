@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from cri_server.errors import PycriError
 from cri_server.streaming import k8s_protocols as kp
 from cri_server.streaming.backend import StreamingBackend
-from cri_server.streaming.spdy_session import SpdySession, SpdyStream
+from cri_server.streaming.spdy_session import ByteSocket, SpdySession, SpdyStream
 from cri_server.streaming.websocket import WsChannelConnection
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def _release(sock: socket.socket, forwards: _Forwards) -> None:
 # ------------------------------------------------------------------ SPDY
 
 
-def serve_spdy(sock: socket.socket, trailing: bytes, pod_id: str, backend: StreamingBackend,
+def serve_spdy(sock: ByteSocket, trailing: bytes, pod_id: str, backend: StreamingBackend,
                creation_timeout: float, name: str) -> None:
     pairs: dict[str, _Pair] = {}
     cond = threading.Condition()
@@ -195,6 +195,9 @@ def _forward_pair(pair: _Pair, pod_id: str, backend: StreamingBackend,
     _release(conn, forwards)
     with contextlib.suppress(OSError, ConnectionError):
         error.close()
+    # Like kubelet's RemoveStreams: whatever the client still sends is dropped.
+    data.reset()
+    error.reset()
 
 
 def _client_to_backend(data: SpdyStream, conn: socket.socket) -> None:
@@ -203,6 +206,7 @@ def _client_to_backend(data: SpdyStream, conn: socket.socket) -> None:
             conn.sendall(chunk)
         conn.shutdown(socket.SHUT_WR)
     except OSError:
+        data.reset()
         with contextlib.suppress(OSError):
             conn.shutdown(socket.SHUT_RDWR)
 

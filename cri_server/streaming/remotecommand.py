@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -28,7 +29,9 @@ _POLL = 0.2
 
 
 class InputChannel(Protocol):
-    def read(self, size: int = 65536) -> bytes: ...
+    def read(self, size: int = 65536, timeout: float | None = None) -> bytes:
+        """Data; b"" at the end; TimeoutError when timeout passes first."""
+        ...
 
 
 class OutputChannel(Protocol):
@@ -48,7 +51,7 @@ class Channels:
 
 def parse_resize_messages(buf: bytearray) -> list[tuple[int, int]]:
     """Consume complete JSON TerminalSize objects ({"Width","Height"}) from buf."""
-    sizes = []
+    sizes: list[tuple[int, int]] = []
     decoder = json.JSONDecoder()
     while True:
         text = buf.decode("utf-8", "replace").lstrip()
@@ -73,12 +76,35 @@ def parse_resize_messages(buf: bytearray) -> list[tuple[int, int]]:
                 sizes.append((width, height))
 
 
+def read_initial_size(channel: InputChannel, timeout: float
+                      ) -> tuple[tuple[int, int] | None, bytearray]:
+    """Wait (bounded) for the client's first terminal size; returns it and unparsed bytes.
+
+    Clients send the size as soon as the resize stream is up; starting the command with
+    the right size avoids a `stty size` / full-screen program seeing 0x0.
+    """
+    buf = bytearray()
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            data = channel.read(65536, timeout=remaining)
+        except TimeoutError:
+            break
+        if not data:
+            break
+        buf += data
+        sizes = parse_resize_messages(buf)
+        if sizes:
+            return sizes[-1], buf
+    return None, buf
+
+
 class SessionRunner:
     """Copies data for one exec/attach session; `run()` returns when it is over."""
 
     def __init__(self, session: StreamSession, channels: Channels, protocol: str,
                  cmd: Sequence[str], is_exec: bool, client_gone: threading.Event,
-                 name: str = "pycri-stream") -> None:
+                 name: str = "pycri-stream", resize_buffer: bytearray | None = None) -> None:
         self.session = session
         self.ch = channels
         self.protocol = protocol
@@ -89,6 +115,7 @@ class SessionRunner:
         self.stop = StopSignal()
         self._threads: list[threading.Thread] = []
         self._outputs_done: list[threading.Event] = []
+        self._resize_buffer = resize_buffer or bytearray()
 
     def _spawn(self, target: object, *args: object, suffix: str) -> threading.Thread:
         t = threading.Thread(target=target, args=args, name=f"{self.name}-{suffix}",  # type: ignore[arg-type]
@@ -125,8 +152,10 @@ class SessionRunner:
             return
 
     def _pump_resize(self, channel: InputChannel) -> None:
-        buf = bytearray()
+        buf = self._resize_buffer
         try:
+            for width, height in parse_resize_messages(buf):
+                self.session.resize(width, height)
             while not self.stop.is_set():
                 data = channel.read()
                 if not data:

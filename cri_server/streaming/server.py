@@ -15,7 +15,9 @@ A request is GET or POST on `/<kind>/<token>` carrying either
   one; no common protocol -> 403 with `X-Accepted-Stream-Protocol-Versions`; or
 - `Upgrade: websocket` + `Sec-WebSocket-Protocol` (exec/attach: v5, v4, v4.base64,
   channel.k8s.io, base64.channel.k8s.io; port-forward: v4.channel.k8s.io,
-  v4.base64.channel.k8s.io). Port-forward reads ports from `?port=` (else the request).
+  v4.base64.channel.k8s.io, or SPDY/3.1+portforward.k8s.io: SPDY tunnelled in the
+  WebSocket, see ws_tunnel.py). Channel port-forward reads ports from `?port=` (else
+  the request).
 Unknown, used or expired token (or a token of another kind) -> 404; other methods ->
 405; no upgrade -> 400.
 """
@@ -32,11 +34,12 @@ from collections.abc import Sequence
 import h11
 from wsproto.utilities import generate_accept_token
 
-from cri_server.errors import InvalidArgument
+from cri_server.errors import InvalidArgument, Unavailable
 from cri_server.streaming import exec_attach, portforward
 from cri_server.streaming import k8s_protocols as kp
 from cri_server.streaming.backend import StreamingBackend
 from cri_server.streaming.tokens import DEFAULT_TOKEN_TTL, PendingRequest, TokenStore
+from cri_server.streaming.ws_tunnel import WsTunnelSocket
 from proto import api_pb2
 
 log = logging.getLogger(__name__)
@@ -84,6 +87,17 @@ def validate_portforward_request(req: api_pb2.PortForwardRequest) -> None:
     for port in req.port:
         if not 1 <= port <= 65535:
             raise InvalidArgument(f"port {port} is out of range 1-65535")
+
+
+def _tune(sock: socket.socket) -> None:
+    """No Nagle delay for interactive sessions; keepalive finds peers that vanished
+    without a FIN/RST (about 2 minutes), so their sessions are killed and cleaned up."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 6)
 
 
 class _HttpRequest:
@@ -181,6 +195,8 @@ class StreamingServer:
     # ---------------------------------------------------------------- URLs
 
     def _url(self, kind: str, req: object) -> str:
+        if self._listener is None:
+            raise Unavailable("the streaming server is not running")
         copy = type(req)()  # type: ignore[call-arg]
         copy.CopyFrom(req)  # type: ignore[attr-defined]
         return f"{self.base_url}/{kind}/{self.tokens.add(kind, copy)}"
@@ -207,7 +223,7 @@ class StreamingServer:
                 sock, _peer = listener.accept()
             except OSError:
                 break
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _tune(sock)
             name = f"pycri-stream-{next(self._ids)}"
             thread = threading.Thread(target=self._serve_connection, args=(sock, name),
                                       name=name, daemon=True)
@@ -351,7 +367,8 @@ class StreamingServer:
                           f"supports {list(server_protocols)}")
             return
         ports: list[int] = []
-        if pending.kind == "portforward":
+        tunnel = protocol == kp.WS_SPDY_TUNNEL_PORTFORWARD
+        if pending.kind == "portforward" and not tunnel:
             for value in req.query.get("port", []):
                 for p in value.split(","):
                     port = portforward.parse_port(p.strip())
@@ -371,7 +388,11 @@ class StreamingServer:
         trailing = self._switch(sock, h, headers)
         if trailing is None:
             return
-        if pending.kind == "portforward":
+        if tunnel:
+            portforward.serve_spdy(WsTunnelSocket(sock, trailing), b"",
+                                   pending.request.pod_sandbox_id,  # type: ignore[attr-defined]
+                                   self.backend, self.stream_creation_timeout, name)
+        elif pending.kind == "portforward":
             portforward.serve_websocket(sock, trailing, protocol,
                                         pending.request.pod_sandbox_id,  # type: ignore[attr-defined]
                                         ports, self.backend, name)

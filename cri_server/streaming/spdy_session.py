@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
 
 from cri_server.streaming import spdy
 from cri_server.streaming.spdy import FlowControlMode, Headers
@@ -28,7 +29,22 @@ from cri_server.streaming.spdy import FlowControlMode, Headers
 log = logging.getLogger(__name__)
 
 FLOW_CONTROL_GRACE = 0.2
+# A peer ignoring flow control could fill memory: stop reading the socket (TCP
+# backpressure, as spdystream does) while a stream holds this much unread data.
+MAX_STREAM_BUFFER = 1024 * 1024
 _RECV_SIZE = 64 * 1024
+
+
+class ByteSocket(Protocol):
+    """What a session needs of its transport: a socket, or a WebSocket tunnel."""
+
+    def recv(self, size: int, /) -> bytes: ...
+
+    def sendall(self, data: bytes, /) -> None: ...
+
+    def shutdown(self, how: int, /) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def _as_header_list(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> Headers:
@@ -75,6 +91,7 @@ class SpdyStream:
             chunk = bytes(self._buf[:size])
             del self._buf[:size]
             s._conn.acknowledge_received_data(self.stream_id, len(chunk))
+            s._cond.notify_all()
         s.flush()
         return chunk
 
@@ -139,12 +156,16 @@ class SpdyStream:
             self._wait_framed()
 
     def reset(self, status: int = spdy.RstStatus.CANCEL) -> None:
+        """RST_STREAM (if the stream is still open); drops unread data."""
         s = self.session
         with s._cond:
             if s.closed or not s._conn.stream_is_open(self.stream_id):
+                self._buf.clear()
+                s._cond.notify_all()
                 return
             s._conn.reset_stream(self.stream_id, status)
             self.reset_status = status
+            self._buf.clear()  # unread data is dropped with the stream
             s._cond.notify_all()
         s.flush()
 
@@ -160,7 +181,7 @@ class SpdyStream:
 class SpdySession:
     """A SPDY session over a connected socket, served by one reader thread."""
 
-    def __init__(self, sock: socket.socket, client_side: bool,
+    def __init__(self, sock: ByteSocket, client_side: bool,
                  on_stream: Callable[[SpdyStream], bool] | None = None,
                  flow_control: FlowControlMode = "auto", initial_data: bytes = b"",
                  name: str = "pycri-spdy", initial_window: int = spdy.DEFAULT_WINDOW) -> None:
@@ -278,6 +299,9 @@ class SpdySession:
                     self._process(data)
                 if self.closed:
                     break
+                self._wait_for_buffer_space()
+                if self.closed:
+                    break
                 try:
                     data = self.sock.recv(_RECV_SIZE)
                 except OSError as exc:
@@ -292,6 +316,13 @@ class SpdySession:
         finally:
             self._mark_closed("reader stopped")
             self._done.set()
+
+    def _wait_for_buffer_space(self) -> None:
+        with self._cond:
+            while not self.closed and any(
+                    len(st._buf) > MAX_STREAM_BUFFER and st.reset_status is None
+                    for st in self._streams.values()):
+                self._cond.wait(0.5)
 
     def _process(self, data: bytes) -> None:
         new_streams: list[SpdyStream] = []

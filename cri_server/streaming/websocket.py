@@ -34,6 +34,8 @@ from cri_server.streaming import k8s_protocols as kp
 
 _RECV_SIZE = 64 * 1024
 MAX_MESSAGE = 16 * 1024 * 1024
+# Stop reading the socket (TCP backpressure) while a channel holds this much unread data.
+MAX_CHANNEL_BUFFER = 1024 * 1024
 
 
 def is_base64_protocol(protocol: str) -> bool:
@@ -136,6 +138,7 @@ class WsChannelConnection:
                 if buf:
                     chunk = bytes(buf[:size])
                     del buf[:size]
+                    self._cond.notify_all()
                     return chunk
                 if self.closed or channel in self._eof:
                     return b""
@@ -160,6 +163,9 @@ class WsChannelConnection:
             if self._has_trailing:
                 self._handle_events()
             while not self.closed:
+                self._wait_for_buffer_space()
+                if self.closed:
+                    break
                 try:
                     data = self.sock.recv(_RECV_SIZE)
                 except OSError:
@@ -176,6 +182,12 @@ class WsChannelConnection:
             self._mark_closed()
             self._done.set()
 
+    def _wait_for_buffer_space(self) -> None:
+        with self._cond:
+            while not self.closed and any(len(b) > MAX_CHANNEL_BUFFER
+                                          for b in self._inputs.values()):
+                self._cond.wait(0.5)
+
     def _handle_events(self) -> None:
         for event in self._ws.events():
             if isinstance(event, BytesMessage):
@@ -183,15 +195,15 @@ class WsChannelConnection:
                 if len(self._partial) > MAX_MESSAGE:
                     raise ProtocolError("message larger than 16 MiB")
                 if event.message_finished:
-                    msg = bytes(self._partial)
+                    data = bytes(self._partial)
                     self._partial.clear()
-                    self._on_binary(msg)
+                    self._on_binary(data)
             elif isinstance(event, TextMessage):
                 self._partial_text.append(event.data)
                 if event.message_finished:
-                    msg = "".join(self._partial_text)
+                    text = "".join(self._partial_text)
                     self._partial_text.clear()
-                    self._on_text(msg)
+                    self._on_text(text)
             elif isinstance(event, Ping):
                 with contextlib.suppress(BrokenPipeError):
                     self._send_event(event.response())
@@ -233,8 +245,8 @@ class WsInput:
         self.conn = conn
         self.channel = channel
 
-    def read(self, size: int = 65536) -> bytes:
-        return self.conn.read(self.channel, size)
+    def read(self, size: int = 65536, timeout: float | None = None) -> bytes:
+        return self.conn.read(self.channel, size, timeout)
 
 
 class WsOutput:

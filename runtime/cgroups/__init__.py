@@ -1,7 +1,8 @@
 """cgroups for pods and containers: v1 (and hybrid) and v2; cgroupfs and systemd drivers.
 
 Daemon-facing API (contract 5):
-- naming: pod_cgroup_path(driver, cgroup_parent), container_cgroup_path(driver, pod_parent, id)
+- naming: pod_cgroup_path(driver, cgroup_parent), container_cgroup_path(driver, pod_parent, id),
+  spec_cgroup_path(spec["cgroup"]) (the path to pass to the calls below)
 - create_cgroup(path, resources) / remove_cgroup(path) / attach(path, pid)
 - apply_resources(path, resources)   (UpdateContainerResources)
 - read_stats(path) -> {"cpu_usage_ns", "memory_usage_bytes", "memory_working_set_bytes",
@@ -16,12 +17,17 @@ from typing import Any
 
 from runtime.cgroups.manager import Cgroup, V1Cgroup, V2Cgroup, open_cgroup
 from runtime.cgroups.mode import detect_mode
-from runtime.cgroups.naming import container_cgroup_path, expand_slice, pod_cgroup_path
+from runtime.cgroups.naming import (
+    container_cgroup_path,
+    expand_slice,
+    pod_cgroup_path,
+    spec_cgroup_path,
+)
 
 __all__ = [
     "Cgroup", "V1Cgroup", "V2Cgroup", "apply_resources", "attach", "container_cgroup_path",
     "create_cgroup", "detect_mode", "expand_slice", "oom_kill_count", "open_cgroup",
-    "pod_cgroup_path", "read_stats", "remove_cgroup",
+    "pod_cgroup_path", "read_stats", "remove_cgroup", "spec_cgroup_path",
 ]
 
 

@@ -73,10 +73,29 @@ class V1Cgroup:
     def _order_memory_writes(self, memory: int, res: dict[str, Any]) -> None:
         """memory.limit must stay <= memsw.limit: raise memsw first when growing."""
         memsw = os.path.join(self.dir("memory"), "memory.memsw.limit_in_bytes")
+        if not os.path.exists(memsw):
+            return
         swap = int(res.get("memory_swap_limit_in_bytes") or 0)
-        if swap and os.path.exists(memsw) and fsutil.read_int(memsw) < (memory if swap == -1
-                                                                          else swap):
-            fsutil.write(memsw, str(swap), "cgroup.resources (memory.memsw.limit_in_bytes)")
+        current = fsutil.read_int(memsw)
+        if swap:
+            if current < (memory if swap == -1 else swap):
+                fsutil.write(memsw, str(swap),
+                             "cgroup.resources (memory.memsw.limit_in_bytes)")
+        elif current < memory:  # no swap asked: keep memsw == memory (no swap) while growing
+            fsutil.write(memsw, str(memory), "cgroup.resources (memory.memsw.limit_in_bytes)")
+
+    def set_device_rules(self, allow: list[str] | None) -> None:
+        """devices cgroup: deny everything, then allow `allow` ("c 1:3 rwm"); None = allow all
+        (privileged)."""
+        if "devices" not in self.hierarchies:
+            return
+        d = self.dir("devices")
+        if allow is None:
+            fsutil.write(os.path.join(d, "devices.allow"), "a *:* rwm", "devices")
+            return
+        fsutil.write(os.path.join(d, "devices.deny"), "a *:* rwm", "devices")
+        for rule in allow:
+            fsutil.write(os.path.join(d, "devices.allow"), rule, f"devices rule {rule!r}")
 
     def attach(self, pid: int) -> None:
         for d in self._dirs():
@@ -151,6 +170,11 @@ class V2Cgroup:
     def apply_resources(self, res: dict[str, Any]) -> None:
         for name, value in resources.v2_writes(res):
             fsutil.write(os.path.join(self.dir, name), value, f"cgroup.resources ({name})")
+
+    def set_device_rules(self, allow: list[str] | None) -> None:
+        """cgroup v2 device control needs an eBPF program: not implemented; the /dev tmpfs only
+        holds the default nodes and requested devices, which is the main protection."""
+        del allow
 
     def attach(self, pid: int) -> None:
         fsutil.write(os.path.join(self.dir, "cgroup.procs"), str(pid), f"cgroup {self.path}")

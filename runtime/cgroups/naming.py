@@ -95,3 +95,16 @@ def container_cgroup_path(driver: str, cgroup_parent: str, container_id: str) ->
     if driver == "cgroupfs":
         return cgroupfs_path(cgroup_parent, container_id)
     raise InvalidArgument(f"cgroup driver {driver!r}: must be cgroupfs or systemd")
+
+
+def systemd_path_to_fs(value: str) -> str:
+    """'kubepods-pod1.slice:pycri:abc' -> '/kubepods.slice/kubepods-pod1.slice/pycri-abc.scope'."""
+    return systemd_scope_path(*parse_systemd_path(value))
+
+
+def spec_cgroup_path(cgroup_spec: dict[str, object]) -> str:
+    """Filesystem cgroup path of a ContainerSpec "cgroup" object (either driver, any form)."""
+    path = str(cgroup_spec.get("path") or "")
+    if cgroup_spec.get("driver") == "systemd" and path.count(":") == 2:
+        return systemd_path_to_fs(path)
+    return path

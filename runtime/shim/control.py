@@ -19,6 +19,8 @@ from runtime.shim.loop import BufferedWriter, Loop
 
 MAX_LINE = 8 << 20
 MAX_FDS = 8
+#: bytes queued for one client before further attach output to it is dropped
+OUTPUT_LIMIT = 2 << 20
 _RECV = 65536
 _ANC = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
 
@@ -47,12 +49,12 @@ class Connection:
         self._lines: list[tuple[bytes, list[int]]] = []
         self.pending = False
         self.closed = False
-        self.out = BufferedWriter(loop, self.fd, limit=8 << 20, on_error=lambda e: self.close(),
+        self.out = BufferedWriter(loop, self.fd, limit=OUTPUT_LIMIT, on_error=lambda e: self.close(),
                                   close_fd=False)
         # attach mode
         self.frame_handler: Callable[[Connection, int, bytes], None] | None = None
         self._decoder: frames.FrameDecoder | None = None
-        self.close_after_flush = False
+        self.used_stdin = False  # sent stdin frames (stdin_once: its end closes stdin)
         loop.add_reader(self.fd, self._on_readable)
 
     # --- input ------------------------------------------------------------------
@@ -101,12 +103,13 @@ class Connection:
                 continue
             try:
                 req = json.loads(line)
-                if not isinstance(req, dict):
-                    raise ValueError("request is not a JSON object")
             except ValueError as e:
+                req = f"bad request: {e}"
+            if not isinstance(req, dict):
                 for fd in fds:
                     os.close(fd)
-                self.reply_error("InvalidArgument", f"bad request: {e}")
+                self.reply_error("InvalidArgument",
+                                 req if isinstance(req, str) else "request is not a JSON object")
                 continue
             self.pending = True
             try:
@@ -159,10 +162,15 @@ class Connection:
         if rest:
             self._feed_frames(rest)
 
+    def resume_reading(self) -> None:
+        if not self.closed:
+            self.loop.add_reader(self.fd, self._on_readable)
+
     def send_frame(self, stream: int, payload: bytes) -> bool:
         if self.closed:
             return False
-        return self.out.write(frames.encode(stream, payload))
+        # the exit frame is never dropped, even for a client that fell behind
+        return self.out.write(frames.encode(stream, payload), force=stream == frames.EXITED)
 
     def finish(self) -> None:
         """Close once everything queued is sent."""
@@ -170,7 +178,7 @@ class Connection:
             return
         if self.out.queued:
             self.loop.remove_reader(self.fd)
-            self.out._on_closed = self.close  # noqa: SLF001
+            self.out._on_closed = self.close
             self.out.close_when_flushed()
         else:
             self.close()

@@ -17,7 +17,7 @@ Callback = Callable[[], None]
 
 
 class Timer:
-    __slots__ = ("deadline", "callback", "cancelled")
+    __slots__ = ("callback", "cancelled", "deadline")
 
     def __init__(self, deadline: float, callback: Callback) -> None:
         self.deadline = deadline
@@ -133,17 +133,19 @@ class BufferedWriter:
         self._closing = False
         self.closed = False
         self.dropped = 0
+        self.on_drain: Callback | None = None
         os.set_blocking(fd, False)
 
     @property
     def queued(self) -> int:
         return len(self._buf)
 
-    def write(self, data: bytes) -> bool:
+    def write(self, data: bytes, force: bool = False) -> bool:
+        """Queue data; over the limit it is dropped (False) unless force is set."""
         if self.closed or self._closing:
             return False
         if self._buf:
-            if len(self._buf) + len(data) > self.limit:
+            if len(self._buf) + len(data) > self.limit and not force:
                 self.dropped += len(data)
                 return False
             self._buf += data
@@ -157,7 +159,7 @@ class BufferedWriter:
             return False
         if n < len(data):
             rest = data[n:]
-            if len(rest) > self.limit:
+            if len(rest) > self.limit and not force:
                 self.dropped += len(rest)
                 return False
             self._buf += rest
@@ -177,6 +179,9 @@ class BufferedWriter:
             self.loop.remove_writer(self.fd)
             if self._closing:
                 self.close()
+            elif self.on_drain is not None:
+                cb, self.on_drain = self.on_drain, None
+                cb()
 
     def _fail(self, err: OSError) -> None:
         cb = self._on_error

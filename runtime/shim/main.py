@@ -23,24 +23,41 @@ from runtime.shim.server import Shim
 SHUTDOWN_GRACE_ON_SIGTERM = 10.0
 
 
+class PodSpecError(ValueError):
+    """The PodSpec handed to the zygote is malformed."""
+
+
 def validate_pod(pod: Any) -> dict[str, Any]:
+    """Check the fields the shim relies on; raises PodSpecError naming the field."""
     if not isinstance(pod, dict):
-        raise ValueError("pod spec must be a JSON object")
+        raise PodSpecError("pod spec must be a JSON object")
     for key in ("pod_id", "shim_dir", "ns_dir"):
         if not isinstance(pod.get(key), str) or not pod[key]:
-            raise ValueError(f"pod spec needs a non-empty string {key!r}")
+            raise PodSpecError(f"pod spec needs a non-empty string {key!r}")
     for key in ("shim_dir", "ns_dir"):
         if not os.path.isabs(pod[key]):
-            raise ValueError(f"pod spec {key} must be an absolute path, got {pod[key]!r}")
+            raise PodSpecError(f"pod spec {key} must be an absolute path, got {pod[key]!r}")
     if "/" in pod["pod_id"]:
-        raise ValueError(f"pod_id must not contain '/': {pod['pod_id']!r}")
+        raise PodSpecError(f"pod_id must not contain '/': {pod['pod_id']!r}")
     sysctls = pod.get("sysctls") or {}
     if not isinstance(sysctls, dict):
-        raise ValueError("sysctls must be an object of name -> value")
+        raise PodSpecError("sysctls must be an object of name -> value")
     sock = os.path.join(pod["shim_dir"], "shim.sock")
     if len(sock.encode()) > 107:
-        raise ValueError(f"control socket path {sock!r} is longer than 107 bytes")
+        raise PodSpecError(f"control socket path {sock!r} is longer than 107 bytes")
     return pod
+
+
+def _refuse_if_running(sock_path: str) -> None:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(sock_path)
+    except OSError:
+        return
+    finally:
+        probe.close()
+    raise RuntimeError(f"a shim is already running on {sock_path}")
 
 
 def _redirect_stdio(shim_dir: str) -> None:
@@ -54,12 +71,18 @@ def _redirect_stdio(shim_dir: str) -> None:
     os.close(log)
 
 
-def _report(fd: int, msg: dict[str, Any]) -> None:
+def _report(fd: int, msg: dict[str, Any]) -> bool:
+    """Tell the zygote; False when nobody listens any more (EPIPE)."""
     try:
         os.write(fd, json.dumps(msg).encode() + b"\n")
-        os.close(fd)
+        return True
     except OSError:
-        pass
+        return False
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def run_shim(pod: dict[str, Any], ready_fd: int) -> NoReturn:
@@ -74,6 +97,8 @@ def run_shim(pod: dict[str, Any], ready_fd: int) -> NoReturn:
         shim_dir, ns_dir = pod["shim_dir"], pod["ns_dir"]
         os.makedirs(statusfile.containers_dir(shim_dir), mode=0o700, exist_ok=True)
         _redirect_stdio(shim_dir)
+        _refuse_if_running(os.path.join(shim_dir, "shim.sock"))
+        namespaces.unpin_all(ns_dir)  # leftovers of a shim that died without cleaning up
         types = namespaces.pod_namespace_types(pod)
         namespaces.check_sysctls(dict(pod.get("sysctls") or {}), types)
 
@@ -136,7 +161,10 @@ def run_shim(pod: dict[str, Any], ready_fd: int) -> NoReturn:
         shim.reap()
 
     loop.add_reader(wake_r, on_wakeup)
-    _report(ready_fd, {"ok": True, "pid": os.getpid(), "pause_pid": pause_pid, "ns": pinned})
+    if not _report(ready_fd, {"ok": True, "pid": os.getpid(), "pause_pid": pause_pid,
+                              "ns": pinned}):
+        shim.begin_shutdown(0)  # the spawn was given up (timeout): undo everything
+        os._exit(1)
     code = 0
     try:
         loop.run()

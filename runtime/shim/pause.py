@@ -5,8 +5,10 @@ unshares CLONE_NEWPID itself, forks (the child is PID 1 of the new namespace
 and still the shim's direct child, so PR_SET_PDEATHSIG works), then setns()
 back to its own PID namespace for children created later. The child unshares
 net/ipc/uts, sets the hostname, writes the sysctls from inside, reports on a
-pipe and then blocks in sigwait(): SIGCHLD -> reap zombies (it is PID 1 of the
-pod), SIGTERM/SIGINT -> exit. It dies with the shim (PDEATHSIG SIGKILL).
+pipe and then execs the tiny pause program (runtime.shim.tinypause: pause() in a
+loop with SIGCHLD ignored, so the kernel reaps the pod's orphans). Where that
+program cannot run it stays in Python and blocks in sigwait(): SIGCHLD -> reap
+zombies, SIGTERM/SIGINT -> exit. Either way it dies with the shim (PDEATHSIG).
 """
 from __future__ import annotations
 
@@ -18,13 +20,14 @@ from typing import Any, NoReturn
 
 from runtime import syscalls
 from runtime.shim import namespaces
+from runtime.shim.tinypause import exec_tiny_pause
 
 
 class PauseError(Exception):
     pass
 
 
-def _child(types: list[str], hostname: str, sysctls: dict[str, str], shim_pid: int,
+def _child(name: str, types: list[str], hostname: str, sysctls: dict[str, str], shim_pid: int,
            report_w: int) -> NoReturn:
     code = 1
     try:
@@ -41,15 +44,15 @@ def _child(types: list[str], hostname: str, sysctls: dict[str, str], shim_pid: i
         if "uts" in types and hostname:
             syscalls.sethostname(hostname)
         namespaces.apply_sysctls(sysctls)
+        os.write(report_w, b'{"ok": true}\n')
+        os.close(report_w)
+        exec_tiny_pause(name)  # returns only where the tiny program cannot run
         waited = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
         signal.pthread_sigmask(signal.SIG_BLOCK, waited)
         for sig in waited:
             signal.signal(sig, signal.SIG_DFL)
-        os.write(report_w, b'{"ok": true}\n')
-        os.close(report_w)
         while True:
-            sig = signal.sigwait(waited)
-            if sig == signal.SIGCHLD:
+            if signal.sigwait(waited) == signal.SIGCHLD:
                 _reap_all()
             else:
                 code = 0
@@ -87,7 +90,7 @@ def start_pause_holder(pod: dict[str, Any], types: list[str], timeout: float = 1
             pid = os.fork()
             if pid == 0:
                 os.close(r)
-                _child(types, hostname, sysctls, shim_pid, w)
+                _child(str(pod.get("pod_id", "")), types, hostname, sysctls, shim_pid, w)
         finally:
             if own_pid_ns >= 0:
                 syscalls.setns(own_pid_ns, syscalls.CLONE_NEWPID)

@@ -7,6 +7,7 @@ connection pending and reply from a later callback; nothing ever blocks the loop
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import secrets
@@ -15,6 +16,7 @@ import socket
 import struct
 import termios
 import time
+from collections.abc import Callable
 from typing import Any
 
 from runtime.shim import frames, namespaces, oom, spawn, statusfile
@@ -27,6 +29,7 @@ CREATE_TIMEOUT = 120.0
 DELETE_KILL_TIMEOUT = 10.0
 MAX_UNCLAIMED = 256
 MAX_FINISHED_EXECS = 1024
+STDIN_PAUSE_BYTES = 1 << 20
 _READ = 65536
 _ALWAYS_ALLOWED = frozenset({"hello", "state", "wait", "shutdown", "exec_wait", "delete", "kill"})
 
@@ -73,15 +76,19 @@ class Shim:
         self.finished = False
         if pause_pid is not None:
             self.pids[pause_pid] = ("pause", None)
-        self._ops = {
+        self._ops: dict[str, Callable[[Connection, dict[str, Any]], dict[str, Any] | None]] = {
             "hello": self.op_hello, "create": self.op_create, "start": self.op_start,
             "kill": self.op_kill, "state": self.op_state, "wait": self.op_wait,
-            "delete": self.op_delete, "reopen_log": self.op_reopen_log, "exec": self.op_exec,
+            "delete": self.op_delete, "reopen_log": self.op_reopen_log, "exec": self._exec_needs_fds,
             "exec_wait": self.op_exec_wait, "exec_kill": self.op_exec_kill,
             "attach": self.op_attach, "shutdown": self.op_shutdown,
         }
         listener.setblocking(False)
         loop.add_reader(listener.fileno(), self._accept)
+
+    @staticmethod
+    def _exec_needs_fds(conn: Connection, req: dict[str, Any]) -> None:
+        raise AssertionError("exec is dispatched with its fds by handle()")
 
     # --- connections ----------------------------------------------------------
     def _accept(self) -> None:
@@ -97,7 +104,7 @@ class Shim:
         for c in self.containers.values():
             if conn in c.attached:
                 c.attached.remove(conn)
-                if c.stdin_once:
+                if c.stdin_once and conn.used_stdin:  # the first stdin session ended
                     self._close_stdin(c)
 
     def handle(self, conn: Connection, req: dict[str, Any], fds: list[int]) -> dict[str, Any] | None:
@@ -110,7 +117,8 @@ class Shim:
                 raise ShimError("FailedPrecondition", f"pod {self.pod_id} is shutting down")
             if op == "exec":
                 taken, fds = fds, []
-                return self.op_exec(conn, req, taken)
+                self.op_exec(conn, req, taken)
+                return None
             return fn(conn, req)
         finally:
             for fd in fds:
@@ -146,9 +154,9 @@ class Shim:
             self._signal(c.pid or c.init_pid, sig)
         return {}
 
-    @staticmethod
-    def _signal(pid: int, sig: int) -> None:
-        if pid > 0:
+    def _signal(self, pid: int, sig: int) -> None:
+        """Signal one of our children that has not been reaped yet (never a reused pid)."""
+        if pid > 0 and pid in self.pids:
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
@@ -203,11 +211,15 @@ class Shim:
         os.set_blocking(c.report_fd, False)
         self.loop.add_reader(c.report_fd, lambda: self._read_container_report(c))
         for fd in c.outputs:
-            self.loop.add_reader(fd, lambda fd=fd: self._on_output(c, fd))
+            self.loop.add_reader(fd, self._output_reader(c, fd))
         c.pending_create = conn
         c.create_timer = self.loop.call_later(CREATE_TIMEOUT, lambda: self._fail_create(
             c, "DeadlineExceeded", f"container init did not get ready in {CREATE_TIMEOUT:.0f}s"))
-        return None
+
+    def _output_reader(self, c: Container, fd: int) -> Callable[[], None]:
+        def on_readable() -> None:
+            self._on_output(c, fd)
+        return on_readable
 
     def _container_stdio(self, c: Container, child_fds: list[int]) -> tuple[int, int, int]:
         if c.tty:
@@ -399,24 +411,30 @@ class Shim:
         conn.enter_attach_mode(lambda cn, s, p: self._attach_frame(c, cn, s, p))
         c.attached.append(conn)
         conn.reply({})
-        return None
 
     def _attach_frame(self, c: Container, conn: Connection, stream: int, payload: bytes) -> None:
-        if stream == frames.STDIN:
-            if c.stdin_writer is not None:
-                c.stdin_writer.write(payload)
-        elif stream == frames.STDIN_CLOSE:
-            if c.stdin_once:
-                self._close_stdin(c)
-        elif stream == frames.RESIZE:
-            if c.pty_master >= 0:
-                try:
-                    size = json.loads(payload)
-                    rows, cols = int(size["height"]), int(size["width"])
-                    fcntl.ioctl(c.pty_master, termios.TIOCSWINSZ,
-                                struct.pack("HHHH", rows, cols, 0, 0))
-                except (ValueError, KeyError, TypeError, OSError, struct.error):
-                    pass
+        if stream in (frames.STDIN, frames.STDIN_CLOSE):
+            conn.used_stdin = True
+        if stream == frames.STDIN and c.stdin_writer is not None:
+            writer = c.stdin_writer
+            writer.write(payload)
+            if writer.queued > STDIN_PAUSE_BYTES:  # back-pressure: stop reading this client
+                self.loop.remove_reader(conn.fd)
+                writer.on_drain = lambda: self._resume_attach_readers(c)
+        elif stream == frames.STDIN_CLOSE and c.stdin_once:
+            self._close_stdin(c)
+        elif stream == frames.RESIZE and c.pty_master >= 0:
+            try:
+                size = json.loads(payload)
+                rows, cols = int(size["height"]), int(size["width"])
+                fcntl.ioctl(c.pty_master, termios.TIOCSWINSZ,
+                            struct.pack("HHHH", rows, cols, 0, 0))
+            except (ValueError, KeyError, TypeError, OSError, struct.error):
+                pass
+
+    def _resume_attach_readers(self, c: Container) -> None:
+        for conn in c.attached:
+            conn.resume_reading()
 
     # --- exit ---------------------------------------------------------------------
     def reap(self) -> None:
@@ -614,7 +632,6 @@ class Shim:
         os.set_blocking(report_r, False)
         self.loop.add_reader(report_r, lambda: self._read_exec_report(e))
         self._trim_execs()
-        return None
 
     def _trim_execs(self) -> None:
         finished = [eid for eid, e in self.execs.items() if e.exited]
@@ -660,7 +677,7 @@ class Shim:
                     if pid in self.unclaimed:
                         status = self.unclaimed.pop(pid)
                         del self.pids[pid]
-                        self.loop.call_later(0, lambda st=status: self._exec_exited(e, st))
+                        self.loop.call_later(0, functools.partial(self._exec_exited, e, status))
                 if "error" in msg:
                     e.error = (str(msg.get("kind") or "PycriError"), str(msg["error"]))
 
@@ -719,7 +736,6 @@ class Shim:
                                                f"got {grace!r}")
         self.shutdown_conns.append(conn)
         self.begin_shutdown(float(grace))
-        return None
 
     def begin_shutdown(self, grace: float) -> None:
         if self.shutting_down:
@@ -782,11 +798,22 @@ class Shim:
         self.loop.stop()
 
     def stop_pause(self) -> None:
-        if self.pause_pid is not None and self.pause_alive:
-            self.pids.pop(self.pause_pid, None)
-            self._signal(self.pause_pid, signal.SIGKILL)
+        """SIGKILL the pause-holder and reap until it is gone. With a pod PID namespace the
+        kernel holds PID 1 until every process of the namespace is reaped, and some of those
+        are our children: so reap everything here, never just the pause pid."""
+        if self.pause_pid is None or not self.pause_alive:
+            return
+        self.pids.pop(self.pause_pid, None)
+        try:
+            os.kill(self.pause_pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        while True:
             try:
-                os.waitpid(self.pause_pid, 0)
+                pid, status = os.waitpid(-1, 0)
             except ChildProcessError:
-                pass
-            self.pause_alive = False
+                break
+            if pid == self.pause_pid:
+                break
+            self._child_exited(pid, status)
+        self.pause_alive = False

@@ -27,7 +27,7 @@ def use_real_init() -> bool:
 
 
 def ldd_libs(binary: str) -> list[str]:
-    out = subprocess.run(["ldd", binary], capture_output=True, text=True).stdout
+    out = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
     libs = []
     for line in out.splitlines():
         parts = line.split()
@@ -100,11 +100,14 @@ class ShimEnv:
 
     def container_spec(self, cid: str, pod_id: str, args: list[str], tty: bool = False,
                        stdin: bool = False, stdin_once: bool = False,
-                       log: bool = True, pid_mode: str = "container") -> dict[str, Any]:
+                       log: bool = True, pid_mode: str | None = None) -> dict[str, Any]:
+        """pid_mode: "pod" (join the pod's), "container" (new); default: the pod's if it has one."""
         hello = ShimClient(self.pods[pod_id]["spec"]["shim_dir"]).hello()
+        if pid_mode is None:
+            pid_mode = "pod" if "pid" in hello["ns"] else "container"
         namespaces: list[dict[str, Any]] = [{"type": "mount", "path": None}]
         for t, name in (("net", "network"), ("ipc", "ipc"), ("uts", "uts"), ("pid", "pid")):
-            if t in hello["ns"]:
+            if t in hello["ns"] and (t != "pid" or pid_mode == "pod"):
                 namespaces.append({"type": name, "path": hello["ns"][t]})
         if pid_mode == "container":
             namespaces.append({"type": "pid", "path": None})
@@ -136,7 +139,7 @@ class ShimEnv:
         return spec
 
     def close(self) -> None:
-        for pod_id, pod in self.pods.items():
+        for pod in self.pods.values():
             client = ShimClient(pod["spec"]["shim_dir"])
             try:
                 client.shutdown(grace=0)
@@ -148,10 +151,7 @@ class ShimEnv:
                     pass
                 from runtime.shim import namespaces
                 namespaces.unpin_all(pod["spec"]["ns_dir"])
-        try:
-            self.zygote.stop()
-        except Exception:  # noqa: BLE001
-            pass
+        self.zygote.stop()
         try:
             os.kill(self.zygote_pid, signal.SIGKILL)
         except ProcessLookupError:

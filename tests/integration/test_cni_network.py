@@ -38,7 +38,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def run(*cmd: str, check: bool = True) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=30)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed: {proc.stderr.strip()}")
     return proc.stdout
@@ -83,6 +83,9 @@ class Net:
                        plugin_timeout=20, **kw)  # type: ignore[arg-type]
         self.managers.append(m)
         return m
+
+    def owns(self, rule: str) -> bool:
+        return f"10.250.{self.n}." in rule or f'name: \\"{self.name}\\"' in rule
 
     def netns(self) -> str:
         path = str(self.tmp / f"netns{len(self.netns_files)}")
@@ -148,10 +151,7 @@ def net(tmp_path: Path) -> Iterator[Net]:
     finally:
         for m in ctx.managers[-1:]:  # anything a failed test left cached
             for pod in m.cached_pod_ids():
-                try:
-                    m.teardown(pod, None, force=True)
-                except Exception:  # noqa: BLE001 - best effort cleanup
-                    pass
+                m.teardown(pod, None, force=True)
         for path in ctx.netns_files:
             ctx.drop_netns(path)
         run("ip", "link", "del", ctx.bridge, check=False)
@@ -159,7 +159,8 @@ def net(tmp_path: Path) -> Iterator[Net]:
         for path, value in sysctls.items():
             if value and _read(path) != value:
                 Path(path).write_text(value)
-        left = rules() - before
+        # only rules of this test's network count: other pycri tests may run at the same time
+        left = {r for r in rules() - before if ctx.owns(r)}
         assert not left, f"test left iptables rules: {sorted(left)}"
         assert ctx.bridge not in run("ip", "-o", "link", "show")
 
@@ -218,8 +219,8 @@ def fetch(host: str, port: int, timeout: float = 5.0) -> bytes:
 
 
 def fetch_from_netns(netns: str, host: str, port: int) -> str:
-    code = ("import socket;s=socket.create_connection((%r,%d),timeout=5);"
-            "print(s.recv(100).decode())" % (host, port))
+    code = (f"import socket;s=socket.create_connection(({host!r},{port}),timeout=5);"
+            "print(s.recv(100).decode())")
     return in_netns(netns, sys.executable, "-c", code).strip()
 
 
@@ -257,7 +258,6 @@ def test_default_network_setup_reach_hostport_and_clean_teardown(net: Net):
         assert fetch("127.0.0.1", host_port) == b"hello-a"
     finally:
         listener.stop()
-    m.check  # (CHECK of portmap 1.1.1 is broken for IPv4-only pods: see test_check)
     t0 = time.monotonic()
     assert m.teardown("pod-a", ns, META) == []
     del_ms = (time.monotonic() - t0) * 1000
@@ -361,7 +361,9 @@ def test_teardown_with_netns_gone_releases_everything(net: Net):
 
 
 def test_check(net: Net):
-    net.conflist([net.bridge_plugin()])
+    # bridge only: Debian's portmap 1.1.1 CHECK fails for IPv4-only pods (it checks IPv6
+    # chains it never created); no ipMasq because flushing eth0 hides the rule from DEL.
+    net.conflist([net.bridge_plugin(ip_masq=False)])
     m = net.manager()
     ns = net.netns()
     result = m.setup("pod-c", ns, META)

@@ -1,6 +1,8 @@
 """A minimal HTTP/1.1 upgrade request for the streaming test clients."""
 from __future__ import annotations
 
+import base64
+import os
 import socket
 import urllib.parse
 from collections.abc import Sequence
@@ -71,3 +73,20 @@ def upgrade(url: str, headers: Sequence[tuple[str, str]], method: str = "POST",
     except BaseException:
         sock.close()
         raise
+
+
+def websocket_upgrade(url: str, protocols: Sequence[str], timeout: float = 10.0,
+                      method: str = "GET") -> Upgraded:
+    """WebSocket opening handshake (RFC 6455); checks Sec-WebSocket-Accept."""
+    from wsproto.utilities import generate_accept_token
+
+    key = base64.b64encode(os.urandom(16)).decode()
+    headers = [("Connection", "Upgrade"), ("Upgrade", "websocket"),
+               ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", key)]
+    if protocols:
+        headers.append(("Sec-WebSocket-Protocol", ", ".join(protocols)))
+    up = upgrade(url, headers, method=method, timeout=timeout)
+    if up.header("sec-websocket-accept") != generate_accept_token(key.encode()).decode():
+        up.sock.close()
+        raise ConnectionError("bad Sec-WebSocket-Accept")
+    return up

@@ -31,12 +31,14 @@ import io
 import json
 import os
 import platform
+import ssl
 import stat
 import subprocess
 import tarfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Self
 
 import httpx
 import zstandard
@@ -349,14 +351,17 @@ def index_bytes(entries: list[tuple[Image, str, str]], fmt: str = "oci",
 class Pusher:
     """Pushes blobs and manifests over the registry HTTP API v2 (basic auth optional)."""
 
-    def __init__(self, registry_url: str, auth: tuple[str, str] | None = None) -> None:
+    def __init__(self, registry_url: str, auth: tuple[str, str] | None = None,
+                 ca_file: str | None = None) -> None:
         self.base = registry_url.rstrip("/")
-        self.client = httpx.Client(auth=auth, timeout=30.0, follow_redirects=True)
+        verify: bool | ssl.SSLContext = (ssl.create_default_context(cafile=ca_file)
+                                         if ca_file else True)
+        self.client = httpx.Client(auth=auth, timeout=30.0, follow_redirects=True, verify=verify)
 
     def close(self) -> None:
         self.client.close()
 
-    def __enter__(self) -> Pusher:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -8,6 +8,8 @@ Usage::
         print(reg.url, reg.host)                 # http://127.0.0.1:PORT, 127.0.0.1:PORT
     with Registry(users={"alice": "secret"}) as reg:   # htpasswd basic auth
         ...
+    with Registry(tls=True) as reg:              # HTTPS with a fresh self-signed CA
+        reg.ca_path                              # PEM file to trust (hosts.toml `ca`)
 
     @pytest.fixture(scope="session")
     def registry():
@@ -35,7 +37,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Self
 
 import httpx
 
@@ -63,7 +65,18 @@ def bcrypt_hash(password: str) -> str:
     return hashed.decode()
 
 
-def _yaml_config(storage: Path, port: int, htpasswd: Path | None) -> str:
+def make_self_signed_cert(directory: Path, host_ip: str = "127.0.0.1") -> tuple[Path, Path]:
+    """(cert, key) PEM files of a self-signed certificate for host_ip (openssl CLI)."""
+    cert, key = directory / "tls.crt", directory / "tls.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=pycri-test-registry", "-addext", f"subjectAltName=IP:{host_ip}",
+                    "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+def _yaml_config(storage: Path, port: int, htpasswd: Path | None,
+                 tls: tuple[Path, Path] | None = None) -> str:
     lines = [
         "version: 0.1",
         "log:",
@@ -82,6 +95,8 @@ def _yaml_config(storage: Path, port: int, htpasswd: Path | None) -> str:
         f"  addr: 127.0.0.1:{port}",
         "  secret: pycri-test-secret",
     ]
+    if tls is not None:
+        lines += ["  tls:", f"    certificate: {tls[0]}", f"    key: {tls[1]}"]
     if htpasswd is not None:
         lines += ["auth:", "  htpasswd:", "    realm: pycri-test", f"    path: {htpasswd}"]
     return "\n".join(lines) + "\n"
@@ -90,7 +105,8 @@ def _yaml_config(storage: Path, port: int, htpasswd: Path | None) -> str:
 class Registry:
     """One docker-registry process on 127.0.0.1 with its own temp storage."""
 
-    def __init__(self, users: dict[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(self, users: dict[str, str] | None = None, port: int | None = None,
+                 tls: bool = False) -> None:
         self.users = dict(users or {})
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="pycri-registry-"))
@@ -102,8 +118,9 @@ class Registry:
             htpasswd = self.dir / "htpasswd"
             htpasswd.write_text(
                 "".join(f"{u}:{bcrypt_hash(p)}\n" for u, p in self.users.items()))
+        self.tls = make_self_signed_cert(self.dir) if tls else None
         self.config_path = self.dir / "config.yml"
-        self.config_path.write_text(_yaml_config(self.storage, self.port, htpasswd))
+        self.config_path.write_text(_yaml_config(self.storage, self.port, htpasswd, self.tls))
         self.proc: subprocess.Popen[bytes] | None = None
 
     # -- addresses ---------------------------------------------------------
@@ -114,7 +131,12 @@ class Registry:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
+
+    @property
+    def ca_path(self) -> Path | None:
+        """The self-signed certificate to trust (TLS registries only)."""
+        return self.tls[0] if self.tls else None
 
     @property
     def auth(self) -> tuple[str, str] | None:
@@ -125,7 +147,7 @@ class Registry:
     def start(self, timeout: float = 10.0) -> Registry:
         if self.proc is not None:
             return self
-        log = open(self.log_path, "ab")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps its own copy
         try:
             self.proc = subprocess.Popen(
                 [REGISTRY_BINARY, "serve", str(self.config_path)],
@@ -138,7 +160,7 @@ class Registry:
                 self.proc = None
                 raise RuntimeError(f"docker-registry exited at start: {self.log_tail()}")
             try:
-                r = httpx.get(f"{self.url}/v2/", timeout=1.0)
+                r = httpx.get(f"{self.url}/v2/", timeout=1.0, verify=False)
                 if r.status_code in (200, 401):
                     return self
             except httpx.HTTPError:
@@ -153,7 +175,7 @@ class Registry:
         if self.proc is not None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout=5)
+                self.proc.wait(timeout=1)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -161,14 +183,15 @@ class Registry:
         if remove:
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> Registry:
+    def __enter__(self) -> Self:
         try:
-            return self.start()
+            self.start()
+            return self
         except BaseException:
             self.stop()
             raise
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # -- inspection --------------------------------------------------------
@@ -180,7 +203,7 @@ class Registry:
 
     def request_log(self) -> list[tuple[str, str, int]]:
         """(method, path, status) of every request answered so far."""
-        out = []
+        out: list[tuple[str, str, int]] = []
         try:
             text = self.log_path.read_text(errors="replace")
         except OSError:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from cni import CniManager, CniPluginError, CniPluginTimeout, CniTeardownError
+from cni.cache import CacheEntry
 from cni.errors import CniConfigError, CniPluginConfigError, CniPluginUnavailable
 from cri_server import errors
 
@@ -91,8 +92,7 @@ def env(tmp_path: Path):
     fake.add("loopback", "first", "second", "third")
     conf = tmp_path / "conf"
     conf.mkdir()
-    netns = tmp_path / "netns"
-    netns.write_text("")
+    netns = f"/proc/{os.getpid()}/ns/net"  # a real nsfs file; the fake plugins never enter it
     (conf / "10-test.conflist").write_text(json.dumps({
         "cniVersion": "1.0.0", "name": "testnet", "plugins": [
             {"type": "first", "k": 1},
@@ -104,7 +104,7 @@ def env(tmp_path: Path):
         return CniManager(conf_dir=str(conf), bin_dirs=[str(tmp_path / "nothing"),
                           str(fake.dir)], cache_dir=str(tmp_path / "cache"), **kw)
 
-    return fake, manager, str(netns), conf
+    return fake, manager, netns, conf
 
 
 PORTS = [{"container_port": 80, "host_port": 8080, "protocol": "TCP"}]
@@ -137,7 +137,7 @@ def test_add_chains_plugins_in_order_with_env_and_injected_config(env):
 def test_bandwidth_capability_reaches_only_declaring_plugin(env):
     fake, manager, netns, _ = env
     manager().setup(POD, netns, META, [], bandwidth={"ingressRate": 1000, "ingressBurst": 10})
-    third = [c for c in fake.calls() if c["plugin"] == "third"][0]
+    third = next(c for c in fake.calls() if c["plugin"] == "third")
     assert third["stdin"]["runtimeConfig"] == {"bandwidth": {"ingressRate": 1000,
                                                              "ingressBurst": 10}}
 
@@ -180,7 +180,7 @@ def test_cache_survives_restart_and_conf_dir_change(env):
     cached = restarted.cached_result(POD)
     assert cached is not None and cached.ips == ["10.9.0.2"] and cached.network == "testnet"
     fake.clear()
-    restarted.teardown(POD, os.path.join(os.path.dirname(netns), "gone"))
+    restarted.teardown(POD, "/run/pycri-test-no-such-netns")
     calls = fake.calls()
     assert [c["plugin"] for c in calls] == ["third", "second", "first"]  # no lo: netns gone
     assert {c["stdin"]["name"] for c in calls} == {"testnet"}
@@ -306,7 +306,9 @@ def test_setup_input_validation(env):
     with pytest.raises(errors.InvalidArgument):
         m.setup("bad/id", netns, META)
     with pytest.raises(errors.FailedPrecondition, match="does not exist"):
-        m.setup(POD, netns + "-missing", META)
+        m.setup(POD, "/run/pycri-test-no-such-netns", META)
+    with pytest.raises(errors.FailedPrecondition, match="not a network namespace"):
+        m.setup(POD, __file__, META)  # e.g. a pin file whose bind mount is gone
     with pytest.raises(errors.InvalidArgument):
         m.setup(POD, netns, {"name": "a;b"})
     with pytest.raises(errors.InvalidArgument):
@@ -314,7 +316,7 @@ def test_setup_input_validation(env):
 
 
 def test_status_ready_and_version_mismatch(env):
-    fake, manager, _, conf = env
+    _, manager, _, conf = env
     st = manager().status()
     assert st.ready and "testnet" in st.message
     (conf / "00-new.conflist").write_text(json.dumps(
@@ -335,7 +337,7 @@ def test_status_without_config_and_default_disabled(env, tmp_path):
 
 
 def test_concurrent_setups_run_in_parallel_and_each_get_their_cache(env):
-    fake, manager, netns, _ = env
+    _, manager, netns, _ = env
     m = manager()
     ids = [f"pod{i:02d}" for i in range(8)]
     errs: list[BaseException] = []
@@ -356,3 +358,39 @@ def test_concurrent_setups_run_in_parallel_and_each_get_their_cache(env):
     for pid in ids:
         m.teardown(pid, netns)
     assert m.cached_pod_ids() == set()
+
+
+def test_repeated_setup_returns_cached_attachment_without_plugins(env):
+    fake, manager, netns, _ = env
+    first = manager().setup(POD, netns, META)
+    fake.clear()
+    again = manager().setup(POD, netns, META)
+    assert again.ips == first.ips and fake.calls() == []
+
+
+def test_unfinished_add_is_deleted_before_a_new_add(env, tmp_path):
+    fake, manager, netns, _ = env
+    fake.set("first", sleep={"ADD": 30})
+    with pytest.raises(CniPluginTimeout):
+        manager(plugin_timeout=0.3).setup(POD, netns, META)
+    # simulate a crash mid-ADD: the pending entry (no result) is what a kill -9 leaves
+    m = manager()
+    m.cache.save(CacheEntry(POD, "testnet", "eth0", netns, json.loads(
+        (tmp_path / "conf" / "10-test.conflist").read_text()), [], {}, None))
+    fake.set("first")
+    fake.clear()
+    result = m.setup(POD, netns, META)
+    assert result.ips == ["10.9.0.2"]
+    assert [(c["plugin"], c["command"]) for c in fake.calls()] == [
+        ("third", "DEL"), ("second", "DEL"), ("first", "DEL"),
+        ("loopback", "ADD"), ("first", "ADD"), ("second", "ADD"), ("third", "ADD")]
+    assert m.cached_result(POD) is not None
+
+
+def test_teardown_without_netns_uses_cached_netns_if_still_a_namespace(env):
+    fake, manager, netns, _ = env
+    m = manager()
+    m.setup(POD, netns, META)
+    fake.clear()
+    m.teardown(POD, None)
+    assert {c["env"]["CNI_NETNS"] for c in fake.calls()} == {netns}

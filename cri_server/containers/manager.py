@@ -1,0 +1,566 @@
+"""ContainerManager: the container lifecycle behind the CRI container RPCs.
+
+Records live in memory (write-through to the sqlite store, kind "container").
+The runtime state comes from the pod's shim: its status files
+(<shim_dir>/containers/<cid>.json, written on create/start/exit) are read when
+they change, and a dead shim turns its containers EXITED (exit code 255, reason
+Error). A monitor thread refreshes running containers once a second so exits are
+noticed (and published as CONTAINER_STOPPED events) without a client asking.
+
+Create reserves the name (pod/name/attempt) by inserting a CREATING record before
+any side effect; a daemon killed mid-create leaves that record, and recovery
+deletes whatever it had made. A kubelet retry of the same request (same
+fingerprint) waits for the first call and gets the same container.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from cri_server import faults
+from cri_server.containers import convert, exec_sync, spec_builder
+from cri_server.containers import record as R
+from cri_server.containers.image_config import ImageView, cri_signal_number, parse_stop_signal
+from cri_server.containers.pod_view import PodView, from_sandbox
+from cri_server.containers.record import ContainerRecord
+from cri_server.errors import (
+    AlreadyExists,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PycriError,
+    Unavailable,
+)
+from cri_server.paths import Paths
+from cri_server.sandboxes import shim_process
+from cri_server.store import Store
+from proto import api_pb2
+from runtime import cgroups, shim_client
+from runtime.shim import statusfile
+from runtime.shim_client import ShimClient
+from runtime.spec_errors import SpecError
+
+log = logging.getLogger("pycri.containers")
+
+KILL_WAIT_SECONDS = 30.0
+MONITOR_INTERVAL = 1.0
+
+EventSink = Callable[[int, ContainerRecord], None]
+
+
+def _fingerprint(request: api_pb2.CreateContainerRequest) -> str:
+    h = hashlib.sha256(request.pod_sandbox_id.encode() + b"\0")
+    h.update(request.config.SerializeToString(deterministic=True))
+    return h.hexdigest()
+
+
+def _shim_alive(shim_dir: str) -> bool:
+    pid = shim_client.shim_pid(shim_dir)
+    return pid is not None and shim_process.is_shim_of(pid, shim_dir)
+
+
+class ContainerManager:
+    def __init__(self, store: Store, paths: Paths, sandboxes: Any, images: Any,
+                 event_sink: EventSink | None = None) -> None:
+        self.store = store
+        self.paths = paths
+        self.sandboxes = sandboxes
+        self.images = images
+        self.event_sink = event_sink
+        self._lock = threading.RLock()           # records, inflight, locks maps
+        self._records: dict[str, ContainerRecord] = {}
+        self._inflight: dict[str, tuple[str, Future[str]]] = {}
+        self._ctr_locks: dict[str, threading.Lock] = {}
+        self._status_mtimes: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._monitor: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lookup
+    def _ctr_lock(self, cid: str) -> threading.Lock:
+        with self._lock:
+            return self._ctr_locks.setdefault(cid, threading.Lock())
+
+    def get(self, container_id: str) -> ContainerRecord:
+        """The record with this id or unique id prefix; NotFound otherwise."""
+        if not container_id:
+            raise InvalidArgument("container id is empty")
+        with self._lock:
+            rec = self._records.get(container_id)
+            if rec is None:
+                found = [r for cid, r in self._records.items() if cid.startswith(container_id)]
+                if len(found) > 1:
+                    raise InvalidArgument(f"container id prefix {container_id!r} is ambiguous")
+                rec = found[0] if found else None
+        if rec is None or rec.state == R.CREATING:
+            raise NotFound(f"container {container_id!r} not found")
+        return rec
+
+    def _pod(self, pod_id: str) -> PodView:
+        if not pod_id:
+            raise InvalidArgument("pod_sandbox_id is empty")
+        if self.sandboxes is None:
+            raise Unavailable("pod sandboxes are not available in this daemon")
+        try:
+            rec = self.sandboxes.get(pod_id)
+        except NotFound:
+            rec = None
+        if rec is None:
+            raise NotFound(f"pod sandbox {pod_id!r} not found")
+        return from_sandbox(rec)
+
+    def _image(self, ref: str) -> ImageView:
+        if not ref:
+            raise InvalidArgument("container config has no image")
+        if self.images is None:
+            raise Unavailable("the image service is not available in this daemon")
+        img = self.images.resolve(ref)
+        if img is None:
+            raise NotFound(f"image {ref!r} not found; pull it first")
+        cfg = self.images.image_config(img.id)
+        digests = list(getattr(img, "repo_digests", []) or [])
+        return ImageView.from_config(img.id, digests[0] if digests else "",
+                                     self.images.rootfs_layers(img.id),
+                                     (cfg.raw.get("config") or {}) if hasattr(cfg, "raw") else {})
+
+    # ------------------------------------------------------------------ create
+    def create(self, request: api_pb2.CreateContainerRequest) -> str:
+        config = request.config
+        if not config.HasField("metadata") or not config.metadata.name:
+            raise InvalidArgument("container config needs metadata.name")
+        pod = self._pod(request.pod_sandbox_id)
+        key = R.name_key(pod.id, config.metadata.name, config.metadata.attempt)
+        fp = _fingerprint(request)
+        with self._lock:
+            inflight = self._inflight.get(key)
+            if inflight is None:
+                existing = next((r for r in self._records.values() if r.name_key == key), None)
+                if existing is not None:
+                    if existing.fingerprint == fp and existing.state != R.CREATING:
+                        return existing.id  # kubelet retry after the first call finished
+                    raise AlreadyExists(f"container name {key!r} is reserved by container "
+                                        f"{existing.id}")
+                future: Future[str] = Future()
+                self._inflight[key] = (fp, future)
+        if inflight is not None:
+            if inflight[0] != fp:
+                raise AlreadyExists(f"container name {key!r} is being created by another "
+                                    "request with a different config")
+            return inflight[1].result()
+        try:
+            cid = self._create(request, pod, key, fp)
+            future.set_result(cid)
+            return cid
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved
+            raise
+        finally:
+            with self._lock:
+                self._inflight.pop(key, None)
+
+    def _create(self, request: api_pb2.CreateContainerRequest, pod: PodView, key: str,
+                fp: str) -> str:
+        config = request.config
+        if pod.state != "ready":
+            raise FailedPrecondition(f"pod sandbox {pod.id} is not ready ({pod.state}); "
+                                     "containers can be created only in a ready pod")
+        image = self._image(config.image.image)
+        cid = secrets.token_hex(32)
+        kill_signal = (cri_signal_number(api_pb2.Signal.Name(config.stop_signal))
+                       if config.stop_signal else parse_stop_signal(image.stop_signal))
+        rec = ContainerRecord(
+            id=cid, pod_id=pod.id, name=config.metadata.name, attempt=config.metadata.attempt,
+            image=config.image.image, user_specified_image=config.image.user_specified_image,
+            image_annotations=dict(config.image.annotations), image_id=image.id,
+            image_ref=image.repo_digest, labels=dict(config.labels),
+            annotations=dict(config.annotations),
+            mounts=[{"container_path": m.container_path, "host_path": m.host_path,
+                     "readonly": m.readonly, "selinux_relabel": m.selinux_relabel,
+                     "propagation": int(m.propagation),
+                     "recursive_read_only": m.recursive_read_only,
+                     "image": m.image.image if m.HasField("image") else ""}
+                    for m in config.mounts],
+            stop_signal=int(config.stop_signal), kill_signal=kill_signal,
+            tty=config.tty, stdin=config.stdin, stdin_once=config.stdin_once,
+            fingerprint=fp, shim_dir=pod.shim_dir, state=R.CREATING,
+            created_at=time.time_ns())
+        self.store.insert(R.KIND, cid, key, rec.to_json())   # the name reservation
+        with self._lock:
+            self._records[cid] = rec
+        faults.crash_point("container_create_reserved")
+        shim: ShimClient | None = None
+        created_in_shim = False
+        try:
+            cdir = str(self.paths.container_dir(cid))
+            os.makedirs(cdir, mode=0o711)
+            dirs = spec_builder.container_dirs(cdir)
+            os.mkdir(dirs.upper, 0o755)
+            os.mkdir(dirs.work, 0o700)
+            spec = spec_builder.build(cid, request, pod, image, dirs,
+                                      target_pid_ns=lambda t: self._target_pid_ns(pod.id, t),
+                                      image_layers=self._image_layers)
+            rec.resources = dict((spec.get("cgroup") or {}).get("resources") or {})
+            rec.log_path = spec.get("log_path") or ""
+            if rec.log_path:
+                os.makedirs(os.path.dirname(rec.log_path), exist_ok=True)
+            rec.spec = _storable_spec(spec)
+            shim = ShimClient(pod.shim_dir)
+            reply = shim.create(cid, spec)
+            created_in_shim = True
+            faults.crash_point("container_create_shim")
+            rec.pid = int(reply.get("pid") or 0)
+            rec.user = dict(reply.get("user") or {})
+            rec.state = R.CREATED
+            self._save(rec)
+        except BaseException:
+            self._undo_create(rec, shim if created_in_shim else None)
+            raise
+        self._publish(api_pb2.CONTAINER_CREATED_EVENT, rec)
+        log.info("created container %s (%s) in pod %s", cid[:12], rec.name, pod.id[:12])
+        return cid
+
+    def _image_layers(self, ref: str) -> list[str]:
+        return self._image(ref).lower_dirs
+
+    def _target_pid_ns(self, pod_id: str, target_id: str) -> str:
+        target = self.get(target_id)
+        self._refresh(target)
+        if target.pod_id != pod_id:
+            raise InvalidArgument(f"target container {target_id} is in another pod")
+        if target.state != R.RUNNING or not target.pid:
+            raise FailedPrecondition(f"target container {target_id} is not running")
+        return f"/proc/{target.pid}/ns/pid"
+
+    def _undo_create(self, rec: ContainerRecord, shim: ShimClient | None) -> None:
+        if shim is not None:
+            with contextlib.suppress(Exception):
+                shim.delete(rec.id)
+        if rec.shim_dir:
+            statusfile.remove_state(rec.shim_dir, rec.id)
+        shutil.rmtree(self.paths.container_dir(rec.id), ignore_errors=True)
+        with self._lock:
+            self._records.pop(rec.id, None)
+            self._ctr_locks.pop(rec.id, None)
+        self.store.delete(R.KIND, rec.id)
+
+    # ------------------------------------------------------------------ state
+    def _save(self, rec: ContainerRecord) -> None:
+        self.store.update(R.KIND, rec.id, rec.to_json())
+
+    def _apply(self, rec: ContainerRecord, state: dict[str, Any]) -> None:
+        """Copies a shim state into the record; persists and publishes a transition."""
+        with self._lock:
+            before = rec.state
+            changed = rec.apply_state(state)
+            if not changed:
+                return
+            self._save(rec)
+        if rec.state == R.EXITED and before != R.EXITED:
+            log.info("container %s exited with %d (%s)", rec.id[:12], rec.exit_code, rec.reason)
+            self._publish(api_pb2.CONTAINER_STOPPED_EVENT, rec)
+
+    def _refresh(self, rec: ContainerRecord, alive_cache: dict[str, bool] | None = None) -> None:
+        """Brings rec's runtime state up to date from the shim's status file."""
+        if rec.state not in (R.CREATED, R.RUNNING) or not rec.shim_dir:
+            return
+        cache = alive_cache if alive_cache is not None else {}
+        alive = cache.get(rec.shim_dir)
+        if alive is None:
+            alive = cache[rec.shim_dir] = _shim_alive(rec.shim_dir)
+        path = statusfile.status_path(rec.shim_dir, rec.id)
+        if not alive:
+            # re-check the file first: the shim may have recorded the exit before dying
+            state = statusfile.read_states(rec.shim_dir).get(rec.id)
+            if state is None or state.get("state") != R.EXITED:
+                state = {"state": R.EXITED, "exit_code": 255, "reason": "Error",
+                         "finished_at": time.time_ns(),
+                         "message": "the pod's shim is gone; the container's fate is unknown"}
+            self._apply(rec, state)
+            return
+        try:
+            mtime = os.stat(path).st_mtime_ns
+        except FileNotFoundError:
+            return
+        if self._status_mtimes.get(rec.id) == mtime:
+            return
+        state = _read_state(path)
+        if state is not None:
+            self._status_mtimes[rec.id] = mtime
+            self._apply(rec, state)
+
+    def _shim_state(self, rec: ContainerRecord) -> None:
+        """Asks the shim directly (used where the freshest state matters)."""
+        try:
+            states = ShimClient(rec.shim_dir, timeout=10).state(rec.id)
+        except (NotFound, Unavailable):
+            self._refresh(rec)
+            return
+        if rec.id in states:
+            self._apply(rec, states[rec.id])
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, container_id: str) -> None:
+        rec = self.get(container_id)
+        with self._ctr_lock(rec.id):
+            self._refresh(rec)
+            if rec.state != R.CREATED:
+                raise FailedPrecondition(f"container {rec.id} is {rec.state}; only a created "
+                                         "container can be started")
+            shim = ShimClient(rec.shim_dir)
+            try:
+                started = shim.start(rec.id)
+            except PycriError:
+                self._shim_state(rec)
+                raise
+            with self._lock:
+                if rec.state == R.CREATED:
+                    rec.state = R.RUNNING
+                    rec.started_at = started
+                    self._save(rec)
+            self._shim_state(rec)
+        self._publish(api_pb2.CONTAINER_STARTED_EVENT, rec)
+
+    def stop(self, container_id: str, timeout: float) -> None:
+        rec = self.get(container_id)
+        with self._ctr_lock(rec.id):
+            self._stop_locked(rec, timeout)
+
+    def _stop_locked(self, rec: ContainerRecord, timeout: float) -> None:
+        self._refresh(rec)
+        if rec.state not in (R.CREATED, R.RUNNING):
+            return
+        shim = ShimClient(rec.shim_dir)
+        try:
+            if rec.state == R.RUNNING and timeout > 0:
+                shim.kill(rec.id, rec.kill_signal)
+                state = shim.wait(rec.id, timeout)
+                if state.get("state") == R.EXITED:
+                    self._apply(rec, state)
+                    return
+            shim.kill(rec.id, int(signal.SIGKILL))
+            state = shim.wait(rec.id, KILL_WAIT_SECONDS)
+        except Unavailable:
+            self._refresh(rec)
+            self._kill_leftovers(rec)
+            return
+        self._apply(rec, state)
+        if state.get("state") != R.EXITED:
+            raise DeadlineExceeded(f"container {rec.id} did not exit {KILL_WAIT_SECONDS:.0f}s "
+                                   "after SIGKILL")
+
+    def remove(self, container_id: str) -> None:
+        try:
+            rec = self.get(container_id)
+        except NotFound:
+            return  # idempotent, as kubelet expects
+        with self._ctr_lock(rec.id):
+            self._remove_locked(rec)
+
+    def _remove_locked(self, rec: ContainerRecord) -> None:
+        with self._lock:
+            if rec.id not in self._records:
+                return
+        self._refresh(rec)
+        if rec.shim_dir:
+            try:
+                ShimClient(rec.shim_dir).delete(rec.id)
+            except (Unavailable, NotFound):
+                pass
+            statusfile.remove_state(rec.shim_dir, rec.id)
+        self._remove_cgroup(rec)
+        shutil.rmtree(self.paths.container_dir(rec.id), ignore_errors=True)
+        self.store.delete(R.KIND, rec.id)
+        with self._lock:
+            self._records.pop(rec.id, None)
+            self._status_mtimes.pop(rec.id, None)
+        if rec.state != R.EXITED:
+            rec.state = R.EXITED
+        self._publish(api_pb2.CONTAINER_DELETED_EVENT, rec)
+        log.info("removed container %s", rec.id[:12])
+
+    @staticmethod
+    def _cgroup_path(rec: ContainerRecord) -> str | None:
+        cg = rec.spec.get("cgroup") if rec.spec else None
+        return cgroups.spec_cgroup_path(cg) if cg else None
+
+    def _kill_leftovers(self, rec: ContainerRecord) -> None:
+        """Processes of a container whose shim is gone live on in its cgroup: kill them."""
+        path = self._cgroup_path(rec)
+        if not path:
+            return
+        try:
+            for pid in cgroups.open_cgroup(path).pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        except (OSError, SpecError) as exc:
+            log.warning("killing what is left of container %s: %s", rec.id[:12], exc)
+
+    def _remove_cgroup(self, rec: ContainerRecord) -> None:
+        path = self._cgroup_path(rec)
+        if not path:
+            return
+        try:
+            cgroups.remove_cgroup(path)   # SIGKILLs anything still inside
+        except (OSError, SpecError) as exc:
+            log.warning("removing the cgroup %s of container %s: %s", path, rec.id[:12], exc)
+
+    # ------------------------------------------------------------------ pods
+    def in_pod(self, pod_id: str) -> list[ContainerRecord]:
+        with self._lock:
+            return [r for r in self._records.values()
+                    if r.pod_id == pod_id and r.state != R.CREATING]
+
+    def stop_all_in_pod(self, pod_id: str, grace: float) -> None:
+        """Stop signal to every live container of the pod, grace, then SIGKILL."""
+        recs = self.in_pod(pod_id)
+        threads = [threading.Thread(target=self._stop_quietly, args=(r, grace), daemon=True)
+                   for r in recs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def _stop_quietly(self, rec: ContainerRecord, grace: float) -> None:
+        try:
+            with self._ctr_lock(rec.id):
+                self._stop_locked(rec, grace)
+        except Exception:
+            log.exception("stopping container %s", rec.id[:12])
+
+    def remove_all_in_pod(self, pod_id: str) -> None:
+        for rec in self.in_pod(pod_id):
+            with self._ctr_lock(rec.id):
+                self._remove_locked(rec)
+
+    # ------------------------------------------------------------------ queries
+    def status(self, container_id: str) -> ContainerRecord:
+        rec = self.get(container_id)
+        self._refresh(rec)
+        return rec
+
+    def list(self, flt: api_pb2.ContainerFilter | None = None) -> list[ContainerRecord]:
+        with self._lock:
+            recs = [r for r in self._records.values() if r.state != R.CREATING]
+        alive: dict[str, bool] = {}
+        out = []
+        for rec in recs:
+            if flt is not None and flt.id and not rec.id.startswith(flt.id):
+                continue
+            self._refresh(rec, alive)
+            if convert.matches(rec, flt):
+                out.append(rec)
+        return sorted(out, key=lambda r: r.created_at)
+
+    def is_image_in_use(self, image_id: str) -> bool:
+        with self._lock:
+            return any(r.image_id == image_id for r in self._records.values())
+
+    def running_container(self, container_id: str, what: str) -> tuple[ContainerRecord,
+                                                                          ShimClient]:
+        rec = self.get(container_id)
+        self._refresh(rec)
+        if rec.state != R.RUNNING:
+            raise FailedPrecondition(f"container {rec.id} is {rec.state}; {what} needs a "
+                                     "running container")
+        return rec, ShimClient(rec.shim_dir)
+
+    def pod_netns(self, pod_id: str) -> str | None:
+        pod = self._pod(pod_id)
+        if pod.state != "ready":
+            raise FailedPrecondition(f"pod sandbox {pod.id} is not ready")
+        return None if pod.host_network else (pod.netns_path or pod.ns_paths.get("net"))
+
+    def reopen_log(self, container_id: str) -> None:
+        rec, shim = self.running_container(container_id, "reopening its log")
+        shim.reopen_log(rec.id)
+
+    def exec_sync(self, container_id: str, cmd: list[str], timeout: float
+                  ) -> tuple[bytes, bytes, int]:
+        if not cmd:
+            raise InvalidArgument("ExecSync needs a command")
+        if timeout < 0:
+            raise InvalidArgument(f"timeout must not be negative, got {timeout}")
+        rec, shim = self.running_container(container_id, "exec")
+        return exec_sync.run(shim, rec.id, cmd, timeout)
+
+    # ------------------------------------------------------------------ life of the daemon
+    def recover(self) -> None:
+        """Loads the records; rolls back interrupted creates; refreshes states."""
+        for data in self.store.list(R.KIND):
+            rec = ContainerRecord.from_json(data)
+            with self._lock:
+                self._records[rec.id] = rec
+        alive: dict[str, bool] = {}
+        for rec in list(self._records.values()):
+            if rec.state == R.CREATING:
+                log.info("rolling back interrupted create of container %s", rec.id[:12])
+                shim = None
+                if rec.shim_dir:
+                    alive.setdefault(rec.shim_dir, _shim_alive(rec.shim_dir))
+                    shim = ShimClient(rec.shim_dir) if alive[rec.shim_dir] else None
+                self._undo_create(rec, shim)
+                continue
+            self._refresh(rec, alive)
+
+    def start_monitor(self) -> None:
+        self._stop.clear()
+        self._monitor = threading.Thread(target=self._monitor_loop, daemon=True,
+                                         name="container-monitor")
+        self._monitor.start()
+
+    def _monitor_loop(self) -> None:
+        while not self._stop.wait(MONITOR_INTERVAL):
+            try:
+                with self._lock:
+                    live = [r for r in self._records.values()
+                            if r.state in (R.CREATED, R.RUNNING)]
+                alive: dict[str, bool] = {}
+                for rec in live:
+                    self._refresh(rec, alive)
+            except Exception:
+                log.exception("container monitor")
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._monitor is not None:
+            self._monitor.join(5)
+            self._monitor = None
+
+    def _publish(self, event_type: int, rec: ContainerRecord) -> None:
+        if self.event_sink is None:
+            return
+        try:
+            self.event_sink(event_type, rec)
+        except Exception:
+            log.exception("publishing container event")
+
+
+def _read_state(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _storable_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec as kept in the record: the seccomp rules summarised (they are large)."""
+    out = dict(spec)
+    prof = spec.get("seccomp")
+    if prof:
+        out["seccomp"] = {"defaultAction": prof.get("defaultAction"),
+                          "syscall_rules": len(prof.get("syscalls") or [])}
+    return out

@@ -1,0 +1,458 @@
+"""SandboxManager: the life of a pod sandbox (RunPodSandbox .. RemovePodSandbox) and recovery.
+
+RunPodSandbox, step by step (each step's crash point in CRASH_POINTS):
+  record (CREATING, every path decided) -> pod files -> pod cgroup -> shim + pause-holder
+  (via the zygote; namespaces pinned) -> CNI ADD -> READY.
+A failure at any step undoes all of them (`_cleanup`); a crash leaves a CREATING
+record that start-up recovery undoes the same way. kubelet retries (same request
+while the first is in flight or done) get the first pod's id.
+
+Hooks for the containers manager (svc.containers, optional):
+  stop_all_in_pod(pod_id, grace) and remove_all_in_pod(pod_id).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cri_server import faults
+from cri_server.config import Config
+from cri_server.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PycriError,
+    Unavailable,
+)
+from cri_server.paths import Paths
+from cri_server.sandboxes import pod_cgroup, podfiles, shim_process, validate
+from cri_server.sandboxes.record import (
+    CREATING,
+    KIND,
+    NOTREADY,
+    READY,
+    SandboxRecord,
+    encode_config,
+    request_digest,
+)
+from cri_server.store import Store
+from proto import api_pb2
+from runtime.shim import namespaces as shim_namespaces
+from runtime.shim_client import ShimClient
+
+log = logging.getLogger("pycri.sandboxes")
+
+# Named points where PYCRI_CRASH_AT kills the daemon during RunPodSandbox (tests).
+CRASH_POINTS = ("runp_record", "runp_files", "runp_cgroup", "runp_shim", "runp_network",
+                "runp_ready")
+MAX_UNIX_SOCKET_PATH = 107
+SHIM_SHUTDOWN_GRACE = 2.0
+HELLO_TIMEOUT = 2.0
+
+
+@dataclass
+class _Pending:
+    """A RunPodSandbox in flight, for kubelet retries of the same request to wait on."""
+
+    digest: str
+    pod_id: str
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+class SandboxManager:
+    def __init__(self, config: Config, paths: Paths, store: Store, cni: Any,
+                 spawn_shim: Callable[[dict[str, Any]], dict[str, Any]],
+                 containers: Callable[[], Any] = lambda: None) -> None:
+        self.config = config
+        self.paths = paths
+        self.store = store
+        self.cni = cni
+        self._spawn_shim = spawn_shim
+        self._containers = containers
+        self._pending: dict[str, _Pending] = {}
+        self._pending_lock = threading.Lock()
+        self._pod_locks: dict[str, threading.Lock] = {}
+        self._pod_locks_guard = threading.Lock()
+
+    # -- lookups ---------------------------------------------------------------
+    def resolve_id(self, id_or_prefix: str) -> str:
+        """The full id of a pod given its id or a unique prefix; NotFound otherwise."""
+        if not id_or_prefix:
+            raise InvalidArgument("pod sandbox id must not be empty")
+        if self.store.get(KIND, id_or_prefix) is not None:
+            return id_or_prefix
+        matches = self.store.ids_with_prefix(KIND, id_or_prefix)
+        if not matches:
+            raise NotFound(f"pod sandbox {id_or_prefix!r} does not exist")
+        if len(matches) > 1:
+            raise InvalidArgument(f"pod sandbox id prefix {id_or_prefix!r} is ambiguous: it "
+                                  f"matches {len(matches)} pods")
+        return matches[0]
+
+    def get(self, pod_id: str) -> SandboxRecord:
+        """The record of a pod (id or unique prefix); NotFound if there is none."""
+        full = self.resolve_id(pod_id)
+        data = self.store.get(KIND, full)
+        if data is None:
+            raise NotFound(f"pod sandbox {pod_id!r} does not exist")
+        return self._refresh(SandboxRecord.from_json(data))
+
+    def list(self) -> list[SandboxRecord]:
+        return [self._refresh(SandboxRecord.from_json(d)) for d in self.store.list(KIND)]
+
+    def _refresh(self, rec: SandboxRecord) -> SandboxRecord:
+        """A READY pod whose shim died is NOTREADY (cheap /proc check, no socket round trip)."""
+        if rec.state == READY and not shim_process.is_shim_of(rec.shim_pid, rec.shim_dir):
+            log.warning("the shim (pid %d) of pod sandbox %s is gone; marking it NOTREADY",
+                        rec.shim_pid, rec.id)
+            rec.state = NOTREADY
+            self._save(rec)
+        return rec
+
+    def shim(self, pod_id: str) -> ShimClient:
+        return ShimClient(self.get(pod_id).shim_dir)
+
+    def cni_result(self, rec: SandboxRecord) -> dict[str, Any] | None:
+        if rec.host_network or self.cni is None:
+            return None
+        result = self.cni.cached_result(rec.id)
+        return result.raw if result is not None else None
+
+    # -- RunPodSandbox ---------------------------------------------------------
+    def run(self, request: api_pb2.RunPodSandboxRequest) -> str:
+        plan = validate.plan(request, list(self.config.runtime.handlers),
+                             podfiles.host_hostname())
+        digest = request_digest(request)
+        while True:
+            pending, existing = self._reserve(plan.name_key, digest)
+            if pending is not None:
+                break
+            if existing is not None:
+                return existing
+        try:
+            pending.pod_id = self._create(request, plan, digest, pending)
+            return pending.pod_id
+        except BaseException as exc:
+            pending.error = exc
+            raise
+        finally:
+            with self._pending_lock:
+                self._pending.pop(plan.name_key, None)
+            pending.done.set()
+
+    def _reserve(self, name_key: str, digest: str) -> tuple[_Pending | None, str | None]:
+        """(our pending entry, None) when we create the pod; (None, id) for a retry of a pod
+        that exists; (None, None) to try again (the first attempt failed)."""
+        with self._pending_lock:
+            other = self._pending.get(name_key)
+            if other is None:
+                data = self.store.find_by_name(KIND, name_key)
+                if data is None:
+                    pending = _Pending(digest, "")
+                    self._pending[name_key] = pending
+                    return pending, None
+                rec = SandboxRecord.from_json(data)
+                if rec.request_digest == digest and rec.state == READY:
+                    log.info("RunPodSandbox retry for %s: returning existing pod %s", name_key,
+                             rec.id)
+                    return None, rec.id
+                raise AlreadyExists(
+                    f"pod name {name_key!r} is reserved by pod sandbox {rec.id} "
+                    f"(state {rec.state}); remove it first")
+            if other.digest != digest:
+                raise AlreadyExists(f"pod name {name_key!r} is reserved by a pod sandbox that is "
+                                    "being created with a different configuration")
+        log.info("RunPodSandbox retry for %s: waiting for the first attempt", name_key)
+        other.done.wait()
+        if other.error is None:
+            return None, other.pod_id
+        return None, None
+
+    def _new_record(self, request: api_pb2.RunPodSandboxRequest, plan: validate.SandboxPlan,
+                    digest: str) -> SandboxRecord:
+        pod_id = secrets.token_hex(32)
+        config = request.config
+        cg = pod_cgroup.plan(self.config.cgroup_driver, config.linux.cgroup_parent,
+                             self.config.cgroup_parent, config.metadata.uid)
+        shim_dir = self.paths.shim_dir(pod_id)
+        if len(str(shim_dir / "shim.sock").encode()) > MAX_UNIX_SOCKET_PATH:
+            shim_dir = self.paths.shim_dir(pod_id[:32])  # long state dirs (tests)
+        return SandboxRecord(
+            id=pod_id, name_key=plan.name_key, created_at=time.time_ns(), state=CREATING,
+            phase="record", config_b64=encode_config(config), request_digest=digest,
+            runtime_handler=plan.runtime_handler, namespaces=dict(plan.namespaces),
+            hostname=plan.hostname, sysctls=dict(plan.sysctls),
+            port_mappings=list(plan.port_mappings), pod_dir=str(self.paths.pod_dir(pod_id)),
+            shim_dir=str(shim_dir), ns_dir=str(self.paths.ns_dir(pod_id)),
+            netns_path="" if plan.host_network else str(self.paths.netns_path(pod_id)),
+            cgroup_driver=cg.driver, cgroup_parent=cg.parent, cgroup_path=cg.path,
+            cgroup_owned=cg.owned, cgroup_prune_to=cg.prune_to)
+
+    def _create(self, request: api_pb2.RunPodSandboxRequest, plan: validate.SandboxPlan,
+                digest: str, pending: _Pending) -> str:
+        started = time.monotonic()
+        rec = self._new_record(request, plan, digest)
+        pending.pod_id = rec.id
+        self.store.insert(KIND, rec.id, rec.name_key, rec.to_json())
+        faults.crash_point("runp_record")
+        try:
+            with self._pod_lock(rec.id):
+                self._build(rec, request.config)
+        except BaseException as exc:
+            log.warning("RunPodSandbox %s failed, undoing it: %s", rec.id, exc)
+            try:
+                self._cleanup(rec)
+            except Exception:
+                log.exception("cleaning up failed pod %s; left for the next start", rec.id)
+            else:
+                self.store.delete(KIND, rec.id)
+            raise
+        log.info("pod sandbox %s (%s) ready in %.1f ms, ip %s", rec.id, rec.name_key,
+                 (time.monotonic() - started) * 1000, rec.ip or "-")
+        return rec.id
+
+    def _build(self, rec: SandboxRecord, config: api_pb2.PodSandboxConfig) -> None:
+        pod_dir = Path(rec.pod_dir)
+        podfiles.write_pod_files(pod_dir, rec.hostname, config.dns_config, rec.host_network)
+        self._save(rec, phase="files")
+        faults.crash_point("runp_files")
+
+        pod_cgroup.create(self._cgroup(rec), pod_cgroup.pod_resources(config.linux))
+        self._save(rec, phase="cgroup")
+        faults.crash_point("runp_cgroup")
+
+        info = self._spawn_shim(self._pod_spec(rec))
+        rec.shim_pid = int(info.get("pid") or 0)
+        rec.pause_pid = int(info.get("pause_pid") or 0)
+        rec.ns_paths = dict(info.get("ns") or {})
+        self._save(rec, phase="shim")
+        faults.crash_point("runp_shim")
+
+        if not rec.host_network:
+            result = self._setup_network(rec, config)
+            rec.ip = result.primary_ip or ""
+            rec.additional_ips = [ip for ip in result.ips if ip != rec.ip]
+            rec.network_ready = True
+            self._save(rec, phase="network")
+            faults.crash_point("runp_network")
+            podfiles.write_hosts_with_ips(pod_dir, rec.hostname, result.ips)
+
+        rec.state = READY
+        self._save(rec, phase="ready")
+        faults.crash_point("runp_ready")
+
+    def _setup_network(self, rec: SandboxRecord, config: api_pb2.PodSandboxConfig) -> Any:
+        if self.cni is None:
+            raise FailedPrecondition("pod networking is not available (CNI not initialised)")
+        meta = config.metadata
+        try:
+            return self.cni.setup(rec.id, rec.netns_path,
+                                  {"name": meta.name, "namespace": meta.namespace,
+                                   "uid": meta.uid}, rec.port_mappings)
+        except PycriError:
+            raise
+        except Exception as exc:
+            raise Unavailable(f"setting up the network of pod {rec.id} failed: {exc}") from exc
+
+    def _pod_spec(self, rec: SandboxRecord) -> dict[str, Any]:
+        """The PodSpec of contract 2."""
+        return {
+            "pod_id": rec.id, "hostname": rec.hostname, "namespaces": dict(rec.namespaces),
+            "sysctls": dict(rec.sysctls), "shim_dir": rec.shim_dir, "ns_dir": rec.ns_dir,
+            "cgroup": {"driver": rec.cgroup_driver, "parent": rec.cgroup_parent,
+                       "path": rec.cgroup_path},
+            "log_level": self.config.log_level,
+        }
+
+    # -- StopPodSandbox --------------------------------------------------------
+    def stop(self, pod_id: str) -> None:
+        """Stops a pod; stopping a stopped or unknown pod is not an error (kubelet, critest)."""
+        try:
+            rec = self.get(pod_id)
+        except NotFound:
+            log.info("StopPodSandbox: pod sandbox %r does not exist; nothing to stop", pod_id)
+            return
+        with self._pod_lock(rec.id):
+            data = self.store.get(KIND, rec.id)
+            if data is None:
+                return  # removed meanwhile
+            rec = self._refresh(SandboxRecord.from_json(data))
+            if rec.state == CREATING:
+                raise FailedPrecondition(f"pod sandbox {rec.id} is still being created")
+            self._stop_locked(rec)
+
+    def _stop_locked(self, rec: SandboxRecord) -> None:
+        t0 = time.monotonic()
+        containers = self._containers()
+        if containers is not None:
+            containers.stop_all_in_pod(rec.id, self.config.runtime.stop_grace_seconds)
+        t1 = time.monotonic()
+        if rec.network_ready or self._has_cni_state(rec):
+            self._teardown_network(rec, force=False)
+            rec.network_ready = False
+            self._save(rec)
+        t2 = time.monotonic()
+        self._stop_shim(rec)
+        if rec.state != NOTREADY:
+            rec.state = NOTREADY
+            self._save(rec)
+        log.debug("pod sandbox %s stopped: containers %.1f ms, network %.1f ms, shim %.1f ms",
+                  rec.id, (t1 - t0) * 1000, (t2 - t1) * 1000, (time.monotonic() - t2) * 1000)
+
+    def _has_cni_state(self, rec: SandboxRecord) -> bool:
+        return (not rec.host_network and self.cni is not None
+                and rec.id in self.cni.cached_pod_ids())
+
+    def _teardown_network(self, rec: SandboxRecord, force: bool) -> None:
+        if rec.host_network or self.cni is None:
+            return
+        meta = rec.metadata
+        self.cni.teardown(rec.id, rec.netns_path or None,
+                          {"name": meta.name, "namespace": meta.namespace, "uid": meta.uid},
+                          rec.port_mappings, force=force)
+
+    def _stop_shim(self, rec: SandboxRecord) -> None:
+        client = ShimClient(rec.shim_dir)
+        try:
+            client.shutdown(grace=SHIM_SHUTDOWN_GRACE)
+        except PycriError as exc:
+            log.info("shim of pod %s did not shut down cleanly (%s); killing it", rec.id, exc)
+        shim_process.kill_stale_shim(rec.shim_dir, rec.shim_pid)
+        shim_namespaces.unpin_all(rec.ns_dir)
+
+    # -- RemovePodSandbox ------------------------------------------------------
+    def remove(self, pod_id: str) -> None:
+        """Removes a pod and everything it owns; an unknown id is not an error."""
+        try:
+            rec = self.get(pod_id)
+        except NotFound:
+            return
+        with self._pod_lock(rec.id):
+            data = self.store.get(KIND, rec.id)
+            if data is None:
+                return
+            rec = SandboxRecord.from_json(data)
+            if rec.state == CREATING:
+                raise FailedPrecondition(f"pod sandbox {rec.id} is still being created")
+            self._stop_locked(rec)
+            containers = self._containers()
+            if containers is not None:
+                containers.remove_all_in_pod(rec.id)
+            self._remove_files(rec)
+            self.store.delete(KIND, rec.id)
+        with self._pod_locks_guard:
+            self._pod_locks.pop(rec.id, None)
+        log.info("pod sandbox %s removed", rec.id)
+
+    def _remove_files(self, rec: SandboxRecord) -> None:
+        try:
+            pod_cgroup.remove(self._cgroup(rec))
+        except OSError as exc:
+            raise FailedPrecondition(f"cannot remove the cgroup {rec.cgroup_path} of pod "
+                                     f"{rec.id}: {exc.strerror}") from None
+        shutil.rmtree(rec.pod_dir, ignore_errors=True)
+        shutil.rmtree(rec.shim_dir, ignore_errors=True)
+
+    # -- clean-up of a half-made pod (failed RunPodSandbox, crash) -------------------
+    def _cleanup(self, rec: SandboxRecord) -> None:
+        """Undoes every step of RunPodSandbox, whichever were done; idempotent."""
+        if rec.network_ready or self._has_cni_state(rec):
+            try:
+                self._teardown_network(rec, force=True)
+            except PycriError as exc:
+                log.warning("CNI teardown of half-made pod %s: %s", rec.id, exc)
+        self._stop_shim(rec)
+        self._remove_files(rec)
+
+    # -- recovery --------------------------------------------------------------
+    def recover(self) -> None:
+        """After a (re)start: READY pods whose shim is gone become NOTREADY, half-made pods are
+        undone, and leftovers without a record (shim dirs, pinned namespaces, CNI cache) go."""
+        records = self.list()
+        for rec in records:
+            try:
+                self._recover_one(rec)
+            except Exception:
+                log.exception("recovering pod sandbox %s failed", rec.id)
+        self._collect_orphans({r.id for r in self.list()})
+
+    def _recover_one(self, rec: SandboxRecord) -> None:
+        if rec.state == CREATING:
+            log.info("pod sandbox %s was being created when pycri stopped; undoing it", rec.id)
+            self._cleanup(rec)
+            self.store.delete(KIND, rec.id)
+            return
+        if rec.state == READY and not self._shim_alive(rec):
+            log.warning("the shim of pod sandbox %s is gone; marking it NOTREADY", rec.id)
+            rec.state = NOTREADY
+            self._save(rec)
+
+    def _shim_alive(self, rec: SandboxRecord) -> bool:
+        try:
+            hello = ShimClient(rec.shim_dir).hello(timeout=HELLO_TIMEOUT)
+        except PycriError:
+            return False
+        return hello.get("pod_id") == rec.id and hello.get("pause_alive", True) is not False
+
+    def _collect_orphans(self, known: set[str]) -> None:
+        for base in (self.paths.shims_dir, self.paths.ns_root):
+            try:
+                names = os.listdir(base)
+            except FileNotFoundError:
+                continue
+            for name in names:
+                if any(pid.startswith(name) for pid in known):
+                    continue
+                path = base / name
+                log.info("removing leftover %s", path)
+                if base == self.paths.shims_dir:
+                    try:
+                        ShimClient(str(path)).shutdown(grace=0)
+                    except PycriError:
+                        pass
+                    shim_process.kill_stale_shim(str(path))
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    shim_namespaces.unpin_all(str(path))
+        if self.cni is not None:
+            for pod_id in self.cni.cached_pod_ids() - known:
+                log.info("tearing down the network of unknown pod %s", pod_id)
+                try:
+                    self.cni.teardown(pod_id, None, force=True)
+                except Exception:
+                    log.exception("CNI teardown of unknown pod %s failed", pod_id)
+
+    # -- helpers ---------------------------------------------------------------
+    def _cgroup(self, rec: SandboxRecord) -> pod_cgroup.PodCgroup:
+        return pod_cgroup.PodCgroup(rec.cgroup_driver, rec.cgroup_parent, rec.cgroup_path,
+                                    rec.cgroup_owned, rec.cgroup_prune_to)
+
+    def _save(self, rec: SandboxRecord, phase: str | None = None) -> None:
+        if phase is not None:
+            rec.phase = phase
+        self.store.update(KIND, rec.id, rec.to_json())
+
+    @contextmanager
+    def _pod_lock(self, pod_id: str) -> Iterator[None]:
+        with self._pod_locks_guard:
+            lock = self._pod_locks.setdefault(pod_id, threading.Lock())
+        with lock:
+            yield
+
+    def iter_records(self, flt: api_pb2.PodSandboxFilter | None) -> Iterator[SandboxRecord]:
+        from cri_server.sandboxes.views import matches
+
+        for rec in self.list():
+            if matches(rec, flt):
+                yield rec

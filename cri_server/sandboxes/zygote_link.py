@@ -1,0 +1,64 @@
+"""The daemon's handle on the zygote that forks pod shims: started once, restarted if it died."""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from cri_server.errors import FailedPrecondition, Unavailable
+from runtime.zygote_client import ZygoteClient, ZygoteError, start_zygote
+
+log = logging.getLogger("pycri.sandboxes")
+
+
+class ZygoteLink:
+    def __init__(self, state_dir: str) -> None:
+        self.state_dir = state_dir
+        self._client: ZygoteClient | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with self._lock:
+            self._client = start_zygote(self.state_dir)
+
+    def _ensure(self, restart: bool = False) -> ZygoteClient:
+        with self._lock:
+            if self._client is not None and not restart:
+                return self._client
+            old = self._client
+            if old is not None and old.process is not None:
+                old.process.poll()  # reap a dead zygote we started
+            log.warning("(re)starting the zygote")
+            try:
+                self._client = start_zygote(self.state_dir)
+            except ZygoteError as exc:
+                raise Unavailable(f"cannot start the zygote that starts pod shims: {exc}") from None
+            return self._client
+
+    def _alive(self, client: ZygoteClient) -> bool:
+        try:
+            client.ping(timeout=2.0)
+            return True
+        except ZygoteError:
+            return False
+
+    def spawn(self, pod_spec: dict[str, Any]) -> dict[str, Any]:
+        """{"pid", "pause_pid", "ns"} of the new shim once it is ready."""
+        client = self._ensure()
+        try:
+            return client.spawn_shim_info(pod_spec)
+        except ZygoteError as exc:
+            if self._alive(client):
+                raise FailedPrecondition(f"starting the pod's shim failed: {exc}") from None
+            log.warning("the zygote is gone (%s); restarting it", exc)
+        client = self._ensure(restart=True)
+        try:
+            return client.spawn_shim_info(pod_spec)
+        except ZygoteError as exc:
+            raise FailedPrecondition(f"starting the pod's shim failed: {exc}") from None
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.stop()
+                self._client = None

@@ -1,0 +1,34 @@
+"""What the stats code needs to know about a container or a pod (filled from records)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ContainerSource:
+    id: str
+    pod_id: str
+    name: str
+    attempt: int
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    cgroup_path: str          # "" when the container has no cgroup (yet)
+    upper_dir: str            # writable layer
+    image: str = ""
+    created_at: int = 0       # ns since the epoch
+    started_at: int = 0
+
+
+@dataclass
+class PodSource:
+    id: str
+    name: str
+    uid: str
+    namespace: str
+    attempt: int
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    cgroup_path: str
+    pause_pid: int            # its /proc/<pid>/net/dev shows the pod's interfaces
+    host_network: bool = False
+    containers: list[ContainerSource] = field(default_factory=list)

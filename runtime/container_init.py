@@ -1,0 +1,405 @@
+"""Container init (contract 5): runs in a child the shim forks; never starts threads.
+
+run(spec, stdio, gate_fd, report_fd) -> NoReturn
+  1. stdio onto 0-2, every other fd closed (report_fd and gate_fd kept, CLOEXEC), setsid.
+  2. cgroup: create spec["cgroup"]["path"], apply resources and device rules, join it.
+  3. namespaces: join the listed ones that have a path (setns), unshare the new ones.
+     With a "pid" entry the process forks once more: the parent writes {"pid": <child host
+     pid>} to report_fd and exits 0 at once (the shim, a child subreaper, reaps it and becomes
+     the container's parent); otherwise {"pid": own pid} is written.
+  4. own mount namespace (+ cgroup namespace when listed without path): overlay rootfs, mounts
+     in order, /dev nodes, devices, working dir, pivot_root, masked and read-only paths,
+     read-only root, hostname.
+  5. user from the rootfs /etc/passwd,/etc/group; executable looked up in PATH; rlimits,
+     oom_score_adj (clamped), AppArmor; seccomp compiled (loaded now when no_new_privs is off,
+     since that needs CAP_SYS_ADMIN); bounding set, user, capabilities, ambient, no_new_privs.
+  6. {"ready": true, "user": {"uid", "gid", "groups"}} on report_fd, then block on gate_fd:
+     b"s" -> load seccomp (no_new_privs case) and execve; EOF/anything else -> exit 1.
+  Any failure: {"error": msg, "kind": "<errors.py class name>"} on report_fd, exit 1 (before
+  ready; the cgroup created in step 2 is removed) or 127/126 when execve fails (not found /
+  not executable).
+  The shim must remove the container cgroup (runtime.cgroups.remove_cgroup) when it deletes
+  the container; mounts vanish with the mount namespace.
+
+exec_into(container_pid, spec, process, stdio, report_fd) -> NoReturn
+  Same, for ExecSync/Exec: joins the container's cgroup and the namespaces of
+  /proc/<container_pid>/ns/* (pid ns -> fork as above, {"pid": N}), applies the container's
+  user (process["user"] overrides), capabilities, no_new_privs, seccomp, rlimits, AppArmor;
+  env = process["env"] if given else the container's; cwd = process["cwd"] or the container's
+  (must exist); writes {"ready": ...} then execs process["args"] at once (no gate).
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import stat
+import termios
+from typing import Any, NoReturn
+
+from runtime import apparmor, capabilities, rlimits, rootfs, syscalls
+from runtime.cgroups import open_cgroup
+from runtime.cgroups.manager import Cgroup
+from runtime.container_spec import validate_spec, validate_user
+from runtime.seccomp import SeccompFilter, compiled
+from runtime.spec_errors import InvalidArgument, SpecError
+from runtime.users import ResolvedUser, read_text, resolve_user
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+_NS_FLAGS: dict[str, int] = {
+    "network": syscalls.CLONE_NEWNET, "ipc": syscalls.CLONE_NEWIPC,
+    "uts": syscalls.CLONE_NEWUTS, "pid": syscalls.CLONE_NEWPID,
+    "mount": syscalls.CLONE_NEWNS, "cgroup": syscalls.CLONE_NEWCGROUP,
+}
+_PROC_NS_NAMES: dict[str, str] = {
+    "ipc": "ipc", "uts": "uts", "network": "net", "cgroup": "cgroup", "pid": "pid",
+    "mount": "mnt",
+}
+
+
+class _ExecFailed(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Reporter:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def send(self, msg: dict[str, Any]) -> None:
+        data = (json.dumps(msg) + "\n").encode()
+        while data:
+            n = os.write(self.fd, data)
+            data = data[n:]
+
+
+# --------------------------------------------------------------------------- entry points
+
+def run(spec: dict[str, Any], stdio: tuple[int, int, int], gate_fd: int,
+        report_fd: int) -> NoReturn:
+    reporter = _Reporter(report_fd)
+    cgroup: Cgroup | None = None
+    ready = False
+    code = 1
+    try:
+        spec = validate_spec(spec)
+        _setup_stdio(stdio, keep=(gate_fd, report_fd))
+        cgroup = _setup_cgroup(spec)
+        _enter_namespaces(spec, reporter)
+        seccomp_filter, argv0, env, user = _build_container(spec)
+        if seccomp_filter is not None and not spec["process"]["no_new_privs"]:
+            seccomp_filter.load()
+        _apply_credentials(spec["process"], user)
+        reporter.send({"ready": True, "user": user.as_report()})
+        ready = True
+        if os.read(gate_fd, 1) != b"s":
+            os._exit(1)
+        os.close(gate_fd)
+        if seccomp_filter is not None and spec["process"]["no_new_privs"]:
+            seccomp_filter.load()
+        _execve(argv0, spec["process"]["args"], env)
+    except _ExecFailed as e:
+        code = e.code
+        _report_error(reporter, "FailedPrecondition", str(e))
+    except SpecError as e:
+        _report_error(reporter, e.kind, str(e))
+    except OSError as e:
+        _report_error(reporter, "PycriError", f"container init: {e}")
+    except BaseException as e:  # noqa: BLE001 - must never escape a forked child
+        _report_error(reporter, "PycriError", f"container init: {type(e).__name__}: {e}")
+    if cgroup is not None and not ready:
+        _leave_and_remove(cgroup)
+    os._exit(code)
+
+
+def exec_into(container_pid: int, spec: dict[str, Any], process: dict[str, Any],
+              stdio: tuple[int, int, int], report_fd: int) -> NoReturn:
+    reporter = _Reporter(report_fd)
+    code = 1
+    try:
+        spec = validate_spec(spec)
+        proc = _merge_exec_process(spec, process)
+        _setup_stdio(stdio, keep=(report_fd,))
+        seccomp_filter = compiled(spec["seccomp"]) if spec["seccomp"] else None
+        profile = apparmor.resolve_profile(spec["process"]["apparmor_profile"])
+        if spec.get("cgroup"):
+            open_cgroup(spec["cgroup"]["path"]).attach(os.getpid())
+        _join_container_namespaces(container_pid, reporter)
+        if proc["tty"]:
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        user = _resolve_container_user(proc["user"])
+        env = _with_home(proc["env"], user)
+        try:
+            rootfs.enter_cwd(proc["cwd"])
+        except InvalidArgument as e:
+            raise InvalidArgument(f"exec: {e}") from e
+        argv0 = _find_executable(proc["args"][0], env)
+        rlimits.apply_rlimits(spec["process"]["rlimits"])
+        rlimits.apply_oom_score_adj(spec["process"]["oom_score_adj"])
+        if profile:
+            apparmor.set_exec_profile(profile)
+        if seccomp_filter is not None and not proc["no_new_privs"]:
+            seccomp_filter.load()
+        _apply_credentials(proc, user)
+        reporter.send({"ready": True, "user": user.as_report()})
+        if seccomp_filter is not None and proc["no_new_privs"]:
+            seccomp_filter.load()
+        _execve(argv0, proc["args"], env)
+    except _ExecFailed as e:
+        code = e.code
+        _report_error(reporter, "FailedPrecondition", str(e))
+    except SpecError as e:
+        _report_error(reporter, e.kind, str(e))
+    except OSError as e:
+        _report_error(reporter, "PycriError", f"exec init: {e}")
+    except BaseException as e:  # noqa: BLE001
+        _report_error(reporter, "PycriError", f"exec init: {type(e).__name__}: {e}")
+    os._exit(code)
+
+
+# --------------------------------------------------------------------------- steps
+
+def _report_error(reporter: _Reporter, kind: str, message: str) -> None:
+    try:
+        reporter.send({"error": message, "kind": kind})
+    except OSError:
+        pass
+
+
+def _setup_stdio(stdio: tuple[int, int, int], keep: tuple[int, ...]) -> None:
+    """Default signal dispositions (Python ignores SIGPIPE/SIGXFSZ; execve would keep that),
+    stdio onto 0,1,2, every other fd but `keep` (made CLOEXEC) closed; new session."""
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    for fd in keep:
+        os.set_inheritable(fd, False)
+    # dup the sources above any target first, so dup2 cannot clobber one we still need
+    tmp = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in stdio]
+    for target, fd in enumerate(tmp):
+        os.dup2(fd, target, inheritable=True)
+    keep_set = {0, 1, 2, *keep}
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep_set:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    os.setsid()
+
+
+def _setup_cgroup(spec: dict[str, Any]) -> Cgroup | None:
+    cg_spec = spec.get("cgroup")
+    if not cg_spec:
+        return None
+    cg = open_cgroup(cg_spec["path"])
+    cg.create(cg_spec.get("resources") or {})
+    try:
+        allow = None if spec["privileged"] else list(rootfs.DEFAULT_DEVICE_RULES)
+        cg.set_device_rules(allow)
+        cg.attach(os.getpid())
+    except BaseException:
+        _leave_and_remove(cg)
+        raise
+    return cg
+
+
+def _leave_and_remove(cg: Cgroup) -> None:
+    """Error path: move this process back to the root cgroup and remove what we created."""
+    try:
+        open_cgroup("/").attach(os.getpid())
+        cg.remove(timeout=0.5)
+    except (OSError, SpecError):
+        pass
+
+
+def _enter_namespaces(spec: dict[str, Any], reporter: _Reporter) -> None:
+    """Join/create namespaces; fork for a pid namespace. Returns in the process that execs."""
+    entries = {e["type"]: e["path"] for e in spec["namespaces"]}
+    new_flags = 0
+    for ns_type in ("ipc", "uts", "network"):
+        if ns_type not in entries:
+            continue
+        if entries[ns_type]:
+            _setns(entries[ns_type], _NS_FLAGS[ns_type], ns_type)
+        else:
+            new_flags |= _NS_FLAGS[ns_type]
+    if entries.get("cgroup"):
+        _setns(entries["cgroup"], syscalls.CLONE_NEWCGROUP, "cgroup")
+    if new_flags:
+        syscalls.unshare(new_flags)
+    if "pid" in entries:
+        if entries["pid"]:
+            _setns(entries["pid"], syscalls.CLONE_NEWPID, "pid")
+        else:
+            syscalls.unshare(syscalls.CLONE_NEWPID)
+        child = os.fork()
+        if child:
+            reporter.send({"pid": child})
+            os._exit(0)
+        os.setsid()
+    else:
+        reporter.send({"pid": os.getpid()})
+    if spec["process"]["tty"]:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    late = syscalls.CLONE_NEWNS
+    if "cgroup" in entries and not entries["cgroup"]:
+        late |= syscalls.CLONE_NEWCGROUP  # after joining the cgroup: it becomes our root
+    syscalls.unshare(late)
+    hostname = spec.get("hostname")
+    if hostname and "uts" in entries and not entries["uts"]:
+        syscalls.sethostname(hostname)
+
+
+def _setns(path: str, flag: int, ns_type: str) -> None:
+    try:
+        syscalls.setns_path(path, flag)
+    except OSError as e:
+        raise InvalidArgument(f"namespaces[{ns_type}].path: cannot join {path}: "
+                              f"{e.strerror}") from e
+
+
+def _build_container(spec: dict[str, Any]) -> tuple[SeccompFilter | None, str, list[str],
+                                                    ResolvedUser]:
+    """Filesystem, pivot_root and everything that must be checked before `ready`."""
+    proc = spec["process"]
+    mounts = spec["mounts"]
+    # host resources first: libseccomp and /sys/kernel/security are gone after pivot_root
+    seccomp_filter = compiled(spec["seccomp"]) if spec["seccomp"] else None
+    profile = apparmor.resolve_profile(proc["apparmor_profile"])
+    rootfs.check_propagation_sources(mounts)
+    rootfs.set_root_propagation(mounts, spec["rootfs"]["mountpoint"])
+    root = rootfs.mount_rootfs(spec["rootfs"])
+    entries = {e["type"]: e["path"] for e in spec["namespaces"]}
+    own_cgroupns = "cgroup" in entries and not entries["cgroup"]
+    host_cg = spec["cgroup"]["path"] if spec.get("cgroup") and not own_cgroupns else None
+    rootfs.apply_mounts(root, mounts, spec["privileged"], host_cg)
+    if rootfs.dev_is_tmpfs(mounts):
+        rootfs.create_default_devices(root)
+    rules = rootfs.create_devices(root, spec["devices"])
+    if rules and spec.get("cgroup") and not spec["privileged"]:
+        cg = open_cgroup(spec["cgroup"]["path"])
+        cg.set_device_rules(list(rootfs.DEFAULT_DEVICE_RULES) + rules)
+    cwd = rootfs.prepare_cwd(root, proc["cwd"])
+    rootfs.pivot_root(root)
+    rootfs.mask_paths(spec["masked_paths"])
+    rootfs.readonly_paths(spec["readonly_paths"])
+    if spec["rootfs"]["readonly"]:
+        rootfs.remount_root_readonly()
+    rootfs.enter_cwd(cwd)
+    user = _resolve_container_user(proc["user"])
+    env = _with_home(proc["env"], user)
+    argv0 = _find_executable(proc["args"][0], env)
+    rlimits.apply_rlimits(proc["rlimits"])
+    rlimits.apply_oom_score_adj(proc["oom_score_adj"])
+    if profile:
+        apparmor.set_exec_profile(profile)
+    return seccomp_filter, argv0, env, user
+
+
+def _resolve_container_user(user: dict[str, Any]) -> ResolvedUser:
+    """Resolve against the container's /etc (we are inside its root already)."""
+    return resolve_user(user, read_text("/etc/passwd"), read_text("/etc/group"))
+
+
+def _with_home(env: list[str], user: ResolvedUser) -> list[str]:
+    if any(kv.startswith("HOME=") for kv in env):
+        return list(env)
+    return [*env, f"HOME={user.home}"]
+
+
+def _find_executable(name: str, env: list[str]) -> str:
+    """PATH lookup as execvp would do (PATH from the container env)."""
+    if "/" in name:
+        candidates = [name]
+    else:
+        path = next((kv[5:] for kv in env if kv.startswith("PATH=")), DEFAULT_PATH)
+        candidates = [os.path.join(d or ".", name) for d in path.split(":")]
+    for cand in candidates:
+        try:
+            st = os.stat(cand)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
+            return cand
+        if "/" in name:
+            raise _ExecFailed(126, f"process.args[0]: {name!r} is not an executable file")
+    raise _ExecFailed(127, f"process.args[0]: executable file {name!r} not found in $PATH")
+
+
+def _apply_credentials(proc: dict[str, Any], user: ResolvedUser) -> None:
+    capabilities.setup_process_credentials(proc["capabilities"], user.uid, user.gid, user.groups)
+    if proc["no_new_privs"]:
+        syscalls.set_no_new_privs()
+
+
+def _execve(path: str, args: list[str], env: list[str]) -> NoReturn:
+    envd = dict(kv.split("=", 1) for kv in env)
+    try:
+        os.execve(path, args, envd)
+    except FileNotFoundError as e:
+        raise _ExecFailed(127, f"exec {path!r}: {e.strerror}") from e
+    except OSError as e:
+        raise _ExecFailed(126, f"exec {path!r}: {e.strerror}") from e
+
+
+# --------------------------------------------------------------------------- exec_into
+
+def _merge_exec_process(spec: dict[str, Any], process: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(process, dict):
+        raise InvalidArgument("exec process: must be an object")
+    args = process.get("args")
+    if not (isinstance(args, list) and args and all(isinstance(a, str) for a in args)):
+        raise InvalidArgument("exec process.args: must be a non-empty list of strings")
+    base = spec["process"]
+    env = process.get("env")
+    if env is None:
+        env = base["env"]
+    elif not (isinstance(env, list) and all(isinstance(e, str) and "=" in e for e in env)):
+        raise InvalidArgument("exec process.env: must be a list of KEY=VALUE strings")
+    user = process.get("user")
+    user = validate_user(dict(user), "exec process.user") if user else base["user"]
+    cwd = process.get("cwd") or base["cwd"]
+    if not isinstance(cwd, str) or not cwd.startswith("/"):
+        raise InvalidArgument(f"exec process.cwd: must be an absolute path, got {cwd!r}")
+    return {"args": list(args), "env": list(env), "cwd": cwd, "user": user,
+            "tty": bool(process.get("tty", False)), "no_new_privs": base["no_new_privs"],
+            "capabilities": base["capabilities"]}
+
+
+def _join_container_namespaces(pid: int, reporter: _Reporter) -> None:
+    """setns into every namespace of `pid` that differs from ours; mount namespace last."""
+    fds: dict[str, int] = {}
+    try:
+        for ns_type in ("ipc", "uts", "network", "cgroup", "pid", "mount"):
+            name = _PROC_NS_NAMES[ns_type]
+            try:
+                theirs = os.stat(f"/proc/{pid}/ns/{name}")
+            except FileNotFoundError as e:
+                raise InvalidArgument(f"exec: container process {pid} is gone") from e
+            ours = os.stat(f"/proc/self/ns/{name}")
+            if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
+                fds[ns_type] = os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+        for ns_type in ("ipc", "uts", "network", "cgroup", "pid", "mount"):
+            if ns_type in fds:
+                syscalls.setns(fds[ns_type], _NS_FLAGS[ns_type])
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    if "pid" in fds:
+        child = os.fork()
+        if child:
+            reporter.send({"pid": child})
+            os._exit(0)
+        os.setsid()
+    else:
+        reporter.send({"pid": os.getpid()})

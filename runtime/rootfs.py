@@ -1,0 +1,501 @@
+"""Build the container's filesystem inside its own (new) mount namespace, then pivot_root.
+
+Called by the container init after unshare(CLONE_NEWNS); nothing here is visible on the host
+except through bind mounts with rshared propagation, which is the point of those.
+
+Sequence (ContainerSpec fields in brackets):
+  set_root_propagation   rslave for "/" (rshared if any mount asks for it) [mounts.propagation]
+  mount_rootfs           overlay lower/upper/work on rootfs.mountpoint [rootfs]
+  apply_mounts           every mount in order, destinations resolved inside the rootfs
+                         [mounts]; /dev nodes + symlinks when /dev is a tmpfs; [devices]
+  prepare_cwd            create the working dir (resolved inside the rootfs) [process.cwd]
+  pivot_root
+  mask_paths / readonly_paths / remount_root_readonly   [masked_paths, readonly_paths,
+                                                          rootfs.readonly]
+Errors are InvalidArgument naming the spec field (mounts[3].source: ...).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from typing import Any
+
+from runtime import syscalls
+from runtime.cgroups import mode as cgmode
+from runtime.securejoin import (
+    ensure_file_in_root,
+    mkdir_all_in_root,
+    open_path_in_root,
+    relative_in_root,
+    secure_join,
+)
+from runtime.spec_errors import InvalidArgument
+
+_FLAG_WORDS: dict[str, tuple[bool, int]] = {
+    "ro": (False, syscalls.MS_RDONLY), "rw": (True, syscalls.MS_RDONLY),
+    "nosuid": (False, syscalls.MS_NOSUID), "suid": (True, syscalls.MS_NOSUID),
+    "nodev": (False, syscalls.MS_NODEV), "dev": (True, syscalls.MS_NODEV),
+    "noexec": (False, syscalls.MS_NOEXEC), "exec": (True, syscalls.MS_NOEXEC),
+    "sync": (False, syscalls.MS_SYNCHRONOUS), "async": (True, syscalls.MS_SYNCHRONOUS),
+    "dirsync": (False, syscalls.MS_DIRSYNC),
+    "noatime": (False, syscalls.MS_NOATIME), "atime": (True, syscalls.MS_NOATIME),
+    "nodiratime": (False, syscalls.MS_NODIRATIME), "diratime": (True, syscalls.MS_NODIRATIME),
+    "relatime": (False, syscalls.MS_RELATIME), "norelatime": (True, syscalls.MS_RELATIME),
+    "strictatime": (False, syscalls.MS_STRICTATIME),
+    "nostrictatime": (True, syscalls.MS_STRICTATIME),
+    "bind": (False, syscalls.MS_BIND), "rbind": (False, syscalls.MS_BIND | syscalls.MS_REC),
+}
+_PROPAGATION_WORDS: dict[str, int] = {
+    "private": syscalls.MS_PRIVATE, "rprivate": syscalls.MS_PRIVATE | syscalls.MS_REC,
+    "slave": syscalls.MS_SLAVE, "rslave": syscalls.MS_SLAVE | syscalls.MS_REC,
+    "shared": syscalls.MS_SHARED, "rshared": syscalls.MS_SHARED | syscalls.MS_REC,
+    "unbindable": syscalls.MS_UNBINDABLE,
+    "runbindable": syscalls.MS_UNBINDABLE | syscalls.MS_REC,
+}
+_IGNORED_WORDS = {"defaults", "tmpcopyup", "nofail", "auto", "noauto", "user", "nouser"}
+
+#: Device nodes every container gets on its /dev tmpfs: name -> (major, minor).
+DEFAULT_DEVICES: dict[str, tuple[int, int]] = {
+    "null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9),
+    "tty": (5, 0),
+}
+DEFAULT_DEV_SYMLINKS: dict[str, str] = {
+    "ptmx": "pts/ptmx", "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
+    "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2", "core": "/proc/kcore",
+}
+#: devices cgroup (v1) allow-list for unprivileged containers (default nodes, pts, tun).
+DEFAULT_DEVICE_RULES: tuple[str, ...] = (
+    "c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
+    "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm", "c 10:200 rwm",
+)
+
+
+def parse_options(options: list[str]) -> tuple[int, int, str]:
+    """mount(8)-style words -> (flags, propagation flags, data string)."""
+    flags = 0
+    prop = 0
+    data: list[str] = []
+    for word in options:
+        if word in _FLAG_WORDS:
+            clear, bit = _FLAG_WORDS[word]
+            flags = (flags & ~bit) if clear else (flags | bit)
+        elif word in _PROPAGATION_WORDS:
+            prop = _PROPAGATION_WORDS[word]
+        elif word in _IGNORED_WORDS:
+            continue
+        else:
+            data.append(word)
+    return flags, prop, ",".join(data)
+
+
+def _fd_path(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
+# --------------------------------------------------------------------------- propagation
+
+def _mountinfo() -> list[tuple[str, list[str]]]:
+    """[(mount point, optional fields)] from /proc/self/mountinfo."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            sep = parts.index("-")
+            out.append((parts[4].replace("\\040", " "), parts[6:sep]))
+    return out
+
+
+def _mount_of(path: str, info: list[tuple[str, list[str]]]) -> tuple[str, list[str]]:
+    best: tuple[str, list[str]] = ("/", [])
+    for mp, opt in info:
+        if (path == mp or path.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best[0]):
+            best = (mp, opt)
+    return best
+
+
+def check_propagation_sources(mounts: list[dict[str, Any]]) -> None:
+    """Like containerd: rshared needs a shared source mount, rslave a shared or slave one.
+    Must run before set_root_propagation (which turns our copies into slaves)."""
+    info: list[tuple[str, list[str]]] | None = None
+    for i, m in enumerate(mounts):
+        prop = m.get("propagation")
+        if m["type"] != "bind" or prop not in ("rshared", "rslave"):
+            continue
+        info = info if info is not None else _mountinfo()
+        src = os.path.realpath(m["source"])
+        mp, opt = _mount_of(src, info)
+        shared = any(o.startswith("shared:") for o in opt)
+        slave = any(o.startswith("master:") for o in opt)
+        if prop == "rshared" and not shared:
+            raise InvalidArgument(f"mounts[{i}]: path {src!r} is mounted on {mp!r} but it is "
+                                  "not a shared mount (needed for bidirectional propagation)")
+        if prop == "rslave" and not (shared or slave):
+            raise InvalidArgument(f"mounts[{i}]: path {src!r} is mounted on {mp!r} but it is "
+                                  "not a shared or slave mount (needed for host-to-container "
+                                  "propagation)")
+
+
+def set_root_propagation(mounts: list[dict[str, Any]], rootfs_mountpoint: str) -> None:
+    """rslave for everything (rshared when a mount is bidirectional), then make the mount that
+    holds the rootfs mountpoint private so the overlay and everything under it never
+    propagates back to the host."""
+    any_shared = any(m.get("propagation") == "rshared" for m in mounts)
+    flag = syscalls.MS_SHARED if any_shared else syscalls.MS_SLAVE
+    syscalls.mount(None, "/", None, syscalls.MS_REC | flag)
+    parent, _ = _mount_of(os.path.realpath(rootfs_mountpoint), _mountinfo())
+    syscalls.mount(None, parent, None, syscalls.MS_PRIVATE)
+
+
+# --------------------------------------------------------------------------- rootfs
+
+def mount_rootfs(rootfs: dict[str, Any]) -> str:
+    """Mount the overlay on rootfs["mountpoint"] (created if missing). Returns it."""
+    target = rootfs["mountpoint"]
+    for key in ("upper", "work"):
+        if not os.path.isdir(rootfs[key]):
+            raise InvalidArgument(f"rootfs.{key}: {rootfs[key]} is not a directory")
+    for i, d in enumerate(rootfs["lower"]):
+        if not os.path.isdir(d):
+            raise InvalidArgument(f"rootfs.lower[{i}]: {d} is not a directory")
+    os.makedirs(target, mode=0o755, exist_ok=True)
+    data = (f"lowerdir={':'.join(rootfs['lower'])},upperdir={rootfs['upper']},"
+            f"workdir={rootfs['work']}")
+    if len(data) >= 4096:
+        raise InvalidArgument(f"rootfs: overlay options are {len(data)} bytes (limit 4095): "
+                              "use shorter snapshot paths")
+    try:
+        syscalls.mount("overlay", target, "overlay", 0, data)
+    except OSError as e:
+        raise InvalidArgument(f"rootfs: overlay mount on {target} failed: {e.strerror}") from e
+    return target
+
+
+# --------------------------------------------------------------------------- mounts
+
+def apply_mounts(root: str, mounts: list[dict[str, Any]], privileged: bool,
+                 host_cgroup_path: str | None = None) -> None:
+    """Every mount in order. `host_cgroup_path`: the container's cgroup when it shares the
+    host's cgroup namespace; "cgroup" mounts then bind that cgroup's own directories (as runc
+    does) instead of exposing the whole hierarchy."""
+    for i, m in enumerate(mounts):
+        field = f"mounts[{i}]"
+        try:
+            _apply_mount(root, m, privileged, field, host_cgroup_path)
+        except InvalidArgument:
+            raise
+        except OSError as e:
+            raise InvalidArgument(f"{field} ({m['type']} on {m['destination']}): "
+                                  f"{e.strerror or e}") from e
+
+
+def _apply_mount(root: str, m: dict[str, Any], privileged: bool, field: str,
+                 host_cgroup_path: str | None = None) -> None:
+    flags, prop, data = parse_options(m.get("options", []))
+    if m.get("readonly"):
+        flags |= syscalls.MS_RDONLY
+    mtype = m["type"]
+    if mtype == "bind":
+        _bind_mount(root, m, flags, prop, field)
+        return
+    target = mkdir_all_in_root(root, m["destination"])
+    if mtype == "cgroup":
+        _mount_cgroupfs(root, target, flags, host_cgroup_path)
+        return
+    fd = open_path_in_root(root, target)
+    try:
+        try:
+            syscalls.mount(m.get("source") or mtype, _fd_path(fd), mtype, flags, data or None)
+        except OSError as e:
+            if mtype == "sysfs" and e.errno == errno.EPERM:
+                # e.g. sharing the host's net namespace without owning it: bind the host's
+                syscalls.mount("/sys", _fd_path(fd), None, syscalls.MS_BIND | syscalls.MS_REC)
+                _remount(root, target, flags | syscalls.MS_BIND)
+            else:
+                raise
+    finally:
+        os.close(fd)
+    if prop:
+        _set_propagation(root, target, prop)
+
+
+def _bind_mount(root: str, m: dict[str, Any], flags: int, prop: int, field: str) -> None:
+    src = os.path.realpath(m["source"])  # a host path that is a symlink is resolved on the host
+    try:
+        st = os.stat(src)
+    except OSError as e:
+        raise InvalidArgument(f"{field}.source: host path {m['source']!r} does not exist "
+                              f"({e.strerror})") from e
+    if stat.S_ISDIR(st.st_mode):
+        target = mkdir_all_in_root(root, m["destination"])
+    else:
+        target = ensure_file_in_root(root, m["destination"])
+    fd = open_path_in_root(root, target)
+    try:
+        syscalls.mount(src, _fd_path(fd), None, syscalls.MS_BIND | syscalls.MS_REC)
+    finally:
+        os.close(fd)
+    extra = flags & ~(syscalls.MS_BIND | syscalls.MS_REC)
+    if extra:
+        _remount(root, target, syscalls.MS_BIND | extra)
+    if m.get("recursive_readonly"):
+        fd = open_path_in_root(root, target)
+        try:
+            syscalls.mount_setattr("", syscalls.MOUNT_ATTR_RDONLY, recursive=True, dirfd=fd)
+        except OSError as e:
+            raise InvalidArgument(f"{field}.recursive_readonly: {e.strerror} (kernel needs "
+                                  "mount_setattr, Linux >= 5.12)") from e
+        finally:
+            os.close(fd)
+    propagation = {"rslave": syscalls.MS_SLAVE | syscalls.MS_REC,
+                   "rshared": syscalls.MS_SHARED | syscalls.MS_REC,
+                   "private": syscalls.MS_PRIVATE | syscalls.MS_REC}.get(m.get("propagation")
+                                                                         or "", prop)
+    if propagation:
+        _set_propagation(root, target, propagation)
+
+
+def _remount(root: str, target: str, flags: int) -> None:
+    fd = open_path_in_root(root, target)  # reopened: now the new mount's root
+    try:
+        syscalls.mount(None, _fd_path(fd), None, syscalls.MS_REMOUNT | flags)
+    finally:
+        os.close(fd)
+
+
+def _set_propagation(root: str, target: str, prop: int) -> None:
+    fd = open_path_in_root(root, target)
+    try:
+        syscalls.mount(None, _fd_path(fd), None, prop)
+    finally:
+        os.close(fd)
+
+
+def _mount_cgroup_dir(root: str, target: str, fstype: str, data: str | None, flags: int,
+                      host_dir: str | None) -> None:
+    """A cgroup hierarchy on target: a fresh mount (seen through our cgroup namespace) or, with
+    `host_dir`, a bind of the container's own directory of the host hierarchy."""
+    fd = open_path_in_root(root, target)
+    try:
+        if host_dir is None:
+            syscalls.mount(fstype, _fd_path(fd), fstype, flags, data)
+            return
+        syscalls.mount(host_dir, _fd_path(fd), None, syscalls.MS_BIND | syscalls.MS_REC)
+    finally:
+        os.close(fd)
+    _remount(root, target, syscalls.MS_BIND | flags)
+
+
+def _mount_cgroupfs(root: str, target: str, flags: int, host_cgroup_path: str | None) -> None:
+    """The cgroup hierarchies: mounted as seen from our cgroup namespace, or (host cgroup
+    namespace + a container cgroup) binds of the container's own cgroup directories."""
+    base = flags & (syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
+                    | syscalls.MS_RELATIME)
+    ro = flags & syscalls.MS_RDONLY
+    mode_ = cgmode.detect_mode()
+    rel_cg = host_cgroup_path.lstrip("/") if host_cgroup_path else None
+
+    def host(mount_dir: str) -> str | None:
+        return os.path.join(mount_dir, rel_cg) if rel_cg is not None else None
+
+    if mode_ == "v2":
+        _mount_cgroup_dir(root, target, "cgroup2", None, base | ro, host(cgmode.CGROUP_ROOT))
+        return
+    fd = open_path_in_root(root, target)
+    try:
+        syscalls.mount("tmpfs", _fd_path(fd), "tmpfs", base, "mode=755")
+    finally:
+        os.close(fd)
+    by_dir: dict[str, list[str]] = {}
+    for ctrl, mdir in cgmode.v1_hierarchies().items():
+        by_dir.setdefault(mdir, []).append(ctrl)
+    for mdir, ctrls in sorted(by_dir.items()):
+        name = os.path.basename(mdir)
+        sub = mkdir_all_in_root(root, relative_in_root(root, target) + "/" + name)
+        data = ",".join(["none", *ctrls] if any(c.startswith("name=") for c in ctrls)
+                        else ctrls)
+        _mount_cgroup_dir(root, sub, "cgroup", data, base | ro, host(mdir))
+        for ctrl in ctrls:  # co-mounted controllers: cpu -> cpu,cpuacct like docker
+            link = os.path.join(target, ctrl)
+            if ctrl != name and not ctrl.startswith("name=") and not os.path.lexists(link):
+                os.symlink(name, link)
+    unified = cgmode.unified_root()
+    if mode_ == "hybrid" and unified:
+        sub = mkdir_all_in_root(root, relative_in_root(root, target) + "/unified")
+        _mount_cgroup_dir(root, sub, "cgroup2", None, base | ro, host(unified))
+    if ro:
+        _remount(root, target, syscalls.MS_BIND | syscalls.MS_RDONLY | base)
+
+
+# --------------------------------------------------------------------------- /dev
+
+def dev_is_tmpfs(mounts: list[dict[str, Any]]) -> bool:
+    return any(m["destination"].rstrip("/") == "/dev" and m["type"] == "tmpfs" for m in mounts)
+
+
+def create_default_devices(root: str) -> None:
+    """Standard nodes and symlinks on the container's /dev tmpfs."""
+    dev = mkdir_all_in_root(root, "/dev")
+    old = os.umask(0)
+    try:
+        for name, (major, minor) in DEFAULT_DEVICES.items():
+            path = os.path.join(dev, name)
+            if not os.path.lexists(path):
+                os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(major, minor))
+    finally:
+        os.umask(old)
+    for name, target in DEFAULT_DEV_SYMLINKS.items():
+        path = os.path.join(dev, name)
+        if not os.path.lexists(path):
+            os.symlink(target, path)
+
+
+def create_devices(root: str, devices: list[dict[str, Any]]) -> list[str]:
+    """mknod each requested host device inside the rootfs; returns devices-cgroup rules."""
+    rules = []
+    for i, d in enumerate(devices):
+        field = f"devices[{i}]"
+        try:
+            st = os.stat(d["host_path"])
+        except OSError as e:
+            raise InvalidArgument(f"{field}.host_path: {d['host_path']}: {e.strerror}") from e
+        if stat.S_ISCHR(st.st_mode):
+            kind, ftype = "c", stat.S_IFCHR
+        elif stat.S_ISBLK(st.st_mode):
+            kind, ftype = "b", stat.S_IFBLK
+        else:
+            raise InvalidArgument(f"{field}.host_path: {d['host_path']} is not a device node")
+        target = ensure_parent(root, d["container_path"])
+        if os.path.lexists(target):
+            os.unlink(target)
+        old = os.umask(0)
+        try:
+            os.mknod(target, ftype | stat.S_IMODE(st.st_mode), st.st_rdev)
+        finally:
+            os.umask(old)
+        os.chown(target, st.st_uid, st.st_gid)
+        rules.append(f"{kind} {os.major(st.st_rdev)}:{os.minor(st.st_rdev)} "
+                     f"{d.get('permissions') or 'rwm'}")
+    return rules
+
+
+def ensure_parent(root: str, unsafe_path: str) -> str:
+    """Resolve inside root and create the parent directories; returns the host path."""
+    target = secure_join(root, unsafe_path)
+    rel = relative_in_root(root, target)
+    if rel == "/":
+        raise InvalidArgument(f"{unsafe_path!r}: cannot replace the root")
+    mkdir_all_in_root(root, os.path.dirname(rel))
+    return target
+
+
+# --------------------------------------------------------------------------- cwd, pivot
+
+def prepare_cwd(root: str, cwd: str) -> str:
+    """Create the working dir inside the rootfs; returns its symlink-free in-container path.
+
+    A working dir inside /proc (e.g. /proc/self/fd/N, CVE-2024-21626) is refused.
+    """
+    lexical = os.path.normpath("/" + cwd.lstrip("/"))
+    rel = relative_in_root(root, _resolve(root, cwd))
+    for p in (lexical, rel):
+        if p == "/proc" or p.startswith("/proc/"):
+            raise InvalidArgument(f"process.cwd: {cwd!r} goes through /proc ({rel}), refused")
+    mkdir_all_in_root(root, rel)
+    return rel
+
+
+def _resolve(root: str, path: str) -> str:
+    return secure_join(root, path)
+
+
+def enter_cwd(rel: str, field: str = "process.cwd") -> None:
+    """chdir after pivot_root and check the result is a reachable dir outside procfs."""
+    try:
+        os.chdir(rel)
+        os.getcwd()  # ENOENT when the directory is unreachable from our root
+    except OSError as e:
+        raise InvalidArgument(f"{field}: cannot enter {rel!r}: {e.strerror}") from e
+    try:
+        if os.stat(".").st_dev == os.stat("/proc").st_dev:
+            raise InvalidArgument(f"{field}: {rel!r} is inside procfs, refused")
+    except FileNotFoundError:
+        pass
+
+
+def pivot_root(root: str) -> None:
+    """Make `root` the process's / and detach the old root."""
+    old = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    new = os.open(root, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fchdir(new)
+        try:
+            syscalls.pivot_root(".", ".")
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            # "/" is shared (rshared volumes) and the namespace root: binds are done, so
+            # making it private now keeps their peers and satisfies pivot_root
+            syscalls.mount(None, "/", None, syscalls.MS_PRIVATE)
+            syscalls.pivot_root(".", ".")
+        os.fchdir(old)
+        syscalls.mount(None, ".", None, syscalls.MS_SLAVE | syscalls.MS_REC)
+        syscalls.umount2(".", syscalls.MNT_DETACH)
+        os.chdir("/")
+    finally:
+        os.close(old)
+        os.close(new)
+
+
+# --------------------------------------------------------------------------- after pivot
+
+def mask_paths(paths: list[str]) -> None:
+    """Files: /dev/null bound over; directories: an empty read-only tmpfs. Missing: skipped.
+    Symlinks in the path are resolved inside the (new) root, so the target is masked."""
+    for i, p in enumerate(paths):
+        target = _resolve("/", p)
+        try:
+            fd = os.open(target, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise InvalidArgument(f"masked_paths[{i}]: {p}: {e.strerror}") from e
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                syscalls.mount("tmpfs", _fd_path(fd), "tmpfs", syscalls.MS_RDONLY, "size=0k")
+            else:
+                syscalls.mount("/dev/null", _fd_path(fd), None, syscalls.MS_BIND)
+        except OSError as e:
+            raise InvalidArgument(f"masked_paths[{i}]: {p}: {e.strerror}") from e
+        finally:
+            os.close(fd)
+
+
+def readonly_paths(paths: list[str]) -> None:
+    """Bind each path onto itself and remount it read-only (recursively). Missing: skipped."""
+    for i, p in enumerate(paths):
+        target = _resolve("/", p)
+        try:
+            fd = os.open(target, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise InvalidArgument(f"readonly_paths[{i}]: {p}: {e.strerror}") from e
+        try:
+            syscalls.mount(_fd_path(fd), _fd_path(fd), None, syscalls.MS_BIND | syscalls.MS_REC)
+        except OSError as e:
+            raise InvalidArgument(f"readonly_paths[{i}]: {p}: {e.strerror}") from e
+        finally:
+            os.close(fd)
+        fd = os.open(target, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            syscalls.mount_setattr("", syscalls.MOUNT_ATTR_RDONLY, recursive=True, dirfd=fd)
+        except OSError as e:
+            raise InvalidArgument(f"readonly_paths[{i}]: {p}: {e.strerror}") from e
+        finally:
+            os.close(fd)
+
+
+def remount_root_readonly() -> None:
+    syscalls.mount(None, "/", None, syscalls.MS_REMOUNT | syscalls.MS_BIND | syscalls.MS_RDONLY)

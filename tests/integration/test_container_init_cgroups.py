@@ -1,0 +1,98 @@
+"""runtime.cgroups against the real hierarchies of this host (root): v1 controllers, and the
+cgroup2 mount (hybrid: /sys/fs/cgroup/unified, no controllers) for what it supports."""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from runtime import cgroups
+from runtime.cgroups.manager import V1Cgroup, V2Cgroup, open_cgroup
+from runtime.cgroups.mode import detect_mode, unified_root
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    p = subprocess.Popen(["sleep", "30"])
+    yield p
+    if p.poll() is None:
+        p.kill()
+    p.wait()
+
+
+def test_mode_detection_matches_mounts() -> None:
+    with open("/proc/self/mounts") as f:
+        mounts = f.read()
+    m = detect_mode()
+    if " /sys/fs/cgroup cgroup2 " in mounts:
+        assert m == "v2"
+    elif " /sys/fs/cgroup/unified cgroup2 " in mounts:
+        assert m == "hybrid" and unified_root() == "/sys/fs/cgroup/unified"
+    else:
+        assert m == "v1"
+
+
+def test_real_cgroup_create_apply_attach_stats_remove(
+        sleeper: subprocess.Popen[bytes]) -> None:
+    path = f"/pycri-cgtest-{os.getpid()}/c1"
+    cg = cgroups.create_cgroup(path, {"memory_limit_in_bytes": 50 << 20, "cpu_shares": 256,
+                                      "cpu_quota": 20000, "pids_limit": 9,
+                                      "cpuset_cpus": "0"})
+    try:
+        cgroups.attach(path, sleeper.pid)
+        assert cg.pids() == [sleeper.pid]
+        st = cgroups.read_stats(path)
+        assert st["pids_current"] == 1 and st["memory_usage_bytes"] >= 0
+        assert st["oom_kill_count"] == 0
+        if isinstance(cg, V1Cgroup):
+            with open(os.path.join(cg.dir("memory"), "memory.limit_in_bytes")) as f:
+                assert int(f.read()) == 50 << 20
+            with open(os.path.join(cg.dir("cpu"), "cpu.cfs_quota_us")) as f:
+                assert int(f.read()) == 20000
+            if cg.unified_root:  # hybrid: joined the cgroup2 hierarchy too
+                with open(os.path.join(cg.unified_root, path.lstrip("/"), "cgroup.procs")) as f:
+                    assert f.read().split() == [str(sleeper.pid)]
+        cgroups.apply_resources(path, {"pids_limit": 20})  # UpdateContainerResources
+        assert cgroups.read_stats(path)["pids_current"] == 1
+        if isinstance(cg, V1Cgroup):  # grow memory past an earlier memory+swap limit
+            mem = cg.dir("memory")
+            cgroups.apply_resources(path, {"memory_limit_in_bytes": 50 << 20,
+                                           "memory_swap_limit_in_bytes": 50 << 20})
+            cgroups.apply_resources(path, {"memory_limit_in_bytes": 80 << 20})
+            for name in ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes"):
+                if os.path.exists(os.path.join(mem, name)):
+                    with open(os.path.join(mem, name)) as f:
+                        assert int(f.read()) == 80 << 20, name
+    finally:
+        cgroups.remove_cgroup(path)  # SIGKILLs the process still inside
+        cgroups.remove_cgroup(os.path.dirname(path))
+    sleeper.wait(5)
+    assert sleeper.returncode == -9
+    assert not open_cgroup(path).exists()
+    assert not os.path.exists(f"/sys/fs/cgroup/memory{os.path.dirname(path)}")
+
+
+def test_real_cgroup2_mount_create_attach_remove(sleeper: subprocess.Popen[bytes]) -> None:
+    root = unified_root()
+    if root is None:
+        pytest.skip("no cgroup2 mount")
+    parent = f"/pycri-cg2test-{os.getpid()}"
+    cg = V2Cgroup(parent + "/pod/ctr", root)
+    cg.create()
+    try:
+        assert cg.exists()
+        cg.attach(sleeper.pid)
+        assert cg.pids() == [sleeper.pid]
+        assert cg.oom_kill_count() == 0
+    finally:
+        V2Cgroup(parent, root).remove()
+    deadline = time.monotonic() + 5
+    while sleeper.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sleeper.returncode == -9
+    assert not os.path.exists(os.path.join(root, parent.lstrip("/")))

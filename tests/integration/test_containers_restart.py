@@ -1,0 +1,99 @@
+"""Containers across daemon crashes: running ones keep running, exits that happen while the
+daemon is down are reported, a dead shim makes its containers EXITED, and a create
+interrupted by a crash leaves nothing behind."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from proto import api_pb2
+from tests.support.containers import ContainerEnv
+from tests.support.cri_client import rpc_error
+from tests.support.daemon import PycriDaemon
+
+
+def _shim_dir(d: PycriDaemon, pod_id: str) -> Path:
+    # long state dirs make the daemon shorten the shim dir name to 32 characters
+    return next(p for p in (d.state / "shims").iterdir() if pod_id.startswith(p.name))
+
+
+@pytest.fixture
+def started(fresh_daemon: PycriDaemon) -> Iterator[tuple[PycriDaemon, ContainerEnv]]:
+    fresh_daemon.start()
+    env = ContainerEnv(fresh_daemon.c)
+    with env:
+        yield fresh_daemon, env
+        if fresh_daemon.proc is None:
+            fresh_daemon.start()
+        env.cri = fresh_daemon.c
+
+
+def test_daemon_kill9_keeps_containers_and_records_exits(
+        started: tuple[PycriDaemon, ContainerEnv]) -> None:
+    d, env = started
+    long = env.run(["sleep", "1000"])
+    short = env.run(["sh", "-c", "sleep 1; exit 7"])
+    created = env.create(env.config(["sleep", "1000"]))
+    long_pid = env.info(long)["pid"]
+    d.kill9()
+    time.sleep(1.5)                      # `short` exits while the daemon is down
+    d.start()
+    env.cri = d.c
+    assert os.path.exists(f"/proc/{long_pid}")
+    st = env.status(long)
+    assert st.state == api_pb2.CONTAINER_RUNNING and env.info(long)["pid"] == long_pid
+    st = env.status(short)
+    assert (st.state, st.exit_code, st.reason) == (api_pb2.CONTAINER_EXITED, 7, "Error")
+    assert env.status(created).state == api_pb2.CONTAINER_CREATED
+    listed = {c.id for c in env.cri.ListContainers(api_pb2.ListContainersRequest()).containers}
+    assert {long, short, created} <= listed
+    assert env.exec_sync(long, ["echo", "alive"]).stdout == b"alive\n"
+    env.start_container(created)
+    assert env.status(created).state == api_pb2.CONTAINER_RUNNING
+    env.cri.StopContainer(api_pb2.StopContainerRequest(container_id=long, timeout=0))
+    assert env.status(long).exit_code == 137
+
+
+def test_dead_shim_makes_containers_exited(started: tuple[PycriDaemon, ContainerEnv]) -> None:
+    d, env = started
+    cid = env.run(["sleep", "1000"])
+    shim_pid = int((_shim_dir(d, env.pod_id) / "shim.pid").read_text())
+    os.kill(shim_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while env.status(cid).state != api_pb2.CONTAINER_EXITED:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    st = env.status(cid)
+    assert st.reason == "Error" and st.exit_code != 0 and "shim" in st.message
+    err = rpc_error(env.exec_sync, cid, ["true"])
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    env.remove(cid)
+
+
+def test_crash_during_create_leaves_nothing(started: tuple[PycriDaemon, ContainerEnv]) -> None:
+    d, env = started
+    cfg = env.config(["sleep", "1000"], name="crashy")
+    for point in ("container_create_reserved", "container_create_shim"):
+        d.stop()
+        d.start(extra_env={"PYCRI_CRASH_AT": point})
+        env.cri = d.c
+        with pytest.raises(grpc.RpcError):
+            env.create(cfg)
+        d.proc.wait(10)  # type: ignore[union-attr]
+        d.proc = None
+        d.start()
+        env.cri = d.c
+        assert env.cri.ListContainers(api_pb2.ListContainersRequest()).containers == []
+        assert list((d.root / "containers").iterdir()) == []
+        shim_states = _shim_dir(d, env.pod_id) / "containers"
+        assert not shim_states.exists() or list(shim_states.iterdir()) == []
+    env.created.clear()
+    cid = env.create(cfg)                # the name was released
+    env.start_container(cid)
+    assert env.status(cid).state == api_pb2.CONTAINER_RUNNING

@@ -1,0 +1,307 @@
+"""Pod sandboxes across daemon crashes, dead shims and failing CNI plugins.
+
+Each test runs its own daemon. The failure tests use a conflist of their own
+(bridge on the test bridge + host-local with a private data dir and its own
+slice of the test subnet + a fake plugin steered by a control file), so "no IP
+allocation left" is checked exactly.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from cri_server.sandboxes import CRASH_POINTS
+from proto import api_pb2
+from tests.support import pods
+from tests.support.cri_client import rpc_error
+from tests.support.daemon import TEST_BRIDGE, PycriDaemon
+
+FAKE_PLUGIN = f"""#!{sys.executable}
+import json, os, shutil, sys, time
+conf = json.load(sys.stdin)
+ctl = json.load(open(conf["control"]))
+cmd = os.environ.get("CNI_COMMAND")
+def fail(msg):
+    print(json.dumps({{"cniVersion": conf.get("cniVersion", "1.0.0"), "code": 999, "msg": msg}}))
+    sys.exit(1)
+if cmd == "VERSION":
+    print(json.dumps({{"cniVersion": "1.0.0",
+                      "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0"]}}))
+if cmd in ("ADD", "DEL"):
+    with open(conf["control"] + ".calls", "a") as log:
+        log.write(cmd + " " + os.environ["CNI_CONTAINERID"] + "\\n")
+if cmd == "ADD":
+    time.sleep(ctl.get("sleep_add", 0))
+    if ctl.get("fail_add"):
+        fail("fake plugin fails ADD as told")
+    if ctl.get("remove_pod_dir"):  # the pod set-up then fails after a successful ADD
+        shutil.rmtree(os.path.join(ctl["remove_pod_dir"], os.environ["CNI_CONTAINERID"]))
+    print(json.dumps(conf.get("prevResult") or {{"cniVersion": conf["cniVersion"]}}))
+elif cmd == "DEL":
+    if ctl.get("fail_del"):
+        fail("fake plugin fails DEL as told")
+"""
+
+
+class FakeNet:
+    """bridge + host-local (private data dir) [+ the fake plugin] for one test daemon."""
+
+    def __init__(self, base: Path, with_fake: bool = True) -> None:
+        self.bin_dir = base / "cni-bin"
+        self.bin_dir.mkdir(parents=True, exist_ok=True)
+        plugin = self.bin_dir / "pycri-fake"
+        plugin.write_text(FAKE_PLUGIN)
+        plugin.chmod(0o755)
+        self.control = base / "fake-control.json"
+        self.ipam_dir = base / "ipam"
+        self.set()
+        plugins: list[dict[str, Any]] = [{
+            "type": "bridge", "bridge": TEST_BRIDGE, "isGateway": True, "ipMasq": True,
+            "ipam": {"type": "host-local", "dataDir": str(self.ipam_dir),
+                     "ranges": [[{"subnet": "10.233.0.0/16", "rangeStart": "10.233.200.1",
+                                  "rangeEnd": "10.233.239.254", "gateway": "10.233.0.1"}]],
+                     "routes": [{"dst": "0.0.0.0/0"}]}}]
+        if with_fake:
+            plugins.append({"type": "pycri-fake", "control": str(self.control)})
+        self.conflist = {"cniVersion": "1.0.0", "name": "pycritest-fake", "plugins": plugins}
+
+    def set(self, **control: Any) -> None:
+        self.control.write_text(json.dumps(control))
+
+    def ips(self) -> list[str]:
+        d = self.ipam_dir / "pycritest-fake"
+        if not d.exists():
+            return []
+        return sorted(n for n in os.listdir(d) if n[0].isdigit())
+
+    def calls(self, command: str) -> list[str]:
+        """Pod ids the fake plugin got `command` (ADD/DEL) for, in order."""
+        try:
+            lines = Path(str(self.control) + ".calls").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [line.split()[1] for line in lines if line.split()[0] == command]
+
+
+@pytest.fixture
+def fake_daemon() -> Iterator[tuple[PycriDaemon, FakeNet]]:
+    d = PycriDaemon(config={})
+    net = FakeNet(d.base)
+    d2 = PycriDaemon(base=d.base, config={"cni": {
+        "conf_dir": str(d.cni_conf_dir), "bin_dirs": [str(net.bin_dir), "/usr/lib/cni",
+                                                      "/opt/cni/bin"]}})
+    (d2.cni_conf_dir / "10-fake.conflist").write_text(json.dumps(net.conflist))
+    try:
+        yield d2, net
+    finally:
+        _teardown(d2)
+
+
+def _teardown(d: PycriDaemon) -> None:
+    try:
+        if d.proc is not None and d.proc.poll() is None:
+            for p in pods.list_pods(d.c):
+                pods.remove(d.c, p.id)
+    finally:
+        d.stop()
+        for pid in pods.shim_pids_of(d.base):  # only after a failed test
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(d.base, ignore_errors=True)
+
+
+def _assert_clean(d: PycriDaemon, net: FakeNet | None = None) -> None:
+    assert pods.leftovers(d) == {}
+    assert pods.wait_until(lambda: pods.shim_pids_of(d.base) == [], timeout=10)
+    if net is not None:
+        assert net.ips() == []
+
+
+# -- daemon crash and restart ---------------------------------------------------------------
+
+def test_kill9_restart_keeps_pods_ready(fresh_daemon) -> None:  # type: ignore[no-untyped-def]
+    d = fresh_daemon.start()
+    a = pods.run_pod(d.c)
+    b = pods.run_pod(d.c, pods.pod_config(pid=api_pb2.POD, host_network=False))
+    before = {i: (pods.status(d.c, i).status.network.ip, pods.info(d.c, i)) for i in (a, b)}
+    d.restart(crash=True)
+    try:
+        for pod_id, (ip, info) in before.items():
+            st = pods.status(d.c, pod_id).status
+            assert st.state == api_pb2.SANDBOX_READY
+            assert st.network.ip == ip
+            now = pods.info(d.c, pod_id)
+            assert (now["shimPid"], now["pid"]) == (info["shimPid"], info["pid"])
+        assert {p.id for p in pods.list_pods(d.c)} == {a, b}
+        with pods.PodListener(before[b][1]["netnsPath"]):
+            assert pods.tcp_hello(before[b][0]) == b"hello from pod\n"
+    finally:
+        for pod_id in (a, b):
+            pods.stop_and_remove(d.c, pod_id)
+    _assert_clean(d)
+
+
+def test_dead_shim_shows_notready_and_can_be_removed(fresh_daemon) -> None:  # type: ignore[no-untyped-def]
+    d = fresh_daemon.start()
+    pod_id = pods.run_pod(d.c)
+    other = pods.run_pod(d.c)
+    info = pods.info(d.c, pod_id)
+    os.kill(info["shimPid"], signal.SIGKILL)
+    try:
+        assert pods.wait_until(lambda: pods.status(d.c, pod_id).status.state
+                               == api_pb2.SANDBOX_NOTREADY)
+        d.restart(crash=True)
+        assert pods.status(d.c, pod_id).status.state == api_pb2.SANDBOX_NOTREADY
+        assert pods.status(d.c, other).status.state == api_pb2.SANDBOX_READY
+        ready = api_pb2.PodSandboxFilter(
+            state=api_pb2.PodSandboxStateValue(state=api_pb2.SANDBOX_READY))
+        assert [p.id for p in pods.list_pods(d.c, ready)] == [other]
+        pods.stop(d.c, pod_id)
+        pods.stop(d.c, pod_id)
+        pods.remove(d.c, pod_id)
+    finally:
+        pods.stop_and_remove(d.c, other)
+    _assert_clean(d)
+
+
+def test_zygote_restarted_when_it_died(fresh_daemon) -> None:  # type: ignore[no-untyped-def]
+    from runtime.zygote_client import ZygoteClient
+
+    d = fresh_daemon.start()
+    zygote_pid = ZygoteClient(str(d.state / "zygote.sock")).ping()
+    os.kill(zygote_pid, signal.SIGKILL)
+    pod_id = pods.run_pod(d.c)
+    try:
+        assert pods.status(d.c, pod_id).status.state == api_pb2.SANDBOX_READY
+        assert ZygoteClient(str(d.state / "zygote.sock")).ping() != zygote_pid
+    finally:
+        pods.stop_and_remove(d.c, pod_id)
+    _assert_clean(d)
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_crash_during_run_pod_sandbox(fake_daemon, point) -> None:  # type: ignore[no-untyped-def]
+    d, net = fake_daemon
+    d.start(extra_env={"PYCRI_CRASH_AT": point})
+    cfg = pods.pod_config(pid=api_pb2.POD)
+    err = rpc_error(pods.run_pod, d.c, cfg)
+    assert err.code() == grpc.StatusCode.UNAVAILABLE
+    d.kill9()  # reap the crashed daemon
+    d.start()
+    remaining = pods.list_pods(d.c)
+    if point == "runp_ready":  # the pod was complete: it is kept
+        assert [p.metadata.name for p in remaining] == [cfg.metadata.name]
+        assert remaining[0].state == api_pb2.SANDBOX_READY
+        assert pods.status(d.c, remaining[0].id).status.network.ip.startswith("10.233.2")
+        pods.remove(d.c, remaining[0].id)
+    else:  # half-made: rolled back at start-up
+        assert remaining == []
+    _assert_clean(d, net)
+    assert pods.run_pod(d.c, cfg)  # the name is free again
+
+
+# -- failing CNI plugins -----------------------------------------------------------------------
+
+def test_cni_add_failure_leaves_nothing(fake_daemon) -> None:  # type: ignore[no-untyped-def]
+    d, net = fake_daemon
+    net.set(fail_add=True)
+    d.start()
+    err = rpc_error(pods.run_pod, d.c, pods.pod_config(pid=api_pb2.POD))
+    assert "fake plugin fails ADD" in err.details()
+    assert pods.list_pods(d.c) == []
+    _assert_clean(d, net)   # the bridge plugin ran first: its IP and veth are gone too
+    net.set()
+    pod_id = pods.run_pod(d.c)
+    assert net.ips() != []
+    pods.stop_and_remove(d.c, pod_id)
+    _assert_clean(d, net)
+
+
+def test_failure_after_successful_cni_add_leaves_nothing(fake_daemon) -> None:  # type: ignore[no-untyped-def]
+    d, net = fake_daemon
+    net.set(remove_pod_dir=str(d.root / "pods"))
+    d.start()
+    err = rpc_error(pods.run_pod, d.c, pods.pod_config())
+    assert err.code() != grpc.StatusCode.OK
+    assert pods.list_pods(d.c) == []
+    _assert_clean(d, net)
+
+
+def test_cni_del_failure_is_retried(fake_daemon) -> None:  # type: ignore[no-untyped-def]
+    d, net = fake_daemon
+    d.start()
+    pod_id = pods.run_pod(d.c)
+    net.set(fail_del=True)
+    err = rpc_error(pods.stop, d.c, pod_id)
+    assert "fake plugin fails DEL" in err.details()
+    err = rpc_error(pods.remove, d.c, pod_id)
+    assert "fake plugin fails DEL" in err.details()
+    d.restart(crash=True)
+    net.set()
+    pods.stop(d.c, pod_id)
+    assert pods.status(d.c, pod_id).status.state == api_pb2.SANDBOX_NOTREADY
+    pods.remove(d.c, pod_id)
+    _assert_clean(d, net)
+
+
+# -- kubelet retries ---------------------------------------------------------------------------
+
+def test_kubelet_retry_while_first_in_flight(fake_daemon) -> None:  # type: ignore[no-untyped-def]
+    d, net = fake_daemon
+    net.set(sleep_add=1.5)
+    d.start()
+    cfg = pods.pod_config()
+    results: dict[str, Any] = {}
+
+    def first() -> None:
+        try:
+            pods.run_pod(d.c, cfg, timeout=0.5)
+        except grpc.RpcError as exc:
+            results["first"] = exc.code()
+
+    t = threading.Thread(target=first)
+    t.start()
+    time.sleep(0.2)
+    different = api_pb2.PodSandboxConfig()
+    different.CopyFrom(cfg)
+    different.hostname = "other"
+    err = rpc_error(pods.run_pod, d.c, different)
+    assert err.code() == grpc.StatusCode.ALREADY_EXISTS
+    t.join()
+    assert results["first"] == grpc.StatusCode.DEADLINE_EXCEEDED
+    retry = pods.run_pod(d.c, cfg, timeout=30)  # waits for the first one to finish
+    assert pods.run_pod(d.c, cfg) == retry
+    assert net.calls("ADD") == [retry]          # one pod set up, not three
+    named = [p for p in pods.list_pods(d.c) if p.metadata.name == cfg.metadata.name]
+    assert [p.id for p in named] == [retry]
+    assert len(net.ips()) == 1
+    pods.stop_and_remove(d.c, retry)
+    _assert_clean(d, net)
+
+
+# -- cgroup drivers ----------------------------------------------------------------------------
+
+def test_systemd_cgroup_driver_pod_slice() -> None:
+    d = PycriDaemon(config={"cgroup_driver": "systemd"})
+    try:
+        d.start()
+        cfg = pods.pod_config(uid="1234-abcd")
+        pod_id = pods.run_pod(d.c, cfg)
+        slice_name = d.cgroup_parent.strip("/").replace("-", "_") + ".slice"
+        path = pods.info(d.c, pod_id)["cgroupPath"]
+        assert path == f"/{slice_name}/{slice_name[:-6]}-pod1234_abcd.slice"
+        assert Path(f"/sys/fs/cgroup/memory{path}").is_dir()
+        pods.stop_and_remove(d.c, pod_id)
+        assert not Path(f"/sys/fs/cgroup/memory/{slice_name}").exists()
+    finally:
+        _teardown(d)

@@ -1,0 +1,128 @@
+"""RunPodSandbox request validation (pure logic): handlers, metadata, namespaces, sysctls."""
+from __future__ import annotations
+
+import pytest
+
+from proto import api_pb2
+from cri_server.errors import InvalidArgument, NotFound, Unimplemented
+from cri_server.sandboxes import pod_cgroup, podfiles, validate
+
+
+def _request(**linux_kw: object) -> api_pb2.RunPodSandboxRequest:
+    cfg = api_pb2.PodSandboxConfig(
+        metadata=api_pb2.PodSandboxMetadata(name="web", namespace="default", uid="u-1",
+                                            attempt=2))
+    for key, value in linux_kw.items():
+        if key == "sysctls":
+            cfg.linux.sysctls.update(value)  # type: ignore[arg-type]
+        elif key == "network":
+            cfg.linux.security_context.namespace_options.network = value  # type: ignore[assignment]
+        elif key == "pid":
+            cfg.linux.security_context.namespace_options.pid = value  # type: ignore[assignment]
+        elif key == "ipc":
+            cfg.linux.security_context.namespace_options.ipc = value  # type: ignore[assignment]
+    return api_pb2.RunPodSandboxRequest(config=cfg)
+
+
+def test_plan_defaults() -> None:
+    plan = validate.plan(_request(), ["pycri"], "node1")
+    assert plan.name_key == "default/web/u-1/2"
+    assert plan.namespaces == {"network": "pod", "ipc": "pod", "pid": "pod"}
+    assert plan.hostname == "web" and not plan.host_network
+
+
+def test_host_network_hostname_is_the_nodes() -> None:
+    plan = validate.plan(_request(network=api_pb2.NODE), ["pycri"], "node1")
+    assert plan.host_network and plan.hostname == "node1"
+
+
+def test_unknown_handler() -> None:
+    req = _request()
+    req.runtime_handler = "kata"
+    with pytest.raises(NotFound, match="kata"):
+        validate.plan(req, ["pycri"], "n")
+    req.runtime_handler = "pycri"
+    assert validate.plan(req, ["pycri"], "n").runtime_handler == "pycri"
+
+
+@pytest.mark.parametrize("mode_field,mode", [("network", api_pb2.CONTAINER),
+                                             ("ipc", api_pb2.CONTAINER),
+                                             ("pid", api_pb2.TARGET)])
+def test_bad_namespace_modes(mode_field: str, mode: int) -> None:
+    with pytest.raises(InvalidArgument, match=mode_field):
+        validate.plan(_request(**{mode_field: mode}), [], "n")
+
+
+def test_user_namespaces_unsupported() -> None:
+    req = _request()
+    req.config.linux.security_context.namespace_options.userns_options.mode = api_pb2.POD
+    with pytest.raises(Unimplemented):
+        validate.plan(req, [], "n")
+
+
+def test_metadata_required() -> None:
+    with pytest.raises(InvalidArgument, match="metadata"):
+        validate.plan(api_pb2.RunPodSandboxRequest(config=api_pb2.PodSandboxConfig()), [], "n")
+    req = _request()
+    req.config.metadata.name = "a/b"
+    with pytest.raises(InvalidArgument, match="name"):
+        validate.plan(req, [], "n")
+
+
+@pytest.mark.parametrize("name,value", [
+    ("net.ipv4.ip_forward", "1"), ("net.ipv4.ip_local_port_range", "1024 65000"),
+    ("kernel.sem", "250 32000 100 128"), ("kernel.shmmax", "1000"), ("kernel.msgmax", "8192"),
+    ("fs.mqueue.msg_max", "10"), ("net/ipv4/conf/eth0.100/forwarding", "1"),
+])
+def test_good_sysctls(name: str, value: str) -> None:
+    assert validate.plan(_request(sysctls={name: value}), [], "n").sysctls == {name: value}
+
+
+@pytest.mark.parametrize("name,value,why", [
+    ("kernel.panic", "1", "not namespaced"),
+    ("kernel.hostname", "x", "not namespaced"),
+    ("vm.swappiness", "1", "not namespaced"),
+    ("net.ipv4.ip_forward", "1+kernel.core_pattern=x", "single value"),
+    ("net.ipv4.ip_forward", "1=2", "single value"),
+    ("net.ipv4.ip_forward", "1\n2", "single value"),
+    ("net.ipv4.ip_forward", " 1", "single value"),
+    ("net.ipv4.ip_forward", "", "single value"),
+    ("net.ipv4.ip_forward=1", "1", "name"),
+    ("net..ipv4", "1", "name"),
+    ("net/../kernel/panic", "1", "name"),
+    ("net.ipv4.conf+kernel", "1", "name"),
+])
+def test_bad_sysctls(name: str, value: str, why: str) -> None:
+    with pytest.raises(InvalidArgument, match=why):
+        validate.plan(_request(sysctls={name: value}), [], "n")
+
+
+def test_sysctls_need_their_namespace() -> None:
+    with pytest.raises(InvalidArgument, match="host network"):
+        validate.plan(_request(network=api_pb2.NODE, sysctls={"net.core.somaxconn": "1"}), [],
+                      "n")
+    with pytest.raises(InvalidArgument, match="IPC"):
+        validate.plan(_request(ipc=api_pb2.NODE, sysctls={"kernel.shmmax": "1"}), [], "n")
+
+
+def test_resolv_conf_from_dns_config() -> None:
+    dns = api_pb2.DNSConfig(servers=["1.1.1.1"], searches=["a.local", "b"], options=["ndots:2"])
+    assert podfiles.resolv_conf(dns) == "search a.local b\nnameserver 1.1.1.1\noptions ndots:2\n"
+
+
+def test_hosts_file() -> None:
+    text = podfiles.hosts_file("web-0", ["10.0.0.5"])
+    assert "127.0.0.1\tlocalhost\n" in text and text.endswith("10.0.0.5\tweb-0\n")
+
+
+def test_pod_cgroup_naming() -> None:
+    cg = pod_cgroup.plan("cgroupfs", "", "/kubepods", "u1")
+    assert (cg.path, cg.owned, cg.prune_to) == ("/kubepods/podu1", True, "/kubepods")
+    cg = pod_cgroup.plan("cgroupfs", "/kubepods/burstable/podx", "/kubepods", "u1")
+    assert (cg.path, cg.owned) == ("/kubepods/burstable/podx", False)
+    cg = pod_cgroup.plan("systemd", "", "/kubepods", "a-b")
+    assert cg.path == "/kubepods.slice/kubepods-poda_b.slice" and cg.owned
+    cg = pod_cgroup.plan("systemd", "kubepods-besteffort-podx.slice", "/kubepods", "u")
+    assert cg.path == "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podx.slice"
+    with pytest.raises(InvalidArgument):
+        pod_cgroup.plan("systemd", "not-a-slice", "/kubepods", "u")

@@ -1,0 +1,90 @@
+"""CRI log writer: format, partial lines, long-line splitting, reopen."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from runtime.shim.crilog import MAX_LINE, CriLogWriter, rfc3339nano
+
+T0 = 1_795_000_000_123_456_789  # 2026-11-18T...
+
+
+def lines(path: Path) -> list[list[str]]:
+    return [ln.split(" ", 3) for ln in path.read_text().splitlines()]
+
+
+def writer(tmp_path: Path, **kw: object) -> tuple[CriLogWriter, Path]:
+    path = tmp_path / "logs" / "c.log"
+    return CriLogWriter(str(path), clock=lambda: T0, **kw), path  # type: ignore[arg-type]
+
+
+def test_rfc3339nano_matches_go_format() -> None:
+    assert rfc3339nano(0) == "1970-01-01T00:00:00Z"
+    assert rfc3339nano(1_500_000_000) == "1970-01-01T00:00:01.5Z"
+    assert rfc3339nano(T0).endswith(".123456789Z")
+    assert rfc3339nano(10_000_000_010) == "1970-01-01T00:00:10.00000001Z"
+
+
+def test_full_lines_per_stream(tmp_path: Path) -> None:
+    w, path = writer(tmp_path)
+    w.write("stdout", b"one\ntwo\n")
+    w.write("stderr", b"bad\n")
+    assert lines(path) == [[rfc3339nano(T0), "stdout", "F", "one"],
+                           [rfc3339nano(T0), "stdout", "F", "two"],
+                           [rfc3339nano(T0), "stderr", "F", "bad"]]
+
+
+def test_partial_line_is_held_until_newline_or_flush(tmp_path: Path) -> None:
+    w, path = writer(tmp_path)
+    w.write("stdout", b"hel")
+    assert path.read_text() == ""
+    w.write("stdout", b"lo\nwor")
+    assert [ln[3] for ln in lines(path)] == ["hello"]
+    w.flush("stdout")
+    assert [(ln[2], ln[3]) for ln in lines(path)] == [("F", "hello"), ("F", "wor")]
+
+
+def test_crlf_loses_cr_and_empty_lines_are_kept(tmp_path: Path) -> None:
+    w, path = writer(tmp_path)
+    w.write("stdout", b"a\r\n\nb\n")
+    assert path.read_text().splitlines() == [f"{rfc3339nano(T0)} stdout F a",
+                                             f"{rfc3339nano(T0)} stdout F ",
+                                             f"{rfc3339nano(T0)} stdout F b"]
+
+
+def test_long_line_split_into_partials_at_16k(tmp_path: Path) -> None:
+    assert MAX_LINE == 16384
+    w, path = writer(tmp_path)
+    data = b"x" * (MAX_LINE * 2 + 10)
+    w.write("stdout", data[:5000])
+    w.write("stdout", data[5000:] + b"\n")
+    got = lines(path)
+    assert [ln[2] for ln in got] == ["P", "P", "F"]
+    assert [len(ln[3]) for ln in got] == [MAX_LINE, MAX_LINE, 10]
+    assert "".join(ln[3] for ln in got).encode() == data
+
+
+def test_line_of_exactly_max_is_one_full_line(tmp_path: Path) -> None:
+    w, path = writer(tmp_path, max_line=8)
+    w.write("stdout", b"12345678\n123456789\n")
+    assert [(ln[2], ln[3]) for ln in lines(path)] == [("F", "12345678"), ("P", "12345678"),
+                                                       ("F", "9")]
+
+
+def test_reopen_after_rename_writes_to_new_file(tmp_path: Path) -> None:
+    w, path = writer(tmp_path)
+    w.write("stdout", b"before\n")
+    rotated = tmp_path / "logs" / "c.log.1"
+    os.rename(path, rotated)
+    w.write("stdout", b"still old\n")
+    w.reopen()
+    w.write("stdout", b"after\n")
+    assert [ln[3] for ln in lines(rotated)] == ["before", "still old"]
+    assert [ln[3] for ln in lines(path)] == ["after"]
+    w.close()
+
+
+def test_binary_bytes_pass_through(tmp_path: Path) -> None:
+    w, path = writer(tmp_path)
+    w.write("stderr", b"\xff\x00z\n")
+    assert path.read_bytes().endswith(b" stderr F \xff\x00z\n")

@@ -1,0 +1,107 @@
+"""Kubernetes channel multiplexing over WebSocket, and the SPDY-in-WebSocket tunnel."""
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from cri_server.streaming import k8s_protocols as kp
+from cri_server.streaming import websocket
+from cri_server.streaming.websocket import WsChannelConnection
+from cri_server.streaming.ws_tunnel import WsTunnelSocket
+
+
+def ws_pair(protocol: str) -> tuple[WsChannelConnection, WsChannelConnection]:
+    a, b = socket.socketpair()
+    server = WsChannelConnection(a, protocol, name="t-ws-server").start()
+    client = WsChannelConnection(b, protocol, client_side=True, name="t-ws-client").start()
+    return server, client
+
+
+@pytest.fixture(params=[kp.V5, kp.V4, kp.V4_BASE64, kp.BASE64, ""])
+def pair(request: pytest.FixtureRequest) -> Iterator[tuple[WsChannelConnection,
+                                                            WsChannelConnection]]:
+    server, client = ws_pair(request.param)
+    yield server, client
+    client.close()
+    server.close()
+
+
+def test_channels_are_kept_apart(pair: tuple[WsChannelConnection, WsChannelConnection]) -> None:
+    server, client = pair
+    client.send(0, b"stdin \x00\xff bytes")
+    server.send(1, b"out")
+    server.send(2, b"err")
+    server.send(1, b"put")
+    assert server.read(0, timeout=5) == b"stdin \x00\xff bytes"
+    assert client.read(2, timeout=5) == b"err"
+    out = b""
+    while len(out) < 6:  # a channel is a byte stream: messages may coalesce
+        out += client.read(1, timeout=5)
+    assert out == b"output"
+
+
+def test_base64_protocols_send_text(pair: tuple[WsChannelConnection, WsChannelConnection]) -> None:
+    server, _client = pair
+    assert server.base64 == (server.protocol in (kp.BASE64, kp.V4_BASE64))
+
+
+def test_v5_close_signal_ends_one_channel() -> None:
+    server, client = ws_pair(kp.V5)
+    try:
+        client.send(0, b"last")
+        client.send_close_signal(0)
+        client.send(4, b"{}")
+        assert server.read(0, timeout=5) == b"last"
+        assert server.read(0, timeout=5) == b""      # closed, while the connection lives
+        assert server.read(4, timeout=5) == b"{}"
+    finally:
+        client.close()
+        server.close()
+
+
+def test_close_ends_every_read() -> None:
+    server, client = ws_pair(kp.V4)
+    client.close()
+    assert server.read(0, timeout=5) == b""
+    assert server.wait_closed(5)
+    assert server.close_code == 1000
+    server.close()
+
+
+def test_reader_pauses_while_a_channel_buffer_is_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(websocket, "MAX_CHANNEL_BUFFER", 64 * 1024)
+    server, client = ws_pair(kp.V4)
+    try:
+        chunk = b"m" * 16384
+        writer = threading.Thread(target=lambda: [client.send(0, chunk) for _ in range(128)])
+        writer.start()
+        total, largest = 0, 0
+        while total < 128 * len(chunk):
+            data = server.read(0, 4096, timeout=10)
+            assert data
+            total += len(data)
+            largest = max(largest, len(server._inputs[0]))
+        writer.join(10)
+        assert largest <= 64 * 1024 + 64 * 1024 + 16384
+    finally:
+        client.close()
+        server.close()
+
+
+def test_spdy_tunnel_is_a_byte_stream() -> None:
+    a, b = socket.socketpair()
+    server, client = WsTunnelSocket(a), WsTunnelSocket(b, client_side=True)
+    client.sendall(b"abc")
+    client.sendall(b"defgh")
+    got = b""
+    while len(got) < 8:
+        got += server.recv(3)
+    assert got == b"abcdefgh"
+    server.sendall(b"back")
+    assert client.recv(100) == b"back"
+    client.close()
+    assert server.recv(10) == b""
+    server.close()
