@@ -174,6 +174,10 @@ def _validate_semantics(cfg: Config) -> None:
         raise ConfigError("registry.max_concurrent_downloads must be at least 1")
     if cfg.cni.plugin_timeout_seconds <= 0:
         raise ConfigError("cni.plugin_timeout_seconds must be positive")
+    bridge = cfg.cni.default_bridge
+    if not 0 < len(bridge) <= 15 or "/" in bridge or any(c.isspace() for c in bridge):
+        raise ConfigError(f"cni.default_bridge must be a 1-15 character interface name without "
+                          f"'/' or spaces, got {bridge!r}")
     try:
         ipaddress.ip_network(cfg.cni.default_subnet)
     except ValueError as exc:

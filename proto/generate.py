@@ -25,6 +25,7 @@ def generate(out_dir: Path) -> None:
         f"-I{include}",
         f"--python_out={out_dir}",
         f"--grpc_python_out={out_dir}",
+        f"--pyi_out={out_dir}",
         str(PROTO_DIR / "api.proto"),
     ])
     if rc != 0:

@@ -50,7 +50,7 @@ from proto import api_pb2
 from runtime import cgroups, shim_client
 from runtime.shim import statusfile
 from runtime.shim_client import ShimClient
-from runtime.spec_errors import SpecError
+from runtime.spec_errors import SpecError, to_cri_error
 
 log = logging.getLogger("pycri.containers")
 
@@ -462,6 +462,42 @@ class ContainerManager:
             if convert.matches(rec, flt):
                 out.append(rec)
         return sorted(out, key=lambda r: r.created_at)
+
+    def records(self) -> list[ContainerRecord]:
+        """Every container (none being created) as last refreshed, without asking any shim:
+        the cheap view for pollers (ListContainerStats); the monitor keeps it fresh."""
+        with self._lock:
+            return [r for r in self._records.values() if r.state != R.CREATING]
+
+    def update_resources(self, container_id: str, update: dict[str, Any]) -> ContainerRecord:
+        """UpdateContainerResources: merges `update` (ContainerSpec resource names) into the
+        container's resources, writes what changed to its live cgroup (created or running;
+        an exited container only has its record updated, as containerd does) and keeps the
+        result in the record (ContainerStatus.resources). A failed cgroup write is undone."""
+        from cri_server import resource_update
+        rec = self.get(container_id)
+        with self._ctr_lock(rec.id):
+            self._refresh(rec)
+            current = dict(rec.resources)
+            merged = resource_update.merge(current, update)
+            path = self._cgroup_path(rec)
+            if path and rec.state in (R.CREATED, R.RUNNING):
+                writes = resource_update.changed_only(current, merged)
+                try:
+                    if writes:
+                        cgroups.apply_resources(path, writes)
+                except SpecError as exc:
+                    with contextlib.suppress(SpecError, OSError):
+                        cgroups.apply_resources(path, resource_update.changed_only(merged,
+                                                                                   current))
+                    raise to_cri_error(exc) from None
+            with self._lock:
+                rec.resources = merged
+                if rec.spec.get("cgroup"):
+                    rec.spec = {**rec.spec, "cgroup": {**rec.spec["cgroup"],
+                                                       "resources": dict(merged)}}
+                self._save(rec)
+        return rec
 
     def is_image_in_use(self, image_id: str) -> bool:
         with self._lock:

@@ -36,6 +36,44 @@ def _close(fd: int | None) -> None:
             os.close(fd)
 
 
+TIOCGPTPEER = 0x5441
+TIOCSPTLCK = 0x40045431
+_PTMX_RDEV = os.makedev(5, 2)
+
+
+def open_container_pty(container_pid: int) -> tuple[int, int]:
+    """(master, slave) of a new pty in the container's own devpts instance.
+
+    The slave then has a name inside the container (/dev/pts/N), so `tty` and ttyname()
+    work there. /dev and /dev/pts are mount points in the container (it cannot swap them
+    for symlinks), the last component is opened without following links, and the node
+    must be a ptmx that is not the host's. Falls back to a host pty if any check fails.
+    """
+    try:
+        host_devpts = os.stat("/dev/pts/ptmx").st_dev
+        master = os.open(f"/proc/{container_pid}/root/dev/pts/ptmx",
+                         os.O_RDWR | os.O_NOCTTY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return _host_pty()
+    try:
+        st = os.fstat(master)
+        if st.st_rdev != _PTMX_RDEV or st.st_dev == host_devpts:
+            raise OSError("not the container's ptmx")
+        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+        slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        return master, int(slave)
+    except OSError:
+        os.close(master)
+        return _host_pty()
+
+
+def _host_pty() -> tuple[int, int]:
+    master, slave = pty.openpty()
+    os.set_inheritable(master, False)
+    os.set_inheritable(slave, False)
+    return master, slave
+
+
 def _set_winsize(fd: int, width: int, height: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
 
@@ -44,7 +82,7 @@ class ExecSession:
     """One streaming exec: the process runs in the container until it exits or is killed."""
 
     def __init__(self, shim: Any, container_id: str, cmd: Sequence[str], tty: bool,
-                 stdin: bool, stdout: bool, stderr: bool) -> None:
+                 stdin: bool, stdout: bool, stderr: bool, container_pid: int = 0) -> None:
         self._shim = shim
         self.tty = tty
         self.stdin: int | None = None
@@ -56,8 +94,8 @@ class ExecSession:
         passed: list[int] = []
         try:
             if tty:
-                master, slave = pty.openpty()
-                os.set_inheritable(master, False)
+                master, slave = (open_container_pty(container_pid) if container_pid
+                                 else _host_pty())
                 self._master = master
                 passed = [slave]
                 self.stdout = os.dup(master)
@@ -244,7 +282,7 @@ class ContainerStreamingBackend:
         if not cmd:
             raise InvalidArgument("exec needs a command")
         rec, shim = self.containers.running_container(container_id, "exec")
-        return ExecSession(shim, rec.id, cmd, tty, stdin, stdout, stderr)
+        return ExecSession(shim, rec.id, cmd, tty, stdin, stdout, stderr, rec.pid)
 
     def attach(self, container_id: str, stdin: bool, stdout: bool, stderr: bool,
                tty: bool) -> AttachSession:

@@ -30,14 +30,18 @@ def is_shim(pid: int) -> bool:
 
 
 def is_shim_of(pid: int, shim_dir: str) -> bool:
-    """pid is a live shim serving shim_dir (its stdout is <shim_dir>/shim.log): guards
-    against a recycled pid that now belongs to another pod's shim."""
+    """pid is a live shim serving shim_dir (its stdout is <shim_dir>/shim.log, or its pid file
+    names it): guards against a recycled pid that now belongs to another pod's shim."""
     if not is_shim(pid):
         return False
-    try:
-        return os.readlink(f"/proc/{pid}/fd/1") == os.path.join(shim_dir, "shim.log")
-    except OSError:
-        return False
+    log = os.path.join(shim_dir, "shim.log")
+    for fd in (1, 2):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == log:
+                return True
+        except OSError:
+            pass
+    return _pid_from_file(shim_dir) == pid
 
 
 def kill_stale_shim(shim_dir: str, known_pid: int = 0, timeout: float = 5.0) -> None:

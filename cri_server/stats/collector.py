@@ -15,6 +15,9 @@ from proto import api_pb2
 from cri_server.stats import readers
 from cri_server.stats.sources import ContainerSource, PodSource
 
+# A CPU sample older than this is dropped (and the next reading has no nano cores again).
+SAMPLE_FORGET_NS = 600 * 1_000_000_000
+
 
 def _u64(value: int) -> api_pb2.UInt64Value:
     return api_pb2.UInt64Value(value=max(0, int(value)))
@@ -36,15 +39,26 @@ class StatsCollector:
         self._fs_mountpoint = _mountpoint(containers_root) if os.path.exists(containers_root) else "/"
         self._lock = threading.Lock()
         self._last_cpu: dict[str, tuple[int, int]] = {}  # id -> (timestamp ns, usage ns)
+        self._last_prune = time.time_ns()
 
     # -- pieces --------------------------------------------------------------
     def _nano_cores(self, key: str, now: int, usage: int) -> int | None:
         with self._lock:
             prev = self._last_cpu.get(key)
             self._last_cpu[key] = (now, usage)
+            if now - self._last_prune > SAMPLE_FORGET_NS // 10:
+                self._prune(now)
         if prev is None or now <= prev[0] or usage < prev[1]:
             return None
         return int((usage - prev[1]) * 1_000_000_000 / (now - prev[0]))
+
+    def _prune(self, now: int) -> None:
+        """Forgets the samples of containers and pods nobody asked about for a while (they
+        are gone, most likely); lock held."""
+        self._last_prune = now
+        for key, (ts, _usage) in list(self._last_cpu.items()):
+            if now - ts > SAMPLE_FORGET_NS:
+                del self._last_cpu[key]
 
     def forget(self, key: str) -> None:
         with self._lock:
@@ -59,14 +73,18 @@ class StatsCollector:
         return cpu
 
     @staticmethod
-    def _memory(now: int, raw: dict[str, int]) -> api_pb2.MemoryUsage:
-        return api_pb2.MemoryUsage(
+    def _memory(now: int, raw: dict[str, int], limit: int = 0) -> api_pb2.MemoryUsage:
+        working_set = raw.get("memory_working_set_bytes", 0)
+        mem = api_pb2.MemoryUsage(
             timestamp=now,
-            working_set_bytes=_u64(raw.get("memory_working_set_bytes", 0)),
+            working_set_bytes=_u64(working_set),
             usage_bytes=_u64(raw.get("memory_usage_bytes", 0)),
             rss_bytes=_u64(raw.get("memory_rss_bytes", 0)),
             page_faults=_u64(raw.get("page_faults", 0)),
             major_page_faults=_u64(raw.get("major_page_faults", 0)))
+        if limit > 0:  # as containerd: what is left below the limit
+            mem.available_bytes.CopyFrom(_u64(limit - working_set))
+        return mem
 
     # -- containers ----------------------------------------------------------
     def container_stats(self, src: ContainerSource) -> api_pb2.ContainerStats:
@@ -78,7 +96,7 @@ class StatsCollector:
                 id=src.id, metadata=api_pb2.ContainerMetadata(name=src.name, attempt=src.attempt),
                 labels=src.labels, annotations=src.annotations),
             cpu=self._cpu(src.id, now, raw),
-            memory=self._memory(now, raw),
+            memory=self._memory(now, raw, src.memory_limit),
             swap=api_pb2.SwapUsage(timestamp=now, swap_usage_bytes=_u64(raw.get("swap_usage_bytes", 0))),
             writable_layer=api_pb2.FilesystemUsage(
                 timestamp=now,

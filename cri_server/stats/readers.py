@@ -7,15 +7,37 @@ import time
 from dataclasses import dataclass
 
 from runtime import cgroups
+from runtime.spec_errors import SpecError
+
+# open_cgroup() parses /proc/self/mounts (several times) to find the hierarchies; the layout
+# does not change while the daemon runs, so each path's manager is made once and kept.
+_CGROUP_CACHE_LIMIT = 4096
+_cgroups: dict[str, cgroups.Cgroup] = {}
+_cgroups_lock = threading.Lock()
+
+
+def _open(path: str) -> cgroups.Cgroup:
+    with _cgroups_lock:
+        cg = _cgroups.get(path)
+    if cg is None:
+        cg = cgroups.open_cgroup(path)
+        with _cgroups_lock:
+            if len(_cgroups) >= _CGROUP_CACHE_LIMIT:
+                _cgroups.clear()
+            _cgroups[path] = cg
+    return cg
 
 
 def cgroup_stats(path: str) -> dict[str, int]:
-    """The cgroup's counters, or {} when it is gone (the container just exited)."""
+    """The cgroup's counters, or {} when it does not exist (not made yet, or gone)."""
     if not path:
         return {}
     try:
-        return cgroups.read_stats(path)
-    except (OSError, ValueError):
+        cg = _open(path)
+        if not cg.exists():
+            return {}
+        return cg.stats()
+    except (OSError, ValueError, SpecError):
         return {}
 
 
@@ -53,27 +75,85 @@ def disk_usage(root: str) -> DiskUsage:
 
 
 class DiskUsageCache:
-    """Walking a writable layer on every poll is too slow: keep each answer for a while."""
+    """Walking a writable layer on every poll is too slow: keep each answer for a while.
 
-    def __init__(self, ttl: float = 10.0) -> None:
+    The first reading of a directory is taken at once. A reading older than `ttl` is
+    still answered, and a background thread walks the tree again (stale-while-revalidate),
+    so a poll never waits for a big writable layer to be walked. Directories nobody asked
+    about for `forget_after` seconds are dropped. With background=False every stale
+    reading is retaken in the caller (tests, tools).
+    """
+
+    def __init__(self, ttl: float = 10.0, background: bool = True,
+                 forget_after: float = 600.0) -> None:
         self.ttl = ttl
+        self.forget_after = forget_after
+        self._background = background
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, DiskUsage]] = {}
+        self._asked: dict[str, float] = {}
+        self._pending: list[str] = []
+        self._wake = threading.Condition(self._lock)
+        self._worker: threading.Thread | None = None
+        self._last_prune = time.monotonic()
 
     def get(self, root: str) -> DiskUsage:
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(root)
-        if hit and now - hit[0] < self.ttl:
+            self._asked[root] = now
+            if hit is not None and now - hit[0] >= self.ttl and self._background:
+                self._schedule(root)
+            if now - self._last_prune > self.forget_after / 10:
+                self._prune(now)
+        if hit is not None and (now - hit[0] < self.ttl or self._background):
             return hit[1]
+        return self._measure(root)
+
+    def _measure(self, root: str) -> DiskUsage:
+        taken = time.monotonic()
         usage = disk_usage(root)
         with self._lock:
-            self._cache[root] = (now, usage)
+            self._cache[root] = (taken, usage)
         return usage
+
+    def _schedule(self, root: str) -> None:
+        """Queues root for the background walker (lock held)."""
+        if root in self._pending:
+            return
+        self._pending.append(root)
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._work, name="disk-usage", daemon=True)
+            self._worker.start()
+        self._wake.notify()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._wake.wait(60)
+                    if not self._pending:
+                        self._worker = None
+                        return
+                root = self._pending[0]
+            try:
+                self._measure(root)
+            finally:
+                with self._lock:
+                    self._pending.remove(root)
+
+    def _prune(self, now: float) -> None:
+        """Drops directories not asked about for forget_after seconds (lock held)."""
+        self._last_prune = now
+        for root, asked in list(self._asked.items()):
+            if now - asked > self.forget_after:
+                self._asked.pop(root, None)
+                self._cache.pop(root, None)
 
     def forget(self, root: str) -> None:
         with self._lock:
             self._cache.pop(root, None)
+            self._asked.pop(root, None)
 
 
 @dataclass

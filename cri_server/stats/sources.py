@@ -17,6 +17,7 @@ class ContainerSource:
     image: str = ""
     created_at: int = 0       # ns since the epoch
     started_at: int = 0
+    memory_limit: int = 0     # bytes; 0 = none
 
 
 @dataclass

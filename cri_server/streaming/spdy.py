@@ -45,6 +45,7 @@ MAX_WINDOW = 0x7FFFFFFF
 MAX_DATA_FRAME = 16 * 1024          # the size we cut outgoing DATA frames into
 MAX_FRAME_LENGTH = 0xFFFFFF         # 24-bit length field
 MAX_HEADER_BLOCK = 256 * 1024       # decompressed header block limit (zlib bomb guard)
+MAX_PEER_STREAMS = 1000             # open streams a peer may have; more are REFUSED_STREAM
 
 FLAG_FIN = 0x01
 FLAG_UNIDIRECTIONAL = 0x02
@@ -538,6 +539,9 @@ class SpdyConnection:
         if self._streams.pop(stream_id, None) is not None:
             self._recently_closed.append(stream_id)
 
+    def _peer_stream_count(self) -> int:
+        return sum(1 for sid in self._streams if self._is_peer_id(sid))
+
     def _is_peer_id(self, stream_id: int) -> bool:
         return (stream_id % 2 == 0) if self.client_side else (stream_id % 2 == 1)
 
@@ -669,7 +673,7 @@ class SpdyConnection:
             self.reset_stream(sid, RstStatus.PROTOCOL_ERROR)
             return
         self._last_peer_stream_id = sid
-        if self.goaway_sent:
+        if self.goaway_sent or self._peer_stream_count() >= MAX_PEER_STREAMS:
             self.reset_stream(sid, RstStatus.REFUSED_STREAM)
             return
         fin = bool(flags & FLAG_FIN)

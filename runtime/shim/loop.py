@@ -158,11 +158,7 @@ class BufferedWriter:
             self._fail(e)
             return False
         if n < len(data):
-            rest = data[n:]
-            if len(rest) > self.limit and not force:
-                self.dropped += len(rest)
-                return False
-            self._buf += rest
+            self._buf += data[n:]  # never drop part of a chunk: the peer would lose framing
             self.loop.add_writer(self.fd, self._flush)
         return True
 

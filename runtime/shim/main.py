@@ -48,6 +48,22 @@ def validate_pod(pod: Any) -> dict[str, Any]:
     return pod
 
 
+def _join_pod_cgroup(pod: dict[str, Any], pid: int) -> None:
+    """Put the pause-holder into the pod cgroup the daemon made (best effort, like the
+    sandbox container of containerd; a failure is logged in shim.log)."""
+    cgroup = pod.get("cgroup")
+    path = cgroup.get("path") if isinstance(cgroup, dict) else None
+    if not path:
+        return
+    try:
+        from runtime import cgroups
+
+        cgroups.attach(path, pid)
+    except Exception as e:  # noqa: BLE001
+        print(f"pycri-shim {pod['pod_id']}: pause-holder not moved to cgroup {path}: {e}",
+              file=sys.stderr)
+
+
 def _refuse_if_running(sock_path: str) -> None:
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     probe.settimeout(1.0)
@@ -111,6 +127,7 @@ def run_shim(pod: dict[str, Any], ready_fd: int) -> NoReturn:
 
         if types:
             pause_pid = start_pause_holder(pod, types)
+            _join_pod_cgroup(pod, pause_pid)
             pinned = namespaces.pin(pause_pid, types, ns_dir)
 
         sock_path = os.path.join(shim_dir, "shim.sock")

@@ -1,7 +1,10 @@
-"""OOM-kill detection hook: the container cgroup's oom-kill count from
-runtime.cgroups.oom_kill_count(spec["cgroup"]["path"]) (owner: init), read when
-the container starts and when it exits by SIGKILL. Without a cgroup path an OOM
-kill is reported as "Error" with exit code 137."""
+"""Container cgroup hooks of the shim (the cgroup itself is runtime.cgroups, owner init).
+
+- OOM-kill detection: runtime.cgroups.oom_kill_count(spec["cgroup"]["path"]) is read when
+  the container starts and when it exits by SIGKILL; a higher count means "OOMKilled".
+  Without a cgroup path an OOM kill is reported as "Error" with exit code 137.
+- remove_container_cgroup(): the container's cgroup is removed once it exited (after the
+  OOM check), as runc delete does in containerd."""
 from __future__ import annotations
 
 import importlib
@@ -25,6 +28,21 @@ def oom_kill_count(spec: dict[str, Any]) -> int | None:
         return int(fn(path))
     except Exception:  # noqa: BLE001 - detection is best effort
         return None
+
+
+def remove_container_cgroup(spec: dict[str, Any]) -> str | None:
+    """Remove the container's cgroup after it exited, as runc delete does (the init creates
+    it; contract 5). Returns an error message, or None."""
+    cgroup = spec.get("cgroup")
+    path = cgroup.get("path") if isinstance(cgroup, dict) else None
+    if not path:
+        return None
+    try:
+        cgroups = importlib.import_module("runtime.cgroups")
+        cgroups.remove_cgroup(path, timeout=1.0)
+    except Exception as e:  # noqa: BLE001 - reported by the caller, never fatal
+        return f"removing cgroup {path}: {e}"
+    return None
 
 
 def was_oom_killed(spec: dict[str, Any], count_at_start: int | None, exit_signal: int) -> bool:

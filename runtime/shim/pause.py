@@ -16,6 +16,7 @@ import json
 import os
 import select
 import signal
+import time
 from typing import Any, NoReturn
 
 from runtime import syscalls
@@ -37,6 +38,10 @@ def _child(name: str, types: list[str], hostname: str, sysctls: dict[str, str], 
         signal.set_wakeup_fd(-1)
         os.closerange(3, report_w)
         os.closerange(report_w + 1, 65536)
+        null = os.open("/dev/null", os.O_RDWR)  # do not keep the shim's log open
+        for target in (0, 1, 2):
+            os.dup2(null, target)
+        os.close(null)
         syscalls.set_process_name("pycri-pause")
         other = [t for t in types if t != "pid"]
         if other:
@@ -45,8 +50,8 @@ def _child(name: str, types: list[str], hostname: str, sysctls: dict[str, str], 
             syscalls.sethostname(hostname)
         namespaces.apply_sysctls(sysctls)
         os.write(report_w, b'{"ok": true}\n')
-        os.close(report_w)
         exec_tiny_pause(name)  # returns only where the tiny program cannot run
+        os.close(report_w)  # (a successful exec closes it: O_CLOEXEC)
         waited = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
         signal.pthread_sigmask(signal.SIG_BLOCK, waited)
         for sig in waited:
@@ -97,9 +102,15 @@ def start_pause_holder(pod: dict[str, Any], types: list[str], timeout: float = 1
         os.close(w)
         w = -1
         data = b""
-        ready, _, _ = select.select([r], [], [], timeout)
-        if ready:
-            data = os.read(r, 65536)
+        deadline = time.monotonic() + timeout
+        ready = True
+        while ready:  # until EOF: the report pipe closes when the pause-holder has exec'd
+            ready = bool(select.select([r], [], [], max(0.0, deadline - time.monotonic()))[0])
+            if ready:
+                chunk = os.read(r, 65536)
+                if not chunk:
+                    break
+                data += chunk
         try:
             msg = json.loads(data.split(b"\n")[0]) if data else None
         except ValueError:

@@ -14,6 +14,7 @@ import secrets
 import signal
 import socket
 import struct
+import sys
 import termios
 import time
 from collections.abc import Callable
@@ -475,6 +476,7 @@ class Shim:
                               f"container init exited with code {exit_code_of(status)} "
                               "before it was ready")
             self._release_fds(c)
+            self._remove_cgroup(c)
             return
         self._drain_outputs(c)
         c.mark_exited(status, oom.was_oom_killed(c.spec, c.oom_count_at_start,
@@ -482,6 +484,7 @@ class Shim:
                                                  else 0))
         if c.start_error and not c.message:
             c.message = c.start_error[1]
+        self._remove_cgroup(c)
         _close(c.gate_w)
         c.gate_w = -1
         self._close_stdin(c)
@@ -500,6 +503,11 @@ class Shim:
         if c.pending_delete:
             self._finish_delete(c)
         self._check_shutdown()
+
+    def _remove_cgroup(self, c: Container) -> None:
+        error = oom.remove_container_cgroup(c.spec)
+        if error:
+            print(f"pycri-shim {self.pod_id}: container {c.id}: {error}", file=sys.stderr)
 
     # --- wait / delete ----------------------------------------------------------------
     def op_wait(self, conn: Connection, req: dict[str, Any]) -> dict[str, Any] | None:

@@ -100,7 +100,8 @@ class ShimEnv:
 
     def container_spec(self, cid: str, pod_id: str, args: list[str], tty: bool = False,
                        stdin: bool = False, stdin_once: bool = False,
-                       log: bool = True, pid_mode: str | None = None) -> dict[str, Any]:
+                       log: bool = True, pid_mode: str | None = None,
+                       cgroup: dict[str, Any] | None = None) -> dict[str, Any]:
         """pid_mode: "pod" (join the pod's), "container" (new); default: the pod's if it has one."""
         hello = ShimClient(self.pods[pod_id]["spec"]["shim_dir"]).hello()
         if pid_mode is None:
@@ -125,7 +126,7 @@ class ShimEnv:
                         "rlimits": [], "apparmor_profile": None},
             "namespaces": namespaces, "hostname": None, "mounts": [], "devices": [],
             "masked_paths": [], "readonly_paths": [], "privileged": False, "seccomp": None,
-            "cgroup": None, "log_path": log_path,
+            "cgroup": cgroup, "log_path": log_path,
         }
         if not self.fallback:
             from runtime import container_spec
@@ -165,7 +166,7 @@ def process_gone(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # ESRCH while the process is exiting
         return True
 
 

@@ -439,3 +439,17 @@ def test_overlay_image_volume_mount(box: Box, lower: str) -> None:
         assert out.split() == ["top", "layer", "/imgvol/bin/busybox", "RO"]
     finally:
         shutil.rmtree(second)
+
+
+def test_cgroup_mount_without_cgroup_namespace_shows_own_cgroup(box: Box) -> None:
+    spec = box.spec(sh("cat /sys/fs/cgroup/memory/memory.limit_in_bytes "
+                       "/sys/fs/cgroup/pids/pids.max; ls /sys/fs/cgroup/memory | grep -c "
+                       "pycri; grep memory /proc/self/cgroup; touch /sys/fs/cgroup/pids/x "
+                       "|| echo RO"),
+                    namespaces=[{"type": t, "path": None} for t in ("ipc", "uts", "pid",
+                                                                     "network")])
+    spec["cgroup"]["resources"] = {"memory_limit_in_bytes": 40 << 20, "pids_limit": 33}
+    out = ok(run_init(spec)).split()
+    assert out[:3] == [str(40 << 20), "33", "0"]  # its own cgroup, not the host's tree
+    assert out[3].endswith(f":memory:{spec['cgroup']['path']}")  # host cgroup namespace
+    assert out[4] == "RO"

@@ -30,7 +30,7 @@ from tests.support.daemon import TEST_BRIDGE, PycriDaemon
 FAKE_PLUGIN = f"""#!{sys.executable}
 import json, os, shutil, sys, time
 conf = json.load(sys.stdin)
-ctl = json.load(open(conf["control"]))
+ctl = json.load(open(conf["control"])) if "control" in conf else {{}}
 cmd = os.environ.get("CNI_COMMAND")
 def fail(msg):
     print(json.dumps({{"cniVersion": conf.get("cniVersion", "1.0.0"), "code": 999, "msg": msg}}))
@@ -305,3 +305,18 @@ def test_systemd_cgroup_driver_pod_slice() -> None:
         assert not Path(f"/sys/fs/cgroup/memory/{slice_name}").exists()
     finally:
         _teardown(d)
+
+
+def test_bad_cni_config_fails_cleanly(fake_daemon) -> None:  # type: ignore[no-untyped-def]
+    d, net = fake_daemon
+    broken = dict(net.conflist)
+    broken["plugins"] = [*net.conflist["plugins"], {"type": "pycri-no-such-plugin"}]
+    (d.cni_conf_dir / "10-fake.conflist").write_text(json.dumps(broken))
+    d.start()
+    conditions = {c.type: c for c in d.c.Status(api_pb2.StatusRequest()).status.conditions}
+    assert conditions["NetworkReady"].status is False
+    assert "pycri-no-such-plugin" in conditions["NetworkReady"].message
+    err = rpc_error(pods.run_pod, d.c, pods.pod_config())
+    assert "pycri-no-such-plugin" in err.details()
+    assert pods.list_pods(d.c) == []
+    _assert_clean(d, net)

@@ -220,8 +220,8 @@ def _drain(stream):  # type: ignore[no-untyped-def]
 def test_attach_client_that_never_reads_does_not_block_the_container(env: ShimEnv, pod) -> None:  # type: ignore[no-untyped-def]
     client, pod_id = pod
     line = "x" * 99  # 100 bytes with the newline; 6 MB is more than the 2 MiB client buffer
-    spec = env.container_spec("flood", pod_id, ["sh", "-c", f"yes {line} | head -c 6000000; "
-                                                            "echo done"])
+    script = f"yes {line} | head -c 6000000; echo done"
+    spec = env.container_spec("flood", pod_id, ["sh", "-c", script])
     client.create("flood", spec)
     stuck = client.attach("flood")  # never reads: its socket buffer fills up
     client.start("flood")
@@ -335,6 +335,24 @@ def test_delete_running_and_shutdown_with_running_containers(env: ShimEnv) -> No
     states = read_states(env.pods["shutdown-pod"]["spec"]["shim_dir"])
     assert states["b"]["state"] == "exited" and states["b"]["exit_code"] == 128 + signal.SIGTERM
     del env.pods["shutdown-pod"]
+
+
+def test_oom_killed_container_reports_137_and_its_cgroup_is_removed(env: ShimEnv, pod) -> None:  # type: ignore[no-untyped-def]
+    if env.fallback:
+        pytest.skip("needs runtime.container_init (it creates the container cgroup)")
+    client, pod_id = pod
+    path = f"/pycri-shimtest-oom-{os.getpid()}"
+    hog = "x=$(yes aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa | head -c 300000000); echo survived"
+    spec = env.container_spec("hog", pod_id, ["sh", "-c", hog], cgroup={
+        "driver": "cgroupfs", "path": path,
+        "resources": {"memory_limit_in_bytes": 24 << 20}})
+    client.create("hog", spec)
+    memory_dir = f"/sys/fs/cgroup/memory{path}"
+    assert os.path.isdir(memory_dir)
+    client.start("hog")
+    final = client.wait("hog", 30)
+    assert (final["exit_code"], final["reason"]) == (137, "OOMKilled")
+    assert not os.path.isdir(memory_dir)  # removed once the container exited
 
 
 def test_many_containers_in_one_pod(env: ShimEnv, pod) -> None:  # type: ignore[no-untyped-def]

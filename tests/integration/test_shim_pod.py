@@ -207,6 +207,25 @@ def test_kill_9_of_shim_kills_pause_and_status_files_remain(env: ShimEnv) -> Non
     del env.pods["shimdies"]
 
 
+def test_pause_holder_joins_the_pod_cgroup(env: ShimEnv) -> None:
+    from runtime import cgroups
+
+    path = f"/pycri-shimtest-{os.getpid()}"
+    cgroups.create_cgroup(path)
+    try:
+        spec = env.pod_spec("cgpod")
+        spec["cgroup"] = {"driver": "cgroupfs", "parent": "/", "path": path}
+        info = env.zygote.spawn_shim_info(spec)
+        env.pods["cgpod"] = {"spec": spec, "info": info}
+        with open(f"/proc/{info['pause_pid']}/cgroup") as f:
+            assert any(line.rstrip().endswith(":" + path) for line in f)
+        ShimClient(spec["shim_dir"]).shutdown(grace=0)
+        del env.pods["cgpod"]
+        assert wait_gone([info["pid"], info["pause_pid"]])
+    finally:
+        cgroups.remove_cgroup(path)
+
+
 def test_second_shim_for_the_same_pod_is_refused(env: ShimEnv) -> None:
     client, info = env.spawn("twice")
     with pytest.raises(ZygoteError, match="already running"):

@@ -299,3 +299,13 @@ def test_headers_frame_and_fin_on_reply() -> None:
     assert pump(client, server) == [spdy.HeadersReceived(sid, [("c", "3")], True),
                                     spdy.StreamEnded(sid)]
     assert not client.stream_is_open(sid) and not server.stream_is_open(sid)
+
+
+def test_too_many_peer_streams_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spdy, "MAX_PEER_STREAMS", 3)
+    client, server = pair()
+    for _ in range(4):
+        client.open_stream([])
+    events = pump(client, server)
+    assert [e.stream_id for e in of_type(events, spdy.StreamOpened)] == [1, 3, 5]
+    assert struct.unpack(">II", server.data_to_send()[-8:]) == (7, spdy.RstStatus.REFUSED_STREAM)

@@ -1,0 +1,232 @@
+"""ExecSync and the streaming RPCs (Exec, Attach, PortForward) end to end: real containers,
+the daemon's streaming server, and the tests' own SPDY and WebSocket clients."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from proto import api_pb2
+from tests.support import spdy_client, ws_client
+from tests.support.containers import ContainerEnv
+from tests.support.cri_client import rpc_error
+
+HTTPD_PORT = 8080
+
+
+@pytest.fixture(scope="module")
+def env(daemon) -> Iterator[ContainerEnv]:  # type: ignore[no-untyped-def]
+    with ContainerEnv(daemon.c) as e:
+        yield e
+
+
+@pytest.fixture(scope="module")
+def box(env: ContainerEnv) -> str:
+    """A running container shared by the exec tests (runs as www-data in /tmp)."""
+    return env.run(["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2; done"],
+                   envs=[api_pb2.KeyValue(key="CTR_ENV", value=b"yes")], working_dir="/tmp",
+                   linux=api_pb2.LinuxContainerConfig(
+                       security_context=api_pb2.LinuxContainerSecurityContext(
+                           run_as_user=api_pb2.Int64Value(value=33), no_new_privs=True)))
+
+
+def _exec_url(env: ContainerEnv, cid: str, cmd: list[str], tty: bool = False,
+              stdin: bool = False) -> str:
+    return str(env.cri.Exec(api_pb2.ExecRequest(container_id=cid, cmd=cmd, tty=tty, stdin=stdin,
+                                                stdout=True, stderr=not tty)).url)
+
+
+def _pids_of(marker: str) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = open(f"/proc/{entry}/cmdline", "rb").read().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if marker.encode() in cmd:
+                out.append(int(entry))
+    return out
+
+
+# -- ExecSync ---------------------------------------------------------------------------------
+
+def test_exec_sync_output_exit_code_and_context(env: ContainerEnv, box: str) -> None:
+    r = env.exec_sync(box, ["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert (r.stdout, r.stderr, r.exit_code) == (b"out\n", b"err\n", 3)
+    r = env.exec_sync(box, ["sh", "-c", "id -u; pwd; echo $CTR_ENV; "
+                            "grep NoNewPrivs /proc/self/status; cat /proc/1/comm; true"])
+    lines = r.stdout.decode().split("\n")
+    assert lines[0] == "33" and lines[1] == "/tmp" and lines[2] == "yes"
+    assert lines[3].split() == ["NoNewPrivs:", "1"]
+    # same pid namespace as the container (its PID 1 is the container's sh)
+    assert lines[4] == "sh"
+    try:   # a missing command is a failure (an error, or a non-zero exit), never a hang
+        assert env.exec_sync(box, ["/no/such/cmd"]).exit_code != 0
+    except grpc.RpcError as exc:
+        assert "/no/such/cmd" in (exc.details() or "")
+
+
+def test_exec_sync_large_output_is_capped(env: ContainerEnv, box: str) -> None:
+    r = env.exec_sync(box, ["head", "-c", str(20 << 20), "/dev/zero"], timeout=30)
+    assert r.exit_code == 0 and len(r.stdout) == 16 << 20 and set(r.stdout) == {0}
+    r = env.exec_sync(box, ["sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' 'e' >&2"])
+    assert len(r.stderr) == 3000000
+
+
+def test_exec_sync_timeout_kills_the_command(env: ContainerEnv, box: str) -> None:
+    t0 = time.monotonic()
+    err = rpc_error(env.exec_sync, box, ["sleep", "7777"], 1)
+    assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "timed out" in err.details()
+    assert time.monotonic() - t0 < 5
+    deadline = time.monotonic() + 5
+    while _pids_of("sleep 7777"):
+        assert time.monotonic() < deadline, "the timed out command is still running"
+        time.sleep(0.05)
+
+
+def test_exec_sync_needs_a_running_container(env: ContainerEnv) -> None:
+    cid = env.create(env.config(["sleep", "100"]))
+    assert rpc_error(env.exec_sync, cid, ["true"]).code() == grpc.StatusCode.FAILED_PRECONDITION
+    env.remove(cid)
+    assert rpc_error(env.exec_sync, cid, ["true"]).code() == grpc.StatusCode.NOT_FOUND
+    err = rpc_error(env.cri.Exec, api_pb2.ExecRequest(container_id="0" * 64, cmd=["true"],
+                                                      stdout=True))
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+
+
+# -- streaming exec -----------------------------------------------------------------------------
+
+def test_spdy_exec_no_tty(env: ContainerEnv, box: str) -> None:
+    res = spdy_client.exec_url(_exec_url(env, box, ["sh", "-c", "echo o; echo e >&2; exit 4"]))
+    assert (res.stdout, res.stderr, res.exit_code) == (b"o\n", b"e\n", 4)
+    res = spdy_client.exec_url(_exec_url(env, box, ["cat"], stdin=True), stdin=b"piped\n")
+    assert res.stdout == b"piped\n" and res.exit_code == 0
+
+
+def test_spdy_exec_tty_and_resize(env: ContainerEnv, box: str) -> None:
+    url = _exec_url(env, box, ["sh", "-c", "sleep 0.3; stty size; busybox tty"], tty=True)
+    res = spdy_client.exec_url(url, tty=True, resize=[(100, 30)])
+    text = res.stdout.decode()
+    assert "30 100" in text and "/dev/pts/" in text and res.exit_code == 0
+    ex = spdy_client.SpdyExec(_exec_url(env, box, ["sh"], tty=True, stdin=True), stdin=True,
+                              tty=True)
+    ex.write(b"echo in-$((6*7))\n")
+    assert b"in-42" in ex.read_until(b"in-42")
+    ex.write(b"exit 5\n")
+    assert ex.finish().exit_code == 5
+
+
+def test_websocket_exec(env: ContainerEnv, box: str) -> None:
+    res = ws_client.ws_exec(_exec_url(env, box, ["sh", "-c", "cat; echo e >&2; exit 2"],
+                                      stdin=True), stdin=b"via ws\n")
+    assert (res.stdout, res.stderr, res.exit_code) == (b"via ws\n", b"e\n", 2)
+    res = ws_client.ws_exec(_exec_url(env, box, ["sh", "-c", "sleep 0.3; stty size"], tty=True),
+                            tty=True, resize=[(81, 25)])
+    assert b"25 81" in res.stdout
+
+
+def test_exec_token_is_single_use(env: ContainerEnv, box: str) -> None:
+    url = _exec_url(env, box, ["true"])
+    assert spdy_client.exec_url(url).exit_code == 0
+    with pytest.raises(Exception) as info:
+        spdy_client.exec_url(url)
+    assert "404" in str(info.value)
+
+
+def test_client_killed_mid_exec_leaves_no_process(env: ContainerEnv, box: str) -> None:
+    ex = spdy_client.SpdyExec(_exec_url(env, box, ["sh", "-c", "echo started; sleep 8888"]))
+    assert b"started" in ex.read_until(b"started")
+    assert _pids_of("sleep 8888")
+    ex.abort()
+    deadline = time.monotonic() + 10
+    while _pids_of("sleep 8888"):
+        assert time.monotonic() < deadline, "exec process survived its client"
+        time.sleep(0.1)
+
+
+def test_concurrent_exec_sessions(env: ContainerEnv, box: str) -> None:
+    results: dict[int, bytes] = {}
+    errors: list[BaseException] = []
+
+    def one(i: int) -> None:
+        try:
+            res = spdy_client.exec_url(_exec_url(env, box, ["echo", f"n{i}"]), timeout=30)
+            results[i] = res.stdout
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and results == {i: f"n{i}\n".encode() for i in range(20)}
+
+
+# -- attach -----------------------------------------------------------------------------------
+
+def test_attach_to_a_container_echoing_stdin(env: ContainerEnv) -> None:
+    cid = env.run(["sh", "-c", "while read line; do echo got:$line; done; echo bye"],
+                  stdin=True, stdin_once=True)
+    url = env.cri.Attach(api_pb2.AttachRequest(container_id=cid, stdin=True, stdout=True,
+                                               stderr=True)).url
+    ex = spdy_client.SpdyExec(url, stdin=True)
+    ex.write(b"hello\n")
+    assert b"got:hello" in ex.read_until(b"got:hello")
+    ex.close_stdin()             # stdin_once: the container's stdin closes with it
+    res = ex.finish()
+    assert b"bye" in res.stdout
+    st = env.wait_exit(cid)
+    assert st.exit_code == 0
+    # the output also went to the log
+    assert ("stdout", "got:hello\n") in env.log_lines(cid)
+    env.remove(cid)
+
+
+def test_attach_websocket_and_without_stdin(env: ContainerEnv) -> None:
+    cid = env.run(["sh", "-c", "while true; do echo tick; sleep 0.1; done"])
+    url = env.cri.Attach(api_pb2.AttachRequest(container_id=cid, stdout=True,
+                                               stderr=True)).url
+    ex = ws_client.WsExec(url)
+    assert b"tick" in ex.read_until(b"tick")
+    ex.abort()                   # detaching leaves the container running
+    time.sleep(0.2)
+    assert env.status(cid).state == api_pb2.CONTAINER_RUNNING
+    err = rpc_error(env.cri.Attach, api_pb2.AttachRequest(container_id="0" * 64, stdout=True))
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    env.remove(cid)
+
+
+# -- port-forward -------------------------------------------------------------------------------
+
+def test_port_forward_to_httpd_in_the_pod(env: ContainerEnv, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "index.html").write_text("hello from the pod\n")
+    cid = env.run(["httpd", "-f", "-p", str(HTTPD_PORT), "-h", "/www"],
+                  mounts=[api_pb2.Mount(container_path="/www", host_path=str(www),
+                                        readonly=True)])
+    time.sleep(0.3)
+    url = env.cri.PortForward(api_pb2.PortForwardRequest(pod_sandbox_id=env.pod_id,
+                                                         port=[HTTPD_PORT])).url
+    with spdy_client.SpdyPortForward(url) as pf:
+        body, err = pf.request(HTTPD_PORT, b"GET /index.html HTTP/1.0\r\n\r\n")
+        assert b"200 OK" in body and body.endswith(b"hello from the pod\n"), (body, err)
+        body, err = pf.request(HTTPD_PORT + 1, b"GET / HTTP/1.0\r\n\r\n")
+        assert err, "nothing listens on that port: the error stream says so"
+    url = env.cri.PortForward(api_pb2.PortForwardRequest(pod_sandbox_id=env.pod_id)).url
+    with ws_client.WsPortForward(url, [HTTPD_PORT]) as wpf:
+        wpf.send(0, b"GET /index.html HTTP/1.0\r\n\r\n")
+        assert b"hello from the pod" in wpf.read_data_until(0, b"hello from the pod")
+    # the pod's own address is not reachable from here without the forward (isolation check)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{HTTPD_PORT}/", timeout=1)
+    err = rpc_error(env.cri.PortForward, api_pb2.PortForwardRequest(pod_sandbox_id="f" * 64))
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    env.remove(cid)
