@@ -25,7 +25,7 @@ class SubscriberTooSlow(Exception):
 class Subscription:
     """Registered on creation; iterate it to receive events."""
 
-    def __init__(self, bus: "EventBus", is_active: Callable[[], bool], poll: float) -> None:
+    def __init__(self, bus: EventBus, is_active: Callable[[], bool], poll: float) -> None:
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_LIMIT)
         self.dropped = False
         self._bus = bus
@@ -86,3 +86,38 @@ class EventBus:
 
     def close(self) -> None:
         self.closed = True
+
+
+# Container lifecycle ranks: the CRI ContainerEventType values, in the order they happen.
+CREATED, STARTED, STOPPED, DELETED = 0, 1, 2, 3
+
+
+class LifecycleOrder:
+    """Keeps each container's events in lifecycle order although several threads report them.
+
+    A container that exits at once can be seen exiting (by the monitor, or by StartContainer
+    itself) before StartContainer has reported STARTED; removing a running container reports
+    DELETED without a STOPPED first. `plan` turns each report into the events to publish now:
+    the missing steps before it (STARTED only for a container that did start), the event
+    itself, or nothing for a report that comes late or twice. Containers with no history here
+    (reported only after a daemon restart) get their events as reported. The caller holds one
+    lock around plan + publish so that every subscriber sees the same order.
+    """
+
+    def __init__(self, remember: int = 10000) -> None:
+        self.remember = remember
+        self._last: dict[str, int] = {}   # insertion-ordered: the oldest are forgotten first
+
+    def plan(self, container_id: str, event_type: int, started: bool) -> list[int]:
+        last = self._last.get(container_id)
+        if last is not None and event_type <= last:
+            return []
+        steps = [event_type]
+        if last is not None:
+            missing = range(last + 1, event_type)
+            steps = [t for t in missing if t in (STARTED, STOPPED) and started] + steps
+        self._last.pop(container_id, None)
+        self._last[container_id] = event_type
+        while len(self._last) > self.remember:
+            del self._last[next(iter(self._last))]
+        return steps

@@ -24,6 +24,18 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 StateSource = Callable[[], dict[str, int]]
 
 
+POD_STATES = ("creating", "ready", "notready")
+CONTAINER_STATES = ("created", "running", "exited", "unknown")
+
+
+def count_states(records: Iterable[Any], known: Iterable[str] = ()) -> dict[str, int]:
+    """{state: number of records} (known states present even when 0); records have .state."""
+    counts: dict[str, int] = dict.fromkeys(known, 0)
+    for rec in records:
+        counts[rec.state] = counts.get(rec.state, 0) + 1
+    return counts
+
+
 class _StateCollector(Collector):
     def __init__(self) -> None:
         self.sources: dict[str, StateSource] = {}
@@ -72,6 +84,14 @@ class Metrics:
 
     def add_state_source(self, name: str, source: StateSource) -> None:
         self._states.sources[name] = source
+
+    def watch_managers(self, sandboxes: Any, containers: Any) -> None:
+        """pycri_pods{state} and pycri_containers{state}, counted at scrape time."""
+        if sandboxes is not None:
+            self.add_state_source("pods", lambda: count_states(sandboxes.list(), POD_STATES))
+        if containers is not None:
+            self.add_state_source("containers", lambda: count_states(containers.records(),
+                                                                    CONTAINER_STATES))
 
     def serve(self, address: str) -> int:
         """Starts the HTTP endpoint; returns the bound port."""

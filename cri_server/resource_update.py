@@ -4,8 +4,9 @@ Both dicts use the ContainerSpec "resources" names (cri_server.containers.resour
 As in containerd, a field the update leaves at zero (or empty) keeps its current value;
 `unified` keys are merged one by one, hugepage limits replace the limit of their page size,
 and oom_score_adj (a property of the process, not of the cgroup) is never changed by an
-update. A new memory limit without a swap limit keeps a swap limit that was equal to the old
-memory limit equal to the new one (no swap, as kubelet means it).
+update. A new memory limit without a swap limit sets the swap limit (memory + swap) to the
+same value when there was no swap allowed before (unset, or equal to the old memory limit),
+as containerd does: no swap.
 """
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ def merge(current: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
             out[key] = value
     old_mem = int(current.get("memory_limit_in_bytes") or 0)
     new_mem = int(update.get("memory_limit_in_bytes") or 0)
-    if (new_mem and not update.get("memory_swap_limit_in_bytes") and old_mem
-            and int(current.get("memory_swap_limit_in_bytes") or 0) == old_mem):
+    old_swap = int(current.get("memory_swap_limit_in_bytes") or 0)
+    if new_mem and not update.get("memory_swap_limit_in_bytes") and old_swap in (0, old_mem):
         out["memory_swap_limit_in_bytes"] = new_mem
     for key in _STRINGS:
         if update.get(key):

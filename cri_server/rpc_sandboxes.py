@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import grpc
 
 from cri_server.errors import FailedPrecondition
-from cri_server.sandboxes import views
+from cri_server.sandboxes import SandboxManager, views
 from cri_server.services import Services
 from proto import api_pb2
 
@@ -18,7 +18,7 @@ STREAM_CHUNK = 100
 class SandboxRpcs:
     svc: Services
 
-    def _sandboxes(self):  # type: ignore[no-untyped-def]
+    def _sandboxes(self) -> SandboxManager:
         if self.svc.sandboxes is None:
             raise FailedPrecondition("pod sandboxes are not available in this daemon")
         return self.svc.sandboxes
@@ -45,6 +45,13 @@ class SandboxRpcs:
                                                     timestamp=time.time_ns())
         if request.verbose:
             response.info.update(views.verbose_info(rec, sandboxes.cni_result(rec)))
+        containers = self.svc.containers
+        if containers is not None:  # kubelet's evented PLEG reads them from here
+            from cri_server.containers import convert
+
+            response.containers_statuses.extend(
+                convert.status(c) for c in sorted(containers.in_pod(rec.id),
+                                                  key=lambda c: c.created_at))
         return response
 
     def ListPodSandbox(self, request: api_pb2.ListPodSandboxRequest,

@@ -26,3 +26,4 @@ class Services:
     streaming: Any = None
     events: Any = None
     metrics: Any = None
+    stats: Any = None

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from proto import api_pb2_grpc
 from cri_server.config import Config
 from cri_server.containers import setup as containers_setup
 from cri_server.events import EventBus
@@ -16,8 +15,10 @@ from cri_server.image_service import ImageServiceServicer
 from cri_server.metrics import Metrics
 from cri_server.paths import Paths
 from cri_server.sandboxes import setup as sandboxes_setup
-from imageservice.manager import ImageManager
 from cri_server.services import Services
+from cri_server.stats.service import StatsService
+from imageservice.manager import ImageManager
+from proto import api_pb2_grpc
 
 log = logging.getLogger("pycri")
 
@@ -33,8 +34,10 @@ def build_services(config: Config, paths: Paths) -> Services:
     sandboxes_setup.build(svc)
     svc.events = EventBus()
     containers_setup.build(svc)
+    svc.stats = StatsService(svc.containers, svc.sandboxes, str(paths.containers_dir))
     if config.metrics.address:
         svc.metrics = Metrics()
+        svc.metrics.watch_managers(svc.sandboxes, svc.containers)
     return svc
 
 

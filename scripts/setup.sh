@@ -9,7 +9,9 @@ APT_PACKAGES=(
   libseccomp2                  # seccomp filters (loaded with ctypes)
   busybox                      # dynamically linked busybox: test images
   docker-registry              # a real OCI registry on 127.0.0.1 for tests
-  procps psmisc                # ps/pgrep in tests
+  procps psmisc util-linux     # ps/pgrep, script(1), ipcs in tests and critest images
+  skopeo openssl               # image import and registry TLS tests
+  nginx-light gcc libc6-dev    # critest images: nginx, static pause and setuid test binaries
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -17,8 +19,15 @@ for p in "${APT_PACKAGES[@]}"; do
 done
 if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
+  # Packages like nginx and docker-registry must not start system services here.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && own_policy=1
+  fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ "$own_policy" = 1 ]; then rm -f "$policy"; fi
 fi
 
 PY=${PYTHON:-python3}

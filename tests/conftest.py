@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 
@@ -29,7 +28,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def _remove_test_bridge() -> None:
     # The CNI bridge plugin (like containerd's cni0) leaves its bridge on DEL by design.
-    subprocess.run(["ip", "link", "del", TEST_BRIDGE], capture_output=True)
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+    with IPRoute() as ipr:
+        for index in ipr.link_lookup(ifname=TEST_BRIDGE):
+            try:
+                ipr.link("del", index=index)
+            except NetlinkError:
+                pass
 
 
 @pytest.fixture(scope="session", autouse=True)

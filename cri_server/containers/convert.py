@@ -2,19 +2,19 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from cri_server.containers import record as R
 from cri_server.containers import resources
 from cri_server.containers.record import ContainerRecord
 from proto import api_pb2
 
-_STATES = {R.CREATING: api_pb2.CONTAINER_CREATED, R.CREATED: api_pb2.CONTAINER_CREATED,
+_STATES: dict[str, api_pb2.ContainerState] = {R.CREATING: api_pb2.CONTAINER_CREATED, R.CREATED: api_pb2.CONTAINER_CREATED,
            R.RUNNING: api_pb2.CONTAINER_RUNNING, R.EXITED: api_pb2.CONTAINER_EXITED,
            R.UNKNOWN: api_pb2.CONTAINER_UNKNOWN}
 
 
-def cri_state(rec: ContainerRecord) -> int:
+def cri_state(rec: ContainerRecord) -> api_pb2.ContainerState:
     return _STATES.get(rec.state, api_pb2.CONTAINER_UNKNOWN)
 
 
@@ -36,7 +36,8 @@ def _mount(m: dict[str, Any]) -> api_pb2.Mount:
     return api_pb2.Mount(container_path=m.get("container_path", ""),
                          host_path=m.get("host_path", ""), readonly=bool(m.get("readonly")),
                          selinux_relabel=bool(m.get("selinux_relabel")),
-                         propagation=int(m.get("propagation") or 0),
+                         propagation=cast(api_pb2.MountPropagation,
+                                          int(m.get("propagation") or 0)),
                          recursive_read_only=bool(m.get("recursive_read_only")),
                          image=api_pb2.ImageSpec(image=m["image"]) if m.get("image") else None)
 
@@ -52,7 +53,7 @@ def status(rec: ContainerRecord) -> api_pb2.ContainerStatus:
         labels=rec.labels, annotations=rec.annotations,
         mounts=[_mount(m) for m in rec.mounts], log_path=rec.log_path,
         resources=api_pb2.ContainerResources(linux=resources.to_proto(rec.resources)),
-        stop_signal=rec.stop_signal)
+        stop_signal=cast(api_pb2.Signal, rec.stop_signal))
     if rec.user:
         st.user.linux.uid = int(rec.user.get("uid", 0))
         st.user.linux.gid = int(rec.user.get("gid", 0))

@@ -1,27 +1,62 @@
-"""Container lifecycle events -> ContainerEventResponse on the daemon's event bus."""
+"""Container lifecycle events -> ContainerEventResponse on the daemon's event bus.
+
+Each event carries the pod's PodSandboxStatus and the statuses of every container of the
+pod (kubelet's evented PLEG rebuilds the pod's status from them, as containerd sends them);
+a deleted container is no longer among them. Events of one container are published in
+lifecycle order (cri_server.events.LifecycleOrder), whichever thread reported them.
+"""
 from __future__ import annotations
 
+import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 from cri_server.containers import convert
+from cri_server.containers import record as R
 from cri_server.containers.record import ContainerRecord
+from cri_server.events import LifecycleOrder
 from proto import api_pb2
 
 
-def make_sink(bus: Any, sandboxes: Any) -> Any:
-    """A ContainerManager event sink that publishes to `bus` (cri_server.events.EventBus)."""
+def make_sink(bus: Any, sandboxes: Any,
+              containers: Callable[[], Any] = lambda: None) -> Any:
+    """A ContainerManager event sink that publishes to `bus` (cri_server.events.EventBus);
+    containers() returns the ContainerManager (for the statuses of the pod's containers)."""
+    order = LifecycleOrder()
+    lock = threading.Lock()
 
     def sink(event_type: int, rec: ContainerRecord) -> None:
-        event = api_pb2.ContainerEventResponse(
-            container_id=rec.id, container_event_type=event_type, created_at=time.time_ns(),
-            containers_statuses=[convert.status(rec)])
+        # the payload is made before taking the lock: no call into the managers under it
+        others = _other_containers(containers(), rec)
+        with_it = _statuses([*others, rec])
+        without_it = _statuses(others)
         pod_status = _pod_status(sandboxes, rec.pod_id)
-        if pod_status is not None:
-            event.pod_sandbox_status.CopyFrom(pod_status)
-        bus.publish(event)
+        with lock:
+            for step in order.plan(rec.id, event_type, started=bool(rec.started_at)):
+                deleted = step == api_pb2.CONTAINER_DELETED_EVENT
+                event = api_pb2.ContainerEventResponse(
+                    container_id=rec.id, container_event_type=step, created_at=time.time_ns(),
+                    containers_statuses=without_it if deleted else with_it)
+                if pod_status is not None:
+                    event.pod_sandbox_status.CopyFrom(pod_status)
+                bus.publish(event)
 
     return sink
+
+
+def _other_containers(manager: Any, rec: ContainerRecord) -> list[ContainerRecord]:
+    """The pod's other containers (none being created)."""
+    if manager is None:
+        return []
+    try:
+        return [r for r in manager.in_pod(rec.pod_id) if r.state != R.CREATING and r.id != rec.id]
+    except Exception:  # noqa: BLE001 - an event must still go out
+        return []
+
+
+def _statuses(recs: list[ContainerRecord]) -> list[api_pb2.ContainerStatus]:
+    return [convert.status(r) for r in sorted(recs, key=lambda r: r.created_at)]
 
 
 def _pod_status(sandboxes: Any, pod_id: str) -> api_pb2.PodSandboxStatus | None:

@@ -14,6 +14,7 @@ fingerprint) waits for the first call and gets the same container.
 """
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import json
@@ -120,7 +121,7 @@ class ContainerManager:
             raise NotFound(f"pod sandbox {pod_id!r} not found")
         return from_sandbox(rec)
 
-    def _image(self, ref: str) -> ImageView:
+    def _resolve_image(self, ref: str) -> Any:
         if not ref:
             raise InvalidArgument("container config has no image")
         if self.images is None:
@@ -128,6 +129,10 @@ class ContainerManager:
         img = self.images.resolve(ref)
         if img is None:
             raise NotFound(f"image {ref!r} not found; pull it first")
+        return img
+
+    def _image_view(self, img: Any) -> ImageView:
+        """Config and layers of a resolved image (NotFound if it was removed meanwhile)."""
         cfg = self.images.image_config(img.id)
         digests = list(getattr(img, "repo_digests", []) or [])
         return ImageView.from_config(img.id, digests[0] if digests else "",
@@ -172,19 +177,20 @@ class ContainerManager:
 
     def _create(self, request: api_pb2.CreateContainerRequest, pod: PodView, key: str,
                 fp: str) -> str:
+        t_start = time.monotonic()
         config = request.config
         if pod.state != "ready":
             raise FailedPrecondition(f"pod sandbox {pod.id} is not ready ({pod.state}); "
                                      "containers can be created only in a ready pod")
-        image = self._image(config.image.image)
+        img = self._resolve_image(config.image.image)
         cid = secrets.token_hex(32)
         kill_signal = (cri_signal_number(api_pb2.Signal.Name(config.stop_signal))
-                       if config.stop_signal else parse_stop_signal(image.stop_signal))
+                       if config.stop_signal else int(signal.SIGTERM))
         rec = ContainerRecord(
             id=cid, pod_id=pod.id, name=config.metadata.name, attempt=config.metadata.attempt,
             image=config.image.image, user_specified_image=config.image.user_specified_image,
-            image_annotations=dict(config.image.annotations), image_id=image.id,
-            image_ref=image.repo_digest, labels=dict(config.labels),
+            image_annotations=dict(config.image.annotations), image_id=img.id,
+            image_ref=_repo_digest(config.image.image, img), labels=dict(config.labels),
             annotations=dict(config.annotations),
             mounts=[{"container_path": m.container_path, "host_path": m.host_path,
                      "readonly": m.readonly, "selinux_relabel": m.selinux_relabel,
@@ -196,13 +202,23 @@ class ContainerManager:
             tty=config.tty, stdin=config.stdin, stdin_once=config.stdin_once,
             fingerprint=fp, shim_dir=pod.shim_dir, state=R.CREATING,
             created_at=time.time_ns())
-        self.store.insert(R.KIND, cid, key, rec.to_json())   # the name reservation
+        # The record reserves the name and, from now on, keeps the image from being removed.
+        self.store.insert(R.KIND, cid, key, rec.to_json())
         with self._lock:
             self._records[cid] = rec
         faults.crash_point("container_create_reserved")
         shim: ShimClient | None = None
         created_in_shim = False
+
+        def volume_layers(ref: str) -> list[str]:
+            vol = self._resolve_image(ref)
+            rec.volume_image_ids.append(vol.id)
+            return self._image_view(vol).lower_dirs
+
         try:
+            image = self._image_view(img)
+            if not config.stop_signal:
+                rec.kill_signal = parse_stop_signal(image.stop_signal)
             cdir = str(self.paths.container_dir(cid))
             os.makedirs(cdir, mode=0o711)
             dirs = spec_builder.container_dirs(cdir)
@@ -210,14 +226,16 @@ class ContainerManager:
             os.mkdir(dirs.work, 0o700)
             spec = spec_builder.build(cid, request, pod, image, dirs,
                                       target_pid_ns=lambda t: self._target_pid_ns(pod.id, t),
-                                      image_layers=self._image_layers)
+                                      image_layers=volume_layers)
             rec.resources = dict((spec.get("cgroup") or {}).get("resources") or {})
             rec.log_path = spec.get("log_path") or ""
             if rec.log_path:
                 os.makedirs(os.path.dirname(rec.log_path), exist_ok=True)
             rec.spec = _storable_spec(spec)
             shim = ShimClient(pod.shim_dir)
+            t_spec = time.monotonic()
             reply = shim.create(cid, spec)
+            t_shim = time.monotonic()
             created_in_shim = True
             faults.crash_point("container_create_shim")
             rec.pid = int(reply.get("pid") or 0)
@@ -228,11 +246,10 @@ class ContainerManager:
             self._undo_create(rec, shim if created_in_shim else None)
             raise
         self._publish(api_pb2.CONTAINER_CREATED_EVENT, rec)
-        log.info("created container %s (%s) in pod %s", cid[:12], rec.name, pod.id[:12])
+        log.info("created container %s (%s) in pod %s in %.1f ms (shim %.1f ms)", cid[:12],
+                 rec.name, pod.id[:12], (time.monotonic() - t_start) * 1000,
+                 (t_shim - t_spec) * 1000)
         return cid
-
-    def _image_layers(self, ref: str) -> list[str]:
-        return self._image(ref).lower_dirs
 
     def _target_pid_ns(self, pod_id: str, target_id: str) -> str:
         target = self.get(target_id)
@@ -417,7 +434,7 @@ class ContainerManager:
             log.warning("removing the cgroup %s of container %s: %s", path, rec.id[:12], exc)
 
     # ------------------------------------------------------------------ pods
-    def in_pod(self, pod_id: str) -> list[ContainerRecord]:
+    def in_pod(self, pod_id: str) -> builtins.list[ContainerRecord]:
         with self._lock:
             return [r for r in self._records.values()
                     if r.pod_id == pod_id and r.state != R.CREATING]
@@ -463,7 +480,7 @@ class ContainerManager:
                 out.append(rec)
         return sorted(out, key=lambda r: r.created_at)
 
-    def records(self) -> list[ContainerRecord]:
+    def records(self) -> builtins.list[ContainerRecord]:
         """Every container (none being created) as last refreshed, without asking any shim:
         the cheap view for pollers (ListContainerStats); the monitor keeps it fresh."""
         with self._lock:
@@ -501,7 +518,8 @@ class ContainerManager:
 
     def is_image_in_use(self, image_id: str) -> bool:
         with self._lock:
-            return any(r.image_id == image_id for r in self._records.values())
+            return any(r.image_id == image_id or image_id in r.volume_image_ids
+                       for r in self._records.values())
 
     def running_container(self, container_id: str, what: str) -> tuple[ContainerRecord,
                                                                           ShimClient]:
@@ -522,7 +540,7 @@ class ContainerManager:
         rec, shim = self.running_container(container_id, "reopening its log")
         shim.reopen_log(rec.id)
 
-    def exec_sync(self, container_id: str, cmd: list[str], timeout: float
+    def exec_sync(self, container_id: str, cmd: builtins.list[str], timeout: float
                   ) -> tuple[bytes, bytes, int]:
         if not cmd:
             raise InvalidArgument("ExecSync needs a command")
@@ -548,7 +566,23 @@ class ContainerManager:
                     shim = ShimClient(rec.shim_dir) if alive[rec.shim_dir] else None
                 self._undo_create(rec, shim)
                 continue
+            if not self._pod_exists(rec.pod_id):
+                # the pod was removed but the daemon died before its containers were
+                log.info("removing container %s of the removed pod %s", rec.id[:12],
+                         rec.pod_id[:12])
+                self._remove_locked(rec)
+                continue
             self._refresh(rec, alive)
+
+    def _pod_exists(self, pod_id: str) -> bool:
+        if self.sandboxes is None:
+            return True
+        try:
+            return self.sandboxes.get(pod_id) is not None
+        except NotFound:
+            return False
+        except Exception:  # noqa: BLE001 - when in doubt, keep the container
+            return True
 
     def start_monitor(self) -> None:
         self._stop.clear()
@@ -581,6 +615,23 @@ class ContainerManager:
             self.event_sink(event_type, rec)
         except Exception:
             log.exception("publishing container event")
+
+
+def _repo_digest(requested: str, img: Any) -> str:
+    """The image's repo digest for ContainerStatus.image_ref: the one of the repository the
+    request named (an image can be known under several), else the first one."""
+    digests = list(getattr(img, "repo_digests", []) or [])
+    from imageservice.reference import parse
+    try:
+        ref = parse(requested)
+    except PycriError:  # an image ID or ID prefix was requested
+        ref = None
+    if ref is not None:
+        want = ref.digested if ref.digest else f"{ref.name}@"
+        for d in digests:
+            if d == want or d.startswith(want):
+                return str(d)
+    return str(digests[0]) if digests else ""
 
 
 def _read_state(path: str) -> dict[str, Any] | None:

@@ -39,6 +39,7 @@ class ContainerRecord:
     image_annotations: dict[str, str] = field(default_factory=dict)
     image_id: str = ""
     image_ref: str = ""
+    volume_image_ids: list[str] = field(default_factory=list)  # images mounted as volumes
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     log_path: str = ""

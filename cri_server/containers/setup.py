@@ -39,7 +39,8 @@ class _LazyImages:
 
 
 def build(svc: Services) -> None:
-    sink = events.make_sink(svc.events, svc.sandboxes) if svc.events is not None else None
+    sink = (events.make_sink(svc.events, svc.sandboxes, containers=lambda: svc.containers)
+            if svc.events is not None else None)
     svc.containers = ContainerManager(_store(svc), svc.paths, svc.sandboxes, _LazyImages(svc),
                                       event_sink=sink)
     from cri_server.streaming.server import StreamingServer

@@ -184,7 +184,7 @@ class SandboxManager:
         pod_id = secrets.token_hex(32)
         config = request.config
         cg = pod_cgroup.plan(self.config.cgroup_driver, config.linux.cgroup_parent,
-                             self.config.cgroup_parent, config.metadata.uid)
+                             self.config.cgroup_parent, pod_id)
         shim_dir = self.paths.shim_dir(pod_id)
         if len(str(shim_dir / "shim.sock").encode()) > MAX_UNIX_SOCKET_PATH:
             shim_dir = self.paths.shim_dir(pod_id[:32])  # long state dirs (tests)
@@ -432,6 +432,24 @@ class SandboxManager:
                     self.cni.teardown(pod_id, None, force=True)
                 except Exception:
                     log.exception("CNI teardown of unknown pod %s failed", pod_id)
+
+    # -- UpdatePodSandboxResources ----------------------------------------------
+    def update_resources(self, pod_id: str, linux: api_pb2.LinuxPodSandboxConfig) -> None:
+        """Applies new pod resources (plus overhead) to a pod cgroup pycri owns. A pod cgroup
+        named by kubelet (cgroup_parent) is kubelet's: it resizes it itself and this call is
+        only a notification, as in containerd (which hands it to NRI plugins)."""
+        rec = self.get(pod_id)
+        if rec.state == CREATING:
+            raise FailedPrecondition(f"pod sandbox {rec.id} is still being created")
+        res = pod_cgroup.pod_resources(linux)
+        if not rec.cgroup_owned or not res:
+            return
+        from runtime import cgroups
+        from runtime.spec_errors import SpecError, to_cri_error
+        try:
+            cgroups.apply_resources(rec.cgroup_path, res)
+        except SpecError as exc:
+            raise to_cri_error(exc) from None
 
     # -- helpers ---------------------------------------------------------------
     def _cgroup(self, rec: SandboxRecord) -> pod_cgroup.PodCgroup:

@@ -3,7 +3,7 @@
 Naming comes from runtime.cgroups.naming. kubelet passes the pod's own cgroup as
 linux.cgroup_parent (it creates and removes it itself); without one (crictl) the
 pod gets a cgroup of its own under the configured cgroup_parent, named like
-kubelet would name it (pod<uid> / <parent>-pod<uid>.slice), which pycri owns and
+kubelet names pods but by sandbox id (pod<id> / <parent>-pod<id>.slice), which pycri owns and
 removes again together with any empty parents up to the configured parent.
 No systemd on these hosts: the systemd driver manages the same paths directly.
 """
@@ -35,18 +35,20 @@ class PodCgroup:
     prune_to: str    # owned: empty parents are removed up to this path (inclusive)
 
 
-def plan(driver: str, request_parent: str, config_parent: str, pod_uid: str) -> PodCgroup:
+def plan(driver: str, request_parent: str, config_parent: str, pod_id: str) -> PodCgroup:
+    """The pod cgroup: kubelet's (request_parent) or an owned pod<sandbox id> one under the
+    configured parent (per sandbox, so two attempts of one pod never share it)."""
     try:
         if request_parent:
             return PodCgroup(driver, request_parent,
                              naming.pod_cgroup_path(driver, request_parent), False, "")
         if driver == "systemd":
             parent_slice = _as_slice(config_parent)
-            slice_name = naming.systemd_pod_slice(parent_slice, pod_uid)
+            slice_name = naming.systemd_pod_slice(parent_slice, pod_id)
             path = naming.expand_slice(slice_name)
             return PodCgroup(driver, parent_slice, path, True, _top(path))
         parent = naming.cgroupfs_path(config_parent)
-        path = naming.cgroupfs_path(parent, f"pod{pod_uid}")
+        path = naming.cgroupfs_path(parent, f"pod{pod_id}")
         return PodCgroup(driver, parent, path, True, _top(path))
     except SpecInvalidArgument as exc:
         raise InvalidArgument(str(exc)) from None

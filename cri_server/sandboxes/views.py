@@ -12,7 +12,7 @@ from proto import api_pb2
 _MODES = {"pod": api_pb2.POD, "container": api_pb2.CONTAINER, "node": api_pb2.NODE}
 
 
-def cri_state(rec: SandboxRecord) -> int:
+def cri_state(rec: SandboxRecord) -> api_pb2.PodSandboxState:
     return api_pb2.SANDBOX_READY if rec.state == READY else api_pb2.SANDBOX_NOTREADY
 
 

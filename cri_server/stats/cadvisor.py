@@ -11,9 +11,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from proto import api_pb2
 from cri_server.stats import readers
 from cri_server.stats.sources import ContainerSource, PodSource
+from proto import api_pb2
 
 BASE_LABELS = ["container", "id", "image", "name", "namespace", "pod"]
 NET_LABELS = [*BASE_LABELS, "interface"]

@@ -10,10 +10,9 @@ import os
 import threading
 import time
 
-
-from proto import api_pb2
 from cri_server.stats import readers
 from cri_server.stats.sources import ContainerSource, PodSource
+from proto import api_pb2
 
 # A CPU sample older than this is dropped (and the next reading has no nano cores again).
 SAMPLE_FORGET_NS = 600 * 1_000_000_000

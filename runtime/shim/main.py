@@ -139,7 +139,8 @@ def run_shim(pod: dict[str, Any], ready_fd: int) -> NoReturn:
         listener.bind(sock_path)
         os.chmod(sock_path, 0o600)
         listener.listen(128)
-        statusfile.write_atomic(os.path.join(shim_dir, "shim.pid"), str(os.getpid()).encode())
+        statusfile.write_atomic(os.path.join(shim_dir, "shim.pid"), str(os.getpid()).encode(),
+                                durable=False)
 
         shim = Shim(pod, loop, pause_pid, pinned, listener)
     except BaseException as e:  # noqa: BLE001 - reported to the zygote

@@ -13,8 +13,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from proto import api_pb2
 from cri_server import host_features
+from proto import api_pb2
 from runtime.capability_names import CAPABILITY_NAMES, last_cap
 from runtime.container_spec import DEFAULT_CAPABILITIES
 from tests.support import pods
@@ -171,8 +171,8 @@ def test_apparmor_profile_without_apparmor(env: ContainerEnv) -> None:
 
 
 def test_privileged(env: ContainerEnv, daemon) -> None:  # type: ignore[no-untyped-def]
-    out = env.output(["sh", "-c", "grep CapEff /proc/self/status; grep ' /sys ' /proc/mounts;"
-                      " ls /dev | wc -l"], linux=_linux(privileged=True))
+    script = "grep CapEff /proc/self/status; grep ' /sys ' /proc/mounts; ls /dev | wc -l"
+    out = env.output(["sh", "-c", script], linux=_linux(privileged=True))
     lines = out.split("\n")
     assert int(lines[0].split()[1], 16) == _all_caps()
     assert " rw," in lines[1] or lines[1].split()[3].startswith("rw")
@@ -220,8 +220,9 @@ def test_bind_mounts_rw_ro_file_and_symlink(env: ContainerEnv, tmp_path: Path) -
     (data / "in").write_text("from host\n")
     (tmp_path / "file").write_text("a file\n")
     (tmp_path / "link").symlink_to(data)
-    out = env.output(["sh", "-c", "exec 2>&1; cat /rw/in /f; echo new > /rw/out; cat /ln/in; "
-                      "echo x > /ro/y 2>&1; echo rc=$?"],
+    script = ("exec 2>&1; cat /rw/in /f; echo new > /rw/out; cat /ln/in; "
+              "echo x > /ro/y 2>&1; echo rc=$?")
+    out = env.output(["sh", "-c", script],
                      mounts=[api_pb2.Mount(container_path="/rw", host_path=str(data)),
                              api_pb2.Mount(container_path="/f", host_path=str(tmp_path / "file"),
                                            readonly=True),
@@ -266,8 +267,8 @@ def test_propagation_bidirectional(env: ContainerEnv, shared_dir: Path) -> None:
     cid = env.run(["sh", "-c", "while true; do sleep 0.1; done"], linux=_linux(privileged=True),
                   mounts=[api_pb2.Mount(container_path="/shared", host_path=str(shared_dir),
                                         propagation=api_pb2.PROPAGATION_BIDIRECTIONAL)])
-    r = env.exec_sync(cid, ["sh", "-c", "mount -t tmpfs tmpfs /shared/sub && "
-                            "echo from-container > /shared/sub/f"])
+    r = env.exec_sync(cid, ["sh", "-c", ("mount -t tmpfs tmpfs /shared/sub && "
+                                         "echo from-container > /shared/sub/f")])
     assert r.exit_code == 0, r.stderr
     deadline = time.monotonic() + 3
     while not (shared_dir / "sub" / "f").exists():
@@ -352,3 +353,15 @@ def test_oom_killed(env: ContainerEnv) -> None:
     st = env.wait_exit(cid, timeout=20)
     assert (st.exit_code, st.reason) == (137, "OOMKilled")
     env.remove(cid)
+
+
+def test_image_volume_mounts_read_only(env: ContainerEnv) -> None:
+    for image in (env.merge, env.groups):      # one layer (bind) and two layers (overlay)
+        script = ("exec 2>&1; ls /iv/bin/busybox; cat /iv/etc/group | grep -c extra; "
+                  "touch /iv/new; echo rc=$?")
+        out = env.output(["sh", "-c", script],
+                         mounts=[api_pb2.Mount(container_path="/iv",
+                                               image=api_pb2.ImageSpec(image=image),
+                                               readonly=True)])
+        assert out.startswith("/iv/bin/busybox\n") and "rc=1" in out
+        assert out.split("\n")[1] == ("1" if image == env.groups else "0")

@@ -3,6 +3,8 @@ the daemon's streaming server, and the tests' own SPDY and WebSocket clients."""
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import threading
 import time
 import urllib.request
@@ -12,9 +14,11 @@ import grpc
 import pytest
 
 from proto import api_pb2
-from tests.support import spdy_client, ws_client
+from tests.support import pods, spdy_client, ws_client
 from tests.support.containers import ContainerEnv
 from tests.support.cri_client import rpc_error
+from tests.support.daemon import TEST_SUBNET
+from tests.support.registry import free_port
 
 HTTPD_PORT = 8080
 
@@ -46,7 +50,8 @@ def _pids_of(marker: str) -> list[int]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                cmd = open(f"/proc/{entry}/cmdline", "rb").read().replace(b"\0", b" ")
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ")
             except OSError:
                 continue
             if marker.encode() in cmd:
@@ -59,8 +64,8 @@ def _pids_of(marker: str) -> list[int]:
 def test_exec_sync_output_exit_code_and_context(env: ContainerEnv, box: str) -> None:
     r = env.exec_sync(box, ["sh", "-c", "echo out; echo err >&2; exit 3"])
     assert (r.stdout, r.stderr, r.exit_code) == (b"out\n", b"err\n", 3)
-    r = env.exec_sync(box, ["sh", "-c", "id -u; pwd; echo $CTR_ENV; "
-                            "grep NoNewPrivs /proc/self/status; cat /proc/1/comm; true"])
+    script = "id -u; pwd; echo $CTR_ENV; grep NoNewPrivs /proc/self/status; cat /proc/1/comm; true"
+    r = env.exec_sync(box, ["sh", "-c", script])
     lines = r.stdout.decode().split("\n")
     assert lines[0] == "33" and lines[1] == "/tmp" and lines[2] == "yes"
     assert lines[3].split() == ["NoNewPrivs:", "1"]
@@ -229,4 +234,43 @@ def test_port_forward_to_httpd_in_the_pod(env: ContainerEnv, tmp_path) -> None: 
         urllib.request.urlopen(f"http://127.0.0.1:{HTTPD_PORT}/", timeout=1)
     err = rpc_error(env.cri.PortForward, api_pb2.PortForwardRequest(pod_sandbox_id="f" * 64))
     assert err.code() == grpc.StatusCode.NOT_FOUND
+    env.remove(cid)
+
+
+def test_host_port_reaches_a_listening_container(daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    host_port = free_port()
+    cfg = pods.pod_config(port_mappings=[api_pb2.PortMapping(
+        protocol=api_pb2.TCP, container_port=HTTPD_PORT, host_port=host_port)])
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "index.html").write_text("via hostPort\n")
+    with ContainerEnv(daemon.c, pod_config=cfg) as env:
+        env.run(["httpd", "-f", "-p", str(HTTPD_PORT), "-h", "/www"],
+                mounts=[api_pb2.Mount(container_path="/www", host_path=str(www))])
+        time.sleep(0.3)
+        # the host's own address on the pod bridge (portmap DNATs local traffic in OUTPUT)
+        route = subprocess.run(["ip", "-4", "route", "show", TEST_SUBNET], capture_output=True,
+                               text=True, check=True).stdout.split()
+        host_ip = route[route.index("src") + 1]
+        with socket.create_connection((host_ip, host_port), timeout=5) as s:
+            s.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
+            body = b""
+            while chunk := s.recv(65536):
+                body += chunk
+        assert b"200 OK" in body and body.endswith(b"via hostPort\n"), body
+
+
+def test_attach_to_a_tty_container(env: ContainerEnv) -> None:
+    cid = env.run(["sh"], stdin=True, tty=True)
+    url = env.cri.Attach(api_pb2.AttachRequest(container_id=cid, stdin=True, stdout=True,
+                                               tty=True)).url
+    ex = spdy_client.SpdyExec(url, stdin=True, tty=True)
+    ex.resize(90, 33)
+    time.sleep(0.2)
+    ex.write(b"stty size; echo tty-$((40+2))\n")
+    out = ex.read_until(b"tty-42")
+    assert b"33 90" in out
+    ex.abort()
+    time.sleep(0.2)
+    assert env.status(cid).state == api_pb2.CONTAINER_RUNNING  # detaching keeps it running
     env.remove(cid)

@@ -20,8 +20,7 @@ def pod_ids(cri):  # type: ignore[no-untyped-def]
     """Pods a test creates; all stopped and removed afterwards, whatever happened."""
     ids: list[str] = []
     yield ids
-    for pod_id in ids:
-        pods.stop_and_remove(cri, pod_id)
+    pods.remove_all(cri, ids)
 
 
 def _leftovers_for(daemon: PycriDaemon, pod_id: str) -> list[str]:
@@ -308,8 +307,7 @@ def test_twenty_pods_concurrently(cri, daemon) -> None:  # type: ignore[no-untyp
         assert len(set(ips)) == 20 and all(ip.startswith("10.233.") for ip in ips)
         assert all(pods.status(cri, i).status.state == api_pb2.SANDBOX_READY for i in ids)
     finally:
-        with concurrent.futures.ThreadPoolExecutor(20) as pool:
-            list(pool.map(lambda i: pods.stop_and_remove(cri, i), ids))
+        pods.remove_all(cri, ids, parallel=20)
     for pod_id in ids:
         assert _leftovers_for(daemon, pod_id) == []
 
@@ -345,7 +343,7 @@ def test_pod_cgroup_created_and_removed(cri, daemon) -> None:  # type: ignore[no
     pod_id = pods.run_pod(cri, cfg)
     info = pods.info(cri, pod_id)
     path = info["cgroupPath"]
-    assert path == f"{daemon.cgroup_parent}/pod{cfg.metadata.uid}"
+    assert path == f"{daemon.cgroup_parent}/pod{pod_id}"
     created = [p for p in Path("/sys/fs/cgroup").glob(f"*{path}") if p.is_dir()]
     assert {p.parent.parent.name for p in created} >= {"memory", "cpu", "pids"}
     limit = Path(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes").read_text()
@@ -370,3 +368,17 @@ def test_kubelet_cgroup_parent_is_used_and_kept(cri, daemon) -> None:  # type: i
                 p = Path(f"{top}{daemon.cgroup_parent}-kubelet{sub}")
                 if p.is_dir():
                     p.rmdir()
+
+
+def test_sysctl_the_kernel_refuses_fails_cleanly(cri, daemon) -> None:  # type: ignore[no-untyped-def]
+    cfg = pods.pod_config(sysctls={"net.ipv4.pycri_no_such_sysctl": "1"})
+    err = rpc_error(pods.run_pod, cri, cfg)
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "pycri_no_such_sysctl" in err.details()
+    listed = pods.list_pods(cri)
+    assert all(p.metadata.name != cfg.metadata.name for p in listed)
+    ids = {p.id for p in listed}
+    for kind in (daemon.state / "ns", daemon.root / "pods"):
+        assert set(os.listdir(kind)) <= ids, kind
+    assert not [p for p in Path(f"/sys/fs/cgroup/memory{daemon.cgroup_parent}").glob("pod*")
+                if p.name[3:] not in ids]

@@ -111,8 +111,7 @@ def fake_daemon() -> Iterator[tuple[PycriDaemon, FakeNet]]:
 def _teardown(d: PycriDaemon) -> None:
     try:
         if d.proc is not None and d.proc.poll() is None:
-            for p in pods.list_pods(d.c):
-                pods.remove(d.c, p.id)
+            pods.remove_all(d.c, [p.id for p in pods.list_pods(d.c)])
     finally:
         d.stop()
         for pid in pods.shim_pids_of(d.base):  # only after a failed test
@@ -295,11 +294,10 @@ def test_systemd_cgroup_driver_pod_slice() -> None:
     d = PycriDaemon(config={"cgroup_driver": "systemd"})
     try:
         d.start()
-        cfg = pods.pod_config(uid="1234-abcd")
-        pod_id = pods.run_pod(d.c, cfg)
+        pod_id = pods.run_pod(d.c, pods.pod_config(uid="1234-abcd"))
         slice_name = d.cgroup_parent.strip("/").replace("-", "_") + ".slice"
         path = pods.info(d.c, pod_id)["cgroupPath"]
-        assert path == f"/{slice_name}/{slice_name[:-6]}-pod1234_abcd.slice"
+        assert path == f"/{slice_name}/{slice_name[:-6]}-pod{pod_id}.slice"
         assert Path(f"/sys/fs/cgroup/memory{path}").is_dir()
         pods.stop_and_remove(d.c, pod_id)
         assert not Path(f"/sys/fs/cgroup/memory/{slice_name}").exists()

@@ -53,13 +53,13 @@ def test_pod_namespaces_differ_from_host_and_are_pinned(env: ShimEnv) -> None:
     assert hello["pause_pid"] == pause and hello["shim_pid"] == info["pid"]
     assert hello["pod_id"] == "nsnew" and set(hello["ns"]) == {"net", "ipc", "uts"}
     assert in_pod(pause, "hostname").strip() == "testpod"
-    # the shim is a subreaper, detached from the zygote (own session, parent not the zygote)
+    # the shim has a session of its own (kill -9 of the zygote: see the survival test)
     def stat(pid: int) -> list[str]:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()  # state, ppid, pgrp, session, ...
 
     shim_stat = stat(info["pid"])
-    assert int(shim_stat[1]) != env.zygote_pid and shim_stat[3] != stat(env.zygote_pid)[3]
+    assert shim_stat[3] != stat(env.zygote_pid)[3] and int(shim_stat[3]) == info["pid"]
 
     ns_dir = env.pods["nsnew"]["spec"]["ns_dir"]
     assert len(mounted_under(ns_dir)) == 3
@@ -88,7 +88,10 @@ def test_pid_pod_mode_makes_pause_holder_pid_1_and_it_reaps(env: ShimEnv) -> Non
     # an orphan in the pod PID namespace is re-parented to the pause-holder and reaped by it
     subprocess.run(["nsenter", "-t", str(pause), "-p", "-m", "--", "sh", "-c", "sleep 0.77 &"],
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-    host_pid = _pid_in_ns_running(pause, b"sleep\x000.77\x00")
+    deadline = time.monotonic() + 5
+    host_pid = None
+    while host_pid is None and time.monotonic() < deadline:  # until the child has exec'd
+        host_pid = _pid_in_ns_running(pause, b"sleep\x000.77\x00")
     assert host_pid is not None
     with open(f"/proc/{host_pid}/stat") as f:
         assert int(f.read().rsplit(")", 1)[1].split()[1]) == pause  # ppid
@@ -259,6 +262,9 @@ def test_requester_gone_before_ready_leaves_no_shim(env: ShimEnv) -> None:
     sock.sendall(json.dumps({"op": "spawn_shim", "pod": spec}).encode() + b"\n")
     sock.close()
     deadline = time.monotonic() + 10
+    while not os.path.exists(os.path.join(spec["shim_dir"], "shim.log")):  # the shim started
+        assert time.monotonic() < deadline, "the zygote did not start the shim"
+        time.sleep(0.005)
     while _zygote_children(env) != before or mounted_under(spec["ns_dir"]) or \
             os.path.exists(os.path.join(spec["shim_dir"], "shim.sock")):
         assert time.monotonic() < deadline, "the abandoned shim was not stopped"

@@ -87,12 +87,11 @@ def _iptables() -> set[str]:
 
 
 def _links() -> set[str]:
-    out = set()
-    for line in _run("ip", "-o", "link", "show").splitlines():
-        parts = line.split(": ")
-        if len(parts) > 1 and parts[1].split("@")[0].startswith("veth"):
-            out.add(parts[1].split("@")[0])
-    return out
+    """Host-side veths (pod interfaces CNI DEL should have removed), read over netlink."""
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        names = (link.get_attr("IFLA_IFNAME") for link in ipr.get_links())
+        return {n for n in names if n and n.startswith("veth")}
 
 
 def _ip_allocations() -> set[str]:

@@ -1,6 +1,7 @@
 """Helpers for pod sandbox tests: request builders, namespace/network probes, leftovers."""
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import socket
@@ -64,6 +65,22 @@ def remove(cri: CriClient, pod_id: str) -> None:
 def stop_and_remove(cri: CriClient, pod_id: str) -> None:
     stop(cri, pod_id)
     remove(cri, pod_id)
+
+
+def remove_all(cri: CriClient, pod_ids: list[str], parallel: int = 1) -> None:
+    """Stops and removes every pod, even when some fail; then raises the first failure."""
+    errors: list[BaseException] = []
+
+    def one(pod_id: str) -> None:
+        try:
+            stop_and_remove(cri, pod_id)
+        except Exception as exc:  # noqa: BLE001 - collected and re-raised below
+            errors.append(exc)
+
+    with concurrent.futures.ThreadPoolExecutor(max(1, parallel)) as pool:
+        list(pool.map(one, pod_ids))
+    if errors:
+        raise errors[0]
 
 
 def list_pods(cri: CriClient, flt: api_pb2.PodSandboxFilter | None = None

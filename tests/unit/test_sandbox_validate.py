@@ -116,12 +116,14 @@ def test_hosts_file() -> None:
 
 
 def test_pod_cgroup_naming() -> None:
-    cg = pod_cgroup.plan("cgroupfs", "", "/kubepods", "u1")
-    assert (cg.path, cg.owned, cg.prune_to) == ("/kubepods/podu1", True, "/kubepods")
+    cg = pod_cgroup.plan("cgroupfs", "", "/kubepods", "ab12")
+    assert (cg.path, cg.owned, cg.prune_to) == ("/kubepods/podab12", True, "/kubepods")
     cg = pod_cgroup.plan("cgroupfs", "/kubepods/burstable/podx", "/kubepods", "u1")
     assert (cg.path, cg.owned) == ("/kubepods/burstable/podx", False)
-    cg = pod_cgroup.plan("systemd", "", "/kubepods", "a-b")
-    assert cg.path == "/kubepods.slice/kubepods-poda_b.slice" and cg.owned
+    cg = pod_cgroup.plan("systemd", "", "/kubepods", "ab12")
+    assert cg.path == "/kubepods.slice/kubepods-podab12.slice" and cg.owned
+    cg = pod_cgroup.plan("systemd", "", "/pycri-test-1", "ab12")
+    assert cg.path == "/pycri_test_1.slice/pycri_test_1-podab12.slice"
     cg = pod_cgroup.plan("systemd", "kubepods-besteffort-podx.slice", "/kubepods", "u")
     assert cg.path == "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podx.slice"
     with pytest.raises(InvalidArgument):

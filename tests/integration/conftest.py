@@ -1,0 +1,16 @@
+"""Fixtures shared by integration test modules (the daemon and leak check are in tests/conftest.py)."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.containers import ContainerEnv
+
+
+@pytest.fixture(scope="module")
+def container_env(daemon) -> Iterator[ContainerEnv]:  # type: ignore[no-untyped-def]
+    """A local registry with the busybox test images pulled and one ready pod, per module
+    (tests.support.containers.ContainerEnv); removed with everything it made."""
+    with ContainerEnv(daemon.c) as env:
+        yield env
