@@ -14,6 +14,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from typing import Any
 
 from runtime.shim_client import ShimClient
 from runtime.zygote_client import start_zygote
@@ -35,10 +36,11 @@ def main() -> None:
     base = tempfile.mkdtemp(prefix="pycri-shimbench-", dir="/tmp")
     zygote = start_zygote(f"{base}/state")
     zygote_pid = zygote.ping()
-    infos, lat = [], []
+    infos: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    lat: list[float] = []
     try:
         for i in range(args.pods):
-            pod = {"pod_id": f"p{i}", "hostname": f"p{i}",
+            pod: dict[str, Any] = {"pod_id": f"p{i}", "hostname": f"p{i}",
                    "namespaces": {"network": "pod", "ipc": "pod",
                                   "pid": "pod" if i % 2 else "container"},
                    "shim_dir": f"{base}/state/shims/p{i}", "ns_dir": f"{base}/state/ns/p{i}"}

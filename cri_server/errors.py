@@ -3,80 +3,104 @@
 Every package (cri_server, runtime, imageservice, cni) raises these; the RPC
 interceptor in cri_server.interceptor turns them into gRPC status codes. Raise
 the most specific class with a message a person can act on.
+
+This module does not import grpc (the shim and the container init share these
+classes and must stay light): each class names its status code, and `code`
+looks the grpc.StatusCode up only when the daemon asks for it.
 """
 from __future__ import annotations
 
-import grpc
+from typing import Any
 
 
 class PycriError(Exception):
     """Base class. Unexpected failures that fit nothing below map to INTERNAL."""
 
-    code = grpc.StatusCode.INTERNAL
+    code_name = "INTERNAL"
+
+    @property
+    def kind(self) -> str:
+        """The class name, as sent between the shim and the daemon."""
+        return type(self).__name__
+
+    @property
+    def code(self) -> Any:
+        """The grpc.StatusCode (imports grpc: daemon side only)."""
+        import grpc
+        return grpc.StatusCode[self.code_name]
 
 
 class InvalidArgument(PycriError):
     """The request is malformed or asks for something impossible."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code_name = "INVALID_ARGUMENT"
 
 
 class NotFound(PycriError):
     """The named pod, container, image or handler does not exist."""
 
-    code = grpc.StatusCode.NOT_FOUND
+    code_name = "NOT_FOUND"
 
 
 class AlreadyExists(PycriError):
     """A name or id is already taken by a different object."""
 
-    code = grpc.StatusCode.ALREADY_EXISTS
+    code_name = "ALREADY_EXISTS"
 
 
 class FailedPrecondition(PycriError):
     """The object is in the wrong state (e.g. exec in a stopped container)."""
 
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code_name = "FAILED_PRECONDITION"
 
 
 class Unavailable(PycriError):
     """Temporarily unable to serve (start-up recovery, registry unreachable)."""
 
-    code = grpc.StatusCode.UNAVAILABLE
+    code_name = "UNAVAILABLE"
 
 
 class DeadlineExceeded(PycriError):
     """An operation ran out of time (stalled pull, exec timeout)."""
 
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    code_name = "DEADLINE_EXCEEDED"
 
 
 class ResourceExhausted(PycriError):
     """Out of disk space, IPs or another finite resource."""
 
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code_name = "RESOURCE_EXHAUSTED"
 
 
 class PermissionDenied(PycriError):
     """Credentials were refused (registry auth) or an action is not allowed."""
 
-    code = grpc.StatusCode.PERMISSION_DENIED
+    code_name = "PERMISSION_DENIED"
 
 
 class Unimplemented(PycriError):
     """The RPC or feature is not implemented; the message names it."""
 
-    code = grpc.StatusCode.UNIMPLEMENTED
+    code_name = "UNIMPLEMENTED"
 
 
 class Cancelled(PycriError):
     """The client went away or cancelled the operation."""
 
-    code = grpc.StatusCode.CANCELLED
+    code_name = "CANCELLED"
 
 
-def grpc_code_for(exc: BaseException) -> grpc.StatusCode:
-    """The gRPC status code an exception is reported with."""
+def grpc_code_for(exc: BaseException) -> Any:
+    """The grpc.StatusCode an exception is reported with."""
+    import grpc
     if isinstance(exc, PycriError):
-        return exc.code
+        return grpc.StatusCode[exc.code_name]
     return grpc.StatusCode.INTERNAL
+
+
+def from_kind(kind: str, message: str) -> PycriError:
+    """Rebuilds an error sent by name (e.g. by the shim) as the matching class."""
+    cls = globals().get(kind)
+    if not (isinstance(cls, type) and issubclass(cls, PycriError)):
+        cls = PycriError
+    return cls(message)

@@ -1,46 +1,20 @@
-"""grpc-free error classes for runtime code that runs in the shim and the container init.
+"""Error classes for runtime code (shim, container init): the project's own.
 
-`cri_server.errors` imports grpc, which the shim and the container init must never load.
-These classes carry the same names; `kind` is the cri_server.errors class name, so the shim
-can send {"kind": exc.kind, "error": str(exc)} and the daemon re-raises the matching
-cri_server.errors class (`to_cri_error` below does that conversion for daemon-side callers).
+`cri_server.errors` does not import grpc, so the shim and the init raise the
+same classes the daemon maps to gRPC codes. `SpecError` is kept as the name of
+the base class for runtime code; `to_cri_error` is the identity and remains
+only for callers written before the classes were shared.
 """
 from __future__ import annotations
 
+from cri_server.errors import (FailedPrecondition, InvalidArgument, NotFound, PermissionDenied,
+                               PycriError, ResourceExhausted, Unimplemented)
 
-class SpecError(Exception):
-    """Base class; kind "PycriError" maps to INTERNAL."""
+SpecError = PycriError
 
-    kind = "PycriError"
-
-
-class InvalidArgument(SpecError):
-    kind = "InvalidArgument"
+__all__ = ["FailedPrecondition", "InvalidArgument", "NotFound", "PermissionDenied",
+           "ResourceExhausted", "SpecError", "Unimplemented", "to_cri_error"]
 
 
-class NotFound(SpecError):
-    kind = "NotFound"
-
-
-class FailedPrecondition(SpecError):
-    kind = "FailedPrecondition"
-
-
-class PermissionDenied(SpecError):
-    kind = "PermissionDenied"
-
-
-class ResourceExhausted(SpecError):
-    kind = "ResourceExhausted"
-
-
-class Unimplemented(SpecError):
-    kind = "Unimplemented"
-
-
-def to_cri_error(exc: SpecError) -> Exception:
-    """The cri_server.errors exception for `exc` (daemon side only: imports grpc)."""
-    from cri_server import errors
-
-    cls = getattr(errors, exc.kind, errors.PycriError)
-    return cls(str(exc))
+def to_cri_error(exc: PycriError) -> PycriError:
+    return exc

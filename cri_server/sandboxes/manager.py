@@ -223,14 +223,17 @@ class SandboxManager:
         return rec.id
 
     def _build(self, rec: SandboxRecord, config: api_pb2.PodSandboxConfig) -> None:
+        times = [time.monotonic()]
         pod_dir = Path(rec.pod_dir)
         podfiles.write_pod_files(pod_dir, rec.hostname, config.dns_config, rec.host_network)
         self._save(rec, phase="files")
         faults.crash_point("runp_files")
+        times.append(time.monotonic())
 
         pod_cgroup.create(self._cgroup(rec), pod_cgroup.pod_resources(config.linux))
         self._save(rec, phase="cgroup")
         faults.crash_point("runp_cgroup")
+        times.append(time.monotonic())
 
         info = self._spawn_shim(self._pod_spec(rec))
         rec.shim_pid = int(info.get("pid") or 0)
@@ -238,6 +241,7 @@ class SandboxManager:
         rec.ns_paths = dict(info.get("ns") or {})
         self._save(rec, phase="shim")
         faults.crash_point("runp_shim")
+        times.append(time.monotonic())
 
         if not rec.host_network:
             result = self._setup_network(rec, config)
@@ -251,6 +255,10 @@ class SandboxManager:
         rec.state = READY
         self._save(rec, phase="ready")
         faults.crash_point("runp_ready")
+        times.append(time.monotonic())
+        steps = ("files", "cgroup", "shim", "network")
+        log.debug("pod sandbox %s built: %s", rec.id, ", ".join(
+            f"{name} {(b - a) * 1000:.1f} ms" for name, a, b in zip(steps, times, times[1:])))
 
     def _setup_network(self, rec: SandboxRecord, config: api_pb2.PodSandboxConfig) -> Any:
         if self.cni is None:

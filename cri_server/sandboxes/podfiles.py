@@ -1,6 +1,7 @@
 """The files every container of a pod mounts: hostname, hosts, resolv.conf.
 
-Written atomically (temp + fsync + rename) into the pod's directory.
+Written atomically (temp + rename) into the pod's directory; not fsynced, as a pod
+does not survive a reboot (its sandbox is NOTREADY and kubelet makes a new one).
 """
 from __future__ import annotations
 
@@ -18,8 +19,7 @@ def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
+        os.write(fd, text.encode())  # no fsync: after a power loss the pod is gone anyway
     finally:
         os.close(fd)
     os.chmod(tmp, mode)

@@ -25,7 +25,7 @@ Raw = dict[str, int]
 class ContainerMetricDef:
     name: str
     help: str
-    kind: int                       # api_pb2.COUNTER or api_pb2.GAUGE
+    kind: api_pb2.MetricType         # api_pb2.COUNTER or api_pb2.GAUGE
     value: Callable[[Raw, ContainerSource, readers.DiskUsage], int]
 
 

@@ -274,3 +274,43 @@ def test_attach_to_a_tty_container(env: ContainerEnv) -> None:
     time.sleep(0.2)
     assert env.status(cid).state == api_pb2.CONTAINER_RUNNING  # detaching keeps it running
     env.remove(cid)
+
+
+def test_streaming_sessions_leave_no_fd_or_thread_in_the_daemon(daemon, env: ContainerEnv,  # type: ignore[no-untyped-def]
+                                                                box: str) -> None:
+    pid = daemon.proc.pid
+
+    def counts() -> tuple[int, int]:
+        return len(os.listdir(f"/proc/{pid}/fd")), len(os.listdir(f"/proc/{pid}/task"))
+
+    def settle(limit: tuple[int, int]) -> tuple[int, int]:
+        deadline = time.monotonic() + 10
+        now = counts()
+        while (now[0] > limit[0] or now[1] > limit[1]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            now = counts()
+        return now
+
+    spdy_client.exec_url(_exec_url(env, box, ["true"]))       # warm up pools and threads
+    env.exec_sync(box, ["true"])
+    time.sleep(0.5)
+    before = counts()
+    for i in range(5):
+        spdy_client.exec_url(_exec_url(env, box, ["echo", str(i)]))
+        ws_client.ws_exec(_exec_url(env, box, ["cat"], stdin=True), stdin=b"x")
+        spdy_client.exec_url(_exec_url(env, box, ["sh", "-c", "stty size"], tty=True), tty=True)
+        env.exec_sync(box, ["echo", "sync"])
+    for _ in range(3):
+        ex = spdy_client.SpdyExec(_exec_url(env, box, ["sh", "-c", "echo up; sleep 6666"]))
+        ex.read_until(b"up")
+        ex.abort()
+    cid = env.run(["sh", "-c", "while true; do echo a; sleep 0.1; done"])
+    for _ in range(3):
+        att = spdy_client.SpdyExec(env.cri.Attach(api_pb2.AttachRequest(
+            container_id=cid, stdout=True, stderr=True)).url)
+        att.read_until(b"a")
+        att.abort()
+    env.remove(cid)
+    after = settle(before)
+    assert after[0] <= before[0] and after[1] <= before[1], (before, after)
+    assert not _pids_of("sleep 6666")

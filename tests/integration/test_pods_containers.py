@@ -18,7 +18,7 @@ def test_pod_pid_namespace_shared_with_containers(container_env: ContainerEnv) -
             namespace_options=api_pb2.NamespaceOption(pid=api_pb2.POD)))
         cid = env.create(env.config(["sleep", "1000"], linux=linux), pod_id=pod_id, pod_config=cfg)
         env.start_container(cid)
-        r = env.exec_sync(cid, ["sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '; hostname"])
+        r = env.exec_sync(cid, ["sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '; echo; hostname"])
         lines = r.stdout.decode().split("\n")
         assert lines[0].startswith("pycri-pause"), lines   # PID 1 of the pod is the pause-holder
         assert lines[1] == "shared-pid"
