@@ -36,7 +36,9 @@ def make_sink(bus: Any, sandboxes: Any,
             for step in order.plan(rec.id, event_type, started=bool(rec.started_at)):
                 deleted = step == api_pb2.CONTAINER_DELETED_EVENT
                 event = api_pb2.ContainerEventResponse(
-                    container_id=rec.id, container_event_type=step, created_at=time.time_ns(),
+                    container_id=rec.id,
+                    container_event_type=cast(api_pb2.ContainerEventType, step),
+                    created_at=time.time_ns(),
                     containers_statuses=without_it if deleted else with_it)
                 if pod_status is not None:
                     event.pod_sandbox_status.CopyFrom(pod_status)

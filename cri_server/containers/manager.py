@@ -368,9 +368,15 @@ class ContainerManager:
                     return
             shim.kill(rec.id, int(signal.SIGKILL))
             state = shim.wait(rec.id, KILL_WAIT_SECONDS)
-        except Unavailable:
+        except Unavailable:               # the shim is gone: its status files tell the rest
             self._refresh(rec)
             self._kill_leftovers(rec)
+            return
+        except NotFound:                  # the shim does not know it (any more)
+            self._kill_leftovers(rec)
+            self._apply(rec, {"state": R.EXITED, "exit_code": 255, "reason": "Error",
+                              "finished_at": time.time_ns(),
+                              "message": "the pod's shim no longer knows this container"})
             return
         self._apply(rec, state)
         if state.get("state") != R.EXITED:
@@ -402,6 +408,7 @@ class ContainerManager:
         with self._lock:
             self._records.pop(rec.id, None)
             self._status_mtimes.pop(rec.id, None)
+            self._ctr_locks.pop(rec.id, None)
         if rec.state != R.EXITED:
             rec.state = R.EXITED
         self._publish(api_pb2.CONTAINER_DELETED_EVENT, rec)

@@ -6,10 +6,23 @@ import os
 CGROUP_ROOT = "/sys/fs/cgroup"
 
 
+# The host's cgroup layout does not change while pycri runs, but the mount table
+# grows with every pod (pinned namespaces): read it once, not on every stats poll.
+_HOST_CGROUP_MOUNTS: list[tuple[str, str, str]] | None = None
+
+
 def _mounts(mounts_text: str | None) -> list[tuple[str, str, str]]:
+    global _HOST_CGROUP_MOUNTS
     if mounts_text is None:
-        with open("/proc/self/mounts") as f:
-            mounts_text = f.read()
+        if _HOST_CGROUP_MOUNTS is None:
+            with open("/proc/self/mounts") as f:
+                _HOST_CGROUP_MOUNTS = [m for m in _parse(f.read())
+                                       if m[1] in ("cgroup", "cgroup2")]
+        return _HOST_CGROUP_MOUNTS
+    return _parse(mounts_text)
+
+
+def _parse(mounts_text: str) -> list[tuple[str, str, str]]:
     out = []
     for line in mounts_text.splitlines():
         parts = line.split()

@@ -314,3 +314,19 @@ def test_streaming_sessions_leave_no_fd_or_thread_in_the_daemon(daemon, env: Con
     after = settle(before)
     assert after[0] <= before[0] and after[1] <= before[1], (before, after)
     assert not _pids_of("sleep 6666")
+
+
+def test_port_forward_in_a_host_network_pod(daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    port = free_port()
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "index.html").write_text("host network\n")
+    with ContainerEnv(daemon.c, pod_config=pods.pod_config(host_network=True)) as env:
+        env.run(["httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", "/www"],
+                mounts=[api_pb2.Mount(container_path="/www", host_path=str(www))])
+        time.sleep(0.3)
+        url = env.cri.PortForward(api_pb2.PortForwardRequest(pod_sandbox_id=env.pod_id,
+                                                             port=[port])).url
+        with spdy_client.SpdyPortForward(url) as pf:
+            body, err = pf.request(port, b"GET /index.html HTTP/1.0\r\n\r\n")
+        assert body.endswith(b"host network\n"), (body, err)
