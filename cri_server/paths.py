@@ -39,8 +39,13 @@ class Paths:
     def ns_dir(self, pod_id: str) -> Path:
         return self.ns_root / pod_id
 
+    @property
+    def netns_root(self) -> Path:
+        return self.state / "netns"
+
     def netns_path(self, pod_id: str) -> Path:
-        return self.ns_dir(pod_id) / "net"
+        """The pod's network namespace, made and pinned by the daemon (handed to CNI)."""
+        return self.netns_root / pod_id
 
 
     # -- root dir ----------------------------------------------------------
@@ -78,6 +83,6 @@ class Paths:
     def ensure(self) -> None:
         """Creates the top-level directories with root-only permissions."""
         for d in (self.root, self.state, self.images_dir, self.containers_dir, self.pods_dir,
-                  self.shims_dir, self.ns_root, self.cni_cache_dir):
+                  self.shims_dir, self.ns_root, self.netns_root, self.cni_cache_dir):
             d.mkdir(parents=True, exist_ok=True)
             os.chmod(d, 0o711)

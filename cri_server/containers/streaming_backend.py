@@ -20,6 +20,7 @@ import socket
 import struct
 import termios
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -199,8 +200,11 @@ class AttachSession:
             self.close()
             raise
         threading.Thread(target=self._pump_out, daemon=True, name="attach-out").start()
+        self._stdin_pump: threading.Thread | None = None
         if self._stdin_r >= 0:
-            threading.Thread(target=self._pump_in, daemon=True, name="attach-in").start()
+            self._stdin_pump = threading.Thread(target=self._pump_in, daemon=True,
+                                                name="attach-in")
+            self._stdin_pump.start()
 
     def _pump_out(self) -> None:
         try:
@@ -231,6 +235,8 @@ class AttachSession:
             self._done.set()
 
     def _pump_in(self) -> None:
+        """Client input -> stdin frames; at the end of the input, a stdin-close frame (the
+        shim closes the container's stdin if it was created with stdin_once)."""
         try:
             while True:
                 data = os.read(self._stdin_r, 65536)
@@ -239,11 +245,15 @@ class AttachSession:
                 with self._send_lock:
                     self._stream.send_stdin(data)
         except OSError:
-            pass
-
-    def close_stdin(self) -> None:
+            return
         with contextlib.suppress(OSError), self._send_lock:
             self._stream.close_stdin()
+
+    def close_stdin(self) -> None:
+        """End of the client's input: closing the pipe lets _pump_in forward what is still
+        in it before it sends the close (so the close never overtakes data)."""
+        fd, self.stdin = self.stdin, None
+        _close(fd)
 
     def resize(self, width: int, height: int) -> None:
         if self.tty and width > 0 and height > 0:
@@ -259,6 +269,12 @@ class AttachSession:
 
     def close(self) -> None:
         self._closed.set()
+        if self.stdin is not None:   # detaching ends this client's input (stdin_once)
+            self.close_stdin()
+            deadline = time.monotonic() + 1.0
+            while self._stdin_pump is not None and self._stdin_pump.is_alive() \
+                    and time.monotonic() < deadline:
+                self._stdin_pump.join(0.05)
         with contextlib.suppress(OSError):
             self._stream.sock.shutdown(socket.SHUT_RDWR)
         self._stream.close()

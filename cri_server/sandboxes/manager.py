@@ -19,6 +19,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from cri_server.errors import (
     Unavailable,
 )
 from cri_server.paths import Paths
-from cri_server.sandboxes import pod_cgroup, podfiles, shim_process, validate
+from cri_server.sandboxes import netns, pod_cgroup, podfiles, shim_process, validate
 from cri_server.sandboxes.record import (
     CREATING,
     KIND,
@@ -53,11 +54,12 @@ from runtime.shim_client import ShimClient
 log = logging.getLogger("pycri.sandboxes")
 
 # Named points where PYCRI_CRASH_AT kills the daemon during RunPodSandbox (tests).
-CRASH_POINTS = ("runp_record", "runp_files", "runp_cgroup", "runp_shim", "runp_network",
-                "runp_ready")
+CRASH_POINTS = ("runp_record", "runp_files", "runp_cgroup", "runp_netns", "runp_shim",
+                "runp_network", "runp_ready")
 MAX_UNIX_SOCKET_PATH = 107
 SHIM_SHUTDOWN_GRACE = 2.0
 HELLO_TIMEOUT = 2.0
+RECOVERY_THREADS = 8
 
 
 @dataclass
@@ -84,6 +86,8 @@ class SandboxManager:
         self._pending_lock = threading.Lock()
         self._pod_locks: dict[str, threading.Lock] = {}
         self._pod_locks_guard = threading.Lock()
+        # CNI ADD of each new pod runs here while its shim starts.
+        self._network_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="cni-add")
 
     # -- lookups ---------------------------------------------------------------
     def resolve_id(self, id_or_prefix: str) -> str:
@@ -235,7 +239,19 @@ class SandboxManager:
         faults.crash_point("runp_cgroup")
         times.append(time.monotonic())
 
-        info = self._spawn_shim(self._pod_spec(rec))
+        network: Future[Any] | None = None
+        if not rec.host_network:
+            netns.create(rec.netns_path)
+            self._save(rec, phase="netns")
+            faults.crash_point("runp_netns")
+            # CNI ADD and the shim's start are most of RunPodSandbox: run them side by side.
+            network = self._network_pool.submit(self._setup_network, rec, config)
+        try:
+            info = self._spawn_shim(self._pod_spec(rec))
+        except BaseException:
+            if network is not None:
+                wait([network])  # let ADD finish so that the clean-up sees its cached result
+            raise
         rec.shim_pid = int(info.get("pid") or 0)
         rec.pause_pid = int(info.get("pause_pid") or 0)
         rec.ns_paths = dict(info.get("ns") or {})
@@ -243,8 +259,8 @@ class SandboxManager:
         faults.crash_point("runp_shim")
         times.append(time.monotonic())
 
-        if not rec.host_network:
-            result = self._setup_network(rec, config)
+        if network is not None:
+            result = network.result()
             rec.ip = result.primary_ip or ""
             rec.additional_ips = [ip for ip in result.ips if ip != rec.ip]
             rec.network_ready = True
@@ -278,6 +294,7 @@ class SandboxManager:
         return {
             "pod_id": rec.id, "hostname": rec.hostname, "namespaces": dict(rec.namespaces),
             "sysctls": dict(rec.sysctls), "shim_dir": rec.shim_dir, "ns_dir": rec.ns_dir,
+            "netns_path": rec.netns_path,
             "cgroup": {"driver": rec.cgroup_driver, "parent": rec.cgroup_parent,
                        "path": rec.cgroup_path},
             "log_level": self.config.log_level,
@@ -312,6 +329,7 @@ class SandboxManager:
             self._save(rec)
         t2 = time.monotonic()
         self._stop_shim(rec)
+        netns.remove(rec.netns_path)
         if rec.state != NOTREADY:
             rec.state = NOTREADY
             self._save(rec)
@@ -381,18 +399,22 @@ class SandboxManager:
             except PycriError as exc:
                 log.warning("CNI teardown of half-made pod %s: %s", rec.id, exc)
         self._stop_shim(rec)
+        netns.remove(rec.netns_path)
         self._remove_files(rec)
 
     # -- recovery --------------------------------------------------------------
     def recover(self) -> None:
         """After a (re)start: READY pods whose shim is gone become NOTREADY, half-made pods are
         undone, and leftovers without a record (shim dirs, pinned namespaces, CNI cache) go."""
-        records = self.list()
-        for rec in records:
+        def one(rec: SandboxRecord) -> None:
             try:
                 self._recover_one(rec)
-            except Exception:
+            except Exception:  # one bad pod must not stop the daemon
                 log.exception("recovering pod sandbox %s failed", rec.id)
+
+        records = [SandboxRecord.from_json(d) for d in self.store.list(KIND)]
+        with ThreadPoolExecutor(max_workers=RECOVERY_THREADS) as pool:  # hung shims time out
+            list(pool.map(one, records))                                 # side by side
         self._collect_orphans({r.id for r in self.list()})
 
     def _recover_one(self, rec: SandboxRecord) -> None:
@@ -414,7 +436,7 @@ class SandboxManager:
         return hello.get("pod_id") == rec.id and hello.get("pause_alive", True) is not False
 
     def _collect_orphans(self, known: set[str]) -> None:
-        for base in (self.paths.shims_dir, self.paths.ns_root):
+        for base in (self.paths.shims_dir, self.paths.ns_root, self.paths.netns_root):
             try:
                 names = os.listdir(base)
             except FileNotFoundError:
@@ -431,6 +453,8 @@ class SandboxManager:
                         pass
                     shim_process.kill_stale_shim(str(path))
                     shutil.rmtree(path, ignore_errors=True)
+                elif base == self.paths.netns_root:
+                    netns.remove(str(path))
                 else:
                     shim_namespaces.unpin_all(str(path))
         if self.cni is not None:

@@ -30,7 +30,8 @@ def build(svc: Services) -> None:
                          cache_dir=str(svc.paths.cni_cache_dir),
                          default_subnet=cfg.cni.default_subnet,
                          plugin_timeout=cfg.cni.plugin_timeout_seconds,
-                         default_bridge=cfg.cni.default_bridge)
+                         default_bridge=cfg.cni.default_bridge,
+                         setup_loopback=False)  # the daemon brings lo up (sandboxes/netns.py)
     zygote = ZygoteLink(str(svc.paths.state))
     zygote.start()
     svc.zygote = zygote  # type: ignore[attr-defined]

@@ -37,7 +37,7 @@ class Reading:
 class ContainerMetricDef:
     name: str
     help: str
-    kind: int                       # api_pb2.COUNTER or api_pb2.GAUGE
+    kind: api_pb2.MetricType        # api_pb2.COUNTER or api_pb2.GAUGE
     value: Callable[[Reading, ContainerSource], int] | None  # None: no value here (see below)
 
 

@@ -128,7 +128,11 @@ def run_shim(pod: dict[str, Any], ready_fd: int) -> NoReturn:
         if types:
             pause_pid = start_pause_holder(pod, types)
             _join_pod_cgroup(pod, pause_pid)
-            pinned = namespaces.pin(pause_pid, types, ns_dir)
+            joined_net = str(pod.get("netns_path") or "") if "net" in types else ""
+            pinned = namespaces.pin(pause_pid, [t for t in types if not (joined_net and t == "net")],
+                                    ns_dir)
+            if joined_net:
+                pinned["net"] = joined_net
 
         sock_path = os.path.join(shim_dir, "shim.sock")
         try:

@@ -4,7 +4,8 @@ start_pause_holder() forks it. With a pod PID namespace the shim briefly
 unshares CLONE_NEWPID itself, forks (the child is PID 1 of the new namespace
 and still the shim's direct child, so PR_SET_PDEATHSIG works), then setns()
 back to its own PID namespace for children created later. The child unshares
-net/ipc/uts, sets the hostname, writes the sysctls from inside, reports on a
+net/ipc/uts (or joins the network namespace the daemon already made and pinned
+at pod["netns_path"]), sets the hostname, writes the sysctls from inside, reports on a
 pipe and then execs the tiny pause program (runtime.shim.tinypause: pause() in a
 loop with SIGCHLD ignored, so the kernel reaps the pod's orphans). Where that
 program cannot run it stays in Python and blocks in sigwait(): SIGCHLD -> reap
@@ -29,7 +30,7 @@ class PauseError(Exception):
 
 
 def _child(name: str, types: list[str], hostname: str, sysctls: dict[str, str], shim_pid: int,
-           report_w: int) -> NoReturn:
+           report_w: int, join_netns: str = "") -> NoReturn:
     code = 1
     try:
         syscalls.set_pdeathsig(signal.SIGKILL)
@@ -44,6 +45,9 @@ def _child(name: str, types: list[str], hostname: str, sysctls: dict[str, str], 
         os.close(null)
         syscalls.set_process_name("pycri-pause")
         other = [t for t in types if t != "pid"]
+        if join_netns and "net" in other:  # made and pinned by the daemon (CNI runs meanwhile)
+            syscalls.setns_path(join_netns, syscalls.CLONE_NEWNET)
+            other.remove("net")
         if other:
             syscalls.unshare(namespaces.unshare_flags(other))
         if "uts" in types and hostname:
@@ -95,7 +99,8 @@ def start_pause_holder(pod: dict[str, Any], types: list[str], timeout: float = 1
             pid = os.fork()
             if pid == 0:
                 os.close(r)
-                _child(str(pod.get("pod_id", "")), types, hostname, sysctls, shim_pid, w)
+                _child(str(pod.get("pod_id", "")), types, hostname, sysctls, shim_pid, w,
+                       join_netns=str(pod.get("netns_path") or ""))
         finally:
             if own_pid_ns >= 0:
                 syscalls.setns(own_pid_ns, syscalls.CLONE_NEWPID)

@@ -3,11 +3,12 @@ command/env/workdir merging, status fields, list filters, logs, kubelet retries.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -260,10 +261,13 @@ def test_cri_logs_and_reopen(env: ContainerEnv) -> None:
     lines = env.log_lines(cid)
     assert ("stdout", "out\n") in lines and ("stderr", "err\n") in lines
     assert ("stdout", long_line + "\n") in lines
-    raw = path.read_bytes().splitlines()
-    for line in raw:
-        stamp = line.split(b" ", 1)[0].decode()
-        datetime.fromisoformat(stamp.replace("Z", "+00:00")[:26] + "+00:00")
+    now = datetime.now(UTC)
+    for line in path.read_bytes().splitlines():   # RFC3339Nano, UTC, recent
+        stamp = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d{1,9})?Z",
+                             line.split(b" ", 1)[0].decode())
+        assert stamp, line
+        when = datetime.strptime(stamp.group(1), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+        assert abs((now - when).total_seconds()) < 60
     rotated = path.with_name("0.log.1")
     os.rename(path, rotated)
     env.cri.ReopenContainerLog(api_pb2.ReopenContainerLogRequest(container_id=cid))
@@ -285,14 +289,14 @@ def test_only_stdio_fds_inside(env: ContainerEnv) -> None:
 def test_container_in_stopped_pod_and_pod_removal(daemon) -> None:  # type: ignore[no-untyped-def]
     cri: CriClient = daemon.c
     with ContainerEnv(cri) as env:
-        cid = env.run(["sleep", "1000"])
+        cid = env.run(["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"])
         other = env.create(env.config(["sleep", "1000"]))
         pid = env.info(cid)["pid"]
         pods.stop(cri, env.pod_id)
         assert env.status(cid).state == api_pb2.CONTAINER_EXITED
         assert env.status(other).state == api_pb2.CONTAINER_EXITED
         assert not Path(f"/proc/{pid}/cmdline").exists() or \
-            b"sleep" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+            b"trap" not in Path(f"/proc/{pid}/cmdline").read_bytes()
         err = rpc_error(env.create, env.config(["true"]))
         assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
         pods.remove(cri, env.pod_id)

@@ -194,6 +194,17 @@ def test_attach_to_a_container_echoing_stdin(env: ContainerEnv) -> None:
     env.remove(cid)
 
 
+def test_attach_stdin_written_and_closed_at_once(env: ContainerEnv) -> None:
+    cid = env.run(["sh", "-c", "while read line; do echo got:$line; done; echo bye"],
+                  stdin=True, stdin_once=True)
+    url = env.cri.Attach(api_pb2.AttachRequest(container_id=cid, stdin=True, stdout=True,
+                                               stderr=True)).url
+    res = spdy_client.exec_url(url, stdin=b"a\nb\n")    # data then EOF, no waiting between
+    assert res.stdout == b"got:a\ngot:b\nbye\n"
+    assert env.wait_exit(cid).exit_code == 0
+    env.remove(cid)
+
+
 def test_attach_websocket_and_without_stdin(env: ContainerEnv) -> None:
     cid = env.run(["sh", "-c", "while true; do echo tick; sleep 0.1; done"])
     url = env.cri.Attach(api_pb2.AttachRequest(container_id=cid, stdout=True,

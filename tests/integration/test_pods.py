@@ -25,7 +25,8 @@ def pod_ids(cri):  # type: ignore[no-untyped-def]
 
 def _leftovers_for(daemon: PycriDaemon, pod_id: str) -> list[str]:
     found = []
-    for p in (daemon.state / "ns" / pod_id, daemon.root / "pods" / pod_id,
+    for p in (daemon.state / "ns" / pod_id, daemon.state / "netns" / pod_id,
+              daemon.root / "pods" / pod_id,
               daemon.state / "shims" / pod_id, daemon.state / "shims" / pod_id[:32]):
         if p.exists():
             found.append(str(p))
@@ -378,7 +379,7 @@ def test_sysctl_the_kernel_refuses_fails_cleanly(cri, daemon) -> None:  # type: 
     listed = pods.list_pods(cri)
     assert all(p.metadata.name != cfg.metadata.name for p in listed)
     ids = {p.id for p in listed}
-    for kind in (daemon.state / "ns", daemon.root / "pods"):
+    for kind in (daemon.state / "ns", daemon.state / "netns", daemon.root / "pods"):
         assert set(os.listdir(kind)) <= ids, kind
     assert not [p for p in Path(f"/sys/fs/cgroup/memory{daemon.cgroup_parent}").glob("pod*")
                 if p.name[3:] not in ids]

@@ -34,8 +34,10 @@ def test_stop_and_remove_take_containers_along(container_env: ContainerEnv) -> N
     cfg = pods.pod_config()
     pod_id = pods.run_pod(env.cri, cfg)
     cids = []
+    # SIGTERM ends them: sleep as PID 1 of its PID namespace would wait for the SIGKILL
+    honours_term = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]
     for _ in range(2):
-        cid = env.create(env.config(["sleep", "1000"]), pod_id=pod_id, pod_config=cfg)
+        cid = env.create(env.config(honours_term), pod_id=pod_id, pod_config=cfg)
         env.start_container(cid)
         cids.append(cid)
     pods.stop(env.cri, pod_id)

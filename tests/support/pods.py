@@ -195,6 +195,7 @@ def leftovers(d: PycriDaemon, ipam_dir: Path | None = None) -> dict[str, list[st
             return []
 
     out["ns"] = listdir(d.state / "ns")
+    out["netns"] = listdir(d.state / "netns")
     out["shims"] = listdir(d.state / "shims")
     out["pods"] = listdir(d.root / "pods")
     out["cni cache"] = [n for n in listdir(d.state / "cni") if not n.startswith(".")]
