@@ -350,7 +350,12 @@ class ContainerManager:
         self._publish(api_pb2.CONTAINER_STARTED_EVENT, rec)
 
     def stop(self, container_id: str, timeout: float) -> None:
-        rec = self.get(container_id)
+        """Stops a container; an unknown id is not an error (kubelet and critest retry stops)."""
+        try:
+            rec = self.get(container_id)
+        except NotFound:
+            log.info("StopContainer: container %r does not exist; nothing to stop", container_id)
+            return
         with self._ctr_lock(rec.id):
             self._stop_locked(rec, timeout)
 
