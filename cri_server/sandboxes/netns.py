@@ -7,7 +7,6 @@ thread ever changes namespace. The pause-holder later joins it by path.
 """
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import socket
@@ -15,6 +14,7 @@ import struct
 import threading
 
 from runtime import syscalls
+from runtime.shim.namespaces import unpin
 
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
@@ -57,16 +57,5 @@ def create(path: str) -> None:
 
 def remove(path: str) -> None:
     """Unpins and deletes the namespace file; a missing one is fine."""
-    if not path:
-        return
-    while True:
-        try:
-            syscalls.umount2(path, syscalls.MNT_DETACH | syscalls.UMOUNT_NOFOLLOW)
-        except OSError as exc:
-            if exc.errno in (errno.EINVAL, errno.ENOENT):
-                break
-            raise
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+    if path:
+        unpin(path)

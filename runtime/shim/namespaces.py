@@ -121,6 +121,21 @@ def pin(pid: int, types: list[str], ns_dir: str) -> dict[str, str]:
     return pinned
 
 
+def unpin(path: str) -> None:
+    """Unmount (every stacked bind mount of) one pinned namespace file and delete it."""
+    while True:
+        try:
+            syscalls.umount2(path, syscalls.MNT_DETACH | syscalls.UMOUNT_NOFOLLOW)
+        except OSError as e:
+            if e.errno in (errno.EINVAL, errno.ENOENT):
+                break
+            raise
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def unpin_all(ns_dir: str) -> None:
     """Unmount and remove every pinned namespace file under ns_dir, then ns_dir itself."""
     try:
@@ -128,18 +143,7 @@ def unpin_all(ns_dir: str) -> None:
     except FileNotFoundError:
         return
     for name in names:
-        path = os.path.join(ns_dir, name)
-        while True:  # a file may carry stacked bind mounts
-            try:
-                syscalls.umount2(path, syscalls.MNT_DETACH | syscalls.UMOUNT_NOFOLLOW)
-            except OSError as e:
-                if e.errno in (errno.EINVAL, errno.ENOENT):
-                    break
-                raise
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+        unpin(os.path.join(ns_dir, name))
     try:
         os.rmdir(ns_dir)
     except OSError:
