@@ -69,8 +69,10 @@ class MetricsConfig:
 class RuntimeConfig:
     # Runtime handler names accepted in RunPodSandbox (the empty name is the default).
     handlers: list[str] = field(default_factory=lambda: ["pycri"])
-    # SIGTERM-to-SIGKILL grace when StopPodSandbox kills containers.
-    stop_grace_seconds: float = 10.0
+    # SIGTERM-to-SIGKILL grace when StopPodSandbox kills containers that are still
+    # running. kubelet stops containers (with their own grace) first; like containerd,
+    # the pod stop then kills what is left at once.
+    stop_grace_seconds: float = 0.0
 
 
 @dataclass

@@ -56,14 +56,18 @@ class Daemon:
     def start(self) -> None:
         for lock in self._locks:
             lock.acquire()
-        self.paths.ensure()
-        self.services = wiring.build_services(self.config, self.paths)
-        self._server = self._build_server(self.services)
-        self._bind_socket(self._server)
-        self._server.start()
-        log.info("pycri listening on %s", self.socket_path)
-        wiring.start_endpoints(self.services)
-        wiring.recover(self.services)
+        try:
+            self.paths.ensure()
+            self.services = wiring.build_services(self.config, self.paths)
+            self._server = self._build_server(self.services)
+            self._bind_socket(self._server)
+            self._server.start()
+            log.info("pycri listening on %s", self.socket_path)
+            wiring.start_endpoints(self.services)
+            wiring.recover(self.services)
+        except BaseException:
+            self.stop()  # stop what was started (zygote, streaming, metrics), release locks
+            raise
         self.ready.set()
         sdnotify.notify("READY=1")
         log.info("pycri ready (root %s, state %s)", self.paths.root, self.paths.state)

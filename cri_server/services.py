@@ -26,4 +26,6 @@ class Services:
     streaming: Any = None
     events: Any = None
     metrics: Any = None
+    store: Any = None      # the sqlite store shared by sandboxes and containers
+    zygote: Any = None     # the link to the zygote that forks shims
     stats: Any = None

@@ -10,12 +10,14 @@ import logging
 
 from cri_server.config import Config
 from cri_server.containers import setup as containers_setup
+from cri_server.containers.events import make_pod_sink
 from cri_server.events import EventBus
 from cri_server.image_service import ImageServiceServicer
 from cri_server.metrics import Metrics
 from cri_server.paths import Paths
 from cri_server.sandboxes import setup as sandboxes_setup
 from cri_server.services import Services
+from cri_server.store import Store
 from cri_server.stats.service import StatsService
 from imageservice.manager import ImageManager
 from proto import api_pb2_grpc
@@ -25,6 +27,7 @@ log = logging.getLogger("pycri")
 
 def build_services(config: Config, paths: Paths) -> Services:
     svc = Services(config=config, paths=paths)
+    svc.store = Store(paths.runtime_db)
     svc.images = ImageManager(
         root_dir=paths.images_dir,
         registry_config=dataclasses.asdict(config.registry),
@@ -33,6 +36,7 @@ def build_services(config: Config, paths: Paths) -> Services:
         runtime_handlers=lambda: ["", *config.runtime.handlers])
     sandboxes_setup.build(svc)
     svc.events = EventBus()
+    svc.sandboxes.event_sink = make_pod_sink(svc.events, lambda: svc.containers)
     containers_setup.build(svc)
     svc.stats = StatsService(svc.containers, svc.sandboxes, str(paths.containers_dir))
     if config.metrics.address:

@@ -3,7 +3,8 @@
 Each event carries the pod's PodSandboxStatus and the statuses of every container of the
 pod (kubelet's evented PLEG rebuilds the pod's status from them, as containerd sends them);
 a deleted container is no longer among them. Events of one container are published in
-lifecycle order (cri_server.events.LifecycleOrder), whichever thread reported them.
+lifecycle order (cri_server.events.LifecycleOrder), whichever thread reported them. Pods
+have events of their own (make_pod_sink): the pod's id as container id, as containerd does.
 """
 from __future__ import annotations
 
@@ -43,6 +44,35 @@ def make_sink(bus: Any, sandboxes: Any,
                 if pod_status is not None:
                     event.pod_sandbox_status.CopyFrom(pod_status)
                 bus.publish(event)
+
+    return sink
+
+
+def make_pod_sink(bus: Any, containers: Callable[[], Any] = lambda: None) -> Any:
+    """A SandboxManager event sink: pod lifecycle events with the pod's id as container id
+    (containerd does the same; kubelet's evented PLEG watches them), the pod's status and
+    the statuses of its containers."""
+    order = LifecycleOrder()
+    lock = threading.Lock()
+
+    def sink(event_type: int, pod: Any) -> None:
+        from cri_server.sandboxes.views import pod_sandbox_status
+        manager = containers()
+        recs: list[ContainerRecord] = []
+        if manager is not None:
+            try:
+                recs = [r for r in manager.in_pod(pod.id) if r.state != R.CREATING]
+            except Exception:  # noqa: BLE001 - an event must still go out
+                recs = []
+        statuses = _statuses(recs)
+        pod_status = pod_sandbox_status(pod)
+        with lock:
+            for step in order.plan(pod.id, event_type, started=True):
+                bus.publish(api_pb2.ContainerEventResponse(
+                    container_id=pod.id,
+                    container_event_type=cast(api_pb2.ContainerEventType, step),
+                    created_at=time.time_ns(), pod_sandbox_status=pod_status,
+                    containers_statuses=statuses))
 
     return sink
 

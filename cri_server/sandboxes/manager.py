@@ -88,6 +88,9 @@ class SandboxManager:
         self._pod_locks_guard = threading.Lock()
         # CNI ADD of each new pod runs here while its shim starts.
         self._network_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="cni-add")
+        # Pod lifecycle events (GetContainerEvents, with the pod id as container id, as
+        # containerd sends them): set by the wiring; (CRI ContainerEventType, record).
+        self.event_sink: Callable[[int, SandboxRecord], None] | None = None
 
     # -- lookups ---------------------------------------------------------------
     def resolve_id(self, id_or_prefix: str) -> str:
@@ -122,6 +125,7 @@ class SandboxManager:
                         rec.shim_pid, rec.id)
             rec.state = NOTREADY
             self._save(rec)
+            self._publish(api_pb2.CONTAINER_STOPPED_EVENT, rec)
         return rec
 
     def shim(self, pod_id: str) -> ShimClient:
@@ -224,6 +228,8 @@ class SandboxManager:
             raise
         log.info("pod sandbox %s (%s) ready in %.1f ms, ip %s", rec.id, rec.name_key,
                  (time.monotonic() - started) * 1000, rec.ip or "-")
+        self._publish(api_pb2.CONTAINER_CREATED_EVENT, rec)
+        self._publish(api_pb2.CONTAINER_STARTED_EVENT, rec)
         return rec.id
 
     def _build(self, rec: SandboxRecord, config: api_pb2.PodSandboxConfig) -> None:
@@ -333,6 +339,7 @@ class SandboxManager:
         if rec.state != NOTREADY:
             rec.state = NOTREADY
             self._save(rec)
+        self._publish(api_pb2.CONTAINER_STOPPED_EVENT, rec)  # repeats are dropped by the sink
         log.debug("pod sandbox %s stopped: containers %.1f ms, network %.1f ms, shim %.1f ms",
                   rec.id, (t1 - t0) * 1000, (t2 - t1) * 1000, (time.monotonic() - t2) * 1000)
 
@@ -379,7 +386,16 @@ class SandboxManager:
             self.store.delete(KIND, rec.id)
         with self._pod_locks_guard:
             self._pod_locks.pop(rec.id, None)
+        self._publish(api_pb2.CONTAINER_DELETED_EVENT, rec)
         log.info("pod sandbox %s removed", rec.id)
+
+    def _publish(self, event_type: int, rec: SandboxRecord) -> None:
+        if self.event_sink is None:
+            return
+        try:
+            self.event_sink(event_type, rec)
+        except Exception:
+            log.exception("publishing pod sandbox event")
 
     def _remove_files(self, rec: SandboxRecord) -> None:
         try:

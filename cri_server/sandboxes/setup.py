@@ -1,4 +1,4 @@
-"""Wiring of the pod sandbox part: CNI manager, zygote, store, SandboxManager.
+"""Wiring of the pod sandbox part: CNI manager, zygote, SandboxManager.
 
 Called from cri_server.wiring (build / recover / shutdown).
 """
@@ -10,18 +10,8 @@ from cni import CniManager
 from cri_server.sandboxes.manager import SandboxManager
 from cri_server.sandboxes.zygote_link import ZygoteLink
 from cri_server.services import Services
-from cri_server.store import Store
 
 log = logging.getLogger("pycri.sandboxes")
-
-
-def shared_store(svc: Services) -> Store:
-    """The one metadata store (root/runtime.db) shared by sandboxes and containers."""
-    store = getattr(svc, "store", None)
-    if store is None:
-        store = Store(svc.paths.runtime_db)
-        svc.store = store  # type: ignore[attr-defined]
-    return store
 
 
 def build(svc: Services) -> None:
@@ -34,8 +24,8 @@ def build(svc: Services) -> None:
                          setup_loopback=False)  # the daemon brings lo up (sandboxes/netns.py)
     zygote = ZygoteLink(str(svc.paths.state))
     zygote.start()
-    svc.zygote = zygote  # type: ignore[attr-defined]
-    svc.sandboxes = SandboxManager(cfg, svc.paths, shared_store(svc), svc.cni, zygote.spawn,
+    svc.zygote = zygote
+    svc.sandboxes = SandboxManager(cfg, svc.paths, svc.store, svc.cni, zygote.spawn,
                                    containers=lambda: svc.containers)
 
 

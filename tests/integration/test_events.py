@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from proto import api_pb2
+from tests.support import pods
 from tests.support.containers import ContainerEnv
 
 CREATED, STARTED, STOPPED, DELETED = (api_pb2.CONTAINER_CREATED_EVENT,
@@ -125,3 +126,31 @@ def test_exit_on_its_own_and_removal_while_running(
         assert [e.container_event_type for e in late.wait_for(another, 2)] == [CREATED, DELETED]
     finally:
         late.close()
+
+
+def test_pod_sandbox_events_with_the_pod_id(container_env: ContainerEnv,
+                                            subscribers: list[Subscriber]) -> None:
+    """As containerd: the pod's own lifecycle as events whose container id is the pod id."""
+    env = container_env
+    pod_id = pods.run_pod(env.cri)
+    try:
+        cid = env.create(env.config(
+            ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done"]), pod_id=pod_id)
+        env.start_container(cid)
+        pods.stop(env.cri, pod_id)          # stops the container first
+    finally:
+        pods.remove(env.cri, pod_id)
+    if cid in env.created:
+        env.created.remove(cid)
+    sub = subscribers[0]
+    events = sub.wait_for(pod_id, 4)
+    assert [e.container_event_type for e in events] == [CREATED, STARTED, STOPPED, DELETED]
+    assert all(e.pod_sandbox_status.id == pod_id for e in events)
+    assert events[1].pod_sandbox_status.state == api_pb2.SANDBOX_READY
+    assert events[2].pod_sandbox_status.state == api_pb2.SANDBOX_NOTREADY
+    stopped = _status_of(events[2], cid)
+    assert stopped.state == api_pb2.CONTAINER_EXITED
+    assert list(events[3].containers_statuses) == []          # removed with the pod
+    order = [(e.container_id, e.container_event_type) for e in sub.events]
+    assert order.index((cid, STOPPED)) < order.index((pod_id, STOPPED))
+    assert order.index((cid, DELETED)) < order.index((pod_id, DELETED))
