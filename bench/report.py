@@ -12,10 +12,18 @@ from typing import Any
 TARGETS: dict[str, tuple[str, float | None]] = {
     "runp": ("ms", 0.7), "create": ("ms", None), "start": ("ms", None),
     "create+start": ("ms", 0.7), "stop": ("ms", None), "stopp+rmp": ("ms", None),
-    "execsync": ("ms", 1.0), "pod-to-running": ("ms", 0.7), "50 pods (8 at a time)": ("s", None),
-    "cold pull 50MB": ("s", 1.0), "PSS/pod @10": ("MiB", 1.0), "PSS/pod @50": ("MiB", 1.0),
-    "idle CPU 60s, 50 pods": ("s", 1.0),
+    "execsync": ("ms", 1.0), "pod-to-running": ("ms", 0.7), "cold pull 50MB": ("s", 1.0),
 }
+
+
+def add_run_figures(pods: int, parallel: int, idle: float) -> str:
+    """Figures whose names carry the run's settings; returns the concurrency figure's name."""
+    concurrent = f"{pods} pods ({parallel} at a time)"
+    TARGETS[concurrent] = ("s", None)
+    for n in sorted({min(10, pods), pods}):
+        TARGETS[f"PSS/pod @{n}"] = ("MiB", 1.0)
+    TARGETS[f"idle CPU {int(idle)}s, {pods} pods"] = ("s", 1.0)
+    return concurrent
 SCALE = {"ms": 1000.0, "s": 1.0, "MiB": 1.0 / (1024 * 1024)}
 
 

@@ -32,7 +32,7 @@ def measure_scale(rt: Any, c: Any, image: str, log_dir: Path, pods: int, idle: f
     time.sleep(1)
     base = process_tree_pss(rt.runtime_pids())
     started: list[str] = []
-    for target in (10, pods):
+    for target in sorted({min(10, pods), pods}):
         while len(started) < target:
             started.append(workloads.start_pod_with_sleep(c, image, log_dir))
         time.sleep(1)
@@ -55,9 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pull-rounds", type=int, default=5)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = ap.parse_args(argv)
-    if args.idle and args.idle != 60:
-        report.TARGETS[f"idle CPU {int(args.idle)}s, {args.pods} pods"] = ("s", 1.0)
-    report.TARGETS[f"PSS/pod @{args.pods}"] = ("MiB", 1.0)
+    concurrent_figure = report.add_run_figures(args.pods, args.parallel, args.idle)
 
     base = make_base()
     log_dir = base / "logs"
@@ -93,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         for rt in runtimes:
             seconds, pods = workloads.concurrent_pods(clients[rt.name], imgs.busybox, log_dir,
                                                       args.pods, args.parallel)
-            samples[rt.name]["50 pods (8 at a time)"].append(seconds)
+            samples[rt.name][concurrent_figure].append(seconds)
             workloads.remove_pods(clients[rt.name], pods)
         print(f"cold pulls x{args.pull_rounds} ...", flush=True)
         for image in imgs.big:

@@ -48,6 +48,10 @@ Mount types understood by the init: bind, proc, tmpfs, devpts, mqueue, sysfs, cg
 host's cgroup hierarchies as seen from the container's cgroup namespace), and any other
 filesystem type given with a source (mounted as-is). ``options`` are mount(8)-style words:
 flags (ro, nosuid, nodev, noexec, relatime, strictatime, ...) and data (mode=755, size=...).
+A mount may carry ``"sub_path": str|null``: the filesystem (or bind source) is first mounted on
+a staging directory private to the container's mount namespace, `sub_path` is resolved inside
+it (symlinks cannot leave it; missing -> InvalidArgument) and only that is bound on the
+destination (image volumes with `image_sub_path`).
 """
 from __future__ import annotations
 
@@ -399,6 +403,8 @@ def _validate_mounts(s: dict[str, Any]) -> None:
         m["readonly"] = _bool(m.get("readonly", False), f + ".readonly")
         m["recursive_readonly"] = _bool(m.get("recursive_readonly", False),
                                         f + ".recursive_readonly")
+        sub = m.setdefault("sub_path", None)
+        _need(sub is None or isinstance(sub, str), f + ".sub_path", "must be a string or null")
         prop = m.setdefault("propagation", None)
         _need(prop in PROPAGATIONS, f + ".propagation",
               f"must be private, rslave, rshared or null, got {prop!r}")

@@ -195,6 +195,9 @@ def _apply_mount(root: str, m: dict[str, Any], privileged: bool, field: str,
     if m.get("readonly"):
         flags |= syscalls.MS_RDONLY
     mtype = m["type"]
+    if m.get("sub_path"):
+        _sub_path_mount(root, m, flags, prop, data, field)
+        return
     if mtype == "bind":
         _bind_mount(root, m, flags, prop, field)
         return
@@ -253,6 +256,61 @@ def _bind_mount(root: str, m: dict[str, Any], flags: int, prop: int, field: str)
                                                                          or "", prop)
     if propagation:
         _set_propagation(root, target, propagation)
+
+
+def _sub_path_mount(root: str, m: dict[str, Any], flags: int, prop: int, data: str,
+                    field: str) -> None:
+    """Mount the filesystem (or bind the source) on a staging directory next to the rootfs
+    (private to this mount namespace), resolve `sub_path` inside it without leaving it,
+    bind only that onto the destination, then detach the staging mount."""
+    sub = m["sub_path"]
+    dest = m["destination"]
+    staging = os.path.join(os.path.dirname(os.path.abspath(root)),
+                           ".sub-path-" + field.replace("[", "-").replace("]", ""))
+    os.makedirs(staging, mode=0o700, exist_ok=True)
+    try:
+        if m["type"] == "bind":
+            syscalls.mount(os.path.realpath(m["source"]), staging, None,
+                           syscalls.MS_BIND | syscalls.MS_REC)
+        else:
+            syscalls.mount(m.get("source") or m["type"], staging, m["type"],
+                           flags & ~(syscalls.MS_BIND | syscalls.MS_REC), data or None)
+        try:
+            target = _bind_sub_path(root, staging, sub, dest, field)
+        finally:
+            syscalls.umount2(staging, syscalls.MNT_DETACH)
+    finally:
+        os.rmdir(staging)
+    _remount(root, target, syscalls.MS_BIND | (flags & ~(syscalls.MS_BIND | syscalls.MS_REC)))
+    propagation = {"rslave": syscalls.MS_SLAVE | syscalls.MS_REC,
+                   "rshared": syscalls.MS_SHARED | syscalls.MS_REC,
+                   "private": syscalls.MS_PRIVATE | syscalls.MS_REC}.get(m.get("propagation")
+                                                                         or "", prop)
+    if propagation:
+        _set_propagation(root, target, propagation)
+
+
+def _bind_sub_path(root: str, staging: str, sub: str, dest: str, field: str) -> str:
+    """Bind staging/<sub> (resolved inside staging) onto dest inside root; returns the target."""
+    src = secure_join(staging, sub)
+    if not os.path.lexists(src):
+        raise InvalidArgument(f"{field}.sub_path: {sub!r} does not exist in the filesystem "
+                              f"to be mounted at {dest}")
+    src_fd = open_path_in_root(staging, src)
+    try:
+        if stat.S_ISDIR(os.fstat(src_fd).st_mode):
+            target = mkdir_all_in_root(root, dest)
+        else:
+            target = ensure_file_in_root(root, dest)
+        dst_fd = open_path_in_root(root, target)
+        try:
+            syscalls.mount(_fd_path(src_fd), _fd_path(dst_fd), None,
+                           syscalls.MS_BIND | syscalls.MS_REC)
+        finally:
+            os.close(dst_fd)
+    finally:
+        os.close(src_fd)
+    return target
 
 
 def _remount(root: str, target: str, flags: int) -> None:

@@ -12,6 +12,7 @@ APT_PACKAGES=(
   procps psmisc util-linux     # ps/pgrep, script(1), ipcs in tests and critest images
   skopeo openssl               # image import and registry TLS tests
   nginx-light gcc libc6-dev    # critest images: nginx, static pause and setuid test binaries
+  containerd runc              # the benchmark's baseline (its smoke test runs one round)
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

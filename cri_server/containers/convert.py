@@ -39,7 +39,10 @@ def _mount(m: dict[str, Any]) -> api_pb2.Mount:
                          propagation=cast(api_pb2.MountPropagation,
                                           int(m.get("propagation") or 0)),
                          recursive_read_only=bool(m.get("recursive_read_only")),
-                         image=api_pb2.ImageSpec(image=m["image"]) if m.get("image") else None)
+                         image=(api_pb2.ImageSpec(image=m["image"],
+                                                  image_ref=m.get("image_ref", ""))
+                                if m.get("image") else None),
+                         image_sub_path=m.get("image_sub_path", ""))
 
 
 def status(rec: ContainerRecord) -> api_pb2.ContainerStatus:

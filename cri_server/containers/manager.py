@@ -196,7 +196,8 @@ class ContainerManager:
                      "readonly": m.readonly, "selinux_relabel": m.selinux_relabel,
                      "propagation": int(m.propagation),
                      "recursive_read_only": m.recursive_read_only,
-                     "image": m.image.image if m.HasField("image") else ""}
+                     "image": m.image.image if m.HasField("image") else "",
+                     "image_sub_path": m.image_sub_path}
                     for m in config.mounts],
             stop_signal=int(config.stop_signal), kill_signal=kill_signal,
             tty=config.tty, stdin=config.stdin, stdin_once=config.stdin_once,
@@ -211,8 +212,14 @@ class ContainerManager:
         created_in_shim = False
 
         def volume_layers(ref: str) -> list[str]:
+            """An image volume's layers; from now on the record keeps that image in use."""
             vol = self._resolve_image(ref)
-            rec.volume_image_ids.append(vol.id)
+            with self._lock:
+                rec.volume_image_ids.append(vol.id)
+            for entry in rec.mounts:
+                if entry.get("image") == ref and not entry.get("image_ref"):
+                    entry["image_ref"] = vol.id
+                    break
             return self._image_view(vol).lower_dirs
 
         try:

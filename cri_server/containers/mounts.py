@@ -15,12 +15,13 @@ Rules (containerd's, with the CRI's recursive_read_only checks):
 from __future__ import annotations
 
 import os
+import posixpath
 import stat
 from collections.abc import Callable
 from typing import Any
 
 from cri_server import host_features
-from cri_server.errors import InvalidArgument, NotFound, Unimplemented
+from cri_server.errors import InvalidArgument, NotFound
 from proto import api_pb2
 from runtime import container_spec
 
@@ -100,17 +101,45 @@ def cri_mount(m: api_pb2.Mount) -> dict[str, Any]:
                                       propagation=propagation)
 
 
+def image_sub_path(m: api_pb2.Mount) -> str | None:
+    """The checked `image_sub_path` (relative, no '..'), or None for the whole image."""
+    sub = m.image_sub_path
+    if not sub:
+        return None
+    if sub.startswith("/") or ".." in sub.split("/") or "\0" in sub:
+        raise InvalidArgument(f"mount {m.container_path!r}: image_sub_path {sub!r} must be a "
+                              "relative path inside the image without '..'")
+    return posixpath.normpath(sub)
+
+
 def image_mount(m: api_pb2.Mount, lower_dirs: list[str]) -> dict[str, Any]:
-    """A Mount.image volume: the image's layers, read-only."""
-    if m.image_sub_path:
-        raise Unimplemented(f"mount {m.container_path!r}: image_sub_path is not supported")
+    """A Mount.image volume: the image's layers (top first), read-only, not noexec; with
+    `image_sub_path` only that part of the image (resolved inside it by the init)."""
+    dest = m.container_path
+    if not dest.startswith("/"):
+        raise InvalidArgument(f"mount container_path {dest!r} must be an absolute path")
+    if not m.readonly:
+        raise InvalidArgument(f"mount {dest!r}: image volumes are read-only; set readonly")
+    if m.host_path:
+        raise InvalidArgument(f"mount {dest!r}: set either host_path or image, not both")
+    if m.uidMappings or m.gidMappings:
+        raise InvalidArgument(f"mount {dest!r}: id-mapped mounts need user namespaces, which "
+                              "pycri does not support")
+    if m.propagation not in (api_pb2.PROPAGATION_PRIVATE,):
+        raise InvalidArgument(f"mount {dest!r}: image volumes support only private "
+                              "propagation")
+    sub = image_sub_path(m)
     if not lower_dirs:
-        raise InvalidArgument(f"mount {m.container_path!r}: the image has no layers")
+        raise InvalidArgument(f"mount {dest!r}: image {m.image.image!r} has no layers")
     if len(lower_dirs) == 1:
-        return container_spec.bind_mount(lower_dirs[0], m.container_path, readonly=True)
-    return {"destination": m.container_path, "type": "overlay", "source": "overlay",
-            "options": ["ro", "lowerdir=" + ":".join(lower_dirs)], "propagation": None,
-            "readonly": True, "recursive_readonly": False}
+        out = container_spec.bind_mount(lower_dirs[0], dest, readonly=True,
+                                        recursive_readonly=m.recursive_read_only)
+    else:  # overlay with lower dirs only is read-only by construction
+        out = {"destination": dest, "type": "overlay", "source": "overlay",
+               "options": ["ro", "nodev", "lowerdir=" + ":".join(lower_dirs)],
+               "propagation": None, "readonly": True, "recursive_readonly": False}
+    out["sub_path"] = sub
+    return out
 
 
 def pod_file_mounts(pod_files: dict[str, str], requested: set[str],

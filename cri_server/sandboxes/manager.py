@@ -36,7 +36,7 @@ from cri_server.errors import (
     Unavailable,
 )
 from cri_server.paths import Paths
-from cri_server.sandboxes import netns, pod_cgroup, podfiles, shim_process, validate
+from cri_server.sandboxes import netns, pod_cgroup, pod_shm, podfiles, shim_process, validate
 from cri_server.sandboxes.record import (
     CREATING,
     KIND,
@@ -205,7 +205,9 @@ class SandboxManager:
             shim_dir=str(shim_dir), ns_dir=str(self.paths.ns_dir(pod_id)),
             netns_path="" if plan.host_network else str(self.paths.netns_path(pod_id)),
             cgroup_driver=cg.driver, cgroup_parent=cg.parent, cgroup_path=cg.path,
-            cgroup_owned=cg.owned, cgroup_prune_to=cg.prune_to)
+            cgroup_owned=cg.owned, cgroup_prune_to=cg.prune_to,
+            shm_path=("" if plan.namespaces.get("ipc") == "node"
+                      else pod_shm.shm_path(self.paths.state, pod_id)))
 
     def _create(self, request: api_pb2.RunPodSandboxRequest, plan: validate.SandboxPlan,
                 digest: str, pending: _Pending) -> str:
@@ -236,6 +238,8 @@ class SandboxManager:
         times = [time.monotonic()]
         pod_dir = Path(rec.pod_dir)
         podfiles.write_pod_files(pod_dir, rec.hostname, config.dns_config, rec.host_network)
+        if rec.shm_path:
+            pod_shm.create(rec.shm_path)
         self._save(rec, phase="files")
         faults.crash_point("runp_files")
         times.append(time.monotonic())
@@ -336,6 +340,7 @@ class SandboxManager:
         t2 = time.monotonic()
         self._stop_shim(rec)
         netns.remove(rec.netns_path)
+        pod_shm.remove(rec.shm_path)
         if rec.state != NOTREADY:
             rec.state = NOTREADY
             self._save(rec)
@@ -416,6 +421,7 @@ class SandboxManager:
                 log.warning("CNI teardown of half-made pod %s: %s", rec.id, exc)
         self._stop_shim(rec)
         netns.remove(rec.netns_path)
+        pod_shm.remove(rec.shm_path)
         self._remove_files(rec)
 
     # -- recovery --------------------------------------------------------------
@@ -473,6 +479,7 @@ class SandboxManager:
                     netns.remove(str(path))
                 else:
                     shim_namespaces.unpin_all(str(path))
+        pod_shm.collect_orphans(self.paths.state, known)
         if self.cni is not None:
             for pod_id in self.cni.cached_pod_ids() - known:
                 log.info("tearing down the network of unknown pod %s", pod_id)

@@ -51,6 +51,7 @@ class SandboxRecord:
     pause_pid: int = 0
     ns_paths: dict[str, str] = field(default_factory=dict)   # net/ipc/uts/pid -> pinned path
     network_ready: bool = False          # CNI ADD done and not torn down yet
+    shm_path: str = ""                   # the pod's /dev/shm tmpfs ("" for host IPC)
     _config: Any = field(default=None, repr=False, compare=False)
 
     # -- config --------------------------------------------------------------

@@ -13,14 +13,14 @@ import grpc
 import pytest
 
 from proto import api_pb2
+from tests.support import pods
 from tests.support.containers import ContainerEnv
 from tests.support.cri_client import rpc_error
 from tests.support.daemon import PycriDaemon
 
 
-def _shim_dir(d: PycriDaemon, pod_id: str) -> Path:
-    # long state dirs make the daemon shorten the shim dir name to 32 characters
-    return next(p for p in (d.state / "shims").iterdir() if pod_id.startswith(p.name))
+def _shim_dir(env: ContainerEnv) -> Path:
+    return Path(pods.info(env.cri, env.pod_id)["shimDir"])
 
 
 @pytest.fixture
@@ -61,9 +61,9 @@ def test_daemon_kill9_keeps_containers_and_records_exits(
 
 
 def test_dead_shim_makes_containers_exited(started: tuple[PycriDaemon, ContainerEnv]) -> None:
-    d, env = started
+    _, env = started
     cid = env.run(["sleep", "1000"])
-    shim_pid = int((_shim_dir(d, env.pod_id) / "shim.pid").read_text())
+    shim_pid = int((_shim_dir(env) / "shim.pid").read_text())
     os.kill(shim_pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
     while env.status(cid).state != api_pb2.CONTAINER_EXITED:
@@ -91,7 +91,7 @@ def test_crash_during_create_leaves_nothing(started: tuple[PycriDaemon, Containe
         env.cri = d.c
         assert env.cri.ListContainers(api_pb2.ListContainersRequest()).containers == []
         assert list((d.root / "containers").iterdir()) == []
-        shim_states = _shim_dir(d, env.pod_id) / "containers"
+        shim_states = _shim_dir(env) / "containers"
         assert not shim_states.exists() or list(shim_states.iterdir()) == []
     env.created.clear()
     cid = env.create(cfg)                # the name was released

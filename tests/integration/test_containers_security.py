@@ -204,12 +204,10 @@ def test_pid_namespace_modes(env: ContainerEnv) -> None:
 def test_namespaces_shared_with_the_pod(env: ContainerEnv) -> None:
     cid = env.run(["sleep", "1000"])
     pid = env.info(cid)["pid"]
-    pod_info = pods.info(env.cri, env.pod_id)
-    pause = pod_info.get("pid") or pod_info.get("pausePid")
-    for ns in ("net", "ipc", "uts"):
+    pause = pods.info(env.cri, env.pod_id)["pid"]
+    for ns in ("net", "ipc", "uts", "pid"):   # the pod has a pod-wide pid namespace
         assert os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}")
-        if pause:
-            assert os.readlink(f"/proc/{pid}/ns/{ns}") == os.readlink(f"/proc/{pause}/ns/{ns}")
+        assert os.readlink(f"/proc/{pid}/ns/{ns}") == os.readlink(f"/proc/{pause}/ns/{ns}")
     assert os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
     env.remove(cid)
 
