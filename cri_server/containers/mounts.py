@@ -142,6 +142,22 @@ def image_mount(m: api_pb2.Mount, lower_dirs: list[str]) -> dict[str, Any]:
     return out
 
 
+HOST_SHM = "/dev/shm"
+
+
+def share_pod_shm(spec_mounts: list[dict[str, Any]], ipc_mode: str, pod_shm: str
+                  ) -> list[dict[str, Any]]:
+    """/dev/shm as containerd does: the host's for host IPC, the pod's tmpfs for a pod IPC
+    namespace (shared by the pod's containers); a pod without one keeps the container's own
+    tmpfs."""
+    source = HOST_SHM if ipc_mode == "node" else pod_shm
+    if not source:
+        return spec_mounts
+    shared = container_spec.bind_mount(source, "/dev/shm")
+    shared["options"] = ["rbind", "nosuid", "nodev", "noexec"]
+    return [shared if m["destination"] == "/dev/shm" else m for m in spec_mounts]
+
+
 def pod_file_mounts(pod_files: dict[str, str], requested: set[str],
                     readonly: bool) -> list[dict[str, Any]]:
     """The pod's hostname/hosts/resolv.conf, unless the request mounts that path itself."""

@@ -26,6 +26,7 @@ class PodView:
     pod_files: dict[str, str] = field(default_factory=dict)  # /etc/hosts -> host file
     shim_dir: str = ""
     netns_path: str = ""
+    shm_path: str = ""                      # the pod's /dev/shm tmpfs ("" = none)
 
     @property
     def host_network(self) -> bool:
@@ -53,4 +54,5 @@ def from_sandbox(rec: Any) -> PodView:
         cgroup_driver=getattr(rec, "cgroup_driver", "cgroupfs") or "cgroupfs",
         cgroup_path=getattr(rec, "cgroup_path", "") or "",
         pod_files=files, shim_dir=getattr(rec, "shim_dir", "") or "",
-        netns_path=getattr(rec, "netns_path", "") or "")
+        netns_path=getattr(rec, "netns_path", "") or "",
+        shm_path=getattr(rec, "shm_path", "") or "")

@@ -130,7 +130,8 @@ def build(container_id: str, request: api_pb2.CreateContainerRequest, pod: PodVi
         [f"{kv.key}={_text(kv.value)}" for kv in config.envs])
     requested = {posixpath.normpath(m.container_path) for m in config.mounts
                  if m.container_path.startswith("/")}
-    spec_mounts = container_spec.default_mounts(privileged=sc.privileged)
+    spec_mounts = mounts.share_pod_shm(container_spec.default_mounts(privileged=sc.privileged),
+                                       pod.namespaces.get("ipc", "pod"), pod.shm_path)
     spec_mounts += mounts.pod_file_mounts(pod.pod_files, requested, readonly=sc.readonly_rootfs)
     spec_mounts += mounts.volume_mounts(image.volumes, requested, dirs.volumes)
     for m in config.mounts:

@@ -69,6 +69,8 @@ def _rmdir(path: str) -> None:
         os.rmdir(path)
     except FileNotFoundError:
         pass
+    except OSError as exc:
+        log.warning("cannot remove the pod /dev/shm directory %s: %s", path, exc.strerror)
 
 
 def collect_orphans(state_dir: Path, known: Iterable[str]) -> None:
