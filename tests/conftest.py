@@ -6,7 +6,6 @@ talk to a real `pycri serve` subprocess through its unix socket.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Iterator
 
@@ -77,7 +76,7 @@ def fresh_daemon() -> Iterator[PycriDaemon]:
         yield d
     finally:
         d.stop()
-        shutil.rmtree(d.base, ignore_errors=True)
+        d.cleanup_dirs()
 
 
 @pytest.fixture

@@ -112,9 +112,12 @@ def image_sub_path(m: api_pb2.Mount) -> str | None:
     return posixpath.normpath(sub)
 
 
-def image_mount(m: api_pb2.Mount, lower_dirs: list[str]) -> dict[str, Any]:
-    """A Mount.image volume: the image's layers (top first), read-only, not noexec; with
-    `image_sub_path` only that part of the image (resolved inside it by the init)."""
+def image_mount(m: api_pb2.Mount, image_layers: Callable[[str], list[str]]
+                ) -> dict[str, Any]:
+    """A Mount.image volume: the image's layers (top first, from `image_layers(ref)`, called
+    once the request is checked), read-only, not noexec; with `image_sub_path` only that part
+    of the image (resolved inside it by the init). `propagation` is ignored: the image's
+    snapshot has no mounts under it to propagate either way."""
     dest = m.container_path
     if not dest.startswith("/"):
         raise InvalidArgument(f"mount container_path {dest!r} must be an absolute path")
@@ -125,15 +128,14 @@ def image_mount(m: api_pb2.Mount, lower_dirs: list[str]) -> dict[str, Any]:
     if m.uidMappings or m.gidMappings:
         raise InvalidArgument(f"mount {dest!r}: id-mapped mounts need user namespaces, which "
                               "pycri does not support")
-    if m.propagation not in (api_pb2.PROPAGATION_PRIVATE,):
-        raise InvalidArgument(f"mount {dest!r}: image volumes support only private "
-                              "propagation")
     sub = image_sub_path(m)
+    lower_dirs = image_layers(m.image.image)
     if not lower_dirs:
         raise InvalidArgument(f"mount {dest!r}: image {m.image.image!r} has no layers")
     if len(lower_dirs) == 1:
         out = container_spec.bind_mount(lower_dirs[0], dest, readonly=True,
                                         recursive_readonly=m.recursive_read_only)
+        out["options"] = ["rbind", "nodev"]
     else:  # overlay with lower dirs only is read-only by construction
         out = {"destination": dest, "type": "overlay", "source": "overlay",
                "options": ["ro", "nodev", "lowerdir=" + ":".join(lower_dirs)],

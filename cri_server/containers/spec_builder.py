@@ -139,7 +139,7 @@ def build(container_id: str, request: api_pb2.CreateContainerRequest, pod: PodVi
             if image_layers is None:
                 raise Unimplemented(f"mount {m.container_path!r}: image volumes are not "
                                     "supported")
-            spec_mounts.append(mounts.image_mount(m, image_layers(m.image.image)))
+            spec_mounts.append(mounts.image_mount(m, image_layers))
             continue
         spec_mounts.append(mounts.cri_mount(m))
     log_dir = request.sandbox_config.log_directory or pod.log_directory

@@ -3,7 +3,6 @@ counts, errors and latency, pods and containers by state, image pulls and bytes.
 from __future__ import annotations
 
 import re
-import shutil
 import time
 from collections.abc import Iterator
 
@@ -27,7 +26,7 @@ def metrics_daemon() -> Iterator[PycriDaemon]:
         yield d.start()
     finally:
         d.stop()
-        shutil.rmtree(d.base, ignore_errors=True)
+        d.cleanup_dirs()
 
 
 def _metrics_url(d: PycriDaemon) -> str:

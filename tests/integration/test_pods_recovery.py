@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -116,7 +115,7 @@ def _teardown(d: PycriDaemon) -> None:
         d.stop()
         for pid in pods.shim_pids_of(d.base):  # only after a failed test
             os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(d.base, ignore_errors=True)
+        d.cleanup_dirs()
 
 
 def _assert_clean(d: PycriDaemon, net: FakeNet | None = None) -> None:

@@ -38,6 +38,17 @@ def write_toml(path: Path, data: dict[str, Any]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def remove_empty_cgroup(path: str) -> None:
+    """rmdir a cgroup in every hierarchy; one that still has children stays (the leak check
+    then reports what is inside)."""
+    base = Path("/sys/fs/cgroup")
+    for hierarchy in [base, *(p for p in base.iterdir() if p.is_dir())] if base.exists() else []:
+        try:
+            os.rmdir(hierarchy / path.lstrip("/"))
+        except OSError:
+            pass
+
+
 class PycriDaemon:
     """One pycri daemon with its own socket, root, state, CNI and cgroup parent."""
 
@@ -72,7 +83,7 @@ class PycriDaemon:
         self.client: CriClient | None = None
 
     # -- lifecycle -----------------------------------------------------------
-    def start(self, timeout: float = 30.0, extra_env: dict[str, str] | None = None) -> "PycriDaemon":
+    def start(self, timeout: float = 30.0, extra_env: dict[str, str] | None = None) -> PycriDaemon:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cri_server", "serve", "--config", str(self.config_file)],
@@ -119,7 +130,7 @@ class PycriDaemon:
             self.proc.wait()
             self.proc = None
 
-    def restart(self, crash: bool = True) -> "PycriDaemon":
+    def restart(self, crash: bool = True) -> PycriDaemon:
         if crash:
             self.kill9()
         else:
@@ -127,7 +138,9 @@ class PycriDaemon:
         return self.start()
 
     def cleanup_dirs(self) -> None:
+        """Removes the temporary dirs and the (empty) cgroup parent pycri made for the pods."""
         shutil.rmtree(self.base, ignore_errors=True)
+        remove_empty_cgroup(self.cgroup_parent)
 
     def log_tail(self, lines: int = 60) -> str:
         try:
