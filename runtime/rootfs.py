@@ -7,7 +7,9 @@ Sequence (ContainerSpec fields in brackets):
   set_root_propagation   rslave for "/" (rshared if any mount asks for it) [mounts.propagation]
   mount_rootfs           overlay lower/upper/work on rootfs.mountpoint [rootfs]
   apply_mounts           every mount in order, destinations resolved inside the rootfs
-                         [mounts]; /dev nodes + symlinks when /dev is a tmpfs; [devices]
+                         [mounts] (a mount with sub_path: mounted on a private staging
+                         dir, only sub_path bound on the destination);
+                         /dev nodes + symlinks when /dev is a tmpfs; [devices]
   prepare_cwd            create the working dir (resolved inside the rootfs) [process.cwd]
   pivot_root
   mask_paths / readonly_paths / remount_root_readonly   [masked_paths, readonly_paths,

@@ -10,7 +10,11 @@ Rules (containerd's, with the CRI's recursive_read_only checks):
 - /etc/hostname, /etc/hosts, /etc/resolv.conf come from the pod unless the request mounts
   them itself; they are read-only when the root filesystem is;
 - image config VOLUMEs become empty read-write directories of the container (as containerd);
-- Mount.image (image volumes) are mounted read-only from the image's layers.
+- Mount.image (image volumes, KEP-4639) are mounted read-only from the image's layers (a
+  bind of a single layer, an overlay of lower dirs only otherwise); `readonly` must be set;
+  `image_sub_path` (relative, no '..') is resolved inside the image by the init, and a
+  missing one fails CreateContainer;
+- /dev/shm is the pod's shared tmpfs for pod IPC, the host's for host IPC (containerd's rule).
 """
 from __future__ import annotations
 
