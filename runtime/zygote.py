@@ -15,7 +15,9 @@ unix socket:
 Each shim is forked once and calls setsid(): a session of its own, no signal
 from the daemon's or the zygote's process group or terminal reaches it, and
 kill -9 of the daemon or the zygote does not touch pods (shims are then
-re-parented like any orphan). The zygote reaps shims that exit while it lives.
+re-parented like any orphan). The zygote reaps shims that exit while it lives,
+and exits itself within PARENT_CHECK_INTERVAL once the daemon that started it
+is gone (a restarted daemon starts a zygote of its own).
 One fork instead of the classic double fork saves the intermediate process
 (≈ 4 ms of RunPodSandbox: its fork and the teardown of its copied address
 space). Several spawns may be in flight at once; replies come as each shim
@@ -39,6 +41,7 @@ from typing import Any
 from runtime.shim import main as shim_main
 
 SPAWN_TIMEOUT = 60.0
+PARENT_CHECK_INTERVAL = 2.0  # seconds
 
 
 def _preimport() -> None:
@@ -89,10 +92,14 @@ class Zygote:
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         self.sel.register(wake_r, selectors.EVENT_READ, self._reap)
+        daemon = os.getppid()
         while self.running:
-            timeout = None
+            if os.getppid() != daemon:
+                break  # the daemon is gone: its successor starts a zygote of its own
+            timeout = PARENT_CHECK_INTERVAL
             if self.spawns:
-                timeout = max(0.0, min(d for _, _, d in self.spawns.values()) - time.monotonic())
+                timeout = min(timeout, max(0.0, min(d for _, _, d in self.spawns.values())
+                                           - time.monotonic()))
             for key, _ in self.sel.select(timeout):
                 key.data(key.fileobj)
             now = time.monotonic()

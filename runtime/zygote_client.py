@@ -37,17 +37,21 @@ class ZygoteClient:
                 sock.connect(self.socket_path)
             except OSError as e:
                 raise ZygoteError(f"zygote at {self.socket_path} is not reachable: {e}") from None
-            sock.sendall(json.dumps(req).encode() + b"\n")
             buf = b""
-            while b"\n" not in buf:
-                try:
+            try:
+                sock.sendall(json.dumps(req).encode() + b"\n")
+                while b"\n" not in buf:
                     chunk = sock.recv(65536)
-                except TimeoutError:
-                    raise ZygoteError(f"zygote did not answer {req.get('op')!r} within "
-                                      f"{timeout or self.timeout}s") from None
-                if not chunk:
-                    raise ZygoteError(f"zygote closed the connection during {req.get('op')!r}")
-                buf += chunk
+                    if not chunk:
+                        raise ZygoteError(f"zygote closed the connection during "
+                                          f"{req.get('op')!r}")
+                    buf += chunk
+            except TimeoutError:
+                raise ZygoteError(f"zygote did not answer {req.get('op')!r} within "
+                                  f"{timeout or self.timeout}s") from None
+            except OSError as e:  # e.g. reset by a zygote that is exiting
+                raise ZygoteError(f"zygote connection failed during {req.get('op')!r}: "
+                                  f"{e}") from None
         finally:
             sock.close()
         reply = json.loads(buf.split(b"\n", 1)[0])
@@ -85,12 +89,17 @@ class ZygoteClient:
 
 def start_zygote(state_dir: str, python: str = sys.executable, log_path: str | None = None,
                  env: dict[str, str] | None = None, timeout: float = 15.0) -> ZygoteClient:
-    """Connect to the zygote at <state_dir>/zygote.sock, starting one if none answers."""
+    """Start this process's zygote at <state_dir>/zygote.sock.
+
+    A zygote still answering there belongs to a daemon that is gone (it would exit
+    on its own once it notices): it is told to exit now, so that the zygote we use
+    is our child and lives exactly as long as we do. Its shims are not affected.
+    """
     socket_path = os.path.join(state_dir, "zygote.sock")
     client = ZygoteClient(socket_path)
     try:
-        client.ping()
-        return client
+        client.ping(timeout=1.0)
+        client.stop()
     except ZygoteError:
         pass
     os.makedirs(state_dir, exist_ok=True)

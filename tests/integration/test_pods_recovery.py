@@ -149,6 +149,35 @@ def test_kill9_restart_keeps_pods_ready(fresh_daemon) -> None:  # type: ignore[n
     _assert_clean(d)
 
 
+def _zygotes(d: PycriDaemon) -> set[int]:
+    marker = f"runtime.zygote --socket {d.state}/zygote.sock"
+    found = set()
+    for entry in os.listdir("/proc"):
+        try:
+            if (entry.isdigit() and Path(f"/proc/{entry}/comm").read_text().strip() == "python3"
+                    and marker in Path(f"/proc/{entry}/cmdline").read_bytes()
+                    .replace(b"\0", b" ").decode()):
+                found.add(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def test_zygote_does_not_outlive_its_daemon(fresh_daemon) -> None:  # type: ignore[no-untyped-def]
+    d = fresh_daemon.start()
+    pod_id = pods.run_pod(d.c)
+    (old,) = _zygotes(d)
+    d.restart(crash=True)  # kill -9: the old zygote notices and exits; the new daemon has its own
+    try:
+        assert pods.wait_until(lambda: old not in _zygotes(d), timeout=10)
+        assert len(_zygotes(d)) == 1
+        assert pods.status(d.c, pod_id).status.state == api_pb2.SANDBOX_READY
+    finally:
+        pods.stop_and_remove(d.c, pod_id)
+    d.stop()
+    assert pods.wait_until(lambda: not _zygotes(d), timeout=10)
+
+
 def test_dead_shim_shows_notready_and_can_be_removed(fresh_daemon) -> None:  # type: ignore[no-untyped-def]
     d = fresh_daemon.start()
     pod_id = pods.run_pod(d.c)
