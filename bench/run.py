@@ -16,11 +16,18 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from proto import api_pb2
 from bench import images as bench_images
 from bench import report, workloads
-from bench.runtimes import BENCH_BRIDGE, Containerd, Pycri, cpu_seconds, make_base, \
-    process_tree_pss, write_cni_conf
+from bench.runtimes import (
+    BENCH_BRIDGE,
+    Containerd,
+    Pycri,
+    cpu_seconds,
+    make_base,
+    process_tree_pss,
+    write_cni_conf,
+)
+from proto import api_pb2
 from tests.support.registry import Registry
 
 Samples = dict[str, dict[str, list[float]]]
@@ -105,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         for rt in runtimes:
             try:
                 rt.stop()
-            except Exception as exc:  # keep tearing down the others
+            except Exception as exc:  # noqa: BLE001 - keep tearing down the others
                 print(f"stopping {rt.name}: {exc}", file=sys.stderr)
         registry.stop()
         import shutil

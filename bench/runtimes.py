@@ -155,17 +155,16 @@ state = "{self.base}/state"
     def start(self) -> CriClient:
         self.base.mkdir(parents=True, exist_ok=True)
         config = self._write_config()
-        log = open(self.base / "containerd.log", "ab")
-        self.proc = subprocess.Popen(["containerd", "--config", str(config)], stdout=log,
-                                     stderr=log, stdin=subprocess.DEVNULL)
-        log.close()
+        with open(self.base / "containerd.log", "ab") as log:
+            self.proc = subprocess.Popen(["containerd", "--config", str(config)], stdout=log,
+                                         stderr=log, stdin=subprocess.DEVNULL)
         client = CriClient(str(self.socket))
         deadline = time.monotonic() + 30
         while True:
             try:
                 client.Version(api_pb2.VersionRequest(), timeout=2)
                 return client
-            except Exception:
+            except Exception:  # noqa: BLE001 - not up yet: retry until the deadline
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("containerd did not start; see "
                                        f"{self.base / 'containerd.log'}") from None

@@ -36,7 +36,7 @@ class Timer:
     def __init__(self) -> None:
         self.seconds = 0.0
 
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Timer:
         self._t = time.perf_counter()
         return self
 

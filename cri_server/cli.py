@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cri_server import __version__, config as config_mod
+from cri_server import __version__
+from cri_server import config as config_mod
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:

@@ -29,9 +29,10 @@ def _fstype(path: str) -> str:
     with open("/proc/self/mounts") as f:
         for line in f:
             fields = line.split()
-            if len(fields) >= 3 and (path == fields[1] or path.startswith(fields[1].rstrip("/") + "/")):
-                if len(fields[1]) >= len(best[0]):
-                    best = (fields[1], fields[2])
+            covers = len(fields) >= 3 and (path == fields[1]
+                                           or path.startswith(fields[1].rstrip("/") + "/"))
+            if covers and len(fields[1]) >= len(best[0]):
+                best = (fields[1], fields[2])
     return best[1]
 
 

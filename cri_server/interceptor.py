@@ -80,7 +80,7 @@ class RpcInterceptor(grpc.ServerInterceptor):
                 response = behavior(request, context)
                 failed = False
                 return response
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a gRPC status
                 self._fail(method, exc, context)
             finally:
                 self._observe(method, context, failed, started)
@@ -94,7 +94,7 @@ class RpcInterceptor(grpc.ServerInterceptor):
                 self._check_ready(method, context)
                 yield from behavior(request, context)
                 failed = False
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a gRPC status
                 self._fail(method, exc, context)
             finally:
                 self._observe(method, context, failed, started)

@@ -7,12 +7,11 @@ from typing import Any
 
 import grpc
 
-from proto import api_pb2
-from cri_server import __version__
+from cri_server import __version__, host_features
 from cri_server.config import to_toml
 from cri_server.errors import InvalidArgument
 from cri_server.services import Services
-from cri_server import host_features
+from proto import api_pb2
 
 # The CRI API version string kubelet expects in VersionResponse.version.
 KUBELET_API_VERSION = "0.1.0"

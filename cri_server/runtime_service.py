@@ -4,7 +4,6 @@ A method no mixin provides answers UNIMPLEMENTED with its name (servicer_base).
 """
 from __future__ import annotations
 
-from proto import api_pb2_grpc
 from cri_server.rpc_containers import ContainerRpcs
 from cri_server.rpc_events import EventRpcs
 from cri_server.rpc_resources import ResourceRpcs
@@ -13,6 +12,7 @@ from cri_server.rpc_sandboxes import SandboxRpcs
 from cri_server.rpc_stats import StatsRpcs
 from cri_server.servicer_base import fill_unimplemented
 from cri_server.services import Services
+from proto import api_pb2_grpc
 
 _MIXINS: tuple[type, ...] = (RuntimeInfoRpcs, SandboxRpcs, ContainerRpcs, EventRpcs, StatsRpcs,
                              ResourceRpcs)

@@ -12,7 +12,6 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
 from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
 
-from proto import api_pb2, api_pb2_grpc
 from cri_server import sdnotify, wiring
 from cri_server.config import Config
 from cri_server.interceptor import RpcInterceptor
@@ -20,6 +19,7 @@ from cri_server.locking import LockFile
 from cri_server.paths import Paths
 from cri_server.runtime_service import build_servicer
 from cri_server.services import Services
+from proto import api_pb2, api_pb2_grpc
 
 log = logging.getLogger("pycri")
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from proto import api_pb2
 from cri_server.errors import Unimplemented
+from proto import api_pb2
 
 
 def _unimplemented(name: str) -> Any:

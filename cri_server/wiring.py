@@ -17,8 +17,8 @@ from cri_server.metrics import Metrics
 from cri_server.paths import Paths
 from cri_server.sandboxes import setup as sandboxes_setup
 from cri_server.services import Services
-from cri_server.store import Store
 from cri_server.stats.service import StatsService
+from cri_server.store import Store
 from imageservice.manager import ImageManager
 from proto import api_pb2_grpc
 

@@ -86,7 +86,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
             rows.append((repo, tag, r.id[7:20], _human(r.size)))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return 0
 
 

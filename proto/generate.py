@@ -14,8 +14,8 @@ REPO_ROOT = PROTO_DIR.parent
 
 def generate(out_dir: Path) -> None:
     """Writes proto/api_pb2.py and proto/api_pb2_grpc.py under out_dir."""
-    from grpc_tools import protoc
     import grpc_tools
+    from grpc_tools import protoc
 
     include = Path(grpc_tools.__file__).resolve().parent / "_proto"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -71,7 +71,7 @@ class AttachStream:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> AttachStream:  # noqa: PYI034
+    def __enter__(self) -> AttachStream:
         return self
 
     def __exit__(self, *exc: object) -> None:

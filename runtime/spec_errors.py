@@ -7,8 +7,15 @@ only for callers written before the classes were shared.
 """
 from __future__ import annotations
 
-from cri_server.errors import (FailedPrecondition, InvalidArgument, NotFound, PermissionDenied,
-                               PycriError, ResourceExhausted, Unimplemented)
+from cri_server.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    PycriError,
+    ResourceExhausted,
+    Unimplemented,
+)
 
 SpecError = PycriError
 

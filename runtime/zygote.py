@@ -103,7 +103,7 @@ class Zygote:
             for key, _ in self.sel.select(timeout):
                 key.data(key.fileobj)
             now = time.monotonic()
-            for fd, (client, _, deadline) in list(self.spawns.items()):
+            for fd, (_client, _, deadline) in list(self.spawns.items()):
                 if deadline <= now:
                     self._finish_spawn(fd, {"ok": False, "error":
                                             f"shim did not report ready within {SPAWN_TIMEOUT}s"})

@@ -9,9 +9,10 @@ from cri_server.containers import resources
 from cri_server.containers.record import ContainerRecord
 from proto import api_pb2
 
-_STATES: dict[str, api_pb2.ContainerState] = {R.CREATING: api_pb2.CONTAINER_CREATED, R.CREATED: api_pb2.CONTAINER_CREATED,
-           R.RUNNING: api_pb2.CONTAINER_RUNNING, R.EXITED: api_pb2.CONTAINER_EXITED,
-           R.UNKNOWN: api_pb2.CONTAINER_UNKNOWN}
+_STATES: dict[str, api_pb2.ContainerState] = {
+    R.CREATING: api_pb2.CONTAINER_CREATED, R.CREATED: api_pb2.CONTAINER_CREATED,
+    R.RUNNING: api_pb2.CONTAINER_RUNNING, R.EXITED: api_pb2.CONTAINER_EXITED,
+    R.UNKNOWN: api_pb2.CONTAINER_UNKNOWN}
 
 
 def cri_state(rec: ContainerRecord) -> api_pb2.ContainerState:

@@ -284,7 +284,7 @@ class SandboxManager:
         times.append(time.monotonic())
         steps = ("files", "cgroup", "shim", "network")
         log.debug("pod sandbox %s built: %s", rec.id, ", ".join(
-            f"{name} {(b - a) * 1000:.1f} ms" for name, a, b in zip(steps, times, times[1:])))
+            f"{name} {(b - a) * 1000:.1f} ms" for name, a, b in zip(steps, times, times[1:], strict=False)))
 
     def _setup_network(self, rec: SandboxRecord, config: api_pb2.PodSandboxConfig) -> Any:
         if self.cni is None:

@@ -395,7 +395,7 @@ def test_twenty_concurrent_setups_get_distinct_ips(net: Net):
     assert not errs
     ips = [results[p].primary_ip for p, _ in pods]  # type: ignore[attr-defined]
     assert len(set(ips)) == 20 and net.allocated() == set(ips)
-    for (pod, ns), ip in zip(pods, ips, strict=True):
+    for (_pod, ns), ip in zip(pods, ips, strict=True):
         assert f"inet {ip}/" in in_netns(ns, "ip", "-o", "-4", "addr", "show", "dev",
                                          POD_IFNAME)
     threads = [threading.Thread(target=m.teardown, args=p) for p in pods]

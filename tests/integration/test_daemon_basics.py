@@ -10,9 +10,9 @@ import sys
 import grpc
 import pytest
 
-from proto import api_pb2
 from cri_server import __version__
 from cri_server.servicer_base import rpc_names
+from proto import api_pb2
 from tests.support.cri_client import rpc_error
 from tests.support.daemon import REPO_ROOT, PycriDaemon
 

@@ -121,7 +121,7 @@ def test_manifest_list_and_index_resolve_to_host_platform(images, svc):
 def test_gzip_zstd_and_plain_layers(images, svc):
     image_id = svc.pull(images.ref("compressed:v1"))
     layers = svc.manager.rootfs_layers(image_id)   # top first
-    assert [Path(d, p).read_text() for d, p in zip(layers, ["n/file", "z/file", "g/file"])] == [
+    assert [Path(d, p).read_text() for d, p in zip(layers, ["n/file", "z/file", "g/file"], strict=True)] == [
         "none\n", "zstd\n", "gzip\n"]
 
 

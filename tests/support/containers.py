@@ -47,7 +47,7 @@ class ContainerEnv:
         self._names = 0
 
     # -- set-up ----------------------------------------------------------------
-    def __enter__(self) -> ContainerEnv:  # noqa: PYI034
+    def __enter__(self) -> ContainerEnv:
         try:
             self.start()
         except BaseException:

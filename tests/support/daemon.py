@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from proto import api_pb2
 from tests.support.cri_client import CriClient
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -84,21 +85,20 @@ class PycriDaemon:
 
     # -- lifecycle -----------------------------------------------------------
     def start(self, timeout: float = 30.0, extra_env: dict[str, str] | None = None) -> PycriDaemon:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cri_server", "serve", "--config", str(self.config_file)],
-            cwd=REPO_ROOT, env={**self.env, **(extra_env or {})}, stdout=log, stderr=log,
-            stdin=subprocess.DEVNULL)
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "cri_server", "serve", "--config", str(self.config_file)],
+                cwd=REPO_ROOT, env={**self.env, **(extra_env or {})}, stdout=log, stderr=log,
+                stdin=subprocess.DEVNULL)
         self.client = CriClient(str(self.socket))
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"pycri exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                self.client.Version(__import__("proto.api_pb2").api_pb2.VersionRequest(), timeout=2)
+                self.client.Version(api_pb2.VersionRequest(), timeout=2)
                 return self
-            except Exception:
+            except Exception:  # noqa: BLE001 - not up yet: retry until the deadline
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"pycri did not become ready:\n{self.log_tail()}") from None
                 time.sleep(0.05)

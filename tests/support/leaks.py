@@ -110,7 +110,7 @@ class Snapshot:
     items: dict[str, set[str]] = field(default_factory=dict)
 
     @classmethod
-    def take(cls) -> "Snapshot":
+    def take(cls) -> Snapshot:
         return cls({
             "mounts": _mounts(),
             "netns": set(_run("ip", "netns", "list").split()),
@@ -121,7 +121,7 @@ class Snapshot:
             "ip allocations": _ip_allocations(),
         })
 
-    def leaked_since(self, before: "Snapshot") -> dict[str, set[str]]:
+    def leaked_since(self, before: Snapshot) -> dict[str, set[str]]:
         out = {}
         for kind, now in self.items.items():
             new = now - before.items.get(kind, set())

@@ -4,8 +4,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from proto import api_pb2, generate
 from cri_server.servicer_base import rpc_names
+from proto import api_pb2, generate
 
 REFERENCE = Path(__file__).resolve().parents[3] / "shared/reference/cri-api-v0.36.3/api.proto"
 

@@ -39,7 +39,7 @@ def test_concurrent_inserts_from_threads(tmp_path: Path) -> None:
         try:
             for j in range(20):
                 s.insert("container", f"{i}-{j}", f"name-{i}-{j}", {"id": f"{i}-{j}"})
-        except Exception as exc:  # pragma: no cover - reported below
+        except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
