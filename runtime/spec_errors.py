@@ -2,8 +2,7 @@
 
 `cri_server.errors` does not import grpc, so the shim and the init raise the
 same classes the daemon maps to gRPC codes. `SpecError` is kept as the name of
-the base class for runtime code; `to_cri_error` is the identity and remains
-only for callers written before the classes were shared.
+the base class for runtime code.
 """
 from __future__ import annotations
 
@@ -20,8 +19,4 @@ from cri_server.errors import (
 SpecError = PycriError
 
 __all__ = ["FailedPrecondition", "InvalidArgument", "NotFound", "PermissionDenied",
-           "ResourceExhausted", "SpecError", "Unimplemented", "to_cri_error"]
-
-
-def to_cri_error(exc: PycriError) -> PycriError:
-    return exc
+           "ResourceExhausted", "SpecError", "Unimplemented"]

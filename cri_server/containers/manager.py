@@ -51,7 +51,6 @@ from proto import api_pb2
 from runtime import cgroups, shim_client
 from runtime.shim import statusfile
 from runtime.shim_client import ShimClient
-from runtime.spec_errors import SpecError, to_cri_error
 
 log = logging.getLogger("pycri.containers")
 
@@ -440,7 +439,7 @@ class ContainerManager:
             for pid in cgroups.open_cgroup(path).pids():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-        except (OSError, SpecError) as exc:
+        except (OSError, PycriError) as exc:
             log.warning("killing what is left of container %s: %s", rec.id[:12], exc)
 
     def _remove_cgroup(self, rec: ContainerRecord) -> None:
@@ -449,7 +448,7 @@ class ContainerManager:
             return
         try:
             cgroups.remove_cgroup(path)   # SIGKILLs anything still inside
-        except (OSError, SpecError) as exc:
+        except (OSError, PycriError) as exc:
             log.warning("removing the cgroup %s of container %s: %s", path, rec.id[:12], exc)
 
     # ------------------------------------------------------------------ pods
@@ -522,11 +521,11 @@ class ContainerManager:
                 try:
                     if writes:
                         cgroups.apply_resources(path, writes)
-                except SpecError as exc:
-                    with contextlib.suppress(SpecError, OSError):
+                except PycriError:
+                    with contextlib.suppress(PycriError, OSError):
                         cgroups.apply_resources(path, resource_update.changed_only(merged,
                                                                                    current))
-                    raise to_cri_error(exc) from None
+                    raise
             with self._lock:
                 rec.resources = merged
                 if rec.spec.get("cgroup"):

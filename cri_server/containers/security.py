@@ -18,23 +18,15 @@ from cri_server.containers.image_config import UserSpec, parse_user_string
 from cri_server.errors import InvalidArgument
 from proto import api_pb2
 from runtime import apparmor, container_spec, seccomp
-from runtime.spec_errors import SpecError, to_cri_error
 
 _SP = api_pb2.SecurityProfile
 
 
-def _cri(exc: SpecError) -> Exception:
-    return to_cri_error(exc)
-
-
 def capabilities(sc: api_pb2.LinuxContainerSecurityContext) -> dict[str, list[str]]:
     caps = sc.capabilities
-    try:
-        return container_spec.compute_capabilities(
-            add=list(caps.add_capabilities), drop=list(caps.drop_capabilities),
-            add_ambient=list(caps.add_ambient_capabilities), privileged=sc.privileged)
-    except SpecError as exc:
-        raise _cri(exc) from None
+    return container_spec.compute_capabilities(
+        add=list(caps.add_capabilities), drop=list(caps.drop_capabilities),
+        add_ambient=list(caps.add_ambient_capabilities), privileged=sc.privileged)
 
 
 def user(sc: api_pb2.LinuxContainerSecurityContext, image_user: str) -> dict[str, Any]:
@@ -97,16 +89,13 @@ def seccomp_profile(sc: api_pb2.LinuxContainerSecurityContext,
         return None
     kind, ref = _profile(sc.seccomp if sc.HasField("seccomp") else None,
                          sc.seccomp_profile_path)
-    try:
-        if kind == "runtime_default":
-            return seccomp.runtime_default_profile(caps["bounding"])
-        if kind == "localhost":
-            if not ref.startswith("/"):
-                raise InvalidArgument(f"seccomp Localhost profile {ref!r} must be an absolute "
-                                      "path on the node")
-            return seccomp.load_localhost_profile(ref)
-    except SpecError as exc:
-        raise _cri(exc) from None
+    if kind == "runtime_default":
+        return seccomp.runtime_default_profile(caps["bounding"])
+    if kind == "localhost":
+        if not ref.startswith("/"):
+            raise InvalidArgument(f"seccomp Localhost profile {ref!r} must be an absolute "
+                                  "path on the node")
+        return seccomp.load_localhost_profile(ref)
     return None
 
 
@@ -118,8 +107,5 @@ def apparmor_profile(sc: api_pb2.LinuxContainerSecurityContext) -> str | None:
     if kind == "unconfined":
         return None
     value = "runtime/default" if kind == "runtime_default" else f"localhost/{ref}"
-    try:
-        apparmor.resolve_profile(value)  # fails early: not enabled / not loaded
-    except SpecError as exc:
-        raise _cri(exc) from None
+    apparmor.resolve_profile(value)  # fails early: not enabled / not loaded
     return value

@@ -19,7 +19,6 @@ from cri_server.containers.pod_view import PodView
 from cri_server.errors import FailedPrecondition, InvalidArgument, Unimplemented
 from proto import api_pb2
 from runtime import container_spec
-from runtime.spec_errors import SpecError, to_cri_error
 
 # TARGET pid mode: container id -> path of that container's pid namespace
 TargetPidNs = Callable[[str], str]
@@ -167,10 +166,7 @@ def build(container_id: str, request: api_pb2.CreateContainerRequest, pod: PodVi
         "cgroup": _cgroup(pod, container_id, res),
         "log_path": _log_path(log_dir, config.log_path),
     }
-    try:
-        return container_spec.validate_spec(spec)
-    except SpecError as exc:
-        raise to_cri_error(exc) from None
+    return container_spec.validate_spec(spec)
 
 
 def container_dirs(container_dir: str) -> ContainerDirs:

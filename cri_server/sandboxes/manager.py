@@ -500,11 +500,7 @@ class SandboxManager:
         if not rec.cgroup_owned or not res:
             return
         from runtime import cgroups
-        from runtime.spec_errors import SpecError, to_cri_error
-        try:
-            cgroups.apply_resources(rec.cgroup_path, res)
-        except SpecError as exc:
-            raise to_cri_error(exc) from None
+        cgroups.apply_resources(rec.cgroup_path, res)
 
     # -- helpers ---------------------------------------------------------------
     def _cgroup(self, rec: SandboxRecord) -> pod_cgroup.PodCgroup:

@@ -9,11 +9,9 @@ No systemd on these hosts: the systemd driver manages the same paths directly.
 """
 from __future__ import annotations
 
-import errno
 import os
 import posixpath
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +19,7 @@ from cri_server.errors import FailedPrecondition, InvalidArgument
 from proto import api_pb2
 from runtime import cgroups
 from runtime.cgroups import mode, naming
-from runtime.spec_errors import InvalidArgument as SpecInvalidArgument
+from runtime.cgroups.fsutil import remove_tree
 
 _lock = threading.Lock()  # creating vs. pruning parents of concurrently made pods
 
@@ -50,7 +48,7 @@ def plan(driver: str, request_parent: str, config_parent: str, pod_id: str) -> P
         parent = naming.cgroupfs_path(config_parent)
         path = naming.cgroupfs_path(parent, f"pod{pod_id}")
         return PodCgroup(driver, parent, path, True, _top(path))
-    except SpecInvalidArgument as exc:
+    except InvalidArgument as exc:
         raise InvalidArgument(str(exc)) from None
 
 
@@ -109,7 +107,7 @@ def create(cg: PodCgroup, resources: dict[str, Any] | None = None) -> None:
     with _lock:
         try:
             cgroups.create_cgroup(cg.path, resources if cg.owned else None)
-        except SpecInvalidArgument as exc:
+        except InvalidArgument as exc:
             raise InvalidArgument(f"pod cgroup {cg.path}: {exc}") from None
         except OSError as exc:
             raise FailedPrecondition(f"cannot create the pod cgroup {cg.path}: {exc}") from None
@@ -121,7 +119,7 @@ def remove(cg: PodCgroup, timeout: float = 5.0) -> None:
         return
     with _lock:
         for root in hierarchy_roots():
-            _rmdir_tree(root + cg.path, timeout)
+            remove_tree(root + cg.path, timeout)  # kills what is still inside
             path = posixpath.dirname(cg.path)
             while cg.prune_to and path != "/" and (path == cg.prune_to
                                                    or path.startswith(cg.prune_to + "/")):
@@ -132,21 +130,3 @@ def remove(cg: PodCgroup, timeout: float = 5.0) -> None:
                 path = posixpath.dirname(path)
 
 
-def _rmdir_tree(path: str, timeout: float) -> None:
-    """rmdir children first (containers' cgroups left behind), then path itself."""
-    if not os.path.isdir(path):
-        return
-    for entry in os.scandir(path):
-        if entry.is_dir(follow_symlinks=False):
-            _rmdir_tree(entry.path, timeout)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            os.rmdir(path)
-            return
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            if exc.errno != errno.EBUSY or time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
