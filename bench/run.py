@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--idle", type=float, default=60.0)
     ap.add_argument("--pull-rounds", type=int, default=5)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    ap.add_argument("--pycri-shim-python", default="",
+                    help="interpreter for pycri's zygote and shims (config runtime.shim_python)")
     args = ap.parse_args(argv)
     concurrent_figure = report.add_run_figures(args.pods, args.parallel, args.idle)
 
@@ -74,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         imgs = bench_images.build_and_push(registry.url, registry.host, args.pull_rounds)
         cni_conf = base / "cni"
         write_cni_conf(cni_conf, base / "ipam")
-        runtimes = [Pycri(base, cni_conf), Containerd(base, cni_conf, registry.host, imgs.pause)]
+        runtimes = [Pycri(base, cni_conf, args.pycri_shim_python),
+                    Containerd(base, cni_conf, registry.host, imgs.pause)]
         clients = {rt.name: rt.start() for rt in runtimes}
         for rt in runtimes:
             c = clients[rt.name]

@@ -83,10 +83,10 @@ def _ppid(pid: int) -> int:
 class Pycri:
     name = "pycri"
 
-    def __init__(self, base: Path, cni_conf: Path) -> None:
+    def __init__(self, base: Path, cni_conf: Path, shim_python: str = "") -> None:
         self.daemon = PycriDaemon(base=base / "pycri", config={
             "log_level": "info", "cni": {"conf_dir": str(cni_conf)},
-            "cgroup_parent": "/pycri-bench"})
+            "cgroup_parent": "/pycri-bench", "runtime": {"shim_python": shim_python}})
 
     def start(self) -> CriClient:
         self.daemon.start()
@@ -100,7 +100,9 @@ class Pycri:
         """Daemon, zygote, shims and pause-holders (not the containers' own processes)."""
         assert self.daemon.proc is not None
         marker = str(self.daemon.state)
-        return [self.daemon.proc.pid] + [p for p in _all_pids() if marker in _cmdline(p)]
+        ours = [p for p in _all_pids() if marker in _cmdline(p)]
+        pauses = [p for p in _all_pids() if _ppid(p) in ours and _cmdline(p).startswith("pycri-pause")]
+        return [self.daemon.proc.pid, *ours, *pauses]
 
 
 class Containerd:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,10 @@ class MetricsConfig:
 class RuntimeConfig:
     # Runtime handler names accepted in RunPodSandbox (the empty name is the default).
     handlers: list[str] = field(default_factory=lambda: ["pycri"])
+    # Interpreter of the zygote and the pod shims (they use only the standard library
+    # and this project); empty = the daemon's own. CPython 3.12+ makes shims smaller
+    # (immortal objects: fewer copy-on-write pages after fork).
+    shim_python: str = ""
     # SIGTERM-to-SIGKILL grace when StopPodSandbox kills containers that are still
     # running. kubelet stops containers (with their own grace) first; like containerd,
     # the pod stop then kills what is left at once.
@@ -165,6 +170,8 @@ def _validate_semantics(cfg: Config) -> None:
     for name in ("socket", "root", "state"):
         if not str(getattr(cfg, name)).startswith("/"):
             raise ConfigError(f"{name} must be an absolute path, got {getattr(cfg, name)!r}")
+    if cfg.runtime.shim_python and not os.access(cfg.runtime.shim_python, os.X_OK):
+        raise ConfigError(f"runtime.shim_python {cfg.runtime.shim_python!r} is not an executable")
     parse_host_port(cfg.streaming.address, "streaming.address")
     if cfg.metrics.address:
         parse_host_port(cfg.metrics.address, "metrics.address")

@@ -297,3 +297,14 @@ def mount_setattr(path: str, attr_set: int, attr_clr: int = 0, recursive: bool =
                      ctypes.c_size_t(len(attr))) != 0:
         _raise(f"mount_setattr({path!r}, set={attr_set:#x}, clr={attr_clr:#x}, "
                f"recursive={recursive})")
+
+
+def release_free_heap() -> None:
+    """malloc_trim(0): give the heap's free pages back to the kernel (glibc only).
+
+    A forked process inherits its parent's heap; pages freed after the fork stay
+    counted against it until trimmed. Best effort: a no-op where unsupported.
+    """
+    trim = getattr(_libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)

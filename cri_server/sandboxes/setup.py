@@ -22,7 +22,7 @@ def build(svc: Services) -> None:
                          plugin_timeout=cfg.cni.plugin_timeout_seconds,
                          default_bridge=cfg.cni.default_bridge,
                          setup_loopback=False)  # the daemon brings lo up (sandboxes/netns.py)
-    zygote = ZygoteLink(str(svc.paths.state))
+    zygote = ZygoteLink(str(svc.paths.state), python=cfg.runtime.shim_python)
     zygote.start()
     svc.zygote = zygote
     svc.sandboxes = SandboxManager(cfg, svc.paths, svc.store, svc.cni, zygote.spawn,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from typing import Any
 
@@ -12,14 +13,15 @@ log = logging.getLogger("pycri.sandboxes")
 
 
 class ZygoteLink:
-    def __init__(self, state_dir: str) -> None:
+    def __init__(self, state_dir: str, python: str = "") -> None:
         self.state_dir = state_dir
+        self.python = python or sys.executable  # the interpreter of the zygote and shims
         self._client: ZygoteClient | None = None
         self._lock = threading.Lock()
 
     def start(self) -> None:
         with self._lock:
-            self._client = start_zygote(self.state_dir)
+            self._client = start_zygote(self.state_dir, python=self.python)
 
     def _ensure(self, restart: bool = False) -> ZygoteClient:
         with self._lock:
@@ -30,7 +32,7 @@ class ZygoteLink:
                 old.process.poll()  # reap a dead zygote we started
             log.warning("(re)starting the zygote")
             try:
-                self._client = start_zygote(self.state_dir)
+                self._client = start_zygote(self.state_dir, python=self.python)
             except ZygoteError as exc:
                 raise Unavailable(f"cannot start the zygote that starts pod shims: {exc}") from None
             return self._client

@@ -187,6 +187,7 @@ def run_shim(pod: dict[str, Any], ready_fd: int) -> NoReturn:
                               "ns": pinned}):
         shim.begin_shutdown(0)  # the spawn was given up (timeout): undo everything
         os._exit(1)
+    syscalls.release_free_heap()  # the zygote's freed heap pages: not this pod's cost
     code = 0
     try:
         loop.run()

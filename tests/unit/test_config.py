@@ -65,6 +65,7 @@ def test_unknown_top_level_table(tmp_path: Path) -> None:
     ('[cni]\ndefault_subnet = "10.0.0.0/33"', "default_subnet"),
     ('[registry]\nmax_concurrent_downloads = 0', "max_concurrent_downloads"),
     ("socket = ", "not valid TOML"),
+    ('[runtime]\nshim_python = "/nonexistent/python3"', "runtime.shim_python"),
 ])
 def test_bad_values_are_rejected(tmp_path: Path, text: str, match: str) -> None:
     main = write(tmp_path / "pycri.toml", text + "\n")
