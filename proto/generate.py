@@ -1,7 +1,9 @@
 """Regenerates api_pb2.py / api_pb2_grpc.py from api.proto with grpcio-tools.
 
 Run from anywhere: ``python -m proto.generate [OUTDIR]``. The stubs are
-committed; tests/unit/test_proto_stubs.py checks they match a fresh run.
+committed; tests/unit/test_proto_stubs.py checks they match a fresh run, which
+is why grpcio-tools is pinned in pyproject.toml (its protoc stamps its version
+into the output).
 """
 from __future__ import annotations
 
