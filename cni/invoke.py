@@ -144,7 +144,15 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     except ProcessLookupError:
         pass
     proc.kill()
-    proc.communicate()
+    try:
+        proc.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        # a descendant that left the process group (setsid) still holds our pipes: stop
+        # waiting for their EOF rather than hang the RPC forever
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        proc.wait()
 
 
 def _error_from_output(

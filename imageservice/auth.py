@@ -28,6 +28,7 @@ from cri_server.errors import PermissionDenied, Unavailable
 log = logging.getLogger(__name__)
 
 DOCKER_HUB_AUTH_KEY = "https://index.docker.io/v1/"
+MAX_TOKEN_RESPONSE = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -121,25 +122,40 @@ def fetch_token(client: httpx.Client, params: dict[str, str], scope: str,
     service = params.get("service", "")
     scopes = [s for s in (params.get("scope", ""), scope) if s]
     try:
+        auth: tuple[str, str] | None = None
         if creds.identity_token:
-            r = client.post(realm, data={"grant_type": "refresh_token", "client_id": "pycri",
-                                         "refresh_token": creds.identity_token,
-                                         "service": service, "scope": " ".join(scopes)},
-                            timeout=timeout)
+            req = client.build_request(
+                "POST", realm, data={"grant_type": "refresh_token", "client_id": "pycri",
+                                     "refresh_token": creds.identity_token,
+                                     "service": service, "scope": " ".join(scopes)},
+                timeout=timeout)
         else:
             q: list[tuple[str, str | int | float | bool | None]] = [("service", service)] if service else []
             q += [("scope", s) for s in dict.fromkeys(scopes)]
             auth = (creds.username, creds.password) if creds.username else None
-            r = client.get(realm, params=q, auth=auth, timeout=timeout)
+            req = client.build_request("GET", realm, params=q, timeout=timeout)
+        # streamed and capped: the realm is named by the registry, its answer is not trusted
+        r = client.send(req, auth=auth, stream=True)
+        try:
+            status = r.status_code
+            body = bytearray()
+            if status == 200:
+                for chunk in r.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_TOKEN_RESPONSE:
+                        raise Unavailable(f"token endpoint {realm} answered more than "
+                                          f"{MAX_TOKEN_RESPONSE} bytes")
+        finally:
+            r.close()
     except httpx.HTTPError as e:
         raise Unavailable(f"token endpoint {realm} unreachable: {e}") from None
-    if r.status_code in (401, 403):
+    if status in (401, 403):
         raise PermissionDenied(f"token endpoint {realm} refused the credentials "
-                               f"(HTTP {r.status_code})")
-    if r.status_code != 200:
-        raise Unavailable(f"token endpoint {realm} answered HTTP {r.status_code}")
+                               f"(HTTP {status})")
+    if status != 200:
+        raise Unavailable(f"token endpoint {realm} answered HTTP {status}")
     try:
-        doc: Any = r.json()
+        doc: Any = json.loads(body)
     except ValueError:
         raise Unavailable(f"token endpoint {realm} did not answer JSON") from None
     token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None

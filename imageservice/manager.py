@@ -68,6 +68,7 @@ log = logging.getLogger(__name__)
 
 _KNOWN_KEYS = {"config_path", "stall_timeout_seconds", "stall_timeout",
                "max_concurrent_downloads", "auth_file", "hosts"}
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
 _HEX_PREFIX_RE = re.compile(r"^(?:sha256:)?([0-9a-f]{1,64})$")
 
 
@@ -310,6 +311,10 @@ class ImageManager:
                  fetch: Callable[[Descriptor], Iterable[bytes]], cancel: threading.Event,
                  runtime_handler: str = "", annotations: dict[str, str] | None = None) -> str:
         """Fetches config and layers (unless present), unpacks, and records the image."""
+        if manifest.config.size > MAX_CONFIG_BYTES:   # it is read into memory and sqlite
+            raise InvalidArgument(f"image config {manifest.config.digest} is "
+                                  f"{manifest.config.size} bytes, larger than the "
+                                  f"{MAX_CONFIG_BYTES} bytes allowed")
         lease.add(manifest.config.digest)
         self._ensure_blob(manifest.config, fetch)
         config_bytes = self.content.read(manifest.config.digest)

@@ -58,7 +58,7 @@ def is_loopback_host(host: str) -> bool:
         h = h[1:h.find("]")]
     elif h.count(":") == 1:
         h = h.split(":", 1)[0]
-    if h == "localhost" or h.endswith(".localhost"):
+    if h == "localhost":   # not *.localhost: DNS may resolve it anywhere (containerd agrees)
         return True
     try:
         return ipaddress.ip_address(h).is_loopback

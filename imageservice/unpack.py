@@ -47,6 +47,10 @@ WHITEOUT_PREFIX = ".wh."
 OPAQUE_WHITEOUT = ".wh..wh..opq"
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _COPY_CHUNK = 1024 * 1024
+# errors that mean "this entry is malformed" (bad xattr value, name too long, ...), not a
+# problem of the machine: reported as the layer's fault, naming the entry
+_BAD_ENTRY_ERRNOS = (errno.EINVAL, errno.ENAMETOOLONG, errno.ERANGE, errno.E2BIG,
+                     errno.EOVERFLOW)
 
 
 class LayerRefused(InvalidArgument):
@@ -300,7 +304,14 @@ def unpack_layer(raw: BinaryIO, dest: str | os.PathLike[str], layer: str = "") -
                               errorlevel=2) as tf:
                 for member in tf:
                     n += 1
-                    u.entry(tf, member)
+                    try:
+                        u.entry(tf, member)
+                    except (ValueError, OverflowError) as e:   # NUL bytes, ids/times too big
+                        raise LayerRefused(f"entry {member.name!r}: {e}") from None
+                    except OSError as e:
+                        if e.errno not in _BAD_ENTRY_ERRNOS:
+                            raise
+                        raise LayerRefused(f"entry {member.name!r}: {e.strerror}") from None
                 # tarfile stops at the end-of-archive marker; hash what follows too
             hashing.drain_hashing()
             u.finish()

@@ -85,6 +85,7 @@ def run(spec: dict[str, Any], stdio: tuple[int, int, int], gate_fd: int,
     ready = False
     code = 1
     try:
+        _make_non_dumpable()
         spec = validate_spec(spec)
         _setup_stdio(stdio, keep=(gate_fd, report_fd))
         cgroup = _setup_cgroup(spec)
@@ -120,6 +121,7 @@ def exec_into(container_pid: int, spec: dict[str, Any], process: dict[str, Any],
     reporter = _Reporter(report_fd)
     code = 1
     try:
+        _make_non_dumpable()
         spec = validate_spec(spec)
         proc = _merge_exec_process(spec, process)
         _setup_stdio(stdio, keep=(report_fd,))
@@ -167,6 +169,14 @@ def _report_error(reporter: _Reporter, kind: str, message: str) -> None:
         reporter.send({"error": message, "kind": kind})
     except OSError:
         pass
+
+
+def _make_non_dumpable() -> None:
+    """Until execve (which makes the process dumpable again) we run the host's interpreter
+    with the shim's pipes, in the container's PID namespace once joined, and from
+    _apply_credentials on with the container's uid and capabilities: without this a root
+    process of the pod could ptrace us (and e.g. write fake reports to the shim)."""
+    syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
 
 
 def _setup_stdio(stdio: tuple[int, int, int], keep: tuple[int, ...]) -> None:

@@ -216,6 +216,8 @@ def _apply_mount(root: str, m: dict[str, Any], privileged: bool, field: str,
                 # e.g. sharing the host's net namespace without owning it: bind the host's
                 syscalls.mount("/sys", _fd_path(fd), None, syscalls.MS_BIND | syscalls.MS_REC)
                 _remount(root, target, flags | syscalls.MS_BIND)
+                if flags & syscalls.MS_RDONLY:  # the host's submounts (debugfs, bpf...) too
+                    _setattr_readonly_recursive(root, target)
             else:
                 raise
     finally:
@@ -319,6 +321,14 @@ def _remount(root: str, target: str, flags: int) -> None:
     fd = open_path_in_root(root, target)  # reopened: now the new mount's root
     try:
         syscalls.mount(None, _fd_path(fd), None, syscalls.MS_REMOUNT | flags)
+    finally:
+        os.close(fd)
+
+
+def _setattr_readonly_recursive(root: str, target: str) -> None:
+    fd = open_path_in_root(root, target)
+    try:
+        syscalls.mount_setattr("", syscalls.MOUNT_ATTR_RDONLY, recursive=True, dirfd=fd)
     finally:
         os.close(fd)
 
@@ -433,7 +443,7 @@ def create_devices(root: str, devices: list[dict[str, Any]]) -> list[str]:
             os.mknod(target, ftype | stat.S_IMODE(st.st_mode), st.st_rdev)
         finally:
             os.umask(old)
-        os.chown(target, st.st_uid, st.st_gid)
+        os.chown(target, st.st_uid, st.st_gid, follow_symlinks=False)
         rules.append(f"{kind} {os.major(st.st_rdev)}:{os.minor(st.st_rdev)} "
                      f"{d.get('permissions') or 'rwm'}")
     return rules

@@ -26,7 +26,15 @@ def merge_command(command: list[str], args: list[str], entrypoint: list[str] | N
     if not argv or argv[0] == "":
         raise InvalidArgument("no command specified: the request has no command/args and the "
                               "image has no ENTRYPOINT/CMD")
+    check_argv(argv, "command")
     return argv
+
+
+def check_argv(argv: Iterable[str], what: str) -> None:
+    """InvalidArgument for an argument execve(2) cannot take (an embedded NUL byte)."""
+    for arg in argv:
+        if "\0" in arg:
+            raise InvalidArgument(f"{what} argument {arg!r} contains a NUL byte")
 
 
 def merge_env(*layers: Iterable[str]) -> list[str]:

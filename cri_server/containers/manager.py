@@ -32,6 +32,7 @@ from typing import Any
 from cri_server import faults
 from cri_server.containers import convert, exec_sync, spec_builder
 from cri_server.containers import record as R
+from cri_server.containers.command import check_argv
 from cri_server.containers.image_config import ImageView, cri_signal_number, parse_stop_signal
 from cri_server.containers.pod_view import PodView, from_sandbox
 from cri_server.containers.record import ContainerRecord
@@ -183,6 +184,8 @@ class ContainerManager:
                                      "containers can be created only in a ready pod")
         img = self._resolve_image(config.image.image)
         cid = secrets.token_hex(32)
+        if config.stop_signal not in api_pb2.Signal.values():
+            raise InvalidArgument(f"stop_signal {config.stop_signal} is not a CRI Signal value")
         kill_signal = (cri_signal_number(api_pb2.Signal.Name(config.stop_signal))
                        if config.stop_signal else int(signal.SIGTERM))
         rec = ContainerRecord(
@@ -239,15 +242,16 @@ class ContainerManager:
                 os.makedirs(os.path.dirname(rec.log_path), exist_ok=True)
             rec.spec = _storable_spec(spec)
             shim = ShimClient(pod.shim_dir)
-            t_spec = time.monotonic()
-            reply = shim.create(cid, spec)
-            t_shim = time.monotonic()
-            created_in_shim = True
-            faults.crash_point("container_create_shim")
-            rec.pid = int(reply.get("pid") or 0)
-            rec.user = dict(reply.get("user") or {})
-            rec.state = R.CREATED
-            self._save(rec)
+            with self._pod_ready(pod.id):  # no Stop/RemovePodSandbox of the pod meanwhile
+                t_spec = time.monotonic()
+                reply = shim.create(cid, spec)
+                t_shim = time.monotonic()
+                created_in_shim = True
+                faults.crash_point("container_create_shim")
+                rec.pid = int(reply.get("pid") or 0)
+                rec.user = dict(reply.get("user") or {})
+                rec.state = R.CREATED
+                self._save(rec)
         except BaseException:
             self._undo_create(rec, shim if created_in_shim else None)
             raise
@@ -256,6 +260,10 @@ class ContainerManager:
                  rec.name, pod.id[:12], (time.monotonic() - t_start) * 1000,
                  (t_shim - t_spec) * 1000)
         return cid
+
+    def _pod_ready(self, pod_id: str) -> contextlib.AbstractContextManager[Any]:
+        guard = getattr(self.sandboxes, "while_ready", None)
+        return guard(pod_id) if guard is not None else contextlib.nullcontext()
 
     def _target_pid_ns(self, pod_id: str, target_id: str) -> str:
         target = self.get(target_id)
@@ -564,6 +572,7 @@ class ContainerManager:
             raise InvalidArgument("ExecSync needs a command")
         if timeout < 0:
             raise InvalidArgument(f"timeout must not be negative, got {timeout}")
+        check_argv(cmd, "ExecSync")
         rec, shim = self.running_container(container_id, "exec")
         return exec_sync.run(shim, rec.id, cmd, timeout)
 

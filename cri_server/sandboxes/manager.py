@@ -221,12 +221,7 @@ class SandboxManager:
                 self._build(rec, request.config)
         except BaseException as exc:
             log.warning("RunPodSandbox %s failed, undoing it: %s", rec.id, exc)
-            try:
-                self._cleanup(rec)
-            except Exception:
-                log.exception("cleaning up failed pod %s; left for the next start", rec.id)
-            else:
-                self.store.delete(KIND, rec.id)
+            self._undo_half_made(rec)
             raise
         log.info("pod sandbox %s (%s) ready in %.1f ms, ip %s", rec.id, rec.name_key,
                  (time.monotonic() - started) * 1000, rec.ip or "-")
@@ -424,6 +419,21 @@ class SandboxManager:
         pod_shm.remove(rec.shm_path)
         self._remove_files(rec)
 
+    def _undo_half_made(self, rec: SandboxRecord) -> None:
+        """Undoes a pod RunPodSandbox did not finish and deletes its record. If the undo fails
+        the pod is left NOTREADY, not CREATING: Stop/RemovePodSandbox refuse a pod being
+        created, so it (and its name) would be stuck until the next start."""
+        try:
+            self._cleanup(rec)
+        except Exception:
+            log.exception("undoing half-made pod %s failed; RemovePodSandbox retries it", rec.id)
+            rec.state = NOTREADY
+            self._save(rec)
+            return
+        self.store.delete(KIND, rec.id)
+        with self._pod_locks_guard:  # kubelet retries failing pods for ever
+            self._pod_locks.pop(rec.id, None)
+
     # -- recovery --------------------------------------------------------------
     def recover(self) -> None:
         """After a (re)start: READY pods whose shim is gone become NOTREADY, half-made pods are
@@ -442,8 +452,7 @@ class SandboxManager:
     def _recover_one(self, rec: SandboxRecord) -> None:
         if rec.state == CREATING:
             log.info("pod sandbox %s was being created when pycri stopped; undoing it", rec.id)
-            self._cleanup(rec)
-            self.store.delete(KIND, rec.id)
+            self._undo_half_made(rec)
             return
         if rec.state == READY and not self._shim_alive(rec):
             log.warning("the shim of pod sandbox %s is gone; marking it NOTREADY", rec.id)
@@ -511,6 +520,21 @@ class SandboxManager:
         if phase is not None:
             rec.phase = phase
         self.store.update(KIND, rec.id, rec.to_json())
+
+    @contextmanager
+    def while_ready(self, pod_id: str) -> Iterator[SandboxRecord]:
+        """Keeps Stop/RemovePodSandbox of a READY pod waiting while the caller adds to it (a
+        container made in a pod being removed would outlive it); FailedPrecondition if the
+        pod is not ready, NotFound if it is gone."""
+        with self._pod_lock(pod_id):
+            data = self.store.get(KIND, pod_id)
+            if data is None:
+                raise NotFound(f"pod sandbox {pod_id!r} does not exist")
+            rec = self._refresh(SandboxRecord.from_json(data))
+            if rec.state != READY:
+                raise FailedPrecondition(f"pod sandbox {pod_id} is not ready ({rec.state}); "
+                                         "containers can be created only in a ready pod")
+            yield rec
 
     @contextmanager
     def _pod_lock(self, pod_id: str) -> Iterator[None]:

@@ -23,9 +23,11 @@ class ZygoteLink:
         with self._lock:
             self._client = start_zygote(self.state_dir, python=self.python)
 
-    def _ensure(self, restart: bool = False) -> ZygoteClient:
+    def _ensure(self, failed: ZygoteClient | None = None) -> ZygoteClient:
+        """The zygote, (re)started if there is none or it is still `failed` (callers that saw
+        the same zygote die restart it once; a second start would stop the new one)."""
         with self._lock:
-            if self._client is not None and not restart:
+            if self._client is not None and self._client is not failed:
                 return self._client
             old = self._client
             if old is not None and old.process is not None:
@@ -53,7 +55,7 @@ class ZygoteLink:
             if self._alive(client):
                 raise FailedPrecondition(f"starting the pod's shim failed: {exc}") from None
             log.warning("the zygote is gone (%s); restarting it", exc)
-        client = self._ensure(restart=True)
+        client = self._ensure(failed=client)
         try:
             return client.spawn_shim_info(pod_spec)
         except ZygoteError as exc:

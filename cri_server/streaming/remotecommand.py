@@ -70,7 +70,7 @@ def parse_resize_messages(buf: bytearray) -> list[tuple[int, int]]:
             lowered = {str(k).lower(): v for k, v in obj.items()}
             try:
                 width, height = int(lowered.get("width", 0)), int(lowered.get("height", 0))
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):   # OverflowError: Infinity
                 continue
             if 0 <= width <= 0xFFFF and 0 <= height <= 0xFFFF:
                 sizes.append((width, height))

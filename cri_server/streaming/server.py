@@ -28,6 +28,7 @@ import itertools
 import logging
 import socket
 import threading
+import time
 import urllib.parse
 from collections.abc import Sequence
 
@@ -248,12 +249,18 @@ class StreamingServer:
     # ---------------------------------------------------------------- HTTP
 
     def _read_request(self, sock: socket.socket, h: h11.Connection) -> _HttpRequest | None:
-        sock.settimeout(_REQUEST_READ_TIMEOUT)
+        # one deadline for the whole request head, not per recv(): a client trickling a
+        # byte at a time must not hold a thread for hours
+        deadline = time.monotonic() + _REQUEST_READ_TIMEOUT
         request: h11.Request | None = None
         try:
             while True:
                 event = h.next_event()
                 if event is h11.NEED_DATA:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return None
+                    sock.settimeout(remaining)
                     h.receive_data(sock.recv(65536))
                 elif isinstance(event, h11.Request):
                     request = event

@@ -30,8 +30,11 @@ log = logging.getLogger(__name__)
 
 FLOW_CONTROL_GRACE = 0.2
 # A peer ignoring flow control could fill memory: stop reading the socket (TCP
-# backpressure, as spdystream does) while a stream holds this much unread data.
+# backpressure, as spdystream does) while a stream holds this much unread data, or all
+# streams together hold MAX_SESSION_BUFFER (many streams nobody reads, e.g. port-forward
+# error streams the client writes to).
 MAX_STREAM_BUFFER = 1024 * 1024
+MAX_SESSION_BUFFER = 8 * 1024 * 1024
 _RECV_SIZE = 64 * 1024
 
 
@@ -319,10 +322,12 @@ class SpdySession:
 
     def _wait_for_buffer_space(self) -> None:
         with self._cond:
-            while not self.closed and any(
-                    len(st._buf) > MAX_STREAM_BUFFER and st.reset_status is None
-                    for st in self._streams.values()):
+            while not self.closed and self._buffers_full():
                 self._cond.wait(0.5)
+
+    def _buffers_full(self) -> bool:
+        live = [len(st._buf) for st in self._streams.values() if st.reset_status is None]
+        return any(n > MAX_STREAM_BUFFER for n in live) or sum(live) > MAX_SESSION_BUFFER
 
     def _process(self, data: bytes) -> None:
         new_streams: list[SpdyStream] = []

@@ -34,8 +34,10 @@ from cri_server.streaming import k8s_protocols as kp
 
 _RECV_SIZE = 64 * 1024
 MAX_MESSAGE = 16 * 1024 * 1024
-# Stop reading the socket (TCP backpressure) while a channel holds this much unread data.
+# Stop reading the socket (TCP backpressure) while a channel holds this much unread data,
+# or all channels together hold MAX_TOTAL_BUFFER (data for channels nobody reads).
 MAX_CHANNEL_BUFFER = 1024 * 1024
+MAX_TOTAL_BUFFER = 8 * 1024 * 1024
 
 
 def is_base64_protocol(protocol: str) -> bool:
@@ -58,6 +60,7 @@ class WsChannelConnection:
         self._eof: set[int] = set()
         self._partial = bytearray()
         self._partial_text: list[str] = []
+        self._partial_text_len = 0
         self.closed = False
         self.close_code: int | None = None
         self.close_reason = ""
@@ -184,8 +187,9 @@ class WsChannelConnection:
 
     def _wait_for_buffer_space(self) -> None:
         with self._cond:
-            while not self.closed and any(len(b) > MAX_CHANNEL_BUFFER
-                                          for b in self._inputs.values()):
+            while not self.closed and (
+                    any(len(b) > MAX_CHANNEL_BUFFER for b in self._inputs.values())
+                    or sum(len(b) for b in self._inputs.values()) > MAX_TOTAL_BUFFER):
                 self._cond.wait(0.5)
 
     def _handle_events(self) -> None:
@@ -200,9 +204,13 @@ class WsChannelConnection:
                     self._on_binary(data)
             elif isinstance(event, TextMessage):
                 self._partial_text.append(event.data)
+                self._partial_text_len += len(event.data)
+                if self._partial_text_len > MAX_MESSAGE:
+                    raise ProtocolError("message larger than 16 MiB")
                 if event.message_finished:
                     text = "".join(self._partial_text)
                     self._partial_text.clear()
+                    self._partial_text_len = 0
                     self._on_text(text)
             elif isinstance(event, Ping):
                 with contextlib.suppress(BrokenPipeError):
@@ -224,6 +232,8 @@ class WsChannelConnection:
         if not msg:
             return
         channel = ord(msg[0]) - ord("0")
+        if not 0 <= channel <= 255:
+            return   # not a channel: dropped, as an unknown channel's data would be
         try:
             data = base64.b64decode(msg[1:], validate=False)
         except (binascii.Error, ValueError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from runtime.cgroups import fsutil, mode, resources
+from runtime.cgroups import devices_bpf, fsutil, mode, resources
 from runtime.spec_errors import InvalidArgument
 
 V2_CONTROLLERS = ("cpuset", "cpu", "io", "memory", "hugetlb", "pids")
@@ -172,9 +172,10 @@ class V2Cgroup:
             fsutil.write(os.path.join(self.dir, name), value, f"cgroup.resources ({name})")
 
     def set_device_rules(self, allow: list[str] | None) -> None:
-        """cgroup v2 device control needs an eBPF program: not implemented; the /dev tmpfs only
-        holds the default nodes and requested devices, which is the main protection."""
-        del allow
+        """cgroup v2 device control: an eBPF program with the allow-list (devices_bpf);
+        None = allow all (privileged: nothing attached)."""
+        if allow is not None:
+            devices_bpf.attach_device_filter(self.dir, allow)
 
     def attach(self, pid: int) -> None:
         fsutil.write(os.path.join(self.dir, "cgroup.procs"), str(pid), f"cgroup {self.path}")

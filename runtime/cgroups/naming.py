@@ -108,3 +108,15 @@ def spec_cgroup_path(cgroup_spec: dict[str, object]) -> str:
     if cgroup_spec.get("driver") == "systemd" and path.count(":") == 2:
         return systemd_path_to_fs(path)
     return path
+
+
+def pause_cgroup_path(pod_path: str, driver: str, pod_id: str, cgroup_mode: str) -> str:
+    """Where the pod's pause-holder goes. v1/hybrid: the pod cgroup itself. v2: a leaf of its
+    own (<pod>/<pod id>, systemd: <pod slice>/pycri-<pod id>.scope), as containerd's sandbox
+    container: v2 refuses to enable controllers in a cgroup that holds processes, and
+    creating a container cgroup enables them in the pod cgroup."""
+    if cgroup_mode != "v2":
+        return pod_path
+    _check_name(pod_id, "pod id")
+    leaf = f"{SCOPE_PREFIX}-{pod_id}.scope" if driver == "systemd" else pod_id
+    return posixpath.join(pod_path, leaf)

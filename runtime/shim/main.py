@@ -53,12 +53,19 @@ def _join_pod_cgroup(pod: dict[str, Any], pid: int) -> None:
     sandbox container of containerd; a failure is logged in shim.log)."""
     cgroup = pod.get("cgroup")
     path = cgroup.get("path") if isinstance(cgroup, dict) else None
-    if not path:
+    if not path or not isinstance(cgroup, dict):
         return
+    driver = str(cgroup.get("driver") or "cgroupfs")
     try:
         from runtime import cgroups
+        from runtime.cgroups.naming import pause_cgroup_path
 
-        cgroups.attach(path, pid)
+        target = pause_cgroup_path(path, driver,
+                                   pod["pod_id"], cgroups.detect_mode())
+        if target != path:
+            path = target
+            cgroups.create_cgroup(target)
+        cgroups.attach(target, pid)
     except Exception as e:  # noqa: BLE001
         print(f"pycri-shim {pod['pod_id']}: pause-holder not moved to cgroup {path}: {e}",
               file=sys.stderr)

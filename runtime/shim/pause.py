@@ -53,6 +53,7 @@ def _child(name: str, types: list[str], hostname: str, sysctls: dict[str, str], 
         if "uts" in types and hostname:
             syscalls.sethostname(hostname)
         namespaces.apply_sysctls(sysctls)
+        _leave_host_root()
         os.write(report_w, b'{"ok": true}\n')
         exec_tiny_pause(name)  # returns only where the tiny program cannot run
         os.close(report_w)  # (a successful exec closes it: O_CLOEXEC)
@@ -72,6 +73,22 @@ def _child(name: str, types: list[str], hostname: str, sysctls: dict[str, str], 
         except OSError:
             pass
     os._exit(code)
+
+
+def _leave_host_root() -> None:
+    """A mount namespace of its own whose root is an empty read-only tmpfs. The pause-holder
+    is PID 1 of a pod PID namespace: a container of that pod allowed to ptrace it (e.g.
+    CAP_SYS_PTRACE) would otherwise reach the host's / through /proc/1/root and /proc/1/cwd.
+    The old root is detached at once, so no copy of a host mount stays pinned here."""
+    syscalls.unshare(syscalls.CLONE_NEWNS)
+    syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+    flags = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
+    syscalls.mount("tmpfs", "/proc", "tmpfs", flags, "size=4k,mode=0555")
+    os.chdir("/proc")
+    syscalls.pivot_root(".", ".")
+    syscalls.umount2(".", syscalls.MNT_DETACH)
+    os.chdir("/")
+    syscalls.mount(None, "/", None, syscalls.MS_REMOUNT | syscalls.MS_RDONLY | flags)
 
 
 def _reap_all() -> None:

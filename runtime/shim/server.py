@@ -825,3 +825,22 @@ class Shim:
                 break
             self._child_exited(pid, status)
         self.pause_alive = False
+        self._remove_pause_cgroup()
+
+    def _remove_pause_cgroup(self) -> None:
+        """v2: the pause-holder's own leaf cgroup (see naming.pause_cgroup_path)."""
+        cgroup = self.pod.get("cgroup")
+        path = cgroup.get("path") if isinstance(cgroup, dict) else None
+        if not path or not isinstance(cgroup, dict):
+            return
+        driver = str(cgroup.get("driver") or "cgroupfs")
+        try:
+            from runtime import cgroups
+            from runtime.cgroups.naming import pause_cgroup_path
+
+            leaf = pause_cgroup_path(path, driver,
+                                     self.pod_id, cgroups.detect_mode())
+            if leaf != path:
+                cgroups.remove_cgroup(leaf, timeout=1.0)
+        except Exception as e:  # noqa: BLE001 - best effort; the pod cgroup removal recurses
+            print(f"pycri-shim {self.pod_id}: pause cgroup not removed: {e}", file=sys.stderr)

@@ -333,6 +333,16 @@ def test_gate_eof_aborts_without_exec(box: Box) -> None:
     assert res["exit_code"] == 1 and "RAN" not in res["stdout"]
 
 
+def test_init_at_gate_cannot_be_ptraced_by_the_container(box: Box) -> None:
+    """Between ready and exec the init runs our code with the container's uid and
+    capabilities and holds the shim's report pipe (a {"pid": N} there redirects the shim's
+    kills and exec namespaces to host pid N): a root process of the pod with the same
+    capabilities must not get ptrace access to it (non-dumpable until execve, as runc)."""
+    res = run_init(box.spec(sh("echo RAN")), probe_exe_at_gate=True)
+    assert res["probe_exe"] == "denied", res
+    assert ok(res) == "RAN\n"  # execve made it dumpable again: nothing else changes
+
+
 def test_exec_into_running_container(box: Box) -> None:
     spec = box.spec(["sleep", "30"], process_cwd="/work", process_user={"uid": 1000})
     res = run_init(spec, exec=[

@@ -96,3 +96,45 @@ def test_real_cgroup2_mount_create_attach_remove(sleeper: subprocess.Popen[bytes
         time.sleep(0.01)
     assert sleeper.returncode == -9
     assert not os.path.exists(os.path.join(root, parent.lstrip("/")))
+
+
+_DEVICE_PROBE = """
+import os, sys
+sys.stdin.read(1)
+for path in ("/dev/null", "/dev/kmsg"):
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+        print(path, "ok")
+    except OSError as e:
+        print(path, e.errno)
+"""
+
+
+def test_cgroup2_device_rules_deny_devices_not_allowed() -> None:
+    """cgroup v2 has no devices.* files: the allow-list must be enforced with an eBPF
+    program, or a container root opens any device node it finds (e.g. one an image layer
+    carries) even though v1 would refuse it."""
+    import errno
+
+    from runtime.rootfs import DEFAULT_DEVICE_RULES
+
+    root = unified_root()
+    if root is None:
+        pytest.skip("no cgroup2 mount")
+    os.close(os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK))  # allowed out here
+    parent = f"/pycri-cg2dev-{os.getpid()}"
+    cg = V2Cgroup(parent + "/ctr", root)
+    cg.create()
+    probe = subprocess.Popen(["python3", "-c", _DEVICE_PROBE], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        cg.set_device_rules(list(DEFAULT_DEVICE_RULES))
+        cg.set_device_rules(list(DEFAULT_DEVICE_RULES) + ["c 1:7 rwm"])  # replaces, no error
+        cg.attach(probe.pid)
+        out, _ = probe.communicate("g", timeout=20)
+    finally:
+        if probe.poll() is None:
+            probe.kill()
+            probe.wait()
+        V2Cgroup(parent, root).remove()
+    assert out.split("\n")[:2] == ["/dev/null ok", f"/dev/kmsg {errno.EPERM}"], out

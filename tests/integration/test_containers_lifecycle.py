@@ -169,6 +169,9 @@ def test_bad_requests(env: ContainerEnv) -> None:
     err = rpc_error(env.create, env.config(["/no/such/binary"]))
     assert "/no/such/binary" in err.details()
     assert err.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT)
+    # values no kernel call can take: a clear INVALID_ARGUMENT, not an INTERNAL crash
+    assert create_err(env.config(["true"], stop_signal=99)) == grpc.StatusCode.INVALID_ARGUMENT
+    assert create_err(env.config(["echo", "a\0b"])) == grpc.StatusCode.INVALID_ARGUMENT
     for op in ("StartContainer", "ContainerStatus", "ReopenContainerLog"):
         req = getattr(api_pb2, op + "Request")(container_id="0" * 64)
         assert rpc_error(getattr(env.cri, op), req).code() == grpc.StatusCode.NOT_FOUND, op

@@ -95,6 +95,13 @@ def test_exec_sync_timeout_kills_the_command(env: ContainerEnv, box: str) -> Non
         time.sleep(0.05)
 
 
+def test_exec_sync_rejects_nul_in_the_command(env: ContainerEnv, box: str) -> None:
+    err = rpc_error(env.exec_sync, box, ["echo", "a\0b"])
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "NUL" in err.details()
+    err = rpc_error(_exec_url, env, box, ["echo", "a\0b"])
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "NUL" in err.details()
+
+
 def test_exec_sync_needs_a_running_container(env: ContainerEnv) -> None:
     cid = env.create(env.config(["sleep", "100"]))
     assert rpc_error(env.exec_sync, cid, ["true"]).code() == grpc.StatusCode.FAILED_PRECONDITION

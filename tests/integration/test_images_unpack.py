@@ -196,3 +196,17 @@ def test_nearly_full_filesystem_fails_cleanly_then_succeeds(tmp_path):
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
 
+
+
+MALFORMED = {
+    "uid beyond 32 bits": [ob.Entry("f", uid=2**40)],
+    "invalid security.capability value": [
+        ob.Entry("f", xattrs={"security.capability": b"\x01\x00\x00\x02"})],
+    "name component longer than 255 bytes": [ob.Dir("a"), ob.File("a/" + "b" * 300, "x")],
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_entries_are_invalid_argument_not_a_crash(sandbox, case):
+    with pytest.raises(InvalidArgument, match="entry"):
+        _unpack(sandbox, MALFORMED[case])

@@ -48,7 +48,13 @@ def test_pod_namespaces_differ_from_host_and_are_pinned(env: ShimEnv) -> None:
         pinned = info["ns"][name]
         assert os.stat(pinned).st_ino == os.stat(f"/proc/{pause}/ns/{name}").st_ino
     assert ns_link(pause, "pid") == ns_link("self", "pid")  # pid: container mode
-    assert ns_link(pause, "mnt") == ns_link("self", "mnt")
+    # own mount namespace, empty root: /proc/<pause>/root and cwd lead nowhere on the host
+    assert ns_link(pause, "mnt") != ns_link("self", "mnt")
+    host_root = os.stat("/")
+    for link in ("root", "cwd"):
+        st = os.stat(f"/proc/{pause}/{link}")
+        assert (st.st_dev, st.st_ino) != (host_root.st_dev, host_root.st_ino)
+    assert os.listdir(f"/proc/{pause}/root") == []
     hello = client.hello()
     assert hello["pause_pid"] == pause and hello["shim_pid"] == info["pid"]
     assert hello["pod_id"] == "nsnew" and set(hello["ns"]) == {"net", "ipc", "uts"}
@@ -86,7 +92,7 @@ def test_pid_pod_mode_makes_pause_holder_pid_1_and_it_reaps(env: ShimEnv) -> Non
         rss_kb = int(next(ln for ln in f if ln.startswith("VmRSS:")).split()[1])
     assert rss_kb < 1024
     # an orphan in the pod PID namespace is re-parented to the pause-holder and reaped by it
-    subprocess.run(["nsenter", "-t", str(pause), "-p", "-m", "--", "sh", "-c", "sleep 0.77 &"],
+    subprocess.run(["nsenter", "-t", str(pause), "-p", "--", "sh", "-c", "sleep 0.77 &"],
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
     deadline = time.monotonic() + 5
     host_pid = None

@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from runtime import cgroups, syscalls
+from runtime.capability_names import capabilities_to_mask
 from runtime.container_init import exec_into, run
 
 
@@ -108,6 +109,8 @@ def main() -> None:
     result["init_ms"] = (time.monotonic() - t0) * 1000
     pid = next((m["pid"] for m in reports if "pid" in m), child)
     result["pid"] = pid
+    if req.get("probe_exe_at_gate") and reports and "ready" in reports[-1]:
+        result["probe_exe"] = _probe_exe(pid, spec)
     if reports and "ready" in reports[-1] and req.get("start", True):
         os.write(gate_w, b"s")
         os.close(gate_w)
@@ -143,6 +146,24 @@ def main() -> None:
         os.unlink(path)
     os.rmdir(tmp)
     json.dump(result, sys.stdout)
+
+
+def _probe_exe(pid: int, spec: dict[str, Any]) -> str:
+    """What a root process of the container (same uid, same capabilities) can do to the init
+    waiting at its gate: readlink /proc/<pid>/exe needs ptrace read access."""
+    child = os.fork()
+    if child == 0:
+        try:
+            mask = capabilities_to_mask(spec["process"]["capabilities"]["permitted"])
+            syscalls.capset(syscalls.CapSets(mask, mask, 0))
+            os.readlink(f"/proc/{pid}/exe")
+            os._exit(0)
+        except PermissionError:
+            os._exit(1)
+        except BaseException:  # noqa: BLE001
+            os._exit(2)
+    _pid, status = os.waitpid(child, 0)
+    return {0: "allowed", 1: "denied"}.get(os.waitstatus_to_exitcode(status), "error")
 
 
 def _exec(pid: int, spec: dict[str, Any], proc: dict[str, Any], tmp: str, timeout: float,

@@ -198,3 +198,32 @@ def test_open_cgroup_rejects_bad_paths() -> None:
     for bad in ("relative", "/a/../b"):
         with pytest.raises(InvalidArgument):
             open_cgroup(bad, mounts_text=V1_MOUNTS)
+
+
+def test_device_rule_parsing_and_program_shape() -> None:
+    from runtime.cgroups import devices_bpf
+    from runtime.spec_errors import InvalidArgument
+
+    assert devices_bpf.parse_rule("c 1:3 rwm") == ("c", 1, 3, 7)
+    assert devices_bpf.parse_rule("b *:* m") == ("b", None, None, 1)
+    for bad in ("c 1:3", "x 1:3 r", "c 1:3 rwx", "c a:3 r", "c 1 r"):
+        with pytest.raises(InvalidArgument):
+            devices_bpf.parse_rule(bad)
+    empty = devices_bpf.build_program([])
+    assert len(empty) % 8 == 0 and empty[-8] == 0x95  # ends with exit: deny all
+    # one rule adds its checks (type, access, major, minor) + allow (mov, exit)
+    assert len(devices_bpf.build_program(["c 1:3 r"])) - len(empty) == 8 * (1 + 3 + 2 + 2)
+
+
+def test_pause_holder_gets_its_own_leaf_on_cgroup_v2() -> None:
+    """v2 refuses to enable controllers in a cgroup that holds processes (EBUSY): with the
+    pause-holder in the pod cgroup itself, every container cgroup creation (which enables
+    the controllers in the pod cgroup) would fail. v1/hybrid keep the pod cgroup."""
+    from runtime.cgroups import naming
+
+    pod = "/kubepods/besteffort/pod1"
+    assert naming.pause_cgroup_path(pod, "cgroupfs", "abc", "v1") == pod
+    assert naming.pause_cgroup_path(pod, "cgroupfs", "abc", "hybrid") == pod
+    assert naming.pause_cgroup_path(pod, "cgroupfs", "abc", "v2") == pod + "/abc"
+    sl = "/kubepods.slice/kubepods-pod1.slice"
+    assert naming.pause_cgroup_path(sl, "systemd", "abc", "v2") == sl + "/pycri-abc.scope"

@@ -4,6 +4,7 @@ tests/integration/test_cni_network.py.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -394,3 +395,38 @@ def test_teardown_without_netns_uses_cached_netns_if_still_a_namespace(env):
     fake.clear()
     m.teardown(POD, None)
     assert {c["env"]["CNI_NETNS"] for c in fake.calls()} == {netns}
+
+
+def test_plugin_timeout_returns_even_if_an_escaped_child_holds_stdout(tmp_path: Path) -> None:
+    """A plugin whose child left its process group (setsid) and kept stdout open: the
+    timeout must still end the call (the child is not ours to kill; the test kills it)."""
+    import signal
+    import time
+
+    from cni.invoke import Invocation, run_plugin
+    pidfile = tmp_path / "escaped.pid"
+    plugin = tmp_path / "escaping"
+    plugin.write_text(f"""#!{sys.executable}
+import os, time
+if os.fork() == 0:
+    os.setsid()
+    open({str(pidfile)!r}, "w").write(str(os.getpid()))
+    time.sleep(60)
+    os._exit(0)
+time.sleep(60)
+""")
+    plugin.chmod(0o755)
+    started = time.monotonic()
+    try:
+        with pytest.raises(CniPluginTimeout):
+            run_plugin(str(plugin), Invocation("ADD", "pod1", "/x", "eth0"), {}, "net",
+                       timeout=0.5)
+        assert time.monotonic() - started < 30
+    finally:
+        for _ in range(50):
+            if pidfile.exists() and pidfile.read_text():
+                break
+            time.sleep(0.1)
+        if pidfile.exists() and pidfile.read_text():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pidfile.read_text()), signal.SIGKILL)

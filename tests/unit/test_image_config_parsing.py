@@ -28,6 +28,9 @@ def test_loopback_hosts_use_plain_http_by_default():
     assert hosts.endpoints("registry.k8s.io")[0].api_base == "https://registry.k8s.io/v2"
     assert hosts.endpoints("docker.io")[0].api_base == "https://registry-1.docker.io/v2"
     assert not is_loopback_host("10.0.0.1:5000")
+    # a name under .localhost is resolved by DNS like any other: no plain HTTP for it
+    assert not is_loopback_host("registry.localhost:5000")
+    assert hosts.endpoints("registry.localhost:5000")[0].api_base.startswith("https://")
 
 
 def test_hosts_toml_mirrors_in_order_then_upstream(tmp_path):
@@ -161,3 +164,27 @@ def test_chain_ids_follow_the_oci_formula():
     assert chain_ids([a]) == [a]
     want = "sha256:" + hashlib.sha256(f"{a} {b}".encode()).hexdigest()
     assert chain_ids([a, b]) == [a, want]
+
+
+def test_token_endpoint_answer_is_size_limited():
+    """The realm is chosen by the registry: a huge answer must not be read into memory."""
+    import httpx
+    import pytest
+
+    from cri_server.errors import Unavailable
+    from imageservice.auth import MAX_TOKEN_RESPONSE, Credentials, fetch_token
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        big = b'{"token": "' + b"a" * (MAX_TOKEN_RESPONSE + 10) + b'"}'
+        return httpx.Response(200, content=big)
+    with httpx.Client(transport=httpx.MockTransport(handler)) as client:
+        with pytest.raises(Unavailable, match="more than"):
+            fetch_token(client, {"realm": "http://127.0.0.1:1/token"}, "repository:a:pull",
+                        Credentials("u", "p"), httpx.Timeout(5))
+
+    def small(request: httpx.Request) -> httpx.Response:
+        assert request.headers["Authorization"].startswith("Basic ")
+        return httpx.Response(200, json={"token": "t0k"})
+    with httpx.Client(transport=httpx.MockTransport(small)) as client:
+        assert fetch_token(client, {"realm": "http://127.0.0.1:1/token"}, "repository:a:pull",
+                           Credentials("u", "p"), httpx.Timeout(5)) == "t0k"

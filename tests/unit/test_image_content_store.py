@@ -98,3 +98,27 @@ def test_split_name(name, parts):
 def test_split_name_refuses_escapes(name):
     with pytest.raises(LayerRefused):
         split_name(name)
+
+
+def test_oversized_image_config_is_refused_before_download(tmp_path):
+    """The config blob is read whole into memory (and stored in sqlite): a descriptor
+    announcing a huge one is refused before anything is fetched."""
+    import json
+
+    from imageservice.manager import MAX_CONFIG_BYTES, ImageManager
+    fetched = []
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": "sha256:" + "a" * 64, "size": MAX_CONFIG_BYTES + 1},
+        "layers": []}).encode()
+    mgr = ImageManager(tmp_path / "images")
+    try:
+        with pytest.raises(InvalidArgument, match="larger than"):
+            mgr.install_local(manifest, "sha256:" + hashlib.sha256(manifest).hexdigest(),
+                              ["example.com/big:1"],
+                              fetch=lambda d: fetched.append(d.digest) or iter([b"x"]))
+        assert fetched == []
+        assert mgr.content.all_digests() == set()
+    finally:
+        mgr.close()

@@ -309,3 +309,54 @@ def test_too_many_peer_streams_are_refused(monkeypatch: pytest.MonkeyPatch) -> N
     events = pump(client, server)
     assert [e.stream_id for e in of_type(events, spdy.StreamOpened)] == [1, 3, 5]
     assert struct.unpack(">II", server.data_to_send()[-8:]) == (7, spdy.RstStatus.REFUSED_STREAM)
+
+
+def _control_frame(ftype: int, flags: int, payload: bytes) -> bytes:
+    return struct.pack(">HHI", 0x8003, ftype, (flags << 24) | len(payload)) + payload
+
+
+def test_header_block_decompression_bomb_is_a_protocol_error() -> None:
+    z = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, 15, zdict=SPDY3_DICTIONARY)
+    bomb = z.compress(b"\0" * (64 * 1024 * 1024)) + z.flush(zlib.Z_SYNC_FLUSH)
+    assert len(bomb) < 128 * 1024
+    conn = spdy.SpdyConnection(client_side=False)
+    with pytest.raises(spdy.SpdyProtocolError, match="larger than"):
+        conn.receive_data(_control_frame(1, 0, struct.pack(">IIBB", 1, 0, 0, 0) + bomb))
+    assert conn.closed
+
+
+def test_random_frames_only_ever_raise_protocol_errors() -> None:
+    """Fuzz: malformed input ends the session with SpdyProtocolError, nothing else."""
+    rng = random.Random(20261128)
+    for _ in range(3000):
+        conn = spdy.SpdyConnection(client_side=rng.random() < 0.3,
+                                   flow_control=rng.choice(["strict", "auto"]))
+        peer = spdy._HeaderCompressor()
+        for _ in range(rng.randrange(1, 10)):
+            k = rng.random()
+            if k < 0.35:
+                ftype = rng.choice([1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 0xFFFF])
+                payload = bytes(rng.randrange(256) for _ in range(rng.choice([0, 3, 4, 8, 10, 20])))
+                if ftype in (1, 2, 8) and rng.random() < 0.7:
+                    sid = rng.randrange(1, 20)
+                    block = peer.compress([("h" * rng.randrange(1, 4), "v")])
+                    head = struct.pack(">IIBB", sid, 0, 0, 0) if ftype == 1 else struct.pack(">I", sid)
+                    payload = head + block
+                frame = _control_frame(ftype, rng.randrange(256), payload)
+            elif k < 0.6:
+                payload = bytes(rng.randrange(256) for _ in range(rng.randrange(40)))
+                frame = struct.pack(">II", rng.randrange(20), (rng.randrange(4) << 24)
+                                    | len(payload)) + payload
+            elif k < 0.8:
+                frame = _control_frame(9, 0, struct.pack(">II", rng.randrange(1, 40),
+                                                          rng.choice([0, 1, 0x7FFFFFFF, 0xFFFFFFFF])))
+            else:
+                frame = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 30)))
+            cut = rng.randrange(len(frame) + 1)
+            try:
+                conn.receive_data(frame[:cut])
+                conn.receive_data(frame[cut:])
+            except spdy.SpdyProtocolError:
+                assert conn.closed
+                break
+            conn.data_to_send()

@@ -140,3 +140,31 @@ def test_no_threads_left_after_close() -> None:
     p.close()
     names = [t.name for t in threading.enumerate() if t.name.startswith("t-")]
     assert names == []
+
+
+def test_many_unread_streams_are_bounded_in_total(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Data spread over many streams nobody reads (each under the per-stream limit) must
+    not pile up without bound either."""
+    monkeypatch.setattr(spdy_session, "MAX_STREAM_BUFFER", 64 * 1024)
+    monkeypatch.setattr(spdy_session, "MAX_SESSION_BUFFER", 256 * 1024)
+    p = Pair(server_mode="auto", client_mode="auto")
+    try:
+        streams = [p.open({"streamType": "data", "requestid": str(i)})[0] for i in range(40)]
+        p.client._conn.assume_peer_ignores_flow_control()
+        chunk = b"e" * (48 * 1024)
+
+        def flood() -> None:
+            for c in streams:   # 40 x 48 KiB = 1.9 MiB, never read by the server
+                try:
+                    c.write(chunk)
+                except (OSError, ConnectionError):
+                    return
+        writer = threading.Thread(target=flood, daemon=True)
+        writer.start()
+        writer.join(3)   # blocks once the server stops reading (backpressure)
+        with p.server._cond:
+            total = sum(len(st._buf) for st in p.server._streams.values())
+        assert total <= 256 * 1024 + 64 * 1024 + 16 * 1024
+    finally:
+        p.server.close()
+        p.client.close()

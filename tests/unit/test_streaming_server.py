@@ -547,3 +547,40 @@ def test_spdy_tunnelled_in_websocket_portforward(server: StreamingServer,
         port = free_port()
         body, err = pf.request(port, b"x")
         assert body == b"" and f"error forwarding port {port}" in json.loads(err)["message"]
+
+
+def test_request_head_has_one_deadline_not_one_per_read(server: StreamingServer,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client trickling its request a byte at a time is cut off after the read timeout."""
+    from cri_server.streaming import server as server_mod
+    monkeypatch.setattr(server_mod, "_REQUEST_READ_TIMEOUT", 1.0)
+    host, port = server.address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        started = time.monotonic()
+        closed = False
+        for byte in b"GET /exec/x HTTP/1.1\r\nHost: a\r\nX-Slow: " + b"a" * 200:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.05)
+            if time.monotonic() - started > 6:
+                break
+        if not closed:
+            sock.settimeout(5)
+            try:
+                closed = sock.recv(100) == b""
+            except OSError:
+                closed = True
+        assert closed
+        assert time.monotonic() - started < 5
+
+
+def test_resize_messages_with_infinite_sizes_are_skipped_not_fatal() -> None:
+    """json accepts Infinity; int(inf) raises OverflowError, which used to end the resize
+    pump (later resizes were lost)."""
+    from cri_server.streaming.remotecommand import parse_resize_messages
+    buf = bytearray(b'{"Width": Infinity, "Height": 1}{"Width": 80, "Height": 24}')
+    assert parse_resize_messages(buf) == [(80, 24)]
+    assert buf == b""

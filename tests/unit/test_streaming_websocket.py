@@ -105,3 +105,61 @@ def test_spdy_tunnel_is_a_byte_stream() -> None:
     client.close()
     assert server.recv(10) == b""
     server.close()
+
+
+def test_unfinished_text_message_is_limited(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A base64 client streaming one never-finished text message must not grow memory."""
+    from wsproto.connection import Connection, ConnectionType
+    from wsproto.events import TextMessage
+    monkeypatch.setattr(websocket, "MAX_MESSAGE", 64 * 1024)
+    a, b = socket.socketpair()
+    server = WsChannelConnection(a, kp.V4_BASE64, name="t-ws-server").start()
+    raw = Connection(ConnectionType.CLIENT)
+    try:
+        b.settimeout(10)
+        for _ in range(32):   # 32 x 16 KiB fragments of one message: twice the limit
+            try:
+                b.sendall(raw.send(TextMessage(data="0" + "A" * 16383, message_finished=False)))
+            except OSError:
+                break
+        assert server.wait_closed(10)
+        assert server._partial_text_len <= 64 * 1024 + 16384
+    finally:
+        b.close()
+        server.close()
+
+
+def test_base64_channels_out_of_range_are_dropped_and_total_is_bounded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import base64 as b64
+
+    from wsproto.connection import Connection, ConnectionType
+    from wsproto.events import TextMessage
+    monkeypatch.setattr(websocket, "MAX_TOTAL_BUFFER", 64 * 1024)
+    a, b = socket.socketpair()
+    server = WsChannelConnection(a, kp.V4_BASE64, name="t-ws-server").start()
+    raw = Connection(ConnectionType.CLIENT)
+    payload = b64.b64encode(b"x" * 16384).decode()
+
+    def flood() -> None:
+        with_timeout = b
+        with_timeout.settimeout(2)
+        try:
+            for k in range(64):   # 64 distinct unread channels, 1 MiB in all
+                with_timeout.sendall(raw.send(TextMessage(data=chr(ord("0") + k) + payload)))
+            with_timeout.sendall(raw.send(TextMessage(data="\u4e00" + payload)))
+        except OSError:
+            pass   # the server stopped reading: backpressure
+    try:
+        writer = threading.Thread(target=flood)
+        writer.start()
+        writer.join(15)
+        assert not writer.is_alive()
+        with server._cond:
+            total = sum(len(v) for v in server._inputs.values())
+            channels = set(server._inputs)
+        assert total <= 64 * 1024 + 16384
+        assert all(0 <= c <= 255 for c in channels)
+    finally:
+        b.close()
+        server.close()

@@ -1,0 +1,165 @@
+"""SandboxManager on failure and race paths: a RunPodSandbox whose undo fails too, and a
+RemovePodSandbox that arrives while a container is being created in the pod.
+
+The kernel pieces (cgroups, shims) are replaced by fakes: the tests are about the records.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cri_server.config import Config
+from cri_server.errors import AlreadyExists, FailedPrecondition
+from cri_server.paths import Paths
+from cri_server.sandboxes import manager as sandbox_manager
+from cri_server.sandboxes import pod_cgroup
+from cri_server.sandboxes.manager import SandboxManager
+from cri_server.sandboxes.record import KIND, NOTREADY
+from cri_server.store import Store
+from proto import api_pb2
+
+
+def _request() -> api_pb2.RunPodSandboxRequest:
+    ns = api_pb2.NamespaceOption(network=api_pb2.NODE, ipc=api_pb2.NODE, pid=api_pb2.CONTAINER)
+    return api_pb2.RunPodSandboxRequest(config=api_pb2.PodSandboxConfig(
+        metadata=api_pb2.PodSandboxMetadata(name="p", namespace="ns", uid="u"),
+        linux=api_pb2.LinuxPodSandboxConfig(
+            security_context=api_pb2.LinuxSandboxSecurityContext(namespace_options=ns))))
+
+
+def test_failed_undo_leaves_a_removable_pod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cgroup_busy = [True]
+
+    def remove_cgroup(cg: Any, timeout: float = 5.0) -> None:
+        if cgroup_busy[0]:
+            raise OSError(16, "Device or resource busy")
+
+    monkeypatch.setattr(pod_cgroup, "create", lambda cg, resources=None: None)
+    monkeypatch.setattr(pod_cgroup, "remove", remove_cgroup)
+    monkeypatch.setattr(sandbox_manager.podfiles, "host_hostname", lambda: "node")
+
+    def spawn_shim(spec: dict[str, Any]) -> dict[str, Any]:
+        raise FailedPrecondition("starting the pod's shim failed: boom")
+
+    store = Store(tmp_path / "runtime.db")
+    mgr = SandboxManager(Config(), Paths(tmp_path / "root", tmp_path / "state"), store, None,
+                         spawn_shim)
+    with pytest.raises(FailedPrecondition, match="boom"):
+        mgr.run(_request())
+    [left] = store.list(KIND)  # the undo failed: the record stays for a later clean-up ...
+    assert left["state"] == NOTREADY  # ... but not as "being created", which nothing can remove
+    with pytest.raises(AlreadyExists, match="remove it first"):
+        mgr.run(_request())  # kubelet's retry learns the name is taken by a pod it can remove
+    mgr.stop(left["id"])
+    cgroup_busy[0] = False
+    mgr.remove(left["id"])
+    assert store.list(KIND) == []
+    assert not Path(left["pod_dir"]).exists()
+
+
+def test_failed_undo_at_recovery_leaves_a_removable_pod(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same for a pod a killed daemon left half-made, undone at the next start."""
+    monkeypatch.setattr(pod_cgroup, "remove", lambda cg, timeout=5.0: (_ for _ in ()).throw(
+        OSError(16, "Device or resource busy")))
+    monkeypatch.setattr(sandbox_manager.podfiles, "host_hostname", lambda: "node")
+    store = Store(tmp_path / "runtime.db")
+    mgr = SandboxManager(Config(), Paths(tmp_path / "root", tmp_path / "state"), store, None,
+                         lambda spec: {})
+    plan = sandbox_manager.validate.plan(_request(), [], "node")
+    rec = mgr._new_record(_request(), plan, "digest")
+    rec.cgroup_owned = True
+    store.insert(KIND, rec.id, rec.name_key, rec.to_json())  # as the killed daemon left it
+    mgr.recover()
+    assert store.get(KIND, rec.id)["state"] == NOTREADY
+
+
+def test_failed_run_keeps_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pod_cgroup, "create", lambda cg, resources=None: None)
+    monkeypatch.setattr(pod_cgroup, "remove", lambda cg, timeout=5.0: None)
+    monkeypatch.setattr(sandbox_manager.podfiles, "host_hostname", lambda: "node")
+
+    def spawn_shim(spec: dict[str, Any]) -> dict[str, Any]:
+        raise FailedPrecondition("starting the pod's shim failed: boom")
+
+    store = Store(tmp_path / "runtime.db")
+    mgr = SandboxManager(Config(), Paths(tmp_path / "root", tmp_path / "state"), store, None,
+                         spawn_shim)
+    for _ in range(3):  # kubelet retries a failing pod for ever
+        with pytest.raises(FailedPrecondition, match="boom"):
+            mgr.run(_request())
+    assert store.list(KIND) == []
+    assert mgr._pod_locks == {}  # one lock per failed attempt would pile up
+
+
+class _Image:
+    id = "sha256:" + "1" * 64
+    repo_digests = ["docker.io/library/busybox@sha256:" + "2" * 64]
+    raw: dict[str, Any] = {}
+
+
+class _Images:
+    def resolve(self, ref: str) -> _Image:
+        return _Image()
+
+    def image_config(self, image_id: str) -> _Image:
+        return _Image()
+
+    def rootfs_layers(self, image_id: str) -> list[str]:
+        return []
+
+
+def test_pod_removal_waits_for_a_container_being_created(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RemovePodSandbox arriving while CreateContainer is inside the pod's shim must not
+    finish first: the container would be recorded (with its files) in a pod that is gone."""
+    import threading
+
+    from cri_server.containers import manager as container_manager
+    from cri_server.containers import record as container_record
+    from cri_server.containers.manager import ContainerManager
+
+    monkeypatch.setattr(pod_cgroup, "create", lambda cg, resources=None: None)
+    monkeypatch.setattr(pod_cgroup, "remove", lambda cg, timeout=5.0: None)
+    monkeypatch.setattr(sandbox_manager.podfiles, "host_hostname", lambda: "node")
+    monkeypatch.setattr(sandbox_manager.shim_process, "is_shim_of", lambda pid, d: True)
+    monkeypatch.setattr(container_manager.spec_builder, "build",
+                        lambda *a, **k: {"log_path": ""})
+    store = Store(tmp_path / "runtime.db")
+    paths = Paths(tmp_path / "root", tmp_path / "state")
+    containers: list[ContainerManager] = []
+    pods = SandboxManager(Config(), paths, store, None, lambda spec: {"pid": 1},
+                          containers=lambda: containers[0])
+    cm = ContainerManager(store, paths, pods, _Images())
+    containers.append(cm)
+    pod_id = pods.run(_request())
+    remover_done = threading.Event()
+
+    def remove_pod() -> None:
+        pods.stop(pod_id)
+        pods.remove(pod_id)
+        remover_done.set()
+
+    class Shim:
+        def __init__(self, shim_dir: str, timeout: float = 0) -> None:
+            pass
+
+        def create(self, cid: str, spec: dict[str, Any]) -> dict[str, Any]:
+            threading.Thread(target=remove_pod, daemon=True).start()
+            remover_done.wait(0.5)  # without the guard the removal ends meanwhile
+            return {"pid": 0}
+
+        def delete(self, cid: str) -> bool:
+            return True
+
+    monkeypatch.setattr(container_manager, "ShimClient", Shim)
+    request = api_pb2.CreateContainerRequest(
+        pod_sandbox_id=pod_id, config=api_pb2.ContainerConfig(
+            metadata=api_pb2.ContainerMetadata(name="c"), image=api_pb2.ImageSpec(image="busybox")))
+    cm.create(request)
+    assert remover_done.wait(10)
+    assert store.list(KIND) == [] and store.list(container_record.KIND) == []
+    assert cm.records() == []
+    assert list((tmp_path / "root" / "containers").iterdir()) == []
