@@ -55,6 +55,20 @@ def _close(fd: int) -> None:
             pass
 
 
+
+def take_report_messages(buf: bytes) -> tuple[list[dict[str, Any]], bytes]:
+    """The complete JSON-object lines an init or exec process reported, and the rest."""
+    msgs: list[dict[str, Any]] = []
+    while b"\n" in buf:
+        line, buf = buf.split(b"\n", 1)
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(msg, dict):
+            msgs.append(msg)
+    return msgs, buf
+
 class Shim:
     def __init__(self, pod: dict[str, Any], loop: Loop, pause_pid: int | None,
                  pinned: dict[str, str], listener: socket.socket) -> None:
@@ -260,15 +274,8 @@ class Shim:
             if not data:
                 self._container_report_eof(c)
                 return
-            c.report_buf += data
-            while b"\n" in c.report_buf:
-                line, c.report_buf = c.report_buf.split(b"\n", 1)
-                try:
-                    msg = json.loads(line)
-                except ValueError:
-                    continue
-                if not isinstance(msg, dict):
-                    continue
+            msgs, c.report_buf = take_report_messages(c.report_buf + data)
+            for msg in msgs:
                 if isinstance(msg.get("pid"), int) and msg["pid"] > 0:
                     self._set_container_pid(c, msg["pid"])
                 if msg.get("ready"):
@@ -667,15 +674,8 @@ class Shim:
                 if e.error and e.exited:
                     self.execs.pop(e.id, None)
                 return
-            e.report_buf += data
-            while b"\n" in e.report_buf:
-                line, e.report_buf = e.report_buf.split(b"\n", 1)
-                try:
-                    msg = json.loads(line)
-                except ValueError:
-                    continue
-                if not isinstance(msg, dict):
-                    continue
+            msgs, e.report_buf = take_report_messages(e.report_buf + data)
+            for msg in msgs:
                 pid = msg.get("pid")
                 if isinstance(pid, int) and pid > 0 and pid != e.pid:
                     if self.pids.get(e.pid, (None, None))[1] is e:
