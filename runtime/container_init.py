@@ -102,19 +102,26 @@ def run(spec: dict[str, Any], stdio: tuple[int, int, int], gate_fd: int,
         if seccomp_filter is not None and spec["process"]["no_new_privs"]:
             seccomp_filter.load()
         _execve(argv0, spec["process"]["args"], env)
-    except _ExecFailed as e:
-        code = e.code
-        _report_error(reporter, "FailedPrecondition", str(e))
-    except SpecError as e:
-        _report_error(reporter, e.kind, str(e))
-    except OSError as e:
-        _report_error(reporter, "PycriError", f"container init: {e}")
     except BaseException as e:  # noqa: BLE001 - must never escape a forked child
-        _report_error(reporter, "PycriError", f"container init: {type(e).__name__}: {e}")
+        code = _report_failure(reporter, e, "container init")
     if cgroup is not None and not ready:
         _leave_and_remove(cgroup)
     os._exit(code)
 
+
+
+def _report_failure(reporter: _Reporter, exc: BaseException, what: str) -> int:
+    """Reports why set-up or exec failed; returns the exit code of the forked child."""
+    if isinstance(exc, _ExecFailed):
+        _report_error(reporter, "FailedPrecondition", str(exc))
+        return exc.code
+    if isinstance(exc, SpecError):
+        _report_error(reporter, exc.kind, str(exc))
+    elif isinstance(exc, OSError):
+        _report_error(reporter, "PycriError", f"{what}: {exc}")
+    else:
+        _report_error(reporter, "PycriError", f"{what}: {type(exc).__name__}: {exc}")
+    return 1
 
 def exec_into(container_pid: int, spec: dict[str, Any], process: dict[str, Any],
               stdio: tuple[int, int, int], report_fd: int) -> NoReturn:
@@ -150,15 +157,8 @@ def exec_into(container_pid: int, spec: dict[str, Any], process: dict[str, Any],
         if seccomp_filter is not None and proc["no_new_privs"]:
             seccomp_filter.load()
         _execve(argv0, proc["args"], env)
-    except _ExecFailed as e:
-        code = e.code
-        _report_error(reporter, "FailedPrecondition", str(e))
-    except SpecError as e:
-        _report_error(reporter, e.kind, str(e))
-    except OSError as e:
-        _report_error(reporter, "PycriError", f"exec init: {e}")
-    except BaseException as e:  # noqa: BLE001
-        _report_error(reporter, "PycriError", f"exec init: {type(e).__name__}: {e}")
+    except BaseException as e:  # noqa: BLE001 - must never escape a forked child
+        code = _report_failure(reporter, e, "exec init")
     os._exit(code)
 
 

@@ -519,17 +519,23 @@ def pivot_root(root: str) -> None:
 
 # --------------------------------------------------------------------------- after pivot
 
+def _open_existing_in_root(path: str, field: str) -> int | None:
+    """An O_PATH fd of path resolved inside the (new) root; None when it does not exist."""
+    try:
+        return os.open(_resolve("/", path), os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise InvalidArgument(f"{field}: {path}: {e.strerror}") from e
+
+
 def mask_paths(paths: list[str]) -> None:
     """Files: /dev/null bound over; directories: an empty read-only tmpfs. Missing: skipped.
     Symlinks in the path are resolved inside the (new) root, so the target is masked."""
     for i, p in enumerate(paths):
-        target = _resolve("/", p)
-        try:
-            fd = os.open(target, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
+        fd = _open_existing_in_root(p, f"masked_paths[{i}]")
+        if fd is None:
             continue
-        except OSError as e:
-            raise InvalidArgument(f"masked_paths[{i}]: {p}: {e.strerror}") from e
         try:
             st = os.fstat(fd)
             if stat.S_ISDIR(st.st_mode):
@@ -545,20 +551,16 @@ def mask_paths(paths: list[str]) -> None:
 def readonly_paths(paths: list[str]) -> None:
     """Bind each path onto itself and remount it read-only (recursively). Missing: skipped."""
     for i, p in enumerate(paths):
-        target = _resolve("/", p)
-        try:
-            fd = os.open(target, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
+        fd = _open_existing_in_root(p, f"readonly_paths[{i}]")
+        if fd is None:
             continue
-        except OSError as e:
-            raise InvalidArgument(f"readonly_paths[{i}]: {p}: {e.strerror}") from e
         try:
             syscalls.mount(_fd_path(fd), _fd_path(fd), None, syscalls.MS_BIND | syscalls.MS_REC)
         except OSError as e:
             raise InvalidArgument(f"readonly_paths[{i}]: {p}: {e.strerror}") from e
         finally:
             os.close(fd)
-        fd = os.open(target, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(_resolve("/", p), os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)  # the new mount
         try:
             syscalls.mount_setattr("", syscalls.MOUNT_ATTR_RDONLY, recursive=True, dirfd=fd)
         except OSError as e:
