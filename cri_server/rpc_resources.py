@@ -37,7 +37,7 @@ class ResourceRpcs:
             raise Unavailable("pod sandboxes are not available in this daemon")
         for name, res in (("resources", request.resources), ("overhead", request.overhead)):
             if request.HasField(name):
-                _validate(name, res)
+                resources.check(name, res)
         linux = api_pb2.LinuxPodSandboxConfig()
         if request.HasField("resources"):
             linux.resources.CopyFrom(request.resources)
@@ -46,9 +46,3 @@ class ResourceRpcs:
         self.svc.sandboxes.update_resources(request.pod_sandbox_id, linux)
         return api_pb2.UpdatePodSandboxResourcesResponse()
 
-
-def _validate(name: str, res: api_pb2.LinuxContainerResources) -> None:
-    try:
-        resources.to_dict(res)
-    except InvalidArgument as exc:
-        raise InvalidArgument(f"{name}: {exc}") from None

@@ -102,10 +102,11 @@ def import_archive(manager: ImageManager, path: str | Path, name: str = "",
     """Loads every image of the archive; returns their IDs and names."""
     arc = _Archive(Path(path), progress)
     try:
-        if arc.has("index.json"):
-            return _import_oci(manager, arc, name)
-        if arc.has("manifest.json"):
-            return _import_docker(manager, arc, name)
+        with manager.importing():
+            if arc.has("index.json"):
+                return _import_oci(manager, arc, name)
+            if arc.has("manifest.json"):
+                return _import_docker(manager, arc, name)
         raise InvalidArgument(f"{path} is neither an OCI layout archive (index.json) nor a "
                               "docker archive (manifest.json)")
     finally:

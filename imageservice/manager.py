@@ -28,7 +28,8 @@ Concurrency: pulls of the same reference share one pull; pulls of different imag
 share downloads of common blobs and the unpacking of common layers; an in-flight
 pull holds a lease on what it fetched so a concurrent garbage collection never
 removes it. A failed or cancelled pull removes everything it created that no
-image uses.
+image uses. An import in another process (`pycri image import`) holds
+``importing()`` (a shared lock on gc.lock) and collection skips its round meanwhile.
 """
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ from typing import Any
 from cri_server.errors import Cancelled, FailedPrecondition, InvalidArgument
 from imageservice.auth import Credentials, DockerConfig
 from imageservice.content_store import ContentStore, SharedWork
+from imageservice.gc_lock import GcLock
 from imageservice.manifest import (
     INDEX_TYPES,
     Descriptor,
@@ -129,6 +131,8 @@ class ImageManager:
         self.runtime_handlers = runtime_handlers
         self.pinned = {str(parse(p)) for p in pinned_images}
         self._gc_lock = threading.RLock()
+        self._gc_file_lock = GcLock(self.root)
+        self._gc_skipped = False
         self._leases: Counter[str] = Counter()
         self._pulls = SharedWork()
         self._blob_work = SharedWork()
@@ -140,8 +144,13 @@ class ImageManager:
 
     # -- life cycle --------------------------------------------------------
     def recover(self) -> None:
-        self.content.clean_ingest()
-        self.snapshots.recover()
+        with self._gc_file_lock.collecting() as alone:
+            if alone:
+                self.content.clean_ingest()
+                self.snapshots.recover()
+            else:
+                log.info("an image import is running: partial downloads and snapshots are "
+                         "cleaned up at the next start")
         for rec in self.db.images():
             if any(t in self.pinned for t in rec.repo_tags) and not rec.pinned:
                 self.db.set_pinned(rec.id, True)
@@ -395,6 +404,15 @@ class ImageManager:
                 self.gc()
                 raise
 
+    @contextmanager
+    def importing(self) -> Iterator[None]:
+        """Held for a whole import: no garbage collection in any process meanwhile (a round
+        this manager skipped runs when the import ends)."""
+        with self._gc_file_lock.importing():
+            yield
+        if self._gc_skipped:
+            self.gc()
+
     # -- remove and garbage collection ------------------------------------------
     def remove(self, ref: str) -> bool:
         """Removes the image ref names with all its tags; False when there is none."""
@@ -412,7 +430,11 @@ class ImageManager:
         """Deletes snapshots and blobs that no image and no running pull uses."""
         if not self.exclusive:
             return
-        with self._gc_lock:
+        with self._gc_lock, self._gc_file_lock.collecting() as alone:
+            self._gc_skipped = not alone
+            if not alone:
+                log.info("an image import is running: garbage collection skipped")
+                return
             leased = set(self._leases)
             used_chains = self.db.referenced_chain_ids() | leased
             for chain, _ in self.db.snapshot_numbers():

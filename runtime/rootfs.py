@@ -18,6 +18,7 @@ Errors are InvalidArgument naming the spec field (mounts[3].source: ...).
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -28,6 +29,7 @@ from runtime.cgroups import mode as cgmode
 from runtime.securejoin import (
     ensure_file_in_root,
     mkdir_all_in_root,
+    open_parent_in_root,
     open_path_in_root,
     relative_in_root,
     secure_join,
@@ -405,19 +407,18 @@ def dev_is_tmpfs(mounts: list[dict[str, Any]]) -> bool:
 
 def create_default_devices(root: str) -> None:
     """Standard nodes and symlinks on the container's /dev tmpfs."""
-    dev = mkdir_all_in_root(root, "/dev")
+    dev_fd = open_path_in_root(root, mkdir_all_in_root(root, "/dev"))
     old = os.umask(0)
     try:
         for name, (major, minor) in DEFAULT_DEVICES.items():
-            path = os.path.join(dev, name)
-            if not os.path.lexists(path):
-                os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(major, minor))
+            with contextlib.suppress(FileExistsError):
+                os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev_fd)
+        for name, target in DEFAULT_DEV_SYMLINKS.items():
+            with contextlib.suppress(FileExistsError):
+                os.symlink(target, name, dir_fd=dev_fd)
     finally:
         os.umask(old)
-    for name, target in DEFAULT_DEV_SYMLINKS.items():
-        path = os.path.join(dev, name)
-        if not os.path.lexists(path):
-            os.symlink(target, path)
+        os.close(dev_fd)
 
 
 def create_devices(root: str, devices: list[dict[str, Any]]) -> list[str]:
@@ -435,28 +436,19 @@ def create_devices(root: str, devices: list[dict[str, Any]]) -> list[str]:
             kind, ftype = "b", stat.S_IFBLK
         else:
             raise InvalidArgument(f"{field}.host_path: {d['host_path']} is not a device node")
-        target = ensure_parent(root, d["container_path"])
-        if os.path.lexists(target):
-            os.unlink(target)
+        parent_fd, name, _ = open_parent_in_root(root, d["container_path"])
         old = os.umask(0)
         try:
-            os.mknod(target, ftype | stat.S_IMODE(st.st_mode), st.st_rdev)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=parent_fd)
+            os.mknod(name, ftype | stat.S_IMODE(st.st_mode), st.st_rdev, dir_fd=parent_fd)
+            os.chown(name, st.st_uid, st.st_gid, dir_fd=parent_fd, follow_symlinks=False)
         finally:
             os.umask(old)
-        os.chown(target, st.st_uid, st.st_gid, follow_symlinks=False)
+            os.close(parent_fd)
         rules.append(f"{kind} {os.major(st.st_rdev)}:{os.minor(st.st_rdev)} "
                      f"{d.get('permissions') or 'rwm'}")
     return rules
-
-
-def ensure_parent(root: str, unsafe_path: str) -> str:
-    """Resolve inside root and create the parent directories; returns the host path."""
-    target = secure_join(root, unsafe_path)
-    rel = relative_in_root(root, target)
-    if rel == "/":
-        raise InvalidArgument(f"{unsafe_path!r}: cannot replace the root")
-    mkdir_all_in_root(root, os.path.dirname(rel))
-    return target
 
 
 # --------------------------------------------------------------------------- cwd, pivot

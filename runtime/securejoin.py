@@ -8,6 +8,7 @@ through /proc/self/fd that the kernel agrees, so the final mount/chdir targets e
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 
@@ -62,43 +63,84 @@ def relative_in_root(root: str, host_path: str) -> str:
     return host_path[len(root.rstrip("/")):]
 
 
+_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _walk_dirs(root: str, rel: str, unsafe_path: str, mode: int) -> int:
+    """O_PATH fd of the directory `rel` (symlink-free, from secure_join) inside root, creating
+    the missing components.
+
+    Each step is an openat/mkdirat relative to the fd of the previous directory, never
+    following a symlink: a container that swaps a component for a symlink after resolution
+    (through a volume it shares) gets an error instead of a directory made outside the root.
+    """
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    walked = ""
+    try:
+        for comp in [c for c in rel.split("/") if c]:
+            walked += "/" + comp
+            try:
+                nfd = os.open(comp, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                with contextlib.suppress(FileExistsError):  # made meanwhile: the open checks it
+                    os.mkdir(comp, mode, dir_fd=fd)
+                nfd = _open_existing_dir(fd, comp, walked, unsafe_path)
+            except NotADirectoryError:
+                nfd = _open_existing_dir(fd, comp, walked, unsafe_path)
+            os.close(fd)
+            fd = nfd
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _open_existing_dir(parent_fd: int, comp: str, walked: str, unsafe_path: str) -> int:
+    try:
+        return os.open(comp, _DIR_FLAGS, dir_fd=parent_fd)
+    except NotADirectoryError:
+        st = os.stat(comp, dir_fd=parent_fd, follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode):  # appeared after resolution: refuse rather than follow
+            raise InvalidArgument(f"{unsafe_path!r}: {walked} changed into a symlink") from None
+        raise InvalidArgument(f"{unsafe_path!r}: {walked} exists and is not a directory") from None
+
+
 def mkdir_all_in_root(root: str, unsafe_path: str, mode: int = 0o755) -> str:
     """Resolve `unsafe_path` inside `root` and create every missing directory of it.
 
     Returns the host path. Raises InvalidArgument if an existing component is not a directory.
     """
     target = secure_join(root, unsafe_path)
-    rel = relative_in_root(root, target)
-    cur = os.path.abspath(root)
-    for comp in [c for c in rel.split("/") if c]:
-        cur = cur + "/" + comp
-        try:
-            st = os.lstat(cur)
-        except FileNotFoundError:
-            os.mkdir(cur, mode)
-            continue
-        if stat.S_ISLNK(st.st_mode):  # appeared after resolution: refuse rather than follow
-            raise InvalidArgument(f"{unsafe_path!r}: {cur} changed into a symlink")
-        if not stat.S_ISDIR(st.st_mode):
-            raise InvalidArgument(f"{unsafe_path!r}: {relative_in_root(root, cur)} exists and "
-                                  "is not a directory")
+    os.close(_walk_dirs(root, relative_in_root(root, target), unsafe_path, mode))
     return target
+
+
+def open_parent_in_root(root: str, unsafe_path: str) -> tuple[int, str, str]:
+    """Resolve inside root and create the parent directories.
+
+    Returns (O_PATH fd of the parent, final name, host path): create the entry itself with
+    ``dir_fd=`` calls on the fd, so it lands in the directory that was checked.
+    """
+    target = secure_join(root, unsafe_path)
+    rel = relative_in_root(root, target)
+    if rel == "/":
+        raise InvalidArgument(f"{unsafe_path!r}: cannot replace the root")
+    parent, name = rel.rsplit("/", 1)
+    return _walk_dirs(root, parent, unsafe_path, 0o755), name, target
 
 
 def ensure_file_in_root(root: str, unsafe_path: str, mode: int = 0o644) -> str:
     """Resolve inside root, create parent dirs and an empty file if missing (bind targets)."""
-    target = secure_join(root, unsafe_path)
-    rel = relative_in_root(root, target)
-    if rel == "/":
-        raise InvalidArgument(f"{unsafe_path!r}: a file mount cannot replace the root")
-    mkdir_all_in_root(root, os.path.dirname(rel))
+    parent_fd, name, target = open_parent_in_root(root, unsafe_path)
     try:
-        st = os.lstat(target)
-    except FileNotFoundError:
-        fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC
-                     | os.O_NOFOLLOW, mode)
-        os.close(fd)
-        return target
+        try:
+            os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC
+                             | os.O_NOFOLLOW, mode, dir_fd=parent_fd))
+            return target
+        except FileExistsError:
+            st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+    finally:
+        os.close(parent_fd)
     if stat.S_ISDIR(st.st_mode):
         raise InvalidArgument(f"{unsafe_path!r}: is a directory in the image, cannot mount a "
                               "file there")

@@ -26,6 +26,15 @@ def to_dict(r: api_pb2.LinuxContainerResources) -> dict[str, Any]:
     }
 
 
+def check(name: str, r: api_pb2.LinuxContainerResources) -> None:
+    """Validates resources given for a pod ("resources" or "overhead"); the error names the
+    field."""
+    try:
+        to_dict(r)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"{name}: {exc}") from None
+
+
 def to_proto(d: dict[str, Any]) -> api_pb2.LinuxContainerResources:
     return api_pb2.LinuxContainerResources(
         cpu_period=d.get("cpu_period") or 0, cpu_quota=d.get("cpu_quota") or 0,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from cri_server.containers import resources
 from cri_server.errors import InvalidArgument, NotFound, Unimplemented
 from proto import api_pb2
 
@@ -168,6 +169,9 @@ def plan(request: api_pb2.RunPodSandboxRequest, known_handlers: list[str],
     sysctls = check_sysctls(dict(config.linux.sysctls), namespaces)
     check_dns(config.dns_config)
     check_hostname(config.hostname)
+    for name in ("resources", "overhead"):
+        if config.linux.HasField(name):
+            resources.check(f"linux.{name}", getattr(config.linux, name))
     hostname = config.hostname
     if not hostname:
         hostname = host_hostname if namespaces["network"] == "node" else config.metadata.name[:63]

@@ -7,12 +7,15 @@ the port through the backend and copies both ways; when the backend closes, the 
 stream gets FIN; the client closing (FIN or reset) half-closes the backend socket.
 Failures are written on the error stream as the JSON kubelet sends
 ({"message": ..., "closeConnection": true}). Pairs left incomplete for the stream
-creation timeout get "timed out waiting for streams". Many pairs run in one session.
+creation timeout get "timed out waiting for streams". Many pairs run in one session, at
+most MAX_CONNECTIONS at a time (pending or forwarding): streams beyond it are refused
+(RST_STREAM), so one session cannot pile up sockets and threads in the daemon.
 
 WebSocket: the ports come from the `port` query parameters (else from the CRI
 request); port i uses data channel 2i and error channel 2i+1, and the first message on
 each is the port as 2 bytes little endian. Failures are plain text on the error channel.
-The connection ends once every port's backend connection ended.
+The connection ends once every port's backend connection ended. At most MAX_CONNECTIONS
+ports per connection.
 """
 from __future__ import annotations
 
@@ -32,6 +35,8 @@ from cri_server.streaming.websocket import WsChannelConnection
 log = logging.getLogger(__name__)
 
 _COPY_SIZE = 32 * 1024
+#: Forwarded connections one session may have open or pending at once.
+MAX_CONNECTIONS = 128
 
 
 def parse_port(value: str) -> int | None:
@@ -58,6 +63,11 @@ class _Forwards:
     sockets: set[socket.socket] = field(default_factory=set)
     threads: list[threading.Thread] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    active: int = 0   # SPDY stream pairs being forwarded
+
+    def add_active(self, delta: int) -> None:
+        with self.lock:
+            self.active += delta
 
     def spawn(self, target: object, *args: object, name: str) -> threading.Thread:
         t = threading.Thread(target=target, args=args, name=name, daemon=True)  # type: ignore[arg-type]
@@ -124,6 +134,11 @@ def serve_spdy(sock: ByteSocket, trailing: bytes, pod_id: str, backend: Streamin
         if not rid:
             rid = str(stream.stream_id if kind == kp.STREAM_ERROR else stream.stream_id - 2)
         with cond:
+            if rid not in pairs and len(pairs) + forwards.active >= MAX_CONNECTIONS:
+                log.warning("%s: refusing port-forward stream %s: %d connections open or pending "
+                            "(limit %d)", name, rid, len(pairs) + forwards.active,
+                            MAX_CONNECTIONS)
+                return False
             pair = pairs.setdefault(rid, _Pair(rid, time.monotonic()))
             if getattr(pair, kind) is not None:
                 return False
@@ -140,6 +155,7 @@ def serve_spdy(sock: ByteSocket, trailing: bytes, pod_id: str, backend: Streamin
                 for rid, pair in list(pairs.items()):
                     if pair.data is not None and pair.error is not None:
                         del pairs[rid]
+                        forwards.add_active(1)
                         forwards.spawn(_forward_pair, pair, pod_id, backend, forwards,
                                        name=f"{name}-pf{rid}")
                     elif now - pair.created > creation_timeout:
@@ -166,6 +182,14 @@ def _timed_out(pair: _Pair) -> None:
 
 def _forward_pair(pair: _Pair, pod_id: str, backend: StreamingBackend,
                   forwards: _Forwards) -> None:
+    try:
+        _forward_pair_streams(pair, pod_id, backend, forwards)
+    finally:
+        forwards.add_active(-1)
+
+
+def _forward_pair_streams(pair: _Pair, pod_id: str, backend: StreamingBackend,
+                          forwards: _Forwards) -> None:
     assert pair.data is not None and pair.error is not None
     data, error = pair.data, pair.error
     port = parse_port(data.header(kp.PORT_HEADER)) or 0

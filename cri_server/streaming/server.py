@@ -388,6 +388,10 @@ class StreamingServer:
             if not ports:
                 self._respond(sock, h, 400, 'query parameter "port" is required')
                 return
+            if len(ports) > portforward.MAX_CONNECTIONS:
+                self._respond(sock, h, 400, f"{len(ports)} ports requested; at most "
+                              f"{portforward.MAX_CONNECTIONS} per connection")
+                return
         headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
                    ("Sec-WebSocket-Accept", generate_accept_token(key.encode()).decode())]
         if protocol:

@@ -298,6 +298,15 @@ def test_streaming_sessions_leave_no_fd_or_thread_in_the_daemon(daemon, env: Con
                                                                 box: str) -> None:
     pid = daemon.proc.pid
 
+    def fds() -> dict[str, str]:
+        out = {}
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                out[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                pass
+        return out
+
     def counts() -> tuple[int, int]:
         return len(os.listdir(f"/proc/{pid}/fd")), len(os.listdir(f"/proc/{pid}/task"))
 
@@ -312,7 +321,7 @@ def test_streaming_sessions_leave_no_fd_or_thread_in_the_daemon(daemon, env: Con
     spdy_client.exec_url(_exec_url(env, box, ["true"]))       # warm up pools and threads
     env.exec_sync(box, ["true"])
     time.sleep(0.5)
-    before = counts()
+    before, before_fds = counts(), fds()
     for i in range(5):
         spdy_client.exec_url(_exec_url(env, box, ["echo", str(i)]))
         ws_client.ws_exec(_exec_url(env, box, ["cat"], stdin=True), stdin=b"x")
@@ -330,7 +339,13 @@ def test_streaming_sessions_leave_no_fd_or_thread_in_the_daemon(daemon, env: Con
         att.abort()
     env.remove(cid)
     after = settle(before)
-    assert after[0] <= before[0] and after[1] <= before[1], (before, after)
+    new_fds = {fd: target for fd, target in fds().items() if before_fds.get(fd) != target}
+    # A busy machine may grow gRPC's worker pool by a thread, which opens its own sqlite
+    # connection (the database and its WAL): that is not a session's leftover.
+    pool_fds = [t for t in new_fds.values() if t.endswith(("/runtime.db", "/runtime.db-wal"))]
+    grown = len(pool_fds) // 2
+    assert after[0] <= before[0] + len(pool_fds) and after[1] <= before[1] + grown, (
+        before, after, new_fds)
     assert not _pids_of("sleep 6666")
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shutil
 import subprocess
 from pathlib import Path
@@ -98,3 +99,31 @@ def test_import_garbage_fails_cleanly(tmp_path, capsys):
     root = tmp_path / "root"
     assert _cli(["image", "import", str(bad), "--root", str(root)]) == 1
     assert "import failed" in capsys.readouterr().err
+
+
+def test_import_next_to_a_collecting_daemon_keeps_its_blobs(tmp_path, image):
+    """The daemon collects garbage (RemoveImage, failed pulls) while `pycri image import`
+    writes blobs no image refers to yet: they must survive, and the image must be whole."""
+    from imageservice.importer import import_archive
+    arc = tmp_path / "img.tar"
+    ob.write_oci_archive(arc, image, "example.com/app:v1")
+    root = tmp_path / "root"
+    daemon = ImageManager(root / "images")                    # exclusive: it collects
+    importer = ImageManager(root / "images", exclusive=False)  # the CLI's manager
+    stray_body = b"written by nobody's import"
+    stray = "sha256:" + hashlib.sha256(stray_body).hexdigest()
+    try:
+        rounds = []
+
+        def collect_meanwhile(done: int, total: int) -> None:
+            daemon.gc()
+            rounds.append(done)
+        import_archive(importer, arc, progress=collect_meanwhile)
+        assert len(rounds) > 2
+        _check_store(root, image, "example.com/app:v1")
+        daemon.content.write_bytes(stray, stray_body)      # garbage once nobody imports
+        daemon.gc()
+        assert not daemon.content.exists(stray)
+    finally:
+        importer.close()
+        daemon.close()

@@ -9,6 +9,7 @@ import pytest
 from runtime.securejoin import (
     ensure_file_in_root,
     mkdir_all_in_root,
+    open_parent_in_root,
     open_path_in_root,
     relative_in_root,
     secure_join,
@@ -91,6 +92,58 @@ def test_ensure_file(root: str) -> None:
     assert ensure_file_in_root(root, "/etc/passwd") == root + "/etc/passwd"
     with pytest.raises(InvalidArgument, match="is a directory"):
         ensure_file_in_root(root, "/a")
+
+
+@pytest.mark.parametrize("make", ["dir", "file"])
+def test_a_component_swapped_for_a_symlink_while_creating_stays_inside(
+        root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make: str) -> None:
+    """The container swaps /a/b for a symlink to the host right before the entry is created
+    (e.g. through a volume it shares with a running container): nothing may appear outside."""
+    outside = tmp_path / "host-dir"
+    outside.mkdir()
+    real_mkdir, real_open = os.mkdir, os.open
+    swapped: list[bool] = []
+
+    def swap() -> None:
+        if not swapped:
+            swapped.append(True)
+            os.rename(os.path.join(root, "a/b"), os.path.join(root, "a/b-moved"))
+            os.symlink(str(outside), os.path.join(root, "a/b"))
+
+    def mkdir(path: str, *args: object, **kw: object) -> None:
+        swap()
+        real_mkdir(path, *args, **kw)  # type: ignore[arg-type]
+
+    def open_(path: str, flags: int, *args: object, **kw: object) -> int:
+        if flags & os.O_CREAT:
+            swap()
+        return real_open(path, flags, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    monkeypatch.setattr(os, "open", open_)
+    if make == "dir":
+        target = mkdir_all_in_root(root, "/a/b/new/leaf")
+        made = "a/b-moved/new/leaf"
+    else:
+        target = ensure_file_in_root(root, "/a/b/leaf")
+        made = "a/b-moved/leaf"
+    monkeypatch.undo()
+    assert swapped and os.listdir(outside) == []
+    assert os.path.exists(os.path.join(root, made))   # made in the directory that was checked
+    with pytest.raises(InvalidArgument):   # and a mount on the returned path is refused
+        open_path_in_root(root, target)
+
+
+def test_open_parent_in_root_creates_parents(root: str) -> None:
+    fd, name, target = open_parent_in_root(root, "/abs/sub/dev0")
+    try:
+        assert (name, target) == ("dev0", root + "/etc/sub/dev0")
+        os.close(os.open(name, os.O_CREAT | os.O_WRONLY, 0o600, dir_fd=fd))
+    finally:
+        os.close(fd)
+    assert os.path.isfile(root + "/etc/sub/dev0")
+    with pytest.raises(InvalidArgument, match="cannot replace the root"):
+        open_parent_in_root(root, "/a/up")
 
 
 def test_open_path_in_root_checks_real_path(root: str) -> None:

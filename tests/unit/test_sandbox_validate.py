@@ -128,3 +128,21 @@ def test_pod_cgroup_naming() -> None:
     assert cg.path == "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podx.slice"
     with pytest.raises(InvalidArgument):
         pod_cgroup.plan("systemd", "not-a-slice", "/kubepods", "u")
+
+
+@pytest.mark.parametrize("field_name", ["resources", "overhead"])
+@pytest.mark.parametrize("resource", ["cpu_shares", "memory_limit_in_bytes", "cpu_period"])
+def test_negative_pod_resources_are_refused(field_name: str, resource: str) -> None:
+    req = _request()
+    setattr(getattr(req.config.linux, field_name), resource, -5)
+    with pytest.raises(InvalidArgument, match=f"linux.{field_name}: resources.{resource} must "
+                                              "not be negative"):
+        validate.plan(req, ["pycri"], "node1")
+
+
+def test_pod_overhead_is_accepted() -> None:
+    req = _request()
+    req.config.linux.overhead.memory_limit_in_bytes = 64 << 20
+    req.config.linux.resources.memory_limit_in_bytes = 128 << 20
+    validate.plan(req, ["pycri"], "node1")
+    assert pod_cgroup.pod_resources(req.config.linux)["memory_limit_in_bytes"] == 192 << 20

@@ -512,6 +512,40 @@ def test_spdy_portforward_client_gone_closes_backend(server: StreamingServer) ->
     wait_for(lambda: not stream_threads(), "threads to end")
 
 
+def test_spdy_portforward_connections_per_session_are_capped(
+        server: StreamingServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cri_server.streaming import portforward
+    monkeypatch.setattr(portforward, "MAX_CONNECTIONS", 3)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        with SpdyPortForward(pf_url(server, [port])) as pf:
+            held = [pf.open(port) for _ in range(3)]
+            accepted = [listener.accept()[0] for _ in range(3)]
+            with pytest.raises(ConnectionResetError, match="refused"):
+                pf.open(port)                  # a fourth connection at once is refused
+            held[0][0].close()                 # the client ends one connection...
+            accepted[0].close()
+            wait_for(lambda: _opens(pf, port), "a slot to free up")   # ...which frees a slot
+            for conn in [*accepted[1:], listener.accept()[0]]:
+                conn.close()
+
+
+def _opens(pf: SpdyPortForward, port: int) -> bool:
+    try:
+        pf.open(port)
+    except ConnectionResetError:
+        return False
+    return True
+
+
+def test_ws_portforward_too_many_ports_is_400(server: StreamingServer) -> None:
+    from cri_server.streaming import portforward
+    ports = [1000 + i for i in range(portforward.MAX_CONNECTIONS + 1)]
+    with pytest.raises(UpgradeRefused) as err:
+        WsPortForward(pf_url(server, []), ports)
+    assert err.value.status == 400
+
+
 def test_ws_portforward_two_ports(server: StreamingServer, http_servers: list[int]) -> None:
     url = pf_url(server, [])
     with WsPortForward(url, http_servers) as pf:
