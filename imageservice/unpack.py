@@ -40,6 +40,7 @@ import zstandard
 
 from cri_server.errors import InvalidArgument, PycriError
 from imageservice.content_store import disk_error
+from runtime import dirfd
 
 log = logging.getLogger(__name__)
 
@@ -111,31 +112,17 @@ def split_name(name: str) -> list[str]:
 
 def open_dir(root_fd: int, parts: list[str], name: str, create: bool) -> int:
     """An fd of root/parts..., never following a symlink; creates missing dirs (0755)."""
-    fd = os.dup(root_fd)
     try:
-        for p in parts:
-            try:
-                nfd = os.open(p, _O_DIR, dir_fd=fd)
-            except FileNotFoundError:
-                if not create:
-                    raise LayerRefused(f"entry {name!r}: {p!r} does not exist") from None
-                os.mkdir(p, 0o755, dir_fd=fd)
-                nfd = os.open(p, _O_DIR, dir_fd=fd)
-            except OSError as e:
-                if e.errno not in (errno.ELOOP, errno.ENOTDIR):
-                    raise
-                st = os.stat(p, dir_fd=fd, follow_symlinks=False)
-                if stat.S_ISLNK(st.st_mode):
-                    raise LayerRefused(f"entry {name!r}: path component {p!r} is a symlink; "
-                                       "refusing to write through it") from None
-                raise LayerRefused(f"entry {name!r}: path component {p!r} is not a "
-                                   "directory") from None
-            os.close(fd)
-            fd = nfd
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
+        return dirfd.open_dirs(root_fd, parts, create=create, flags=_O_DIR)
+    except FileNotFoundError as e:
+        missing = str(e.filename).rsplit("/", 1)[-1]
+        raise LayerRefused(f"entry {name!r}: {missing!r} does not exist") from None
+    except dirfd.UnsafeComponent as e:
+        if e.symlink:
+            raise LayerRefused(f"entry {name!r}: path component {e.component!r} is a symlink; "
+                               "refusing to write through it") from None
+        raise LayerRefused(f"entry {name!r}: path component {e.component!r} is not a "
+                           "directory") from None
 
 
 def _lstat(name: str, dir_fd: int) -> os.stat_result | None:

@@ -8,10 +8,10 @@ through /proc/self/fd that the kernel agrees, so the final mount/chdir targets e
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 
+from runtime import dirfd
 from runtime.spec_errors import InvalidArgument
 
 MAX_SYMLINKS = 255
@@ -63,46 +63,22 @@ def relative_in_root(root: str, host_path: str) -> str:
     return host_path[len(root.rstrip("/")):]
 
 
-_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
 def _walk_dirs(root: str, rel: str, unsafe_path: str, mode: int) -> int:
     """O_PATH fd of the directory `rel` (symlink-free, from secure_join) inside root, creating
-    the missing components.
-
-    Each step is an openat/mkdirat relative to the fd of the previous directory, never
-    following a symlink: a container that swaps a component for a symlink after resolution
-    (through a volume it shares) gets an error instead of a directory made outside the root.
-    """
-    fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    walked = ""
+    the missing components without ever following a symlink: a container that swaps a
+    component for one after resolution (through a volume it shares) gets an error instead of
+    a directory made outside the root."""
+    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        for comp in [c for c in rel.split("/") if c]:
-            walked += "/" + comp
-            try:
-                nfd = os.open(comp, _DIR_FLAGS, dir_fd=fd)
-            except FileNotFoundError:
-                with contextlib.suppress(FileExistsError):  # made meanwhile: the open checks it
-                    os.mkdir(comp, mode, dir_fd=fd)
-                nfd = _open_existing_dir(fd, comp, walked, unsafe_path)
-            except NotADirectoryError:
-                nfd = _open_existing_dir(fd, comp, walked, unsafe_path)
-            os.close(fd)
-            fd = nfd
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _open_existing_dir(parent_fd: int, comp: str, walked: str, unsafe_path: str) -> int:
-    try:
-        return os.open(comp, _DIR_FLAGS, dir_fd=parent_fd)
-    except NotADirectoryError:
-        st = os.stat(comp, dir_fd=parent_fd, follow_symlinks=False)
-        if stat.S_ISLNK(st.st_mode):  # appeared after resolution: refuse rather than follow
-            raise InvalidArgument(f"{unsafe_path!r}: {walked} changed into a symlink") from None
-        raise InvalidArgument(f"{unsafe_path!r}: {walked} exists and is not a directory") from None
+        return dirfd.open_dirs(root_fd, [c for c in rel.split("/") if c], create=True,
+                               mode=mode)
+    except dirfd.UnsafeComponent as e:
+        if e.symlink:
+            raise InvalidArgument(f"{unsafe_path!r}: {e.walked} changed into a symlink") from None
+        raise InvalidArgument(f"{unsafe_path!r}: {e.walked} exists and is not a directory"
+                              ) from None
+    finally:
+        os.close(root_fd)
 
 
 def mkdir_all_in_root(root: str, unsafe_path: str, mode: int = 0o755) -> str:

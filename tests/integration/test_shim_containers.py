@@ -121,6 +121,11 @@ def test_only_stdio_fds_reach_the_container(env: ShimEnv, pod) -> None:  # type:
                                                stdin=True))
         client.start(cid)
         pid = client.state(cid)[cid]["pid"]
+        # Start returns once the init is released; its own (close-on-exec) fds go at execve.
+        deadline = time.monotonic() + 10
+        while "python" in os.readlink(f"/proc/{pid}/exe"):
+            assert time.monotonic() < deadline, "the container never exec'd"
+            time.sleep(0.01)
         assert sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd")) == [0, 1, 2]
         client.delete(cid)
 
