@@ -37,6 +37,20 @@ def _remove_test_bridge() -> None:
                 pass
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that used a daemon shows the end of that daemon's log."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed:
+        return
+    funcargs = getattr(item, "funcargs", {})
+    for name in ("daemon", "fresh_daemon"):
+        d = funcargs.get(name)
+        if isinstance(d, PycriDaemon):
+            report.sections.append((f"pycri log ({name})", d.log_tail(80)))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def leak_check(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fails the session if tests leave mounts, netns, processes, cgroups or rules behind."""

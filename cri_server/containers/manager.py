@@ -84,7 +84,7 @@ class ContainerManager:
         self._records: dict[str, ContainerRecord] = {}
         self._inflight: dict[str, tuple[str, Future[str]]] = {}
         self._ctr_locks: dict[str, threading.Lock] = {}
-        self._status_mtimes: dict[str, int] = {}
+        self._status_versions: dict[str, tuple[int, int, int]] = {}
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
 
@@ -321,14 +321,17 @@ class ContainerManager:
             self._apply(rec, state)
             return
         try:
-            mtime = os.stat(path).st_mtime_ns
+            st = os.stat(path)
         except FileNotFoundError:
             return
-        if self._status_mtimes.get(rec.id) == mtime:
+        # Each write is a new file (temp + rename): inode and size tell versions apart where
+        # a coarse clock gives two quick writes the same mtime.
+        version = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._status_versions.get(rec.id) == version:
             return
         state = _read_state(path)
         if state is not None:
-            self._status_mtimes[rec.id] = mtime
+            self._status_versions[rec.id] = version
             self._apply(rec, state)
 
     def _shim_state(self, rec: ContainerRecord) -> None:
@@ -426,7 +429,7 @@ class ContainerManager:
         self.store.delete(R.KIND, rec.id)
         with self._lock:
             self._records.pop(rec.id, None)
-            self._status_mtimes.pop(rec.id, None)
+            self._status_versions.pop(rec.id, None)
             self._ctr_locks.pop(rec.id, None)
         if rec.state != R.EXITED:
             rec.state = R.EXITED

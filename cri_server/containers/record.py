@@ -20,6 +20,9 @@ CREATED = "created"
 RUNNING = "running"
 EXITED = "exited"
 UNKNOWN = "unknown"
+# A container only moves forward through these; a state file read before a newer one was
+# applied (two threads refreshing at once) must not move it back.
+_PROGRESS = {CREATING: 0, UNKNOWN: 0, CREATED: 1, RUNNING: 2, EXITED: 3}
 
 
 def name_key(pod_id: str, name: str, attempt: int) -> str:
@@ -83,6 +86,8 @@ class ContainerRecord:
         before = (self.state, self.pid, self.started_at, self.finished_at, self.exit_code,
                   self.reason, self.message)
         state = st.get("state", self.state)
+        if _PROGRESS.get(state, 0) < _PROGRESS.get(self.state, 0):
+            return False   # an older state than the one already applied
         if state in (CREATED, RUNNING, EXITED):
             self.state = state
         self.pid = int(st.get("pid") or self.pid or 0)

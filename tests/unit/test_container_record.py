@@ -34,6 +34,16 @@ def test_apply_state_transitions() -> None:
                                                                         "Completed", 20)
 
 
+def test_a_stale_state_never_moves_a_container_back() -> None:
+    """Two threads refresh at once; the one that read the older status file applies last."""
+    rec = _rec(state=R.CREATED)
+    assert rec.apply_state({"state": "exited", "exit_code": 3, "reason": "Error",
+                            "started_at": 10, "finished_at": 20, "pid": 42})
+    assert not rec.apply_state({"state": "running", "pid": 42, "started_at": 10})
+    assert not rec.apply_state({"state": "created", "pid": 42})
+    assert (rec.state, rec.exit_code, rec.finished_at) == (R.EXITED, 3, 20)
+
+
 def test_status_conversion() -> None:
     rec = _rec(state=R.EXITED, exit_code=137, reason="OOMKilled", message="m",
                image_ref="r@sha256:" + "d" * 64, stop_signal=api_pb2.SIGINT,
