@@ -79,6 +79,16 @@ class Store:
             db.execute("UPDATE objects SET data = ? WHERE kind = ? AND id = ?",
                        (json.dumps(data), kind, obj_id))
 
+    def replace_field(self, kind: str, obj_id: str, field: str, expected: str, new: str) -> bool:
+        """Sets a top-level string field to `new` only if it still holds `expected` (a
+        compare-and-set that leaves the other fields as they are); True if it did."""
+        path = "$." + field
+        with self._tx() as db:
+            cur = db.execute("UPDATE objects SET data = json_set(data, ?, ?) WHERE kind = ? AND "
+                             "id = ? AND json_extract(data, ?) = ?",
+                             (path, new, kind, obj_id, path, expected))
+            return cur.rowcount == 1
+
     def release_name(self, kind: str, obj_id: str) -> None:
         """Frees the name key (e.g. once a pod is removed from kubelet's view)."""
         with self._tx() as db:

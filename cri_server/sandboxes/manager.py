@@ -119,14 +119,24 @@ class SandboxManager:
         return [self._refresh(SandboxRecord.from_json(d)) for d in self.store.list(KIND)]
 
     def _refresh(self, rec: SandboxRecord) -> SandboxRecord:
-        """A READY pod whose shim died is NOTREADY (cheap /proc check, no socket round trip)."""
-        if rec.state == READY and not shim_process.is_shim_of(rec.shim_pid, rec.shim_dir):
+        """A READY pod whose shim died is NOTREADY (cheap /proc check, no socket round trip).
+
+        Runs without the pod lock (List/PodSandboxStatus must not wait for a Stop): only the
+        state field changes, and only if it is still READY, so a record StopPodSandbox saved
+        meanwhile is never overwritten with this older copy."""
+        if rec.state != READY or shim_process.is_shim_of(rec.shim_pid, rec.shim_dir):
+            return rec
+        if self.store.replace_field(KIND, rec.id, "state", READY, NOTREADY):
             log.warning("the shim (pid %d) of pod sandbox %s is gone; marking it NOTREADY",
                         rec.shim_pid, rec.id)
             rec.state = NOTREADY
-            self._save(rec)
             self._publish(api_pb2.CONTAINER_STOPPED_EVENT, rec)
-        return rec
+            return rec
+        data = self.store.get(KIND, rec.id)   # changed meanwhile (stopped, removed)
+        if data is None:
+            rec.state = NOTREADY
+            return rec
+        return SandboxRecord.from_json(data)
 
     def shim(self, pod_id: str) -> ShimClient:
         return ShimClient(self.get(pod_id).shim_dir)

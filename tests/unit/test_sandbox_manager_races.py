@@ -163,3 +163,31 @@ def test_pod_removal_waits_for_a_container_being_created(
     assert store.list(KIND) == [] and store.list(container_record.KIND) == []
     assert cm.records() == []
     assert list((tmp_path / "root" / "containers").iterdir()) == []
+
+
+def test_a_reader_noticing_a_dead_shim_never_overwrites_a_newer_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ListPodSandbox read the READY record before StopPodSandbox saved its own; when the
+    reader then sees the shim gone it must not write its older copy over Stop's."""
+    from cri_server.sandboxes.record import READY, SandboxRecord
+    monkeypatch.setattr(sandbox_manager.podfiles, "host_hostname", lambda: "node")
+    monkeypatch.setattr(sandbox_manager.shim_process, "is_shim_of", lambda pid, d: False)
+    events: list[int] = []
+    store = Store(tmp_path / "runtime.db")
+    mgr = SandboxManager(Config(), Paths(tmp_path / "root", tmp_path / "state"), store, None,
+                         lambda spec: {})
+    mgr.event_sink = lambda kind, rec: events.append(kind)
+    plan = sandbox_manager.validate.plan(_request(), [], "node")
+    rec = mgr._new_record(_request(), plan, "digest")
+    rec.state, rec.network_ready = READY, True
+    store.insert(KIND, rec.id, rec.name_key, rec.to_json())
+    seen_by_reader = SandboxRecord.from_json(store.get(KIND, rec.id))
+    rec.state, rec.network_ready = NOTREADY, False                   # StopPodSandbox saves
+    store.update(KIND, rec.id, rec.to_json())
+    assert mgr._refresh(seen_by_reader).state == NOTREADY
+    assert store.get(KIND, rec.id)["network_ready"] is False
+    assert events == []            # Stop publishes its own event; no second one
+    fresh = SandboxRecord.from_json({**rec.to_json(), "state": READY})   # a shim that died
+    store.update(KIND, rec.id, fresh.to_json())
+    assert mgr._refresh(fresh).state == NOTREADY
+    assert store.get(KIND, rec.id)["state"] == NOTREADY and events == [api_pb2.CONTAINER_STOPPED_EVENT]

@@ -20,6 +20,16 @@ def test_insert_get_update_delete(tmp_path: Path) -> None:
     assert s.get("pod", "abc") is None and s.list("pod") == []
 
 
+def test_replace_field_is_a_compare_and_set(tmp_path: Path) -> None:
+    s = Store(tmp_path / "r.db")
+    s.insert("pod", "a", None, {"id": "a", "state": "ready", "network_ready": True})
+    s.update("pod", "a", {"id": "a", "state": "ready", "network_ready": False})
+    assert s.replace_field("pod", "a", "state", "ready", "notready")
+    assert s.get("pod", "a") == {"id": "a", "state": "notready", "network_ready": False}
+    assert not s.replace_field("pod", "a", "state", "ready", "notready")   # no longer ready
+    assert not s.replace_field("pod", "gone", "state", "ready", "notready")
+
+
 def test_name_reservation(tmp_path: Path) -> None:
     s = Store(tmp_path / "r.db")
     s.insert("pod", "a", "ns/n/u/0", {"id": "a"})
