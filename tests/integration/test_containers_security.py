@@ -9,6 +9,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -49,7 +50,7 @@ def _mask(names: list[str] | tuple[str, ...]) -> int:
     return sum(1 << CAPABILITY_NAMES.index(n) for n in names)
 
 
-def _status(env: ContainerEnv, **kw: object) -> dict[str, str]:
+def _status(env: ContainerEnv, **kw: Any) -> dict[str, str]:
     return proc_status(env.output(["cat", "/proc/self/status"], **kw))
 
 

@@ -135,7 +135,7 @@ def test_long_line_is_split_in_the_log(env: ShimEnv, pod) -> None:  # type: igno
     final, spec = run_to_exit(env, client, pod_id, "long",
                               ["sh", "-c", "yes a | head -c 80000 | tr -d '\\n'; echo; echo z"])
     assert final["exit_code"] == 0
-    logs = read_cri_log(spec["log_path"])
+    logs = read_cri_log(str(spec["log_path"]))
     assert [t for _, _, t, _ in logs] == ["P", "P", "F", "F"]
     assert "".join(x for _, _, _, x in logs[:3]) == "a" * 40000 and logs[3][3] == "z"
 

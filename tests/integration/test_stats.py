@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from typing import Any
 
 import grpc
 
@@ -19,7 +20,7 @@ def _stats(env: ContainerEnv, cid: str) -> api_pb2.ContainerStats:
     return env.cri.ContainerStats(api_pb2.ContainerStatsRequest(container_id=cid)).stats
 
 
-def _list(env: ContainerEnv, **flt: object) -> list[str]:
+def _list(env: ContainerEnv, **flt: Any) -> list[str]:
     req = api_pb2.ListContainerStatsRequest(
         filter=api_pb2.ContainerStatsFilter(**flt) if flt else None)
     return [s.attributes.id for s in env.cri.ListContainerStats(req).stats]
@@ -146,7 +147,7 @@ def test_list_pod_stats_filters_and_only_ready_pods(container_env: ContainerEnv)
     try:
         pods.stop(env.cri, stopped)
 
-        def ids(**flt: object) -> list[str]:
+        def ids(**flt: Any) -> list[str]:
             req = api_pb2.ListPodSandboxStatsRequest(
                 filter=api_pb2.PodSandboxStatsFilter(**flt) if flt else None)
             return [s.attributes.id for s in env.cri.ListPodSandboxStats(req).stats]

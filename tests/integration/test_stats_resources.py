@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -29,7 +30,7 @@ def _read(d: Path, name: str) -> int:
     return int((d / name).read_text().strip())
 
 
-def _update(env: ContainerEnv, cid: str, **res: object) -> None:
+def _update(env: ContainerEnv, cid: str, **res: Any) -> None:
     env.cri.UpdateContainerResources(api_pb2.UpdateContainerResourcesRequest(
         container_id=cid, linux=api_pb2.LinuxContainerResources(**res)))
 

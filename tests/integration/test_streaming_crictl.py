@@ -155,7 +155,7 @@ def test_port_forward(crictl: Crictl, transport: str) -> None:
                                         f"{local}:{web.server_address[1]}"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        bodies = []
+        bodies: list[bytes] = []
         deadline = time.monotonic() + 15
         while len(bodies) < 3:
             try:

@@ -71,6 +71,7 @@ def test_spdy_exec_stdin_and_exit_code(env: ContainerEnv, sleeper: str) -> None:
     assert result.stdout == b"into the container\n"
     assert result.stderr == b"oops\n"
     assert result.exit_code == 3
+    assert result.status is not None
     assert result.status["reason"] == "NonZeroExitCode"
 
 

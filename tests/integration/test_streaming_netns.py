@@ -6,6 +6,7 @@ import secrets
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -24,7 +25,7 @@ while d := c.recv(65536):
 
 
 @pytest.fixture
-def netns() -> str:
+def netns() -> Iterator[str]:
     if os.geteuid() != 0:
         pytest.skip("needs root for ip netns")
     name = f"pycri-t-{secrets.token_hex(4)}"

@@ -41,7 +41,8 @@ class ContainerEnv:
         self.cri = cri
         self.registry = Registry()
         self.pod_config = pod_config or pods.pod_config(hostname="ctr-test-pod")
-        self.log_dir = log_dir
+        self._given_log_dir = log_dir
+        self.log_dir = log_dir or Path()   # a temporary dir of its own from __enter__ on
         self.pod_id = ""
         self.created: list[str] = []
         self._names = 0
@@ -84,7 +85,7 @@ class ContainerEnv:
             self.image_ids[name] = image.config_digest
         self.busybox, self.merge, self.wwwdata, self.groups = (
             self.refs[n] for n in ("busybox", "merge", "wwwdata", "groups"))
-        if self.log_dir is None:
+        if self._given_log_dir is None:
             self.log_dir = Path(tempfile.mkdtemp(prefix="pycri-ctr-logs-"))
             self._own_log_dir = True
         self.pod_config.log_directory = str(self.log_dir)
@@ -159,7 +160,7 @@ class ContainerEnv:
         if cid in self.created:
             self.created.remove(cid)
 
-    def output(self, command: list[str], timeout: float = 10.0, **kw: Any) -> str:
+    def output(self, command: list[str] | None, timeout: float = 10.0, **kw: Any) -> str:
         """Runs a container to completion and returns its stdout (from the CRI log)."""
         cid = self.run(command, **kw)
         st = self.wait_exit(cid, timeout)

@@ -19,7 +19,8 @@ from tests.support.daemon import PycriDaemon
 
 def pod_config(name: str | None = None, namespace: str = "pycri-test", uid: str | None = None,
                attempt: int = 0, hostname: str = "", host_network: bool = False,
-               pid: int = api_pb2.CONTAINER, ipc: int = api_pb2.POD,
+               pid: api_pb2.NamespaceMode = api_pb2.CONTAINER,
+               ipc: api_pb2.NamespaceMode = api_pb2.POD,
                sysctls: dict[str, str] | None = None, dns: api_pb2.DNSConfig | None = None,
                labels: dict[str, str] | None = None,
                annotations: dict[str, str] | None = None,

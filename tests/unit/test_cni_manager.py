@@ -11,6 +11,7 @@ import stat
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,7 +102,7 @@ def env(tmp_path: Path):
             {"type": "third", "capabilities": {"bandwidth": True}},
         ]}))
 
-    def manager(**kw: object) -> CniManager:
+    def manager(**kw: Any) -> CniManager:
         return CniManager(conf_dir=str(conf), bin_dirs=[str(tmp_path / "nothing"),
                           str(fake.dir)], cache_dir=str(tmp_path / "cache"), **kw)
 

@@ -159,7 +159,7 @@ def test_seccomp_profiles(tmp_path: Path) -> None:
 
 
 def test_pid_namespace_modes(tmp_path: Path) -> None:
-    def pid_ns(mode: int, pod: PodView | None = None, **kw: Any) -> Any:
+    def pid_ns(mode: api_pb2.NamespaceMode, pod: PodView | None = None, **kw: Any) -> Any:
         sc = _sc(namespace_options=api_pb2.NamespaceOption(pid=mode, target_id="t"))
         spec = _build(tmp_path, _req(linux=sc), pod=pod, **kw)
         return {n["type"]: n["path"] for n in spec["namespaces"]}.get("pid", "host")

@@ -21,6 +21,12 @@ from cri_server.store import Store
 from proto import api_pb2
 
 
+def _row(store: Store, pod_id: str) -> dict[str, Any]:
+    row = store.get(KIND, pod_id)
+    assert row is not None, f"no record of pod {pod_id}"
+    return row
+
+
 def _request() -> api_pb2.RunPodSandboxRequest:
     ns = api_pb2.NamespaceOption(network=api_pb2.NODE, ipc=api_pb2.NODE, pid=api_pb2.CONTAINER)
     return api_pb2.RunPodSandboxRequest(config=api_pb2.PodSandboxConfig(
@@ -73,7 +79,7 @@ def test_failed_undo_at_recovery_leaves_a_removable_pod(
     rec.cgroup_owned = True
     store.insert(KIND, rec.id, rec.name_key, rec.to_json())  # as the killed daemon left it
     mgr.recover()
-    assert store.get(KIND, rec.id)["state"] == NOTREADY
+    assert _row(store, rec.id)["state"] == NOTREADY
 
 
 def test_failed_run_keeps_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -181,13 +187,13 @@ def test_a_reader_noticing_a_dead_shim_never_overwrites_a_newer_record(
     rec = mgr._new_record(_request(), plan, "digest")
     rec.state, rec.network_ready = READY, True
     store.insert(KIND, rec.id, rec.name_key, rec.to_json())
-    seen_by_reader = SandboxRecord.from_json(store.get(KIND, rec.id))
+    seen_by_reader = SandboxRecord.from_json(_row(store, rec.id))
     rec.state, rec.network_ready = NOTREADY, False                   # StopPodSandbox saves
     store.update(KIND, rec.id, rec.to_json())
     assert mgr._refresh(seen_by_reader).state == NOTREADY
-    assert store.get(KIND, rec.id)["network_ready"] is False
+    assert _row(store, rec.id)["network_ready"] is False
     assert events == []            # Stop publishes its own event; no second one
     fresh = SandboxRecord.from_json({**rec.to_json(), "state": READY})   # a shim that died
     store.update(KIND, rec.id, fresh.to_json())
     assert mgr._refresh(fresh).state == NOTREADY
-    assert store.get(KIND, rec.id)["state"] == NOTREADY and events == [api_pb2.CONTAINER_STOPPED_EVENT]
+    assert _row(store, rec.id)["state"] == NOTREADY and events == [api_pb2.CONTAINER_STOPPED_EVENT]

@@ -117,7 +117,10 @@ def test_reader_pauses_while_a_stream_buffer_is_full(monkeypatch: pytest.MonkeyP
         c, s = p.open()
         p.client._conn.assume_peer_ignores_flow_control()
         payload = bytes(range(256)) * 8192  # 2 MiB
-        writer = threading.Thread(target=lambda: (c.write(payload), c.close()))
+        def write_and_close() -> None:
+            c.write(payload)
+            c.close()
+        writer = threading.Thread(target=write_and_close)
         writer.start()
         received = bytearray()
         largest = 0

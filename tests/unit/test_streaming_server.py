@@ -164,6 +164,7 @@ def test_exec_stdin_stdout_stderr_and_exit_code(server: StreamingServer,
     assert result.stdout == b"line one\nline two\n"
     assert result.stderr == b"oops\n"
     assert result.exit_code == 7
+    assert result.status is not None
     assert result.status["reason"] == "NonZeroExitCode"
     assert result.status["details"]["causes"] == [{"reason": "ExitCode", "message": "7"}]
     assert backend.sessions[0].stdin_closed and not backend.sessions[0].killed
@@ -258,6 +259,7 @@ def test_backend_failure_is_an_internal_error_status(server: StreamingServer,
                                                      backend: HostBackend) -> None:
     backend.fail_exec = "container c1 is not running"
     result = exec_url(server.get_exec_url(exec_req("true")))
+    assert result.status is not None
     assert result.status["status"] == "Failure"
     assert result.status["reason"] == "InternalError"
     assert "container c1 is not running" in result.status["message"]
@@ -402,7 +404,8 @@ def test_ws_unsupported_protocol_is_403(server: StreamingServer) -> None:
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        body = f"hello from {self.server.server_address[1]} {self.path}".encode()
+        port = self.server.server_address[1]  # type: ignore[index]
+        body = f"hello from {port} {self.path}".encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -489,7 +492,10 @@ def test_spdy_portforward_echo_large_payload(server: StreamingServer) -> None:
         payload = bytes(range(256)) * 4096  # 1 MiB: crosses many flow-control windows
         with SpdyPortForward(pf_url(server, [port])) as pf:
             data, _error = pf.open(port)
-            writer = threading.Thread(target=lambda: (data.write(payload), data.close()))
+            def write_and_close() -> None:
+                data.write(payload)
+                data.close()
+            writer = threading.Thread(target=write_and_close)
             writer.start()
             echoed = data.read_all(timeout=20)
             writer.join(20)

@@ -76,7 +76,10 @@ def test_reader_pauses_while_a_channel_buffer_is_full(monkeypatch: pytest.Monkey
     server, client = ws_pair(kp.V4)
     try:
         chunk = b"m" * 16384
-        writer = threading.Thread(target=lambda: [client.send(0, chunk) for _ in range(128)])
+        def write_all() -> None:
+            for _ in range(128):
+                client.send(0, chunk)
+        writer = threading.Thread(target=write_all)
         writer.start()
         total, largest = 0, 0
         while total < 128 * len(chunk):
