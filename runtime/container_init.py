@@ -232,6 +232,20 @@ def _leave_and_remove(cg: Cgroup) -> None:
         pass
 
 
+def _report_pid(reporter: _Reporter, enter_pid_ns: bool) -> None:
+    """Reports the host pid of the process that will exec. Joining or creating a pid namespace
+    only moves children into it: fork, report the child and exit (the shim, a child subreaper,
+    adopts it)."""
+    if not enter_pid_ns:
+        reporter.send({"pid": os.getpid()})
+        return
+    child = os.fork()
+    if child:
+        reporter.send({"pid": child})
+        os._exit(0)
+    os.setsid()
+
+
 def _enter_namespaces(spec: dict[str, Any], reporter: _Reporter) -> None:
     """Join/create namespaces; fork for a pid namespace. Returns in the process that execs."""
     entries = {e["type"]: e["path"] for e in spec["namespaces"]}
@@ -252,13 +266,7 @@ def _enter_namespaces(spec: dict[str, Any], reporter: _Reporter) -> None:
             _setns(entries["pid"], syscalls.CLONE_NEWPID, "pid")
         else:
             syscalls.unshare(syscalls.CLONE_NEWPID)
-        child = os.fork()
-        if child:
-            reporter.send({"pid": child})
-            os._exit(0)
-        os.setsid()
-    else:
-        reporter.send({"pid": os.getpid()})
+    _report_pid(reporter, enter_pid_ns="pid" in entries)
     if spec["process"]["tty"]:
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     late = syscalls.CLONE_NEWNS
@@ -405,11 +413,4 @@ def _join_container_namespaces(pid: int, reporter: _Reporter) -> None:
     finally:
         for fd in fds.values():
             os.close(fd)
-    if "pid" in fds:
-        child = os.fork()
-        if child:
-            reporter.send({"pid": child})
-            os._exit(0)
-        os.setsid()
-    else:
-        reporter.send({"pid": os.getpid()})
+    _report_pid(reporter, enter_pid_ns="pid" in fds)

@@ -256,10 +256,17 @@ def _bind_mount(root: str, m: dict[str, Any], flags: int, prop: int, field: str)
                                   "mount_setattr, Linux >= 5.12)") from e
         finally:
             os.close(fd)
-    propagation = {"rslave": syscalls.MS_SLAVE | syscalls.MS_REC,
-                   "rshared": syscalls.MS_SHARED | syscalls.MS_REC,
-                   "private": syscalls.MS_PRIVATE | syscalls.MS_REC}.get(m.get("propagation")
-                                                                         or "", prop)
+    _apply_propagation(root, target, m, prop)
+
+
+_PROPAGATION = {"rslave": syscalls.MS_SLAVE | syscalls.MS_REC,
+                "rshared": syscalls.MS_SHARED | syscalls.MS_REC,
+                "private": syscalls.MS_PRIVATE | syscalls.MS_REC}
+
+
+def _apply_propagation(root: str, target: str, m: dict[str, Any], prop: int) -> None:
+    """The mount's "propagation" (rslave/rshared/private), else the one from its options."""
+    propagation = _PROPAGATION.get(m.get("propagation") or "", prop)
     if propagation:
         _set_propagation(root, target, propagation)
 
@@ -288,12 +295,7 @@ def _sub_path_mount(root: str, m: dict[str, Any], flags: int, prop: int, data: s
     finally:
         os.rmdir(staging)
     _remount(root, target, syscalls.MS_BIND | (flags & ~(syscalls.MS_BIND | syscalls.MS_REC)))
-    propagation = {"rslave": syscalls.MS_SLAVE | syscalls.MS_REC,
-                   "rshared": syscalls.MS_SHARED | syscalls.MS_REC,
-                   "private": syscalls.MS_PRIVATE | syscalls.MS_REC}.get(m.get("propagation")
-                                                                         or "", prop)
-    if propagation:
-        _set_propagation(root, target, propagation)
+    _apply_propagation(root, target, m, prop)
 
 
 def _bind_sub_path(root: str, staging: str, sub: str, dest: str, field: str) -> str:

@@ -193,6 +193,17 @@ def is_child_subreaper() -> bool:
     return bool(val.value)
 
 
+def reap_children() -> None:
+    """Collects every child that has exited, without blocking; their statuses are dropped."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def set_pdeathsig(sig: int) -> None:
     """Deliver signal `sig` to this process when its parent thread dies (0 clears)."""
     prctl(PR_SET_PDEATHSIG, sig)

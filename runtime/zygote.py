@@ -38,6 +38,7 @@ import sys
 import time
 from typing import Any
 
+from runtime import syscalls
 from runtime.shim import main as shim_main
 
 SPAWN_TIMEOUT = 60.0
@@ -79,13 +80,7 @@ class Zygote:
                 pass
         except BlockingIOError:
             pass
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        syscalls.reap_children()
 
     def serve(self) -> None:
         wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)

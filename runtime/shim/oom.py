@@ -12,9 +12,14 @@ import signal
 from typing import Any
 
 
-def oom_kill_count(spec: dict[str, Any]) -> int | None:
+def _cgroup_path(spec: dict[str, Any]) -> str | None:
     cgroup = spec.get("cgroup")
     path = cgroup.get("path") if isinstance(cgroup, dict) else None
+    return path if isinstance(path, str) and path else None
+
+
+def oom_kill_count(spec: dict[str, Any]) -> int | None:
+    path = _cgroup_path(spec)
     if not path:
         return None
     try:
@@ -33,8 +38,7 @@ def oom_kill_count(spec: dict[str, Any]) -> int | None:
 def remove_container_cgroup(spec: dict[str, Any]) -> str | None:
     """Remove the container's cgroup after it exited, as runc delete does (the init creates
     it; contract 5). Returns an error message, or None."""
-    cgroup = spec.get("cgroup")
-    path = cgroup.get("path") if isinstance(cgroup, dict) else None
+    path = _cgroup_path(spec)
     if not path:
         return None
     try:

@@ -63,7 +63,7 @@ def _child(name: str, types: list[str], hostname: str, sysctls: dict[str, str], 
             signal.signal(sig, signal.SIG_DFL)
         while True:
             if signal.sigwait(waited) == signal.SIGCHLD:
-                _reap_all()
+                syscalls.reap_children()
             else:
                 code = 0
                 break
@@ -89,16 +89,6 @@ def _leave_host_root() -> None:
     syscalls.umount2(".", syscalls.MNT_DETACH)
     os.chdir("/")
     syscalls.mount(None, "/", None, syscalls.MS_REMOUNT | syscalls.MS_RDONLY | flags)
-
-
-def _reap_all() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
 
 
 def start_pause_holder(pod: dict[str, Any], types: list[str], timeout: float = 10.0) -> int:
