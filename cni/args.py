@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cri_server import errors
+from pycri_common import errors
 
 _CONTAINER_ID_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 _PROTOCOLS = {"tcp": "tcp", "udp": "udp", "sctp": "sctp", 0: "tcp", 1: "udp", 2: "sctp"}

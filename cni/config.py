@@ -20,7 +20,7 @@ from importlib import resources
 from typing import Any
 
 from cni.errors import CniConfigError
-from cri_server import errors
+from pycri_common import errors
 
 CONF_EXTENSIONS = (".conflist", ".conf", ".json")
 DEFAULT_NETWORK_NAME = "pycri"

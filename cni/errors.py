@@ -1,4 +1,4 @@
-"""CNI-specific errors, each also one of the project's classes in cri_server.errors.
+"""CNI-specific errors, each also one of the project's classes in pycri_common.errors.
 
 A plugin failure carries the plugin type, the CNI command, and the CNI error
 code/msg/details the plugin reported (spec "Error" result), so the daemon can
@@ -6,7 +6,7 @@ log them and the gRPC client sees a message naming the plugin.
 """
 from __future__ import annotations
 
-from cri_server import errors
+from pycri_common import errors
 
 # CNI spec well-known error codes (spec section "Error").
 CODE_INCOMPATIBLE_VERSION = 1

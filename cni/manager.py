@@ -52,7 +52,7 @@ from cni.invoke import (
 )
 from cni.result import CniResult, parse_result
 from cni.status import NetworkStatus, network_status
-from cri_server import errors
+from pycri_common import errors
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 ``ImageServiceServicer(manager, metrics=None)`` where manager is an
 ``imageservice.manager.ImageManager`` and metrics (optional) has
 ``observe_pull(ok: bool, downloaded_bytes: int)``. Errors are raised as
-cri_server.errors classes; the interceptor turns them into gRPC codes.
+pycri_common.errors classes; the interceptor turns them into gRPC codes.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from cri_server.errors import InvalidArgument
+from pycri_common.errors import InvalidArgument
 from imageservice.auth import Credentials
 from imageservice.manager import ImageManager
 from imageservice.manifest import ImageConfig, user_fields

@@ -1,7 +1,7 @@
 """The one wrapper around every RPC.
 
 It logs the call with its duration, answers UNAVAILABLE until start-up
-recovery has finished, and maps the project's typed errors (cri_server.errors)
+recovery has finished, and maps the project's typed errors (pycri_common.errors)
 to gRPC status codes. Servicers therefore just raise.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from cri_server.errors import PycriError
+from pycri_common.errors import PycriError
 
 log = logging.getLogger("pycri.rpc")
 

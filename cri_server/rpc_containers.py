@@ -8,7 +8,7 @@ import grpc
 from cri_server.containers import convert
 from cri_server.containers.command import check_argv
 from cri_server.containers.manager import ContainerManager
-from cri_server.errors import InvalidArgument, Unavailable
+from pycri_common.errors import InvalidArgument, Unavailable
 from cri_server.services import Services
 from proto import api_pb2
 

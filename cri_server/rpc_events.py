@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from cri_server.errors import Unavailable
+from pycri_common.errors import Unavailable
 from cri_server.events import SubscriberTooSlow
 from cri_server.services import Services
 from proto import api_pb2

@@ -4,7 +4,7 @@ from __future__ import annotations
 import grpc
 
 from cri_server.containers import resources
-from cri_server.errors import InvalidArgument, Unavailable
+from pycri_common.errors import InvalidArgument, Unavailable
 from cri_server.services import Services
 from proto import api_pb2
 

@@ -9,7 +9,7 @@ import grpc
 
 from cri_server import __version__, host_features
 from cri_server.config import to_toml
-from cri_server.errors import InvalidArgument
+from pycri_common.errors import InvalidArgument
 from cri_server.services import Services
 from proto import api_pb2
 

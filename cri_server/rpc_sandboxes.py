@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from cri_server.errors import FailedPrecondition
+from pycri_common.errors import FailedPrecondition
 from cri_server.sandboxes import SandboxManager, views
 from cri_server.services import Services
 from proto import api_pb2

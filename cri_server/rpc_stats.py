@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from cri_server.errors import Unavailable
+from pycri_common.errors import Unavailable
 from cri_server.services import Services
 from cri_server.stats.service import StatsService
 from proto import api_pb2

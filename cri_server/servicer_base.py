@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cri_server.errors import Unimplemented
+from pycri_common.errors import Unimplemented
 from proto import api_pb2
 
 

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cri_server.errors import AlreadyExists
+from pycri_common.errors import AlreadyExists
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from cri_server.errors import PermissionDenied, Unavailable
+from pycri_common.errors import PermissionDenied, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class Credentials:
 
 
 def decode_auth(auth: str) -> tuple[str, str]:
-    from cri_server.errors import InvalidArgument
+    from pycri_common.errors import InvalidArgument
     try:
         user, sep, pw = base64.b64decode(auth, validate=False).decode().partition(":")
     except (ValueError, UnicodeDecodeError):

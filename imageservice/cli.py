@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cri_server.errors import PycriError
+from pycri_common.errors import PycriError
 
 
 def _manager(args: argparse.Namespace) -> Any:

@@ -19,7 +19,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TypeVar
 
-from cri_server.errors import InvalidArgument, NotFound, ResourceExhausted
+from pycri_common.errors import InvalidArgument, NotFound, ResourceExhausted
 from imageservice.reference import validate_digest
 
 T = TypeVar("T")

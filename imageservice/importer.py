@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from cri_server.errors import InvalidArgument
+from pycri_common.errors import InvalidArgument
 from imageservice.manager import ImageManager
 from imageservice.manifest import (
     INDEX_TYPES,

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cri_server.errors import Cancelled, FailedPrecondition, InvalidArgument
+from pycri_common.errors import Cancelled, FailedPrecondition, InvalidArgument
 from imageservice.auth import Credentials, DockerConfig
 from imageservice.content_store import ContentStore, SharedWork
 from imageservice.gc_lock import GcLock
@@ -212,7 +212,7 @@ class ImageManager:
     def image_config(self, image_id: str) -> ImageConfig:
         rec = self.db.image(image_id)
         if rec is None:
-            from cri_server.errors import NotFound
+            from pycri_common.errors import NotFound
             raise NotFound(f"image {image_id} not found")
         return ImageConfig.parse(rec.config)
 
@@ -220,7 +220,7 @@ class ImageManager:
         """Overlay lower dirs of the image, top layer first."""
         rec = self.db.image(image_id)
         if rec is None:
-            from cri_server.errors import NotFound
+            from pycri_common.errors import NotFound
             raise NotFound(f"image {image_id} not found")
         out = []
         for chain in reversed(rec.layers):

@@ -12,7 +12,7 @@ import platform
 from dataclasses import dataclass, field
 from typing import Any
 
-from cri_server.errors import InvalidArgument, NotFound
+from pycri_common.errors import InvalidArgument, NotFound
 from imageservice.reference import is_digest
 
 MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from cri_server.errors import (
+from pycri_common.errors import (
     Cancelled,
     DeadlineExceeded,
     InvalidArgument,

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from cri_server.errors import InvalidArgument
+from pycri_common.errors import InvalidArgument
 
 _HOST_KEYS = {"capabilities", "skip_verify", "ca", "client", "override_path", "header"}
 _TOP_KEYS = {"server", "capabilities", "skip_verify", "ca", "client", "override_path",

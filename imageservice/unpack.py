@@ -38,7 +38,7 @@ from typing import Any, BinaryIO
 
 import zstandard
 
-from cri_server.errors import InvalidArgument, PycriError
+from pycri_common.errors import InvalidArgument, PycriError
 from imageservice.content_store import disk_error
 from runtime import dirfd
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from runtime.spec_errors import InvalidArgument
+from pycri_common.errors import InvalidArgument
 
 APPARMOR_DIR = "/sys/kernel/security/apparmor"
 DEFAULT_PROFILE = "pycri-default"

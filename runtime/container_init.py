@@ -43,7 +43,7 @@ from runtime.cgroups import open_cgroup
 from runtime.cgroups.manager import Cgroup
 from runtime.container_spec import validate_spec, validate_user
 from runtime.seccomp import SeccompFilter, compiled
-from runtime.spec_errors import InvalidArgument, SpecError
+from pycri_common.errors import InvalidArgument, PycriError
 from runtime.users import ResolvedUser, read_text, resolve_user
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -115,7 +115,7 @@ def _report_failure(reporter: _Reporter, exc: BaseException, what: str) -> int:
     if isinstance(exc, _ExecFailed):
         _report_error(reporter, "FailedPrecondition", str(exc))
         return exc.code
-    if isinstance(exc, SpecError):
+    if isinstance(exc, PycriError):
         _report_error(reporter, exc.kind, str(exc))
     elif isinstance(exc, OSError):
         _report_error(reporter, "PycriError", f"{what}: {exc}")
@@ -228,7 +228,7 @@ def _leave_and_remove(cg: Cgroup) -> None:
     try:
         open_cgroup("/").attach(os.getpid())
         cg.remove(timeout=0.5)
-    except (OSError, SpecError):
+    except (OSError, PycriError):
         pass
 
 

@@ -61,7 +61,7 @@ from typing import Any
 
 from runtime.capability_names import CAPABILITY_NAMES, last_cap, normalize_capability
 from runtime.cgroups.naming import systemd_path_to_fs
-from runtime.spec_errors import InvalidArgument
+from pycri_common.errors import InvalidArgument
 
 #: The capability set containerd and CRI-O give an unprivileged container.
 DEFAULT_CAPABILITIES: tuple[str, ...] = (

@@ -34,7 +34,7 @@ from runtime.securejoin import (
     relative_in_root,
     secure_join,
 )
-from runtime.spec_errors import InvalidArgument
+from pycri_common.errors import InvalidArgument
 
 _FLAG_WORDS: dict[str, tuple[bool, int]] = {
     "ro": (False, syscalls.MS_RDONLY), "rw": (True, syscalls.MS_RDONLY),

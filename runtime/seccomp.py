@@ -22,7 +22,7 @@ import os
 import platform
 from typing import Any
 
-from runtime.spec_errors import InvalidArgument
+from pycri_common.errors import InvalidArgument
 
 DATA_FILE = os.path.join(os.path.dirname(__file__), "data", "seccomp_default.json")
 

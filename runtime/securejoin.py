@@ -12,7 +12,7 @@ import os
 import stat
 
 from runtime import dirfd
-from runtime.spec_errors import InvalidArgument
+from pycri_common.errors import InvalidArgument
 
 MAX_SYMLINKS = 255
 

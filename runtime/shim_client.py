@@ -1,7 +1,7 @@
 """Daemon side of the shim control protocol (contract 3).
 
 `ShimClient(shim_dir)` has one method per op. Thread-safe: every call uses its
-own connection. Error replies raise the cri_server.errors class named by
+own connection. Error replies raise the pycri_common.errors class named by
 "kind" (imported lazily, so importing this module pulls in only the stdlib);
 an unreachable shim raises Unavailable, a reply that does not come in time
 DeadlineExceeded.
@@ -24,7 +24,7 @@ _SLACK = 15.0
 
 
 def _error(kind: str, message: str) -> Exception:
-    from cri_server import errors
+    from pycri_common import errors
 
     cls = getattr(errors, kind, None)
     if not (isinstance(cls, type) and issubclass(cls, errors.PycriError)):
@@ -61,7 +61,7 @@ class AttachStream:
             try:
                 data = self.sock.recv(65536)
             except TimeoutError:
-                from cri_server import errors
+                from pycri_common import errors
                 raise errors.DeadlineExceeded("no attach output within the timeout") from None
             if not data:
                 return None
@@ -226,7 +226,7 @@ class ShimClient:
         try:
             self.call("shutdown", grace=float(grace), timeout=float(grace) + _SLACK)
         except Exception as e:
-            from cri_server import errors
+            from pycri_common import errors
             if isinstance(e, errors.Unavailable) and not os.path.exists(self.socket_path):
                 return
             raise

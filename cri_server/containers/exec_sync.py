@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-from cri_server.errors import DeadlineExceeded
+from pycri_common.errors import DeadlineExceeded
 
 MAX_OUTPUT = 16 * 1024 * 1024
 # After the process exited, how long to keep reading output that a child it left

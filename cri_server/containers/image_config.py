@@ -10,7 +10,7 @@ import signal
 from dataclasses import dataclass, field
 from typing import Any
 
-from cri_server.errors import InvalidArgument
+from pycri_common.errors import InvalidArgument
 
 
 @dataclass

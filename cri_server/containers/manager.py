@@ -36,7 +36,7 @@ from cri_server.containers.command import check_argv
 from cri_server.containers.image_config import ImageView, cri_signal_number, parse_stop_signal
 from cri_server.containers.pod_view import PodView, from_sandbox
 from cri_server.containers.record import ContainerRecord
-from cri_server.errors import (
+from pycri_common.errors import (
     AlreadyExists,
     DeadlineExceeded,
     FailedPrecondition,

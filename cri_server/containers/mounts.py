@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cri_server import host_features
-from cri_server.errors import InvalidArgument, NotFound
+from pycri_common.errors import InvalidArgument, NotFound
 from proto import api_pb2
 from runtime import container_spec
 

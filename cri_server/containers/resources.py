@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cri_server.errors import InvalidArgument
+from pycri_common.errors import InvalidArgument
 from proto import api_pb2
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from cri_server.containers.image_config import UserSpec, parse_user_string
-from cri_server.errors import InvalidArgument
+from pycri_common.errors import InvalidArgument
 from proto import api_pb2
 from runtime import apparmor, container_spec, seccomp
 

@@ -33,7 +33,7 @@ class _LazyImages:
     def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
         images = self._svc.images
         if images is None:
-            from cri_server.errors import Unavailable
+            from pycri_common.errors import Unavailable
             raise Unavailable("the image service is not available in this daemon")
         return getattr(images, name)
 

@@ -16,7 +16,7 @@ from cri_server import host_features
 from cri_server.containers import command, mounts, resources, security
 from cri_server.containers.image_config import ImageView
 from cri_server.containers.pod_view import PodView
-from cri_server.errors import FailedPrecondition, InvalidArgument, Unimplemented
+from pycri_common.errors import FailedPrecondition, InvalidArgument, Unimplemented
 from proto import api_pb2
 from runtime import container_spec
 

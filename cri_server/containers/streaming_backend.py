@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from cri_server.errors import FailedPrecondition, InvalidArgument
+from pycri_common.errors import FailedPrecondition, InvalidArgument
 from cri_server.streaming.netns_socket import connect_in_netns
 from runtime.shim import frames
 

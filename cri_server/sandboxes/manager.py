@@ -27,7 +27,7 @@ from typing import Any
 
 from cri_server import faults
 from cri_server.config import Config
-from cri_server.errors import (
+from pycri_common.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,

@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from cri_server.errors import FailedPrecondition, InvalidArgument
+from pycri_common.errors import FailedPrecondition, InvalidArgument
 from proto import api_pb2
 from runtime import cgroups
 from runtime.cgroups import mode, naming

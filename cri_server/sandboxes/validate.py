@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 
 from cri_server.containers import resources
-from cri_server.errors import InvalidArgument, NotFound, Unimplemented
+from pycri_common.errors import InvalidArgument, NotFound, Unimplemented
 from proto import api_pb2
 
 _MODE_NAMES = {api_pb2.POD: "pod", api_pb2.CONTAINER: "container", api_pb2.NODE: "node",

@@ -6,7 +6,7 @@ import sys
 import threading
 from typing import Any
 
-from cri_server.errors import FailedPrecondition, Unavailable
+from pycri_common.errors import FailedPrecondition, Unavailable
 from runtime.zygote_client import ZygoteClient, ZygoteError, start_zygote
 
 log = logging.getLogger("pycri.sandboxes")

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from runtime import cgroups
-from runtime.spec_errors import SpecError
+from pycri_common.errors import PycriError
 
 # open_cgroup() parses /proc/self/mounts (several times) to find the hierarchies; the layout
 # does not change while the daemon runs, so each path's manager is made once and kept.
@@ -37,7 +37,7 @@ def cgroup_stats(path: str) -> dict[str, int]:
         if not cg.exists():
             return {}
         return cg.stats()
-    except (OSError, ValueError, SpecError):
+    except (OSError, ValueError, PycriError):
         return {}
 
 

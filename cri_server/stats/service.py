@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cri_server.errors import InvalidArgument, NotFound
+from pycri_common.errors import InvalidArgument, NotFound
 from cri_server.stats import adapters, cadvisor
 from cri_server.stats.collector import StatsCollector
 from cri_server.stats.sources import ContainerSource

@@ -22,7 +22,7 @@ Attach: `attach(container_id, stdin, stdout, stderr, tty) -> StreamSession`, the
   detach; the container keeps running), `close_stdin()` implements stdin_once.
 Port-forward: `port_forward(pod_sandbox_id, port) -> socket.socket`, a socket connected
   to localhost:<port> inside the pod's network namespace (see netns_socket). Raise
-  OSError (e.g. ConnectionRefusedError) or a cri_server.errors class on failure; the
+  OSError (e.g. ConnectionRefusedError) or a pycri_common.errors class on failure; the
   message is sent to the client on the error stream.
 """
 from __future__ import annotations

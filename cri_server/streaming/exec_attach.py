@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 
-from cri_server.errors import PycriError
+from pycri_common.errors import PycriError
 from cri_server.streaming import k8s_protocols as kp
 from cri_server.streaming.backend import StreamingBackend, StreamSession
 from cri_server.streaming.remotecommand import (

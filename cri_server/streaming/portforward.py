@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from cri_server.errors import PycriError
+from pycri_common.errors import PycriError
 from cri_server.streaming import k8s_protocols as kp
 from cri_server.streaming.backend import StreamingBackend
 from cri_server.streaming.spdy_session import ByteSocket, SpdySession, SpdyStream

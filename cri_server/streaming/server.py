@@ -4,7 +4,7 @@
 ("host:port"; port 0 = a free port, see `.address` / `.base_url` after start) with one
 accept thread and one thread per connection (no fork: it runs inside the gRPC daemon).
 `get_exec_url(req)`, `get_attach_url(req)`, `get_portforward_url(req)` validate the CRI
-request (cri_server.errors.InvalidArgument as kubelet/containerd do) and return
+request (pycri_common.errors.InvalidArgument as kubelet/containerd do) and return
 `<base_url>/exec|attach|portforward/<token>`; the token is single-use and expires
 after `token_ttl` seconds (default 60, see tokens.py). `stop()` closes the listener,
 ends every live session (exec processes are killed) and joins all threads.
@@ -35,7 +35,7 @@ from collections.abc import Sequence
 import h11
 from wsproto.utilities import generate_accept_token
 
-from cri_server.errors import InvalidArgument, Unavailable
+from pycri_common.errors import InvalidArgument, Unavailable
 from cri_server.streaming import exec_attach, portforward
 from cri_server.streaming import k8s_protocols as kp
 from cri_server.streaming.backend import StreamingBackend

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cri_server.errors import ResourceExhausted
+from pycri_common.errors import ResourceExhausted
 
 DEFAULT_TOKEN_TTL = 60.0
 DEFAULT_MAX_IN_FLIGHT = 1000

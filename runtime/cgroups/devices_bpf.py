@@ -13,7 +13,7 @@ import os
 import platform
 import struct
 
-from runtime.spec_errors import InvalidArgument
+from pycri_common.errors import InvalidArgument
 
 _NR_BPF = {"x86_64": 321, "aarch64": 280}
 _BPF_PROG_LOAD = 5

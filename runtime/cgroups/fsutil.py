@@ -6,7 +6,7 @@ import os
 import signal
 import time
 
-from runtime.spec_errors import InvalidArgument
+from pycri_common.errors import InvalidArgument
 
 
 def read(path: str) -> str:

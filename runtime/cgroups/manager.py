@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from runtime.cgroups import devices_bpf, fsutil, mode, resources
-from runtime.spec_errors import InvalidArgument
+from pycri_common.errors import InvalidArgument
 
 V2_CONTROLLERS = ("cpuset", "cpu", "io", "memory", "hugetlb", "pids")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import posixpath
 
-from runtime.spec_errors import InvalidArgument
+from pycri_common.errors import InvalidArgument
 
 SCOPE_PREFIX = "pycri"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runtime.spec_errors import InvalidArgument
+from pycri_common.errors import InvalidArgument
 
 
 def _get(res: dict[str, Any], key: str) -> int:

@@ -13,7 +13,7 @@ import only the standard library and runtime.syscalls: never grpc, protobuf, htt
 Control protocol on <shim_dir>/shim.sock (JSON lines; daemon side: runtime.shim_client)
 ----------------------------------------------------------------------------------------
 request {"op": ..., ...}; reply {"ok": true, ...} or {"ok": false, "kind": <class name in
-cri_server.errors>, "error": msg}. One outstanding request per connection.
+pycri_common.errors>, "error": msg}. One outstanding request per connection.
 
 - hello -> {"pod_id", "shim_pid", "pause_pid" (null: no new namespaces), "pause_alive",
   "ns": {"net"|"ipc"|"uts"|"pid": pinned path} (only the pod's own namespaces),

@@ -26,7 +26,7 @@ _ANC = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
 
 
 class ShimError(Exception):
-    """An error reply: kind is a class name from cri_server.errors."""
+    """An error reply: kind is a class name from pycri_common.errors."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)

@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from cri_server.errors import InvalidArgument
+from pycri_common.errors import InvalidArgument
 from imageservice.unpack import unpack_layer
 from tests.support import oci_build as ob
 from tests.support.cri_client import rpc_error

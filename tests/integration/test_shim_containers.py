@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cri_server import errors
+from pycri_common import errors
 from runtime.shim import frames
 from runtime.shim.statusfile import read_states
 from runtime.shim_client import ShimClient

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cri_server import errors
+from pycri_common import errors
 from runtime.shim_client import ShimClient, read_final_states, shim_pid
 from runtime.zygote_client import ZygoteError, start_zygote
 from tests.integration.shim_support import ShimEnv, process_gone, wait_gone

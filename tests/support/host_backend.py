@@ -110,7 +110,7 @@ class HostBackend:
     def exec(self, container_id: str, cmd: Sequence[str], tty: bool, stdin: bool,
              stdout: bool, stderr: bool, size: tuple[int, int] | None = None) -> HostSession:
         if self.fail_exec:
-            from cri_server.errors import FailedPrecondition
+            from pycri_common.errors import FailedPrecondition
             raise FailedPrecondition(self.fail_exec)
         session = HostSession(self, cmd, tty, stdin, stdout, stderr, size)
         with self.lock:

@@ -15,7 +15,7 @@ from cni.config import (
     scan_conf_dir,
 )
 from cni.errors import CniConfigError
-from cri_server import errors
+from pycri_common import errors
 
 BRIDGE_LIST = {
     "cniVersion": "1.0.0",

@@ -18,7 +18,7 @@ import pytest
 from cni import CniManager, CniPluginError, CniPluginTimeout, CniTeardownError
 from cni.cache import CacheEntry
 from cni.errors import CniConfigError, CniPluginConfigError, CniPluginUnavailable
-from cri_server import errors
+from pycri_common import errors
 
 FAKE_PLUGIN = """#!{python} -S
 import json, os, sys, time

@@ -10,7 +10,7 @@ from cni import args as cniargs
 from cni.cache import CacheEntry, ResultCache
 from cni.errors import CniError
 from cni.result import parse_result
-from cri_server import errors
+from pycri_common import errors
 
 RESULT_100 = {
     "cniVersion": "1.0.0",

@@ -12,7 +12,7 @@ from cri_server.containers.image_config import (
     parse_stop_signal,
     parse_user_string,
 )
-from cri_server.errors import InvalidArgument
+from pycri_common.errors import InvalidArgument
 
 
 @pytest.mark.parametrize("command,args,entrypoint,cmd,expected", [

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from cri_server.containers import exec_sync
-from cri_server.errors import DeadlineExceeded
+from pycri_common.errors import DeadlineExceeded
 
 
 class FakeShim:

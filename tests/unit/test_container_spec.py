@@ -12,7 +12,7 @@ from runtime.capability_names import (
     mask_to_capabilities,
     normalize_capability,
 )
-from runtime.spec_errors import InvalidArgument
+from pycri_common.errors import InvalidArgument
 
 
 def minimal_spec() -> dict[str, Any]:

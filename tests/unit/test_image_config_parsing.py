@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from cri_server.errors import InvalidArgument, NotFound
+from pycri_common.errors import InvalidArgument, NotFound
 from imageservice.auth import Credentials, DockerConfig, parse_challenge
 from imageservice.manifest import (
     Descriptor,
@@ -171,7 +171,7 @@ def test_token_endpoint_answer_is_size_limited():
     import httpx
     import pytest
 
-    from cri_server.errors import Unavailable
+    from pycri_common.errors import Unavailable
     from imageservice.auth import MAX_TOKEN_RESPONSE, Credentials, fetch_token
 
     def handler(request: httpx.Request) -> httpx.Response:

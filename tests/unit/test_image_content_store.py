@@ -3,7 +3,7 @@ import threading
 
 import pytest
 
-from cri_server.errors import Cancelled, InvalidArgument
+from pycri_common.errors import Cancelled, InvalidArgument
 from imageservice.content_store import ContentStore, SharedWork
 from imageservice.unpack import LayerRefused, split_name
 

@@ -1,6 +1,6 @@
 import pytest
 
-from cri_server.errors import InvalidArgument
+from pycri_common.errors import InvalidArgument
 from imageservice.reference import looks_like_image_id, normalize, parse
 
 D = "sha256:" + "a" * 64

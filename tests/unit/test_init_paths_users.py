@@ -14,7 +14,7 @@ from runtime.securejoin import (
     relative_in_root,
     secure_join,
 )
-from runtime.spec_errors import InvalidArgument
+from pycri_common.errors import InvalidArgument
 from runtime.users import parse_group, parse_passwd, resolve_user
 
 PASSWD = """root:x:0:0:root:/root:/bin/sh

@@ -9,7 +9,7 @@ import pytest
 
 from runtime import apparmor, rlimits, seccomp
 from runtime.container_spec import default_capabilities
-from runtime.spec_errors import InvalidArgument
+from pycri_common.errors import InvalidArgument
 
 
 def _allowed(profile: dict[str, object]) -> set[str]:

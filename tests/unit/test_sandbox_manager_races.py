@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from cri_server.config import Config
-from cri_server.errors import AlreadyExists, FailedPrecondition
+from pycri_common.errors import AlreadyExists, FailedPrecondition
 from cri_server.paths import Paths
 from cri_server.sandboxes import manager as sandbox_manager
 from cri_server.sandboxes import pod_cgroup

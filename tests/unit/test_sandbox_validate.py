@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from cri_server.errors import InvalidArgument, NotFound, Unimplemented
+from pycri_common.errors import InvalidArgument, NotFound, Unimplemented
 from cri_server.sandboxes import pod_cgroup, podfiles, validate
 from proto import api_pb2
 

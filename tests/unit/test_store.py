@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from cri_server.errors import AlreadyExists
+from pycri_common.errors import AlreadyExists
 from cri_server.store import Store
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from cri_server.errors import InvalidArgument
+from pycri_common.errors import InvalidArgument
 from cri_server.streaming import k8s_protocols as kp
 from cri_server.streaming.server import StreamingServer
 from proto import api_pb2

@@ -1,0 +1,1 @@
+"""Foundations shared by every layer (daemon, runtime, images, CNI); imports nothing of the project."""
