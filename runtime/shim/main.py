@@ -18,7 +18,7 @@ from runtime import syscalls
 from runtime.shim import namespaces, statusfile
 from runtime.shim.loop import Loop
 from runtime.shim.pause import start_pause_holder
-from runtime.shim.server import Shim
+from runtime.shim.containers import Shim
 
 SHUTDOWN_GRACE_ON_SIGTERM = 10.0
 
