@@ -17,8 +17,8 @@ from typing import Any, NoReturn
 from runtime import syscalls
 from runtime.shim import namespaces, statusfile
 from runtime.shim.loop import Loop
-from runtime.shim.pause import start_pause_holder
-from runtime.shim.containers import Shim
+from runtime.shim.pause import join_pod_cgroup, start_pause_holder
+from runtime.shim.server import Shim
 
 SHUTDOWN_GRACE_ON_SIGTERM = 10.0
 
@@ -46,29 +46,6 @@ def validate_pod(pod: Any) -> dict[str, Any]:
     if len(sock.encode()) > 107:
         raise PodSpecError(f"control socket path {sock!r} is longer than 107 bytes")
     return pod
-
-
-def _join_pod_cgroup(pod: dict[str, Any], pid: int) -> None:
-    """Put the pause-holder into the pod cgroup the daemon made (best effort, like the
-    sandbox container of containerd; a failure is logged in shim.log)."""
-    cgroup = pod.get("cgroup")
-    path = cgroup.get("path") if isinstance(cgroup, dict) else None
-    if not path or not isinstance(cgroup, dict):
-        return
-    driver = str(cgroup.get("driver") or "cgroupfs")
-    try:
-        from runtime import cgroups
-        from runtime.cgroups.naming import pause_cgroup_path
-
-        target = pause_cgroup_path(path, driver,
-                                   pod["pod_id"], cgroups.detect_mode())
-        if target != path:
-            path = target
-            cgroups.create_cgroup(target)
-        cgroups.attach(target, pid)
-    except Exception as e:  # noqa: BLE001
-        print(f"pycri-shim {pod['pod_id']}: pause-holder not moved to cgroup {path}: {e}",
-              file=sys.stderr)
 
 
 def _refuse_if_running(sock_path: str) -> None:
@@ -134,7 +111,7 @@ def run_shim(pod: dict[str, Any], ready_fd: int) -> NoReturn:
 
         if types:
             pause_pid = start_pause_holder(pod, types)
-            _join_pod_cgroup(pod, pause_pid)
+            join_pod_cgroup(pod, pause_pid)
             joined_net = str(pod.get("netns_path") or "") if "net" in types else ""
             pinned = namespaces.pin(pause_pid, [t for t in types if not (joined_net and t == "net")],
                                     ns_dir)

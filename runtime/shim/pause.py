@@ -17,6 +17,7 @@ import json
 import os
 import select
 import signal
+import sys
 import time
 from typing import Any, NoReturn
 
@@ -141,3 +142,53 @@ def start_pause_holder(pod: dict[str, Any], types: list[str], timeout: float = 1
             os.close(w)
         if own_pid_ns >= 0:
             os.close(own_pid_ns)
+
+
+def _pause_cgroup(pod: dict[str, Any]) -> tuple[str, str] | None:
+    """(pod cgroup, the pause-holder's cgroup) from pod["cgroup"], or None without one. With
+    cgroup v2 the pause-holder gets a leaf of its own (see naming.pause_cgroup_path)."""
+    cgroup = pod.get("cgroup")
+    path = cgroup.get("path") if isinstance(cgroup, dict) else None
+    if not path or not isinstance(cgroup, dict):
+        return None
+    from runtime import cgroups
+    from runtime.cgroups.naming import pause_cgroup_path
+
+    driver = str(cgroup.get("driver") or "cgroupfs")
+    return path, pause_cgroup_path(path, driver, pod["pod_id"], cgroups.detect_mode())
+
+
+def join_pod_cgroup(pod: dict[str, Any], pid: int) -> None:
+    """Put the pause-holder into the pod cgroup the daemon made (best effort, like the
+    sandbox container of containerd; a failure is logged in shim.log)."""
+    found = None
+    try:
+        found = _pause_cgroup(pod)
+        if found is None:
+            return
+        path, target = found
+        from runtime import cgroups
+
+        if target != path:
+            cgroups.create_cgroup(target)
+        cgroups.attach(target, pid)
+    except Exception as e:  # noqa: BLE001
+        where = found[1] if found else "of the pod"
+        print(f"pycri-shim {pod['pod_id']}: pause-holder not moved to cgroup {where}: {e}",
+              file=sys.stderr)
+
+
+def remove_pause_cgroup(pod: dict[str, Any]) -> None:
+    """v2: remove the pause-holder's own leaf cgroup once it is gone (best effort; the pod
+    cgroup's removal by the daemon recurses anyway)."""
+    try:
+        found = _pause_cgroup(pod)
+        if found is None:
+            return
+        path, leaf = found
+        from runtime import cgroups
+
+        if leaf != path:
+            cgroups.remove_cgroup(leaf, timeout=1.0)
+    except Exception as e:  # noqa: BLE001 - best effort; the pod cgroup removal recurses
+        print(f"pycri-shim {pod['pod_id']}: pause cgroup not removed: {e}", file=sys.stderr)

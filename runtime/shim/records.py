@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import time
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from runtime.shim.crilog import CriLogWriter
@@ -10,6 +11,18 @@ from runtime.shim.loop import BufferedWriter, Timer
 
 if TYPE_CHECKING:
     from runtime.shim.control import Connection
+
+
+class State(StrEnum):
+    """A container's state in the shim. The values are the wire and status-file format;
+    "creating" and "discarded" never leave the shim (state_dict() shows "created" for the
+    first, and a discarded container is gone)."""
+
+    CREATING = "creating"    # forked; its init has not reported ready yet
+    CREATED = "created"      # the init waits at its gate
+    RUNNING = "running"      # the gate was opened
+    EXITED = "exited"        # reaped; the exit status is known
+    DISCARDED = "discarded"  # create failed; being forgotten
 
 
 def exit_code_of(status: int) -> int:
@@ -29,7 +42,7 @@ class Container:
         self.tty = bool(proc.get("tty"))
         self.stdin = bool(proc.get("stdin"))
         self.stdin_once = bool(proc.get("stdin_once"))
-        self.state = "creating"  # creating -> created -> running -> exited
+        self.state = State.CREATING  # -> CREATED -> RUNNING -> EXITED (or -> DISCARDED)
         self.init_pid = 0        # the process the shim forked
         self.pid = 0             # host pid of the process that execs (reported by the init)
         self.created_at = 0
@@ -57,13 +70,13 @@ class Container:
         self.oom_count_at_start: int | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        state = "created" if self.state == "creating" else self.state
-        return {"state": state, "pid": self.pid, "created_at": self.created_at,
+        state = State.CREATED if self.state is State.CREATING else self.state
+        return {"state": state.value, "pid": self.pid, "created_at": self.created_at,
                 "started_at": self.started_at, "finished_at": self.finished_at,
                 "exit_code": self.exit_code, "reason": self.reason, "message": self.message}
 
     def mark_exited(self, status: int, oom_killed: bool) -> None:
-        self.state = "exited"
+        self.state = State.EXITED
         self.finished_at = time.time_ns()
         self.exit_code = exit_code_of(status)
         self.exit_signal = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0

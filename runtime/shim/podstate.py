@@ -1,0 +1,121 @@
+"""What one shim knows about its pod: the containers, the exec processes and the children
+it has not reaped yet; shared by the handlers of runtime.shim.server (single-threaded)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from runtime.shim import statusfile
+from runtime.shim.control import ShimError
+from runtime.shim.loop import Loop
+from runtime.shim.records import Container, ExecProcess, State
+
+MAX_UNCLAIMED = 256
+READ_CHUNK = 65536
+
+#: what a child pid is: ("pause", None), ("init"|"container", Container), ("exec"|"exec_fork", ExecProcess)
+PidEntry = tuple[str, Any]
+
+
+def valid_id(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value or "/" in value or value in (".", "..") \
+            or len(value) > 128 or "\0" in value:
+        raise ShimError("InvalidArgument", f"{what} must be a non-empty name without '/', "
+                                           f"got {value!r}")
+    return value
+
+
+def valid_signal(req: dict[str, Any]) -> int:
+    sig = req.get("signal", signal.SIGKILL)
+    if not isinstance(sig, int) or not 1 <= sig <= 64:
+        raise ShimError("InvalidArgument", f"signal must be an integer 1..64, got {sig!r}")
+    return sig
+
+
+def close_fd(fd: int) -> None:
+    if fd >= 0:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def take_report_messages(buf: bytes) -> tuple[list[dict[str, Any]], bytes]:
+    """The complete JSON-object lines an init or exec process reported, and the rest."""
+    msgs: list[dict[str, Any]] = []
+    while b"\n" in buf:
+        line, buf = buf.split(b"\n", 1)
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(msg, dict):
+            msgs.append(msg)
+    return msgs, buf
+
+
+def read_report(fd: int) -> bytes | None:
+    """One chunk of a report pipe: b"" at EOF (or a read error), None when nothing is there."""
+    try:
+        return os.read(fd, READ_CHUNK)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
+
+
+class PodState:
+    def __init__(self, pod: dict[str, Any], loop: Loop, pause_pid: int | None) -> None:
+        self.pod = pod
+        self.pod_id: str = pod["pod_id"]
+        self.shim_dir: str = pod["shim_dir"]
+        self.ns_dir: str = pod["ns_dir"]
+        self.loop = loop
+        self.pause_pid = pause_pid
+        self.pause_alive = pause_pid is not None
+        self.containers: dict[str, Container] = {}
+        self.execs: dict[str, ExecProcess] = {}
+        self.pids: dict[int, PidEntry] = {}
+        self.unclaimed: dict[int, int] = {}  # reaped before anyone said whose they are
+        self.shutting_down = False
+        #: called whenever a container or exec ended (runtime.shim.shutdown finishes then)
+        self.on_settled: Callable[[], None] = lambda: None
+        if pause_pid is not None:
+            self.pids[pause_pid] = ("pause", None)
+
+    def container(self, req: dict[str, Any]) -> Container:
+        cid = valid_id(req.get("container_id"), "container_id")
+        c = self.containers.get(cid)
+        if c is None or c.state is State.DISCARDED:
+            raise ShimError("NotFound", f"container {cid} not found in pod {self.pod_id}")
+        return c
+
+    def signal(self, pid: int, sig: int) -> None:
+        """Signal one of our children that has not been reaped yet (never a reused pid)."""
+        if pid > 0 and pid in self.pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def track(self, pid: int, entry: PidEntry, exited: Callable[[int], None]) -> None:
+        """Say whose pid is; when it was already reaped, exited(status) runs on the next turn."""
+        self.pids[pid] = entry
+        if pid in self.unclaimed:
+            status = self.unclaimed.pop(pid)
+            del self.pids[pid]
+            self.loop.call_later(0, lambda: exited(status))
+
+    def unclaimed_exit(self, pid: int, status: int) -> None:
+        self.unclaimed[pid] = status
+        while len(self.unclaimed) > MAX_UNCLAIMED:
+            del self.unclaimed[next(iter(self.unclaimed))]
+
+    def write_status(self, c: Container) -> None:
+        try:
+            statusfile.write_state(self.shim_dir, c.id, c.state_dict())
+        except OSError as e:
+            c.message = c.message or f"cannot write status file: {e}"

@@ -1,0 +1,123 @@
+"""Shutting a pod's shim down: the shutdown operation (and SIGTERM to the shim).
+
+SIGTERM to running containers, SIGKILL after the grace period, SIGKILL at once to created
+ones and to execs; once every container has ended: stop the pause-holder, unpin the
+namespaces, remove shim.sock and shim.pid (status files stay), reply, stop the loop.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+from typing import Any
+
+from runtime.shim import namespaces, pause, stdio
+from runtime.shim.control import Connection, ShimError
+from runtime.shim.execs import Execs
+from runtime.shim.podstate import PodState
+from runtime.shim.reaper import Reaper
+from runtime.shim.records import State
+
+_ENDED = (State.EXITED, State.DISCARDED)
+
+
+class Shutdown:
+    def __init__(self, pod: PodState, execs: Execs, reaper: Reaper,
+                 listener: socket.socket) -> None:
+        self.pod = pod
+        self.loop = pod.loop
+        self.execs = execs
+        self.reaper = reaper
+        self.listener = listener
+        self.conns: list[Connection] = []
+        self.finished = False
+        pod.on_settled = self.check
+
+    def op_shutdown(self, conn: Connection, req: dict[str, Any]) -> None:
+        grace = req.get("grace", 10)
+        if not isinstance(grace, (int, float)) or grace < 0:
+            raise ShimError("InvalidArgument", f"grace must be a number of seconds >= 0, "
+                                               f"got {grace!r}")
+        self.conns.append(conn)
+        self.begin(float(grace))
+
+    def begin(self, grace: float) -> None:
+        if self.pod.shutting_down:
+            self.check()
+            return
+        self.pod.shutting_down = True
+        for c in list(self.pod.containers.values()):
+            if c.state is State.RUNNING:
+                self.pod.signal(c.pid, signal.SIGTERM)
+            elif c.state in (State.CREATED, State.CREATING):
+                self.pod.signal(c.pid, signal.SIGKILL)
+                self.pod.signal(c.init_pid, signal.SIGKILL)
+        self.execs.kill_all()
+        self.loop.call_later(grace, self._kill)
+        self.check()
+
+    def _kill(self) -> None:
+        for c in self.pod.containers.values():
+            if c.state not in _ENDED:
+                self.pod.signal(c.pid, signal.SIGKILL)
+                self.pod.signal(c.init_pid, signal.SIGKILL)
+        self.execs.kill_all()
+
+    def check(self) -> None:
+        """Finish the shutdown once every container has ended."""
+        if not self.pod.shutting_down or self.finished:
+            return
+        if any(c.state not in _ENDED for c in self.pod.containers.values()):
+            return
+        self.finished = True
+        for c in list(self.pod.containers.values()):
+            stdio.release_fds(self.loop, c)
+        self.stop_pause()
+        error = ""
+        try:
+            namespaces.unpin_all(self.pod.ns_dir)
+        except OSError as e:
+            error = f"unpinning namespaces under {self.pod.ns_dir}: {e}"
+        self.loop.forget(self.listener.fileno())
+        self.listener.close()
+        for name in ("shim.sock", "shim.pid"):
+            try:
+                os.unlink(os.path.join(self.pod.shim_dir, name))
+            except FileNotFoundError:
+                pass
+        line = (json.dumps({"ok": False, "kind": "PycriError", "error": error}) if error
+                else json.dumps({"ok": True})).encode() + b"\n"
+        for conn in self.conns:
+            if conn.closed:
+                continue
+            try:
+                conn.sock.setblocking(True)
+                conn.sock.settimeout(2)
+                conn.sock.sendall(line)
+            except OSError:
+                pass
+        self.loop.stop()
+
+    def stop_pause(self) -> None:
+        """SIGKILL the pause-holder and reap until it is gone. With a pod PID namespace the
+        kernel holds PID 1 until every process of the namespace is reaped, and some of those
+        are our children: so reap everything here, never just the pause pid."""
+        pause_pid = self.pod.pause_pid
+        if pause_pid is None or not self.pod.pause_alive:
+            return
+        self.pod.pids.pop(pause_pid, None)
+        try:
+            os.kill(pause_pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        while True:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            if pid == pause_pid:
+                break
+            self.reaper.child_exited(pid, status)
+        self.pod.pause_alive = False
+        pause.remove_pause_cgroup(self.pod.pod)
