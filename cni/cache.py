@@ -16,6 +16,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pycri_common.fsutil import fsync_dir
+
 CACHE_KIND = "pycriCniCacheV1"
 
 
@@ -76,7 +78,7 @@ class ResultCache:
             except FileNotFoundError:
                 pass
             raise
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
 
     def load(self, container_id: str, network: str, ifname: str) -> CacheEntry | None:
         return self._load_path(self._path(container_id, network, ifname))
@@ -120,12 +122,4 @@ class ResultCache:
             os.unlink(self._path(container_id, network, ifname))
         except FileNotFoundError:
             return
-        _fsync_dir(self.dir)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_dir(self.dir)

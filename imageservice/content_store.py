@@ -19,8 +19,9 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TypeVar
 
-from pycri_common.errors import InvalidArgument, NotFound, ResourceExhausted
 from imageservice.reference import validate_digest
+from pycri_common.errors import InvalidArgument, NotFound, ResourceExhausted
+from pycri_common.fsutil import fsync_dir
 
 T = TypeVar("T")
 
@@ -94,7 +95,7 @@ class ContentStore:
                                       f"{digest}, got {algo}:{got}")
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, dest)
-            _fsync_dir(dest.parent)
+            fsync_dir(dest.parent)
             return dest
         except OSError as e:
             raise disk_error(e, f"writing blob {digest}") from None
@@ -133,14 +134,6 @@ class ContentStore:
                 except FileNotFoundError:
                     pass
         return total, inodes
-
-
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class SharedWork:
