@@ -51,9 +51,6 @@ def _preimport() -> None:
             importlib.import_module(name)
         except ImportError:
             pass
-    extra = os.environ.get("PYCRI_TEST_INIT_MODULE")
-    if extra:
-        importlib.import_module(extra)
 
 
 class _Client:

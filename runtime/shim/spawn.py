@@ -5,26 +5,17 @@ SIGPIPE and SIGXFSZ, the wakeup fd, the signal mask), puts its stdio on 0-2,
 closes every other fd except the gate/report pipes (which are O_CLOEXEC) and
 hands over to runtime.container_init (contract 5). It never returns into the
 shim's code: any failure is reported on report_fd and the child _exits.
-
-PYCRI_TEST_INIT_MODULE (tests only) names a replacement for
-runtime.container_init, for tests that run before the real init exists.
+runtime.container_init is imported in the child (the zygote pre-imports it).
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import signal
-from types import ModuleType
 from typing import Any, NoReturn
 
 _RESET_SIGNALS = (signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM,
                   signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
-
-
-def init_module() -> ModuleType:
-    return importlib.import_module(os.environ.get("PYCRI_TEST_INIT_MODULE")
-                                   or "runtime.container_init")
 
 
 def _prepare_child(stdio: tuple[int, int, int], keep: tuple[int, ...]) -> None:
@@ -61,7 +52,9 @@ def fork_container_init(spec: dict[str, Any], stdio: tuple[int, int, int], gate_
         return pid
     try:
         _prepare_child(stdio, (gate_r, report_w))
-        init_module().run(spec, (0, 1, 2), gate_r, report_w)
+        from runtime import container_init
+
+        container_init.run(spec, (0, 1, 2), gate_r, report_w)
         raise RuntimeError("container_init.run returned")
     except BaseException as e:  # noqa: BLE001
         _report_failure(report_w, e)
@@ -75,7 +68,9 @@ def fork_exec(container_pid: int, spec: dict[str, Any], process: dict[str, Any],
         return pid
     try:
         _prepare_child(stdio, (report_w,))
-        init_module().exec_into(container_pid, spec, process, (0, 1, 2), report_w)
+        from runtime import container_init
+
+        container_init.exec_into(container_pid, spec, process, (0, 1, 2), report_w)
         raise RuntimeError("container_init.exec_into returned")
     except BaseException as e:  # noqa: BLE001
         _report_failure(report_w, e)

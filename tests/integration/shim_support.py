@@ -9,21 +9,12 @@ import tempfile
 import time
 from typing import Any
 
+from runtime import container_spec
 from runtime.shim_client import ShimClient
 from runtime.zygote_client import ZygoteClient, start_zygote
 
-FALLBACK_INIT = "tests.integration.shim_fallback_init"
 APPLETS = ("sh", "cat", "echo", "sleep", "hostname", "ls", "true", "false", "id", "printf",
            "head", "kill", "stty", "yes", "dd", "wc", "tr", "readlink")
-
-
-def use_real_init() -> bool:
-    """True when runtime.container_init exists (contract 5); else the tests' fallback."""
-    try:
-        import runtime.container_init  # noqa: F401
-    except ImportError:
-        return False
-    return os.environ.get("PYCRI_SHIM_TESTS_FALLBACK_INIT") != "1"
 
 
 def ldd_libs(binary: str) -> list[str]:
@@ -61,14 +52,9 @@ class ShimEnv:
     """A temp state dir (name contains 'pycri' so the leak check sees mounts), a zygote,
     and helpers to spawn pods; close() stops everything it started."""
 
-    def __init__(self, fallback_init: bool | None = None) -> None:
+    def __init__(self) -> None:
         self.base = tempfile.mkdtemp(prefix="pycri-shim-", dir="/tmp")
-        self.fallback = (not use_real_init()) if fallback_init is None else fallback_init
         env = dict(os.environ)
-        if self.fallback:
-            env["PYCRI_TEST_INIT_MODULE"] = FALLBACK_INIT
-        else:
-            env.pop("PYCRI_TEST_INIT_MODULE", None)
         root_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = root_dir
         self.zygote: ZygoteClient = start_zygote(os.path.join(self.base, "state"), env=env)
@@ -128,16 +114,13 @@ class ShimEnv:
             "masked_paths": [], "readonly_paths": [], "privileged": False, "seccomp": None,
             "cgroup": cgroup, "log_path": log_path,
         }
-        if not self.fallback:
-            from runtime import container_spec
-            for d in (spec["rootfs"]["upper"], spec["rootfs"]["work"]):
-                os.makedirs(d, exist_ok=True)
-            spec["mounts"] = container_spec.default_mounts()
-            spec["process"]["capabilities"] = container_spec.compute_capabilities()
-            spec["masked_paths"] = container_spec.default_masked_paths()
-            spec["readonly_paths"] = container_spec.default_readonly_paths()
-            spec = container_spec.validate_spec(spec)
-        return spec
+        for d in (spec["rootfs"]["upper"], spec["rootfs"]["work"]):
+            os.makedirs(d, exist_ok=True)
+        spec["mounts"] = container_spec.default_mounts()
+        spec["process"]["capabilities"] = container_spec.compute_capabilities()
+        spec["masked_paths"] = container_spec.default_masked_paths()
+        spec["readonly_paths"] = container_spec.default_readonly_paths()
+        return container_spec.validate_spec(spec)
 
     def close(self) -> None:
         for pod in self.pods.values():

@@ -1,9 +1,6 @@
 """Container lifecycle through a pod shim: create/start/exit/kill/logs/attach/exec (root).
 
-Uses runtime.container_init when it exists, else the tests' fallback init
-(tests/integration/shim_fallback_init.py); set PYCRI_SHIM_TESTS_FALLBACK_INIT=1
-to force the fallback.
-"""
+The shim forks the real runtime.container_init."""
 from __future__ import annotations
 
 import json
@@ -343,8 +340,6 @@ def test_delete_running_and_shutdown_with_running_containers(env: ShimEnv) -> No
 
 
 def test_oom_killed_container_reports_137_and_its_cgroup_is_removed(env: ShimEnv, pod) -> None:  # type: ignore[no-untyped-def]
-    if env.fallback:
-        pytest.skip("needs runtime.container_init (it creates the container cgroup)")
     client, pod_id = pod
     path = f"/pycri-shimtest-oom-{os.getpid()}"
     hog = "x=$(yes aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa | head -c 300000000); echo survived"
