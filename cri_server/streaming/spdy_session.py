@@ -25,6 +25,7 @@ from typing import Protocol
 
 from cri_server.streaming import spdy
 from cri_server.streaming.spdy import FlowControlMode, Headers
+from cri_server.streaming.transport import close_connection
 
 log = logging.getLogger(__name__)
 
@@ -254,12 +255,7 @@ class SpdySession:
         if not already:
             self.flush()
         self._mark_closed("closed locally")
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        if self._reader.is_alive() and threading.current_thread() is not self._reader:
-            self._reader.join(5)
-        with contextlib.suppress(OSError):
-            self.sock.close()
+        close_connection(self.sock, self._reader)
 
     def linger_close(self, timeout: float = 2.0) -> None:
         """Graceful end: GOAWAY, half-close, let the peer finish reading, then close."""

@@ -31,6 +31,7 @@ from wsproto.events import (
 from wsproto.utilities import ProtocolError
 
 from cri_server.streaming import k8s_protocols as kp
+from cri_server.streaming.transport import close_connection
 
 _RECV_SIZE = 64 * 1024
 MAX_MESSAGE = 16 * 1024 * 1024
@@ -107,12 +108,7 @@ class WsChannelConnection:
             if self._ws.state == ConnectionState.OPEN:
                 self._send_event(CloseConnection(code=code, reason=reason))
         self._mark_closed()
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        if self._reader.is_alive() and threading.current_thread() is not self._reader:
-            self._reader.join(5)
-        with contextlib.suppress(OSError):
-            self.sock.close()
+        close_connection(self.sock, self._reader)
 
     def linger_close(self, code: int = 1000, timeout: float = 2.0) -> None:
         """Close handshake: send our close frame and wait (briefly) for the peer's."""

@@ -1,0 +1,24 @@
+"""The end of a streaming session's connection, shared by SPDY and WebSocket sessions."""
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from typing import Protocol
+
+
+class ClosableSocket(Protocol):
+    def shutdown(self, how: int, /) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def close_connection(sock: ClosableSocket, reader: threading.Thread) -> None:
+    """Shut the socket down (which wakes the reader), join the reader thread unless it is
+    the caller (for at most 5 s), then close the socket."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    if reader.is_alive() and threading.current_thread() is not reader:
+        reader.join(5)
+    with contextlib.suppress(OSError):
+        sock.close()
