@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-log = logging.getLogger("pycri.events")
+log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 1000
 

@@ -16,7 +16,7 @@ import grpc
 
 from pycri_common.errors import PycriError
 
-log = logging.getLogger("pycri.rpc")
+log = logging.getLogger(__name__)
 
 # Observers get (method, code name, seconds); the metrics module subscribes.
 RpcObserver = Callable[[str, str, float], None]

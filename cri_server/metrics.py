@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 
 from cri_server.config import parse_host_port
 
-log = logging.getLogger("pycri.metrics")
+log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 

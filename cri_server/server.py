@@ -21,7 +21,7 @@ from cri_server.runtime_service import build_servicer
 from cri_server.services import Services
 from proto import api_pb2, api_pb2_grpc
 
-log = logging.getLogger("pycri")
+log = logging.getLogger(__name__)
 
 # Enough workers for long-lived streams (events, logs) plus kubelet's bursts.
 MAX_WORKERS = 64

@@ -22,7 +22,7 @@ from cri_server.store import Store
 from imageservice.manager import ImageManager
 from proto import api_pb2_grpc
 
-log = logging.getLogger("pycri")
+log = logging.getLogger(__name__)
 
 
 def build_services(config: Config, paths: Paths) -> Services:

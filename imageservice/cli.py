@@ -1,6 +1,6 @@
 """`pycri image import FILE` and `pycri image ls`, working on the store under the root dir.
 
-The lead's cri_server/cli.py calls ``register_cli(subparsers)``. These commands open
+cri_server/cli.py calls ``register_cli(subparsers)``. These commands open
 the image store directly (no daemon needed, so they work on air-gapped machines
 before the daemon runs); next to a running daemon they skip recovery and garbage
 collection, which stay the daemon's job.

@@ -3,10 +3,7 @@
 Every wrapper raises OSError(errno, "<call>(<args>): <strerror>") on failure so
 the caller's error message says which call failed on what. This module imports
 only stdlib modules that the shim and zygote already load (ctypes, os, struct),
-so it is cheap to import in forked children.
-
-Owners: the shim engineer adds functions here; other areas (container init)
-use them. Add functions, never rename.
+so it is cheap to import in forked children. Add functions, never rename.
 """
 from __future__ import annotations
 
@@ -285,7 +282,7 @@ def capset(caps: CapSets) -> None:
         _raise(f"capset({caps!r})")
 
 
-# --- mount_setattr (added by the init engineer) --------------------------------
+# --- mount_setattr ---------------------------------------------------------------
 # Same number on x86_64 and aarch64 (syscalls added after 5.x share one table).
 _NR_MOUNT_SETATTR = 442
 AT_EMPTY_PATH = 0x1000

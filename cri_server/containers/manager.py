@@ -53,7 +53,7 @@ from runtime import cgroups, shim_client
 from runtime.shim import statusfile
 from runtime.shim_client import ShimClient
 
-log = logging.getLogger("pycri.containers")
+log = logging.getLogger(__name__)
 
 KILL_WAIT_SECONDS = 30.0
 MONITOR_INTERVAL = 1.0

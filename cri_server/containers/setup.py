@@ -13,7 +13,7 @@ from cri_server.containers.streaming_backend import ContainerStreamingBackend
 from cri_server.services import Services
 from cri_server.store import Store
 
-log = logging.getLogger("pycri.containers")
+log = logging.getLogger(__name__)
 
 
 def _store(svc: Services) -> Store:

@@ -28,7 +28,7 @@ from pycri_common.errors import FailedPrecondition, InvalidArgument
 from cri_server.streaming.netns_socket import connect_in_netns
 from runtime.shim import frames
 
-log = logging.getLogger("pycri.streaming")
+log = logging.getLogger(__name__)
 
 
 def _close(fd: int | None) -> None:

@@ -51,7 +51,7 @@ from proto import api_pb2
 from runtime.shim import namespaces as shim_namespaces
 from runtime.shim_client import ShimClient
 
-log = logging.getLogger("pycri.sandboxes")
+log = logging.getLogger(__name__)
 
 # Named points where PYCRI_CRASH_AT kills the daemon during RunPodSandbox (tests).
 CRASH_POINTS = ("runp_record", "runp_files", "runp_cgroup", "runp_netns", "runp_shim",

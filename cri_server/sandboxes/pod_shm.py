@@ -16,7 +16,7 @@ from pathlib import Path
 
 from runtime import syscalls
 
-log = logging.getLogger("pycri.sandboxes")
+log = logging.getLogger(__name__)
 
 SHM_SIZE = "65536k"  # containerd's default
 HOST_SHM = "/dev/shm"

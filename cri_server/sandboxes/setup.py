@@ -11,7 +11,7 @@ from cri_server.sandboxes.manager import SandboxManager
 from cri_server.sandboxes.zygote_link import ZygoteLink
 from cri_server.services import Services
 
-log = logging.getLogger("pycri.sandboxes")
+log = logging.getLogger(__name__)
 
 
 def build(svc: Services) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from pycri_common.errors import FailedPrecondition, Unavailable
 from runtime.zygote_client import ZygoteClient, ZygoteError, start_zygote
 
-log = logging.getLogger("pycri.sandboxes")
+log = logging.getLogger(__name__)
 
 
 class ZygoteLink:

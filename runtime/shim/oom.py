@@ -1,4 +1,4 @@
-"""Container cgroup hooks of the shim (the cgroup itself is runtime.cgroups, owner init).
+"""Container cgroup hooks of the shim (runtime.cgroups; the container init creates the cgroup).
 
 - OOM-kill detection: runtime.cgroups.oom_kill_count(spec["cgroup"]["path"]) is read when
   the container starts and when it exits by SIGKILL; a higher count means "OOMKilled".

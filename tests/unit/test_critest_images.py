@@ -1,6 +1,6 @@
 """critest/images builds the images critest relies on, with the details its specs check.
 
-Proposed for tests/unit/ (critest engineer). Builds in memory (no registry, ~3 s):
+Builds in memory (no registry, ~3 s):
 layers are read back with tarfile and checked for what critest's specs depend on.
 """
 from __future__ import annotations
