@@ -21,7 +21,8 @@ import sys
 import time
 from typing import Any, NoReturn
 
-from runtime import syscalls
+from runtime import cgroups, syscalls
+from runtime.cgroups.naming import pause_cgroup_path
 from runtime.shim import namespaces
 from runtime.shim.tinypause import exec_tiny_pause
 
@@ -151,9 +152,6 @@ def _pause_cgroup(pod: dict[str, Any]) -> tuple[str, str] | None:
     path = cgroup.get("path") if isinstance(cgroup, dict) else None
     if not path or not isinstance(cgroup, dict):
         return None
-    from runtime import cgroups
-    from runtime.cgroups.naming import pause_cgroup_path
-
     driver = str(cgroup.get("driver") or "cgroupfs")
     return path, pause_cgroup_path(path, driver, pod["pod_id"], cgroups.detect_mode())
 
@@ -164,14 +162,10 @@ def join_pod_cgroup(pod: dict[str, Any], pid: int) -> None:
     found = None
     try:
         found = _pause_cgroup(pod)
-        if found is None:
-            return
-        path, target = found
-        from runtime import cgroups
-
-        if target != path:
-            cgroups.create_cgroup(target)
-        cgroups.attach(target, pid)
+        if found is not None:
+            if found[1] != found[0]:
+                cgroups.create_cgroup(found[1])
+            cgroups.attach(found[1], pid)
     except Exception as e:  # noqa: BLE001
         where = found[1] if found else "of the pod"
         print(f"pycri-shim {pod['pod_id']}: pause-holder not moved to cgroup {where}: {e}",
@@ -183,12 +177,7 @@ def remove_pause_cgroup(pod: dict[str, Any]) -> None:
     cgroup's removal by the daemon recurses anyway)."""
     try:
         found = _pause_cgroup(pod)
-        if found is None:
-            return
-        path, leaf = found
-        from runtime import cgroups
-
-        if leaf != path:
-            cgroups.remove_cgroup(leaf, timeout=1.0)
+        if found is not None and found[1] != found[0]:
+            cgroups.remove_cgroup(found[1], timeout=1.0)
     except Exception as e:  # noqa: BLE001 - best effort; the pod cgroup removal recurses
         print(f"pycri-shim {pod['pod_id']}: pause cgroup not removed: {e}", file=sys.stderr)
