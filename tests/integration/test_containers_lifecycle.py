@@ -30,6 +30,20 @@ def _state(env: ContainerEnv, cid: str) -> int:
     return env.status(cid).state
 
 
+def _runs(pid: int, marker: bytes) -> bool:
+    """pid is alive and its command line contains marker."""
+    try:
+        return marker in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _logged(env: ContainerEnv, cid: str, *records: tuple[str, str]) -> bool:
+    """Every (stream, text) record is in the container's CRI log."""
+    lines = env.log_lines(cid)
+    return all(r in lines for r in records)
+
+
 def test_create_start_stop_remove(env: ContainerEnv) -> None:
     # PID 1 of a pid namespace only gets signals it handles: the trap makes TERM count
     cfg = env.config(["sh", "-c", "trap 'exit 5' TERM; while true; do sleep 0.1; done"],
@@ -87,11 +101,7 @@ def test_remove_running_container_kills_it(env: ContainerEnv) -> None:
     pid = env.info(cid)["pid"]
     assert Path(f"/proc/{pid}").exists()
     env.remove(cid)
-    deadline = time.monotonic() + 5
-    while Path(f"/proc/{pid}/cmdline").exists() and \
-            b"sleep" in Path(f"/proc/{pid}/cmdline").read_bytes():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    assert pods.wait_until(lambda: not _runs(pid, b"sleep"), timeout=5)
 
 
 def test_stop_created_container_and_stop_signal_timeout(env: ContainerEnv) -> None:
@@ -99,8 +109,8 @@ def test_stop_created_container_and_stop_signal_timeout(env: ContainerEnv) -> No
     env.cri.StopContainer(api_pb2.StopContainerRequest(container_id=created, timeout=1))
     assert env.status(created).state == api_pb2.CONTAINER_EXITED
     # PID 1 of its pid namespace ignores SIGTERM: the timeout then SIGKILL apply
-    stubborn = env.run(["sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"])
-    time.sleep(0.3)
+    stubborn = env.run(["sh", "-c", "trap '' TERM; echo ready; while true; do sleep 0.1; done"])
+    assert pods.wait_until(lambda: _logged(env, stubborn, ("stdout", "ready\n")))
     t0 = time.monotonic()
     env.cri.StopContainer(api_pb2.StopContainerRequest(container_id=stubborn, timeout=1))
     elapsed = time.monotonic() - t0
@@ -116,7 +126,7 @@ def test_image_stop_signal_and_cri_stop_signal(env: ContainerEnv) -> None:
              "echo ready; while true; do sleep 0.1; done"
     a = env.run(["sh", "-c", script], image=env.merge)
     b = env.run(["sh", "-c", script], image=env.merge, stop_signal=api_pb2.SIGINT)
-    time.sleep(0.5)
+    assert pods.wait_until(lambda: all(_logged(env, cid, ("stdout", "ready\n")) for cid in (a, b)))
     for cid in (a, b):
         env.cri.StopContainer(api_pb2.StopContainerRequest(container_id=cid, timeout=10))
     assert env.status(a).exit_code == 3 and env.status(b).exit_code == 4
@@ -260,7 +270,8 @@ def test_cri_logs_and_reopen(env: ContainerEnv) -> None:
               "i=0; while true; do echo tick$i; i=$((i+1)); sleep 0.05; done")
     cid = env.run(["sh", "-c", script])
     path = env.log_path(cid)
-    time.sleep(0.5)
+    assert pods.wait_until(lambda: _logged(env, cid, ("stdout", "out\n"), ("stderr", "err\n"),
+                                           ("stdout", long_line + "\n")))
     lines = env.log_lines(cid)
     assert ("stdout", "out\n") in lines and ("stderr", "err\n") in lines
     assert ("stdout", long_line + "\n") in lines
@@ -274,7 +285,8 @@ def test_cri_logs_and_reopen(env: ContainerEnv) -> None:
     rotated = path.with_name("0.log.1")
     os.rename(path, rotated)
     env.cri.ReopenContainerLog(api_pb2.ReopenContainerLogRequest(container_id=cid))
-    time.sleep(0.3)
+    assert pods.wait_until(lambda: path.exists() and any(t.startswith("tick")
+                                                         for _, t in env.log_lines(cid)))
     assert path.exists() and any(t.startswith("tick") for _, t in env.log_lines(cid))
     env.cri.StopContainer(api_pb2.StopContainerRequest(container_id=cid, timeout=2))
     err = rpc_error(env.cri.ReopenContainerLog,

@@ -59,6 +59,22 @@ def _pids_of(marker: str) -> list[int]:
     return out
 
 
+def _listening(env: ContainerEnv, cid: str, port: int) -> bool:
+    """Something listens on TCP `port` in the container's network namespace."""
+    tables = env.exec_sync(cid, ["sh", "-c", "cat /proc/net/tcp /proc/net/tcp6 2>/dev/null"])
+    for line in tables.stdout.decode().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 3 and fields[1].endswith(f":{port:04X}") and fields[3] == "0A":
+            return True
+    return False
+
+
+def _log_grows(env: ContainerEnv, cid: str) -> bool:
+    """The container logs more records from now on (it is still running)."""
+    count = len(env.log_lines(cid))
+    return pods.wait_until(lambda: len(env.log_lines(cid)) > count)
+
+
 # -- ExecSync ---------------------------------------------------------------------------------
 
 def test_exec_sync_output_exit_code_and_context(env: ContainerEnv, box: str) -> None:
@@ -89,10 +105,8 @@ def test_exec_sync_timeout_kills_the_command(env: ContainerEnv, box: str) -> Non
     err = rpc_error(env.exec_sync, box, ["sleep", "7777"], 1)
     assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "timed out" in err.details()
     assert time.monotonic() - t0 < 5
-    deadline = time.monotonic() + 5
-    while _pids_of("sleep 7777"):
-        assert time.monotonic() < deadline, "the timed out command is still running"
-        time.sleep(0.05)
+    assert pods.wait_until(lambda: not _pids_of("sleep 7777"), timeout=5), \
+        "the timed out command is still running"
 
 
 def test_exec_sync_rejects_nul_in_the_command(env: ContainerEnv, box: str) -> None:
@@ -156,10 +170,7 @@ def test_client_killed_mid_exec_leaves_no_process(env: ContainerEnv, box: str) -
     assert b"started" in ex.read_until(b"started")
     assert _pids_of("sleep 8888")
     ex.abort()
-    deadline = time.monotonic() + 10
-    while _pids_of("sleep 8888"):
-        assert time.monotonic() < deadline, "exec process survived its client"
-        time.sleep(0.1)
+    assert pods.wait_until(lambda: not _pids_of("sleep 8888")), "exec process survived its client"
 
 
 def test_concurrent_exec_sessions(env: ContainerEnv, box: str) -> None:
@@ -219,7 +230,7 @@ def test_attach_websocket_and_without_stdin(env: ContainerEnv) -> None:
     ex = ws_client.WsExec(url)
     assert b"tick" in ex.read_until(b"tick")
     ex.abort()                   # detaching leaves the container running
-    time.sleep(0.2)
+    assert _log_grows(env, cid)
     assert env.status(cid).state == api_pb2.CONTAINER_RUNNING
     err = rpc_error(env.cri.Attach, api_pb2.AttachRequest(container_id="0" * 64, stdout=True))
     assert err.code() == grpc.StatusCode.NOT_FOUND
@@ -235,7 +246,7 @@ def test_port_forward_to_httpd_in_the_pod(env: ContainerEnv, tmp_path) -> None: 
     cid = env.run(["httpd", "-f", "-p", str(HTTPD_PORT), "-h", "/www"],
                   mounts=[api_pb2.Mount(container_path="/www", host_path=str(www),
                                         readonly=True)])
-    time.sleep(0.3)
+    assert pods.wait_until(lambda: _listening(env, cid, HTTPD_PORT))
     url = env.cri.PortForward(api_pb2.PortForwardRequest(pod_sandbox_id=env.pod_id,
                                                          port=[HTTPD_PORT])).url
     with spdy_client.SpdyPortForward(url) as pf:
@@ -263,9 +274,9 @@ def test_host_port_reaches_a_listening_container(daemon, tmp_path) -> None:  # t
     www.mkdir()
     (www / "index.html").write_text("via hostPort\n")
     with ContainerEnv(daemon.c, pod_config=cfg) as env:
-        env.run(["httpd", "-f", "-p", str(HTTPD_PORT), "-h", "/www"],
-                mounts=[api_pb2.Mount(container_path="/www", host_path=str(www))])
-        time.sleep(0.3)
+        httpd = env.run(["httpd", "-f", "-p", str(HTTPD_PORT), "-h", "/www"],
+                        mounts=[api_pb2.Mount(container_path="/www", host_path=str(www))])
+        assert pods.wait_until(lambda: _listening(env, httpd, HTTPD_PORT))
         # the host's own address on the pod bridge (portmap DNATs local traffic in OUTPUT)
         route = subprocess.run(["ip", "-4", "route", "show", TEST_SUBNET], capture_output=True,
                                text=True, check=True).stdout.split()
@@ -284,12 +295,19 @@ def test_attach_to_a_tty_container(env: ContainerEnv) -> None:
                                                tty=True)).url
     ex = spdy_client.SpdyExec(url, stdin=True, tty=True)
     ex.resize(90, 33)
-    time.sleep(0.2)
-    ex.write(b"stty size; echo tty-$((40+2))\n")
-    out = ex.read_until(b"tty-42")
+    out = b""
+    for i in range(50):  # the resize frame and stdin travel apart: ask until the size landed
+        ex.write(f"stty size; echo tty-{i}-$((40+2))\n".encode())
+        out = ex.read_until(f"tty-{i}-42".encode())
+        if b"33 90" in out:
+            break
     assert b"33 90" in out
     ex.abort()
-    time.sleep(0.2)
+    again = spdy_client.SpdyExec(env.cri.Attach(api_pb2.AttachRequest(
+        container_id=cid, stdin=True, stdout=True, tty=True)).url, stdin=True, tty=True)
+    again.write(b"echo still-$((1+1))\n")  # the shell still reads its terminal
+    assert b"still-2" in again.read_until(b"still-2")
+    again.abort()
     assert env.status(cid).state == api_pb2.CONTAINER_RUNNING  # detaching keeps it running
     env.remove(cid)
 
@@ -311,17 +329,25 @@ def test_streaming_sessions_leave_no_fd_or_thread_in_the_daemon(daemon, env: Con
         return len(os.listdir(f"/proc/{pid}/fd")), len(os.listdir(f"/proc/{pid}/task"))
 
     def settle(limit: tuple[int, int]) -> tuple[int, int]:
-        deadline = time.monotonic() + 10
-        now = counts()
-        while (now[0] > limit[0] or now[1] > limit[1]) and time.monotonic() < deadline:
-            time.sleep(0.2)
-            now = counts()
-        return now
+        def within() -> bool:
+            fd_count, threads = counts()
+            return fd_count <= limit[0] and threads <= limit[1]
+        pods.wait_until(within, interval=0.2)
+        return counts()
+
+    def steady() -> tuple[int, int]:
+        """The counts once two reads 0.2 s apart agree (the warm-up's threads have ended)."""
+        seen = [counts()]
+
+        def unchanged() -> bool:
+            seen.append(counts())
+            return seen[-1] == seen[-2]
+        pods.wait_until(unchanged, interval=0.2)
+        return seen[-1]
 
     spdy_client.exec_url(_exec_url(env, box, ["true"]))       # warm up pools and threads
     env.exec_sync(box, ["true"])
-    time.sleep(0.5)
-    before, before_fds = counts(), fds()
+    before, before_fds = steady(), fds()
     for i in range(5):
         spdy_client.exec_url(_exec_url(env, box, ["echo", str(i)]))
         ws_client.ws_exec(_exec_url(env, box, ["cat"], stdin=True), stdin=b"x")
@@ -355,9 +381,9 @@ def test_port_forward_in_a_host_network_pod(daemon, tmp_path) -> None:  # type: 
     www.mkdir()
     (www / "index.html").write_text("host network\n")
     with ContainerEnv(daemon.c, pod_config=pods.pod_config(host_network=True)) as env:
-        env.run(["httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", "/www"],
-                mounts=[api_pb2.Mount(container_path="/www", host_path=str(www))])
-        time.sleep(0.3)
+        httpd = env.run(["httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", "/www"],
+                        mounts=[api_pb2.Mount(container_path="/www", host_path=str(www))])
+        assert pods.wait_until(lambda: _listening(env, httpd, port))
         url = env.cri.PortForward(api_pb2.PortForwardRequest(pod_sandbox_id=env.pod_id,
                                                              port=[port])).url
         with spdy_client.SpdyPortForward(url) as pf:

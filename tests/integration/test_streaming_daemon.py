@@ -9,11 +9,11 @@ import threading
 import time
 from collections.abc import Iterator
 
-import grpc
 import pytest
 
 from cri_server.streaming import k8s_protocols as kp
 from proto import api_pb2
+from tests.support import pods
 from tests.support.containers import ContainerEnv
 from tests.support.http_upgrade import UpgradeRefused
 from tests.support.spdy_client import ExecResult, SpdyExec, SpdyPortForward, exec_url
@@ -25,16 +25,8 @@ HTTPD = ("mkdir -p /tmp/www && echo pod-body > /tmp/www/index.html && "
 
 @pytest.fixture(scope="module")
 def env(daemon) -> Iterator[ContainerEnv]:  # type: ignore[no-untyped-def]
-    try:
-        e = ContainerEnv(daemon.c).__enter__()
-    except grpc.RpcError as exc:
-        if exc.code() == grpc.StatusCode.UNIMPLEMENTED:  # type: ignore[attr-defined]
-            pytest.skip(f"the daemon cannot run containers yet: {exc.details()}")  # type: ignore[attr-defined]
-        raise
-    try:
+    with ContainerEnv(daemon.c) as e:
         yield e
-    finally:
-        e.close()
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +46,6 @@ def exec_url_for(env: ContainerEnv, req: api_pb2.ExecRequest) -> str:
 
 def processes(env: ContainerEnv, cid: str) -> str:
     return env.exec_sync(cid, ["ps", "-o", "args"]).stdout.decode()
-
-
-def wait_until(cond, what: str, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_spdy_exec_stdin_and_exit_code(env: ContainerEnv, sleeper: str) -> None:
@@ -142,7 +127,8 @@ def test_client_killed_mid_exec_leaves_no_process(env: ContainerEnv, sleeper: st
     ex.read_until(b"up\n")
     assert "sleep 4242" in processes(env, sleeper)
     ex.abort()
-    wait_until(lambda: "sleep 4242" not in processes(env, sleeper), "the exec to be killed")
+    assert pods.wait_until(lambda: "sleep 4242" not in processes(env, sleeper)), \
+        "timed out waiting for the exec to be killed"
 
 
 def test_attach_to_a_container_echoing_stdin(env: ContainerEnv) -> None:
