@@ -7,7 +7,10 @@ program of runtime.shim.tinypause) that holds the pod's namespaces, pins them
 under ns_dir (runtime.shim.namespaces), forks container inits and exec
 processes (runtime.shim.spawn -> runtime.container_init), relays their stdio to
 CRI log files (runtime.shim.crilog) and attached clients (runtime.shim.frames),
-and records exit states in status files (runtime.shim.statusfile). Modules here
+and records exit states in status files (runtime.shim.statusfile). The control
+server (runtime.shim.server) hands each operation to the module of its concern:
+containers (create, start, kill, attach), exits (wait, delete), execs, shutdown;
+runtime.shim.reaper tells whose exit a reaped child was. Modules here
 import only the standard library and runtime.syscalls: never grpc, protobuf, httpx.
 
 Control protocol on <shim_dir>/shim.sock (JSON lines; daemon side: runtime.shim_client)
