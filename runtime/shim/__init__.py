@@ -11,7 +11,7 @@ and records exit states in status files (runtime.shim.statusfile). The control
 server (runtime.shim.server) hands each operation to the module of its concern:
 containers (create, start, kill, attach), exits (wait, delete), execs, shutdown;
 runtime.shim.reaper tells whose exit a reaped child was. Modules here
-import only the standard library and runtime.syscalls: never grpc, protobuf, httpx.
+import only the standard library and runtime.*: never grpc, protobuf, httpx.
 
 Control protocol on <shim_dir>/shim.sock (JSON lines; daemon side: runtime.shim_client)
 ----------------------------------------------------------------------------------------
