@@ -14,12 +14,12 @@ from typing import Any
 
 import grpc
 
-from pycri_common.errors import InvalidArgument
 from imageservice.auth import Credentials
 from imageservice.manager import ImageManager
 from imageservice.manifest import ImageConfig, user_fields
 from imageservice.metadata import ImageRecord
 from proto import api_pb2, api_pb2_grpc
+from pycri_common.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ import grpc
 from cri_server.containers import convert
 from cri_server.containers.command import check_argv
 from cri_server.containers.manager import ContainerManager
-from pycri_common.errors import InvalidArgument, Unavailable
 from cri_server.services import Services
 from proto import api_pb2
+from pycri_common.errors import InvalidArgument, Unavailable
 
 STREAM_BATCH = 500
 

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 
 import grpc
 
-from pycri_common.errors import Unavailable
 from cri_server.events import SubscriberTooSlow
 from cri_server.services import Services
 from proto import api_pb2
+from pycri_common.errors import Unavailable
 
 
 class EventRpcs:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import grpc
 
 from cri_server.containers import resources
-from pycri_common.errors import InvalidArgument, Unavailable
 from cri_server.services import Services
 from proto import api_pb2
+from pycri_common.errors import InvalidArgument, Unavailable
 
 
 class ResourceRpcs:

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import grpc
 
-from pycri_common.errors import FailedPrecondition
 from cri_server.sandboxes import SandboxManager, views
 from cri_server.services import Services
 from proto import api_pb2
+from pycri_common.errors import FailedPrecondition
 
 STREAM_CHUNK = 100
 

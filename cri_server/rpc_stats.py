@@ -9,10 +9,10 @@ from typing import Any
 
 import grpc
 
-from pycri_common.errors import Unavailable
 from cri_server.services import Services
 from cri_server.stats.service import StatsService
 from proto import api_pb2
+from pycri_common.errors import Unavailable
 
 STREAM_BATCH = 100
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pycri_common.errors import Unimplemented
 from proto import api_pb2
+from pycri_common.errors import Unimplemented
 
 
 def _unimplemented(name: str) -> Any:

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from pycri_common.errors import InvalidArgument
 from imageservice.manager import ImageManager
 from imageservice.manifest import (
     INDEX_TYPES,
@@ -34,6 +33,7 @@ from imageservice.manifest import (
     select_platform,
 )
 from imageservice.reference import parse
+from pycri_common.errors import InvalidArgument
 
 Progress = Callable[[int, int], None]   # (bytes done, bytes total)
 _CHUNK = 1024 * 1024

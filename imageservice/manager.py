@@ -46,7 +46,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pycri_common.errors import Cancelled, FailedPrecondition, InvalidArgument
 from imageservice.auth import Credentials, DockerConfig
 from imageservice.content_store import ContentStore, SharedWork
 from imageservice.gc_lock import GcLock
@@ -65,6 +64,7 @@ from imageservice.registry_client import RegistryClient
 from imageservice.registry_hosts import RegistryHosts
 from imageservice.snapshots import SnapshotStore, chain_ids
 from imageservice.unpack import unpack_layer
+from pycri_common.errors import Cancelled, FailedPrecondition, InvalidArgument
 
 log = logging.getLogger(__name__)
 

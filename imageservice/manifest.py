@@ -12,8 +12,8 @@ import platform
 from dataclasses import dataclass, field
 from typing import Any
 
-from pycri_common.errors import InvalidArgument, NotFound
 from imageservice.reference import is_digest
+from pycri_common.errors import InvalidArgument, NotFound
 
 MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"

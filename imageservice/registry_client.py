@@ -24,6 +24,10 @@ from typing import Any
 
 import httpx
 
+from imageservice.auth import Credentials, DockerConfig, fetch_token, parse_challenge
+from imageservice.manifest import ACCEPT, Descriptor, detect_media_type
+from imageservice.reference import Reference
+from imageservice.registry_hosts import Endpoint, RegistryHosts
 from pycri_common.errors import (
     Cancelled,
     DeadlineExceeded,
@@ -33,10 +37,6 @@ from pycri_common.errors import (
     PycriError,
     Unavailable,
 )
-from imageservice.auth import Credentials, DockerConfig, fetch_token, parse_challenge
-from imageservice.manifest import ACCEPT, Descriptor, detect_media_type
-from imageservice.reference import Reference
-from imageservice.registry_hosts import Endpoint, RegistryHosts
 
 log = logging.getLogger(__name__)
 

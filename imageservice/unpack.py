@@ -38,8 +38,8 @@ from typing import Any, BinaryIO
 
 import zstandard
 
-from pycri_common.errors import InvalidArgument, PycriError
 from imageservice.content_store import disk_error
+from pycri_common.errors import InvalidArgument, PycriError
 from runtime import dirfd
 
 log = logging.getLogger(__name__)

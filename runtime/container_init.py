@@ -38,12 +38,12 @@ import stat
 import termios
 from typing import Any, NoReturn
 
+from pycri_common.errors import InvalidArgument, PycriError
 from runtime import apparmor, capabilities, rlimits, rootfs, syscalls
 from runtime.cgroups import open_cgroup
 from runtime.cgroups.manager import Cgroup
 from runtime.container_spec import validate_spec, validate_user
 from runtime.seccomp import SeccompFilter, compiled
-from pycri_common.errors import InvalidArgument, PycriError
 from runtime.users import ResolvedUser, read_text, resolve_user
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -59,9 +59,9 @@ import copy
 import os
 from typing import Any
 
+from pycri_common.errors import InvalidArgument
 from runtime.capability_names import CAPABILITY_NAMES, last_cap, normalize_capability
 from runtime.cgroups.naming import systemd_path_to_fs
-from pycri_common.errors import InvalidArgument
 
 #: The capability set containerd and CRI-O give an unprivileged container.
 DEFAULT_CAPABILITIES: tuple[str, ...] = (

@@ -24,6 +24,7 @@ import os
 import stat
 from typing import Any
 
+from pycri_common.errors import InvalidArgument
 from runtime import syscalls
 from runtime.cgroups import mode as cgmode
 from runtime.securejoin import (
@@ -34,7 +35,6 @@ from runtime.securejoin import (
     relative_in_root,
     secure_join,
 )
-from pycri_common.errors import InvalidArgument
 
 _FLAG_WORDS: dict[str, tuple[bool, int]] = {
     "ro": (False, syscalls.MS_RDONLY), "rw": (True, syscalls.MS_RDONLY),

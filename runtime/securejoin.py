@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import stat
 
-from runtime import dirfd
 from pycri_common.errors import InvalidArgument
+from runtime import dirfd
 
 MAX_SYMLINKS = 255
 

@@ -36,6 +36,10 @@ from cri_server.containers.command import check_argv
 from cri_server.containers.image_config import ImageView, cri_signal_number, parse_stop_signal
 from cri_server.containers.pod_view import PodView, from_sandbox
 from cri_server.containers.record import ContainerRecord
+from cri_server.paths import Paths
+from cri_server.sandboxes import shim_process
+from cri_server.store import Store
+from proto import api_pb2
 from pycri_common.errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -45,10 +49,6 @@ from pycri_common.errors import (
     PycriError,
     Unavailable,
 )
-from cri_server.paths import Paths
-from cri_server.sandboxes import shim_process
-from cri_server.store import Store
-from proto import api_pb2
 from runtime import cgroups, shim_client
 from runtime.shim import statusfile
 from runtime.shim_client import ShimClient

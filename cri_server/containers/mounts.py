@@ -25,8 +25,8 @@ from collections.abc import Callable
 from typing import Any
 
 from cri_server import host_features
-from pycri_common.errors import InvalidArgument, NotFound
 from proto import api_pb2
+from pycri_common.errors import InvalidArgument, NotFound
 from runtime import container_spec
 
 PROPAGATION = {

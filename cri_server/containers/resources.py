@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pycri_common.errors import InvalidArgument
 from proto import api_pb2
+from pycri_common.errors import InvalidArgument
 
 
 def to_dict(r: api_pb2.LinuxContainerResources) -> dict[str, Any]:

@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from cri_server.containers.image_config import UserSpec, parse_user_string
-from pycri_common.errors import InvalidArgument
 from proto import api_pb2
+from pycri_common.errors import InvalidArgument
 from runtime import apparmor, container_spec, seccomp
 
 _SP = api_pb2.SecurityProfile

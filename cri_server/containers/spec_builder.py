@@ -16,8 +16,8 @@ from cri_server import host_features
 from cri_server.containers import command, mounts, resources, security
 from cri_server.containers.image_config import ImageView
 from cri_server.containers.pod_view import PodView
-from pycri_common.errors import FailedPrecondition, InvalidArgument, Unimplemented
 from proto import api_pb2
+from pycri_common.errors import FailedPrecondition, InvalidArgument, Unimplemented
 from runtime import container_spec
 
 # TARGET pid mode: container id -> path of that container's pid namespace

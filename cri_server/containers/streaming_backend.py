@@ -24,8 +24,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from pycri_common.errors import FailedPrecondition, InvalidArgument
 from cri_server.streaming.netns_socket import connect_in_netns
+from pycri_common.errors import FailedPrecondition, InvalidArgument
 from runtime.shim import frames
 
 log = logging.getLogger(__name__)

@@ -27,14 +27,6 @@ from typing import Any
 
 from cri_server import faults
 from cri_server.config import Config
-from pycri_common.errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    PycriError,
-    Unavailable,
-)
 from cri_server.paths import Paths
 from cri_server.sandboxes import netns, pod_cgroup, pod_shm, podfiles, shim_process, validate
 from cri_server.sandboxes.record import (
@@ -48,6 +40,14 @@ from cri_server.sandboxes.record import (
 )
 from cri_server.store import Store
 from proto import api_pb2
+from pycri_common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PycriError,
+    Unavailable,
+)
 from runtime.shim import namespaces as shim_namespaces
 from runtime.shim_client import ShimClient
 

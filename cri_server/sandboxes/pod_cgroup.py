@@ -15,8 +15,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from pycri_common.errors import FailedPrecondition, InvalidArgument
 from proto import api_pb2
+from pycri_common.errors import FailedPrecondition, InvalidArgument
 from runtime import cgroups
 from runtime.cgroups import mode, naming
 from runtime.cgroups.fsutil import remove_tree

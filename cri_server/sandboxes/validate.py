@@ -9,8 +9,8 @@ import re
 from dataclasses import dataclass, field
 
 from cri_server.containers import resources
-from pycri_common.errors import InvalidArgument, NotFound, Unimplemented
 from proto import api_pb2
+from pycri_common.errors import InvalidArgument, NotFound, Unimplemented
 
 _MODE_NAMES = {api_pb2.POD: "pod", api_pb2.CONTAINER: "container", api_pb2.NODE: "node",
                api_pb2.TARGET: "target"}

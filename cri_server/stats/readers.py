@@ -6,8 +6,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from runtime import cgroups
 from pycri_common.errors import PycriError
+from runtime import cgroups
 
 # open_cgroup() parses /proc/self/mounts (several times) to find the hierarchies; the layout
 # does not change while the daemon runs, so each path's manager is made once and kept.

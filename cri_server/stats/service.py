@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pycri_common.errors import InvalidArgument, NotFound
 from cri_server.stats import adapters, cadvisor
 from cri_server.stats.collector import StatsCollector
 from cri_server.stats.sources import ContainerSource
 from proto import api_pb2
+from pycri_common.errors import InvalidArgument, NotFound
 
 
 class StatsService:

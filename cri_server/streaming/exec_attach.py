@@ -20,7 +20,6 @@ import socket
 import threading
 import time
 
-from pycri_common.errors import PycriError
 from cri_server.streaming import k8s_protocols as kp
 from cri_server.streaming.backend import StreamingBackend, StreamSession
 from cri_server.streaming.remotecommand import (
@@ -32,6 +31,7 @@ from cri_server.streaming.remotecommand import (
 from cri_server.streaming.spdy_session import SpdySession, SpdyStream
 from cri_server.streaming.tokens import PendingRequest
 from cri_server.streaming.websocket import WsChannelConnection
+from pycri_common.errors import PycriError
 
 log = logging.getLogger(__name__)
 

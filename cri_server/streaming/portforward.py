@@ -26,11 +26,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from pycri_common.errors import PycriError
 from cri_server.streaming import k8s_protocols as kp
 from cri_server.streaming.backend import StreamingBackend
 from cri_server.streaming.spdy_session import ByteSocket, SpdySession, SpdyStream
 from cri_server.streaming.websocket import WsChannelConnection
+from pycri_common.errors import PycriError
 
 log = logging.getLogger(__name__)
 

@@ -35,13 +35,13 @@ from collections.abc import Sequence
 import h11
 from wsproto.utilities import generate_accept_token
 
-from pycri_common.errors import InvalidArgument, Unavailable
 from cri_server.streaming import exec_attach, portforward
 from cri_server.streaming import k8s_protocols as kp
 from cri_server.streaming.backend import StreamingBackend
 from cri_server.streaming.tokens import DEFAULT_TOKEN_TTL, PendingRequest, TokenStore
 from cri_server.streaming.ws_tunnel import WsTunnelSocket
 from proto import api_pb2
+from pycri_common.errors import InvalidArgument, Unavailable
 
 log = logging.getLogger(__name__)
 

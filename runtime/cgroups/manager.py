@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from runtime.cgroups import devices_bpf, fsutil, mode, resources
 from pycri_common.errors import InvalidArgument
+from runtime.cgroups import devices_bpf, fsutil, mode, resources
 
 V2_CONTROLLERS = ("cpuset", "cpu", "io", "memory", "hugetlb", "pids")
 

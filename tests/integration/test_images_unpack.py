@@ -12,8 +12,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from pycri_common.errors import InvalidArgument
 from imageservice.unpack import unpack_layer
+from pycri_common.errors import InvalidArgument
 from tests.support import oci_build as ob
 from tests.support.cri_client import rpc_error
 from tests.support.image_harness import ImageServiceHarness

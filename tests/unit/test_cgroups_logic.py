@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from pycri_common.errors import InvalidArgument
 from runtime.cgroups import mode, naming, resources
 from runtime.cgroups.manager import V1Cgroup, V2Cgroup, open_cgroup
-from pycri_common.errors import InvalidArgument
 
 RES = {"cpu_shares": 1024, "cpu_quota": 50000, "cpu_period": 100000, "cpuset_cpus": "0-1",
        "cpuset_mems": "0", "memory_limit_in_bytes": 100 << 20,
@@ -201,8 +201,8 @@ def test_open_cgroup_rejects_bad_paths() -> None:
 
 
 def test_device_rule_parsing_and_program_shape() -> None:
-    from runtime.cgroups import devices_bpf
     from pycri_common.errors import InvalidArgument
+    from runtime.cgroups import devices_bpf
 
     assert devices_bpf.parse_rule("c 1:3 rwm") == ("c", 1, 3, 7)
     assert devices_bpf.parse_rule("b *:* m") == ("b", None, None, 1)

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from cri_server.containers import mounts
-from pycri_common.errors import InvalidArgument
 from proto import api_pb2
+from pycri_common.errors import InvalidArgument
 from runtime import container_spec
 from tests.unit.test_container_spec_builder import _build, _pod, _req
 

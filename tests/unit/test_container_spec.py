@@ -6,13 +6,13 @@ from typing import Any
 
 import pytest
 
+from pycri_common.errors import InvalidArgument
 from runtime import container_spec as cs
 from runtime.capability_names import (
     capabilities_to_mask,
     mask_to_capabilities,
     normalize_capability,
 )
-from pycri_common.errors import InvalidArgument
 
 
 def minimal_spec() -> dict[str, Any]:

@@ -9,8 +9,8 @@ import pytest
 from cri_server.containers import mounts, spec_builder
 from cri_server.containers.image_config import ImageView
 from cri_server.containers.pod_view import PodView
-from pycri_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from proto import api_pb2
+from pycri_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from runtime import container_spec
 
 

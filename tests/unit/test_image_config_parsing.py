@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from pycri_common.errors import InvalidArgument, NotFound
 from imageservice.auth import Credentials, DockerConfig, parse_challenge
 from imageservice.manifest import (
     Descriptor,
@@ -16,6 +15,7 @@ from imageservice.manifest import (
 )
 from imageservice.registry_hosts import RegistryHosts, is_loopback_host
 from imageservice.snapshots import chain_ids
+from pycri_common.errors import InvalidArgument, NotFound
 
 H = "sha256:" + "1" * 64
 
@@ -171,8 +171,8 @@ def test_token_endpoint_answer_is_size_limited():
     import httpx
     import pytest
 
-    from pycri_common.errors import Unavailable
     from imageservice.auth import MAX_TOKEN_RESPONSE, Credentials, fetch_token
+    from pycri_common.errors import Unavailable
 
     def handler(request: httpx.Request) -> httpx.Response:
         big = b'{"token": "' + b"a" * (MAX_TOKEN_RESPONSE + 10) + b'"}'

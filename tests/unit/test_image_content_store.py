@@ -3,9 +3,9 @@ import threading
 
 import pytest
 
-from pycri_common.errors import Cancelled, InvalidArgument
 from imageservice.content_store import ContentStore, SharedWork
 from imageservice.unpack import LayerRefused, split_name
+from pycri_common.errors import Cancelled, InvalidArgument
 
 
 def _d(data: bytes) -> str:

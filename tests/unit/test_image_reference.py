@@ -1,7 +1,7 @@
 import pytest
 
-from pycri_common.errors import InvalidArgument
 from imageservice.reference import looks_like_image_id, normalize, parse
+from pycri_common.errors import InvalidArgument
 
 D = "sha256:" + "a" * 64
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pycri_common.errors import InvalidArgument
 from runtime.securejoin import (
     ensure_file_in_root,
     mkdir_all_in_root,
@@ -14,7 +15,6 @@ from runtime.securejoin import (
     relative_in_root,
     secure_join,
 )
-from pycri_common.errors import InvalidArgument
 from runtime.users import parse_group, parse_passwd, resolve_user
 
 PASSWD = """root:x:0:0:root:/root:/bin/sh

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from pycri_common.errors import InvalidArgument
 from runtime import apparmor, rlimits, seccomp
 from runtime.container_spec import default_capabilities
-from pycri_common.errors import InvalidArgument
 
 
 def _allowed(profile: dict[str, object]) -> set[str]:

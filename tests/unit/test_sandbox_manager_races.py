@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from cri_server.config import Config
-from pycri_common.errors import AlreadyExists, FailedPrecondition
 from cri_server.paths import Paths
 from cri_server.sandboxes import manager as sandbox_manager
 from cri_server.sandboxes import pod_cgroup
@@ -19,6 +18,7 @@ from cri_server.sandboxes.manager import SandboxManager
 from cri_server.sandboxes.record import KIND, NOTREADY
 from cri_server.store import Store
 from proto import api_pb2
+from pycri_common.errors import AlreadyExists, FailedPrecondition
 
 
 def _row(store: Store, pod_id: str) -> dict[str, Any]:

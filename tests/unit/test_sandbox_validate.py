@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from pycri_common.errors import InvalidArgument, NotFound, Unimplemented
 from cri_server.sandboxes import pod_cgroup, podfiles, validate
 from proto import api_pb2
+from pycri_common.errors import InvalidArgument, NotFound, Unimplemented
 
 
 def _request(**linux_kw: object) -> api_pb2.RunPodSandboxRequest:

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from pycri_common.errors import AlreadyExists
 from cri_server.store import Store
+from pycri_common.errors import AlreadyExists
 
 
 def test_insert_get_update_delete(tmp_path: Path) -> None:

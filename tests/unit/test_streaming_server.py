@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from pycri_common.errors import InvalidArgument
 from cri_server.streaming import k8s_protocols as kp
 from cri_server.streaming.server import StreamingServer
 from proto import api_pb2
+from pycri_common.errors import InvalidArgument
 from tests.support.host_backend import HostBackend
 from tests.support.http_upgrade import UpgradeRefused, upgrade
 from tests.support.spdy_client import SpdyExec, SpdyPortForward, exec_url
