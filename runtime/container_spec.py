@@ -59,6 +59,7 @@ import copy
 import os
 from typing import Any
 
+from runtime import arglimits
 from runtime.capability_names import CAPABILITY_NAMES, last_cap, normalize_capability
 from runtime.cgroups.naming import systemd_path_to_fs
 from pycri_common.errors import InvalidArgument
@@ -309,6 +310,7 @@ def _validate_process(s: dict[str, Any]) -> None:
     for i, kv in enumerate(env):
         _need("=" in kv and not kv.startswith("=") and "\0" not in kv, f"process.env[{i}]",
               f"must be KEY=VALUE, got {kv!r}")
+    arglimits.check_exec_size(args, env, "container spec: process.args and process.env")
     p["cwd"] = _abs_path(p.get("cwd") or "/", "process.cwd")
     for key in ("tty", "stdin", "stdin_once", "no_new_privs"):
         p[key] = _bool(p.get(key, False), f"process.{key}")

@@ -49,7 +49,7 @@ from cri_server.paths import Paths
 from cri_server.sandboxes import shim_process
 from cri_server.store import Store
 from proto import api_pb2
-from runtime import cgroups, shim_client
+from runtime import arglimits, cgroups, shim_client
 from runtime.shim import statusfile
 from runtime.shim_client import ShimClient
 
@@ -559,6 +559,16 @@ class ContainerManager:
                                      "running container")
         return rec, ShimClient(rec.shim_dir)
 
+    def exec_target(self, container_id: str, cmd: builtins.list[str], what: str
+                    ) -> tuple[ContainerRecord, ShimClient]:
+        """The running container `cmd` is to be run in; InvalidArgument for a command line
+        execve(2) would refuse there (the container's environment counts too)."""
+        check_argv(cmd, what)
+        rec, shim = self.running_container(container_id, "exec")
+        env = ((rec.spec or {}).get("process") or {}).get("env") or []
+        arglimits.check_exec_size(cmd, env, what)
+        return rec, shim
+
     def pod_netns(self, pod_id: str) -> str | None:
         pod = self._pod(pod_id)
         if pod.state != "ready":
@@ -575,8 +585,7 @@ class ContainerManager:
             raise InvalidArgument("ExecSync needs a command")
         if timeout < 0:
             raise InvalidArgument(f"timeout must not be negative, got {timeout}")
-        check_argv(cmd, "ExecSync")
-        rec, shim = self.running_container(container_id, "exec")
+        rec, shim = self.exec_target(container_id, cmd, "ExecSync")
         return exec_sync.run(shim, rec.id, cmd, timeout)
 
     # ------------------------------------------------------------------ life of the daemon

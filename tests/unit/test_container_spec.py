@@ -152,6 +152,8 @@ def test_validate_does_not_modify_input() -> None:
      "cgroup.resources.unified['../x']"),
     (("devices",), [{"host_path": "/dev/null", "permissions": "rwx"}],
      "devices[0].permissions"),
+    (("process", "args"), ["echo", "x" * 131072], "process.args and process.env"),
+    (("process", "env"), ["K=" + "v" * 131070], "process.args and process.env"),
 ])
 def test_validate_names_the_field(path: tuple[str, ...], value: Any, field: str) -> None:
     spec = minimal_spec()
