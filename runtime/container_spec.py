@@ -42,7 +42,9 @@ Schema (every path absolute)::
                       "memory_limit_in_bytes", "memory_swap_limit_in_bytes", "pids_limit",
                       "hugepage_limits": [{"page_size": "2MB", "limit": int}],
                       "unified": {key: value}, "oom_score_adj"}   # 0 / missing = not set
-     "log_path": str|null}
+     "log_path": str|null,                  # the CRI log file, created by the shim
+     "log_directory": str|null}             # the pod's log directory (trusted); nothing of
+                                            # log_path below it is followed through a symlink
 
 Mount types understood by the init: bind, proc, tmpfs, devpts, mqueue, sysfs, cgroup (mounts the
 host's cgroup hierarchies as seen from the container's cgroup namespace), and any other
@@ -276,8 +278,19 @@ def validate_spec(spec: Any) -> dict[str, Any]:
         _need(isinstance(prof.get("syscalls", []) or [], list), "seccomp.syscalls",
               "must be a list")
     _validate_cgroup(s)
-    s.setdefault("log_path", None)
+    _validate_log_path(s)
     return s
+
+
+def _validate_log_path(s: dict[str, Any]) -> None:
+    for key in ("log_path", "log_directory"):
+        s[key] = s.get(key) or None
+        if s[key] is not None:
+            _abs_path(s[key], key)
+    if s["log_path"] is not None and s["log_directory"] is not None:
+        _need(s["log_path"].startswith(os.path.normpath(s["log_directory"]).rstrip("/") + "/")
+              and os.path.normpath(s["log_path"]) == s["log_path"], "log_path",
+              f"must be a normalized path below log_directory {s['log_directory']!r}")
 
 
 def _validate_rootfs(s: dict[str, Any]) -> None:

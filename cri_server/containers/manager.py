@@ -237,9 +237,7 @@ class ContainerManager:
                                       target_pid_ns=lambda t: self._target_pid_ns(pod.id, t),
                                       image_layers=volume_layers)
             rec.resources = dict((spec.get("cgroup") or {}).get("resources") or {})
-            rec.log_path = spec.get("log_path") or ""
-            if rec.log_path:
-                os.makedirs(os.path.dirname(rec.log_path), exist_ok=True)
+            rec.log_path = spec.get("log_path") or ""  # the shim creates it, never via symlinks
             rec.spec = _storable_spec(spec)
             shim = ShimClient(pod.shim_dir)
             with self._pod_ready(pod.id):  # no Stop/RemovePodSandbox of the pod meanwhile
