@@ -6,7 +6,6 @@ from collections.abc import Iterator
 import grpc
 
 from cri_server.containers import convert
-from cri_server.containers.command import check_argv
 from cri_server.containers.manager import ContainerManager
 from cri_server.services import Services
 from proto import api_pb2
@@ -88,8 +87,7 @@ class ContainerRpcs:
 
     def Exec(self, request: api_pb2.ExecRequest,
              context: grpc.ServicerContext) -> api_pb2.ExecResponse:
-        check_argv(request.cmd, "Exec")
-        self._containers.running_container(request.container_id, "exec")
+        self._containers.exec_target(request.container_id, list(request.cmd), "Exec")
         return api_pb2.ExecResponse(url=self._streaming().get_exec_url(request))
 
     def Attach(self, request: api_pb2.AttachRequest,

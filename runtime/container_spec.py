@@ -42,7 +42,9 @@ Schema (every path absolute)::
                       "memory_limit_in_bytes", "memory_swap_limit_in_bytes", "pids_limit",
                       "hugepage_limits": [{"page_size": "2MB", "limit": int}],
                       "unified": {key: value}, "oom_score_adj"}   # 0 / missing = not set
-     "log_path": str|null}
+     "log_path": str|null,                  # the CRI log file, created by the shim
+     "log_directory": str|null}             # the pod's log directory (trusted); nothing of
+                                            # log_path below it is followed through a symlink
 
 Mount types understood by the init: bind, proc, tmpfs, devpts, mqueue, sysfs, cgroup (mounts the
 host's cgroup hierarchies as seen from the container's cgroup namespace), and any other
@@ -60,6 +62,7 @@ import os
 from typing import Any
 
 from pycri_common.errors import InvalidArgument
+from runtime import arglimits
 from runtime.capability_names import CAPABILITY_NAMES, last_cap, normalize_capability
 from runtime.cgroups.naming import systemd_path_to_fs
 
@@ -275,8 +278,19 @@ def validate_spec(spec: Any) -> dict[str, Any]:
         _need(isinstance(prof.get("syscalls", []) or [], list), "seccomp.syscalls",
               "must be a list")
     _validate_cgroup(s)
-    s.setdefault("log_path", None)
+    _validate_log_path(s)
     return s
+
+
+def _validate_log_path(s: dict[str, Any]) -> None:
+    for key in ("log_path", "log_directory"):
+        s[key] = s.get(key) or None
+        if s[key] is not None:
+            _abs_path(s[key], key)
+    if s["log_path"] is not None and s["log_directory"] is not None:
+        _need(s["log_path"].startswith(os.path.normpath(s["log_directory"]).rstrip("/") + "/")
+              and os.path.normpath(s["log_path"]) == s["log_path"], "log_path",
+              f"must be a normalized path below log_directory {s['log_directory']!r}")
 
 
 def _validate_rootfs(s: dict[str, Any]) -> None:
@@ -309,6 +323,7 @@ def _validate_process(s: dict[str, Any]) -> None:
     for i, kv in enumerate(env):
         _need("=" in kv and not kv.startswith("=") and "\0" not in kv, f"process.env[{i}]",
               f"must be KEY=VALUE, got {kv!r}")
+    arglimits.check_exec_size(args, env, "container spec: process.args and process.env")
     p["cwd"] = _abs_path(p.get("cwd") or "/", "process.cwd")
     for key in ("tty", "stdin", "stdin_once", "no_new_privs"):
         p[key] = _bool(p.get(key, False), f"process.{key}")

@@ -17,10 +17,26 @@ import os
 import socket
 from typing import Any
 
-from runtime.shim import frames, statusfile
+from runtime.shim import control, frames, statusfile
 
 DEFAULT_TIMEOUT = 30.0
 _SLACK = 15.0
+
+
+def send_with_fds(sock: socket.socket, data: bytes, fds: list[int] | None) -> None:
+    """Send all of `data`, the fds (SCM_RIGHTS) with its first byte.
+
+    One sendmsg may take only part of `data` (a unix socket buffers about 200 KiB): the rest
+    follows with sendall; the fds went with the first part, where the shim collects them for
+    the line they start.
+    """
+    if not fds:
+        sock.sendall(data)
+        return
+    sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                  array.array("i", fds).tobytes())])
+    if sent < len(data):
+        sock.sendall(memoryview(data)[sent:])
 
 
 def _error(kind: str, message: str) -> Exception:
@@ -102,12 +118,12 @@ class ShimClient:
     def _roundtrip(self, sock: socket.socket, req: dict[str, Any], fds: list[int] | None,
                    timeout: float) -> tuple[dict[str, Any], bytes]:
         line = json.dumps(req).encode() + b"\n"
+        if len(line) > control.MAX_LINE:
+            raise _error("InvalidArgument", f"the {req['op']!r} request is {len(line)} bytes "
+                                            f"encoded, more than the {control.MAX_LINE} the "
+                                            "shim accepts")
         try:
-            if fds:
-                sock.sendmsg([line], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                       array.array("i", fds).tobytes())])
-            else:
-                sock.sendall(line)
+            send_with_fds(sock, line, fds)
             buf = b""
             while b"\n" not in buf:
                 chunk = sock.recv(65536)

@@ -49,7 +49,7 @@ from pycri_common.errors import (
     PycriError,
     Unavailable,
 )
-from runtime import cgroups, shim_client
+from runtime import arglimits, cgroups, shim_client
 from runtime.shim import statusfile
 from runtime.shim_client import ShimClient
 
@@ -237,9 +237,7 @@ class ContainerManager:
                                       target_pid_ns=lambda t: self._target_pid_ns(pod.id, t),
                                       image_layers=volume_layers)
             rec.resources = dict((spec.get("cgroup") or {}).get("resources") or {})
-            rec.log_path = spec.get("log_path") or ""
-            if rec.log_path:
-                os.makedirs(os.path.dirname(rec.log_path), exist_ok=True)
+            rec.log_path = spec.get("log_path") or ""  # the shim creates it, never via symlinks
             rec.spec = _storable_spec(spec)
             shim = ShimClient(pod.shim_dir)
             with self._pod_ready(pod.id):  # no Stop/RemovePodSandbox of the pod meanwhile
@@ -559,6 +557,16 @@ class ContainerManager:
                                      "running container")
         return rec, ShimClient(rec.shim_dir)
 
+    def exec_target(self, container_id: str, cmd: builtins.list[str], what: str
+                    ) -> tuple[ContainerRecord, ShimClient]:
+        """The running container `cmd` is to be run in; InvalidArgument for a command line
+        execve(2) would refuse there (the container's environment counts too)."""
+        check_argv(cmd, what)
+        rec, shim = self.running_container(container_id, "exec")
+        env = ((rec.spec or {}).get("process") or {}).get("env") or []
+        arglimits.check_exec_size(cmd, env, what)
+        return rec, shim
+
     def pod_netns(self, pod_id: str) -> str | None:
         pod = self._pod(pod_id)
         if pod.state != "ready":
@@ -575,8 +583,7 @@ class ContainerManager:
             raise InvalidArgument("ExecSync needs a command")
         if timeout < 0:
             raise InvalidArgument(f"timeout must not be negative, got {timeout}")
-        check_argv(cmd, "ExecSync")
-        rec, shim = self.running_container(container_id, "exec")
+        rec, shim = self.exec_target(container_id, cmd, "ExecSync")
         return exec_sync.run(shim, rec.id, cmd, timeout)
 
     # ------------------------------------------------------------------ life of the daemon

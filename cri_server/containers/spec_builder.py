@@ -165,6 +165,7 @@ def build(container_id: str, request: api_pb2.CreateContainerRequest, pod: PodVi
         "seccomp": seccomp_profile,
         "cgroup": _cgroup(pod, container_id, res),
         "log_path": _log_path(log_dir, config.log_path),
+        "log_directory": posixpath.normpath(log_dir) if log_dir and config.log_path else None,
     }
     return container_spec.validate_spec(spec)
 

@@ -297,7 +297,7 @@ class ContainerStreamingBackend:
              stdout: bool, stderr: bool) -> ExecSession:
         if not cmd:
             raise InvalidArgument("exec needs a command")
-        rec, shim = self.containers.running_container(container_id, "exec")
+        rec, shim = self.containers.exec_target(container_id, list(cmd), "exec")
         return ExecSession(shim, rec.id, cmd, tty, stdin, stdout, stderr, rec.pid)
 
     def attach(self, container_id: str, stdin: bool, stdout: bool, stderr: bool,

@@ -46,7 +46,7 @@ class Containers:
         try:
             if spec.get("log_path"):
                 try:
-                    c.log = CriLogWriter(spec["log_path"])
+                    c.log = CriLogWriter(spec["log_path"], log_dir=spec.get("log_directory"))
                 except OSError as e:
                     raise ShimError("InvalidArgument",
                                     f"cannot open log file {spec['log_path']}: {e}") from None

@@ -14,10 +14,15 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from runtime import arglimits
 from runtime.shim import frames
 from runtime.shim.loop import BufferedWriter, Loop
 
-MAX_LINE = 8 << 20
+#: The longest request line accepted (bytes, the newline not counted). The daemon's largest
+#: legitimate request is a create whose argv + env fill the kernel's exec limit (at most
+#: arglimits.ARG_MAX_CAP) with characters JSON writes as \u00XX (6 bytes each), plus the rest
+#: of the spec; the daemon refuses to send a longer one (runtime.shim_client).
+MAX_LINE = 6 * arglimits.ARG_MAX_CAP + (8 << 20)
 MAX_FDS = 8
 #: bytes queued for one client before further attach output to it is dropped
 OUTPUT_LIMIT = 2 << 20
@@ -45,6 +50,7 @@ class Connection:
         self._handle = handle
         self._on_close = on_close
         self._inbuf = bytearray()
+        self._scanned = 0  # bytes of _inbuf known to hold no newline
         self._fds: list[int] = []
         self._lines: list[tuple[bytes, list[int]]] = []
         self.pending = False
@@ -85,14 +91,17 @@ class Connection:
 
     def _split_lines(self) -> None:
         while True:
-            nl = self._inbuf.find(b"\n")
-            if nl < 0:
-                if len(self._inbuf) > MAX_LINE:
-                    self.reply_error("InvalidArgument", "request line too long")
-                    self.close()
+            nl = self._inbuf.find(b"\n", self._scanned)
+            if nl < 0 and len(self._inbuf) <= MAX_LINE:
+                self._scanned = len(self._inbuf)  # a long line is scanned once, not per chunk
+                break
+            if nl < 0 or nl > MAX_LINE:
+                self.reply_error("InvalidArgument", f"request line longer than {MAX_LINE} bytes")
+                self.close()
                 break
             line = bytes(self._inbuf[:nl])
             del self._inbuf[: nl + 1]
+            self._scanned = 0
             fds, self._fds = self._fds, []
             self._lines.append((line, fds))
 
@@ -158,6 +167,7 @@ class Connection:
         self._decoder = frames.FrameDecoder()
         rest = bytes(self._inbuf)
         self._inbuf.clear()
+        self._scanned = 0
         self._lines.clear()
         if rest:
             self._feed_frames(rest)

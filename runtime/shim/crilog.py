@@ -5,14 +5,71 @@ than `max_line` bytes (16 KiB, containerd's default max_container_log_line_size)
 is written as P (partial) chunks followed by an F chunk. A trailing "\r\n" loses
 its "\r" like Go's bufio.ReadLine does in containerd. Text without a newline is
 held until the newline, the size limit, or flush() (end of stream: written as F).
+
+The file is opened by `open_log_file`, never through a symlink below the pod's log directory.
 """
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import time
 from collections.abc import Callable
 
+from runtime import dirfd
+from runtime.shim.control import ShimError
+
 MAX_LINE = 16 * 1024
+_FILE_FLAGS = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+               | os.O_NOCTTY | os.O_NONBLOCK)
+
+
+def open_log_file(path: str, log_dir: str | None, kind: str = "InvalidArgument") -> int:
+    """An O_APPEND fd of the log file `path` (created, with its directories, if missing).
+
+    `log_dir` is the pod's log directory (PodSandboxConfig.log_directory): kubelet's, trusted
+    as containerd and CRI-O trust it. It is created if missing and resolved as given, symlinks
+    in it followed, its own last component included: only the host can put one there (an
+    admin moving pod logs to another disk, say), and kubelet itself creates and removes it.
+    Everything below it is not trusted (a container with the log directory mounted can write
+    there): each sub-directory of `path` is created and opened one component at a time without
+    following symlinks (runtime.dirfd), the file with O_NOFOLLOW, and a symlink anywhere there
+    -- or a file that is not a regular file -- is refused with ShimError(`kind`) naming it.
+    Without `log_dir`, the file's own directory is the trusted one.
+    """
+    root = os.path.normpath(log_dir) if log_dir else os.path.dirname(path)
+    rel = os.path.relpath(path, root)
+    if not os.path.isabs(path) or rel in (".", "..") or rel.startswith("../"):
+        raise ShimError("InvalidArgument", f"log file {path} is not below the log directory {root}")
+    os.makedirs(root, 0o755, exist_ok=True)
+    parts = rel.split("/")
+    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        dir_fd = dirfd.open_dirs(root_fd, parts[:-1], create=True)
+    except dirfd.UnsafeComponent as e:
+        what = "a symlink" if e.symlink else "not a directory"
+        raise ShimError(kind, f"log file {path}: {root}{e.walked} is {what}; the log path below "
+                              f"the pod's log directory is never followed through symlinks"
+                        ) from None
+    finally:
+        os.close(root_fd)
+    try:
+        try:
+            fd = os.open(parts[-1], _FILE_FLAGS, 0o640, dir_fd=dir_fd)
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            raise ShimError(kind, f"log file {path} is a symlink; a log file is never opened "
+                                  "through one") from None
+    finally:
+        os.close(dir_fd)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise ShimError(kind, f"log file {path} exists and is not a regular file "
+                              f"({stat.filemode(mode)})")
+    os.set_blocking(fd, True)
+    return fd
 
 
 def rfc3339nano(ns: int) -> str:
@@ -28,8 +85,9 @@ class CriLogWriter:
     """Writes stdout/stderr chunks of one container to its CRI log file."""
 
     def __init__(self, path: str, max_line: int = MAX_LINE,
-                 clock: Callable[[], int] = time.time_ns) -> None:
+                 clock: Callable[[], int] = time.time_ns, log_dir: str | None = None) -> None:
         self.path = path
+        self.log_dir = log_dir
         self.max_line = max_line
         self._clock = clock
         self._pending: dict[str, bytes] = {"stdout": b"", "stderr": b""}
@@ -37,15 +95,14 @@ class CriLogWriter:
         self.open()
 
     def open(self) -> None:
-        parent = os.path.dirname(self.path)
-        if parent:
-            os.makedirs(parent, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self._fd = open_log_file(self.path, self.log_dir)
 
     def reopen(self) -> None:
-        """Close and reopen the file (kubelet renamed it for rotation)."""
+        """Open the file anew (kubelet renamed it for rotation), then close the old one: when
+        the new one cannot be opened (FailedPrecondition for a symlink) the old one stays."""
+        fd = open_log_file(self.path, self.log_dir, kind="FailedPrecondition")
         self.close()
-        self.open()
+        self._fd = fd
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -152,6 +152,9 @@ def test_validate_does_not_modify_input() -> None:
      "cgroup.resources.unified['../x']"),
     (("devices",), [{"host_path": "/dev/null", "permissions": "rwx"}],
      "devices[0].permissions"),
+    (("log_path",), "relative.log", "log_path"),
+    (("process", "args"), ["echo", "x" * 131072], "process.args and process.env"),
+    (("process", "env"), ["K=" + "v" * 131070], "process.args and process.env"),
 ])
 def test_validate_names_the_field(path: tuple[str, ...], value: Any, field: str) -> None:
     spec = minimal_spec()
@@ -190,3 +193,21 @@ def test_systemd_cgroup_path_converted() -> None:
     spec["cgroup"] = {"driver": "systemd", "path": "kubepods-pod1.slice:pycri:c1"}
     assert cs.validate_spec(spec)["cgroup"]["path"] == \
         "/kubepods.slice/kubepods-pod1.slice/pycri-c1.scope"
+
+
+@pytest.mark.parametrize("log_path", ["/logs/pod/c.log", "/logs/pod/a/b/c.log"])
+def test_log_path_below_log_directory(log_path: str) -> None:
+    s = cs.validate_spec({**minimal_spec(), "log_path": log_path, "log_directory": "/logs/pod/"})
+    assert s["log_path"] == log_path and s["log_directory"] == "/logs/pod/"
+
+
+@pytest.mark.parametrize("log_path", ["/logs/podx/c.log", "/logs/pod", "/logs/pod/a/../../c.log",
+                                      "/logs/other/c.log"])
+def test_log_path_outside_log_directory_refused(log_path: str) -> None:
+    with pytest.raises(InvalidArgument, match="log_path: must be a normalized path below"):
+        cs.validate_spec({**minimal_spec(), "log_path": log_path, "log_directory": "/logs/pod"})
+
+
+def test_no_log_path() -> None:
+    s = cs.validate_spec({**minimal_spec(), "log_path": "", "log_directory": ""})
+    assert s["log_path"] is None and s["log_directory"] is None

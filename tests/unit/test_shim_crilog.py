@@ -1,10 +1,13 @@
-"""CRI log writer: format, partial lines, long-line splitting, reopen."""
+"""CRI log writer: format, partial lines, long-line splitting, reopen, never through symlinks."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from runtime.shim.crilog import MAX_LINE, CriLogWriter, rfc3339nano
+import pytest
+
+from runtime.shim.control import ShimError
+from runtime.shim.crilog import MAX_LINE, CriLogWriter, open_log_file, rfc3339nano
 
 T0 = 1_795_000_000_123_456_789  # 2026-11-18T...
 
@@ -88,3 +91,78 @@ def test_binary_bytes_pass_through(tmp_path: Path) -> None:
     w, path = writer(tmp_path)
     w.write("stderr", b"\xff\x00z\n")
     assert path.read_bytes().endswith(b" stderr F \xff\x00z\n")
+
+
+def test_log_file_symlink_is_refused(tmp_path: Path) -> None:
+    victim = tmp_path / "host-file"
+    victim.write_text("keep\n")
+    log_dir = tmp_path / "pod"
+    log_dir.mkdir()
+    (log_dir / "c.log").symlink_to(victim)
+    with pytest.raises(ShimError, match=r"c\.log is a symlink") as exc:
+        CriLogWriter(str(log_dir / "c.log"), log_dir=str(log_dir))
+    assert exc.value.kind == "InvalidArgument"
+    (log_dir / "d.log").symlink_to(tmp_path / "missing")  # dangling: not created through
+    with pytest.raises(ShimError, match="symlink"):
+        open_log_file(str(log_dir / "d.log"), str(log_dir))
+    assert victim.read_text() == "keep\n" and not (tmp_path / "missing").exists()
+
+
+def test_symlinked_sub_directory_is_refused_and_nothing_made_through_it(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    log_dir = tmp_path / "pod"
+    (log_dir / "a").mkdir(parents=True)
+    (log_dir / "a" / "b").symlink_to(outside)
+    with pytest.raises(ShimError, match=f"{log_dir}/a/b is a symlink"):
+        open_log_file(str(log_dir / "a/b/c/0.log"), str(log_dir))
+    assert list(outside.iterdir()) == []
+
+
+def test_missing_directories_are_made_and_the_log_directory_itself_may_be_a_symlink(
+        tmp_path: Path) -> None:
+    real = tmp_path / "disk" / "pod"
+    real.mkdir(parents=True)
+    (tmp_path / "pod").symlink_to(real)
+    fd = open_log_file(str(tmp_path / "pod/a/b/0.log"), str(tmp_path / "pod"))
+    os.write(fd, b"x")
+    os.close(fd)
+    assert (real / "a/b/0.log").read_bytes() == b"x"
+    fresh = tmp_path / "new" / "pod"          # the log directory is created when missing
+    os.close(open_log_file(str(fresh / "0.log"), str(fresh)))
+    assert (fresh / "0.log").is_file()
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "c.log")
+    with pytest.raises(OSError):   # no reader: ENXIO rather than an open that never returns
+        open_log_file(str(tmp_path / "c.log"), str(tmp_path))
+    reader = os.open(tmp_path / "c.log", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        with pytest.raises(ShimError, match="not a regular file"):
+            open_log_file(str(tmp_path / "c.log"), str(tmp_path))
+    finally:
+        os.close(reader)
+
+
+def test_path_outside_the_log_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ShimError, match="not below the log directory"):
+        open_log_file(str(tmp_path / "other/c.log"), str(tmp_path / "pod"))
+
+
+def test_reopen_onto_a_symlink_keeps_the_old_file(tmp_path: Path) -> None:
+    victim = tmp_path / "host-file"
+    victim.write_text("keep\n")
+    w, path = writer(tmp_path)
+    w.log_dir = str(tmp_path / "logs")
+    w.write("stdout", b"before\n")
+    rotated = tmp_path / "logs" / "c.log.1"
+    os.rename(path, rotated)
+    path.symlink_to(victim)
+    with pytest.raises(ShimError, match="symlink") as exc:
+        w.reopen()
+    assert exc.value.kind == "FailedPrecondition"
+    w.write("stdout", b"still old\n")
+    assert [ln[3] for ln in lines(rotated)] == ["before", "still old"]
+    assert victim.read_text() == "keep\n"
+    w.close()
