@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 
 from pycri_common.errors import InvalidArgument
+from pycri_common.text import shorten
 from imageservice.auth import Credentials
 from imageservice.manager import ImageManager
 from imageservice.manifest import ImageConfig, user_fields
@@ -96,7 +97,8 @@ class ImageServiceServicer(api_pb2_grpc.ImageServiceServicer):
         cancel = _RpcCancelled(context)   # client went away -> stop downloading
         pod = request.sandbox_config.metadata
         if pod.name:
-            log.info("pulling %s for pod %s/%s", ref, pod.namespace, pod.name)
+            log.info("pulling %s for pod %s/%s", shorten(ref), shorten(pod.namespace),
+                     shorten(pod.name))
         before = self.manager.stats["bytes_downloaded"]
         ok = False
         try:

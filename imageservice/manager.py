@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from pycri_common.errors import Cancelled, FailedPrecondition, InvalidArgument
+from pycri_common.text import shorten
 from imageservice.auth import Credentials, DockerConfig
 from imageservice.content_store import ContentStore, SharedWork
 from imageservice.gc_lock import GcLock
@@ -197,7 +198,7 @@ class ImageManager:
             if len(ids) == 1:
                 return self.db.image(ids[0])
             if len(ids) > 1:
-                raise InvalidArgument(f"image ID prefix {s!r} is ambiguous: it matches "
+                raise InvalidArgument(f"image ID prefix {shorten(s)} is ambiguous: it matches "
                                       f"{len(ids)} images")
         if parse_error is not None and not m:
             raise parse_error

@@ -45,6 +45,7 @@ from pycri_common.errors import (
     PycriError,
     Unavailable,
 )
+from pycri_common.text import shorten
 from cri_server.paths import Paths
 from cri_server.sandboxes import shim_process
 from cri_server.store import Store
@@ -102,10 +103,10 @@ class ContainerManager:
             if rec is None:
                 found = [r for cid, r in self._records.items() if cid.startswith(container_id)]
                 if len(found) > 1:
-                    raise InvalidArgument(f"container id prefix {container_id!r} is ambiguous")
+                    raise InvalidArgument(f"container id prefix {shorten(container_id)} is ambiguous")
                 rec = found[0] if found else None
         if rec is None or rec.state == R.CREATING:
-            raise NotFound(f"container {container_id!r} not found")
+            raise NotFound(f"container {shorten(container_id)} not found")
         return rec
 
     def _pod(self, pod_id: str) -> PodView:
@@ -118,7 +119,7 @@ class ContainerManager:
         except NotFound:
             rec = None
         if rec is None:
-            raise NotFound(f"pod sandbox {pod_id!r} not found")
+            raise NotFound(f"pod sandbox {shorten(pod_id)} not found")
         return from_sandbox(rec)
 
     def _resolve_image(self, ref: str) -> Any:
@@ -128,7 +129,7 @@ class ContainerManager:
             raise Unavailable("the image service is not available in this daemon")
         img = self.images.resolve(ref)
         if img is None:
-            raise NotFound(f"image {ref!r} not found; pull it first")
+            raise NotFound(f"image {shorten(ref)} not found; pull it first")
         return img
 
     def _image_view(self, img: Any) -> ImageView:
@@ -371,7 +372,8 @@ class ContainerManager:
         try:
             rec = self.get(container_id)
         except NotFound:
-            log.info("StopContainer: container %r does not exist; nothing to stop", container_id)
+            log.info("StopContainer: container %s does not exist; nothing to stop",
+                     shorten(container_id))
             return
         with self._ctr_lock(rec.id):
             self._stop_locked(rec, timeout)

@@ -35,6 +35,7 @@ from pycri_common.errors import (
     PycriError,
     Unavailable,
 )
+from pycri_common.text import shorten
 from cri_server.paths import Paths
 from cri_server.sandboxes import netns, pod_cgroup, pod_shm, podfiles, shim_process, validate
 from cri_server.sandboxes.record import (
@@ -101,9 +102,9 @@ class SandboxManager:
             return id_or_prefix
         matches = self.store.ids_with_prefix(KIND, id_or_prefix)
         if not matches:
-            raise NotFound(f"pod sandbox {id_or_prefix!r} does not exist")
+            raise NotFound(f"pod sandbox {shorten(id_or_prefix)} does not exist")
         if len(matches) > 1:
-            raise InvalidArgument(f"pod sandbox id prefix {id_or_prefix!r} is ambiguous: it "
+            raise InvalidArgument(f"pod sandbox id prefix {shorten(id_or_prefix)} is ambiguous: it "
                                   f"matches {len(matches)} pods")
         return matches[0]
 
@@ -112,7 +113,7 @@ class SandboxManager:
         full = self.resolve_id(pod_id)
         data = self.store.get(KIND, full)
         if data is None:
-            raise NotFound(f"pod sandbox {pod_id!r} does not exist")
+            raise NotFound(f"pod sandbox {shorten(pod_id)} does not exist")
         return self._refresh(SandboxRecord.from_json(data))
 
     def list(self) -> list[SandboxRecord]:
@@ -539,7 +540,7 @@ class SandboxManager:
         with self._pod_lock(pod_id):
             data = self.store.get(KIND, pod_id)
             if data is None:
-                raise NotFound(f"pod sandbox {pod_id!r} does not exist")
+                raise NotFound(f"pod sandbox {shorten(pod_id)} does not exist")
             rec = self._refresh(SandboxRecord.from_json(data))
             if rec.state != READY:
                 raise FailedPrecondition(f"pod sandbox {pod_id} is not ready ({rec.state}); "

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from pycri_common.errors import InvalidArgument, NotFound
+from pycri_common.text import shorten
 from cri_server.stats import adapters, cadvisor
 from cri_server.stats.collector import StatsCollector
 from cri_server.stats.sources import ContainerSource
@@ -61,7 +62,7 @@ class StatsService:
             raise InvalidArgument("pod sandbox id is empty")
         rec = self.sandboxes.get(pod_id)  # NotFound for an unknown id
         if rec.state == "creating":
-            raise NotFound(f"pod sandbox {pod_id!r} is still being created")
+            raise NotFound(f"pod sandbox {shorten(pod_id)} is still being created")
         containers = self._containers_by_pod().get(rec.id, [])
         return self.collector.pod_stats(adapters.pod_source(rec, containers))
 
