@@ -29,13 +29,14 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from cri_server import faults
+from cri_server import faults, labels
 from cri_server.containers import convert, exec_sync, spec_builder
 from cri_server.containers import record as R
 from cri_server.containers.command import check_argv
 from cri_server.containers.image_config import ImageView, cri_signal_number, parse_stop_signal
 from cri_server.containers.pod_view import PodView, from_sandbox
 from cri_server.containers.record import ContainerRecord
+from cri_server.list_budget import ListBudget
 from pycri_common.errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -88,6 +89,8 @@ class ContainerManager:
         self._status_versions: dict[str, tuple[int, int, int]] = {}
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
+        # What the Lists may carry (cri_server.list_budget): set by the wiring.
+        self.list_budget: ListBudget | None = None
 
     # ------------------------------------------------------------------ lookup
     def _ctr_lock(self, cid: str) -> threading.Lock:
@@ -145,6 +148,9 @@ class ContainerManager:
         config = request.config
         if not config.HasField("metadata") or not config.metadata.name:
             raise InvalidArgument("container config needs metadata.name")
+        labels.check_labels("ContainerConfig.labels", config.labels)
+        labels.check_annotations("ContainerConfig.annotations", config.annotations)
+        labels.check_annotations("ContainerConfig.image.annotations", config.image.annotations)
         pod = self._pod(request.pod_sandbox_id)
         key = R.name_key(pod.id, config.metadata.name, config.metadata.attempt)
         fp = _fingerprint(request)
@@ -155,13 +161,13 @@ class ContainerManager:
                 if existing is not None:
                     if existing.fingerprint == fp and existing.state != R.CREATING:
                         return existing.id  # kubelet retry after the first call finished
-                    raise AlreadyExists(f"container name {key!r} is reserved by container "
-                                        f"{existing.id}")
+                    raise AlreadyExists(f"container name {shorten(key)} is reserved by "
+                                        f"container {existing.id}")
                 future: Future[str] = Future()
                 self._inflight[key] = (fp, future)
         if inflight is not None:
             if inflight[0] != fp:
-                raise AlreadyExists(f"container name {key!r} is being created by another "
+                raise AlreadyExists(f"container name {shorten(key)} is being created by another "
                                     "request with a different config")
             return inflight[1].result()
         try:
@@ -207,9 +213,12 @@ class ContainerManager:
             fingerprint=fp, shim_dir=pod.shim_dir, state=R.CREATING,
             created_at=time.time_ns())
         # The record reserves the name and, from now on, keeps the image from being removed.
-        self.store.insert(R.KIND, cid, key, rec.to_json())
-        with self._lock:
-            self._records[cid] = rec
+        item_bytes = convert.container(rec).ByteSize()
+        with (self.list_budget.admit(f"container {shorten(key)}", item_bytes)
+              if self.list_budget is not None else contextlib.nullcontext()):
+            self.store.insert(R.KIND, cid, key, rec.to_json())
+            with self._lock:
+                self._records[cid] = rec
         faults.crash_point("container_create_reserved")
         shim: ShimClient | None = None
         created_in_shim = False
@@ -510,6 +519,12 @@ class ContainerManager:
             if convert.matches(rec, flt):
                 out.append(rec)
         return sorted(out, key=lambda r: r.created_at)
+
+    def list_bytes(self) -> int:
+        """What the Container items of every container take in a List (cri_server.list_budget)."""
+        with self._lock:
+            recs = list(self._records.values())
+        return sum(convert.container(r).ByteSize() for r in recs)
 
     def records(self) -> builtins.list[ContainerRecord]:
         """Every container (none being created) as last refreshed, without asking any shim:

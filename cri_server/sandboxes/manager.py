@@ -12,6 +12,7 @@ Hooks for the containers manager (svc.containers, optional):
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -27,6 +28,7 @@ from typing import Any
 
 from cri_server import faults
 from cri_server.config import Config
+from cri_server.list_budget import ListBudget
 from pycri_common.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -47,6 +49,7 @@ from cri_server.sandboxes.record import (
     encode_config,
     request_digest,
 )
+from cri_server.sandboxes.views import list_item_bytes
 from cri_server.store import Store
 from proto import api_pb2
 from runtime.shim import namespaces as shim_namespaces
@@ -92,6 +95,8 @@ class SandboxManager:
         # Pod lifecycle events (GetContainerEvents, with the pod id as container id, as
         # containerd sends them): set by the wiring; (CRI ContainerEventType, record).
         self.event_sink: Callable[[int, SandboxRecord], None] | None = None
+        # What the Lists may carry (cri_server.list_budget): set by the wiring.
+        self.list_budget: ListBudget | None = None
 
     # -- lookups ---------------------------------------------------------------
     def resolve_id(self, id_or_prefix: str) -> str:
@@ -187,11 +192,11 @@ class SandboxManager:
                              rec.id)
                     return None, rec.id
                 raise AlreadyExists(
-                    f"pod name {name_key!r} is reserved by pod sandbox {rec.id} "
+                    f"pod name {shorten(name_key)} is reserved by pod sandbox {rec.id} "
                     f"(state {rec.state}); remove it first")
             if other.digest != digest:
-                raise AlreadyExists(f"pod name {name_key!r} is reserved by a pod sandbox that is "
-                                    "being created with a different configuration")
+                raise AlreadyExists(f"pod name {shorten(name_key)} is reserved by a pod sandbox "
+                                    "that is being created with a different configuration")
         log.info("RunPodSandbox retry for %s: waiting for the first attempt", name_key)
         other.done.wait()
         if other.error is None:
@@ -225,7 +230,10 @@ class SandboxManager:
         started = time.monotonic()
         rec = self._new_record(request, plan, digest)
         pending.pod_id = rec.id
-        self.store.insert(KIND, rec.id, rec.name_key, rec.to_json())
+        item_bytes = list_item_bytes(rec)
+        with (self.list_budget.admit(f"pod sandbox {shorten(plan.name_key)}", item_bytes)
+              if self.list_budget is not None else contextlib.nullcontext()):
+            self.store.insert(KIND, rec.id, rec.name_key, rec.to_json())
         faults.crash_point("runp_record")
         try:
             with self._pod_lock(rec.id):
@@ -553,6 +561,10 @@ class SandboxManager:
             lock = self._pod_locks.setdefault(pod_id, threading.Lock())
         with lock:
             yield
+
+    def list_bytes(self) -> int:
+        """What the PodSandbox items of every pod take in a List (cri_server.list_budget)."""
+        return sum(list_item_bytes(SandboxRecord.from_json(d)) for d in self.store.list(KIND))
 
     def iter_records(self, flt: api_pb2.PodSandboxFilter | None) -> Iterator[SandboxRecord]:
         from cri_server.sandboxes.views import matches
