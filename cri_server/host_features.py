@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import platform
 
 from runtime import apparmor
@@ -30,3 +31,36 @@ def cgroup_mode() -> str:
 @functools.cache
 def apparmor_enabled() -> bool:
     return apparmor.apparmor_enabled()
+
+
+HUGEPAGES_DIR = "/sys/kernel/mm/hugepages"
+
+
+@functools.cache
+def hugepage_sizes() -> tuple[str, ...]:
+    """The huge page sizes the kernel offers, as kubelet and the hugetlb cgroup name them
+    ("2MB", "1GB"), smallest first; empty without hugetlb support."""
+    return hugepage_sizes_in(HUGEPAGES_DIR)
+
+
+def hugepage_sizes_in(directory: str) -> tuple[str, ...]:
+    """Page sizes from the hugepages-<N>kB entries of `directory`."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return ()
+    sizes = []
+    for name in names:
+        kb = name.removeprefix("hugepages-").removesuffix("kB")
+        if name.startswith("hugepages-") and name.endswith("kB") and kb.isdigit():
+            sizes.append(int(kb) * 1024)
+    return tuple(page_size_name(b) for b in sorted(sizes))
+
+
+def page_size_name(size: int) -> str:
+    """A page size in bytes as the kernel names it in hugetlb.<size>.* files."""
+    if size >= 1 << 30:
+        return f"{size >> 30}GB"
+    if size >= 1 << 20:
+        return f"{size >> 20}MB"
+    return f"{size >> 10}KB"

@@ -20,6 +20,7 @@ from imageservice.manifest import ImageConfig, user_fields
 from imageservice.metadata import ImageRecord
 from proto import api_pb2, api_pb2_grpc
 from pycri_common.errors import InvalidArgument
+from pycri_common.text import shorten
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,8 @@ class ImageServiceServicer(api_pb2_grpc.ImageServiceServicer):
         cancel = _RpcCancelled(context)   # client went away -> stop downloading
         pod = request.sandbox_config.metadata
         if pod.name:
-            log.info("pulling %s for pod %s/%s", ref, pod.namespace, pod.name)
+            log.info("pulling %s for pod %s/%s", shorten(ref), shorten(pod.namespace),
+                     shorten(pod.name))
         before = self.manager.stats["bytes_downloaded"]
         ok = False
         try:

@@ -15,11 +15,18 @@ from typing import Any
 import grpc
 
 from pycri_common.errors import PycriError
+from pycri_common.text import clip
 
 log = logging.getLogger(__name__)
 
 # Observers get (method, code name, seconds); the metrics module subscribes.
 RpcObserver = Callable[[str, str, float], None]
+
+# A status message travels in a response header (grpc-message): clients refuse headers over
+# 8-16 KiB (RESOURCE_EXHAUSTED instead of the real status), so a longer message is cut.
+MAX_STATUS_MESSAGE = 4096
+# What of an error the request log line shows.
+MAX_LOGGED_ERROR = 1024
 
 
 class RpcInterceptor(grpc.ServerInterceptor):
@@ -53,13 +60,14 @@ class RpcInterceptor(grpc.ServerInterceptor):
     def _fail(self, method: str, exc: Exception, context: grpc.ServicerContext) -> str:
         """Turns exc into a gRPC status and raises; returns nothing."""
         if isinstance(exc, PycriError):
-            log.info("rpc %s failed: %s: %s", method, exc.code.name, exc)
-            context.abort(exc.code, f"{method}: {exc}")
+            log.info("rpc %s failed: %s: %s", method, exc.code.name, clip(str(exc), MAX_LOGGED_ERROR))
+            context.abort(exc.code, clip(f"{method}: {exc}", MAX_STATUS_MESSAGE))
         already = context.code()
         if already not in (None, grpc.StatusCode.OK):
             raise exc  # context.abort() was called by the servicer: keep its status
         log.exception("rpc %s failed unexpectedly", method)
-        context.abort(grpc.StatusCode.INTERNAL, f"{method}: internal error: {exc!r}")
+        context.abort(grpc.StatusCode.INTERNAL,
+                      clip(f"{method}: internal error: {exc!r}", MAX_STATUS_MESSAGE))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _observe(self, method: str, context: grpc.ServicerContext, failed: bool,

@@ -6,6 +6,11 @@ import logging
 import sys
 import time
 
+from pycri_common.text import clip
+
+# No log line embeds unbounded client data: a longer message (or traceback line) is cut.
+MAX_LOG_MESSAGE = 8192
+
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()) | {"message", "asctime"}
 
 
@@ -20,7 +25,7 @@ class JsonFormatter(logging.Formatter):
         }
         out.update({k: v for k, v in vars(record).items() if k not in _RESERVED})
         if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
+            out["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(out, default=str)
 
 
@@ -36,8 +41,22 @@ class TextFormatter(logging.Formatter):
         return base
 
 
+class BoundedLines(logging.Filter):
+    """Cuts a message, and each line of a traceback, to MAX_LOG_MESSAGE characters."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if len(message) > MAX_LOG_MESSAGE:
+            record.msg, record.args = clip(message, MAX_LOG_MESSAGE), None
+        if record.exc_info and not record.exc_text:
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = "\n".join(clip(line, MAX_LOG_MESSAGE) for line in text.splitlines())
+        return True
+
+
 def configure(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(BoundedLines())
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

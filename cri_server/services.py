@@ -29,3 +29,4 @@ class Services:
     store: Any = None      # the sqlite store shared by sandboxes and containers
     zygote: Any = None     # the link to the zygote that forks shims
     stats: Any = None
+    list_budget: Any = None  # what List responses may carry (cri_server.list_budget)

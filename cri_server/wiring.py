@@ -13,6 +13,7 @@ from cri_server.containers import setup as containers_setup
 from cri_server.containers.events import make_pod_sink
 from cri_server.events import EventBus
 from cri_server.image_service import ImageServiceServicer
+from cri_server.list_budget import ListBudget
 from cri_server.metrics import Metrics
 from cri_server.paths import Paths
 from cri_server.sandboxes import setup as sandboxes_setup
@@ -38,6 +39,8 @@ def build_services(config: Config, paths: Paths) -> Services:
     svc.events = EventBus()
     svc.sandboxes.event_sink = make_pod_sink(svc.events, lambda: svc.containers)
     containers_setup.build(svc)
+    svc.list_budget = ListBudget(lambda: svc.sandboxes.list_bytes() + svc.containers.list_bytes())
+    svc.sandboxes.list_budget = svc.containers.list_budget = svc.list_budget
     svc.stats = StatsService(svc.containers, svc.sandboxes, str(paths.containers_dir))
     if config.metrics.address:
         svc.metrics = Metrics()

@@ -65,6 +65,7 @@ from imageservice.registry_hosts import RegistryHosts
 from imageservice.snapshots import SnapshotStore, chain_ids
 from imageservice.unpack import unpack_layer
 from pycri_common.errors import Cancelled, FailedPrecondition, InvalidArgument
+from pycri_common.text import shorten
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ class ImageManager:
             if len(ids) == 1:
                 return self.db.image(ids[0])
             if len(ids) > 1:
-                raise InvalidArgument(f"image ID prefix {s!r} is ambiguous: it matches "
+                raise InvalidArgument(f"image ID prefix {shorten(s)} is ambiguous: it matches "
                                       f"{len(ids)} images")
         if parse_error is not None and not m:
             raise parse_error

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from pycri_common.errors import InvalidArgument
+from pycri_common.text import shorten
 
 DEFAULT_DOMAIN = "docker.io"
 LEGACY_DEFAULT_DOMAIN = "index.docker.io"
@@ -100,36 +101,36 @@ def parse(ref: str, default_tag: bool = True) -> Reference:
     if not isinstance(ref, str) or not ref:
         raise InvalidArgument("image reference is empty")
     if ref != ref.strip() or any(c.isspace() for c in ref):
-        raise InvalidArgument(f"invalid image reference {ref!r}: contains whitespace")
+        raise InvalidArgument(f"invalid image reference {shorten(ref)}: contains whitespace")
     rest, at, digest = ref.partition("@")
     if at and not is_digest(digest):
         raise InvalidArgument(
-            f"invalid image reference {ref!r}: digest {digest!r} is not sha256:<64 hex>")
+            f"invalid image reference {shorten(ref)}: digest {shorten(digest)} is not sha256:<64 hex>")
     tag = ""
     slash = rest.rfind("/")
     colon = rest.rfind(":")
     if colon > slash:
         rest, tag = rest[:colon], rest[colon + 1:]
         if not _TAG_RE.match(tag):
-            raise InvalidArgument(f"invalid image reference {ref!r}: bad tag {tag!r}")
+            raise InvalidArgument(f"invalid image reference {shorten(ref)}: bad tag {shorten(tag)}")
     if not rest:
-        raise InvalidArgument(f"invalid image reference {ref!r}: no repository name")
+        raise InvalidArgument(f"invalid image reference {shorten(ref)}: no repository name")
     if _HEX64_RE.match(rest) and not tag and not digest:
         raise InvalidArgument(
-            f"invalid image reference {ref!r}: a 64-hex name is an image ID, not a repository")
+            f"invalid image reference {shorten(ref)}: a 64-hex name is an image ID, not a repository")
     domain, path = _split_domain(rest)
     if not _DOMAIN_RE.match(domain):
-        raise InvalidArgument(f"invalid image reference {ref!r}: bad registry host {domain!r}")
+        raise InvalidArgument(f"invalid image reference {shorten(ref)}: bad registry host {shorten(domain)}")
     for comp in path.split("/"):
         if comp != comp.lower():
             raise InvalidArgument(
-                f"invalid image reference {ref!r}: repository name must be lowercase")
+                f"invalid image reference {shorten(ref)}: repository name must be lowercase")
         if not _PATH_COMPONENT_RE.match(comp):
             raise InvalidArgument(
-                f"invalid image reference {ref!r}: bad repository path component {comp!r}")
+                f"invalid image reference {shorten(ref)}: bad repository path component {shorten(comp)}")
     if len(domain) + 1 + len(path) > NAME_TOTAL_LENGTH_MAX:
         raise InvalidArgument(
-            f"invalid image reference {ref!r}: name longer than {NAME_TOTAL_LENGTH_MAX}")
+            f"invalid image reference {shorten(ref)}: name longer than {NAME_TOTAL_LENGTH_MAX}")
     if default_tag and not tag and not digest:
         tag = DEFAULT_TAG
     return Reference(domain, path, tag, digest)

@@ -29,13 +29,14 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from cri_server import faults
+from cri_server import faults, labels
 from cri_server.containers import convert, exec_sync, spec_builder
 from cri_server.containers import record as R
 from cri_server.containers.command import check_argv
 from cri_server.containers.image_config import ImageView, cri_signal_number, parse_stop_signal
 from cri_server.containers.pod_view import PodView, from_sandbox
 from cri_server.containers.record import ContainerRecord
+from cri_server.list_budget import ListBudget
 from cri_server.paths import Paths
 from cri_server.sandboxes import shim_process
 from cri_server.store import Store
@@ -49,6 +50,7 @@ from pycri_common.errors import (
     PycriError,
     Unavailable,
 )
+from pycri_common.text import shorten
 from runtime import arglimits, cgroups, shim_client
 from runtime.shim import statusfile
 from runtime.shim_client import ShimClient
@@ -87,6 +89,8 @@ class ContainerManager:
         self._status_versions: dict[str, tuple[int, int, int]] = {}
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
+        # What the Lists may carry (cri_server.list_budget): set by the wiring.
+        self.list_budget: ListBudget | None = None
 
     # ------------------------------------------------------------------ lookup
     def _ctr_lock(self, cid: str) -> threading.Lock:
@@ -102,10 +106,10 @@ class ContainerManager:
             if rec is None:
                 found = [r for cid, r in self._records.items() if cid.startswith(container_id)]
                 if len(found) > 1:
-                    raise InvalidArgument(f"container id prefix {container_id!r} is ambiguous")
+                    raise InvalidArgument(f"container id prefix {shorten(container_id)} is ambiguous")
                 rec = found[0] if found else None
         if rec is None or rec.state == R.CREATING:
-            raise NotFound(f"container {container_id!r} not found")
+            raise NotFound(f"container {shorten(container_id)} not found")
         return rec
 
     def _pod(self, pod_id: str) -> PodView:
@@ -118,7 +122,7 @@ class ContainerManager:
         except NotFound:
             rec = None
         if rec is None:
-            raise NotFound(f"pod sandbox {pod_id!r} not found")
+            raise NotFound(f"pod sandbox {shorten(pod_id)} not found")
         return from_sandbox(rec)
 
     def _resolve_image(self, ref: str) -> Any:
@@ -128,7 +132,7 @@ class ContainerManager:
             raise Unavailable("the image service is not available in this daemon")
         img = self.images.resolve(ref)
         if img is None:
-            raise NotFound(f"image {ref!r} not found; pull it first")
+            raise NotFound(f"image {shorten(ref)} not found; pull it first")
         return img
 
     def _image_view(self, img: Any) -> ImageView:
@@ -144,6 +148,9 @@ class ContainerManager:
         config = request.config
         if not config.HasField("metadata") or not config.metadata.name:
             raise InvalidArgument("container config needs metadata.name")
+        labels.check_labels("ContainerConfig.labels", config.labels)
+        labels.check_annotations("ContainerConfig.annotations", config.annotations)
+        labels.check_annotations("ContainerConfig.image.annotations", config.image.annotations)
         pod = self._pod(request.pod_sandbox_id)
         key = R.name_key(pod.id, config.metadata.name, config.metadata.attempt)
         fp = _fingerprint(request)
@@ -154,13 +161,13 @@ class ContainerManager:
                 if existing is not None:
                     if existing.fingerprint == fp and existing.state != R.CREATING:
                         return existing.id  # kubelet retry after the first call finished
-                    raise AlreadyExists(f"container name {key!r} is reserved by container "
-                                        f"{existing.id}")
+                    raise AlreadyExists(f"container name {shorten(key)} is reserved by "
+                                        f"container {existing.id}")
                 future: Future[str] = Future()
                 self._inflight[key] = (fp, future)
         if inflight is not None:
             if inflight[0] != fp:
-                raise AlreadyExists(f"container name {key!r} is being created by another "
+                raise AlreadyExists(f"container name {shorten(key)} is being created by another "
                                     "request with a different config")
             return inflight[1].result()
         try:
@@ -206,9 +213,12 @@ class ContainerManager:
             fingerprint=fp, shim_dir=pod.shim_dir, state=R.CREATING,
             created_at=time.time_ns())
         # The record reserves the name and, from now on, keeps the image from being removed.
-        self.store.insert(R.KIND, cid, key, rec.to_json())
-        with self._lock:
-            self._records[cid] = rec
+        item_bytes = convert.container(rec).ByteSize()
+        with (self.list_budget.admit(f"container {shorten(key)}", item_bytes)
+              if self.list_budget is not None else contextlib.nullcontext()):
+            self.store.insert(R.KIND, cid, key, rec.to_json())
+            with self._lock:
+                self._records[cid] = rec
         faults.crash_point("container_create_reserved")
         shim: ShimClient | None = None
         created_in_shim = False
@@ -369,7 +379,8 @@ class ContainerManager:
         try:
             rec = self.get(container_id)
         except NotFound:
-            log.info("StopContainer: container %r does not exist; nothing to stop", container_id)
+            log.info("StopContainer: container %s does not exist; nothing to stop",
+                     shorten(container_id))
             return
         with self._ctr_lock(rec.id):
             self._stop_locked(rec, timeout)
@@ -506,6 +517,12 @@ class ContainerManager:
             if convert.matches(rec, flt):
                 out.append(rec)
         return sorted(out, key=lambda r: r.created_at)
+
+    def list_bytes(self) -> int:
+        """What the Container items of every container take in a List (cri_server.list_budget)."""
+        with self._lock:
+            recs = list(self._records.values())
+        return sum(convert.container(r).ByteSize() for r in recs)
 
     def records(self) -> builtins.list[ContainerRecord]:
         """Every container (none being created) as last refreshed, without asking any shim:

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from cri_server import host_features
 from proto import api_pb2
 from pycri_common.errors import InvalidArgument
+from pycri_common.text import shorten
 
 
 def to_dict(r: api_pb2.LinuxContainerResources) -> dict[str, Any]:
@@ -14,6 +16,7 @@ def to_dict(r: api_pb2.LinuxContainerResources) -> dict[str, Any]:
     if not -1000 <= r.oom_score_adj <= 1000:
         raise InvalidArgument(f"resources.oom_score_adj must be in [-1000, 1000], got "
                               f"{r.oom_score_adj}")
+    check_page_sizes(r)
     return {
         "cpu_period": r.cpu_period, "cpu_quota": r.cpu_quota, "cpu_shares": r.cpu_shares,
         "memory_limit_in_bytes": r.memory_limit_in_bytes,
@@ -24,6 +27,17 @@ def to_dict(r: api_pb2.LinuxContainerResources) -> dict[str, Any]:
                             for h in r.hugepage_limits],
         "unified": dict(r.unified),
     }
+
+
+def check_page_sizes(r: api_pb2.LinuxContainerResources) -> None:
+    """Only the page sizes this host's kernel offers: the size becomes part of a cgroup file
+    name (hugetlb.<size>.max), so anything else must not get near the file system."""
+    offered = host_features.hugepage_sizes()
+    for h in r.hugepage_limits:
+        if h.page_size not in offered:
+            raise InvalidArgument(
+                f"resources.hugepage_limits: page size {shorten(h.page_size)} is not offered by "
+                f"this host's kernel (offered: {', '.join(offered) or 'none'})")
 
 
 def check(name: str, r: api_pb2.LinuxContainerResources) -> None:

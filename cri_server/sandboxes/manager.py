@@ -12,6 +12,7 @@ Hooks for the containers manager (svc.containers, optional):
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -27,6 +28,7 @@ from typing import Any
 
 from cri_server import faults
 from cri_server.config import Config
+from cri_server.list_budget import ListBudget
 from cri_server.paths import Paths
 from cri_server.sandboxes import netns, pod_cgroup, pod_shm, podfiles, shim_process, validate
 from cri_server.sandboxes.record import (
@@ -38,6 +40,7 @@ from cri_server.sandboxes.record import (
     encode_config,
     request_digest,
 )
+from cri_server.sandboxes.views import list_item_bytes
 from cri_server.store import Store
 from proto import api_pb2
 from pycri_common.errors import (
@@ -48,6 +51,7 @@ from pycri_common.errors import (
     PycriError,
     Unavailable,
 )
+from pycri_common.text import shorten
 from runtime.shim import namespaces as shim_namespaces
 from runtime.shim_client import ShimClient
 
@@ -91,6 +95,8 @@ class SandboxManager:
         # Pod lifecycle events (GetContainerEvents, with the pod id as container id, as
         # containerd sends them): set by the wiring; (CRI ContainerEventType, record).
         self.event_sink: Callable[[int, SandboxRecord], None] | None = None
+        # What the Lists may carry (cri_server.list_budget): set by the wiring.
+        self.list_budget: ListBudget | None = None
 
     # -- lookups ---------------------------------------------------------------
     def resolve_id(self, id_or_prefix: str) -> str:
@@ -101,9 +107,9 @@ class SandboxManager:
             return id_or_prefix
         matches = self.store.ids_with_prefix(KIND, id_or_prefix)
         if not matches:
-            raise NotFound(f"pod sandbox {id_or_prefix!r} does not exist")
+            raise NotFound(f"pod sandbox {shorten(id_or_prefix)} does not exist")
         if len(matches) > 1:
-            raise InvalidArgument(f"pod sandbox id prefix {id_or_prefix!r} is ambiguous: it "
+            raise InvalidArgument(f"pod sandbox id prefix {shorten(id_or_prefix)} is ambiguous: it "
                                   f"matches {len(matches)} pods")
         return matches[0]
 
@@ -112,7 +118,7 @@ class SandboxManager:
         full = self.resolve_id(pod_id)
         data = self.store.get(KIND, full)
         if data is None:
-            raise NotFound(f"pod sandbox {pod_id!r} does not exist")
+            raise NotFound(f"pod sandbox {shorten(pod_id)} does not exist")
         return self._refresh(SandboxRecord.from_json(data))
 
     def list(self) -> list[SandboxRecord]:
@@ -186,11 +192,11 @@ class SandboxManager:
                              rec.id)
                     return None, rec.id
                 raise AlreadyExists(
-                    f"pod name {name_key!r} is reserved by pod sandbox {rec.id} "
+                    f"pod name {shorten(name_key)} is reserved by pod sandbox {rec.id} "
                     f"(state {rec.state}); remove it first")
             if other.digest != digest:
-                raise AlreadyExists(f"pod name {name_key!r} is reserved by a pod sandbox that is "
-                                    "being created with a different configuration")
+                raise AlreadyExists(f"pod name {shorten(name_key)} is reserved by a pod sandbox "
+                                    "that is being created with a different configuration")
         log.info("RunPodSandbox retry for %s: waiting for the first attempt", name_key)
         other.done.wait()
         if other.error is None:
@@ -224,7 +230,10 @@ class SandboxManager:
         started = time.monotonic()
         rec = self._new_record(request, plan, digest)
         pending.pod_id = rec.id
-        self.store.insert(KIND, rec.id, rec.name_key, rec.to_json())
+        item_bytes = list_item_bytes(rec)
+        with (self.list_budget.admit(f"pod sandbox {shorten(plan.name_key)}", item_bytes)
+              if self.list_budget is not None else contextlib.nullcontext()):
+            self.store.insert(KIND, rec.id, rec.name_key, rec.to_json())
         faults.crash_point("runp_record")
         try:
             with self._pod_lock(rec.id):
@@ -539,7 +548,7 @@ class SandboxManager:
         with self._pod_lock(pod_id):
             data = self.store.get(KIND, pod_id)
             if data is None:
-                raise NotFound(f"pod sandbox {pod_id!r} does not exist")
+                raise NotFound(f"pod sandbox {shorten(pod_id)} does not exist")
             rec = self._refresh(SandboxRecord.from_json(data))
             if rec.state != READY:
                 raise FailedPrecondition(f"pod sandbox {pod_id} is not ready ({rec.state}); "
@@ -552,6 +561,10 @@ class SandboxManager:
             lock = self._pod_locks.setdefault(pod_id, threading.Lock())
         with lock:
             yield
+
+    def list_bytes(self) -> int:
+        """What the PodSandbox items of every pod take in a List (cri_server.list_budget)."""
+        return sum(list_item_bytes(SandboxRecord.from_json(d)) for d in self.store.list(KIND))
 
     def iter_records(self, flt: api_pb2.PodSandboxFilter | None) -> Iterator[SandboxRecord]:
         from cri_server.sandboxes.views import matches

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from cri_server import labels
 from cri_server.containers import resources
 from proto import api_pb2
 from pycri_common.errors import InvalidArgument, NotFound, Unimplemented
@@ -165,6 +166,8 @@ def plan(request: api_pb2.RunPodSandboxRequest, known_handlers: list[str],
     config = request.config
     check_runtime_handler(request.runtime_handler, known_handlers)
     check_metadata(config)
+    labels.check_labels("PodSandboxConfig.labels", config.labels)
+    labels.check_annotations("PodSandboxConfig.annotations", config.annotations)
     namespaces = namespace_modes(config)
     sysctls = check_sysctls(dict(config.linux.sysctls), namespaces)
     check_dns(config.dns_config)

@@ -23,6 +23,11 @@ def pod_sandbox(rec: SandboxRecord) -> api_pb2.PodSandbox:
                               annotations=cfg.annotations, runtime_handler=rec.runtime_handler)
 
 
+def list_item_bytes(rec: SandboxRecord) -> int:
+    """What the pod takes in a ListPodSandbox response (cri_server.list_budget)."""
+    return pod_sandbox(rec).ByteSize()
+
+
 def pod_sandbox_status(rec: SandboxRecord) -> api_pb2.PodSandboxStatus:
     cfg = rec.config
     network = api_pb2.PodSandboxNetworkStatus(

@@ -21,6 +21,7 @@ from cri_server.stats.collector import StatsCollector
 from cri_server.stats.sources import ContainerSource
 from proto import api_pb2
 from pycri_common.errors import InvalidArgument, NotFound
+from pycri_common.text import shorten
 
 
 class StatsService:
@@ -61,7 +62,7 @@ class StatsService:
             raise InvalidArgument("pod sandbox id is empty")
         rec = self.sandboxes.get(pod_id)  # NotFound for an unknown id
         if rec.state == "creating":
-            raise NotFound(f"pod sandbox {pod_id!r} is still being created")
+            raise NotFound(f"pod sandbox {shorten(pod_id)} is still being created")
         containers = self._containers_by_pod().get(rec.id, [])
         return self.collector.pod_stats(adapters.pod_source(rec, containers))
 

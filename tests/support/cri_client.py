@@ -9,12 +9,13 @@ from proto import api_pb2, api_pb2_grpc
 
 
 class CriClient:
-    def __init__(self, socket_path: str, timeout: float = 60.0) -> None:
+    def __init__(self, socket_path: str, timeout: float = 60.0,
+                 max_receive: int = 64 * 1024 * 1024) -> None:
         self.socket_path = socket_path
         self.timeout = timeout
         self.channel = grpc.insecure_channel(
             f"unix://{socket_path}",
-            options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
+            options=[("grpc.max_receive_message_length", max_receive)])
         self.runtime = api_pb2_grpc.RuntimeServiceStub(self.channel)
         self.image = api_pb2_grpc.ImageServiceStub(self.channel)
 
