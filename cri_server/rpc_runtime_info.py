@@ -9,9 +9,9 @@ import grpc
 
 from cri_server import __version__, host_features
 from cri_server.config import to_toml
-from pycri_common.errors import InvalidArgument
 from cri_server.services import Services
 from proto import api_pb2
+from pycri_common.errors import InvalidArgument
 
 # The CRI API version string kubelet expects in VersionResponse.version.
 KUBELET_API_VERSION = "0.1.0"
@@ -78,8 +78,6 @@ class RuntimeInfoRpcs:
 
     # -- helpers -------------------------------------------------------------
     def _network_status(self) -> tuple[bool, str, str]:
-        if self.svc.cni is None:
-            return False, "NetworkPluginNotReady", "pycri's CNI support is not initialised"
         ready, reason, message = self.svc.cni.status()
         return ready, reason, message
 
