@@ -1,3 +1,5 @@
 """pycri daemon: the CRI v1 gRPC server, its configuration, state and streaming."""
 
-__version__ = "0.1.0"
+from pycri_common.version import __version__
+
+__all__ = ["__version__"]

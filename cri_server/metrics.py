@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from cri_server.config import parse_host_port
+
+if TYPE_CHECKING:
+    from cri_server.containers.manager import ContainerManager
+    from cri_server.sandboxes.manager import SandboxManager
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +89,11 @@ class Metrics:
     def add_state_source(self, name: str, source: StateSource) -> None:
         self._states.sources[name] = source
 
-    def watch_managers(self, sandboxes: Any, containers: Any) -> None:
+    def watch_managers(self, sandboxes: SandboxManager, containers: ContainerManager) -> None:
         """pycri_pods{state} and pycri_containers{state}, counted at scrape time."""
-        if sandboxes is not None:
-            self.add_state_source("pods", lambda: count_states(sandboxes.list(), POD_STATES))
-        if containers is not None:
-            self.add_state_source("containers", lambda: count_states(containers.records(),
-                                                                    CONTAINER_STATES))
+        self.add_state_source("pods", lambda: count_states(sandboxes.list(), POD_STATES))
+        self.add_state_source("containers", lambda: count_states(containers.records(),
+                                                                CONTAINER_STATES))
 
     def serve(self, address: str) -> int:
         """Starts the HTTP endpoint; returns the bound port."""

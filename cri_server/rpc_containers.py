@@ -8,8 +8,9 @@ import grpc
 from cri_server.containers import convert
 from cri_server.containers.manager import ContainerManager
 from cri_server.services import Services
+from cri_server.streaming.server import StreamingServer
 from proto import api_pb2
-from pycri_common.errors import InvalidArgument, Unavailable
+from pycri_common.errors import InvalidArgument
 
 STREAM_BATCH = 500
 
@@ -19,9 +20,7 @@ class ContainerRpcs:
 
     @property
     def _containers(self) -> ContainerManager:
-        if self.svc.containers is None:
-            raise Unavailable("the container manager is not available")
-        return self.svc.containers  # type: ignore[no-any-return]
+        return self.svc.containers
 
     def CreateContainer(self, request: api_pb2.CreateContainerRequest,
                         context: grpc.ServicerContext) -> api_pb2.CreateContainerResponse:
@@ -80,9 +79,7 @@ class ContainerRpcs:
             request.container_id, list(request.cmd), float(request.timeout))
         return api_pb2.ExecSyncResponse(stdout=stdout, stderr=stderr, exit_code=code)
 
-    def _streaming(self):  # type: ignore[no-untyped-def]
-        if self.svc.streaming is None:
-            raise Unavailable("the streaming server is not running")
+    def _streaming(self) -> StreamingServer:
         return self.svc.streaming
 
     def Exec(self, request: api_pb2.ExecRequest,

@@ -6,7 +6,7 @@ import grpc
 from cri_server.containers import resources
 from cri_server.services import Services
 from proto import api_pb2
-from pycri_common.errors import InvalidArgument, Unavailable
+from pycri_common.errors import InvalidArgument
 
 
 class ResourceRpcs:
@@ -17,8 +17,6 @@ class ResourceRpcs:
                                  ) -> api_pb2.UpdateContainerResourcesResponse:
         if not request.container_id:
             raise InvalidArgument("container id is empty")
-        if self.svc.containers is None:
-            raise Unavailable("the container manager is not available")
         if not request.HasField("linux"):
             if request.HasField("windows"):
                 raise InvalidArgument("windows resources cannot be applied to a Linux container")
@@ -33,8 +31,6 @@ class ResourceRpcs:
                                   ) -> api_pb2.UpdatePodSandboxResourcesResponse:
         if not request.pod_sandbox_id:
             raise InvalidArgument("pod sandbox id is empty")
-        if self.svc.sandboxes is None:
-            raise Unavailable("pod sandboxes are not available in this daemon")
         for name, res in (("resources", request.resources), ("overhead", request.overhead)):
             if request.HasField(name):
                 resources.check(name, res)

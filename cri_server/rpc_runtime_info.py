@@ -78,8 +78,6 @@ class RuntimeInfoRpcs:
 
     # -- helpers -------------------------------------------------------------
     def _network_status(self) -> tuple[bool, str, str]:
-        if self.svc.cni is None:
-            return False, "NetworkPluginNotReady", "pycri's CNI support is not initialised"
         ready, reason, message = self.svc.cni.status()
         return ready, reason, message
 

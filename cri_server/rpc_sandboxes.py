@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import grpc
 
+from cri_server.containers import convert
 from cri_server.sandboxes import SandboxManager, views
 from cri_server.services import Services
 from proto import api_pb2
-from pycri_common.errors import FailedPrecondition
 
 STREAM_CHUNK = 100
 
@@ -19,8 +19,6 @@ class SandboxRpcs:
     svc: Services
 
     def _sandboxes(self) -> SandboxManager:
-        if self.svc.sandboxes is None:
-            raise FailedPrecondition("pod sandboxes are not available in this daemon")
         return self.svc.sandboxes
 
     def RunPodSandbox(self, request: api_pb2.RunPodSandboxRequest, context: grpc.ServicerContext
@@ -45,13 +43,10 @@ class SandboxRpcs:
                                                     timestamp=time.time_ns())
         if request.verbose:
             response.info.update(views.verbose_info(rec, sandboxes.cni_result(rec)))
-        containers = self.svc.containers
-        if containers is not None:  # kubelet's evented PLEG reads them from here
-            from cri_server.containers import convert
-
-            response.containers_statuses.extend(
-                convert.status(c) for c in sorted(containers.in_pod(rec.id),
-                                                  key=lambda c: c.created_at))
+        # kubelet's evented PLEG reads them from here
+        response.containers_statuses.extend(
+            convert.status(c) for c in sorted(self.svc.containers.in_pod(rec.id),
+                                              key=lambda c: c.created_at))
         return response
 
     def ListPodSandbox(self, request: api_pb2.ListPodSandboxRequest,

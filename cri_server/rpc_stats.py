@@ -12,7 +12,6 @@ import grpc
 from cri_server.services import Services
 from cri_server.stats.service import StatsService
 from proto import api_pb2
-from pycri_common.errors import Unavailable
 
 STREAM_BATCH = 100
 
@@ -28,10 +27,7 @@ class StatsRpcs:
 
     @property
     def _stats(self) -> StatsService:
-        stats = getattr(self.svc, "stats", None)
-        if stats is None:
-            raise Unavailable("stats are not available in this daemon")
-        return stats  # type: ignore[no-any-return]
+        return self.svc.stats
 
     # -- containers ------------------------------------------------------------
     def ContainerStats(self, request: api_pb2.ContainerStatsRequest,

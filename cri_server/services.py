@@ -1,32 +1,42 @@
-"""The daemon's parts, built once at start-up and handed to every servicer."""
+"""The daemon's parts, built once at start-up (cri_server.wiring) and handed to every servicer."""
 from __future__ import annotations
 
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cri_server.config import Config
 from cri_server.paths import Paths
+
+if TYPE_CHECKING:  # types only: importing this module (servicers, `pycri version`) stays cheap
+    from cni import CniManager
+    from cri_server.containers.manager import ContainerManager
+    from cri_server.events import EventBus
+    from cri_server.metrics import Metrics
+    from cri_server.sandboxes.manager import SandboxManager
+    from cri_server.sandboxes.zygote_link import ZygoteLink
+    from cri_server.stats.service import StatsService
+    from cri_server.store import Store
+    from cri_server.streaming.server import StreamingServer
+    from imageservice.manager import ImageManager
 
 
 @dataclass
 class Services:
     config: Config
     paths: Paths
+    store: Store              # the sqlite store shared by sandboxes and containers
+    images: ImageManager
+    cni: CniManager
+    zygote: ZygoteLink        # the link to the zygote that forks shims
+    events: EventBus
+    sandboxes: SandboxManager
+    containers: ContainerManager
+    streaming: StreamingServer
+    stats: StatsService
+    metrics: Metrics | None   # None when config.metrics.address is empty
     started_at: float = field(default_factory=time.time)
     # Set by UpdateRuntimeConfig; reported back and handed to CNI.
     pod_cidr: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
-    # Domain managers; None until the part is wired in.
-    images: Any = None
-    cni: Any = None
-    sandboxes: Any = None
-    containers: Any = None
-    streaming: Any = None
-    events: Any = None
-    metrics: Any = None
-    store: Any = None      # the sqlite store shared by sandboxes and containers
-    zygote: Any = None     # the link to the zygote that forks shims
-    stats: Any = None
-    list_budget: Any = None  # what List responses may carry (cri_server.list_budget)

@@ -1,25 +1,36 @@
 """Builds the daemon's parts from the configuration, recovers state, shuts down.
 
 The only module that knows how the parts fit together; servicers reach them
-through the Services object.
+through the Services object. The parts are built in the order they need each other:
+
+  store, images, CNI, zygote, events -> sandboxes -> containers -> streaming, stats, metrics
+
+Two edges point back, set once both ends exist: a pod stops and removes its containers
+(SandboxManager.containers), and an image in use by a container is not removed
+(ImageManager.is_image_in_use).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 
+from cni import CniManager
 from cri_server.config import Config
-from cri_server.containers import setup as containers_setup
-from cri_server.containers.events import make_pod_sink
+from cri_server.containers.events import make_pod_sink, make_sink
+from cri_server.containers.manager import ContainerManager
+from cri_server.containers.streaming_backend import ContainerStreamingBackend
 from cri_server.events import EventBus
 from cri_server.image_service import ImageServiceServicer
 from cri_server.list_budget import ListBudget
 from cri_server.metrics import Metrics
 from cri_server.paths import Paths
-from cri_server.sandboxes import setup as sandboxes_setup
+from cri_server.sandboxes.manager import SandboxManager
+from cri_server.sandboxes.zygote_link import ZygoteLink
 from cri_server.services import Services
 from cri_server.stats.service import StatsService
 from cri_server.store import Store
+from cri_server.streaming.server import StreamingServer
 from imageservice.manager import ImageManager
 from proto import api_pb2_grpc
 
@@ -27,24 +38,44 @@ log = logging.getLogger(__name__)
 
 
 def build_services(config: Config, paths: Paths) -> Services:
-    svc = Services(config=config, paths=paths)
-    svc.store = Store(paths.runtime_db)
-    svc.images = ImageManager(
-        root_dir=paths.images_dir,
-        registry_config=dataclasses.asdict(config.registry),
-        is_image_in_use=lambda image_id: (svc.containers is not None
-                                          and svc.containers.is_image_in_use(image_id)),
-        runtime_handlers=lambda: ["", *config.runtime.handlers])
-    sandboxes_setup.build(svc)
-    svc.events = EventBus()
-    svc.sandboxes.event_sink = make_pod_sink(svc.events, lambda: svc.containers)
-    containers_setup.build(svc)
-    svc.list_budget = ListBudget(lambda: svc.sandboxes.list_bytes() + svc.containers.list_bytes())
-    svc.sandboxes.list_budget = svc.containers.list_budget = svc.list_budget
-    svc.stats = StatsService(svc.containers, svc.sandboxes, str(paths.containers_dir))
-    if config.metrics.address:
-        svc.metrics = Metrics()
-        svc.metrics.watch_managers(svc.sandboxes, svc.containers)
+    """Every part, built in order; if one fails, those already started are stopped."""
+    with contextlib.ExitStack() as undo:
+        store = Store(paths.runtime_db)
+        images = ImageManager(root_dir=paths.images_dir,
+                              registry_config=dataclasses.asdict(config.registry),
+                              runtime_handlers=lambda: ["", *config.runtime.handlers])
+        undo.callback(images.close)
+        cni = CniManager(conf_dir=config.cni.conf_dir, bin_dirs=config.cni.bin_dirs,
+                         cache_dir=str(paths.cni_cache_dir),
+                         default_subnet=config.cni.default_subnet,
+                         plugin_timeout=config.cni.plugin_timeout_seconds,
+                         default_bridge=config.cni.default_bridge,
+                         setup_loopback=False)  # the daemon brings lo up (sandboxes/netns.py)
+        zygote = ZygoteLink(str(paths.state), python=config.runtime.shim_python)
+        zygote.start()
+        undo.callback(zygote.stop)
+        events = EventBus()
+        undo.callback(events.close)
+        sandboxes = SandboxManager(config, paths, store, cni, zygote.spawn)
+        containers = ContainerManager(store, paths, sandboxes, images)
+        sandboxes.containers = containers
+        images.is_image_in_use = containers.is_image_in_use
+        containers.event_sink = make_sink(events, sandboxes, containers)
+        sandboxes.event_sink = make_pod_sink(events, containers)
+        streaming = StreamingServer(config.streaming.address,
+                                    ContainerStreamingBackend(containers, sandboxes),
+                                    token_ttl=config.streaming.token_ttl_seconds)
+        stats = StatsService(containers, sandboxes, str(paths.containers_dir))
+        list_budget = ListBudget(lambda: sandboxes.list_bytes() + containers.list_bytes())
+        sandboxes.list_budget = containers.list_budget = list_budget
+        metrics = None
+        if config.metrics.address:
+            metrics = Metrics()
+            metrics.watch_managers(sandboxes, containers)
+        svc = Services(config=config, paths=paths, store=store, images=images, cni=cni,
+                       zygote=zygote, events=events, sandboxes=sandboxes, containers=containers,
+                       streaming=streaming, stats=stats, metrics=metrics)
+        undo.pop_all()
     return svc
 
 
@@ -60,17 +91,19 @@ def build_image_servicer(svc: Services) -> api_pb2_grpc.ImageServiceServicer:
 
 def recover(svc: Services) -> None:
     """Rebuilds the in-memory view from disk and live shims after a (re)start."""
-    containers_setup.recover(svc)  # first: pod recovery may remove containers
-    sandboxes_setup.recover(svc)
+    svc.containers.recover()  # first: pod recovery may remove containers
+    svc.containers.start_monitor()
+    svc.streaming.start()
+    log.info("streaming server on %s", svc.streaming.base_url)
+    svc.sandboxes.recover()
 
 
 def shutdown(svc: Services) -> None:
     """Stops the daemon's own helpers; pods and containers keep running."""
-    containers_setup.shutdown(svc)
-    sandboxes_setup.shutdown(svc)
-    if svc.images is not None:
-        svc.images.close()
-    if svc.events is not None:
-        svc.events.close()
+    svc.streaming.stop()
+    svc.containers.close()
+    svc.zygote.stop()
+    svc.images.close()
+    svc.events.close()
     if svc.metrics is not None:
         svc.metrics.stop()

@@ -37,11 +37,12 @@ from pycri_common.errors import (
     PycriError,
     Unavailable,
 )
+from pycri_common.version import __version__
 
 log = logging.getLogger(__name__)
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
-USER_AGENT = "pycri/0.1.0"
+USER_AGENT = f"pycri/{__version__}"
 
 
 class RegistryClient:

@@ -9,10 +9,11 @@
 - pod_view.py        what the container code needs from a pod sandbox record
 - spec_builder.py    CreateContainerRequest + pod + image -> ContainerSpec (contract 4)
 - manager.py         ContainerManager: create/start/stop/remove/status/list/exec_sync
+- collaborators.py   what ContainerManager needs of the pod and image parts (Protocols)
 - exec_sync.py       ExecSync through the shim (pipes, cap, timeout)
 - streaming_backend.py  the streaming server's backend (exec/attach/port-forward)
 - convert.py         records -> CRI protobuf messages
 - events.py          lifecycle events -> ContainerEventResponse on the event bus
-- setup.py           wiring: ContainerManager + the streaming server (svc.containers,
-                     svc.streaming), recovery and shutdown
+
+cri_server.wiring builds the ContainerManager and the streaming server with the other parts.
 """

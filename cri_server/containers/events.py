@@ -11,25 +11,44 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Protocol, cast
 
 from cri_server.containers import convert
 from cri_server.containers import record as R
 from cri_server.containers.record import ContainerRecord
 from cri_server.events import LifecycleOrder
+from cri_server.sandboxes.record import SandboxRecord
 from proto import api_pb2
 
 
-def make_sink(bus: Any, sandboxes: Any,
-              containers: Callable[[], Any] = lambda: None) -> Any:
-    """A ContainerManager event sink that publishes to `bus` (cri_server.events.EventBus);
-    containers() returns the ContainerManager (for the statuses of the pod's containers)."""
+class Bus(Protocol):
+    """cri_server.events.EventBus."""
+
+    def publish(self, event: api_pb2.ContainerEventResponse) -> None: ...
+
+
+class Pods(Protocol):
+    """cri_server.sandboxes.SandboxManager."""
+
+    def get(self, pod_id: str) -> SandboxRecord: ...
+
+
+class Containers(Protocol):
+    """cri_server.containers.manager.ContainerManager."""
+
+    def in_pod(self, pod_id: str) -> list[ContainerRecord]: ...
+
+
+def make_sink(bus: Bus, sandboxes: Pods,
+              containers: Containers) -> Callable[[int, ContainerRecord], None]:
+    """A ContainerManager event sink that publishes to `bus`; `containers` (the manager
+    itself) gives the statuses of the pod's containers."""
     order = LifecycleOrder()
     lock = threading.Lock()
 
     def sink(event_type: int, rec: ContainerRecord) -> None:
         # the payload is made before taking the lock: no call into the managers under it
-        others = _other_containers(containers(), rec)
+        others = _other_containers(containers, rec)
         with_it = _statuses([*others, rec])
         without_it = _statuses(others)
         pod_status = _pod_status(sandboxes, rec.pod_id)
@@ -48,22 +67,19 @@ def make_sink(bus: Any, sandboxes: Any,
     return sink
 
 
-def make_pod_sink(bus: Any, containers: Callable[[], Any] = lambda: None) -> Any:
+def make_pod_sink(bus: Bus, containers: Containers) -> Callable[[int, SandboxRecord], None]:
     """A SandboxManager event sink: pod lifecycle events with the pod's id as container id
     (containerd does the same; kubelet's evented PLEG watches them), the pod's status and
     the statuses of its containers."""
     order = LifecycleOrder()
     lock = threading.Lock()
 
-    def sink(event_type: int, pod: Any) -> None:
+    def sink(event_type: int, pod: SandboxRecord) -> None:
         from cri_server.sandboxes.views import pod_sandbox_status
-        manager = containers()
-        recs: list[ContainerRecord] = []
-        if manager is not None:
-            try:
-                recs = [r for r in manager.in_pod(pod.id) if r.state != R.CREATING]
-            except Exception:  # noqa: BLE001 - an event must still go out
-                recs = []
+        try:
+            recs = [r for r in containers.in_pod(pod.id) if r.state != R.CREATING]
+        except Exception:  # noqa: BLE001 - an event must still go out
+            recs = []
         statuses = _statuses(recs)
         pod_status = pod_sandbox_status(pod)
         with lock:
@@ -77,10 +93,8 @@ def make_pod_sink(bus: Any, containers: Callable[[], Any] = lambda: None) -> Any
     return sink
 
 
-def _other_containers(manager: Any, rec: ContainerRecord) -> list[ContainerRecord]:
+def _other_containers(manager: Containers, rec: ContainerRecord) -> list[ContainerRecord]:
     """The pod's other containers (none being created)."""
-    if manager is None:
-        return []
     try:
         return [r for r in manager.in_pod(rec.pod_id) if r.state != R.CREATING and r.id != rec.id]
     except Exception:  # noqa: BLE001 - an event must still go out
@@ -91,9 +105,7 @@ def _statuses(recs: list[ContainerRecord]) -> list[api_pb2.ContainerStatus]:
     return [convert.status(r) for r in sorted(recs, key=lambda r: r.created_at)]
 
 
-def _pod_status(sandboxes: Any, pod_id: str) -> api_pb2.PodSandboxStatus | None:
-    if sandboxes is None:
-        return None
+def _pod_status(sandboxes: Pods, pod_id: str) -> api_pb2.PodSandboxStatus | None:
     try:
         from cri_server.sandboxes.views import pod_sandbox_status
         rec = sandboxes.get(pod_id)

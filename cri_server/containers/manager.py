@@ -32,6 +32,7 @@ from typing import Any
 from cri_server import faults, labels
 from cri_server.containers import convert, exec_sync, spec_builder
 from cri_server.containers import record as R
+from cri_server.containers.collaborators import ImageLookup, PodLookup
 from cri_server.containers.command import check_argv
 from cri_server.containers.image_config import ImageView, cri_signal_number, parse_stop_signal
 from cri_server.containers.pod_view import PodView, from_sandbox
@@ -40,6 +41,7 @@ from cri_server.list_budget import ListBudget
 from cri_server.paths import Paths
 from cri_server.sandboxes import shim_process
 from cri_server.store import Store
+from imageservice.metadata import ImageRecord
 from proto import api_pb2
 from pycri_common.errors import (
     AlreadyExists,
@@ -75,7 +77,7 @@ def _shim_alive(shim_dir: str) -> bool:
 
 
 class ContainerManager:
-    def __init__(self, store: Store, paths: Paths, sandboxes: Any, images: Any,
+    def __init__(self, store: Store, paths: Paths, sandboxes: PodLookup, images: ImageLookup,
                  event_sink: EventSink | None = None) -> None:
         self.store = store
         self.paths = paths
@@ -115,33 +117,26 @@ class ContainerManager:
     def _pod(self, pod_id: str) -> PodView:
         if not pod_id:
             raise InvalidArgument("pod_sandbox_id is empty")
-        if self.sandboxes is None:
-            raise Unavailable("pod sandboxes are not available in this daemon")
         try:
             rec = self.sandboxes.get(pod_id)
         except NotFound:
-            rec = None
-        if rec is None:
-            raise NotFound(f"pod sandbox {shorten(pod_id)} not found")
+            raise NotFound(f"pod sandbox {shorten(pod_id)} not found") from None
         return from_sandbox(rec)
 
-    def _resolve_image(self, ref: str) -> Any:
+    def _resolve_image(self, ref: str) -> ImageRecord:
         if not ref:
             raise InvalidArgument("container config has no image")
-        if self.images is None:
-            raise Unavailable("the image service is not available in this daemon")
         img = self.images.resolve(ref)
         if img is None:
             raise NotFound(f"image {shorten(ref)} not found; pull it first")
         return img
 
-    def _image_view(self, img: Any) -> ImageView:
+    def _image_view(self, img: ImageRecord) -> ImageView:
         """Config and layers of a resolved image (NotFound if it was removed meanwhile)."""
         cfg = self.images.image_config(img.id)
-        digests = list(getattr(img, "repo_digests", []) or [])
-        return ImageView.from_config(img.id, digests[0] if digests else "",
+        return ImageView.from_config(img.id, img.repo_digests[0] if img.repo_digests else "",
                                      self.images.rootfs_layers(img.id),
-                                     (cfg.raw.get("config") or {}) if hasattr(cfg, "raw") else {})
+                                     cfg.raw.get("config") or {})
 
     # ------------------------------------------------------------------ create
     def create(self, request: api_pb2.CreateContainerRequest) -> str:
@@ -270,8 +265,7 @@ class ContainerManager:
         return cid
 
     def _pod_ready(self, pod_id: str) -> contextlib.AbstractContextManager[Any]:
-        guard = getattr(self.sandboxes, "while_ready", None)
-        return guard(pod_id) if guard is not None else contextlib.nullcontext()
+        return self.sandboxes.while_ready(pod_id)
 
     def _target_pid_ns(self, pod_id: str, target_id: str) -> str:
         target = self.get(target_id)
@@ -629,10 +623,9 @@ class ContainerManager:
             self._refresh(rec, alive)
 
     def _pod_exists(self, pod_id: str) -> bool:
-        if self.sandboxes is None:
-            return True
         try:
-            return self.sandboxes.get(pod_id) is not None
+            self.sandboxes.get(pod_id)
+            return True
         except NotFound:
             return False
         except Exception:  # noqa: BLE001 - when in doubt, keep the container
@@ -671,10 +664,10 @@ class ContainerManager:
             log.exception("publishing container event")
 
 
-def _repo_digest(requested: str, img: Any) -> str:
+def _repo_digest(requested: str, img: ImageRecord) -> str:
     """The image's repo digest for ContainerStatus.image_ref: the one of the repository the
     request named (an image can be known under several), else the first one."""
-    digests = list(getattr(img, "repo_digests", []) or [])
+    digests = img.repo_digests
     from imageservice.reference import parse
     try:
         ref = parse(requested)

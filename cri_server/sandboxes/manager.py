@@ -7,8 +7,8 @@ A failure at any step undoes all of them (`_cleanup`); a crash leaves a CREATING
 record that start-up recovery undoes the same way. kubelet retries (same request
 while the first is in flight or done) get the first pod's id.
 
-Hooks for the containers manager (svc.containers, optional):
-  stop_all_in_pod(pod_id, grace) and remove_all_in_pod(pod_id).
+A pod's containers (PodContainers, the ContainerManager once cri_server.wiring has built
+it) are stopped with the pod and removed with it.
 """
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from cni import CniManager
 from cri_server import faults
 from cri_server.config import Config
 from cri_server.list_budget import ListBudget
@@ -66,6 +67,24 @@ HELLO_TIMEOUT = 2.0
 RECOVERY_THREADS = 8
 
 
+class PodContainers(Protocol):
+    """What a pod needs of the container part (cri_server.containers.manager.ContainerManager)."""
+
+    def stop_all_in_pod(self, pod_id: str, grace: float) -> None: ...
+
+    def remove_all_in_pod(self, pod_id: str) -> None: ...
+
+
+class NoContainers:
+    """The container part of a SandboxManager used on its own: pods without containers."""
+
+    def stop_all_in_pod(self, pod_id: str, grace: float) -> None:
+        pass
+
+    def remove_all_in_pod(self, pod_id: str) -> None:
+        pass
+
+
 @dataclass
 class _Pending:
     """A RunPodSandbox in flight, for kubelet retries of the same request to wait on."""
@@ -77,15 +96,15 @@ class _Pending:
 
 
 class SandboxManager:
-    def __init__(self, config: Config, paths: Paths, store: Store, cni: Any,
-                 spawn_shim: Callable[[dict[str, Any]], dict[str, Any]],
-                 containers: Callable[[], Any] = lambda: None) -> None:
+    def __init__(self, config: Config, paths: Paths, store: Store, cni: CniManager | None,
+                 spawn_shim: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         self.config = config
         self.paths = paths
         self.store = store
         self.cni = cni
         self._spawn_shim = spawn_shim
-        self._containers = containers
+        # The container part needs this manager first: the wiring sets it once it exists.
+        self.containers: PodContainers = NoContainers()
         self._pending: dict[str, _Pending] = {}
         self._pending_lock = threading.Lock()
         self._pod_locks: dict[str, threading.Lock] = {}
@@ -343,9 +362,7 @@ class SandboxManager:
 
     def _stop_locked(self, rec: SandboxRecord) -> None:
         t0 = time.monotonic()
-        containers = self._containers()
-        if containers is not None:
-            containers.stop_all_in_pod(rec.id, self.config.runtime.stop_grace_seconds)
+        self.containers.stop_all_in_pod(rec.id, self.config.runtime.stop_grace_seconds)
         t1 = time.monotonic()
         if rec.network_ready or self._has_cni_state(rec):
             self._teardown_network(rec, force=False)
@@ -398,9 +415,7 @@ class SandboxManager:
             if rec.state == CREATING:
                 raise FailedPrecondition(f"pod sandbox {rec.id} is still being created")
             self._stop_locked(rec)
-            containers = self._containers()
-            if containers is not None:
-                containers.remove_all_in_pod(rec.id)
+            self.containers.remove_all_in_pod(rec.id)
             self._remove_files(rec)
             self.store.delete(KIND, rec.id)
         with self._pod_locks_guard:

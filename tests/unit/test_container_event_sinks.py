@@ -48,7 +48,7 @@ def test_container_events_carry_every_container_and_keep_lifecycle_order() -> No
     neighbour = _rec("n", "running", 1, 1)
     quick = _rec("q", "created", 2)
     manager = _Containers([neighbour, quick])
-    sink = make_sink(bus, _Sandboxes(), containers=lambda: manager)
+    sink = make_sink(bus, _Sandboxes(), manager)
     sink(api_pb2.CONTAINER_CREATED_EVENT, quick)
     quick.state, quick.started_at = "exited", 5       # exited before STARTED was reported
     sink(api_pb2.CONTAINER_STOPPED_EVENT, quick)
@@ -65,7 +65,7 @@ def test_container_events_carry_every_container_and_keep_lifecycle_order() -> No
 
 def test_pod_events_use_the_pod_id() -> None:
     bus = _Bus()
-    sink = make_pod_sink(bus, lambda: _Containers([_rec("c", "running", 1, 1)]))
+    sink = make_pod_sink(bus, _Containers([_rec("c", "running", 1, 1)]))
     sink(api_pb2.CONTAINER_CREATED_EVENT, _pod())
     sink(api_pb2.CONTAINER_STARTED_EVENT, _pod())
     sink(api_pb2.CONTAINER_STOPPED_EVENT, _pod("notready"))

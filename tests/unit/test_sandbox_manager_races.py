@@ -17,6 +17,8 @@ from cri_server.sandboxes import pod_cgroup
 from cri_server.sandboxes.manager import SandboxManager
 from cri_server.sandboxes.record import KIND, NOTREADY
 from cri_server.store import Store
+from imageservice.manifest import ImageConfig
+from imageservice.metadata import ImageRecord
 from proto import api_pb2
 from pycri_common.errors import AlreadyExists, FailedPrecondition
 
@@ -100,18 +102,17 @@ def test_failed_run_keeps_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert mgr._pod_locks == {}  # one lock per failed attempt would pile up
 
 
-class _Image:
-    id = "sha256:" + "1" * 64
-    repo_digests = ["docker.io/library/busybox@sha256:" + "2" * 64]
-    raw: dict[str, Any] = {}
+_IMAGE = ImageRecord(id="sha256:" + "1" * 64, manifest_digest="", config=b"{}", chain_id="",
+                     size=0, pinned=False, annotations={}, runtime_handler="", created_at=0,
+                     repo_digests=["docker.io/library/busybox@sha256:" + "2" * 64])
 
 
 class _Images:
-    def resolve(self, ref: str) -> _Image:
-        return _Image()
+    def resolve(self, ref: str) -> ImageRecord:
+        return _IMAGE
 
-    def image_config(self, image_id: str) -> _Image:
-        return _Image()
+    def image_config(self, image_id: str) -> ImageConfig:
+        return ImageConfig({})
 
     def rootfs_layers(self, image_id: str) -> list[str]:
         return []
@@ -135,11 +136,9 @@ def test_pod_removal_waits_for_a_container_being_created(
                         lambda *a, **k: {"log_path": ""})
     store = Store(tmp_path / "runtime.db")
     paths = Paths(tmp_path / "root", tmp_path / "state")
-    containers: list[ContainerManager] = []
-    pods = SandboxManager(Config(), paths, store, None, lambda spec: {"pid": 1},
-                          containers=lambda: containers[0])
+    pods = SandboxManager(Config(), paths, store, None, lambda spec: {"pid": 1})
     cm = ContainerManager(store, paths, pods, _Images())
-    containers.append(cm)
+    pods.containers = cm
     pod_id = pods.run(_request())
     remover_done = threading.Event()
 
