@@ -24,6 +24,10 @@ from typing import Any
 
 import httpx
 
+from imageservice.auth import Credentials, DockerConfig, fetch_token, parse_challenge
+from imageservice.manifest import ACCEPT, MAX_MANIFEST_BYTES, Descriptor, detect_media_type
+from imageservice.reference import Reference
+from imageservice.registry_hosts import Endpoint, RegistryHosts
 from pycri_common.errors import (
     Cancelled,
     DeadlineExceeded,
@@ -33,14 +37,9 @@ from pycri_common.errors import (
     PycriError,
     Unavailable,
 )
-from imageservice.auth import Credentials, DockerConfig, fetch_token, parse_challenge
-from imageservice.manifest import ACCEPT, Descriptor, detect_media_type
-from imageservice.reference import Reference
-from imageservice.registry_hosts import Endpoint, RegistryHosts
 
 log = logging.getLogger(__name__)
 
-MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 USER_AGENT = "pycri/0.1.0"
 
 
