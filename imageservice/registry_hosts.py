@@ -154,7 +154,11 @@ def _endpoint(url: str, table: dict[str, Any], where: str, is_mirror: bool,
         raise InvalidArgument(f"unknown key(s) {sorted(unknown)} in {where}")
     if "://" not in url:
         url = ("http://" if is_loopback_host(url.split("/", 1)[0]) else "https://") + url
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port   # noqa: B018 - raises ValueError for a port that is not a number 0-65535
+    except ValueError as e:   # e.g. "http://[::1" (unclosed IPv6 literal)
+        raise InvalidArgument(f"bad registry URL {url!r} in {where}: {e}") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise InvalidArgument(f"bad registry URL {url!r} in {where}")
     base = url.rstrip("/")
