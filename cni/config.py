@@ -21,6 +21,8 @@ from typing import Any
 
 from cni.errors import CniConfigError
 from pycri_common import errors
+from pycri_common.bounded_json import load_json
+from pycri_common.outside_files import read_regular_file
 
 CONF_EXTENSIONS = (".conflist", ".conf", ".json")
 DEFAULT_NETWORK_NAME = "pycri"
@@ -33,6 +35,9 @@ SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1
 
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 _PLUGIN_TYPE_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
+
+
+MAX_CONFIG_FILE_BYTES = 1024 * 1024
 
 
 class InvalidConfig(errors.InvalidArgument):
@@ -159,14 +164,10 @@ def parse_single_conf(raw: Any, source: str) -> NetworkConfigList:
 def load_file(path: str) -> NetworkConfigList:
     """Load and validate one config file; raises InvalidConfig with the reason."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise InvalidConfig(f"{path}: cannot read: {exc.strerror}") from exc
-    try:
-        raw = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidConfig(f"{path}: not valid JSON: {exc}") from exc
+        raw = load_json(read_regular_file(path, MAX_CONFIG_FILE_BYTES, "CNI config file"),
+                        f"CNI config file {path}", MAX_CONFIG_FILE_BYTES)
+    except errors.InvalidArgument as exc:
+        raise InvalidConfig(str(exc)) from None
     if path.endswith(".conflist"):
         return parse_conflist(raw, path)
     return parse_single_conf(raw, path)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cni.errors import CniConfigError, CniPluginError, CniPluginTimeout, plugin_error
+from pycri_common import errors
+from pycri_common.bounded_json import load_json
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +127,10 @@ def run_plugin(
     if not out.strip():
         return None
     try:
-        decoded = json.loads(out)
-    except ValueError as exc:
-        raise CniPluginError(
-            plugin, inv.command, network, f"printed invalid JSON on stdout: {exc}", stderr=stderr
-        ) from exc
+        decoded = load_json(out, "stdout", len(out))
+    except errors.InvalidArgument as exc:
+        raise CniPluginError(plugin, inv.command, network, f"printed invalid JSON: {exc}",
+                             stderr=stderr) from None
     if not isinstance(decoded, dict):
         raise CniPluginError(
             plugin, inv.command, network, "printed a JSON value that is not an object",
@@ -165,8 +166,8 @@ def _error_from_output(
             sig = str(-returncode)
         return CniPluginError(plugin, command, network, f"killed by {sig}", stderr=stderr)
     try:
-        decoded = json.loads(out) if out.strip() else None
-    except ValueError:
+        decoded = load_json(out, "stdout", len(out)) if out.strip() else None
+    except errors.InvalidArgument:
         decoded = None
     if isinstance(decoded, dict) and ("msg" in decoded or "code" in decoded):
         code = decoded.get("code")

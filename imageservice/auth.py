@@ -13,7 +13,6 @@ identity token, as Docker does) and send ``Authorization: Bearer <token>``.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -23,12 +22,15 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from pycri_common.errors import PermissionDenied, Unavailable
+from pycri_common.bounded_json import load_json
+from pycri_common.errors import InvalidArgument, PermissionDenied, Unavailable
+from pycri_common.outside_files import read_regular_file
 
 log = logging.getLogger(__name__)
 
 DOCKER_HUB_AUTH_KEY = "https://index.docker.io/v1/"
 MAX_TOKEN_RESPONSE = 1024 * 1024
+MAX_DOCKER_CONFIG = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,6 @@ class Credentials:
 
 
 def decode_auth(auth: str) -> tuple[str, str]:
-    from pycri_common.errors import InvalidArgument
     try:
         user, sep, pw = base64.b64decode(auth, validate=False).decode().partition(":")
     except (ValueError, UnicodeDecodeError):
@@ -79,14 +80,17 @@ class DockerConfig:
         self.path = Path(path) if path else None
 
     def lookup(self, host: str) -> Credentials:
-        if self.path is None or not self.path.is_file():
+        if self.path is None or not self.path.exists():
             return Credentials()
         try:
-            doc = json.loads(self.path.read_text())
-        except (OSError, ValueError) as e:
-            log.warning("cannot read docker config %s: %s", self.path, e)
+            doc = load_json(read_regular_file(self.path, MAX_DOCKER_CONFIG, "docker config"),
+                            f"docker config {self.path}", MAX_DOCKER_CONFIG)
+        except InvalidArgument as e:
+            log.warning("cannot read docker config: %s", e)
             return Credentials()
-        auths = doc.get("auths") or {}
+        auths = doc.get("auths") if isinstance(doc, dict) else None
+        if not isinstance(auths, dict):
+            return Credentials()
         want = _host_of_key(host)
         for key, entry in auths.items():
             if _host_of_key(key) == want and isinstance(entry, dict):
@@ -154,10 +158,8 @@ def fetch_token(client: httpx.Client, params: dict[str, str], scope: str,
                                f"(HTTP {status})")
     if status != 200:
         raise Unavailable(f"token endpoint {realm} answered HTTP {status}")
-    try:
-        doc: Any = json.loads(body)
-    except ValueError:
-        raise Unavailable(f"token endpoint {realm} did not answer JSON") from None
+    doc: Any = load_json(bytes(body), f"the answer of token endpoint {realm}", MAX_TOKEN_RESPONSE,
+                         error=Unavailable)
     token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
     if not token or not isinstance(token, str):
         raise Unavailable(f"token endpoint {realm} answered without a token")

@@ -36,6 +36,13 @@ def _human(n: float) -> str:
     return f"{n}"
 
 
+def _fail(doing: str, e: PycriError) -> int:
+    """One line on stderr (never a traceback) and exit status 1."""
+    message = " ".join(str(e).split())
+    print(f"pycri: {doing}: {message}", file=sys.stderr)
+    return 1
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from imageservice.importer import import_archive
 
@@ -48,16 +55,16 @@ def cmd_import(args: argparse.Namespace) -> int:
                              f"({pct:.0f}%)")
             sys.stderr.flush()
 
-    mgr = _manager(args)
     try:
-        images = import_archive(mgr, args.file, name=args.name or "", progress=progress)
+        mgr = _manager(args)
+        try:
+            images = import_archive(mgr, args.file, name=args.name or "", progress=progress)
+        finally:
+            mgr.close()
     except PycriError as e:
         if tty:
             sys.stderr.write("\n")
-        print(f"pycri: import failed: {e}", file=sys.stderr)
-        return 1
-    finally:
-        mgr.close()
+        return _fail("import failed", e)
     if tty:
         sys.stderr.write("\n")
     for img in images:
@@ -66,11 +73,14 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    mgr = _manager(args)
     try:
-        recs = mgr.list_images()
-    finally:
-        mgr.close()
+        mgr = _manager(args)
+        try:
+            recs = mgr.list_images()
+        finally:
+            mgr.close()
+    except PycriError as e:
+        return _fail("listing images failed", e)
     if args.quiet:
         for r in recs:
             print(r.id)

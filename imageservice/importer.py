@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,16 +25,21 @@ from typing import IO
 from imageservice.manager import ImageManager
 from imageservice.manifest import (
     INDEX_TYPES,
+    MAX_MANIFEST_BYTES,
     MT_OCI_CONFIG,
     MT_OCI_MANIFEST,
+    Descriptor,
+    Fetch,
     ImageConfig,
     detect_media_type,
+    follow_index,
     parse_index,
     parse_manifest,
-    select_platform,
 )
 from imageservice.reference import parse
+from pycri_common.bounded_json import load_json
 from pycri_common.errors import InvalidArgument
+from pycri_common.outside_files import open_regular_file
 
 Progress = Callable[[int, int], None]   # (bytes done, bytes total)
 _CHUNK = 1024 * 1024
@@ -47,17 +53,25 @@ class ImportedImage:
 
 class _Archive:
     def __init__(self, path: Path, progress: Progress | None) -> None:
+        # a FIFO or device named on the command line must not hang the import
+        self.file = os.fdopen(open_regular_file(path, "image archive"), "rb")
         try:
-            self.tf = tarfile.open(path, "r:*")  # noqa: SIM115 - closed by close()
-        except (OSError, tarfile.TarError) as e:
+            self.tf = tarfile.open(fileobj=self.file, mode="r:*")  # noqa: SIM115 - see close()
+            members = self.tf.getmembers()
+        except (OSError, EOFError, tarfile.TarError) as e:
+            self.file.close()
             raise InvalidArgument(f"cannot read {path} as a tar archive: {e}") from None
-        self.members = {m.name.removeprefix("./"): m for m in self.tf.getmembers() if m.isreg()}
+        except BaseException:
+            self.file.close()
+            raise
+        self.members = {m.name.removeprefix("./"): m for m in members if m.isreg()}
         self.total = sum(m.size for m in self.members.values())
         self.done = 0
         self.progress = progress
 
     def close(self) -> None:
         self.tf.close()
+        self.file.close()
 
     def has(self, name: str) -> bool:
         return name in self.members
@@ -130,18 +144,27 @@ def _oci_names(annotations: dict[str, str], name: str) -> list[str]:
     return [name] if name else []
 
 
+def _fetcher(manager: ImageManager, arc: _Archive, nested: list[str]) -> Fetch:
+    """follow_index's fetch from the archive: nested indexes are stored and listed in nested."""
+    def fetch(d: Descriptor) -> tuple[str, str, bytes]:
+        child = arc.read(_blob_name(d.digest), MAX_MANIFEST_BYTES)
+        media_type = detect_media_type(child, d.media_type)
+        if media_type in INDEX_TYPES:
+            manager.content.ingest(d.digest, d.size, arc.chunks(_blob_name(d.digest)))
+            nested.append(d.digest)
+        return d.digest, media_type, child
+    return fetch
+
+
 def _import_oci(manager: ImageManager, arc: _Archive, name: str) -> list[ImportedImage]:
     out = []
-    for desc in parse_index(arc.read("index.json")):
-        body = arc.read(_blob_name(desc.digest))
+    for desc in parse_index(arc.read("index.json", MAX_MANIFEST_BYTES)):
+        body = arc.read(_blob_name(desc.digest), MAX_MANIFEST_BYTES)
         extra: list[str] = []
-        digest = desc.digest
         if detect_media_type(body, desc.media_type) in INDEX_TYPES:
-            manager.content.ingest(digest, desc.size, arc.chunks(_blob_name(digest)))
-            extra.append(digest)
-            inner = select_platform(parse_index(body))
-            digest = inner.digest
-            body = arc.read(_blob_name(digest))
+            manager.content.ingest(desc.digest, desc.size, arc.chunks(_blob_name(desc.digest)))
+            extra.append(desc.digest)
+            _, body, _ = follow_index(body, _fetcher(manager, arc, extra))
         manifest = parse_manifest(body)
         for d in [manifest.config, *manifest.layers]:
             if not manager.content.exists(d.digest):
@@ -162,14 +185,16 @@ def _layer_media_type(head: bytes) -> str:
 
 
 def _import_docker(manager: ImageManager, arc: _Archive, name: str) -> list[ImportedImage]:
-    try:
-        entries = json.loads(arc.read("manifest.json"))
-    except ValueError as e:
-        raise InvalidArgument(f"manifest.json is not JSON: {e}") from None
+    entries = load_json(arc.read("manifest.json", MAX_MANIFEST_BYTES), "manifest.json of the archive",
+                        MAX_MANIFEST_BYTES)
     if not isinstance(entries, list) or not entries:
         raise InvalidArgument("manifest.json lists no images")
     out = []
-    for entry in entries:
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("Layers") or [], list) \
+                or not isinstance(entry.get("RepoTags") or [], list):
+            raise InvalidArgument(f"manifest.json entry {i} is not an object with a Config, "
+                                  "a Layers list and a RepoTags list")
         cfg_name = str(entry.get("Config", "")).removeprefix("./")
         config_bytes = arc.read(cfg_name)
         ImageConfig.parse(config_bytes)

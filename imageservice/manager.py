@@ -51,12 +51,12 @@ from imageservice.content_store import ContentStore, SharedWork
 from imageservice.gc_lock import GcLock
 from imageservice.manifest import (
     INDEX_TYPES,
+    MAX_CONFIG_BYTES,
     Descriptor,
     ImageConfig,
     Manifest,
-    parse_index,
+    follow_index,
     parse_manifest,
-    select_platform,
 )
 from imageservice.metadata import ImageDB, ImageRecord
 from imageservice.reference import Reference, looks_like_image_id, parse
@@ -71,7 +71,6 @@ log = logging.getLogger(__name__)
 
 _KNOWN_KEYS = {"config_path", "stall_timeout_seconds", "stall_timeout",
                "max_concurrent_downloads", "auth_file", "hosts"}
-MAX_CONFIG_BYTES = 16 * 1024 * 1024
 _HEX_PREFIX_RE = re.compile(r"^(?:sha256:)?([0-9a-f]{1,64})$")
 
 
@@ -276,13 +275,13 @@ class ImageManager:
                 blobs = [top_digest]
                 manifest_digest, manifest_body = top_digest, body
                 if mt in INDEX_TYPES:
-                    desc = select_platform(parse_index(body))
-                    manifest_digest, mt2, manifest_body = repo.get_manifest(desc.digest)
-                    if mt2 in INDEX_TYPES:
-                        raise InvalidArgument(f"{ref}: an index inside an index is not supported")
-                    lease.add(manifest_digest)
-                    self.content.write_bytes(manifest_digest, manifest_body)
-                    blobs.append(manifest_digest)
+                    def fetch(desc: Descriptor) -> tuple[str, str, bytes]:
+                        digest, media_type, child = repo.get_manifest(desc.digest)
+                        lease.add(digest)
+                        self.content.write_bytes(digest, child)
+                        blobs.append(digest)
+                        return digest, media_type, child
+                    manifest_digest, manifest_body, _ = follow_index(body, fetch)
                 manifest = parse_manifest(manifest_body)
                 names: list[tuple[str, str]] = []
                 if ref.digest:

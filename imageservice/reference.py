@@ -25,7 +25,7 @@ _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN_RE = re.compile(
     rf"^(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?$")
 _PATH_COMPONENT_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
-_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
+_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$", re.ASCII)   # Go's \w: ASCII only
 _DIGEST_RE = re.compile(r"^(sha256:[0-9a-f]{64}|sha384:[0-9a-f]{96}|sha512:[0-9a-f]{128})$")
 _HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -67,7 +67,7 @@ class Reference:
 
 
 def is_digest(s: str) -> bool:
-    return bool(_DIGEST_RE.match(s))
+    return bool(_DIGEST_RE.fullmatch(s))
 
 
 def validate_digest(s: str) -> str:
@@ -78,7 +78,7 @@ def validate_digest(s: str) -> str:
 
 def looks_like_image_id(s: str) -> bool:
     """A full image ID: sha256:<64 hex> or the bare 64 hex digits."""
-    return bool(_HEX64_RE.match(s)) or (s.startswith("sha256:") and bool(_HEX64_RE.match(s[7:])))
+    return bool(_HEX64_RE.fullmatch(s)) or (s.startswith("sha256:") and bool(_HEX64_RE.fullmatch(s[7:])))
 
 
 def _split_domain(name: str) -> tuple[str, str]:
@@ -111,21 +111,21 @@ def parse(ref: str, default_tag: bool = True) -> Reference:
     colon = rest.rfind(":")
     if colon > slash:
         rest, tag = rest[:colon], rest[colon + 1:]
-        if not _TAG_RE.match(tag):
+        if not _TAG_RE.fullmatch(tag):
             raise InvalidArgument(f"invalid image reference {shorten(ref)}: bad tag {shorten(tag)}")
     if not rest:
         raise InvalidArgument(f"invalid image reference {shorten(ref)}: no repository name")
-    if _HEX64_RE.match(rest) and not tag and not digest:
+    if _HEX64_RE.fullmatch(rest) and not tag and not digest:
         raise InvalidArgument(
             f"invalid image reference {shorten(ref)}: a 64-hex name is an image ID, not a repository")
     domain, path = _split_domain(rest)
-    if not _DOMAIN_RE.match(domain):
+    if not _DOMAIN_RE.fullmatch(domain):
         raise InvalidArgument(f"invalid image reference {shorten(ref)}: bad registry host {shorten(domain)}")
     for comp in path.split("/"):
         if comp != comp.lower():
             raise InvalidArgument(
                 f"invalid image reference {shorten(ref)}: repository name must be lowercase")
-        if not _PATH_COMPONENT_RE.match(comp):
+        if not _PATH_COMPONENT_RE.fullmatch(comp):
             raise InvalidArgument(
                 f"invalid image reference {shorten(ref)}: bad repository path component {shorten(comp)}")
     if len(domain) + 1 + len(path) > NAME_TOTAL_LENGTH_MAX:

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from imageservice.auth import Credentials, DockerConfig, fetch_token, parse_challenge
-from imageservice.manifest import ACCEPT, Descriptor, detect_media_type
+from imageservice.manifest import ACCEPT, MAX_MANIFEST_BYTES, Descriptor, detect_media_type
 from imageservice.reference import Reference
 from imageservice.registry_hosts import Endpoint, RegistryHosts
 from pycri_common.errors import (
@@ -41,7 +41,6 @@ from pycri_common.version import __version__
 
 log = logging.getLogger(__name__)
 
-MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 USER_AGENT = f"pycri/{__version__}"
 
 

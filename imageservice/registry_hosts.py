@@ -37,15 +37,20 @@ inline={"registry.k8s.io": {"host": {"http://127.0.0.1:5000": {...}}}})``.
 from __future__ import annotations
 
 import ipaddress
+import os
 import ssl
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from pycri_common.errors import InvalidArgument
+from pycri_common.outside_files import open_regular_file, read_regular_file
 
+MAX_HOSTS_TOML = 1024 * 1024
 _HOST_KEYS = {"capabilities", "skip_verify", "ca", "client", "override_path", "header"}
 _TOP_KEYS = {"server", "capabilities", "skip_verify", "ca", "client", "override_path",
              "header", "host"}
@@ -98,14 +103,34 @@ class Endpoint:
         if not self.ca_files and not self.client_certs:
             return True
         ctx = ssl.create_default_context()
-        for ca in self.ca_files:
-            ctx.load_verify_locations(cafile=ca)
-        for cert, key in self.client_certs:
-            ctx.load_cert_chain(cert, key or None)
+        try:
+            for ca in self.ca_files:
+                with _checked_file(ca, "registry CA file") as path:
+                    ctx.load_verify_locations(cafile=path)
+            for cert, key in self.client_certs:
+                with _checked_file(cert, "registry client certificate") as cert_path:
+                    if not key:
+                        ctx.load_cert_chain(cert_path)
+                        continue
+                    with _checked_file(key, "registry client key") as key_path:
+                        ctx.load_cert_chain(cert_path, key_path)
+        except ssl.SSLError as e:
+            raise InvalidArgument(f"TLS files of {self.host}: {e}") from None
         return ctx
 
     def tls_key(self) -> tuple[Any, ...]:
         return (self.skip_verify, self.ca_files, self.client_certs)
+
+
+@contextmanager
+def _checked_file(path: str, what: str) -> Iterator[str]:
+    """A path OpenSSL can read that names the same regular file as path (checked without
+    blocking: a FIFO there would hang the pull), valid inside the with block."""
+    fd = open_regular_file(path, what)
+    try:
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -129,7 +154,11 @@ def _endpoint(url: str, table: dict[str, Any], where: str, is_mirror: bool,
         raise InvalidArgument(f"unknown key(s) {sorted(unknown)} in {where}")
     if "://" not in url:
         url = ("http://" if is_loopback_host(url.split("/", 1)[0]) else "https://") + url
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port   # noqa: B018 - raises ValueError for a port that is not a number 0-65535
+    except ValueError as e:   # e.g. "http://[::1" (unclosed IPv6 literal)
+        raise InvalidArgument(f"bad registry URL {url!r} in {where}: {e}") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise InvalidArgument(f"bad registry URL {url!r} in {where}")
     base = url.rstrip("/")
@@ -163,6 +192,16 @@ def _endpoint(url: str, table: dict[str, Any], where: str, is_mirror: bool,
         raise InvalidArgument(f"skip_verify in {where} must be true or false")
     return Endpoint(base, parts.netloc, frozenset(caps_l), skip, tuple(ca_files),
                     tuple(clients), tuple(headers), is_mirror)
+
+
+def load_hosts_toml(data: bytes, where: str) -> dict[str, Any]:
+    """The parsed hosts.toml; InvalidArgument naming it when it is not UTF-8 TOML."""
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise InvalidArgument(f"cannot read {where}: {e}") from None
+    except RecursionError:  # tomllib recurses per nested array/inline table (pure Python)
+        raise InvalidArgument(f"cannot read {where}: arrays or tables nested too deeply") from None
 
 
 def parse_hosts_table(host: str, doc: dict[str, Any], where: str,
@@ -212,12 +251,10 @@ class RegistryHosts:
     @staticmethod
     def _load_dir(host: str, hdir: Path) -> HostConfig | None:
         toml = hdir / "hosts.toml"
-        if toml.is_file():
-            try:
-                doc = tomllib.loads(toml.read_text())
-            except (OSError, tomllib.TOMLDecodeError) as e:
-                raise InvalidArgument(f"cannot read {toml}: {e}") from None
-            return parse_hosts_table(host, doc, str(toml), hdir)
+        if toml.exists():
+            return parse_hosts_table(host, load_hosts_toml(
+                read_regular_file(toml, MAX_HOSTS_TOML, "registry hosts file"), str(toml)),
+                str(toml), hdir)
         if hdir.is_dir() and any(hdir.glob("*.crt")):
             return parse_hosts_table(host, {}, str(hdir), hdir)
         return None

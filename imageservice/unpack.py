@@ -125,6 +125,25 @@ def open_dir(root_fd: int, parts: list[str], name: str, create: bool) -> int:
                            "directory") from None
 
 
+def _set_xattr(target: int | str, key: str, value: bytes, name: str) -> None:
+    """Sets one xattr of an entry (never through a symlink). The kernel allows user.* only on
+    files and directories, and a filesystem may support no xattrs: those are skipped with a
+    warning (as other runtimes do); any other refusal names the entry."""
+    try:
+        if isinstance(target, int):
+            os.setxattr(target, key, value)
+        else:
+            os.setxattr(target, key, value, follow_symlinks=False)
+    except OSError as e:
+        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP) or (
+                e.errno == errno.EPERM and key.startswith("user.")):
+            log.warning("entry %r: xattr %r not set: %s", name, key, e.strerror)
+            return
+        if e.errno in (errno.EPERM, errno.EACCES):
+            raise LayerRefused(f"entry {name!r}: xattr {key!r} refused: {e.strerror}") from None
+        raise
+
+
 def _lstat(name: str, dir_fd: int) -> os.stat_result | None:
     try:
         return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
@@ -188,6 +207,8 @@ class _Unpacker:
             elif m.isreg():
                 self._file(tf, pfd, base, m)
             elif m.issym():
+                if not m.linkname:   # symlink() refuses it with ENOENT
+                    raise LayerRefused(f"symlink {m.name!r} has an empty target")
                 os.symlink(m.linkname, base, dir_fd=pfd)
                 self._meta_path(pfd, base, m, chmod=False)
             elif m.islnk():
@@ -254,7 +275,7 @@ class _Unpacker:
         os.fchown(fd, m.uid, m.gid)
         os.fchmod(fd, stat.S_IMODE(m.mode))
         for k, v in _xattrs(m, name).items():
-            os.setxattr(fd, k, v)
+            _set_xattr(fd, k, v, name)
 
     def _meta_path(self, pfd: int, base: str, m: tarfile.TarInfo, chmod: bool) -> None:
         os.chown(base, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
@@ -264,7 +285,7 @@ class _Unpacker:
         if xattrs:
             via = f"/proc/self/fd/{pfd}/{base}"
             for k, v in xattrs.items():
-                os.setxattr(via, k, v, follow_symlinks=False)
+                _set_xattr(via, k, v, m.name)
         os.utime(base, ns=(int(m.mtime) * 10**9,) * 2, dir_fd=pfd, follow_symlinks=False)
 
     def finish(self) -> None:

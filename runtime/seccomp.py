@@ -22,8 +22,11 @@ import os
 import platform
 from typing import Any
 
+from pycri_common.bounded_json import load_json
 from pycri_common.errors import InvalidArgument
+from pycri_common.outside_files import read_regular_file
 
+MAX_PROFILE_BYTES = 4 * 1024 * 1024
 DATA_FILE = os.path.join(os.path.dirname(__file__), "data", "seccomp_default.json")
 
 _ACTIONS: dict[str, int] = {
@@ -75,14 +78,10 @@ def runtime_default_profile(capabilities: list[str],
 
 
 def load_localhost_profile(path: str) -> dict[str, Any]:
-    """Read a Localhost seccomp profile (OCI JSON). Errors name the file."""
-    try:
-        with open(path) as f:
-            prof = json.load(f)
-    except OSError as e:
-        raise InvalidArgument(f"seccomp profile {path}: {e.strerror}") from e
-    except ValueError as e:
-        raise InvalidArgument(f"seccomp profile {path}: not valid JSON: {e}") from e
+    """Read a Localhost seccomp profile (OCI JSON; a regular file of at most
+    MAX_PROFILE_BYTES: a FIFO or device is refused, never waited on). Errors name the file."""
+    data = read_regular_file(path, MAX_PROFILE_BYTES, "seccomp profile")
+    prof = load_json(data, f"seccomp profile {path}", MAX_PROFILE_BYTES)
     if not isinstance(prof, dict) or not isinstance(prof.get("defaultAction"), str):
         raise InvalidArgument(f"seccomp profile {path}: needs a defaultAction")
     return prof
