@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,46 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
+def _image_store(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
+    """The image store's directory and the registry settings, from --config/--root."""
+    from cri_server.paths import Paths
+
+    overrides = {"root": args.root} if args.root else {}
+    cfg = config_mod.load(args.config, overrides, require_file=args.config is not None)
+    return Paths(Path(cfg.root), Path(cfg.state)).images_dir, dataclasses.asdict(cfg.registry)
+
+
+def cmd_image_import(args: argparse.Namespace) -> int:
+    from imageservice.cli import run_import
+    return run_import(*_image_store(args), args.file, args.name or "")
+
+
+def cmd_image_ls(args: argparse.Namespace) -> int:
+    from imageservice.cli import run_ls
+    return run_ls(*_image_store(args), quiet=args.quiet)
+
+
+def _add_image_commands(sub: Any) -> None:
+    """`image import` and `image ls`: work on the image store without a daemon."""
+    image = sub.add_parser("image", help="manage the local image store")
+    isub = image.add_subparsers(dest="image_command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, help="pycri config file (for the root dir)")
+        p.add_argument("--root", help="pycri root dir (default /var/lib/pycri)")
+
+    imp = isub.add_parser("import", help="load a docker-archive or OCI-layout tarball")
+    imp.add_argument("file", help="the tarball (docker save / skopeo oci-archive)")
+    imp.add_argument("--name", help="reference to tag the image with when the archive "
+                     "names none (or only a tag)")
+    common(imp)
+    imp.set_defaults(func=cmd_image_import)
+    ls = isub.add_parser("ls", help="list images")
+    ls.add_argument("-q", "--quiet", action="store_true", help="only image IDs")
+    common(ls)
+    ls.set_defaults(func=cmd_image_ls)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pycri", description="A Kubernetes CRI v1 runtime.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -79,8 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     conf.set_defaults(func=cmd_config)
     ver = sub.add_parser("version", help="print the version")
     ver.set_defaults(func=cmd_version)
-    from imageservice.cli import register_cli
-    register_cli(sub)
+    _add_image_commands(sub)
     return parser
 
 

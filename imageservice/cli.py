@@ -1,31 +1,23 @@
-"""`pycri image import FILE` and `pycri image ls`, working on the store under the root dir.
+"""`pycri image import FILE` and `pycri image ls`, working on the store in images_dir.
 
-cri_server/cli.py calls ``register_cli(subparsers)``. These commands open
-the image store directly (no daemon needed, so they work on air-gapped machines
-before the daemon runs); next to a running daemon they skip recovery and garbage
-collection, which stay the daemon's job.
+cri_server.cli parses the command line and resolves the store's directory and the
+registry settings from the pycri config; these functions take those plain values.
+They open the image store directly (no daemon needed, so they work on air-gapped
+machines before the daemon runs); next to a running daemon they skip recovery and
+garbage collection, which stay the daemon's job.
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
+from imageservice.manager import ImageManager
 from pycri_common.errors import PycriError
 
 
-def _manager(args: argparse.Namespace) -> Any:
-    from cri_server import config as config_mod
-    from cri_server.paths import Paths
-    from imageservice.manager import ImageManager
-
-    overrides = {"root": args.root} if args.root else {}
-    cfg = config_mod.load(args.config, overrides, require_file=args.config is not None)
-    paths = Paths(Path(cfg.root), Path(cfg.state))
-    return ImageManager(paths.images_dir, registry_config=dataclasses.asdict(cfg.registry),
-                        exclusive=False)
+def _manager(images_dir: Path, registry_config: dict[str, Any]) -> ImageManager:
+    return ImageManager(images_dir, registry_config=registry_config, exclusive=False)
 
 
 def _human(n: float) -> str:
@@ -43,7 +35,9 @@ def _fail(doing: str, e: PycriError) -> int:
     return 1
 
 
-def cmd_import(args: argparse.Namespace) -> int:
+def run_import(images_dir: Path, registry_config: dict[str, Any], file: str, name: str = "") -> int:
+    """Imports the tarball FILE; prints one line per image; 1 (with the reason on stderr) on
+    failure."""
     from imageservice.importer import import_archive
 
     tty = sys.stderr.isatty()
@@ -51,14 +45,14 @@ def cmd_import(args: argparse.Namespace) -> int:
     def progress(done: int, total: int) -> None:
         if tty:
             pct = 100 * done / total if total else 100
-            sys.stderr.write(f"\rimporting {args.file}: {_human(done)} / {_human(total)} "
+            sys.stderr.write(f"\rimporting {file}: {_human(done)} / {_human(total)} "
                              f"({pct:.0f}%)")
             sys.stderr.flush()
 
     try:
-        mgr = _manager(args)
+        mgr = _manager(images_dir, registry_config)
         try:
-            images = import_archive(mgr, args.file, name=args.name or "", progress=progress)
+            images = import_archive(mgr, file, name=name, progress=progress)
         finally:
             mgr.close()
     except PycriError as e:
@@ -72,16 +66,17 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ls(args: argparse.Namespace) -> int:
+def run_ls(images_dir: Path, registry_config: dict[str, Any], quiet: bool = False) -> int:
+    """Prints the stored images as a table (or only their IDs)."""
     try:
-        mgr = _manager(args)
+        mgr = _manager(images_dir, registry_config)
         try:
             recs = mgr.list_images()
         finally:
             mgr.close()
     except PycriError as e:
         return _fail("listing images failed", e)
-    if args.quiet:
+    if quiet:
         for r in recs:
             print(r.id)
         return 0
@@ -98,24 +93,3 @@ def cmd_ls(args: argparse.Namespace) -> int:
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return 0
-
-
-def register_cli(subparsers: Any) -> None:
-    """Adds `image import` and `image ls` to the pycri command's subparsers."""
-    image = subparsers.add_parser("image", help="manage the local image store")
-    isub = image.add_subparsers(dest="image_command", required=True)
-
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", type=Path, help="pycri config file (for the root dir)")
-        p.add_argument("--root", help="pycri root dir (default /var/lib/pycri)")
-
-    imp = isub.add_parser("import", help="load a docker-archive or OCI-layout tarball")
-    imp.add_argument("file", help="the tarball (docker save / skopeo oci-archive)")
-    imp.add_argument("--name", help="reference to tag the image with when the archive "
-                     "names none (or only a tag)")
-    common(imp)
-    imp.set_defaults(func=cmd_import)
-    ls = isub.add_parser("ls", help="list images")
-    ls.add_argument("-q", "--quiet", action="store_true", help="only image IDs")
-    common(ls)
-    ls.set_defaults(func=cmd_ls)

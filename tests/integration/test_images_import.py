@@ -1,7 +1,6 @@
 """`pycri image import` / `pycri image ls` on OCI-layout and docker archives."""
 from __future__ import annotations
 
-import argparse
 import hashlib
 import shutil
 import subprocess
@@ -9,16 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from imageservice.cli import register_cli
+from cri_server.cli import main
 from imageservice.manager import ImageManager
 from tests.support import oci_build as ob
 
 
 def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="pycri")
-    register_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args))
+    return main(argv)
 
 
 @pytest.fixture
