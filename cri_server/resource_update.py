@@ -1,6 +1,6 @@
 """UpdateContainerResources semantics: merging an update into a container's resources (pure).
 
-Both dicts use the ContainerSpec "resources" names (cri_server.containers.resources.to_dict).
+Both dicts use the ContainerSpec "resources" names (cri_server.resources.to_dict).
 As in containerd, a field the update leaves at zero (or empty) keeps its current value;
 `unified` keys are merged one by one, hugepage limits replace the limit of their page size,
 and oom_score_adj (a property of the process, not of the cgroup) is never changed by an

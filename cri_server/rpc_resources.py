@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import grpc
 
-from cri_server.containers import resources
+from cri_server import resources
 from cri_server.services import Services
 from proto import api_pb2
 from pycri_common.errors import InvalidArgument

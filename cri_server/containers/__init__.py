@@ -5,7 +5,6 @@
 - command.py         ENTRYPOINT/CMD merging and env merging (Kubernetes/Docker rules)
 - security.py        security context -> capabilities, user, seccomp, apparmor, masked paths
 - mounts.py          CRI mounts, pod files, image volumes, devices -> spec mounts
-- resources.py       LinuxContainerResources <-> dict
 - pod_view.py        what the container code needs from a pod sandbox record
 - spec_builder.py    CreateContainerRequest + pod + image -> ContainerSpec (contract 4)
 - manager.py         ContainerManager: create/start/stop/remove/status/list/exec_sync
@@ -16,4 +15,7 @@
 - events.py          lifecycle events -> ContainerEventResponse on the event bus
 
 cri_server.wiring builds the ContainerManager and the streaming server with the other parts.
+
+Resource validation and conversion (LinuxContainerResources <-> dict) is
+cri_server.resources, shared with the pod sandboxes (pod resources and overhead).
 """

@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 from typing import Any, cast
 
+from cri_server import resources
 from cri_server.containers import record as R
-from cri_server.containers import resources
 from cri_server.containers.record import ContainerRecord
 from proto import api_pb2
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cri_server import host_features
-from cri_server.containers import command, mounts, resources, security
+from cri_server import host_features, resources
+from cri_server.containers import command, mounts, security
 from cri_server.containers.image_config import ImageView
 from cri_server.containers.pod_view import PodView
 from proto import api_pb2

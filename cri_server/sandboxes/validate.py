@@ -8,8 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from cri_server import labels
-from cri_server.containers import resources
+from cri_server import labels, resources
 from proto import api_pb2
 from pycri_common.errors import InvalidArgument, NotFound, Unimplemented
 
