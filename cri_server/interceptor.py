@@ -60,8 +60,8 @@ class RpcInterceptor(grpc.ServerInterceptor):
     def _fail(self, method: str, exc: Exception, context: grpc.ServicerContext) -> str:
         """Turns exc into a gRPC status and raises; returns nothing."""
         if isinstance(exc, PycriError):
-            log.info("rpc %s failed: %s: %s", method, exc.code.name, clip(str(exc), MAX_LOGGED_ERROR))
-            context.abort(exc.code, clip(f"{method}: {exc}", MAX_STATUS_MESSAGE))
+            log.info("rpc %s failed: %s: %s", method, exc.code_name, clip(str(exc), MAX_LOGGED_ERROR))
+            context.abort(grpc.StatusCode[exc.code_name], clip(f"{method}: {exc}", MAX_STATUS_MESSAGE))
         already = context.code()
         if already not in (None, grpc.StatusCode.OK):
             raise exc  # context.abort() was called by the servicer: keep its status

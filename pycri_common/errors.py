@@ -1,16 +1,14 @@
-"""The project's domain errors, and the one place that maps them to gRPC codes.
+"""The project's domain errors.
 
 Every package (cri_server, runtime, imageservice, cni) raises these; the RPC
 interceptor in cri_server.interceptor turns them into gRPC status codes. Raise
 the most specific class with a message a person can act on.
 
-This module does not import grpc (the shim and the container init share these
-classes and must stay light): each class names its status code, and `code`
-looks the grpc.StatusCode up only when the daemon asks for it.
+This module imports only the standard library (the shim and the container init
+share these classes and must stay light): each class names its status code in
+`code_name` (a grpc.StatusCode member name), which the daemon looks up.
 """
 from __future__ import annotations
-
-from typing import Any
 
 
 class PycriError(Exception):
@@ -22,12 +20,6 @@ class PycriError(Exception):
     def kind(self) -> str:
         """The class name, as sent between the shim and the daemon."""
         return type(self).__name__
-
-    @property
-    def code(self) -> Any:
-        """The grpc.StatusCode (imports grpc: daemon side only)."""
-        import grpc
-        return grpc.StatusCode[self.code_name]
 
 
 class InvalidArgument(PycriError):
@@ -88,14 +80,6 @@ class Cancelled(PycriError):
     """The client went away or cancelled the operation."""
 
     code_name = "CANCELLED"
-
-
-def grpc_code_for(exc: BaseException) -> Any:
-    """The grpc.StatusCode an exception is reported with."""
-    import grpc
-    if isinstance(exc, PycriError):
-        return grpc.StatusCode[exc.code_name]
-    return grpc.StatusCode.INTERNAL
 
 
 def from_kind(kind: str, message: str) -> PycriError:

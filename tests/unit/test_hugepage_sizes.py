@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from cri_server import host_features
-from cri_server.containers import resources
+from cri_server import resources
 from proto import api_pb2
 from pycri_common.errors import InvalidArgument
 
