@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any
+from typing import Any, cast
 
 from pycri_common.errors import InvalidArgument
 from runtime import arglimits
@@ -382,7 +382,7 @@ def validate_user(u: Any, field: str) -> dict[str, Any]:
           "give uid or username, not both")
     _need(not (u["gid"] is not None and u["groupname"] is not None), field,
           "give gid or groupname, not both")
-    return u
+    return cast("dict[str, Any]", u)  # checked to be a dict above
 
 
 def _validate_namespaces(s: dict[str, Any]) -> None:

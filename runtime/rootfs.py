@@ -155,7 +155,7 @@ def set_root_propagation(mounts: list[dict[str, Any]], rootfs_mountpoint: str) -
 
 def mount_rootfs(rootfs: dict[str, Any]) -> str:
     """Mount the overlay on rootfs["mountpoint"] (created if missing). Returns it."""
-    target = rootfs["mountpoint"]
+    target: str = rootfs["mountpoint"]
     for key in ("upper", "work"):
         if not os.path.isdir(rootfs[key]):
             raise InvalidArgument(f"rootfs.{key}: {rootfs[key]} is not a directory")

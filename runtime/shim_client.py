@@ -183,8 +183,11 @@ class ShimClient:
     def state(self, container_id: str | None = None) -> dict[str, dict[str, Any]]:
         """{cid: ContainerState}"""
         if container_id is None:
-            return self.call("state")["containers"]
-        return self.call("state", container_id=container_id)["containers"]
+            reply = self.call("state")
+        else:
+            reply = self.call("state", container_id=container_id)
+        containers: dict[str, dict[str, Any]] = reply["containers"]
+        return containers
 
     def wait(self, container_id: str, timeout: float) -> dict[str, Any]:
         """ContainerState after the container exited or `timeout` seconds passed."""

@@ -54,7 +54,7 @@ class ZygoteClient:
                                   f"{e}") from None
         finally:
             sock.close()
-        reply = json.loads(buf.split(b"\n", 1)[0])
+        reply: dict[str, Any] = json.loads(buf.split(b"\n", 1)[0])
         if not reply.get("ok"):
             raise ZygoteError(str(reply.get("error") or "zygote request failed"))
         return reply

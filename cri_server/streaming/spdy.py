@@ -656,7 +656,7 @@ class SpdyConnection:
     def _stream_id_of(self, payload: bytes, minimum: int) -> int:
         if len(payload) < minimum:
             raise SpdyProtocolError("control frame too short")
-        sid = struct.unpack_from(">I", payload)[0] & 0x7FFFFFFF
+        sid: int = struct.unpack_from(">I", payload)[0] & 0x7FFFFFFF
         if sid == 0:
             raise SpdyProtocolError("stream id 0 in a stream frame")
         return sid

@@ -12,6 +12,7 @@ from cri_server.containers.pod_view import PodView
 from proto import api_pb2
 from pycri_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from runtime import container_spec
+from runtime.capability_names import CAPABILITY_NAMES
 
 
 def _pod(tmp: Path, **kw: Any) -> PodView:
@@ -64,7 +65,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert p["env"] == ["PATH=/bin", "HOSTNAME=mypod", "IMG=2"]
     assert p["cwd"] == "/"
     assert p["capabilities"]["effective"] == sorted(
-        container_spec.DEFAULT_CAPABILITIES, key=container_spec.CAPABILITY_NAMES.index)
+        container_spec.DEFAULT_CAPABILITIES, key=CAPABILITY_NAMES.index)
     assert p["user"]["uid"] is None and p["user"]["username"] is None
     assert spec["rootfs"]["lower"] == ["/snap/2/fs", "/snap/1/fs"]
     assert spec["rootfs"]["upper"] == str(tmp_path / "ctr" / "upper")
