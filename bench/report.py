@@ -66,7 +66,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 def machine() -> dict[str, str]:
     def run(*cmd: str) -> str:
         try:
-            return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
+            return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=10).stdout.strip()
         except OSError:
             return "?"
     mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]

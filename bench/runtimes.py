@@ -200,7 +200,7 @@ state = "{self.base}/state"
         with open("/proc/self/mountinfo") as f:
             points = [line.split()[4] for line in f if str(self.base) in line.split()[4]]
         for point in sorted(points, key=len, reverse=True):
-            subprocess.run(["umount", "-l", point], capture_output=True)
+            subprocess.run(["umount", "-l", point], check=False, capture_output=True)
         shutil.rmtree(self.base, ignore_errors=True)
 
 

@@ -104,8 +104,8 @@ def test_socket_is_0660(daemon) -> None:  # type: ignore[no-untyped-def]
 
 def test_second_daemon_on_same_dirs_refuses(daemon) -> None:  # type: ignore[no-untyped-def]
     proc = subprocess.run([sys.executable, "-m", "cri_server", "serve", "--config",
-                           str(daemon.config_file)], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=30)
+                           str(daemon.config_file)], cwd=REPO_ROOT, check=False, capture_output=True,
+                          text=True, timeout=30)
     assert proc.returncode == 1
     assert "already using" in proc.stderr and str(daemon.socket) in proc.stderr
     assert daemon.c.Version(api_pb2.VersionRequest()).runtime_name == "pycri"
@@ -121,8 +121,8 @@ def test_sigterm_shuts_down_and_removes_socket(fresh_daemon: PycriDaemon) -> Non
 def test_bad_config_refuses_to_start(fresh_daemon: PycriDaemon) -> None:
     fresh_daemon.config_file.write_text(fresh_daemon.config_file.read_text() + "\nbogus_key = 1\n")
     proc = subprocess.run([sys.executable, "-m", "cri_server", "serve", "--config",
-                           str(fresh_daemon.config_file)], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=30)
+                           str(fresh_daemon.config_file)], cwd=REPO_ROOT, check=False,
+                          capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert "bogus_key" in proc.stderr and str(fresh_daemon.config_file) in proc.stderr
 
@@ -141,7 +141,7 @@ def test_json_logs(fresh_daemon: PycriDaemon) -> None:
 
 @pytest.mark.parametrize("argv", [["version"], ["config", "--root", "/srv/x"]])
 def test_cli_commands(argv: list[str]) -> None:
-    proc = subprocess.run([sys.executable, "-m", "cri_server", *argv], cwd=REPO_ROOT,
+    proc = subprocess.run([sys.executable, "-m", "cri_server", *argv], cwd=REPO_ROOT, check=False,
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     if argv[0] == "version":

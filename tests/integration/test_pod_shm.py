@@ -54,8 +54,8 @@ def test_containers_of_a_pod_share_dev_shm_and_other_pods_do_not(daemon, env: Co
     assert str(shm) in _mount_points()
     writer = env.run(["sh", "-c", "echo shared > /dev/shm/hello && sleep 1000"])
     assert pods.wait_until(lambda: (shm / "hello").exists())
-    out = env.output(["sh", "-c", "cat /dev/shm/hello; grep ' /dev/shm ' /proc/self/mounts "
-                      "| cut -d' ' -f3,4"])
+    out = env.output(["sh", "-c", ("cat /dev/shm/hello; grep ' /dev/shm ' /proc/self/mounts "
+                                   "| cut -d' ' -f3,4")])
     lines = out.splitlines()
     assert lines[0] == "shared"
     fstype, opts = lines[1].split()

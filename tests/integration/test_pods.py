@@ -4,6 +4,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import grpc
@@ -13,6 +14,11 @@ from proto import api_pb2
 from tests.support import pods
 from tests.support.cri_client import rpc_error
 from tests.support.daemon import PycriDaemon
+
+
+def _nsenter(*args: str) -> str:
+    return subprocess.run(["nsenter", *args], check=True, capture_output=True, text=True,
+                          timeout=10).stdout.strip()
 
 
 @pytest.fixture
@@ -118,7 +124,7 @@ def test_resolv_conf_hostname_and_hosts(cri, pod_ids) -> None:  # type: ignore[n
     r = pods.in_netns(info["netnsPath"], "true")
     assert r.returncode == 0
     uts = f"/proc/{info['pid']}/ns/uts"
-    out = os.popen(f"nsenter --uts={uts} hostname").read().strip()
+    out = _nsenter(f"--uts={uts}", "hostname")
     assert out == "web-0"
 
 
@@ -142,7 +148,7 @@ def test_sysctls_applied_inside_not_on_host(cri, pod_ids) -> None:  # type: igno
     assert got.split() == ["20000", "20999"]
     assert pods.in_netns(netns, "cat", "/proc/sys/net/ipv4/tcp_syncookies").stdout.strip() == "0"
     ipc = info["namespacePaths"]["ipc"]
-    got = os.popen(f"nsenter --ipc={ipc} cat /proc/sys/kernel/shmmni").read().strip()
+    got = _nsenter(f"--ipc={ipc}", "cat", "/proc/sys/kernel/shmmni")
     assert got == "1234"
     assert Path("/proc/sys/net/ipv4/ip_local_port_range").read_text() == host_range
     assert Path("/proc/sys/kernel/shmmni").read_text() == host_shmmni

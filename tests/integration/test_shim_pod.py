@@ -168,7 +168,7 @@ def test_bad_pod_spec_is_refused_by_zygote(env: ShimEnv) -> None:
         env.zygote.spawn_shim({"pod_id": "x", "ns_dir": "/tmp/x"})
     spec = env.pod_spec("badmode")
     spec["namespaces"]["pid"] = "sideways"
-    with pytest.raises(ZygoteError, match="namespaces.pid"):
+    with pytest.raises(ZygoteError, match=r"namespaces\.pid"):
         env.zygote.spawn_shim(spec)
 
 

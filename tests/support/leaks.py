@@ -18,7 +18,7 @@ PROCESS_MARKERS = ("runtime.shim", "runtime.zygote", "cri_server", "pycri")
 
 def _run(*cmd: str) -> str:
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=20).stdout
+        return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=20).stdout
     except (OSError, subprocess.TimeoutExpired):
         return ""
 

@@ -98,7 +98,7 @@ def test_validation_rejects(doc, reason):
 
 def test_conflist_content_in_conf_file_is_explained(tmp_path):
     path = write(tmp_path / "10.conf", BRIDGE_LIST)
-    with pytest.raises(InvalidConfig, match="rename it to .conflist"):
+    with pytest.raises(InvalidConfig, match=r"rename it to \.conflist"):
         load_file(str(path))
 
 

@@ -277,7 +277,7 @@ def test_plugin_timeout_kills_and_cleans_up(env):
 def test_garbage_and_empty_results_are_errors(env):
     fake, manager, netns, _ = env
     fake.set("third", garbage=["ADD"])
-    with pytest.raises(CniPluginError, match="'third' failed on ADD.*invalid JSON"):
+    with pytest.raises(CniPluginError, match=r"'third' failed on ADD.*invalid JSON"):
         manager().setup(POD, netns, META)
     fake.set("third", empty=True)
     with pytest.raises(CniPluginError, match="printed no result"):

@@ -153,7 +153,7 @@ def test_seccomp_profiles(tmp_path: Path) -> None:
     local = _build(tmp_path, _req(linux=_sc(seccomp=api_pb2.SecurityProfile(
         profile_type=api_pb2.SecurityProfile.Localhost, localhost_ref=str(prof)))))
     assert local["seccomp"]["defaultAction"] == "SCMP_ACT_ALLOW"
-    with pytest.raises(InvalidArgument, match="missing.json"):
+    with pytest.raises(InvalidArgument, match=r"missing\.json"):
         _build(tmp_path, _req(linux=_sc(seccomp=api_pb2.SecurityProfile(
             profile_type=api_pb2.SecurityProfile.Localhost,
             localhost_ref=str(tmp_path / "missing.json")))))

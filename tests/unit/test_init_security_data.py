@@ -57,9 +57,9 @@ def test_localhost_profile(tmp_path: Path) -> None:
     assert seccomp.load_localhost_profile(str(good))["defaultAction"] == "SCMP_ACT_ALLOW"
     bad = tmp_path / "bad.json"
     bad.write_text("{nope")
-    with pytest.raises(InvalidArgument, match="bad.json"):
+    with pytest.raises(InvalidArgument, match=r"bad\.json"):
         seccomp.load_localhost_profile(str(bad))
-    with pytest.raises(InvalidArgument, match="missing.json"):
+    with pytest.raises(InvalidArgument, match=r"missing\.json"):
         seccomp.load_localhost_profile(str(tmp_path / "missing.json"))
 
 

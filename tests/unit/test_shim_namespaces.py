@@ -18,7 +18,7 @@ def test_namespace_types_per_mode() -> None:
 
 
 def test_bad_mode_rejected() -> None:
-    with pytest.raises(ValueError, match="namespaces.pid"):
+    with pytest.raises(ValueError, match=r"namespaces\.pid"):
         ns.pod_namespace_types(pod(pid="target"))
 
 
