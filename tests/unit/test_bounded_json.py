@@ -44,7 +44,7 @@ def test_brackets_inside_strings_and_escapes_do_not_count() -> None:
 
 def test_unbalanced_and_unterminated_input_is_invalid_not_a_crash() -> None:
     for doc in (DEEP, b"{" * 100_000, b'"' + b"\\" * 99_999, b"]" * 100_000 + DEEP, b'["' + DEEP):
-        with pytest.raises(InvalidArgument, match="^doc "):
+        with pytest.raises(InvalidArgument, match=r"^doc "):
             load_json(doc, "doc")
 
 
@@ -83,7 +83,7 @@ def test_import_manifest_json(tmp_path: Path) -> None:
         tf.addfile(ti, io.BytesIO(DEEP))
     mgr = ImageManager(tmp_path / "images")
     try:
-        with pytest.raises(InvalidArgument, match="manifest.json of the archive nests"):
+        with pytest.raises(InvalidArgument, match=r"manifest\.json of the archive nests"):
             import_archive(mgr, arc)
     finally:
         mgr.close()
@@ -108,5 +108,5 @@ def test_hosts_toml_nested_too_deeply(tmp_path: Path) -> None:
     d = tmp_path / "example.com"
     d.mkdir()
     (d / "hosts.toml").write_text("server = " + "[" * 100_000)
-    with pytest.raises(InvalidArgument, match="hosts.toml: arrays or tables nested too deeply"):
+    with pytest.raises(InvalidArgument, match=r"hosts\.toml: arrays or tables nested too deeply"):
         RegistryHosts(str(tmp_path)).endpoints("example.com")

@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from cri_server import host_features
-from cri_server import resources
+from cri_server import host_features, resources
 from proto import api_pb2
 from pycri_common.errors import InvalidArgument
 
@@ -45,7 +44,7 @@ def test_other_sizes_are_refused_naming_value_and_offered(size: str) -> None:
 
 @pytest.mark.usefixtures("offered")
 def test_pod_resources_are_checked_too() -> None:
-    with pytest.raises(InvalidArgument, match="linux.overhead: .*'/x'"):
+    with pytest.raises(InvalidArgument, match=r"linux\.overhead: .*'/x'"):
         resources.check("linux.overhead", _res("/x"))
 
 

@@ -68,7 +68,7 @@ def test_admit_refuses_what_would_exceed_the_budget() -> None:
     budget = ListBudget(lambda: used[0], limit=1000)
     with budget.admit("pod sandbox a", 100):
         pass
-    with pytest.raises(ResourceExhausted, match="pod sandbox b: .* already carry 900 bytes"):
+    with pytest.raises(ResourceExhausted, match=r"pod sandbox b: .* already carry 900 bytes"):
         with budget.admit("pod sandbox b", 101):
             pass
 
