@@ -10,6 +10,7 @@ a slice deleted or repeated.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
 from hypothesis import HealthCheck, settings
@@ -55,6 +56,7 @@ def chunked(data: bytes, cuts: Sequence[int]) -> list[bytes]:
     return [data[a:b] for a, b in zip(points, points[1:], strict=False)]
 
 
+@cache
 def json_values(max_leaves: int = 20) -> st.SearchStrategy[Any]:
     scalars = (st.none() | st.booleans() | st.integers(-2**70, 2**70)
                | st.floats(allow_nan=False) | st.text(max_size=20))
