@@ -71,7 +71,7 @@ def normalize_result(raw: dict[str, Any]) -> dict[str, Any]:
         if block.get("gateway"):
             entry["gateway"] = block["gateway"]
         ips.append(entry)
-        routes.extend(r for r in block.get("routes") or [] if isinstance(r, dict))
+        routes.extend(r for r in _list(block.get("routes")) if isinstance(r, dict))
     return {
         "cniVersion": raw.get("cniVersion", "0.2.0"),
         "interfaces": [],
@@ -84,7 +84,7 @@ def normalize_result(raw: dict[str, Any]) -> dict[str, Any]:
 def parse_result(raw: dict[str, Any], network: str, ifname: str) -> CniResult:
     """Parse a final ADD result; the pod IPs are those on interface ifname in the sandbox."""
     norm = normalize_result(raw)
-    interfaces = [i for i in norm["interfaces"] if isinstance(i, dict)]
+    interfaces = [i for i in _list(norm["interfaces"]) if isinstance(i, dict)]
     if not isinstance(norm["ips"], list):
         raise CniError(f"CNI network {network!r} returned a result whose 'ips' is not a list")
     configs: list[IPConfig] = []
@@ -93,16 +93,19 @@ def parse_result(raw: dict[str, Any], network: str, ifname: str) -> CniResult:
             continue
         address = entry.get("address")
         try:
-            ipaddress.ip_interface(address)  # type: ignore[arg-type]
+            if not isinstance(address, str):  # ip_interface() takes an int too: 167772161
+                raise ValueError(address)
+            ipaddress.ip_interface(address)
         except ValueError:
             raise CniError(
                 f"CNI network {network!r} returned an invalid IP address {address!r}"
             ) from None
         index = entry.get("interface")
+        gateway = entry.get("gateway")
         configs.append(
             IPConfig(
-                address=str(address),
-                gateway=entry.get("gateway") or None,
+                address=address,
+                gateway=gateway if isinstance(gateway, str) and gateway else None,
                 interface=index if isinstance(index, int) else None,
             )
         )
@@ -121,10 +124,15 @@ def parse_result(raw: dict[str, Any], network: str, ifname: str) -> CniResult:
         gateway=ordered[0].gateway if ordered else None,
         interfaces=interfaces,
         ip_configs=configs,
-        routes=[r for r in norm["routes"] if isinstance(r, dict)],
+        routes=[r for r in _list(norm["routes"]) if isinstance(r, dict)],
         dns=norm["dns"] if isinstance(norm["dns"], dict) else {},
         raw=raw,
     )
+
+
+def _list(value: Any) -> list[Any]:
+    """A list field of a result; anything else (a plugin's mistake) counts as empty."""
+    return value if isinstance(value, list) else []
 
 
 def _is_pod_interface(

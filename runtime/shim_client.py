@@ -138,7 +138,13 @@ class ShimClient:
             raise _error("Unavailable", f"the shim of {self.shim_dir} went away during "
                                         f"{req['op']!r}: {e}") from None
         line_out, rest = buf.split(b"\n", 1)
-        reply = json.loads(line_out)
+        try:
+            reply = json.loads(line_out)
+        except (ValueError, RecursionError):
+            reply = None
+        if not isinstance(reply, dict):
+            raise _error("PycriError", f"the shim of {self.shim_dir} answered {req['op']!r} with "
+                                       f"a line that is not a JSON object: {line_out[:100]!r}")
         if not reply.get("ok"):
             raise _error(str(reply.get("kind") or "PycriError"),
                          str(reply.get("error") or f"shim op {req['op']!r} failed"))

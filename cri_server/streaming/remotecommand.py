@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -49,23 +50,30 @@ class Channels:
     resize: InputChannel | None = None
 
 
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+
+
 def parse_resize_messages(buf: bytearray) -> list[tuple[int, int]]:
-    """Consume complete JSON TerminalSize objects ({"Width","Height"}) from buf."""
+    """Consume complete JSON TerminalSize objects ({"Width","Height"}) from buf.
+
+    The buffer is decoded once and walked (not re-decoded per message); surrogateescape keeps
+    one character per undecodable byte, so the consumed text maps back to bytes exactly."""
     sizes: list[tuple[int, int]] = []
     decoder = json.JSONDecoder()
+    text = buf.decode("utf-8", "surrogateescape")
+    pos = 0
     while True:
-        text = buf.decode("utf-8", "replace").lstrip()
-        skipped = len(buf) - len(text.encode())
-        if not text:
+        pos = _JSON_SPACE.match(text, pos).end()  # type: ignore[union-attr]
+        if pos == len(text):
             buf.clear()
             return sizes
         try:
-            obj, end = decoder.raw_decode(text)
-        except json.JSONDecodeError:
-            if len(buf) > 4096:  # garbage that never becomes valid JSON
+            obj, pos = decoder.raw_decode(text, pos)
+        except (ValueError, RecursionError) as exc:  # ValueError: also int() of 5000 digits
+            del buf[:len(text[:pos].encode("utf-8", "surrogateescape"))]
+            if isinstance(exc, RecursionError) or len(buf) > 4096:  # never becomes valid
                 buf.clear()
             return sizes
-        del buf[:skipped + len(text[:end].encode())]
         if isinstance(obj, dict):
             lowered = {str(k).lower(): v for k, v in obj.items()}
             try:

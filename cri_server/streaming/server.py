@@ -276,7 +276,13 @@ class StreamingServer:
         finally:
             with contextlib.suppress(OSError):
                 sock.settimeout(None)
-        return _HttpRequest(request) if request is not None else None
+        if request is None:
+            return None
+        try:
+            return _HttpRequest(request)
+        except ValueError as exc:  # urlsplit: a target like "//[" has an invalid IPv6 host
+            self._respond(sock, h, 400, f"bad request target: {exc}")
+            return None
 
     def _respond(self, sock: socket.socket, h: h11.Connection, status: int, body: str,
                  extra: Sequence[tuple[str, str]] = ()) -> None:

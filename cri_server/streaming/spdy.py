@@ -45,6 +45,7 @@ MAX_WINDOW = 0x7FFFFFFF
 MAX_DATA_FRAME = 16 * 1024          # the size we cut outgoing DATA frames into
 MAX_FRAME_LENGTH = 0xFFFFFF         # 24-bit length field
 MAX_HEADER_BLOCK = 256 * 1024       # decompressed header block limit (zlib bomb guard)
+MAX_HEADER_ENTRIES = 1024           # name/value pairs a block may hold (NUL-split values counted)
 MAX_PEER_STREAMS = 1000             # open streams a peer may have; more are REFUSED_STREAM
 
 FLAG_FIN = 0x01
@@ -213,7 +214,8 @@ def encode_header_block(headers: Headers) -> bytes:
 
 
 def decode_header_block(block: bytes) -> Headers:
-    """Parse an uncompressed name/value block; raises ValueError when malformed."""
+    """Parse an uncompressed name/value block; raises ValueError when malformed or when it
+    holds more than MAX_HEADER_ENTRIES pairs (each costs far more memory than its bytes)."""
     pos = 0
 
     def take(n: int) -> bytes:
@@ -225,6 +227,8 @@ def decode_header_block(block: bytes) -> Headers:
         return chunk
 
     (count,) = struct.unpack(">I", take(4))
+    if count > MAX_HEADER_ENTRIES:
+        raise ValueError(f"header block claims {count} entries (at most {MAX_HEADER_ENTRIES})")
     headers: Headers = []
     for _ in range(count):
         (nlen,) = struct.unpack(">I", take(4))
@@ -232,9 +236,11 @@ def decode_header_block(block: bytes) -> Headers:
             raise ValueError("empty header name")
         name = take(nlen).decode("utf-8", "replace").lower()
         (vlen,) = struct.unpack(">I", take(4))
-        value = take(vlen).decode("utf-8", "replace")
+        raw_value = take(vlen)
         # One name may carry several NUL-separated values.
-        for part in value.split("\x00"):
+        if len(headers) + raw_value.count(b"\x00") >= MAX_HEADER_ENTRIES:
+            raise ValueError(f"header block holds more than {MAX_HEADER_ENTRIES} values")
+        for part in raw_value.decode("utf-8", "replace").split("\x00"):
             headers.append((name, part))
     if pos != len(block):
         raise ValueError("trailing bytes after header block")

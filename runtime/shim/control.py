@@ -112,7 +112,7 @@ class Connection:
                 continue
             try:
                 req = json.loads(line)
-            except ValueError as e:
+            except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
                 req = f"bad request: {e}"
             if not isinstance(req, dict):
                 for fd in fds:
