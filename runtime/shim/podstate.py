@@ -50,7 +50,7 @@ def take_report_messages(buf: bytes) -> tuple[list[dict[str, Any]], bytes]:
         line, buf = buf.split(b"\n", 1)
         try:
             msg = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # a report nested past the parser's depth is no report
             continue
         if isinstance(msg, dict):
             msgs.append(msg)

@@ -45,7 +45,7 @@ def test_log_lines_are_well_formed_and_lose_nothing(chunks: list[tuple[str, byte
         with open(path, "rb") as f:
             content = f.read()
     assert content == b"" or content.endswith(b"\n")
-    got = {s: b"" for s in _STREAMS}
+    got = dict.fromkeys(_STREAMS, b"")
     for line in content.split(b"\n")[:-1]:
         m = _LINE.fullmatch(line)
         assert m, line

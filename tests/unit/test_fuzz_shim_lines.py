@@ -11,42 +11,27 @@ the report parser returns only objects. Seeds are the lines the daemon and the i
 """
 from __future__ import annotations
 
-import importlib
 import json
 import socket
-from collections.abc import Callable
 from typing import Any
 
-import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from pycri_common.errors import PycriError
 from runtime.shim import control, frames
 from runtime.shim.loop import Loop
+from runtime.shim.podstate import take_report_messages
 from runtime.shim_client import ShimClient
 from tests.support.fuzz import chunked, fuzz_settings, mutated
-
-
-def _report_parser() -> Callable[[bytes], tuple[list[dict[str, Any]], bytes]]:
-    """take_report_messages, in runtime.shim.podstate once the shim server is split."""
-    for name in ("runtime.shim.podstate", "runtime.shim.server"):
-        try:
-            return importlib.import_module(name).take_report_messages  # type: ignore[no-any-return]
-        except (ImportError, AttributeError):
-            continue
-    raise ImportError("take_report_messages")
-
-
-take_report_messages = _report_parser()
 
 _DEEP = b"[" * 100_000
 
 REQUESTS = [
     b'{"op": "hello"}\n',
-    b'{"op": "create", "container_id": "5f1c", "spec": {"process": {"args": ["sh", "-c", "echo hi"],'
+    (b'{"op": "create", "container_id": "5f1c", "spec": {"process": {"args": ["sh", "-c", "echo hi"],'
     b' "env": ["PATH=/bin"], "cwd": "/"}, "root": {"path": "/run/pycri/rootfs/5f1c"},'
-    b' "log_path": "/var/log/pods/p/c/0.log"}}\n',
+    b' "log_path": "/var/log/pods/p/c/0.log"}}\n'),
     b'{"op": "wait", "container_id": "5f1c", "timeout": 10.0}\n{"op": "state"}\n',
     b'{"op": "kill", "container_id": "5f1c", "signal": 15}\n\n{"op": "delete", "container_id": "5f1c"}\n',
     b'{"op": "attach", "container_id": "5f1c"}\n' + frames.encode(frames.STDIN, b"ls\n")
@@ -140,8 +125,8 @@ def test_frame_decoder_yields_frames_or_frame_error(data: bytes, cuts: list[int]
 
 
 REPLIES = [
-    b'{"ok": true, "pod_id": "p1", "shim_pid": 4242, "pause_pid": 4243, "pause_alive": true,'
-    b' "ns": {"net": "/run/netns/p1"}, "containers": []}\n',
+    (b'{"ok": true, "pod_id": "p1", "shim_pid": 4242, "pause_pid": 4243, "pause_alive": true,'
+    b' "ns": {"net": "/run/netns/p1"}, "containers": []}\n'),
     b'{"ok": false, "kind": "NotFound", "error": "container 5f1c not found"}\n',
     b'{"ok": true}\n' + frames.encode(frames.STDOUT, b"hi"),
 ]
@@ -177,9 +162,6 @@ REPORTS = [b'{"pid": 4301}\n', b'{"ready": true, "user": {"uid": 0, "gid": 0, "g
            b'{"error": "exec: \\"nosuch\\": executable file not found in $PATH", "kind": "NotFound"}\n']
 
 
-@pytest.mark.xfail(raises=RecursionError, strict=True,
-                   reason="take_report_messages catches only ValueError from json.loads "
-                          "(runtime/shim/server.py, being split; fix: also RecursionError)")
 @fuzz_settings(200)
 @given(mutated([b"".join(REPORTS), REPORTS[0] + b'{"pid": 43'], 6))
 @example(_DEEP + b"\n")
