@@ -27,7 +27,7 @@ _chunk = st.tuples(st.sampled_from(_STREAMS),
                    st.binary(max_size=80) | st.sampled_from([b"\n", b"\r\n", b"\r", b"x" * 16]))
 
 
-@fuzz_settings(300)
+@fuzz_settings(200)
 @given(st.lists(_chunk, max_size=12), st.integers(1, 24), st.integers(0, 2**63 - 1))
 @example([("stdout", b"/ # ls\r\nbin  etc\r\n/ # ")], 16, 1_733_140_000_123_456_789)
 @example([("stdout", b"x" * 16 + b"\n"), ("stderr", b"y" * 17 + b"\n")], 16, 0)
