@@ -142,7 +142,7 @@ def _attach_frame(loop: Loop, c: Container, conn: Connection, stream: int, paylo
             size = json.loads(payload)
             rows, cols = int(size["height"]), int(size["width"])
             fcntl.ioctl(c.pty_master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-        except (ValueError, KeyError, TypeError, OSError, struct.error):
+        except (ValueError, KeyError, TypeError, OSError, struct.error, RecursionError, OverflowError):
             pass
 
 
