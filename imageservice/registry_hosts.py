@@ -173,7 +173,12 @@ def _endpoint(url: str, table: dict[str, Any], where: str, is_mirror: bool,
     if not ca_files and host_dir is not None and not is_mirror:
         ca_files = sorted(str(p) for p in host_dir.glob("*.crt"))
     clients: list[tuple[str, str]] = []
-    for c in table.get("client", []) or []:
+    client = table.get("client", []) or []
+    if isinstance(client, str):
+        client = [client]
+    if not isinstance(client, list):
+        raise InvalidArgument(f"client in {where} must be a path or a list of paths or pairs")
+    for c in client:
         if isinstance(c, str):
             clients.append((c, ""))
         elif isinstance(c, list) and 1 <= len(c) <= 2:

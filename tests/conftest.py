@@ -11,11 +11,18 @@ from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from tests.support import leaks
 from tests.support.daemon import TEST_BRIDGE, PycriDaemon
 
 IS_ROOT = os.geteuid() == 0
+
+# The fuzz tests (tests/unit/test_fuzz_*.py) explore new inputs on every developer run, but CI
+# replays one fixed sequence, so a run on the same commit gives the same result.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

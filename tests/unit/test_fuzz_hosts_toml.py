@@ -90,6 +90,8 @@ def test_hosts_toml_text(text: str) -> None:
 @example({"server": "https://h:abc"})
 @example({"header": {"a": [1]}})
 @example({"client": [[1, 2]]})
+@example({"client": True})                       # found: iterated a bool (TypeError)
+@example({"client": "/c.pem"})
 def test_hosts_table(doc: dict[str, Any]) -> None:
     try:
         _check(_endpoints(doc))
