@@ -91,6 +91,7 @@ class ContainerManager:
         self._status_versions: dict[str, tuple[int, int, int]] = {}
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
+        self._list_sizes: dict[str, int] = {}  # list_bytes: List item size by container id
         # What the Lists may carry (cri_server.list_budget): set by the wiring.
         self.list_budget: ListBudget | None = None
 
@@ -516,7 +517,11 @@ class ContainerManager:
         """What the Container items of every container take in a List (cri_server.list_budget)."""
         with self._lock:
             recs = list(self._records.values())
-        return sum(convert.container(r).ByteSize() for r in recs)
+        # Sizes are remembered by id: labels and annotations never change, and what a state change
+        # adds (reason, message, exit code) is inside the budget's per-item allowance.
+        sizes = {r.id: self._list_sizes.get(r.id) or convert.container(r).ByteSize() for r in recs}
+        self._list_sizes = sizes
+        return sum(sizes.values())
 
     def records(self) -> builtins.list[ContainerRecord]:
         """Every container (none being created) as last refreshed, without asking any shim:

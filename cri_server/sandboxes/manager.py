@@ -114,6 +114,7 @@ class SandboxManager:
         # Pod lifecycle events (GetContainerEvents, with the pod id as container id, as
         # containerd sends them): set by the wiring; (CRI ContainerEventType, record).
         self.event_sink: Callable[[int, SandboxRecord], None] | None = None
+        self._list_sizes: dict[str, int] = {}  # list_bytes: List item size by pod id
         # What the Lists may carry (cri_server.list_budget): set by the wiring.
         self.list_budget: ListBudget | None = None
 
@@ -579,7 +580,17 @@ class SandboxManager:
 
     def list_bytes(self) -> int:
         """What the PodSandbox items of every pod take in a List (cri_server.list_budget)."""
-        return sum(list_item_bytes(SandboxRecord.from_json(d)) for d in self.store.list(KIND))
+        # Sizes are remembered by id (an indexed id-only query, not every record parsed): labels and
+        # annotations never change, and a state change adds only a few bytes.
+        sizes: dict[str, int] = {}
+        for pod_id in self.store.ids_with_prefix(KIND, ""):
+            size = self._list_sizes.get(pod_id)
+            if size is None:
+                data = self.store.get(KIND, pod_id)
+                size = list_item_bytes(SandboxRecord.from_json(data)) if data is not None else 0
+            sizes[pod_id] = size
+        self._list_sizes = sizes
+        return sum(sizes.values())
 
     def iter_records(self, flt: api_pb2.PodSandboxFilter | None) -> Iterator[SandboxRecord]:
         from cri_server.sandboxes.views import matches
