@@ -81,6 +81,15 @@ class RuntimeConfig:
 
 
 @dataclass
+class CdiConfig:
+    # Resolve CDI devices (ContainerConfig.CDI_devices, cdi.k8s.io/* annotations); when off, a
+    # container asking for one fails instead of starting without it.
+    enable: bool = True
+    # CDI spec directories, lowest priority first: a later one wins on a device name clash.
+    spec_dirs: list[str] = field(default_factory=lambda: ["/etc/cdi", "/var/run/cdi"])
+
+
+@dataclass
 class Config:
     socket: str = "/run/pycri/pycri.sock"
     root: str = "/var/lib/pycri"
@@ -95,6 +104,7 @@ class Config:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    cdi: CdiConfig = field(default_factory=CdiConfig)
 
 
 # -- schema checking ---------------------------------------------------------
@@ -183,6 +193,9 @@ def _validate_semantics(cfg: Config) -> None:
         raise ConfigError("registry.max_concurrent_downloads must be at least 1")
     if cfg.cni.plugin_timeout_seconds <= 0:
         raise ConfigError("cni.plugin_timeout_seconds must be positive")
+    for i, d in enumerate(cfg.cdi.spec_dirs):
+        if not d.startswith("/"):
+            raise ConfigError(f"cdi.spec_dirs[{i}] must be an absolute path, got {d!r}")
     bridge = cfg.cni.default_bridge
     if not 0 < len(bridge) <= 15 or "/" in bridge or any(c.isspace() for c in bridge):
         raise ConfigError(f"cni.default_bridge must be a 1-15 character interface name without "

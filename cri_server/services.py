@@ -11,6 +11,7 @@ from cri_server.paths import Paths
 
 if TYPE_CHECKING:  # types only: importing this module (servicers, `pycri version`) stays cheap
     from cni import CniManager
+    from cri_server.cdi.registry import Registry
     from cri_server.containers.manager import ContainerManager
     from cri_server.events import EventBus
     from cri_server.metrics import Metrics
@@ -36,6 +37,7 @@ class Services:
     streaming: StreamingServer
     stats: StatsService
     metrics: Metrics | None   # None when config.metrics.address is empty
+    cdi: Registry | None = None  # CDI spec registry (also held by the container manager)
     started_at: float = field(default_factory=time.time)
     # Set by UpdateRuntimeConfig; reported back and handed to CNI.
     pod_cidr: str = ""

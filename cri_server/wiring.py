@@ -16,6 +16,7 @@ import dataclasses
 import logging
 
 from cni import CniManager
+from cri_server.cdi.registry import Registry
 from cri_server.config import Config
 from cri_server.containers.events import make_pod_sink, make_sink
 from cri_server.containers.manager import ContainerManager
@@ -58,6 +59,8 @@ def build_services(config: Config, paths: Paths) -> Services:
         undo.callback(events.close)
         sandboxes = SandboxManager(config, paths, store, cni, zygote.spawn)
         containers = ContainerManager(store, paths, sandboxes, images)
+        cdi = Registry(config.cdi.spec_dirs, enabled=config.cdi.enable)
+        containers.cdi = cdi
         sandboxes.containers = containers
         images.is_image_in_use = containers.is_image_in_use
         containers.event_sink = make_sink(events, sandboxes, containers)
@@ -74,7 +77,7 @@ def build_services(config: Config, paths: Paths) -> Services:
             metrics.watch_managers(sandboxes, containers)
         svc = Services(config=config, paths=paths, store=store, images=images, cni=cni,
                        zygote=zygote, events=events, sandboxes=sandboxes, containers=containers,
-                       streaming=streaming, stats=stats, metrics=metrics)
+                       streaming=streaming, stats=stats, metrics=metrics, cdi=cdi)
         undo.pop_all()
     return svc
 

@@ -14,7 +14,12 @@ run(spec, stdio, gate_fd, report_fd) -> NoReturn
      oom_score_adj (clamped), AppArmor; seccomp compiled (loaded now when no_new_privs is off,
      since that needs CAP_SYS_ADMIN); bounding set, user, capabilities, ambient, no_new_privs.
   6. {"ready": true, "user": {"uid", "gid", "groups"}} on report_fd, then block on gate_fd:
-     b"s" -> load seccomp (no_new_privs case) and execve; EOF/anything else -> exit 1.
+     b"s" -> startContainer hooks, load seccomp (no_new_privs case) and execve;
+     EOF/anything else -> exit 1.
+  OCI hooks (spec["hooks"], runtime.hooks): createRuntime hooks run in a helper forked in step 1
+  (still in the runtime's namespaces and cgroup) when the init asks it to, after the mounts and
+  before pivot_root; createContainer hooks then run from the init itself (container
+  namespaces, host paths still visible); startContainer hooks after the gate opened.
   Any failure: {"error": msg, "kind": "<errors.py class name>"} on report_fd, exit 1 (before
   ready; the cgroup created in step 2 is removed) or 127/126 when execve fails (not found /
   not executable).
@@ -34,12 +39,13 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import stat
 import termios
 from typing import Any, NoReturn
 
-from pycri_common.errors import InvalidArgument, PycriError
-from runtime import apparmor, capabilities, rlimits, rootfs, syscalls
+from pycri_common.errors import FailedPrecondition, InvalidArgument, PycriError
+from runtime import apparmor, capabilities, hooks, rlimits, rootfs, syscalls
 from runtime.cgroups import open_cgroup
 from runtime.cgroups.manager import Cgroup
 from runtime.container_spec import validate_spec, validate_user
@@ -88,9 +94,11 @@ def run(spec: dict[str, Any], stdio: tuple[int, int, int], gate_fd: int,
         _make_non_dumpable()
         spec = validate_spec(spec)
         _setup_stdio(stdio, keep=(gate_fd, report_fd))
+        helper = _HookHelper.start(spec) if spec["hooks"].get("createRuntime") else None
         cgroup = _setup_cgroup(spec)
         _enter_namespaces(spec, reporter)
-        seccomp_filter, argv0, env, user = _build_container(spec)
+        host_pid = _host_pid()
+        seccomp_filter, argv0, env, user = _build_container(spec, helper, host_pid)
         if seccomp_filter is not None and not spec["process"]["no_new_privs"]:
             seccomp_filter.load()
         _apply_credentials(spec["process"], user)
@@ -99,6 +107,7 @@ def run(spec: dict[str, Any], stdio: tuple[int, int, int], gate_fd: int,
         if os.read(gate_fd, 1) != b"s":
             os._exit(1)
         os.close(gate_fd)
+        hooks.run_hooks(spec["hooks"], "startContainer", _hook_state(spec, "created", host_pid))
         if seccomp_filter is not None and spec["process"]["no_new_privs"]:
             seccomp_filter.load()
         _execve(argv0, spec["process"]["args"], env)
@@ -286,8 +295,9 @@ def _setns(path: str, flag: int, ns_type: str) -> None:
                               f"{e.strerror}") from e
 
 
-def _build_container(spec: dict[str, Any]) -> tuple[SeccompFilter | None, str, list[str],
-                                                    ResolvedUser]:
+def _build_container(spec: dict[str, Any], helper: _HookHelper | None = None,
+                     host_pid: int = 0) -> tuple[SeccompFilter | None, str, list[str],
+                                                 ResolvedUser]:
     """Filesystem, pivot_root and everything that must be checked before `ready`."""
     proc = spec["process"]
     mounts = spec["mounts"]
@@ -308,6 +318,9 @@ def _build_container(spec: dict[str, Any]) -> tuple[SeccompFilter | None, str, l
         cg = open_cgroup(spec["cgroup"]["path"])
         cg.set_device_rules(list(rootfs.DEFAULT_DEVICE_RULES) + rules)
     cwd = rootfs.prepare_cwd(root, proc["cwd"])
+    if helper is not None:
+        helper.run(_hook_state(spec, "creating", host_pid))
+    hooks.run_hooks(spec["hooks"], "createContainer", _hook_state(spec, "creating", host_pid))
     rootfs.pivot_root(root)
     rootfs.mask_paths(spec["masked_paths"])
     rootfs.readonly_paths(spec["readonly_paths"])
@@ -322,6 +335,100 @@ def _build_container(spec: dict[str, Any]) -> tuple[SeccompFilter | None, str, l
     if profile:
         apparmor.set_exec_profile(profile)
     return seccomp_filter, argv0, env, user
+
+
+def _host_pid() -> int:
+    """Our pid as the host sees it: /proc is still the host's until pivot_root, and its
+    /proc/self names the reader's pid in the proc mount's (the host's) pid namespace."""
+    try:
+        return int(os.readlink("/proc/self"))
+    except (OSError, ValueError):
+        return os.getpid()
+
+
+def _hook_state(spec: dict[str, Any], status: str, pid: int) -> dict[str, Any]:
+    bundle = os.path.dirname(spec["rootfs"]["upper"].rstrip("/"))
+    return hooks.state(spec["id"], status, pid, bundle, spec.get("annotations") or {})
+
+
+class _HookHelper:
+    """A child forked before the init joins any namespace or cgroup: it runs the createRuntime
+    hooks in the runtime's namespaces when the init sends it the state, and answers once."""
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.sock = sock
+
+    @classmethod
+    def start(cls, spec: dict[str, Any]) -> _HookHelper:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the forked helper
+            code = 0
+            try:
+                ours.close()
+                keep = theirs.fileno()
+                null = os.open("/dev/null", os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+                for name in os.listdir("/proc/self/fd"):
+                    if int(name) not in (0, 1, 2, keep):
+                        try:
+                            os.close(int(name))
+                        except OSError:
+                            pass
+                code = cls._serve(spec, theirs)
+            finally:
+                os._exit(code)
+        theirs.close()
+        return cls(pid, ours)
+
+    @staticmethod
+    def _serve(spec: dict[str, Any], sock: socket.socket) -> int:
+        data = _recv_all(sock)
+        if not data:
+            return 0  # the init failed before it got there
+        try:
+            hooks.run_hooks(spec["hooks"], "createRuntime", json.loads(data))
+            answer: dict[str, Any] = {"ok": True}
+        except PycriError as e:
+            answer = {"error": str(e), "kind": e.kind}
+        except Exception as e:  # noqa: BLE001 - reported to the init
+            answer = {"error": f"createRuntime hooks: {e}", "kind": "PycriError"}
+        sock.sendall(json.dumps(answer).encode())
+        sock.shutdown(socket.SHUT_WR)
+        return 0
+
+    def run(self, oci_state: dict[str, Any]) -> None:
+        try:
+            self.sock.sendall(json.dumps(oci_state).encode())
+            self.sock.shutdown(socket.SHUT_WR)
+            data = _recv_all(self.sock)
+        finally:
+            self.sock.close()
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                pass  # forked by our parent before the pid-namespace fork: the shim reaps it
+        try:
+            answer = json.loads(data) if data else {}
+        except ValueError:
+            answer = {}
+        if answer.get("ok"):
+            return
+        raise FailedPrecondition(str(answer.get("error") or "createRuntime hooks: the hook "
+                                     "helper died"))
+
+
+def _recv_all(sock: socket.socket, limit: int = 1 << 20) -> bytes:
+    chunks, n = [], 0
+    while n < limit:
+        b = sock.recv(65536)
+        if not b:
+            break
+        chunks.append(b)
+        n += len(b)
+    return b"".join(chunks)
 
 
 def _resolve_container_user(user: dict[str, Any]) -> ResolvedUser:

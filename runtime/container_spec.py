@@ -30,7 +30,11 @@ Schema (every path absolute)::
          Mount = {"destination", "type", "source", "options": [...],
                   "propagation": "private"|"rslave"|"rshared"|null,
                   "readonly": bool, "recursive_readonly": bool}
-     "devices": [{"host_path", "container_path", "permissions": "rwm"}],
+     "devices": [{"host_path", "container_path", "permissions": "rwm",
+                  # optional (CDI device nodes): the node to make, no host node needed;
+                  # permissions "" = no devices-cgroup rule
+                  "type": "c"|"b"|"p", "major": int, "minor": int, "file_mode": int,
+                  "uid": int, "gid": int}],
      "masked_paths": [...], "readonly_paths": [...],   # as CRI sent them (empty list honoured)
      "privileged": bool,
      "seccomp": null | OCI seccomp profile dict (see runtime.seccomp.runtime_default_profile),
@@ -43,8 +47,12 @@ Schema (every path absolute)::
                       "hugepage_limits": [{"page_size": "2MB", "limit": int}],
                       "unified": {key: value}, "oom_score_adj"}   # 0 / missing = not set
      "log_path": str|null,                  # the CRI log file, created by the shim
-     "log_directory": str|null}             # the pod's log directory (trusted); nothing of
+     "log_directory": str|null,             # the pod's log directory (trusted); nothing of
                                             # log_path below it is followed through a symlink
+     "hooks": {"createRuntime"|"createContainer"|"startContainer"|"poststart"|"poststop":
+               [{"path", "args", "env", "timeout"}]},   # OCI hooks (runtime.hooks); default {}
+     "annotations": {str: str},             # optional: what hooks get in the OCI state
+     "cdi_devices": [str]}                  # optional: CDI devices applied (informational)
 
 Mount types understood by the init: bind, proc, tmpfs, devpts, mqueue, sysfs, cgroup (mounts the
 host's cgroup hierarchies as seen from the container's cgroup namespace), and any other
@@ -62,7 +70,7 @@ import os
 from typing import Any, cast
 
 from pycri_common.errors import InvalidArgument
-from runtime import arglimits
+from runtime import arglimits, hooks
 from runtime.capability_names import CAPABILITY_NAMES, last_cap, normalize_capability
 from runtime.cgroups.naming import systemd_path_to_fs
 
@@ -263,9 +271,10 @@ def validate_spec(spec: Any) -> dict[str, Any]:
         _abs_path(dev.get("host_path"), f + ".host_path")
         dev["container_path"] = _abs_path(dev.get("container_path") or dev.get("host_path"),
                                           f + ".container_path")
-        perms = dev.setdefault("permissions", "rwm") or "rwm"
+        perms = dev.setdefault("permissions", "rwm")
         _need(isinstance(perms, str) and set(perms) <= set("rwm"), f + ".permissions",
               f"must be letters of 'rwm', got {perms!r}")
+        _validate_device_node(dev, f)
     for key in ("masked_paths", "readonly_paths"):
         s[key] = _str_list(s.get(key, []), key)
         for i, p in enumerate(s[key]):
@@ -279,7 +288,19 @@ def validate_spec(spec: Any) -> dict[str, Any]:
               "must be a list")
     _validate_cgroup(s)
     _validate_log_path(s)
+    s["hooks"] = hooks.validate_hooks(s.get("hooks"))
     return s
+
+
+def _validate_device_node(dev: dict[str, Any], f: str) -> None:
+    """The optional fields of a device given by type and numbers (CDI deviceNodes)."""
+    if dev.get("type") is None:
+        return
+    _need(dev["type"] in ("c", "b", "p"), f + ".type", f"must be c, b or p, got {dev['type']!r}")
+    for key, hi in (("major", 2**32 - 1), ("minor", 2**32 - 1), ("file_mode", 0o7777),
+                    ("uid", 2**32 - 2), ("gid", 2**32 - 2)):
+        v = _opt_int(dev.get(key), f"{f}.{key}")
+        _need(v is not None and 0 <= v <= hi, f"{f}.{key}", f"must be an integer from 0 to {hi}")
 
 
 def _validate_log_path(s: dict[str, Any]) -> None:

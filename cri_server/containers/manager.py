@@ -30,6 +30,8 @@ from concurrent.futures import Future
 from typing import Any
 
 from cri_server import faults, labels
+from cri_server.cdi import names as cdi_names
+from cri_server.cdi.registry import Registry, Resolved
 from cri_server.containers import convert, exec_sync, spec_builder
 from cri_server.containers import record as R
 from cri_server.containers.collaborators import ImageLookup, PodLookup
@@ -53,7 +55,7 @@ from pycri_common.errors import (
     Unavailable,
 )
 from pycri_common.text import shorten
-from runtime import arglimits, cgroups, shim_client
+from runtime import arglimits, cgroups, hooks, shim_client
 from runtime.shim import statusfile
 from runtime.shim_client import ShimClient
 
@@ -94,6 +96,8 @@ class ContainerManager:
         self._list_sizes: dict[str, int] = {}  # list_bytes: List item size by container id
         # What the Lists may carry (cri_server.list_budget): set by the wiring.
         self.list_budget: ListBudget | None = None
+        # The CDI registry (cri_server.cdi): set by the wiring; None = no CDI devices at all.
+        self.cdi: Registry | None = None
 
     # ------------------------------------------------------------------ lookup
     def _ctr_lock(self, cid: str) -> threading.Lock:
@@ -186,6 +190,7 @@ class ContainerManager:
             raise FailedPrecondition(f"pod sandbox {pod.id} is not ready ({pod.state}); "
                                      "containers can be created only in a ready pod")
         img = self._resolve_image(config.image.image)
+        cdi_devices = self._cdi_devices(config)  # before anything exists: nothing to undo
         cid = secrets.token_hex(32)
         if config.stop_signal not in api_pb2.Signal.values():
             raise InvalidArgument(f"stop_signal {config.stop_signal} is not a CRI Signal value")
@@ -241,7 +246,7 @@ class ContainerManager:
             os.mkdir(dirs.work, 0o700)
             spec = spec_builder.build(cid, request, pod, image, dirs,
                                       target_pid_ns=lambda t: self._target_pid_ns(pod.id, t),
-                                      image_layers=volume_layers)
+                                      image_layers=volume_layers, cdi_devices=cdi_devices)
             rec.resources = dict((spec.get("cgroup") or {}).get("resources") or {})
             rec.log_path = spec.get("log_path") or ""  # the shim creates it, never via symlinks
             rec.spec = _storable_spec(spec)
@@ -264,6 +269,26 @@ class ContainerManager:
                  rec.name, pod.id[:12], (time.monotonic() - t_start) * 1000,
                  (t_shim - t_spec) * 1000)
         return cid
+
+    def _cdi_devices(self, config: api_pb2.ContainerConfig) -> list[Resolved]:
+        requested = cdi_names.requested_devices([d.name for d in config.CDI_devices],
+                                                config.annotations)
+        if not requested:
+            return []
+        if self.cdi is None:
+            raise FailedPrecondition("CDI devices were requested but this runtime has no CDI "
+                                     "registry")
+        return self.cdi.resolve(requested)
+
+    def _run_runtime_hooks(self, rec: ContainerRecord, kind: str, status: str) -> None:
+        """poststart/poststop hooks in the runtime namespace; a failure is logged (OCI)."""
+        spec_hooks = (rec.spec or {}).get("hooks") or {}
+        if not spec_hooks.get(kind):
+            return
+        state = hooks.state(rec.id, status, rec.pid if status == "running" else 0,
+                            str(self.paths.container_dir(rec.id)), rec.annotations)
+        for failure in hooks.run_hooks_logged(spec_hooks, kind, state):
+            log.warning("container %s: %s", rec.id[:12], failure)
 
     def _pod_ready(self, pod_id: str) -> contextlib.AbstractContextManager[Any]:
         return self.sandboxes.while_ready(pod_id)
@@ -367,6 +392,7 @@ class ContainerManager:
                     rec.started_at = started
                     self._save(rec)
             self._shim_state(rec)
+            self._run_runtime_hooks(rec, "poststart", "running")
         self._publish(api_pb2.CONTAINER_STARTED_EVENT, rec)
 
     def stop(self, container_id: str, timeout: float) -> None:
@@ -429,6 +455,7 @@ class ContainerManager:
                 pass
             statusfile.remove_state(rec.shim_dir, rec.id)
         self._remove_cgroup(rec)
+        self._run_runtime_hooks(rec, "poststop", "stopped")
         shutil.rmtree(self.paths.container_dir(rec.id), ignore_errors=True)
         self.store.delete(R.KIND, rec.id)
         with self._lock:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cri_server import host_features, resources
+from cri_server.cdi import inject
+from cri_server.cdi.registry import Resolved
 from cri_server.containers import command, mounts, security
 from cri_server.containers.image_config import ImageView
 from cri_server.containers.pod_view import PodView
@@ -108,7 +110,8 @@ def _cgroup(pod: PodView, container_id: str, res: dict[str, Any]) -> dict[str, A
 def build(container_id: str, request: api_pb2.CreateContainerRequest, pod: PodView,
           image: ImageView, dirs: ContainerDirs, target_pid_ns: TargetPidNs | None = None,
           host_devices: Callable[[], list[dict[str, Any]]] | None = None,
-          image_layers: Callable[[str], list[str]] | None = None) -> dict[str, Any]:
+          image_layers: Callable[[str], list[str]] | None = None,
+          cdi_devices: list[Resolved] | None = None) -> dict[str, Any]:
     config = request.config
     sc = config.linux.security_context
     pod_sc = pod.config.linux.security_context
@@ -167,6 +170,10 @@ def build(container_id: str, request: api_pb2.CreateContainerRequest, pod: PodVi
         "log_path": _log_path(log_dir, config.log_path),
         "log_directory": posixpath.normpath(log_dir) if log_dir and config.log_path else None,
     }
+    if cdi_devices:
+        inject.apply(spec, cdi_devices)
+    if spec.get("hooks"):
+        spec["annotations"] = dict(config.annotations)  # the OCI state hooks receive
     return container_spec.validate_spec(spec)
 
 

@@ -71,6 +71,8 @@ class PycriDaemon:
                     "default_bridge": TEST_BRIDGE},
             "registry": {"config_path": str(self.base / "certs.d"),
                          "auth_file": str(self.base / "docker-config.json")},
+            # never the node's own /etc/cdi: tests that use CDI write specs here
+            "cdi": {"spec_dirs": [str(self.base / "cdi")]},
         }
         for key, value in (config or {}).items():
             if isinstance(value, dict) and isinstance(cfg.get(key), dict):
