@@ -56,7 +56,7 @@ class _Claims:
         prev = self._by.get((what, key))
         if prev is not None and prev[0] != owner and prev[1] != value:
             raise InvalidArgument(f"conflicting CDI edits: {prev[0]} and {owner} both set "
-                                  f"{what} {shorten(key)!r} differently")
+                                  f"{what} {shorten(key)} differently")
         self._by[(what, key)] = (owner, value)
 
 
@@ -78,7 +78,7 @@ def device_entry(node: dict[str, Any], owner: str, user: dict[str, Any],
     if st is None or stat.S_IFMT(st.st_mode) not in _TYPES:
         if not minimal:
             why = "does not exist" if st is None else "is not a device node"
-            raise NotFound(f"{owner}: host device {shorten(host_path)!r} {why} (and the spec "
+            raise NotFound(f"{owner}: host device {shorten(host_path)} {why} (and the spec "
                            "does not give its type and major number)")
     else:
         if mode is None:
@@ -86,8 +86,8 @@ def device_entry(node: dict[str, Any], owner: str, user: dict[str, Any],
         if not minimal:
             host_type = _TYPES[stat.S_IFMT(st.st_mode)]
             if ntype and ntype != host_type:
-                raise InvalidArgument(f"{owner}: device {shorten(node['path'])!r} is of type "
-                                      f"{ntype} but the host node {shorten(host_path)!r} is "
+                raise InvalidArgument(f"{owner}: device {shorten(node['path'])} is of type "
+                                      f"{ntype} but the host node {shorten(host_path)} is "
                                       f"{host_type}")
             ntype = host_type
             if ntype != "p" and not major:
@@ -112,9 +112,9 @@ def mount_entry(m: dict[str, Any], owner: str) -> dict[str, Any]:
     source = m["hostPath"]
     if is_bind:
         if not source.startswith("/"):
-            raise InvalidArgument(f"{owner}: mount source {shorten(source)!r} must be absolute")
+            raise InvalidArgument(f"{owner}: mount source {shorten(source)} must be absolute")
         if not os.path.exists(source):
-            raise NotFound(f"{owner}: mount source {shorten(source)!r} does not exist on the "
+            raise NotFound(f"{owner}: mount source {shorten(source)} does not exist on the "
                            "host")
         options = [o for o in options if o not in ("bind", "rbind")] + ["rbind"]
     return {"destination": m["containerPath"], "type": "bind" if is_bind else mtype,

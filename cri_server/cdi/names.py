@@ -38,13 +38,13 @@ def vendor_or_class_error(value: str, what: str) -> str | None:
     if not value:
         return f"empty {what}"
     if value[0] not in _LETTERS:
-        return f"{what} {shorten(value)!r} must start with a letter"
+        return f"{what} {shorten(value)} must start with a letter"
     if len(value) > 1:
         if value[-1] not in _ALNUM:
-            return f"{what} {shorten(value)!r} must end with a letter or digit"
+            return f"{what} {shorten(value)} must end with a letter or digit"
         for c in value[1:-1]:
             if c not in _ALNUM and c not in "-_.":
-                return f"{what} {shorten(value)!r} holds the invalid character {c!r}"
+                return f"{what} {shorten(value)} holds the invalid character {c!r}"
     return None
 
 
@@ -53,13 +53,13 @@ def device_name_error(value: str) -> str | None:
     if not value:
         return "empty device name"
     if value[0] not in _ALNUM:
-        return f"device name {shorten(value)!r} must start with a letter or digit"
+        return f"device name {shorten(value)} must start with a letter or digit"
     if len(value) > 1:
         if value[-1] not in _ALNUM:
-            return f"device name {shorten(value)!r} must end with a letter or digit"
+            return f"device name {shorten(value)} must end with a letter or digit"
         for c in value[1:-1]:
             if c not in _ALNUM and c not in "-_.:":
-                return f"device name {shorten(value)!r} holds the invalid character {c!r}"
+                return f"device name {shorten(value)} holds the invalid character {c!r}"
     return None
 
 
@@ -74,16 +74,16 @@ def split_kind(kind: str) -> tuple[str, str] | None:
 def parse_qualified(device: str) -> QualifiedName:
     """A fully qualified device name; InvalidArgument saying what is wrong with it."""
     if not isinstance(device, str) or len(device) > MAX_NAME:
-        raise InvalidArgument(f"CDI device name {shorten(str(device))!r} is too long")
+        raise InvalidArgument(f"CDI device name {shorten(str(device))} is too long")
     qualifier, sep, name = device.partition("=")
     kind = split_kind(qualifier) if sep else None
     if kind is None or not name:
-        raise InvalidArgument(f"CDI device name {shorten(device)!r} is not fully qualified "
+        raise InvalidArgument(f"CDI device name {shorten(device)} is not fully qualified "
                               "(want vendor.com/class=name)")
     err = (vendor_or_class_error(kind[0], "vendor") or vendor_or_class_error(kind[1], "class")
            or device_name_error(name))
     if err:
-        raise InvalidArgument(f"CDI device name {shorten(device)!r}: {err}")
+        raise InvalidArgument(f"CDI device name {shorten(device)}: {err}")
     return QualifiedName(kind[0], kind[1], name)
 
 

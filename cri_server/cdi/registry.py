@@ -196,10 +196,10 @@ class Registry:
             broken = f"; spec files with errors: {_listed(sorted(errors))}" if errors else ""
             if q.kind not in kinds:
                 raise InvalidArgument(
-                    f"CDI device {shorten(name)!r}: no CDI spec of kind {shorten(q.kind)!r} in "
+                    f"CDI device {shorten(name)}: no CDI spec of kind {shorten(q.kind)} in "
                     f"{', '.join(self.spec_dirs)} (kinds known: {_listed(sorted(kinds))}){broken}")
             raise InvalidArgument(
-                f"CDI device {shorten(name)!r} not found: kind {q.kind} has devices "
+                f"CDI device {shorten(name)} not found: kind {q.kind} has devices "
                 f"{_listed(kinds[q.kind])}{broken}")
         return out
 
@@ -216,6 +216,6 @@ class Registry:
 def _listed(items: list[str]) -> str:
     if not items:
         return "none"
-    shown = ", ".join(shorten(i) for i in items[:MAX_LISTED])
+    shown = ", ".join(clip(i, 120) for i in items[:MAX_LISTED])
     more = len(items) - MAX_LISTED
     return shown + (f" and {more} more" if more > 0 else "")

@@ -71,7 +71,7 @@ class _Checker:
             raise self.fail(where, f"must be an object, got {type(value).__name__}")
         for key in value:
             if key not in allowed:
-                raise self.fail(where, f"unknown field {shorten(str(key))!r} (known: "
+                raise self.fail(where, f"unknown field {shorten(str(key))} (known: "
                                        f"{', '.join(allowed)})")
         return value
 
@@ -117,13 +117,13 @@ class _Checker:
         out = self.strings(value, where)
         for i, kv in enumerate(out):
             if kv.find("=") <= 0:
-                raise self.fail(f"{where}[{i}]", f"{shorten(kv)!r} is not NAME=VALUE")
+                raise self.fail(f"{where}[{i}]", f"{shorten(kv)} is not NAME=VALUE")
         return out
 
     def abs_path(self, value: Any, where: str) -> str:
         path = self.string(value, where, required=True)
         if not path.startswith("/"):
-            raise self.fail(where, f"{shorten(path)!r} must be an absolute path")
+            raise self.fail(where, f"{shorten(path)} must be an absolute path")
         return path
 
     # -- containerEdits ---------------------------------------------------------------
@@ -187,11 +187,11 @@ class _Checker:
             if not node["hostPath"].startswith("/"):
                 raise self.fail(f"{where}.hostPath", "must be an absolute path")
         if node["type"] not in NODE_TYPES:
-            raise self.fail(f"{where}.type", f"{shorten(node['type'])!r} is not one of b, c, "
+            raise self.fail(f"{where}.type", f"{shorten(node['type'])} is not one of b, c, "
                                              "u, p")
         perms = node["permissions"]
         if perms not in ("", "none") and (not set(perms) <= set("rwm")):
-            raise self.fail(f"{where}.permissions", f"{shorten(perms)!r} is not letters of "
+            raise self.fail(f"{where}.permissions", f"{shorten(perms)} is not letters of "
                                                     "'rwm' or 'none'")
         return node
 
@@ -209,7 +209,7 @@ class _Checker:
         h = self.obj(value, where, ("hookName", "path", "args", "env", "timeout"))
         name = self.string(h.get("hookName"), f"{where}.hookName", True)
         if name not in HOOK_NAMES:
-            raise self.fail(f"{where}.hookName", f"{shorten(name)!r} is not one of "
+            raise self.fail(f"{where}.hookName", f"{shorten(name)} is not one of "
                                                  f"{', '.join(HOOK_NAMES)}")
         timeout = self.integer(h.get("timeout"), f"{where}.timeout", 1, 24 * 3600)
         return {"hookName": name, "path": self.abs_path(h.get("path"), f"{where}.path"),
@@ -232,7 +232,7 @@ class _Checker:
             self.need_version("1.1.0")
         clos = out["closID"]
         if clos in (".", "..") or "/" in clos or "\n" in clos:
-            raise self.fail(f"{where}.closID", f"{shorten(clos)!r} is not a resctrl group name")
+            raise self.fail(f"{where}.closID", f"{shorten(clos)} is not a resctrl group name")
         for key in ("enableCMT", "enableMBM"):  # 0.7.0 to 1.0.0 only
             if key in r:
                 out["_removed_" + key] = r[key]
@@ -250,7 +250,7 @@ def _parse_version(value: Any, check: _Checker) -> str:
         raise check.fail("cdiVersion", "is required (a string such as \"0.6.0\")")
     version = value[1:] if value.startswith("v") else value
     if version not in VERSIONS:
-        raise check.fail("cdiVersion", f"{shorten(value)!r} is not a CDI version this runtime "
+        raise check.fail("cdiVersion", f"{shorten(value)} is not a CDI version this runtime "
                                        f"reads ({', '.join(VERSIONS)})")
     return version
 
@@ -270,7 +270,7 @@ def parse_spec(doc: Any, what: str) -> Spec:
     kind = check.string(d.get("kind"), "kind", True)
     split = names.split_kind(kind)
     if split is None:
-        raise check.fail("kind", f"{shorten(kind)!r} is not vendor.com/class")
+        raise check.fail("kind", f"{shorten(kind)} is not vendor.com/class")
     err = (names.vendor_or_class_error(split[0], "vendor")
            or names.vendor_or_class_error(split[1], "class"))
     if err:
