@@ -68,7 +68,10 @@ def load_document(data: bytes, what: str) -> Any:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise InvalidArgument(f"{what} is not UTF-8 text: {e}") from None
-    loader = _BoundedSafeLoader(text)
+    try:
+        loader = _BoundedSafeLoader(text)  # the reader checks the characters here
+    except yaml.YAMLError as e:
+        raise InvalidArgument(f"{what} is not a usable YAML document: {_yaml_message(e)}") from None
     try:
         docs = []
         while loader.check_data():
