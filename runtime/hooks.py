@@ -95,7 +95,7 @@ def run_hook(hook: dict[str, Any], oci_state: dict[str, Any], kind: str, index: 
     env = dict(kv.split("=", 1) for kv in hook.get("env") or [])
     timeout = hook.get("timeout") or None
     try:
-        proc = subprocess.Popen(  # noqa: S603 - a hook from the node's CDI/NRI config
+        proc = subprocess.Popen(  # a hook of the node's CDI/NRI config
             hook.get("args") or [hook["path"]], executable=hook["path"], env=env,
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             close_fds=True, start_new_session=True, cwd="/")

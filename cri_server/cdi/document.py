@@ -31,10 +31,12 @@ class _BoundedSafeLoader(yaml.SafeLoader):
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent):
-            raise yaml.YAMLError(f"anchors and aliases are not allowed (alias at line {event.start_mark.line + 1})")
+            line = event.start_mark.line + 1
+            raise yaml.YAMLError(f"anchors and aliases are not allowed (alias at line {line})")
         anchor = getattr(event, "anchor", None)
         if anchor is not None:
-            raise yaml.YAMLError(f"anchors and aliases are not allowed (anchor at line {event.start_mark.line + 1})")
+            line = event.start_mark.line + 1
+            raise yaml.YAMLError(f"anchors and aliases are not allowed (anchor at line {line})")
         self._nodes += 1
         if self._nodes > MAX_NODES:
             raise yaml.YAMLError(f"more than {MAX_NODES} nodes")

@@ -171,7 +171,7 @@ class _Checker:
     def device_node(self, value: Any, where: str) -> dict[str, Any]:
         d = self.obj(value, where, ("path", "hostPath", "type", "major", "minor", "fileMode",
                                     "permissions", "uid", "gid"))
-        node = {
+        node: dict[str, Any] = {
             "path": self.abs_path(d.get("path"), f"{where}.path"),
             "hostPath": self.string(d.get("hostPath"), f"{where}.hostPath"),
             "type": self.string(d.get("type"), f"{where}.type"),

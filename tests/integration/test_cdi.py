@@ -165,11 +165,11 @@ def test_annotation_form_and_status_info(container_env: ContainerEnv, vendor: Ve
     spec = vendor.spec()
     spec["containerEdits"] = {}
     vendor.write("vendor.json", spec)
-    out = env.output(["sh", "-c", "head -c 2 /dev/cdi-zero | od -An -tx1; echo B=$CDI_B; "
-                                  "ls /dev/cdi-null 2>/dev/null || echo no-a; "
-                                  f"mknod /tmp/f c {FUSE[0]} {FUSE[1]}; "
-                                  "{ (exec 3<>/tmp/f) 2>/dev/null && echo fuse-opened; } || "
-                                  "echo fuse-refused"],
+    probe = ("head -c 2 /dev/cdi-zero | od -An -tx1; echo B=$CDI_B; "
+             "ls /dev/cdi-null 2>/dev/null || echo no-a; "
+             f"mknod /tmp/f c {FUSE[0]} {FUSE[1]}; "
+             "{ (exec 3<>/tmp/f) 2>/dev/null && echo fuse-opened; } || echo fuse-refused")
+    out = env.output(["sh", "-c", probe],
                      annotations={"cdi.k8s.io/test-plugin": "vendor.test/gpu=b"})
     assert " 00 00" in out and "B=2" in out and "no-a" in out
     assert "fuse-refused" in out  # without device a's rule the devices cgroup says no
@@ -231,7 +231,7 @@ def test_spec_added_or_changed_while_running_is_picked_up(
     cfg = env.config(["sh", "-c", "echo V=$LATE"], CDI_devices=_cdi("late.test/thing=one"))
     err = rpc_error(env.create, cfg)
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    late = {"cdiVersion": "0.3.0", "kind": "late.test/thing",
+    late: dict[str, Any] = {"cdiVersion": "0.3.0", "kind": "late.test/thing",
             "devices": [{"name": "one", "containerEdits": {"env": ["LATE=1"]}}]}
     path = vendor.write("late.json", late)
     assert env.output(["sh", "-c", "echo V=$LATE"],

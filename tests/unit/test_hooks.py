@@ -19,7 +19,8 @@ def sh(script: str, **kw: object) -> dict[str, object]:
 
 def test_state_on_stdin_env_and_args(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    hook = sh(f'cat > {out}.json; echo "$0|$1|$ONLY|${{PYTEST_CURRENT_TEST:-nopath}}" > {out}.txt', env=["ONLY=1"])
+    script = f'cat > {out}.json; echo "$0|$1|$ONLY|${{PYTEST_CURRENT_TEST:-nopath}}" > {out}.txt'
+    hook = sh(script, env=["ONLY=1"])
     hook["args"] = ["sh", "-c", hook["args"][2], "argv0", "argv1"]  # type: ignore[index]
     hooks.run_hook(hook, STATE, "createRuntime", 0)
     assert json.loads((tmp_path / "out.json").read_text()) == {
