@@ -407,6 +407,27 @@ def test_devices_and_device_cgroup(box: Box) -> None:
     assert "rc=1" in out  # the node can be made (CAP_MKNOD) but the devices cgroup denies it
 
 
+def test_typed_device_nodes_need_no_host_node(box: Box) -> None:
+    """CDI device nodes: made from type/major/minor/mode/uid/gid alone; a rule per node with
+    permissions, none for permissions "" (and none for a FIFO)."""
+    node = {"host_path": "/nonexistent/fuse", "container_path": "/dev/xfuse",
+            "permissions": "rw", "type": "c", "major": 10, "minor": 229, "file_mode": 0o640,
+            "uid": 7, "gid": 8}
+    fifo = {"host_path": "/nonexistent/fifo", "container_path": "/run/xfifo",
+            "permissions": "", "type": "p", "major": 0, "minor": 0, "file_mode": 0o600,
+            "uid": 0, "gid": 0}
+    norule = {**node, "container_path": "/dev/yfuse", "permissions": ""}
+    out = ok(run_init(box.spec(sh(
+        "stat -c '%t:%T %a %u:%g %F' /dev/xfuse /run/xfifo; "
+        "(exec 3<>/dev/xfuse) && echo X-OPEN; (exec 3<>/dev/yfuse) 2>/dev/null || echo Y-DENIED; "
+        "mknod /tmp/lc c 10 237 && { (exec 3</tmp/lc) 2>/dev/null || echo LC-DENIED; }"),
+        devices=[norule, node, fifo])))
+    assert out.splitlines()[:2] == ["a:e5 640 7:8 character special file",
+                                    "0:0 600 0:0 fifo"], out
+    # /dev/yfuse is the same device 10:229 as /dev/xfuse, so its rule allows both
+    assert "X-OPEN" in out and "LC-DENIED" in out, out
+
+
 def test_join_namespaces_by_path_and_host_pid(box: Box) -> None:
     holder = subprocess.Popen(["unshare", "--net", "--uts", "sleep", "30"])
     try:
