@@ -45,7 +45,7 @@ import termios
 from typing import Any, NoReturn
 
 from pycri_common.errors import FailedPrecondition, InvalidArgument, PycriError
-from runtime import apparmor, capabilities, hooks, rlimits, rootfs, syscalls
+from runtime import apparmor, capabilities, hooks, resctrl, rlimits, rootfs, syscalls
 from runtime.cgroups import open_cgroup
 from runtime.cgroups.manager import Cgroup
 from runtime.container_spec import validate_spec, validate_user
@@ -96,6 +96,8 @@ def run(spec: dict[str, Any], stdio: tuple[int, int, int], gate_fd: int,
         _setup_stdio(stdio, keep=(gate_fd, report_fd))
         helper = _HookHelper.start(spec) if spec["hooks"].get("createRuntime") else None
         cgroup = _setup_cgroup(spec)
+        if spec["intel_rdt"]:  # a host path, before any namespace; children inherit the group
+            resctrl.join(spec["intel_rdt"], spec["id"], os.getpid())
         _enter_namespaces(spec, reporter)
         host_pid = _host_pid()
         seccomp_filter, argv0, env, user = _build_container(spec, helper, host_pid)

@@ -52,7 +52,9 @@ Schema (every path absolute)::
      "hooks": {"createRuntime"|"createContainer"|"startContainer"|"poststart"|"poststop":
                [{"path", "args", "env", "timeout"}]},   # OCI hooks (runtime.hooks); default {}
      "annotations": {str: str},             # optional: what hooks get in the OCI state
-     "cdi_devices": [str]}                  # optional: CDI devices applied (informational)
+     "cdi_devices": [str],                  # optional: CDI devices applied (informational)
+     "intel_rdt": null | {"root", "clos_id", "schemata": [str], "monitoring", "owned"}}
+                                            # resctrl group to join (runtime.resctrl)
 
 Mount types understood by the init: bind, proc, tmpfs, devpts, mqueue, sysfs, cgroup (mounts the
 host's cgroup hierarchies as seen from the container's cgroup namespace), and any other
@@ -70,7 +72,7 @@ import os
 from typing import Any, cast
 
 from pycri_common.errors import InvalidArgument
-from runtime import arglimits, hooks
+from runtime import arglimits, hooks, resctrl
 from runtime.capability_names import CAPABILITY_NAMES, last_cap, normalize_capability
 from runtime.cgroups.naming import systemd_path_to_fs
 
@@ -289,6 +291,7 @@ def validate_spec(spec: Any) -> dict[str, Any]:
     _validate_cgroup(s)
     _validate_log_path(s)
     s["hooks"] = hooks.validate_hooks(s.get("hooks"))
+    s["intel_rdt"] = resctrl.validate(s.get("intel_rdt"))
     return s
 
 

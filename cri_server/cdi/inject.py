@@ -11,7 +11,9 @@ ContainerSpec's existing fields:
 - mounts         -> mounts (bind unless a filesystem type is given), then ordered parents first
 - hooks          -> hooks[<hook name>] (prestart runs as createRuntime)
 - additionalGids -> process.user.supplemental_groups (0 ignored)
-- intelRdt       -> refused unless the host has resctrl; netDevices -> refused (not supported)
+- intelRdt       -> intel_rdt (runtime.resctrl): the CLOS group closID, or one named after the
+                    container (removed with it); l3CacheSchema, memBwSchema and schemata lines;
+                    refused when the host has no resctrl. netDevices -> refused (not supported)
 
 Two devices whose edits disagree (one env name with two values, one container path with two
 device nodes or two mounts, two intelRdt settings) fail with InvalidArgument naming both.
@@ -122,6 +124,14 @@ def mount_entry(m: dict[str, Any], owner: str) -> dict[str, Any]:
             "readonly": "ro" in options, "recursive_readonly": False}
 
 
+def rdt_entry(rdt: dict[str, Any], container_id: str, root: str) -> dict[str, Any]:
+    lines = [x for x in (rdt["l3CacheSchema"], rdt["memBwSchema"]) if x]
+    lines += [x for x in rdt["schemata"] if x]
+    clos = rdt["closID"]
+    return {"root": root, "clos_id": clos or container_id, "schemata": lines,
+            "monitoring": rdt["enableMonitoring"], "owned": not clos}
+
+
 def _depth(path: str) -> int:
     return len([p for p in os.path.normpath(path).split("/") if p])
 
@@ -171,8 +181,7 @@ def apply(spec: dict[str, Any], devices: list[Resolved],
             if not os.path.isdir(os.path.join(resctrl, "info")):
                 raise FailedPrecondition(f"{owner}: intelRdt needs the resctrl filesystem "
                                          f"mounted at {resctrl}, which this host does not have")
-            raise FailedPrecondition(f"{owner}: intelRdt (resctrl classes of service) is not "
-                                     "supported by pycri")
+            spec["intel_rdt"] = rdt_entry(edits["intelRdt"], spec["id"], resctrl)
         if edits["netDevices"]:
             raise FailedPrecondition(f"{owner}: netDevices (moving host network interfaces into "
                                      "the container) are not supported by pycri")

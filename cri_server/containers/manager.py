@@ -55,7 +55,7 @@ from pycri_common.errors import (
     Unavailable,
 )
 from pycri_common.text import shorten
-from runtime import arglimits, cgroups, hooks, shim_client
+from runtime import arglimits, cgroups, hooks, resctrl, shim_client
 from runtime.shim import statusfile
 from runtime.shim_client import ShimClient
 
@@ -290,6 +290,10 @@ class ContainerManager:
         for failure in hooks.run_hooks_logged(spec_hooks, kind, state):
             log.warning("container %s: %s", rec.id[:12], failure)
 
+    def _remove_rdt_group(self, rec: ContainerRecord) -> None:
+        for failure in resctrl.remove((rec.spec or {}).get("intel_rdt"), rec.id):
+            log.warning("container %s: removing its resctrl group: %s", rec.id[:12], failure)
+
     def _pod_ready(self, pod_id: str) -> contextlib.AbstractContextManager[Any]:
         return self.sandboxes.while_ready(pod_id)
 
@@ -308,6 +312,7 @@ class ContainerManager:
                 shim.delete(rec.id)
         if rec.shim_dir:
             statusfile.remove_state(rec.shim_dir, rec.id)
+        self._remove_rdt_group(rec)
         shutil.rmtree(self.paths.container_dir(rec.id), ignore_errors=True)
         with self._lock:
             self._records.pop(rec.id, None)
@@ -455,6 +460,7 @@ class ContainerManager:
                 pass
             statusfile.remove_state(rec.shim_dir, rec.id)
         self._remove_cgroup(rec)
+        self._remove_rdt_group(rec)
         self._run_runtime_hooks(rec, "poststop", "stopped")
         shutil.rmtree(self.paths.container_dir(rec.id), ignore_errors=True)
         self.store.delete(R.KIND, rec.id)

@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -426,6 +427,26 @@ def test_typed_device_nodes_need_no_host_node(box: Box) -> None:
                                     "0:0 600 0:0 fifo"], out
     # /dev/yfuse is the same device 10:229 as /dev/xfuse, so its rule allows both
     assert "X-OPEN" in out and "LC-DENIED" in out, out
+
+
+def test_intel_rdt_group_is_joined_before_the_namespaces(box: Box, tmp_path_factory: Any
+                                                         ) -> None:
+    """resctrl is a host filesystem: the init writes its host pid to the group's tasks (the
+    container's processes inherit the group); schemata lines go to the group. Laid out in a
+    plain directory: the test machine has no resctrl."""
+    root = tmp_path_factory.mktemp("resctrl")
+    (root / "info").mkdir()
+    (root / "gold").mkdir()
+    for name in ("tasks", "schemata"):
+        (root / "gold" / name).write_text("")
+    spec = box.spec(sh("cat /proc/self/status | grep ^NSpid"),
+                    intel_rdt={"root": str(root), "clos_id": "gold",
+                               "schemata": ["L3:0=ff"]})
+    ok(run_init(spec))
+    pid = int((root / "gold" / "tasks").read_text())
+    assert pid > 1 and (root / "gold" / "schemata").read_text() == "L3:0=ff\n"
+    missing = box.spec(["true"], intel_rdt={"root": str(root / "none"), "clos_id": "gold"})
+    assert "resctrl filesystem is not mounted" in error_of(run_init(missing))["error"]
 
 
 def test_join_namespaces_by_path_and_host_pid(box: Box) -> None:

@@ -230,6 +230,18 @@ def test_intel_rdt_and_net_devices_are_clear_errors(tmp_path: Path) -> None:
     devs = resolved(tmp_path, {"a": {"intelRdt": {"closID": "gold"}}})
     with pytest.raises(FailedPrecondition, match="resctrl"):
         inject.apply(base_spec(), devs, resctrl=str(tmp_path / "no-resctrl"))
+    fake = tmp_path / "resctrl"
+    (fake / "info").mkdir(parents=True)
+    s = inject.apply(base_spec(), devs, resctrl=str(fake))
+    assert s["intel_rdt"] == {"root": str(fake), "clos_id": "gold", "schemata": [],
+                              "monitoring": False, "owned": False}
+    devs = resolved(tmp_path, {"a": {"intelRdt": {"l3CacheSchema": "L3:0=f",
+                                                  "schemata": ["MB:0=50"],
+                                                  "enableMonitoring": True}}}, version="1.1.0")
+    s = container_spec.validate_spec(inject.apply(base_spec(), devs, resctrl=str(fake)))
+    assert s["intel_rdt"] == {"root": str(fake), "clos_id": "c1",
+                              "schemata": ["L3:0=f", "MB:0=50"], "monitoring": True,
+                              "owned": True}
     devs = resolved(tmp_path, {"a": {"netDevices": [{"hostInterfaceName": "eth9",
                                                      "name": "net0"}]}}, version="1.1.0")
     with pytest.raises(FailedPrecondition, match="netDevices"):
