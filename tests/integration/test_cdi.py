@@ -149,6 +149,24 @@ def test_failing_hook_fails_create_and_leaves_nothing(
     assert _leftovers(daemon) == before
 
 
+def test_failing_start_container_hook_fails_start(container_env: ContainerEnv,
+                                                  vendor: Vendor) -> None:
+    env = container_env
+    spec = vendor.spec()
+    spec["containerEdits"] = {"hooks": [{"hookName": "startContainer", "path": "/bin/sh",
+                                         "args": ["sh", "-c", "echo not today >&2; exit 5"]}]}
+    vendor.write("vendor.yaml", spec)
+    cid = env.create(env.config(["sh", "-c", "echo user process ran"],
+                                CDI_devices=_cdi("vendor.test/gpu=b")))
+    err = rpc_error(env.start_container, cid)
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "startContainer hook 0" in (err.details() or "")
+    assert "not today" in (err.details() or "")
+    assert env.wait_exit(cid).exit_code != 0
+    assert "user process ran" not in "".join(line for _, line in env.log_lines(cid))
+    env.remove(cid)
+
+
 def test_spec_added_or_changed_while_running_is_picked_up(
         container_env: ContainerEnv, vendor: Vendor) -> None:
     env = container_env
