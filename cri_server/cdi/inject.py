@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from cri_server.cdi.registry import Resolved
@@ -36,15 +37,30 @@ _TYPES = {stat.S_IFCHR: "c", stat.S_IFBLK: "b", stat.S_IFIFO: "p"}
 _BIND_TYPES = ("", "none", "bind", "rbind")
 
 
-def ordered_edits(devices: list[Resolved]) -> list[tuple[str, dict[str, Any]]]:
-    """(owner, edits) in application order; owner names the device or the spec file."""
-    out: list[tuple[str, dict[str, Any]]] = []
+@dataclass(frozen=True)
+class Owner:
+    """Whose edits these are: a device, or the spec-level edits of a spec file."""
+    label: str
+    spec_path: str
+    spec_level: bool
+
+    def may_override(self, other: Owner) -> bool:
+        """A device's edits refine its own file's spec-level edits (applied after them);
+        two devices, or two files, must agree."""
+        return self == other or (self.spec_path == other.spec_path
+                                 and (self.spec_level or other.spec_level))
+
+
+def ordered_edits(devices: list[Resolved]) -> list[tuple[Owner, dict[str, Any]]]:
+    """(owner, edits) in application order."""
+    out: list[tuple[Owner, dict[str, Any]]] = []
     seen_specs: set[int] = set()
     for r in devices:
         if id(r.spec) not in seen_specs:
             seen_specs.add(id(r.spec))
-            out.append((f"CDI spec {r.spec.kind} ({r.spec.path})", r.spec.edits))
-        out.append((f"CDI device {r.name}", r.device.edits))
+            out.append((Owner(f"CDI spec {r.spec.kind} ({r.spec.path})", r.spec.path, True),
+                        r.spec.edits))
+        out.append((Owner(f"CDI device {r.name}", r.spec.path, False), r.device.edits))
     return out
 
 
@@ -52,13 +68,13 @@ class _Claims:
     """Which owner set what (env name, container path, intelRdt), to report conflicts."""
 
     def __init__(self) -> None:
-        self._by: dict[tuple[str, str], tuple[str, Any]] = {}
+        self._by: dict[tuple[str, str], tuple[Owner, Any]] = {}
 
-    def claim(self, what: str, key: str, value: Any, owner: str) -> None:
+    def claim(self, what: str, key: str, value: Any, owner: Owner) -> None:
         prev = self._by.get((what, key))
-        if prev is not None and prev[0] != owner and prev[1] != value:
-            raise InvalidArgument(f"conflicting CDI edits: {prev[0]} and {owner} both set "
-                                  f"{what} {shorten(key)} differently")
+        if prev is not None and not prev[0].may_override(owner) and prev[1] != value:
+            raise InvalidArgument(f"conflicting CDI edits: {prev[0].label} and {owner.label} "
+                                  f"both set {what} {shorten(key)} differently")
         self._by[(what, key)] = (owner, value)
 
 
@@ -69,9 +85,10 @@ def host_node(path: str) -> os.stat_result | None:
         return None
 
 
-def device_entry(node: dict[str, Any], owner: str, user: dict[str, Any],
+def device_entry(node: dict[str, Any], owner: Owner | str, user: dict[str, Any],
                  lookup: Callable[[str], os.stat_result | None] = host_node) -> dict[str, Any]:
     """A CDI deviceNode as a ContainerSpec device, host info filled in."""
+    owner = owner.label if isinstance(owner, Owner) else owner
     host_path = node["hostPath"] or node["path"]
     ntype = "c" if node["type"] == "u" else node["type"]
     major, minor, mode = node["major"], node["minor"], node["fileMode"]
@@ -107,7 +124,8 @@ def device_entry(node: dict[str, Any], owner: str, user: dict[str, Any],
             "uid": int(uid), "gid": int(gid)}
 
 
-def mount_entry(m: dict[str, Any], owner: str) -> dict[str, Any]:
+def mount_entry(m: dict[str, Any], owner: Owner | str) -> dict[str, Any]:
+    owner = owner.label if isinstance(owner, Owner) else owner
     options = list(m["options"])
     mtype = m["type"]
     is_bind = mtype in _BIND_TYPES or "bind" in options or "rbind" in options
@@ -179,11 +197,11 @@ def apply(spec: dict[str, Any], devices: list[Resolved],
         if edits["intelRdt"] is not None:
             claims.claim("intelRdt", "", repr(sorted(edits["intelRdt"].items())), owner)
             if not os.path.isdir(os.path.join(resctrl, "info")):
-                raise FailedPrecondition(f"{owner}: intelRdt needs the resctrl filesystem "
+                raise FailedPrecondition(f"{owner.label}: intelRdt needs the resctrl filesystem "
                                          f"mounted at {resctrl}, which this host does not have")
             spec["intel_rdt"] = rdt_entry(edits["intelRdt"], spec["id"], resctrl)
         if edits["netDevices"]:
-            raise FailedPrecondition(f"{owner}: netDevices (moving host network interfaces into "
+            raise FailedPrecondition(f"{owner.label}: netDevices (moving host network interfaces into "
                                      "the container) are not supported by pycri")
     if added_mounts:
         spec_mounts.sort(key=lambda x: _depth(x["destination"]))  # stable: parents first

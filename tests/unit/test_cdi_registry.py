@@ -219,6 +219,11 @@ def test_conflicting_edits_name_both_devices(tmp_path: Path, edits: tuple[Any, A
         inject.apply(base_spec(), devs)
 
 
+def test_a_device_refines_its_own_spec_level_edits(tmp_path: Path) -> None:
+    devs = resolved(tmp_path, {"one": {"env": ["X=dev"]}}, containerEdits={"env": ["X=spec"]})
+    assert "X=dev" in inject.apply(base_spec(), devs)["process"]["env"]
+
+
 def test_identical_edits_of_two_devices_are_no_conflict(tmp_path: Path) -> None:
     same = {"env": ["X=1"], "deviceNodes": [{"path": "/dev/q", "type": "c", "major": 1,
                                              "minor": 3}]}
