@@ -56,7 +56,7 @@ class _BoundedSafeLoader(yaml.SafeLoader):
 
 
 def is_spec_file(name: str) -> bool:
-    return name.endswith((".json", ".yaml", ".yml")) and not name.startswith(".")
+    return name.endswith((".json", ".yaml")) and not name.startswith(".")
 
 
 def load_document(data: bytes, what: str) -> Any:

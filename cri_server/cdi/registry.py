@@ -9,7 +9,7 @@ Directories are given in increasing priority: a device defined in a later direct
 the same name from an earlier one. Two files of the same directory defining one device is a
 conflict: the device is dropped and both files are reported. A file that cannot be read or
 parsed is reported (log and Status verbose info) and the other files keep working.
-Files are `*.json` and `*.yaml`/`*.yml` directly in a directory (not below it); a symlink to
+Files are `*.json` and `*.yaml` directly in a directory (not below it); a symlink to
 a regular file is followed, anything else (FIFO, device, directory) is reported.
 """
 from __future__ import annotations
