@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -251,3 +253,44 @@ def test_intel_rdt_and_net_devices_are_clear_errors(tmp_path: Path) -> None:
                                                      "name": "net0"}]}}, version="1.1.0")
     with pytest.raises(FailedPrecondition, match="netDevices"):
         inject.apply(base_spec(), devs)
+
+
+def test_unreadable_spec_is_reported() -> None:
+    """A spec the daemon may not read (here: read by an unprivileged child, since root reads
+    any mode) is an error of that file only."""
+    tmp_path = Path(tempfile.mkdtemp(prefix="pycri-cdi-unit-"))  # /tmp: nobody may enter
+    try:
+        _unreadable(tmp_path)
+    finally:
+        shutil.rmtree(tmp_path)
+
+
+def _unreadable(tmp_path: Path) -> None:
+    os.chmod(tmp_path, 0o755)
+    write(tmp_path / "good.json", spec_doc())
+    secret = write(tmp_path / "secret.json", spec_doc(kind="v.com/s"))
+    os.chmod(tmp_path / "good.json", 0o644)
+    os.chmod(secret, 0o000)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.close(r)
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            reg = Registry([str(tmp_path)])
+            ok = bool(reg.resolve(["v.com/c=a"]))
+            os.write(w, json.dumps({"ok": ok, "errors": reg.status()["errors"]}).encode())
+            code = 0
+        except BaseException as e:  # noqa: BLE001 - reported to the parent
+            os.write(w, repr(e).encode())
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r) as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, data
+    result = json.loads(data)
+    assert result["ok"] and "Permission denied" in result["errors"][str(secret)]
