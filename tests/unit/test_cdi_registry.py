@@ -130,7 +130,7 @@ def base_spec() -> dict[str, Any]:
     return {"id": "c1", "rootfs": {"lower": ["/l"], "upper": "/c/upper", "work": "/c/work"},
             "process": {"args": ["sh"], "env": ["PATH=/bin", "A=old"],
                         "user": {"uid": 1000, "gid": 1000, "supplemental_groups": [5]}},
-            "mounts": container_spec.default_mounts(privileged=False),
+            "mounts": [m.to_json() for m in container_spec.default_mounts(privileged=False)],
             "devices": [{"host_path": "/dev/null", "container_path": "/dev/x",
                          "permissions": "rwm"}]}
 
@@ -176,8 +176,10 @@ def test_apply_every_edit_kind(tmp_path: Path) -> None:
                                         "timeout": 5}]}
     assert s["process"]["user"]["supplemental_groups"] == [5, 77]
     assert s["cdi_devices"] == ["v.com/c=a"]
-    checked = container_spec.validate_spec(s)
-    assert checked["hooks"]["poststop"][0]["path"] == "/bin/p"
+    checked = container_spec.ContainerSpec.from_json(s)
+    assert checked.hooks["poststop"][0]["path"] == "/bin/p"
+    assert checked.to_json()["devices"] == s["devices"]
+    assert checked.cdi_devices == ("v.com/c=a",)
 
 
 def test_device_node_info_from_the_host(tmp_path: Path) -> None:
@@ -245,8 +247,9 @@ def test_intel_rdt_and_net_devices_are_clear_errors(tmp_path: Path) -> None:
     devs = resolved(tmp_path, {"a": {"intelRdt": {"l3CacheSchema": "L3:0=f",
                                                   "schemata": ["MB:0=50"],
                                                   "enableMonitoring": True}}}, version="1.1.0")
-    s = container_spec.validate_spec(inject.apply(base_spec(), devs, resctrl=str(fake)))
-    assert s["intel_rdt"] == {"root": str(fake), "clos_id": "c1",
+    parsed = container_spec.ContainerSpec.from_json(inject.apply(base_spec(), devs,
+                                                                 resctrl=str(fake)))
+    assert parsed.intel_rdt == {"root": str(fake), "clos_id": "c1",
                               "schemata": ["L3:0=f", "MB:0=50"], "monitoring": True,
                               "owned": True}
     devs = resolved(tmp_path, {"a": {"netDevices": [{"hostInterfaceName": "eth9",
