@@ -50,6 +50,7 @@ optional ones missing)::
      "log_path": str|null,                  # the CRI log file, created by the shim
      "log_directory": str|null,             # the pod's log directory (trusted); nothing of
                                             # log_path below it is followed through a symlink
+     # optional, left out of the JSON when unset:
      "hooks": {"createRuntime"|"createContainer"|"startContainer"|"poststart"|"poststop":
                [{"path", "args", "env", "timeout"}]},   # OCI hooks (runtime.hooks); default {}
      "annotations": {str: str},             # what hooks get in the OCI state; default {}
@@ -669,9 +670,21 @@ class ContainerSpec:
                 "seccomp": self.seccomp,
                 "cgroup": None if self.cgroup is None else self.cgroup.to_json(),
                 "log_path": self.log_path, "log_directory": self.log_directory,
-                "hooks": {k: [dict(h) for h in v] for k, v in self.hooks.items()},
-                "annotations": dict(self.annotations), "cdi_devices": list(self.cdi_devices),
-                "intel_rdt": None if self.intel_rdt is None else dict(self.intel_rdt)}
+                **self._optional_json()}
+
+    def _optional_json(self) -> dict[str, Any]:
+        """Fields added later (OCI hooks, CDI), written only when set: a spec that uses none
+        of them has the JSON form of the version before them."""
+        out: dict[str, Any] = {}
+        if self.hooks:
+            out["hooks"] = {k: [dict(h) for h in v] for k, v in self.hooks.items()}
+        if self.annotations:
+            out["annotations"] = dict(self.annotations)
+        if self.cdi_devices:
+            out["cdi_devices"] = list(self.cdi_devices)
+        if self.intel_rdt is not None:
+            out["intel_rdt"] = dict(self.intel_rdt)
+        return out
 
     def namespace_paths(self) -> dict[str, str | None]:
         """type -> path (None: a new namespace) of the listed namespaces."""

@@ -180,6 +180,7 @@ def test_apply_every_edit_kind(tmp_path: Path) -> None:
     assert checked.hooks["poststop"][0]["path"] == "/bin/p"
     assert checked.to_json()["devices"] == s["devices"]
     assert checked.cdi_devices == ("v.com/c=a",)
+    assert container_spec.ContainerSpec.from_json(checked.to_json()) == checked  # round trip
 
 
 def test_device_node_info_from_the_host(tmp_path: Path) -> None:
@@ -252,6 +253,7 @@ def test_intel_rdt_and_net_devices_are_clear_errors(tmp_path: Path) -> None:
     assert parsed.intel_rdt == {"root": str(fake), "clos_id": "c1",
                               "schemata": ["L3:0=f", "MB:0=50"], "monitoring": True,
                               "owned": True}
+    assert container_spec.ContainerSpec.from_json(parsed.to_json()) == parsed
     devs = resolved(tmp_path, {"a": {"netDevices": [{"hostInterfaceName": "eth9",
                                                      "name": "net0"}]}}, version="1.1.0")
     with pytest.raises(FailedPrecondition, match="netDevices"):
