@@ -103,7 +103,7 @@ class Endpoint:
             except ValueError as e:
                 raise RpcError(Status(Code.RESOURCE_EXHAUSTED, str(e))) from None
             self._waiters[sid] = waiter
-            ok = self._write_locked(self._call_conn, self._client.data_to_send())
+            ok = self._write_locked(self._call_conn, self._client.frames_to_send())
         if not ok:
             self.close("write failed")
         if not waiter.done.wait(timeout):
@@ -128,11 +128,11 @@ class Endpoint:
 
     # ------------------------------------------------------------ I/O
 
-    def _write_locked(self, conn: int, data: bytes) -> bool:
-        if not data:
+    def _write_locked(self, conn: int, frames: list[bytes]) -> bool:
+        if not frames:
             return True
         try:
-            self._sock.sendall(mux.encode(conn, data))
+            self._sock.sendall(b"".join(mux.encode_message(conn, f) for f in frames))
         except OSError as e:
             log.info("%s: write failed: %s", self.name, e)
             return False
@@ -169,7 +169,7 @@ class Endpoint:
                             waiter.done.set()
                     continue
                 reqs = self._server.receive_data(chunk)
-                ok = self._write_locked(self._serve_conn, self._server.data_to_send())
+                ok = self._write_locked(self._serve_conn, self._server.frames_to_send())
             for req in reqs:
                 self._requests.put(req)
             if not ok:
@@ -186,7 +186,7 @@ class Endpoint:
                 if self._closed.is_set():
                     return
                 self._server.send_response(req.stream_id, payload, status)
-                ok = self._write_locked(self._serve_conn, self._server.data_to_send())
+                ok = self._write_locked(self._serve_conn, self._server.frames_to_send())
             if not ok:
                 self.close("write failed")
 

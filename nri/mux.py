@@ -10,6 +10,13 @@ per trunk frame; longer writes are split. Id 0 is reserved. NRI uses two connect
 - ``RUNTIME_SERVICE_CONN`` (2): the runtime serves the Runtime service (RegisterPlugin,
   UpdateContainers); the plugin is the client.
 
+How writes are cut matters to Go peers: Go's ttrpc reads a logical connection through a
+4096-byte bufio.Reader, and Go's mux fails a Read whose buffer is smaller than the next trunk
+frame (ENOMEM), which silently stalls that ttrpc connection. ``encode_message`` therefore
+sends each ttrpc message in trunk frames of at most 4096 bytes that never straddle two
+messages, so every read Go's reader makes has room for the frame it gets (upstream's own
+writer, a 4096-byte bufio.Writer, produces a shape that is just as safe).
+
 Opening a connection sends nothing: each side just starts using the id. Frames for an id
 this side has not opened are dropped, as upstream does. Every logical connection is a byte
 stream (ttrpc reframes it), so payload is handed up as it arrives and never buffered here:
@@ -52,6 +59,14 @@ def encode(conn_id: int, data: bytes, max_payload: int = MAX_PAYLOAD) -> bytes:
         parts.append(_HEADER.pack(conn_id, len(chunk)))
         parts.append(chunk)
     return b"".join(parts)
+
+
+GO_READ_BUFFER = 4096  # bufio's default size, which Go's ttrpc reads through
+
+
+def encode_message(conn_id: int, message: bytes) -> bytes:
+    """The trunk bytes for one whole ttrpc message, cut so that a Go peer can read them."""
+    return encode(conn_id, message, GO_READ_BUFFER)
 
 
 class Demux:

@@ -208,7 +208,7 @@ class ServerConnection:
         self._decoder = FrameDecoder(max_length)
         self._max_length = max_length
         self._max_active = max_active
-        self._out = bytearray()
+        self._out: list[bytes] = []  # whole frames, in order
         self._active: set[int] = set()
         self._last_stream_id = 0
         self.errors_sent = 0  # status answers this layer made up itself
@@ -218,13 +218,16 @@ class ServerConnection:
         return frozenset(self._active)
 
     def data_to_send(self) -> bytes:
-        out = bytes(self._out)
-        self._out.clear()
+        return b"".join(self.frames_to_send())
+
+    def frames_to_send(self) -> list[bytes]:
+        """What to send, one complete frame per item (see nri.mux.encode_message)."""
+        out, self._out = self._out, []
         return out
 
     def _refuse(self, stream_id: int, code: Code, message: str) -> None:
         self.errors_sent += 1
-        self._out += _response_bytes(stream_id, Status(code, message), b"")
+        self._out.append(_response_bytes(stream_id, Status(code, message), b""))
 
     def receive_data(self, data: bytes) -> list[RequestReceived]:
         out: list[RequestReceived] = []
@@ -289,7 +292,7 @@ class ServerConnection:
                          f"response of {len(body)} bytes exceeds maximum message size "
                          f"of {self._max_length}")
             return True
-        self._out += encode_frame(stream_id, MessageType.RESPONSE, 0, body, self._max_length)
+        self._out.append(encode_frame(stream_id, MessageType.RESPONSE, 0, body, self._max_length))
         return True
 
 
@@ -313,7 +316,7 @@ class ClientConnection:
     def __init__(self, *, max_length: int = MAX_MESSAGE_LENGTH) -> None:
         self._decoder = FrameDecoder(max_length)
         self._max_length = max_length
-        self._out = bytearray()
+        self._out: list[bytes] = []  # whole frames, in order
         self._pending: set[int] = set()
         self._next_id = 1
         self.ignored = 0  # frames for no pending stream, of unknown type, or server-initiated
@@ -323,8 +326,11 @@ class ClientConnection:
         return frozenset(self._pending)
 
     def data_to_send(self) -> bytes:
-        out = bytes(self._out)
-        self._out.clear()
+        return b"".join(self.frames_to_send())
+
+    def frames_to_send(self) -> list[bytes]:
+        """What to send, one complete frame per item (see nri.mux.encode_message)."""
+        out, self._out = self._out, []
         return out
 
     def send_request(self, service: str, method: str, payload: bytes, *, timeout_ns: int = 0,
@@ -341,7 +347,7 @@ class ClientConnection:
         sid = self._next_id
         self._next_id += 2
         self._pending.add(sid)
-        self._out += encode_frame(sid, MessageType.REQUEST, 0, body, self._max_length)
+        self._out.append(encode_frame(sid, MessageType.REQUEST, 0, body, self._max_length))
         return sid
 
     def cancel(self, stream_id: int) -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from nri import mux, ttrpc
 from nri.mux import Demux, MuxError, encode
+from tests.support.fuzz import fuzz_settings
 
 
 def test_connection_ids_are_upstreams() -> None:
@@ -113,3 +116,70 @@ def test_ttrpc_over_the_mux_both_directions() -> None:
     assert plugin_client.receive_data(data)[0].status.ok
     [(_, data)] = runtime_demux.feed(back_to_runtime)
     assert runtime_client.receive_data(data)[0].payload == b"events"
+
+
+class _GoPeer:
+    """How a Go NRI peer reads one logical connection: containerd/nri's mux hands each trunk
+    frame to one Read (ENOMEM when the caller's buffer is smaller), and ttrpc reads through a
+    4096-byte bufio.Reader (one underlying Read per bufio Read; reads of at least its size go
+    straight to the caller's buffer when it is empty)."""
+
+    def __init__(self, trunk: bytes) -> None:
+        self.messages = [chunk for _, chunk in _frames(trunk)]
+        self.buf = b""
+
+    def _mux_read(self, cap: int) -> bytes:
+        msg = self.messages.pop(0)
+        if len(msg) > cap:
+            raise OSError("ENOMEM: trunk frame larger than the read buffer")
+        return msg
+
+    def _bufio_read(self, n: int) -> bytes:
+        if not self.buf:
+            if n >= mux.GO_READ_BUFFER:
+                return self._mux_read(n)
+            self.buf = self._mux_read(mux.GO_READ_BUFFER)
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def _read_full(self, n: int) -> bytes:
+        out = b""
+        while len(out) < n:
+            out += self._bufio_read(n - len(out))
+        return out
+
+    def recv(self) -> bytes:
+        header = self._read_full(ttrpc.HEADER_LENGTH)
+        (length,) = struct.unpack_from(">I", header)
+        return header + self._read_full(length)
+
+
+def _frames(trunk: bytes) -> list[tuple[int, bytes]]:
+    out, pos = [], 0
+    while pos < len(trunk):
+        conn, n = struct.unpack_from(">II", trunk, pos)
+        out.append((conn, trunk[pos + 8:pos + 8 + n]))
+        pos += 8 + n
+    return out
+
+
+def _message(n: int, sid: int = 1) -> bytes:
+    return ttrpc.encode_frame(sid, ttrpc.MessageType.REQUEST, 0, bytes(n))
+
+
+@given(st.lists(st.integers(0, 20_000), min_size=1, max_size=6))
+@fuzz_settings(100)
+def test_a_go_peer_can_read_every_message_we_write(sizes: list[int]) -> None:
+    messages = [_message(n, 2 * i + 1) for i, n in enumerate(sizes)]
+    trunk = b"".join(mux.encode_message(1, m) for m in messages)
+    assert all(len(chunk) <= mux.GO_READ_BUFFER for _, chunk in _frames(trunk))
+    peer = _GoPeer(trunk)
+    assert [peer.recv() for _ in messages] == messages
+    assert peer.messages == []
+
+
+def test_one_trunk_frame_per_message_stalls_a_go_peer() -> None:
+    """What pycri first did: a Synchronize over 4 KiB never reached critest's plugin."""
+    peer = _GoPeer(encode(1, _message(5000)))
+    with pytest.raises(OSError, match="ENOMEM"):
+        peer.recv()
