@@ -179,9 +179,16 @@ class Merged:
             else:
                 annotations[key] = value
         process = spec["process"]
-        if self.env:
-            env = [e for e in process["env"] if e.partition("=")[0] not in self.env]
-            env += [f"{k}={v}" for k, v in self.env.items() if v is not None]
+        if self.env:  # a variable that is there keeps its place (as runtime-tools does)
+            env, done = [], set()
+            for entry in process["env"]:
+                name = entry.partition("=")[0]
+                if name not in self.env:
+                    env.append(entry)
+                elif self.env[name] is not None and name not in done:
+                    env.append(f"{name}={self.env[name]}")
+                    done.add(name)
+            env += [f"{k}={v}" for k, v in self.env.items() if v is not None and k not in done]
             process["env"] = env
         if self.args is not None:
             process["args"] = self.args

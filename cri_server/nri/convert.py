@@ -6,6 +6,7 @@ from typing import Any
 from cri_server.containers import record as R
 from cri_server.containers.record import ContainerRecord
 from cri_server.sandboxes.record import SandboxRecord
+from proto import api_pb2
 from proto import nri_api_pb2 as nri
 
 _STATES = {R.CREATING: nri.CONTAINER_UNKNOWN, R.CREATED: nri.CONTAINER_CREATED,
@@ -46,6 +47,19 @@ def resources(res: dict[str, Any]) -> nri.LinuxResources:
     for h in res.get("hugepage_limits") or []:
         out.hugepage_limits.add(page_size=h["page_size"], limit=int(h["limit"]))
     out.unified.update(res.get("unified") or {})
+    return out
+
+
+def cri_resources(r: api_pb2.LinuxContainerResources) -> nri.LinuxResources:
+    """CRI LinuxContainerResources (a pod's overhead or total) as NRI LinuxResources."""
+    out = resources({
+        "memory_limit_in_bytes": r.memory_limit_in_bytes,
+        "memory_swap_limit_in_bytes": r.memory_swap_limit_in_bytes,
+        "cpu_shares": r.cpu_shares, "cpu_quota": r.cpu_quota, "cpu_period": r.cpu_period,
+        "cpuset_cpus": r.cpuset_cpus, "cpuset_mems": r.cpuset_mems,
+        "hugepage_limits": [{"page_size": h.page_size, "limit": h.limit}
+                            for h in r.hugepage_limits],
+        "unified": dict(r.unified)})
     return out
 
 

@@ -6,6 +6,8 @@ Every call happens at one lifecycle point of the CRI path:
   RunPodSandbox, which then undoes the pod.
 - ``stop_pod_sandbox``: the pod's containers are stopped, its network not yet torn down.
 - ``remove_pod_sandbox``: the pod is gone.
+- ``update_pod_sandbox``: UpdatePodSandboxResources, before the pod cgroup changes (an
+  error fails it); ``post_update_pod_sandbox`` after.
 - ``create_container``: the spec is built, nothing runs yet and the container is not listed;
   plugins' adjustments are applied to ``spec`` in place; an error fails CreateContainer.
 - ``post_create_container``, ``start_container`` (before the process is released; an error
@@ -23,6 +25,7 @@ from typing import Any, Protocol
 
 from cri_server.containers.record import ContainerRecord
 from cri_server.sandboxes.record import SandboxRecord
+from proto import api_pb2
 
 
 class NriHooks(Protocol):
@@ -31,6 +34,11 @@ class NriHooks(Protocol):
     def stop_pod_sandbox(self, pod: SandboxRecord) -> None: ...
 
     def remove_pod_sandbox(self, pod: SandboxRecord) -> None: ...
+
+    def update_pod_sandbox(self, pod: SandboxRecord,
+                           linux: api_pb2.LinuxPodSandboxConfig) -> None: ...
+
+    def post_update_pod_sandbox(self, pod: SandboxRecord) -> None: ...
 
     def create_container(self, pod: SandboxRecord, ctr: ContainerRecord,
                          spec: dict[str, Any]) -> None: ...
@@ -61,6 +69,13 @@ class NoNri:
         pass
 
     def remove_pod_sandbox(self, pod: SandboxRecord) -> None:
+        pass
+
+    def update_pod_sandbox(self, pod: SandboxRecord,
+                           linux: api_pb2.LinuxPodSandboxConfig) -> None:
+        pass
+
+    def post_update_pod_sandbox(self, pod: SandboxRecord) -> None:
         pass
 
     def create_container(self, pod: SandboxRecord, ctr: ContainerRecord,

@@ -95,8 +95,8 @@ class Plugin:
         return nri.Empty()
 
     def _update_containers(self, req: nri.UpdateContainersRequest) -> nri.UpdateContainersResponse:
-        if self.closed or not self.events and not self.registered.is_set():
-            raise RpcError(Status(Code.FAILED_PRECONDITION, "plugin is not registered"))
+        if not self.events:
+            raise RpcError(Status(Code.FAILED_PRECONDITION, "plugin is not configured yet"))
         failed = self._on_update(self, list(req.update))
         return nri.UpdateContainersResponse(failed=failed)
 

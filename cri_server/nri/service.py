@@ -35,6 +35,7 @@ from cri_server.nri import adjust, convert
 from cri_server.nri.plugin import VALID_EVENTS, Plugin
 from cri_server.sandboxes.record import SandboxRecord
 from nri.ttrpc import Code, RpcError, Status
+from proto import api_pb2
 from proto import nri_api_pb2 as nri
 from pycri_common.errors import FailedPrecondition, PycriError
 from pycri_common.outside_files import read_regular_file
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 NRI_VERSION = "v0.12.1"  # the NRI API revision pycri's schema follows (proto/nri_api.proto)
 MAX_PLUGIN_CONFIG = 1 << 20
 MAX_PLUGINS = 64
+SYNC_CHUNK_BYTES = 3 << 20  # Synchronize payload per message, below ttrpc's 4 MiB
 M = TypeVar("M", bound=Message)
 
 # Events a plugin may still handle through the deprecated StateChange RPC.
@@ -103,9 +105,13 @@ class NriService:
     def _listen(self) -> None:
         path = self.settings.socket_path
         os.makedirs(os.path.dirname(path) or ".", mode=0o710, exist_ok=True)
+        if _in_use(path):
+            log.error("NRI: %s is served by another process (another runtime?); not listening "
+                      "for NRI plugins", path)
+            return
         with contextlib.suppress(FileNotFoundError):
             if stat.S_ISSOCK(os.lstat(path).st_mode):
-                os.unlink(path)
+                os.unlink(path)  # a stale socket of an earlier run
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         old = os.umask(0o177)
         try:
@@ -255,10 +261,22 @@ class NriService:
         self._apply_updates(plugin, updates)
 
     def _synchronize(self, plugin: Plugin) -> list[nri.ContainerUpdate]:
+        """Every pod and container, in as many messages as the size limit needs: all but the
+        last say more=true, and the plugin must answer those with more=true and no updates
+        (as upstream's stubs do)."""
         pods = [convert.pod_sandbox(p) for p in self._pods.values()]
         ctrs = [convert.container(c) for c in self._ctrs.values()]
-        reply = plugin.call("Synchronize", nri.SynchronizeRequest(pods=pods, containers=ctrs),
-                            nri.SynchronizeResponse)
+        chunks = _sync_chunks(pods, ctrs, SYNC_CHUNK_BYTES)
+        reply = nri.SynchronizeResponse()
+        for i, (p, c) in enumerate(chunks):
+            more = i < len(chunks) - 1
+            reply = plugin.call("Synchronize", nri.SynchronizeRequest(pods=p, containers=c,
+                                                                      more=more),
+                                nri.SynchronizeResponse)
+            if more and (reply.update or not reply.more):
+                raise RpcError(Status(Code.FAILED_PRECONDITION,
+                                      "plugin does not handle split Synchronize requests"),
+                               fatal=True)
         return list(reply.update)
 
     # ------------------------------------------------------------ updates from plugins
@@ -358,6 +376,22 @@ class NriService:
             self._pods.pop(pod.id, None)
             self._stopped.discard(pod.id)
 
+    def update_pod_sandbox(self, pod: SandboxRecord,
+                           linux: api_pb2.LinuxPodSandboxConfig) -> None:
+        with self._lock:
+            msg = convert.pod_sandbox(pod)
+            req = nri.UpdatePodSandboxRequest(
+                pod=msg, overhead_linux_resources=convert.cri_resources(linux.overhead),
+                linux_resources=convert.cri_resources(linux.resources))
+            self._each(nri.UPDATE_POD_SANDBOX, "UpdatePodSandbox", req,
+                       nri.UpdatePodSandboxResponse, msg, None, fail=True)
+
+    def post_update_pod_sandbox(self, pod: SandboxRecord) -> None:
+        with self._lock:
+            self._pod_event(nri.POST_UPDATE_POD_SANDBOX, "PostUpdatePodSandbox",
+                            nri.PostUpdatePodSandboxRequest, nri.PostUpdatePodSandboxResponse,
+                            pod, fail=False)
+
     def create_container(self, pod: SandboxRecord, ctr: ContainerRecord,
                          spec: dict[str, Any]) -> None:
         with self._lock:
@@ -447,3 +481,33 @@ class NriService:
                             nri.PostUpdateContainerRequest, nri.PostUpdateContainerResponse,
                             pod, ctr, fail=False)
 
+
+
+def _in_use(path: str) -> bool:
+    """True when something accepts connections on the unix socket at path."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    probe.settimeout(1)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def _sync_chunks(pods: list[nri.PodSandbox], ctrs: list[nri.Container], limit: int
+                 ) -> list[tuple[list[nri.PodSandbox], list[nri.Container]]]:
+    """pods and containers cut into messages of about limit bytes (at least one message;
+    pods first, so that a plugin knows a container's pod before the container)."""
+    chunks: list[tuple[list[nri.PodSandbox], list[nri.Container]]] = [([], [])]
+    size = 0
+    for kind, items in ((0, pods), (1, ctrs)):
+        for item in items:
+            n = item.ByteSize() + 8
+            if size + n > limit and (chunks[-1][0] or chunks[-1][1]):
+                chunks.append(([], []))
+                size = 0
+            chunks[-1][kind].append(item)  # type: ignore[arg-type]
+            size += n
+    return chunks

@@ -552,11 +552,12 @@ class SandboxManager:
         rec = self.get(pod_id)
         if rec.state == CREATING:
             raise FailedPrecondition(f"pod sandbox {rec.id} is still being created")
+        self.nri.update_pod_sandbox(rec, linux)  # a plugin's error fails the update
         res = pod_cgroup.pod_resources(linux)
-        if not rec.cgroup_owned or not res:
-            return
-        from runtime import cgroups
-        cgroups.apply_resources(rec.cgroup_path, res)
+        if rec.cgroup_owned and res:
+            from runtime import cgroups
+            cgroups.apply_resources(rec.cgroup_path, res)
+        self._notify_nri(self.nri.post_update_pod_sandbox, rec)
 
     # -- helpers ---------------------------------------------------------------
     def _cgroup(self, rec: SandboxRecord) -> pod_cgroup.PodCgroup:

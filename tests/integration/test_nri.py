@@ -307,3 +307,83 @@ def test_socket_removed_on_shutdown_and_disabled_nri_has_none(
     finally:
         off.stop()
         off.cleanup_dirs()
+
+
+def test_update_container_resources_goes_through_plugins(
+        daemon: PycriDaemon, container_env: ContainerEnv) -> None:
+    env = container_env
+    cid = env.run(["sleep", "1000"])
+
+    def update(req: nri.UpdateContainerRequest) -> nri.UpdateContainerResponse:
+        assert req.linux_resources.memory.limit.value == 100 * MiB
+        u = nri.ContainerUpdate(container_id=req.container.id)
+        u.linux.resources.memory.limit.value = 72 * MiB  # the plugin knows better
+        return nri.UpdateContainerResponse(update=[u])
+
+    with NriTestPlugin(daemon.nri_socket, name="resizer",
+                       handlers={"UpdateContainer": update}) as plugin:
+        env.cri.UpdateContainerResources(api_pb2.UpdateContainerResourcesRequest(
+            container_id=cid, linux=api_pb2.LinuxContainerResources(
+                memory_limit_in_bytes=100 * MiB)))
+        assert _memory_limit(env, cid) == 72 * MiB
+        assert env.status(cid).resources.linux.memory_limit_in_bytes == 72 * MiB
+        assert plugin.seen(container_id=cid) == ["UpdateContainer", "PostUpdateContainer"]
+        env.cri.UpdatePodSandboxResources(api_pb2.UpdatePodSandboxResourcesRequest(
+            pod_sandbox_id=env.pod_id, resources=api_pb2.LinuxContainerResources(
+                cpu_shares=512)))
+        assert plugin.seen(pod_id=env.pod_id)[-2:] == ["UpdatePodSandbox",
+                                                       "PostUpdatePodSandbox"]
+        req = plugin.request("UpdatePodSandbox", pod_id=env.pod_id)
+        assert req.linux_resources.cpu.shares.value == 512
+    env.remove(cid)
+
+
+PREINSTALLED = '''#!{python}
+import json, os, socket
+from proto import nri_api_pb2 as nri
+from tests.support.nri_plugin import NriTestPlugin
+
+out = open({out!r}, "a", buffering=1)
+
+def run(req):
+    out.write(json.dumps({{"event": "RunPodSandbox", "pod": req.pod.id}}) + "\\n")
+    return nri.RunPodSandboxResponse()
+
+sock = socket.socket(fileno=int(os.environ["NRI_PLUGIN_SOCKET"]))
+plugin = NriTestPlugin("", name="ignored", index="99", handlers={{"RunPodSandbox": run}})
+plugin.connect(sock=sock)
+out.write(json.dumps({{"config": plugin.configured.config, "name": os.environ["NRI_PLUGIN_NAME"],
+                      "index": os.environ["NRI_PLUGIN_IDX"]}}) + "\\n")
+plugin.endpoint.wait_closed()
+'''
+
+
+def test_a_preinstalled_plugin_is_started_configured_and_stopped(
+        fresh_daemon: PycriDaemon) -> None:
+    import json
+    d = fresh_daemon
+    out = d.base / "preinstalled.jsonl"
+    d.nri_plugin_dir.mkdir()
+    d.nri_config_dir.mkdir()
+    script = d.nri_plugin_dir / "42-recorder"
+    script.write_text(PREINSTALLED.format(python=sys.executable, out=str(out)))
+    script.chmod(0o755)
+    (d.nri_plugin_dir / "not-a-plugin").write_text("ignored: no NN- prefix\n")
+    (d.nri_config_dir / "42-recorder.conf").write_text("threshold = 7\n")
+    d.start()
+    deadline = time.monotonic() + 20
+    while not out.exists() or not out.read_text():
+        assert time.monotonic() < deadline, d.log_tail()
+        time.sleep(0.05)
+    first = json.loads(out.read_text().splitlines()[0])
+    assert first == {"config": "threshold = 7\n", "name": "recorder", "index": "42"}
+    pod_id = pods.run_pod(d.c)
+    pods.stop_and_remove(d.c, pod_id)
+    assert {"event": "RunPodSandbox", "pod": pod_id} in \
+        [json.loads(line) for line in out.read_text().splitlines()]
+    pids = subprocess.run(["pgrep", "-f", str(script)], capture_output=True, text=True,
+                          check=False).stdout.split()
+    assert len(pids) == 1
+    assert d.stop() == 0
+    assert not Path(f"/proc/{pids[0]}").exists() or \
+        Path(f"/proc/{pids[0]}/stat").read_text().split()[2] == "Z"

@@ -77,9 +77,13 @@ class NriTestPlugin:
             router.add(PLUGIN_SERVICE, method, req_type, self._event(method, resp_type))
         return router
 
-    def connect(self, timeout: float = 10.0) -> NriTestPlugin:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(self.socket_path)
+    def connect(self, timeout: float = 10.0, sock: socket.socket | None = None
+                ) -> NriTestPlugin:
+        """Connects (or uses sock, a socket pycri handed to a plugin it started), registers
+        and waits until synchronized."""
+        if sock is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(self.socket_path)
         self.endpoint = Endpoint(sock, serve_conn=mux.PLUGIN_SERVICE_CONN,
                                  call_conn=mux.RUNTIME_SERVICE_CONN, router=self._router(),
                                  name=f"test-plugin-{self.name}")
