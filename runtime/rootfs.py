@@ -22,11 +22,12 @@ import contextlib
 import errno
 import os
 import stat
-from typing import Any
+from collections.abc import Sequence
 
 from pycri_common.errors import InvalidArgument
 from runtime import syscalls
 from runtime.cgroups import mode as cgmode
+from runtime.container_spec import Device, Mount, RootfsSpec
 from runtime.securejoin import (
     ensure_file_in_root,
     mkdir_all_in_root,
@@ -75,7 +76,7 @@ DEFAULT_DEVICE_RULES: tuple[str, ...] = (
 )
 
 
-def parse_options(options: list[str]) -> tuple[int, int, str]:
+def parse_options(options: Sequence[str]) -> tuple[int, int, str]:
     """mount(8)-style words -> (flags, propagation flags, data string)."""
     flags = 0
     prop = 0
@@ -118,16 +119,16 @@ def _mount_of(path: str, info: list[tuple[str, list[str]]]) -> tuple[str, list[s
     return best
 
 
-def check_propagation_sources(mounts: list[dict[str, Any]]) -> None:
+def check_propagation_sources(mounts: Sequence[Mount]) -> None:
     """Like containerd: rshared needs a shared source mount, rslave a shared or slave one.
     Must run before set_root_propagation (which turns our copies into slaves)."""
     info: list[tuple[str, list[str]]] | None = None
     for i, m in enumerate(mounts):
-        prop = m.get("propagation")
-        if m["type"] != "bind" or prop not in ("rshared", "rslave"):
+        prop = m.propagation
+        if m.type != "bind" or prop not in ("rshared", "rslave"):
             continue
         info = info if info is not None else _mountinfo()
-        src = os.path.realpath(m["source"])
+        src = os.path.realpath(m.source)
         mp, opt = _mount_of(src, info)
         shared = any(o.startswith("shared:") for o in opt)
         slave = any(o.startswith("master:") for o in opt)
@@ -140,11 +141,11 @@ def check_propagation_sources(mounts: list[dict[str, Any]]) -> None:
                                   "propagation)")
 
 
-def set_root_propagation(mounts: list[dict[str, Any]], rootfs_mountpoint: str) -> None:
+def set_root_propagation(mounts: Sequence[Mount], rootfs_mountpoint: str) -> None:
     """rslave for everything (rshared when a mount is bidirectional), then make the mount that
     holds the rootfs mountpoint private so the overlay and everything under it never
     propagates back to the host."""
-    any_shared = any(m.get("propagation") == "rshared" for m in mounts)
+    any_shared = any(m.propagation == "rshared" for m in mounts)
     flag = syscalls.MS_SHARED if any_shared else syscalls.MS_SLAVE
     syscalls.mount(None, "/", None, syscalls.MS_REC | flag)
     parent, _ = _mount_of(os.path.realpath(rootfs_mountpoint), _mountinfo())
@@ -153,18 +154,18 @@ def set_root_propagation(mounts: list[dict[str, Any]], rootfs_mountpoint: str) -
 
 # --------------------------------------------------------------------------- rootfs
 
-def mount_rootfs(rootfs: dict[str, Any]) -> str:
-    """Mount the overlay on rootfs["mountpoint"] (created if missing). Returns it."""
-    target: str = rootfs["mountpoint"]
-    for key in ("upper", "work"):
-        if not os.path.isdir(rootfs[key]):
-            raise InvalidArgument(f"rootfs.{key}: {rootfs[key]} is not a directory")
-    for i, d in enumerate(rootfs["lower"]):
+def mount_rootfs(rootfs: RootfsSpec) -> str:
+    """Mount the overlay on rootfs.mountpoint (created if missing). Returns it."""
+    target = rootfs.mountpoint
+    for key, path in (("upper", rootfs.upper), ("work", rootfs.work)):
+        if not os.path.isdir(path):
+            raise InvalidArgument(f"rootfs.{key}: {path} is not a directory")
+    for i, d in enumerate(rootfs.lower):
         if not os.path.isdir(d):
             raise InvalidArgument(f"rootfs.lower[{i}]: {d} is not a directory")
     os.makedirs(target, mode=0o755, exist_ok=True)
-    data = (f"lowerdir={':'.join(rootfs['lower'])},upperdir={rootfs['upper']},"
-            f"workdir={rootfs['work']}")
+    data = (f"lowerdir={':'.join(rootfs.lower)},upperdir={rootfs.upper},"
+            f"workdir={rootfs.work}")
     if len(data) >= 4096:
         raise InvalidArgument(f"rootfs: overlay options are {len(data)} bytes (limit 4095): "
                               "use shorter snapshot paths")
@@ -177,7 +178,7 @@ def mount_rootfs(rootfs: dict[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- mounts
 
-def apply_mounts(root: str, mounts: list[dict[str, Any]], privileged: bool,
+def apply_mounts(root: str, mounts: Sequence[Mount], privileged: bool,
                  host_cgroup_path: str | None = None) -> None:
     """Every mount in order. `host_cgroup_path`: the container's cgroup when it shares the
     host's cgroup namespace; "cgroup" mounts then bind that cgroup's own directories (as runc
@@ -189,30 +190,30 @@ def apply_mounts(root: str, mounts: list[dict[str, Any]], privileged: bool,
         except InvalidArgument:
             raise
         except OSError as e:
-            raise InvalidArgument(f"{field} ({m['type']} on {m['destination']}): "
+            raise InvalidArgument(f"{field} ({m.type} on {m.destination}): "
                                   f"{e.strerror or e}") from e
 
 
-def _apply_mount(root: str, m: dict[str, Any], privileged: bool, field: str,
+def _apply_mount(root: str, m: Mount, privileged: bool, field: str,
                  host_cgroup_path: str | None = None) -> None:
-    flags, prop, data = parse_options(m.get("options", []))
-    if m.get("readonly"):
+    flags, prop, data = parse_options(m.options)
+    if m.readonly:
         flags |= syscalls.MS_RDONLY
-    mtype = m["type"]
-    if m.get("sub_path"):
+    mtype = m.type
+    if m.sub_path:
         _sub_path_mount(root, m, flags, prop, data, field)
         return
     if mtype == "bind":
         _bind_mount(root, m, flags, prop, field)
         return
-    target = mkdir_all_in_root(root, m["destination"])
+    target = mkdir_all_in_root(root, m.destination)
     if mtype == "cgroup":
         _mount_cgroupfs(root, target, flags, host_cgroup_path)
         return
     fd = open_path_in_root(root, target)
     try:
         try:
-            syscalls.mount(m.get("source") or mtype, _fd_path(fd), mtype, flags, data or None)
+            syscalls.mount(m.source or mtype, _fd_path(fd), mtype, flags, data or None)
         except OSError as e:
             if mtype == "sysfs" and e.errno == errno.EPERM:
                 # e.g. sharing the host's net namespace without owning it: bind the host's
@@ -228,17 +229,17 @@ def _apply_mount(root: str, m: dict[str, Any], privileged: bool, field: str,
         _set_propagation(root, target, prop)
 
 
-def _bind_mount(root: str, m: dict[str, Any], flags: int, prop: int, field: str) -> None:
-    src = os.path.realpath(m["source"])  # a host path that is a symlink is resolved on the host
+def _bind_mount(root: str, m: Mount, flags: int, prop: int, field: str) -> None:
+    src = os.path.realpath(m.source)  # a host path that is a symlink is resolved on the host
     try:
         st = os.stat(src)
     except OSError as e:
-        raise InvalidArgument(f"{field}.source: host path {m['source']!r} does not exist "
+        raise InvalidArgument(f"{field}.source: host path {m.source!r} does not exist "
                               f"({e.strerror})") from e
     if stat.S_ISDIR(st.st_mode):
-        target = mkdir_all_in_root(root, m["destination"])
+        target = mkdir_all_in_root(root, m.destination)
     else:
-        target = ensure_file_in_root(root, m["destination"])
+        target = ensure_file_in_root(root, m.destination)
     fd = open_path_in_root(root, target)
     try:
         syscalls.mount(src, _fd_path(fd), None, syscalls.MS_BIND | syscalls.MS_REC)
@@ -247,7 +248,7 @@ def _bind_mount(root: str, m: dict[str, Any], flags: int, prop: int, field: str)
     extra = flags & ~(syscalls.MS_BIND | syscalls.MS_REC)
     if extra:
         _remount(root, target, syscalls.MS_BIND | extra)
-    if m.get("recursive_readonly"):
+    if m.recursive_readonly:
         fd = open_path_in_root(root, target)
         try:
             syscalls.mount_setattr("", syscalls.MOUNT_ATTR_RDONLY, recursive=True, dirfd=fd)
@@ -264,29 +265,29 @@ _PROPAGATION = {"rslave": syscalls.MS_SLAVE | syscalls.MS_REC,
                 "private": syscalls.MS_PRIVATE | syscalls.MS_REC}
 
 
-def _apply_propagation(root: str, target: str, m: dict[str, Any], prop: int) -> None:
+def _apply_propagation(root: str, target: str, m: Mount, prop: int) -> None:
     """The mount's "propagation" (rslave/rshared/private), else the one from its options."""
-    propagation = _PROPAGATION.get(m.get("propagation") or "", prop)
+    propagation = _PROPAGATION.get(m.propagation or "", prop)
     if propagation:
         _set_propagation(root, target, propagation)
 
 
-def _sub_path_mount(root: str, m: dict[str, Any], flags: int, prop: int, data: str,
+def _sub_path_mount(root: str, m: Mount, flags: int, prop: int, data: str,
                     field: str) -> None:
     """Mount the filesystem (or bind the source) on a staging directory next to the rootfs
     (private to this mount namespace), resolve `sub_path` inside it without leaving it,
     bind only that onto the destination, then detach the staging mount."""
-    sub = m["sub_path"]
-    dest = m["destination"]
+    sub = m.sub_path or ""
+    dest = m.destination
     staging = os.path.join(os.path.dirname(os.path.abspath(root)),
                            ".sub-path-" + field.replace("[", "-").replace("]", ""))
     os.makedirs(staging, mode=0o700, exist_ok=True)
     try:
-        if m["type"] == "bind":
-            syscalls.mount(os.path.realpath(m["source"]), staging, None,
+        if m.type == "bind":
+            syscalls.mount(os.path.realpath(m.source), staging, None,
                            syscalls.MS_BIND | syscalls.MS_REC)
         else:
-            syscalls.mount(m.get("source") or m["type"], staging, m["type"],
+            syscalls.mount(m.source or m.type, staging, m.type,
                            flags & ~(syscalls.MS_BIND | syscalls.MS_REC), data or None)
         try:
             target = _bind_sub_path(root, staging, sub, dest, field)
@@ -403,8 +404,8 @@ def _mount_cgroupfs(root: str, target: str, flags: int, host_cgroup_path: str | 
 
 # --------------------------------------------------------------------------- /dev
 
-def dev_is_tmpfs(mounts: list[dict[str, Any]]) -> bool:
-    return any(m["destination"].rstrip("/") == "/dev" and m["type"] == "tmpfs" for m in mounts)
+def dev_is_tmpfs(mounts: Sequence[Mount]) -> bool:
+    return any(m.destination.rstrip("/") == "/dev" and m.type == "tmpfs" for m in mounts)
 
 
 def create_default_devices(root: str) -> None:
@@ -423,22 +424,22 @@ def create_default_devices(root: str) -> None:
         os.close(dev_fd)
 
 
-def create_devices(root: str, devices: list[dict[str, Any]]) -> list[str]:
+def create_devices(root: str, devices: Sequence[Device]) -> list[str]:
     """mknod each requested host device inside the rootfs; returns devices-cgroup rules."""
     rules = []
     for i, d in enumerate(devices):
         field = f"devices[{i}]"
         try:
-            st = os.stat(d["host_path"])
+            st = os.stat(d.host_path)
         except OSError as e:
-            raise InvalidArgument(f"{field}.host_path: {d['host_path']}: {e.strerror}") from e
+            raise InvalidArgument(f"{field}.host_path: {d.host_path}: {e.strerror}") from e
         if stat.S_ISCHR(st.st_mode):
             kind, ftype = "c", stat.S_IFCHR
         elif stat.S_ISBLK(st.st_mode):
             kind, ftype = "b", stat.S_IFBLK
         else:
-            raise InvalidArgument(f"{field}.host_path: {d['host_path']} is not a device node")
-        parent_fd, name, _ = open_parent_in_root(root, d["container_path"])
+            raise InvalidArgument(f"{field}.host_path: {d.host_path} is not a device node")
+        parent_fd, name, _ = open_parent_in_root(root, d.container_path)
         old = os.umask(0)
         try:
             with contextlib.suppress(FileNotFoundError):
@@ -449,7 +450,7 @@ def create_devices(root: str, devices: list[dict[str, Any]]) -> list[str]:
             os.umask(old)
             os.close(parent_fd)
         rules.append(f"{kind} {os.major(st.st_rdev)}:{os.minor(st.st_rdev)} "
-                     f"{d.get('permissions') or 'rwm'}")
+                     f"{d.permissions or 'rwm'}")
     return rules
 
 
@@ -523,7 +524,7 @@ def _open_existing_in_root(path: str, field: str) -> int | None:
         raise InvalidArgument(f"{field}: {path}: {e.strerror}") from e
 
 
-def mask_paths(paths: list[str]) -> None:
+def mask_paths(paths: Sequence[str]) -> None:
     """Files: /dev/null bound over; directories: an empty read-only tmpfs. Missing: skipped.
     Symlinks in the path are resolved inside the (new) root, so the target is masked."""
     for i, p in enumerate(paths):
@@ -542,7 +543,7 @@ def mask_paths(paths: list[str]) -> None:
             os.close(fd)
 
 
-def readonly_paths(paths: list[str]) -> None:
+def readonly_paths(paths: Sequence[str]) -> None:
     """Bind each path onto itself and remount it read-only (recursively). Missing: skipped."""
     for i, p in enumerate(paths):
         fd = _open_existing_in_root(p, f"readonly_paths[{i}]")

@@ -171,8 +171,10 @@ class Merged:
     def empty(self) -> bool:
         return not self.owners
 
-    def apply(self, spec: dict[str, Any], annotations: dict[str, str]) -> dict[str, Any]:
-        """The adjusted, re-validated spec; annotations (the record's) changed in place."""
+    def apply(self, spec: dict[str, Any], annotations: dict[str, str]
+              ) -> container_spec.ContainerSpec:
+        """spec (the JSON form, changed in place) adjusted and parsed again, which validates
+        it; annotations (the record's) changed in place."""
         for key, value in self.annotations.items():
             if value is None:
                 annotations.pop(key, None)
@@ -220,7 +222,7 @@ class Merged:
                 else:
                     res[key] = value
             cgroup["resources"] = res
-        return container_spec.validate_spec(spec)
+        return container_spec.ContainerSpec.from_json(spec)
 
 
 def _spec_mount(m: nri.Mount) -> dict[str, Any]:

@@ -9,7 +9,7 @@ Every call happens at one lifecycle point of the CRI path:
 - ``update_pod_sandbox``: UpdatePodSandboxResources, before the pod cgroup changes (an
   error fails it); ``post_update_pod_sandbox`` after.
 - ``create_container``: the spec is built, nothing runs yet and the container is not listed;
-  plugins' adjustments are applied to ``spec`` in place; an error fails CreateContainer.
+  returns the spec with the plugins' adjustments applied; an error fails CreateContainer.
 - ``post_create_container``, ``start_container`` (before the process is released; an error
   fails StartContainer), ``post_start_container``, ``stop_container`` (once per container,
   when it is first seen stopped), ``remove_container``.
@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from cri_server.containers.record import ContainerRecord
 from cri_server.sandboxes.record import SandboxRecord
 from proto import api_pb2
+from runtime.container_spec import ContainerSpec
 
 
 class NriHooks(Protocol):
@@ -41,7 +42,7 @@ class NriHooks(Protocol):
     def post_update_pod_sandbox(self, pod: SandboxRecord) -> None: ...
 
     def create_container(self, pod: SandboxRecord, ctr: ContainerRecord,
-                         spec: dict[str, Any]) -> None: ...
+                         spec: ContainerSpec) -> ContainerSpec: ...
 
     def post_create_container(self, pod: SandboxRecord, ctr: ContainerRecord) -> None: ...
 
@@ -79,8 +80,8 @@ class NoNri:
         pass
 
     def create_container(self, pod: SandboxRecord, ctr: ContainerRecord,
-                         spec: dict[str, Any]) -> None:
-        pass
+                         spec: ContainerSpec) -> ContainerSpec:
+        return spec
 
     def post_create_container(self, pod: SandboxRecord, ctr: ContainerRecord) -> None:
         pass

@@ -40,6 +40,7 @@ from proto import nri_api_pb2 as nri
 from pycri_common.errors import FailedPrecondition, PycriError
 from pycri_common.outside_files import read_regular_file
 from pycri_common.version import __version__
+from runtime.container_spec import ContainerSpec
 
 log = logging.getLogger(__name__)
 
@@ -393,11 +394,12 @@ class NriService:
                             pod, fail=False)
 
     def create_container(self, pod: SandboxRecord, ctr: ContainerRecord,
-                         spec: dict[str, Any]) -> None:
+                         spec: ContainerSpec) -> ContainerSpec:
         with self._lock:
+            spec_json = spec.to_json()
             answers = self._ctr_event(nri.CREATE_CONTAINER, "CreateContainer",
                                       nri.CreateContainerRequest, nri.CreateContainerResponse,
-                                      pod, ctr, fail=True, spec=spec)
+                                      pod, ctr, fail=True, spec=spec_json)
             merged = adjust.Merged()
             others: list[nri.ContainerUpdate] = []
             for plugin, reply in answers:
@@ -413,13 +415,12 @@ class NriService:
                     log.warning("NRI: plugin %r asks to evict containers; pycri does not "
                                 "evict", plugin)
             if not merged.empty:
-                spec.update(merged.apply(spec, ctr.annotations))
-                if spec.get("cgroup"):
-                    ctr.resources = dict(spec["cgroup"].get("resources") or {})
+                spec = merged.apply(spec_json, ctr.annotations)
                 log.info("NRI: container %s adjusted (%s)", ctr.id[:12],
                          ", ".join(sorted(merged.owners)))
             self._ctrs[ctr.id] = ctr
         self._apply_updates(None, others)
+        return spec
 
     def post_create_container(self, pod: SandboxRecord, ctr: ContainerRecord) -> None:
         with self._lock:

@@ -13,14 +13,13 @@ from runtime import container_spec
 
 
 def _spec(cgroup: bool = True) -> dict[str, Any]:
-    spec = container_spec.validate_spec({
+    return container_spec.ContainerSpec.from_json({
         "id": "c1", "rootfs": {"lower": ["/l"], "upper": "/c/upper", "work": "/c/work"},
         "process": {"args": ["sleep", "1"], "env": ["PATH=/bin", "KEEP=1", "DROP=x"]},
-        "mounts": [container_spec.bind_mount("/srv/a", "/a")],
+        "mounts": [container_spec.bind_mount("/srv/a", "/a").to_json()],
         "cgroup": {"driver": "cgroupfs", "path": "/kubepods/pod/c1",
                    "resources": {"cpu_shares": 2, "memory_limit_in_bytes": 0}} if cgroup else None,
-    })
-    return spec
+    }).to_json()
 
 
 def _adj(**kw: Any) -> nri.ContainerAdjustment:
@@ -34,7 +33,7 @@ def test_env_args_annotations() -> None:
                             nri.KeyValue(key="-DROP")],
                        args=["echo", "hi"], annotations={"x": "1", "-gone": ""}))
     ann = {"gone": "y", "stay": "z"}
-    spec = m.apply(_spec(), ann)
+    spec = m.apply(_spec(), ann).to_json()
     assert spec["process"]["env"] == ["PATH=/bin", "KEEP=2", "NEW=v"]
     assert spec["process"]["args"] == ["echo", "hi"]
     assert ann == {"stay": "z", "x": "1"}
@@ -47,7 +46,7 @@ def test_mounts_added_replaced_and_removed() -> None:
                                                                             "rslave"]),
         nri.Mount(destination="-/a"),
         nri.Mount(destination="/t", type="tmpfs", source="tmpfs", options=["size=1m"])]))
-    spec = m.apply(_spec(), {})
+    spec = m.apply(_spec(), {}).to_json()
     by_dest = {x["destination"]: x for x in spec["mounts"]}
     assert "/a" not in by_dest
     assert by_dest["/b"]["type"] == "bind" and by_dest["/b"]["readonly"]
@@ -58,7 +57,7 @@ def test_mounts_added_replaced_and_removed() -> None:
 def test_a_bind_mount_without_rbind_gets_it_and_needs_an_absolute_source() -> None:
     m = Merged()
     m.add("10-a", _adj(mounts=[nri.Mount(destination="/b", type="bind", source="/srv/b")]))
-    assert "rbind" in [x for x in m.apply(_spec(), {})["mounts"] if x["destination"] == "/b"][0][
+    assert "rbind" in [x for x in m.apply(_spec(), {}).to_json()["mounts"] if x["destination"] == "/b"][0][
         "options"]
     m = Merged()
     m.add("10-a", _adj(mounts=[nri.Mount(destination="/b", type="bind", source="rel")]))
@@ -77,7 +76,7 @@ def test_resources_oom_rlimits_and_cgroup_path() -> None:
     a.rlimits.add(type="RLIMIT_NOFILE", soft=100, hard=200)
     m = Merged()
     m.add("10-a", a)
-    spec = m.apply(_spec(), {})
+    spec = m.apply(_spec(), {}).to_json()
     res = spec["cgroup"]["resources"]
     assert (res["memory_limit_in_bytes"], res["cpu_quota"], res["cpu_shares"],
             res["cpuset_cpus"], res["unified"]) == (64 << 20, 50_000, 2, "0",
@@ -115,7 +114,7 @@ def test_different_things_from_two_plugins_merge() -> None:
     m = Merged()
     m.add("05-a", _adj(env=[nri.KeyValue(key="A", value="1")]))
     m.add("06-b", _adj(env=[nri.KeyValue(key="B", value="2")]))
-    assert m.apply(_spec(), {})["process"]["env"][-2:] == ["A=1", "B=2"]
+    assert m.apply(_spec(), {}).to_json()["process"]["env"][-2:] == ["A=1", "B=2"]
 
 
 @pytest.mark.parametrize(("adj", "named"), [
