@@ -89,9 +89,11 @@ class Endpoint:
     # ------------------------------------------------------------ calling the peer
 
     def call(self, service: str, method: str, request: Message, response_type: type[M],
-             timeout: float) -> M:
+             timeout: float, grace: float = 0.0) -> M:
         """The peer's answer to one unary call; RpcError on an error status, a timeout
-        (DEADLINE_EXCEEDED, fatal) or a lost connection (UNAVAILABLE, fatal)."""
+        (DEADLINE_EXCEEDED, fatal) or a lost connection (UNAVAILABLE, fatal). The request
+        tells the peer `timeout`; the answer is awaited `grace` longer, so that a peer that
+        gives up exactly at its deadline still gets its answer through."""
         waiter = _Waiter()
         with self._lock:
             if self._closed.is_set():
@@ -106,7 +108,7 @@ class Endpoint:
             ok = self._write_locked(self._call_conn, self._client.frames_to_send())
         if not ok:
             self.close("write failed")
-        if not waiter.done.wait(timeout):
+        if not waiter.done.wait(timeout + grace):
             with self._lock:
                 self._client.cancel(sid)
                 self._waiters.pop(sid, None)
