@@ -556,7 +556,7 @@ class ContainerManager:
         rec = self.get(container_id)
         with self._ctr_lock(rec.id):
             self._refresh(rec)
-            if nri_hooks:
+            if nri_hooks and self.nri is not NO_NRI:
                 pod = self._nri_pod(rec)
                 if pod is not None:
                     update = self.nri.update_container(pod, rec, update)
@@ -693,6 +693,8 @@ class ContainerManager:
     def _nri(self, hook: Callable[[Any, ContainerRecord], None], rec: ContainerRecord,
              required: bool = False) -> None:
         """Runs an NRI hook for rec; only a required one (StartContainer) may fail the call."""
+        if self.nri is NO_NRI:
+            return
         pod = self._nri_pod(rec)
         if pod is None:
             return
