@@ -387,3 +387,47 @@ def test_a_preinstalled_plugin_is_started_configured_and_stopped(
     assert d.stop() == 0
     assert not Path(f"/proc/{pids[0]}").exists() or \
         Path(f"/proc/{pids[0]}/stat").read_text().split()[2] == "Z"
+
+
+def test_pod_and_container_are_not_listed_while_their_hook_runs(
+        daemon: PycriDaemon, container_env: ContainerEnv) -> None:
+    import threading
+    env = container_env
+    reached, release = threading.Event(), threading.Event()
+
+    def blocking(response: Any) -> Any:
+        def handler(req: Any) -> Any:
+            reached.set()
+            release.wait(1.5)  # within nri.plugin_request_timeout
+            return response
+        return handler
+
+    cfg = pods.pod_config()
+    with NriTestPlugin(daemon.nri_socket, name="blocker", handlers={
+            "RunPodSandbox": blocking(nri.RunPodSandboxResponse()),
+            "CreateContainer": blocking(nri.CreateContainerResponse())}) as plugin:
+        out: dict[str, str] = {}
+        t = threading.Thread(target=lambda: out.update(pod=pods.run_pod(daemon.c, cfg)))
+        t.start()
+        assert reached.wait(10)
+        assert cfg.metadata.name not in [p.metadata.name for p in pods.list_pods(daemon.c)]
+        release.set()
+        t.join(10)
+        pod_id = out["pod"]
+        assert pods.status(daemon.c, pod_id).status.state == api_pb2.SANDBOX_READY
+        reached.clear()
+        release.clear()
+        ccfg = env.config(["sleep", "1000"], name="nri-hidden")
+        t = threading.Thread(target=lambda: out.update(ctr=env.create(ccfg, pod_id=pod_id,
+                                                                      pod_config=cfg)))
+        t.start()
+        assert reached.wait(10)
+        listed = env.cri.ListContainers(api_pb2.ListContainersRequest()).containers
+        assert "nri-hidden" not in [c.metadata.name for c in listed]
+        release.set()
+        t.join(10)
+        assert env.status(out["ctr"]).state == api_pb2.CONTAINER_CREATED
+        assert plugin.seen(pod_id=pod_id) == ["RunPodSandbox", "CreateContainer",
+                                              "PostCreateContainer"]
+        env.remove(out["ctr"])
+        pods.stop_and_remove(daemon.c, pod_id)
