@@ -47,6 +47,7 @@ from runtime.cgroups import open_cgroup
 from runtime.cgroups.manager import Cgroup
 from runtime.container_spec import ContainerSpec, ProcessSpec, UserSpec
 from runtime.seccomp import SeccompFilter, compiled
+from runtime.syscalls import REAL, Syscalls
 from runtime.users import ResolvedUser, read_text, resolve_user
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -82,20 +83,20 @@ class _Reporter:
 # --------------------------------------------------------------------------- entry points
 
 def run(spec: ContainerSpec, stdio: tuple[int, int, int], gate_fd: int,
-        report_fd: int) -> NoReturn:
+        report_fd: int, calls: Syscalls = REAL) -> NoReturn:
     reporter = _Reporter(report_fd)
     cgroup: Cgroup | None = None
     ready = False
     code = 1
     try:
-        _make_non_dumpable()
+        _make_non_dumpable(calls)
         _setup_stdio(stdio, keep=(gate_fd, report_fd))
         cgroup = _setup_cgroup(spec)
-        _enter_namespaces(spec, reporter)
-        seccomp_filter, argv0, env, user = _build_container(spec)
+        _enter_namespaces(spec, reporter, calls)
+        seccomp_filter, argv0, env, user = _build_container(spec, calls)
         if seccomp_filter is not None and not spec.process.no_new_privs:
             seccomp_filter.load()
-        _apply_credentials(spec.process, user)
+        _apply_credentials(spec.process, user, calls)
         reporter.send({"ready": True, "user": user.as_report()})
         ready = True
         if os.read(gate_fd, 1) != b"s":
@@ -126,24 +127,25 @@ def _report_failure(reporter: _Reporter, exc: BaseException, what: str) -> int:
     return 1
 
 def exec_into(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
-              stdio: tuple[int, int, int], report_fd: int) -> NoReturn:
+              stdio: tuple[int, int, int], report_fd: int,
+              calls: Syscalls = REAL) -> NoReturn:
     reporter = _Reporter(report_fd)
     code = 1
     try:
-        _make_non_dumpable()
+        _make_non_dumpable(calls)
         proc = _merge_exec_process(spec.process, process)
         _setup_stdio(stdio, keep=(report_fd,))
         seccomp_filter = compiled(spec.seccomp) if spec.seccomp else None
         profile = apparmor.resolve_profile(spec.process.apparmor_profile)
         if spec.cgroup is not None:
             open_cgroup(spec.cgroup.path).attach(os.getpid())
-        _join_container_namespaces(container_pid, reporter)
+        _join_container_namespaces(container_pid, reporter, calls)
         if proc.tty:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
         user = _resolve_container_user(proc.user)
         env = _with_home(proc.env, user)
         try:
-            rootfs.enter_cwd(proc.cwd)
+            rootfs.enter_cwd(proc.cwd, calls=calls)
         except InvalidArgument as e:
             raise InvalidArgument(f"exec: {e}") from e
         argv0 = _find_executable(proc.args[0], env)
@@ -153,7 +155,7 @@ def exec_into(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
             apparmor.set_exec_profile(profile)
         if seccomp_filter is not None and not proc.no_new_privs:
             seccomp_filter.load()
-        _apply_credentials(proc, user)
+        _apply_credentials(proc, user, calls)
         reporter.send({"ready": True, "user": user.as_report()})
         if seccomp_filter is not None and proc.no_new_privs:
             seccomp_filter.load()
@@ -172,12 +174,12 @@ def _report_error(reporter: _Reporter, kind: str, message: str) -> None:
         pass
 
 
-def _make_non_dumpable() -> None:
+def _make_non_dumpable(calls: Syscalls) -> None:
     """Until execve (which makes the process dumpable again) we run the host's interpreter
     with the shim's pipes, in the container's PID namespace once joined, and from
     _apply_credentials on with the container's uid and capabilities: without this a root
     process of the pod could ptrace us (and e.g. write fake reports to the shim)."""
-    syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
+    calls.prctl(syscalls.PR_SET_DUMPABLE, 0)
 
 
 def _setup_stdio(stdio: tuple[int, int, int], keep: tuple[int, ...]) -> None:
@@ -246,7 +248,7 @@ def _report_pid(reporter: _Reporter, enter_pid_ns: bool) -> None:
     os.setsid()
 
 
-def _enter_namespaces(spec: ContainerSpec, reporter: _Reporter) -> None:
+def _enter_namespaces(spec: ContainerSpec, reporter: _Reporter, calls: Syscalls) -> None:
     """Join/create namespaces; fork for a pid namespace. Returns in the process that execs."""
     entries = spec.namespace_paths()
     new_flags = 0
@@ -255,68 +257,56 @@ def _enter_namespaces(spec: ContainerSpec, reporter: _Reporter) -> None:
             continue
         path = entries[ns_type]
         if path:
-            _setns(path, _NS_FLAGS[ns_type], ns_type)
+            _setns(calls, path, _NS_FLAGS[ns_type], ns_type)
         else:
             new_flags |= _NS_FLAGS[ns_type]
     cgroup_path = entries.get("cgroup")
     if cgroup_path:
-        _setns(cgroup_path, syscalls.CLONE_NEWCGROUP, "cgroup")
+        _setns(calls, cgroup_path, syscalls.CLONE_NEWCGROUP, "cgroup")
     if new_flags:
-        syscalls.unshare(new_flags)
+        calls.unshare(new_flags)
     if "pid" in entries:
         pid_path = entries["pid"]
         if pid_path:
-            _setns(pid_path, syscalls.CLONE_NEWPID, "pid")
+            _setns(calls, pid_path, syscalls.CLONE_NEWPID, "pid")
         else:
-            syscalls.unshare(syscalls.CLONE_NEWPID)
+            calls.unshare(syscalls.CLONE_NEWPID)
     _report_pid(reporter, enter_pid_ns="pid" in entries)
     if spec.process.tty:
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     late = syscalls.CLONE_NEWNS
     if "cgroup" in entries and not entries["cgroup"]:
         late |= syscalls.CLONE_NEWCGROUP  # after joining the cgroup: it becomes our root
-    syscalls.unshare(late)
+    calls.unshare(late)
     hostname = spec.hostname
     if hostname and "uts" in entries and not entries["uts"]:
-        syscalls.sethostname(hostname)
+        calls.sethostname(hostname)
 
 
-def _setns(path: str, flag: int, ns_type: str) -> None:
+def _setns(calls: Syscalls, path: str, flag: int, ns_type: str) -> None:
     try:
-        syscalls.setns_path(path, flag)
+        calls.setns_path(path, flag)
     except OSError as e:
         raise InvalidArgument(f"namespaces[{ns_type}].path: cannot join {path}: "
                               f"{e.strerror}") from e
 
 
-def _build_container(spec: ContainerSpec) -> tuple[SeccompFilter | None, str, list[str],
-                                                   ResolvedUser]:
+def _build_container(spec: ContainerSpec, calls: Syscalls
+                     ) -> tuple[SeccompFilter | None, str, list[str], ResolvedUser]:
     """Filesystem, pivot_root and everything that must be checked before `ready`."""
     proc = spec.process
-    mounts = spec.mounts
     # host resources first: libseccomp and /sys/kernel/security are gone after pivot_root
     seccomp_filter = compiled(spec.seccomp) if spec.seccomp else None
     profile = apparmor.resolve_profile(proc.apparmor_profile)
-    rootfs.check_propagation_sources(mounts)
-    rootfs.set_root_propagation(mounts, spec.rootfs.mountpoint)
-    root = rootfs.mount_rootfs(spec.rootfs)
     entries = spec.namespace_paths()
     own_cgroupns = "cgroup" in entries and not entries["cgroup"]
     host_cg = spec.cgroup.path if spec.cgroup is not None and not own_cgroupns else None
-    rootfs.apply_mounts(root, mounts, spec.privileged, host_cg)
-    if rootfs.dev_is_tmpfs(mounts):
-        rootfs.create_default_devices(root)
-    rules = rootfs.create_devices(root, spec.devices)
+    root, cwd, rules = rootfs.prepare(spec, host_cg, calls)
     if rules and spec.cgroup is not None and not spec.privileged:
         cg = open_cgroup(spec.cgroup.path)
         cg.set_device_rules(list(rootfs.DEFAULT_DEVICE_RULES) + rules)
-    cwd = rootfs.prepare_cwd(root, proc.cwd)
-    rootfs.pivot_root(root)
-    rootfs.mask_paths(spec.masked_paths)
-    rootfs.readonly_paths(spec.readonly_paths)
-    if spec.rootfs.readonly:
-        rootfs.remount_root_readonly()
-    rootfs.enter_cwd(cwd)
+    rootfs.finish(spec, root, calls)
+    rootfs.enter_cwd(cwd, calls=calls)
     user = _resolve_container_user(proc.user)
     env = _with_home(proc.env, user)
     argv0 = _find_executable(proc.args[0], env)
@@ -357,10 +347,10 @@ def _find_executable(name: str, env: list[str]) -> str:
     raise _ExecFailed(127, f"process.args[0]: executable file {name!r} not found in $PATH")
 
 
-def _apply_credentials(proc: ProcessSpec, user: ResolvedUser) -> None:
+def _apply_credentials(proc: ProcessSpec, user: ResolvedUser, calls: Syscalls) -> None:
     capabilities.setup_process_credentials(proc.capabilities, user.uid, user.gid, user.groups)
     if proc.no_new_privs:
-        syscalls.set_no_new_privs()
+        calls.set_no_new_privs()
 
 
 def _execve(path: str, args: tuple[str, ...], env: list[str]) -> NoReturn:
@@ -398,7 +388,7 @@ def _merge_exec_process(base: ProcessSpec, process: Any) -> ProcessSpec:
         tty=bool(process.get("tty", False)))
 
 
-def _join_container_namespaces(pid: int, reporter: _Reporter) -> None:
+def _join_container_namespaces(pid: int, reporter: _Reporter, calls: Syscalls) -> None:
     """setns into every namespace of `pid` that differs from ours; mount namespace last."""
     fds: dict[str, int] = {}
     try:
@@ -413,7 +403,7 @@ def _join_container_namespaces(pid: int, reporter: _Reporter) -> None:
                 fds[ns_type] = os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
         for ns_type in ("ipc", "uts", "network", "cgroup", "pid", "mount"):
             if ns_type in fds:
-                syscalls.setns(fds[ns_type], _NS_FLAGS[ns_type])
+                calls.setns(fds[ns_type], _NS_FLAGS[ns_type])
     finally:
         for fd in fds.values():
             os.close(fd)
