@@ -87,6 +87,9 @@ class CdiConfig:
     enable: bool = True
     # CDI spec directories, lowest priority first: a later one wins on a device name clash.
     spec_dirs: list[str] = field(default_factory=lambda: ["/etc/cdi", "/var/run/cdi"])
+
+
+@dataclass
 class NriConfig:
     # NRI (Node Resource Interface) plugins; the names are containerd's.
     enable: bool = True
