@@ -30,16 +30,19 @@ exec_into(container_pid, spec, process, stdio, report_fd) -> NoReturn
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import signal
 import stat
 import termios
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 from pycri_common.errors import InvalidArgument, PycriError
-from runtime import apparmor, capabilities, rlimits, rootfs, syscalls
+from runtime import apparmor, capabilities, rlimits, rootfs, syscalls, userns
+from runtime.cgroups import mode as cgmode
 from runtime.cgroups import open_cgroup
 from runtime.cgroups.manager import Cgroup
 from runtime.container_spec import validate_spec, validate_user
@@ -52,10 +55,11 @@ _NS_FLAGS: dict[str, int] = {
     "network": syscalls.CLONE_NEWNET, "ipc": syscalls.CLONE_NEWIPC,
     "uts": syscalls.CLONE_NEWUTS, "pid": syscalls.CLONE_NEWPID,
     "mount": syscalls.CLONE_NEWNS, "cgroup": syscalls.CLONE_NEWCGROUP,
+    "user": syscalls.CLONE_NEWUSER,
 }
 _PROC_NS_NAMES: dict[str, str] = {
     "ipc": "ipc", "uts": "uts", "network": "net", "cgroup": "cgroup", "pid": "pid",
-    "mount": "mnt",
+    "user": "user", "mount": "mnt",
 }
 
 
@@ -89,8 +93,13 @@ def run(spec: dict[str, Any], stdio: tuple[int, int, int], gate_fd: int,
         spec = validate_spec(spec)
         _setup_stdio(stdio, keep=(gate_fd, report_fd))
         cgroup = _setup_cgroup(spec)
+        idmap = _open_userns(spec)
+        if idmap is not None and cgroup is not None:
+            _delegate_cgroup(spec, idmap)
         _enter_namespaces(spec, reporter)
-        seccomp_filter, argv0, env, user = _build_container(spec)
+        seccomp_filter, argv0, env, user = _build_container(spec, idmap)
+        if idmap is not None:
+            _enter_userns(idmap)
         if seccomp_filter is not None and not spec["process"]["no_new_privs"]:
             seccomp_filter.load()
         _apply_credentials(spec["process"], user)
@@ -136,6 +145,9 @@ def exec_into(container_pid: int, spec: dict[str, Any], process: dict[str, Any],
         profile = apparmor.resolve_profile(spec["process"]["apparmor_profile"])
         if spec.get("cgroup"):
             open_cgroup(spec["cgroup"]["path"]).attach(os.getpid())
+        # with the host's privileges: a pod user namespace would not allow raising them
+        rlimits.apply_rlimits(spec["process"]["rlimits"])
+        rlimits.apply_oom_score_adj(spec["process"]["oom_score_adj"])
         _join_container_namespaces(container_pid, reporter)
         if proc["tty"]:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
@@ -146,8 +158,6 @@ def exec_into(container_pid: int, spec: dict[str, Any], process: dict[str, Any],
         except InvalidArgument as e:
             raise InvalidArgument(f"exec: {e}") from e
         argv0 = _find_executable(proc["args"][0], env)
-        rlimits.apply_rlimits(spec["process"]["rlimits"])
-        rlimits.apply_oom_score_adj(spec["process"]["oom_score_adj"])
         if profile:
             apparmor.set_exec_profile(profile)
         if seccomp_filter is not None and not proc["no_new_privs"]:
@@ -223,6 +233,68 @@ def _setup_cgroup(spec: dict[str, Any]) -> Cgroup | None:
     return cg
 
 
+def _open_userns(spec: dict[str, Any]) -> userns.Idmap | None:
+    """The pod's user namespace (an fd kept until it is joined), None without one."""
+    u = spec.get("userns")
+    if not u:
+        return None
+    try:
+        fd = os.open(u["path"], os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise InvalidArgument(f"userns.path: cannot open {u['path']}: {e.strerror}") from e
+    return userns.Idmap(fd, u["uid_map"], u["gid_map"])
+
+
+def _enter_userns(idmap: userns.Idmap) -> None:
+    """Join the pod's user namespace once the filesystem is built (idmapped mounts need the
+    host's privileges), then move to a mount namespace of its own: the container's root
+    gets the namespace's capabilities, and every mount made so far is locked (masked and
+    read-only paths cannot be undone from inside)."""
+    try:
+        syscalls.setns(idmap.fd, syscalls.CLONE_NEWUSER)
+    except OSError as e:
+        raise InvalidArgument(f"userns.path: cannot join the pod's user namespace: "
+                              f"{e.strerror}") from e
+    finally:
+        os.close(idmap.fd)
+    syscalls.unshare(syscalls.CLONE_NEWNS)
+
+
+def _delegate_cgroup(spec: dict[str, Any], idmap: userns.Idmap) -> None:
+    """cgroup v2: the container's cgroup directory and its cgroup.procs, cgroup.threads and
+    cgroup.subtree_control belong to the mapped root, so the container can manage its own
+    sub-cgroups (limits stay enforced from the directory's parent). v1 hierarchies are not
+    delegated (the container sees them read-only)."""
+    if cgmode.detect_mode() != "v2":
+        return
+    base = os.path.join(cgmode.CGROUP_ROOT, spec["cgroup"]["path"].lstrip("/"))
+    for name in ("", "cgroup.procs", "cgroup.threads", "cgroup.subtree_control"):
+        path = os.path.join(base, name) if name else base
+        with contextlib.suppress(FileNotFoundError):
+            os.chown(path, idmap.root_uid, idmap.root_gid)
+
+
+@contextlib.contextmanager
+def _files_as_mapped_root(idmap: userns.Idmap | None) -> Iterator[None]:
+    """While the init builds the filesystem for a pod user namespace, what it creates (mount
+    points, the working dir, /dev nodes) belongs to the container's root: fsuid/fsgid are the
+    mapped root's, the file capabilities that drops are raised again (host root keeps its
+    privileges otherwise)."""
+    if idmap is None:
+        yield
+        return
+    syscalls.setfsgid(idmap.root_gid)
+    syscalls.setfsuid(idmap.root_uid)
+    try:
+        caps = syscalls.capget()
+        caps.effective = caps.permitted
+        syscalls.capset(caps)
+        yield
+    finally:
+        syscalls.setfsuid(0)
+        syscalls.setfsgid(0)
+
+
 def _leave_and_remove(cg: Cgroup) -> None:
     """Error path: move this process back to the root cgroup and remove what we created."""
     try:
@@ -286,8 +358,8 @@ def _setns(path: str, flag: int, ns_type: str) -> None:
                               f"{e.strerror}") from e
 
 
-def _build_container(spec: dict[str, Any]) -> tuple[SeccompFilter | None, str, list[str],
-                                                    ResolvedUser]:
+def _build_container(spec: dict[str, Any], idmap: userns.Idmap | None = None
+                     ) -> tuple[SeccompFilter | None, str, list[str], ResolvedUser]:
     """Filesystem, pivot_root and everything that must be checked before `ready`."""
     proc = spec["process"]
     mounts = spec["mounts"]
@@ -296,18 +368,19 @@ def _build_container(spec: dict[str, Any]) -> tuple[SeccompFilter | None, str, l
     profile = apparmor.resolve_profile(proc["apparmor_profile"])
     rootfs.check_propagation_sources(mounts)
     rootfs.set_root_propagation(mounts, spec["rootfs"]["mountpoint"])
-    root = rootfs.mount_rootfs(spec["rootfs"])
+    root = rootfs.mount_rootfs(spec["rootfs"], idmap)
     entries = {e["type"]: e["path"] for e in spec["namespaces"]}
     own_cgroupns = "cgroup" in entries and not entries["cgroup"]
     host_cg = spec["cgroup"]["path"] if spec.get("cgroup") and not own_cgroupns else None
-    rootfs.apply_mounts(root, mounts, spec["privileged"], host_cg)
-    if rootfs.dev_is_tmpfs(mounts):
-        rootfs.create_default_devices(root)
-    rules = rootfs.create_devices(root, spec["devices"])
-    if rules and spec.get("cgroup") and not spec["privileged"]:
-        cg = open_cgroup(spec["cgroup"]["path"])
-        cg.set_device_rules(list(rootfs.DEFAULT_DEVICE_RULES) + rules)
-    cwd = rootfs.prepare_cwd(root, proc["cwd"])
+    with _files_as_mapped_root(idmap):
+        rootfs.apply_mounts(root, mounts, spec["privileged"], host_cg, idmap)
+        if rootfs.dev_is_tmpfs(mounts):
+            rootfs.create_default_devices(root)
+        rules = rootfs.create_devices(root, spec["devices"])
+        if rules and spec.get("cgroup") and not spec["privileged"]:
+            cg = open_cgroup(spec["cgroup"]["path"])
+            cg.set_device_rules(list(rootfs.DEFAULT_DEVICE_RULES) + rules)
+        cwd = rootfs.prepare_cwd(root, proc["cwd"])
     rootfs.pivot_root(root)
     rootfs.mask_paths(spec["masked_paths"])
     rootfs.readonly_paths(spec["readonly_paths"])
@@ -395,10 +468,13 @@ def _merge_exec_process(spec: dict[str, Any], process: dict[str, Any]) -> dict[s
 
 
 def _join_container_namespaces(pid: int, reporter: _Reporter) -> None:
-    """setns into every namespace of `pid` that differs from ours; mount namespace last."""
+    """setns into every namespace of `pid` that differs from ours; the user namespace (a pod
+    one) after those owned by the host's (pid, cgroup), the mount namespace (owned by the
+    pod's user namespace then) last."""
     fds: dict[str, int] = {}
+    order = ("ipc", "uts", "network", "cgroup", "pid", "user", "mount")
     try:
-        for ns_type in ("ipc", "uts", "network", "cgroup", "pid", "mount"):
+        for ns_type in order:
             name = _PROC_NS_NAMES[ns_type]
             try:
                 theirs = os.stat(f"/proc/{pid}/ns/{name}")
@@ -407,7 +483,7 @@ def _join_container_namespaces(pid: int, reporter: _Reporter) -> None:
             ours = os.stat(f"/proc/self/ns/{name}")
             if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
                 fds[ns_type] = os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
-        for ns_type in ("ipc", "uts", "network", "cgroup", "pid", "mount"):
+        for ns_type in order:
             if ns_type in fds:
                 syscalls.setns(fds[ns_type], _NS_FLAGS[ns_type])
     finally:

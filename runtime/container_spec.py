@@ -26,6 +26,9 @@ Schema (every path absolute)::
                  # listed with path = join; listed without path = new; not listed = host's.
                  # "mount" is always new for run() (a path there is ignored).
      "hostname": str|null,
+     "userns": null | {"path": str,          # the pod's pinned user namespace (joined after the
+                                            # filesystem is built; mounts are idmapped with it)
+                       "uid_map": [[container_id, host_id, length]], "gid_map": [...]},
      "mounts": [Mount, ...],                # applied in order: default_mounts() first
          Mount = {"destination", "type", "source", "options": [...],
                   "propagation": "private"|"rslave"|"rshared"|null,
@@ -254,6 +257,7 @@ def validate_spec(spec: Any) -> dict[str, Any]:
     _need(s["hostname"] is None or (isinstance(s["hostname"], str) and len(s["hostname"]) <= 64),
           "hostname", "must be a string of at most 64 bytes or null")
     s["privileged"] = _bool(s.get("privileged", False), "privileged")
+    _validate_userns(s)
     _validate_mounts(s)
     s.setdefault("devices", [])
     _need(isinstance(s["devices"], list), "devices", "must be a list")
@@ -398,6 +402,24 @@ def _validate_namespaces(s: dict[str, Any]) -> None:
         entry.setdefault("path", None)
         if entry["path"] is not None:
             _abs_path(entry["path"], f + ".path")
+
+
+def _validate_userns(s: dict[str, Any]) -> None:
+    u = s.setdefault("userns", None)
+    if u is None:
+        return
+    _need(isinstance(u, dict), "userns", "must be an object or null")
+    _abs_path(u.get("path"), "userns.path")
+    for key in ("uid_map", "gid_map"):
+        m = u.get(key)
+        _need(isinstance(m, list) and len(m) > 0 and all(
+            isinstance(e, list) and len(e) == 3
+            and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in e)
+            and e[2] > 0 for e in m), f"userns.{key}",
+            f"must be a non-empty list of [container_id, host_id, length], got {m!r}")
+        _need(any(c == 0 for c, _, _ in m), f"userns.{key}", "must map container ID 0")
+    _need(not s["privileged"], "userns",
+          "a privileged container cannot run in a pod user namespace")
 
 
 def _validate_mounts(s: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ import stat
 from typing import Any
 
 from pycri_common.errors import InvalidArgument
-from runtime import syscalls
+from runtime import syscalls, userns
 from runtime.cgroups import mode as cgmode
 from runtime.securejoin import (
     ensure_file_in_root,
@@ -153,8 +153,11 @@ def set_root_propagation(mounts: list[dict[str, Any]], rootfs_mountpoint: str) -
 
 # --------------------------------------------------------------------------- rootfs
 
-def mount_rootfs(rootfs: dict[str, Any]) -> str:
-    """Mount the overlay on rootfs["mountpoint"] (created if missing). Returns it."""
+def mount_rootfs(rootfs: dict[str, Any], idmap: userns.Idmap | None = None) -> str:
+    """Mount the overlay on rootfs["mountpoint"] (created if missing). Returns it.
+
+    With `idmap` (a pod user namespace) every image layer is an idmapped copy (the shared
+    snapshots are never chowned) and the writable layer belongs to the mapped root."""
     target: str = rootfs["mountpoint"]
     for key in ("upper", "work"):
         if not os.path.isdir(rootfs[key]):
@@ -163,29 +166,70 @@ def mount_rootfs(rootfs: dict[str, Any]) -> str:
         if not os.path.isdir(d):
             raise InvalidArgument(f"rootfs.lower[{i}]: {d} is not a directory")
     os.makedirs(target, mode=0o755, exist_ok=True)
-    data = (f"lowerdir={':'.join(rootfs['lower'])},upperdir={rootfs['upper']},"
-            f"workdir={rootfs['work']}")
-    if len(data) >= 4096:
-        raise InvalidArgument(f"rootfs: overlay options are {len(data)} bytes (limit 4095): "
-                              "use shorter snapshot paths")
-    try:
-        syscalls.mount("overlay", target, "overlay", 0, data)
-    except OSError as e:
-        raise InvalidArgument(f"rootfs: overlay mount on {target} failed: {e.strerror}") from e
+    if idmap is not None:
+        os.chown(rootfs["upper"], idmap.root_uid, idmap.root_gid)
+    upper = f"upperdir={rootfs['upper']},workdir={rootfs['work']}"
+    with _idmapped_layers(list(rootfs["lower"]), target + ".idmap", idmap, "rootfs") as lower:
+        data = f"lowerdir={':'.join(lower)},{upper}"
+        if len(data) >= 4096:
+            raise InvalidArgument(f"rootfs: overlay options are {len(data)} bytes (limit "
+                                  "4095): use shorter snapshot paths")
+        try:
+            syscalls.mount("overlay", target, "overlay", 0, data)
+        except OSError as e:
+            raise InvalidArgument(f"rootfs: overlay mount on {target} failed: "
+                                  f"{e.strerror}") from e
     return target
+
+
+@contextlib.contextmanager
+def _idmapped_layers(lower: list[str], staging: str, idmap: userns.Idmap | None,
+                     field: str) -> Any:
+    """Yields the lower dirs to give overlayfs: `lower` itself without idmap; else idmapped
+    copies 0, 1, ... on a tmpfs at `staging` (private to this mount namespace), named
+    relative to it (the working directory meanwhile: short overlay options). Overlayfs
+    keeps its own references to its layers, so the copies are detached afterwards."""
+    if idmap is None:
+        yield lower
+        return
+    os.makedirs(staging, mode=0o700, exist_ok=True)
+    cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        syscalls.mount("tmpfs", staging, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV,
+                       "size=16k,mode=0700")
+        try:
+            for i, d in enumerate(lower):
+                os.mkdir(os.path.join(staging, str(i)))
+                try:
+                    userns.bind_idmapped(d, os.path.join(staging, str(i)), idmap.fd,
+                                         recursive=False)
+                except OSError as e:
+                    raise InvalidArgument(f"{field}: layer {d} cannot be idmapped for the pod's "
+                                          f"user namespace: {e.strerror}") from e
+            os.chdir(staging)
+            yield [str(i) for i in range(len(lower))]
+        finally:
+            os.fchdir(cwd)
+            syscalls.umount2(staging, syscalls.MNT_DETACH)
+    finally:
+        os.close(cwd)
+        with contextlib.suppress(OSError):
+            os.rmdir(staging)
 
 
 # --------------------------------------------------------------------------- mounts
 
 def apply_mounts(root: str, mounts: list[dict[str, Any]], privileged: bool,
-                 host_cgroup_path: str | None = None) -> None:
+                 host_cgroup_path: str | None = None, idmap: userns.Idmap | None = None) -> None:
     """Every mount in order. `host_cgroup_path`: the container's cgroup when it shares the
     host's cgroup namespace; "cgroup" mounts then bind that cgroup's own directories (as runc
-    does) instead of exposing the whole hierarchy."""
+    does) instead of exposing the whole hierarchy. `idmap` (a pod user namespace): binds and
+    overlay layers are idmapped, tmpfs/devpts/mqueue uid=/gid= options are container IDs
+    (a tmpfs without them belongs to the container's root)."""
     for i, m in enumerate(mounts):
         field = f"mounts[{i}]"
         try:
-            _apply_mount(root, m, privileged, field, host_cgroup_path)
+            _apply_mount(root, m, privileged, field, host_cgroup_path, idmap)
         except InvalidArgument:
             raise
         except OSError as e:
@@ -193,21 +237,48 @@ def apply_mounts(root: str, mounts: list[dict[str, Any]], privileged: bool,
                                   f"{e.strerror or e}") from e
 
 
+def userns_data(mtype: str, data: str, idmap: userns.Idmap | None) -> str:
+    """Mount data for a filesystem made for a pod user namespace: uid=/gid= of tmpfs, devpts
+    and mqueue are container IDs (translated to host IDs); a tmpfs without them belongs to
+    the container's root."""
+    if idmap is None or mtype not in ("tmpfs", "devpts", "mqueue"):
+        return data
+    words = [w for w in data.split(",") if w]
+    out = []
+    for w in words:
+        key, sep, value = w.partition("=")
+        if sep and key in ("uid", "gid") and value.isdigit():
+            host = idmap.host_uid(int(value)) if key == "uid" else idmap.host_gid(int(value))
+            w = f"{key}={host}"
+        out.append(w)
+    if mtype == "tmpfs":
+        keys = {w.partition("=")[0] for w in words}
+        out += [f"{k}={v}" for k, v in (("uid", idmap.root_uid), ("gid", idmap.root_gid))
+                if k not in keys]
+    return ",".join(out)
+
+
 def _apply_mount(root: str, m: dict[str, Any], privileged: bool, field: str,
-                 host_cgroup_path: str | None = None) -> None:
+                 host_cgroup_path: str | None = None, idmap: userns.Idmap | None = None) -> None:
     flags, prop, data = parse_options(m.get("options", []))
     if m.get("readonly"):
         flags |= syscalls.MS_RDONLY
     mtype = m["type"]
+    data = userns_data(mtype, data, idmap)
     if m.get("sub_path"):
-        _sub_path_mount(root, m, flags, prop, data, field)
+        _sub_path_mount(root, m, flags, prop, data, field, idmap)
         return
     if mtype == "bind":
-        _bind_mount(root, m, flags, prop, field)
+        _bind_mount(root, m, flags, prop, field, idmap)
         return
     target = mkdir_all_in_root(root, m["destination"])
     if mtype == "cgroup":
         _mount_cgroupfs(root, target, flags, host_cgroup_path)
+        return
+    if mtype == "overlay" and idmap is not None:
+        _overlay_mount(root, target, m, flags, data, field, idmap)
+        if prop:
+            _set_propagation(root, target, prop)
         return
     fd = open_path_in_root(root, target)
     try:
@@ -228,7 +299,41 @@ def _apply_mount(root: str, m: dict[str, Any], privileged: bool, field: str,
         _set_propagation(root, target, prop)
 
 
-def _bind_mount(root: str, m: dict[str, Any], flags: int, prop: int, field: str) -> None:
+def _overlay_mount(root: str, target: str, m: dict[str, Any], flags: int, data: str,
+                   field: str, idmap: userns.Idmap | None) -> None:
+    """An overlay (image volume) whose lowerdir layers are idmapped copies."""
+    words = data.split(",")
+    lower = next((w[len("lowerdir="):] for w in words if w.startswith("lowerdir=")), "")
+    if not lower:
+        raise InvalidArgument(f"{field}: an overlay mount needs lowerdir=")
+    rest = [w for w in words if not w.startswith("lowerdir=")]
+    staging = os.path.join(os.path.dirname(os.path.abspath(root)),
+                           ".idmap-" + field.replace("[", "-").replace("]", ""))
+    fd = open_path_in_root(root, target)
+    try:
+        with _idmapped_layers(lower.split(":"), staging, idmap, field) as layers:
+            syscalls.mount(m.get("source") or "overlay", _fd_path(fd), "overlay", flags,
+                           ",".join(["lowerdir=" + ":".join(layers), *rest]))
+    finally:
+        os.close(fd)
+
+
+def _bind(src: str, target_fd: int, idmap: userns.Idmap | None, field: str) -> None:
+    """Bind src (recursively) on the directory or file open at target_fd; idmapped with the
+    pod's user namespace when there is one."""
+    if idmap is None:
+        syscalls.mount(src, _fd_path(target_fd), None, syscalls.MS_BIND | syscalls.MS_REC)
+        return
+    try:
+        userns.bind_idmapped(src, "", idmap.fd, recursive=True, to_dirfd=target_fd)
+    except OSError as e:
+        raise InvalidArgument(f"{field}.source: {src} cannot be idmapped for the pod's user "
+                              f"namespace ({e.strerror}): its filesystem does not support "
+                              "idmapped mounts") from e
+
+
+def _bind_mount(root: str, m: dict[str, Any], flags: int, prop: int, field: str,
+                idmap: userns.Idmap | None = None) -> None:
     src = os.path.realpath(m["source"])  # a host path that is a symlink is resolved on the host
     try:
         st = os.stat(src)
@@ -241,7 +346,7 @@ def _bind_mount(root: str, m: dict[str, Any], flags: int, prop: int, field: str)
         target = ensure_file_in_root(root, m["destination"])
     fd = open_path_in_root(root, target)
     try:
-        syscalls.mount(src, _fd_path(fd), None, syscalls.MS_BIND | syscalls.MS_REC)
+        _bind(src, fd, idmap, field)
     finally:
         os.close(fd)
     extra = flags & ~(syscalls.MS_BIND | syscalls.MS_REC)
@@ -272,7 +377,7 @@ def _apply_propagation(root: str, target: str, m: dict[str, Any], prop: int) -> 
 
 
 def _sub_path_mount(root: str, m: dict[str, Any], flags: int, prop: int, data: str,
-                    field: str) -> None:
+                    field: str, idmap: userns.Idmap | None = None) -> None:
     """Mount the filesystem (or bind the source) on a staging directory next to the rootfs
     (private to this mount namespace), resolve `sub_path` inside it without leaving it,
     bind only that onto the destination, then detach the staging mount."""
@@ -283,8 +388,14 @@ def _sub_path_mount(root: str, m: dict[str, Any], flags: int, prop: int, data: s
     os.makedirs(staging, mode=0o700, exist_ok=True)
     try:
         if m["type"] == "bind":
-            syscalls.mount(os.path.realpath(m["source"]), staging, None,
-                           syscalls.MS_BIND | syscalls.MS_REC)
+            staging_fd = os.open(staging, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                _bind(os.path.realpath(m["source"]), staging_fd, idmap, field)
+            finally:
+                os.close(staging_fd)
+        elif m["type"] == "overlay" and idmap is not None:
+            _overlay_mount("/", staging, m, flags & ~(syscalls.MS_BIND | syscalls.MS_REC),
+                           data, field, idmap)
         else:
             syscalls.mount(m.get("source") or m["type"], staging, m["type"],
                            flags & ~(syscalls.MS_BIND | syscalls.MS_REC), data or None)

@@ -15,6 +15,7 @@ import sys
 from typing import Any, NoReturn
 
 from runtime import syscalls
+from runtime import userns as userns_mod
 from runtime.shim import namespaces, statusfile
 from runtime.shim.loop import Loop
 from runtime.shim.pause import join_pod_cgroup, start_pause_holder
@@ -42,6 +43,13 @@ def validate_pod(pod: Any) -> dict[str, Any]:
     sysctls = pod.get("sysctls") or {}
     if not isinstance(sysctls, dict):
         raise PodSpecError("sysctls must be an object of name -> value")
+    try:
+        userns = namespaces.check_userns(pod)
+    except ValueError as e:
+        raise PodSpecError(str(e)) from None
+    if userns is not None and pod.get("netns_path") and not os.path.isabs(pod["netns_path"]):
+        raise PodSpecError(f"pod spec netns_path must be an absolute path, got "
+                           f"{pod['netns_path']!r}")
     sock = os.path.join(pod["shim_dir"], "shim.sock")
     if len(sock.encode()) > 107:
         raise PodSpecError(f"control socket path {sock!r} is longer than 107 bytes")
@@ -85,6 +93,18 @@ def _report(fd: int, msg: dict[str, Any]) -> bool:
             pass
 
 
+def _make_pod_userns(userns: dict[str, list[list[int]]], ns_dir: str) -> str:
+    """The pod's user namespace with its maps, pinned at <ns_dir>/user; returns that path."""
+    fd = userns_mod.make_userns(userns["uid_map"], userns["gid_map"])
+    try:
+        os.makedirs(ns_dir, mode=0o711, exist_ok=True)
+        target = os.path.join(ns_dir, "user")
+        namespaces.pin_path(f"/proc/self/fd/{fd}", target)
+        return target
+    finally:
+        os.close(fd)
+
+
 def run_shim(pod: dict[str, Any], ready_fd: int) -> NoReturn:
     pause_pid: int | None = None
     pinned: dict[str, str] = {}
@@ -109,14 +129,21 @@ def run_shim(pod: dict[str, Any], ready_fd: int) -> NoReturn:
         signal.signal(signal.SIGTERM, lambda *_: None)
         signal.signal(signal.SIGINT, lambda *_: None)
 
+        userns = namespaces.check_userns(pod)
+        if userns is not None:
+            pinned = {"user": _make_pod_userns(userns, ns_dir)}
         if types:
-            pause_pid = start_pause_holder(pod, types)
+            pause_pid = start_pause_holder(pod, types, userns_path=pinned.get("user", ""))
             join_pod_cgroup(pod, pause_pid)
-            joined_net = str(pod.get("netns_path") or "") if "net" in types else ""
-            pinned = namespaces.pin(pause_pid, [t for t in types if not (joined_net and t == "net")],
-                                    ns_dir)
+            joined_net = (str(pod.get("netns_path") or "")
+                          if "net" in types and userns is None else "")
+            pinned.update(namespaces.pin(
+                pause_pid, [t for t in types if not (joined_net and t == "net")], ns_dir))
             if joined_net:
                 pinned["net"] = joined_net
+            elif userns is not None and "net" in types and pod.get("netns_path"):
+                # where the daemon (CNI, port-forward) finds it, as for the pods it makes
+                namespaces.pin_path(pinned["net"], pod["netns_path"])
 
         sock_path = os.path.join(shim_dir, "shim.sock")
         try:
@@ -147,6 +174,8 @@ def run_shim(pod: dict[str, Any], ready_fd: int) -> NoReturn:
         if isinstance(pod, dict) and isinstance(pod.get("ns_dir"), str) and pinned:
             try:
                 namespaces.unpin_all(pod["ns_dir"])
+                if pod.get("userns") and pod.get("netns_path"):
+                    namespaces.unpin(pod["netns_path"])
             except OSError:
                 pass
         _report(ready_fd, {"ok": False, "error": f"{type(e).__name__}: {e}"})

@@ -8,7 +8,10 @@ when the shim is gone (it only needs stdlib + runtime.syscalls).
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import socket
+import struct
 from typing import Any
 
 from runtime import syscalls
@@ -39,6 +42,49 @@ def pod_namespace_types(pod: dict[str, Any]) -> list[str]:
     if pid == "pod":
         types.append("pid")
     return types
+
+
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+
+
+def loopback_up() -> None:
+    """ip link set lo up, in the calling thread's network namespace."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+        ifreq = fcntl.ioctl(s, SIOCGIFFLAGS, struct.pack("16sH22x", b"lo", 0))
+        flags = struct.unpack("16sH22x", ifreq)[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
+
+
+def check_userns(pod: dict[str, Any]) -> dict[str, list[list[int]]] | None:
+    """pod["userns"] ({"uid_map": [[c, h, n]], "gid_map": [...]}) checked, None without."""
+    u = pod.get("userns")
+    if u is None:
+        return None
+    if not isinstance(u, dict):
+        raise ValueError("userns must be an object with uid_map and gid_map")
+    for key in ("uid_map", "gid_map"):
+        m = u.get(key)
+        if not (isinstance(m, list) and m and all(
+                isinstance(e, list) and len(e) == 3
+                and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in e)
+                and e[2] > 0 for e in m)):
+            raise ValueError(f"userns.{key} must be a non-empty list of [container_id, "
+                             f"host_id, length] with length > 0, got {m!r}")
+    return {"uid_map": u["uid_map"], "gid_map": u["gid_map"]}
+
+
+def pin_path(source: str, target: str) -> None:
+    """Bind-mount a namespace file (/proc/.../ns/<type>, /proc/self/fd/N) onto target
+    (created empty if missing)."""
+    os.makedirs(os.path.dirname(target), mode=0o711, exist_ok=True)
+    os.close(os.open(target, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o444))
+    try:
+        syscalls.mount(source, target, None, syscalls.MS_BIND)
+    except BaseException:
+        unpin(target)
+        raise
 
 
 def unshare_flags(types: list[str]) -> int:
