@@ -50,7 +50,8 @@ class UsernsEnv(ContainerEnv):
 
 @pytest.fixture(scope="module")
 def env(daemon) -> Iterator[UsernsEnv]:  # type: ignore[no-untyped-def]
-    with UsernsEnv(daemon.c, pod_config=userns_pod_config(HOST_A, hostname="uns-a")) as e:
+    e = UsernsEnv(daemon.c, pod_config=userns_pod_config(HOST_A, hostname="uns-a"))
+    with e:
         yield e
 
 
@@ -139,8 +140,8 @@ def test_file_ownership_in_writable_layer_and_volumes(env: UsernsEnv, host_dir: 
     (host_dir / "by-root").write_text("root's\n")
     (host_dir / "by-1234").write_text("1234's\n")
     os.chown(host_dir / "by-1234", 1234, 1234)
-    cid = env.run(["sh", "-c", "touch /new-in-layer /vol/new-in-volume; mkdir -p /made/dir; "
-                   "ls -lnd /vol/by-root /vol/by-1234 /etc/hosts /bin"],
+    cid = env.run(["sh", "-c", ("touch /new-in-layer /vol/new-in-volume; mkdir -p /made/dir; "
+                   "ls -lnd /vol/by-root /vol/by-1234 /etc/hosts /bin")],
                   mounts=[_bind(host_dir, "/vol")])
     try:
         st = env.wait_exit(cid)
@@ -169,14 +170,14 @@ def test_file_ownership_in_writable_layer_and_volumes(env: UsernsEnv, host_dir: 
 
 def test_filesystems_inside_work(env: UsernsEnv) -> None:
     out = env.output(["sh", "-c",
-                      "echo x > /dev/shm/f && cat /dev/shm/f; "
+                      ("echo x > /dev/shm/f && cat /dev/shm/f; "
                       "ls /proc/self/ns/user >/dev/null && echo proc; "
                       "cat /sys/class/net/lo/operstate >/dev/null && echo sys; "
                       "ls -d /dev/mqueue >/dev/null && echo mqueue; "
                       "echo t > /tmp/t && cat /tmp/t; "
                       "stat -c '%u %g' /dev /dev/shm; "
                       "cat /proc/kcore 2>/dev/null | wc -c; "
-                      "touch /proc/sys/x 2>/dev/null || echo ro-sys"])
+                      "touch /proc/sys/x 2>/dev/null || echo ro-sys")])
     assert out.split("\n") == ["x", "proc", "sys", "mqueue", "t", "0 0", "0 0", "0", "ro-sys",
                                ""]
 
@@ -218,13 +219,13 @@ def test_host_root_actions_fail_inside(env: UsernsEnv) -> None:
         capabilities=caps, namespace_options=env.pod_config.linux.security_context
         .namespace_options)
     out = env.output(["sh", "-c",
-                      "mknod /tmp/disk b 253 0 2>/dev/null && echo mknod-ok || echo no-mknod; "
+                      ("mknod /tmp/disk b 253 0 2>/dev/null && echo mknod-ok || echo no-mknod; "
                       "mount -o remount,rw /proc/sys 2>/dev/null && echo rw || echo no-remount; "
                       "umount /proc/kcore 2>/dev/null && echo unmasked || echo no-umount; "
                       "echo 3 > /proc/sys/vm/drop_caches 2>/dev/null && echo dropped "
                       "|| echo no-sysctl; "
                       "mkdir -p /tmp/m && mount -t tmpfs t /tmp/m && echo own-tmpfs; "
-                      "hostname pod-own && hostname"],
+                      "hostname pod-own && hostname")],
                      linux=api_pb2.LinuxContainerConfig(security_context=sc))
     assert out.split() == ["no-mknod", "no-remount", "no-umount", "no-sysctl", "own-tmpfs",
                            "pod-own"]
@@ -283,7 +284,8 @@ def test_bad_user_namespace_pods_refused_leave_nothing(daemon, case: str) -> Non
 
 def test_kill9_restart_keeps_userns_pods_ready_and_execable(fresh_daemon) -> None:  # type: ignore[no-untyped-def]
     d = fresh_daemon.start()
-    with UsernsEnv(d.c, pod_config=userns_pod_config(HOST_B, hostname="uns-r")) as e:
+    e = UsernsEnv(d.c, pod_config=userns_pod_config(HOST_B, hostname="uns-r"))
+    with e:
         cid = _sleeper(e)
         before = pods.info(d.c, e.pod_id)
         d.restart(crash=True)
