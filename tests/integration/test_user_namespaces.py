@@ -7,6 +7,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -208,6 +209,54 @@ def test_two_pods_cannot_read_each_others_files(env: UsernsEnv, daemon) -> None:
         env.remove(cid)
 
 
+def test_image_volumes_are_idmapped(env: UsernsEnv) -> None:
+    def image(ref: str, dest: str, sub: str = "") -> api_pb2.Mount:
+        return api_pb2.Mount(container_path=dest, readonly=True, image_sub_path=sub,
+                             image=api_pb2.ImageSpec(image=ref))
+    # env.groups has two layers (an overlay), env.busybox one (a bind)
+    out = env.output(["sh", "-c", ("stat -c '%u %g %n' /iv/bin /iv/etc/group /ivs/group /ivb/bin;"
+                      " grep -c extra /iv/etc/group")],
+                     mounts=[image(env.groups, "/iv"), image(env.groups, "/ivs", "etc"),
+                             image(env.busybox, "/ivb")])
+    assert out.splitlines() == ["0 0 /iv/bin", "0 0 /iv/etc/group", "0 0 /ivs/group",
+                                "0 0 /ivb/bin", "1"]
+
+
+def test_streaming_exec_attach_and_port_forward(env: UsernsEnv) -> None:
+    from tests.support.spdy_client import SpdyExec, SpdyPortForward
+    cid = env.run(["sh", "-c", ("mkdir -p /tmp/www && echo userns-body > /tmp/www/index.html && "
+                   "exec httpd -f -p 8080 -h /tmp/www")])
+    try:
+        url = str(env.cri.Exec(api_pb2.ExecRequest(container_id=cid, cmd=["id", "-u"],
+                                                   stdout=True, stderr=True)).url)
+        ex = SpdyExec(url)
+        assert b"0\n" in ex.read_until(b"0\n")
+        ex.session.close()
+        url = str(env.cri.PortForward(api_pb2.PortForwardRequest(pod_sandbox_id=env.pod_id,
+                                                                 port=[8080])).url)
+        with SpdyPortForward(url) as pf:
+            body = b""
+            for _ in range(100):
+                body, _err = pf.request(8080, b"GET /index.html HTTP/1.0\r\n\r\n")
+                if body:
+                    break
+                time.sleep(0.1)  # httpd not listening yet
+            assert body.endswith(b"userns-body\n"), body
+    finally:
+        env.remove(cid)
+    cid = env.run(["sh", "-c", "echo ready; cat"], stdin=True)
+    try:
+        url = str(env.cri.Attach(api_pb2.AttachRequest(container_id=cid, stdin=True,
+                                                       stdout=True, stderr=True)).url)
+        ex = SpdyExec(url, stdin=True)
+        ex.write(b"attached\n")
+        assert b"attached\n" in ex.read_until(b"attached\n")
+        ex.close_stdin()
+        ex.session.close()
+    finally:
+        env.remove(cid)
+
+
 # -- security ------------------------------------------------------------------------------------
 
 def test_host_root_actions_fail_inside(env: UsernsEnv) -> None:
@@ -229,6 +278,20 @@ def test_host_root_actions_fail_inside(env: UsernsEnv) -> None:
                      linux=api_pb2.LinuxContainerConfig(security_context=sc))
     assert out.split() == ["no-mknod", "no-remount", "no-umount", "no-sysctl", "own-tmpfs",
                            "pod-own"]
+
+
+def test_seccomp_no_new_privs_and_groups_inside(env: UsernsEnv) -> None:
+    sc = api_pb2.LinuxContainerSecurityContext(
+        seccomp=api_pb2.SecurityProfile(profile_type=api_pb2.SecurityProfile.RuntimeDefault),
+        no_new_privs=True, run_as_user=api_pb2.Int64Value(value=33),
+        supplemental_groups=[5000], namespace_options=env.pod_config.linux.security_context
+        .namespace_options)
+    out = env.output(["sh", "-c", ("grep -E '^(Seccomp|NoNewPrivs|Groups):' /proc/self/status; "
+                      "id -u")], linux=api_pb2.LinuxContainerConfig(security_context=sc))
+    fields = proc_status(out)
+    assert fields["Seccomp"] == "2" and fields["NoNewPrivs"] == "1"
+    assert "5000" in fields["Groups"].split()
+    assert out.splitlines()[-1] == "33"
 
 
 def test_privileged_container_refused(env: UsernsEnv) -> None:

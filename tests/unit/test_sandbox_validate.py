@@ -106,7 +106,7 @@ def test_user_namespace_not_with_privileged_or_host_namespaces() -> None:
         validate.plan(req, [], "n")
     for field in ("network", "ipc", "pid"):
         with pytest.raises(InvalidArgument, match=field):
-            validate.plan(_userns_request(**{field: api_pb2.NODE}), [], "n")
+            validate.plan(_userns_request(**{field: api_pb2.NODE}), [], "n")  # type: ignore[arg-type]
 
 
 def test_metadata_required() -> None:

@@ -1,0 +1,56 @@
+"""User namespace helpers: ID maps, mount data for a pod user namespace, cgroup v2 delegation."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from runtime import container_init, rootfs, userns
+from runtime.cgroups import mode as cgmode
+
+IDMAP = userns.Idmap(fd=-1, uid_map=[[0, 131072, 65536]], gid_map=[[0, 196608, 65536]])
+
+
+def test_map_text_and_translation() -> None:
+    assert userns.map_text([[0, 1000, 100000]]) == "0 1000 100000\n"
+    assert userns.to_host([[0, 1000, 10]], 9) == 1009
+    assert userns.to_host([[0, 1000, 10]], 10) is None
+    assert (IDMAP.root_uid, IDMAP.root_gid) == (131072, 196608)
+    assert IDMAP.host_gid(5) == 196613
+
+
+@pytest.mark.parametrize("mtype,data,expected", [
+    ("tmpfs", "mode=755,size=65536k", "mode=755,size=65536k,uid=131072,gid=196608"),
+    ("tmpfs", "uid=1000,mode=1777", "uid=132072,mode=1777,gid=196608"),
+    ("devpts", "newinstance,ptmxmode=0666,mode=0620,gid=5",
+     "newinstance,ptmxmode=0666,mode=0620,gid=196613"),
+    ("mqueue", "", ""),
+    ("proc", "", ""),
+])
+def test_userns_mount_data(mtype: str, data: str, expected: str) -> None:
+    assert rootfs.userns_data(mtype, data, IDMAP) == expected
+    assert rootfs.userns_data(mtype, data, None) == data
+
+
+def test_cgroup_v2_directory_is_delegated_to_the_mapped_root(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("needs root (chown)")
+    cg = tmp_path / "kubepods" / "pod" / "ctr"
+    cg.mkdir(parents=True)
+    for name in ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control", "memory.max"):
+        (cg / name).write_text("")
+    monkeypatch.setattr(cgmode, "CGROUP_ROOT", str(tmp_path))
+    monkeypatch.setattr(cgmode, "detect_mode", lambda: "v2")
+    container_init._delegate_cgroup({"cgroup": {"path": "/kubepods/pod/ctr"}}, IDMAP)
+    owners = {p.name: (p.stat().st_uid, p.stat().st_gid) for p in [cg, *cg.iterdir()]}
+    assert owners == {"ctr": (131072, 196608), "cgroup.procs": (131072, 196608),
+                      "cgroup.threads": (131072, 196608),
+                      "cgroup.subtree_control": (131072, 196608),
+                      "memory.max": (0, 0)}  # limits stay the host's
+    assert (cg.parent.stat().st_uid, cg.parent.stat().st_gid) == (0, 0)
+    monkeypatch.setattr(cgmode, "detect_mode", lambda: "hybrid")
+    os.chown(cg, 0, 0)
+    container_init._delegate_cgroup({"cgroup": {"path": "/kubepods/pod/ctr"}}, IDMAP)
+    assert cg.stat().st_uid == 0  # v1: not delegated
