@@ -10,6 +10,9 @@ run(spec, stdio, gate_fd, report_fd) -> NoReturn
   4. own mount namespace (+ cgroup namespace when listed without path): overlay rootfs, mounts
      in order, /dev nodes, devices, working dir, pivot_root, masked and read-only paths,
      read-only root, hostname.
+     With spec["userns"] (a pod user namespace): layers and binds idmapped, what the init
+     creates owned by the mapped root; then setns into the user namespace and a mount
+     namespace of its own (the mounts become locked).
   5. user from the rootfs /etc/passwd,/etc/group; executable looked up in PATH; rlimits,
      oom_score_adj (clamped), AppArmor; seccomp compiled (loaded now when no_new_privs is off,
      since that needs CAP_SYS_ADMIN); bounding set, user, capabilities, ambient, no_new_privs.
@@ -23,7 +26,8 @@ run(spec, stdio, gate_fd, report_fd) -> NoReturn
 
 exec_into(container_pid, spec, process, stdio, report_fd) -> NoReturn
   Same, for ExecSync/Exec: joins the container's cgroup and the namespaces of
-  /proc/<container_pid>/ns/* (pid ns -> fork as above, {"pid": N}), applies the container's
+  /proc/<container_pid>/ns/* (the user namespace after pid/cgroup, the mount namespace last;
+  pid ns -> fork as above, {"pid": N}), applies the container's
   user (process["user"] overrides), capabilities, no_new_privs, seccomp, rlimits, AppArmor;
   env = process["env"] if given else the container's; cwd = process["cwd"] or the container's
   (must exist); writes {"ready": ...} then execs process["args"] at once (no gate).

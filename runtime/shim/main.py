@@ -1,7 +1,9 @@
 """Entry point of a pod shim: run_shim(pod, ready_fd) (called in the zygote's grandchild).
 
-Order: subreaper -> directories -> SIGCHLD wakeup -> pause-holder (new namespaces,
-hostname, sysctls) -> pin namespaces -> control socket -> shim.pid -> report
+Order: subreaper -> directories -> SIGCHLD wakeup -> the pod user namespace when
+pod["userns"] is set (maps written from here, pinned at <ns_dir>/user) -> pause-holder (new
+namespaces, hostname, sysctls) -> pin namespaces (with a user namespace the network one also
+at pod["netns_path"], where the daemon runs CNI) -> control socket -> shim.pid -> report
 ready on ready_fd -> event loop. Any failure undoes what was done and reports
 {"ok": false, "error": ...}. The shim exits after "shutdown" or SIGTERM.
 """

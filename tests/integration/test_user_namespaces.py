@@ -121,6 +121,24 @@ def test_run_as_user_inside_maps_to_the_range(env: UsernsEnv) -> None:
     assert lines[2].split()[1:] == ["1000"] * 4  # seen from inside: container IDs
 
 
+def test_pod_pid_namespace_and_namespaced_sysctls(daemon) -> None:  # type: ignore[no-untyped-def]
+    """The pod's ipc and net namespaces belong to its user namespace: namespaced sysctls are
+    written from inside it; the pause-holder is PID 1 as the namespace's root."""
+    cfg = userns_pod_config(HOST_B, pid=api_pb2.POD,
+                            sysctls={"net.ipv4.ip_unprivileged_port_start": "0",
+                                     "kernel.shm_rmid_forced": "1"})
+    e = UsernsEnv(daemon.c, pod_config=cfg)
+    with e:
+        out = e.output(["sh", "-c", ("cat /proc/sys/net/ipv4/ip_unprivileged_port_start "
+                        "/proc/sys/kernel/shm_rmid_forced; ps -o pid,user,args | grep pycri-pause")])
+        lines = out.splitlines()
+        assert lines[:2] == ["0", "1"]
+        assert lines[2].split()[:2] == ["1", "root"]
+        pause = pods.info(daemon.c, e.pod_id)["pid"]
+        assert proc_status(Path(f"/proc/{pause}/status").read_text())["Uid"].split() == \
+            [str(HOST_B)] * 4
+
+
 def test_pod_and_container_status_report_the_mappings(env: UsernsEnv) -> None:
     opts = pods.status(env.cri, env.pod_id).status.linux.namespaces.options.userns_options
     assert opts.mode == api_pb2.POD
