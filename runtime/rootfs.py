@@ -22,6 +22,7 @@ import contextlib
 import errno
 import os
 import stat
+from collections.abc import Iterator
 from typing import Any
 
 from pycri_common.errors import InvalidArgument
@@ -184,7 +185,7 @@ def mount_rootfs(rootfs: dict[str, Any], idmap: userns.Idmap | None = None) -> s
 
 @contextlib.contextmanager
 def _idmapped_layers(lower: list[str], staging: str, idmap: userns.Idmap | None,
-                     field: str) -> Any:
+                     field: str) -> Iterator[list[str]]:
     """Yields the lower dirs to give overlayfs: `lower` itself without idmap; else idmapped
     copies 0, 1, ... on a tmpfs at `staging` (private to this mount namespace), named
     relative to it (the working directory meanwhile: short overlay options). Overlayfs

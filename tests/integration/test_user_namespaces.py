@@ -147,8 +147,11 @@ def test_pod_and_container_status_report_the_mappings(env: UsernsEnv) -> None:
     assert pods.info(env.cri, env.pod_id)["userNamespace"]["uids"] == [[0, HOST_A, LENGTH]]
     cid = env.create(env.config(["true"]))
     try:
-        userns = env.info(cid)["runtimeSpec"]["userns"]
+        info = env.info(cid)
+        userns = info["runtimeSpec"]["userns"]
         assert userns["uid_map"] == userns["gid_map"] == [[0, HOST_A, LENGTH]]
+        assert info["userNamespace"] == {"mode": "pod", "uids": [[0, HOST_A, LENGTH]],
+                                         "gids": [[0, HOST_A, LENGTH]]}
     finally:
         env.remove(cid)
 
@@ -357,6 +360,19 @@ def test_bad_user_namespace_pods_refused_leave_nothing(daemon, case: str) -> Non
     with pytest.raises(grpc.RpcError) as err:
         pods.run_pod(daemon.c, cfg)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+    assert not [p for p in pods.list_pods(daemon.c) if p.metadata.name == cfg.metadata.name]
+    assert pods.leftovers(daemon) == before
+
+
+def test_failed_userns_pod_start_leaves_nothing(daemon) -> None:  # type: ignore[no-untyped-def]
+    """The shim made and pinned the user namespace, then the pause-holder fails (a sysctl the
+    kernel does not have): everything, the pinned user and network namespaces included, goes."""
+    cfg = userns_pod_config(HOST_B, sysctls={"net.ipv4.pycri_no_such_sysctl": "1"})
+    before = pods.leftovers(daemon)
+    with pytest.raises(grpc.RpcError) as err:
+        pods.run_pod(daemon.c, cfg)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "pycri_no_such_sysctl" in (err.value.details() or "")
     assert not [p for p in pods.list_pods(daemon.c) if p.metadata.name == cfg.metadata.name]
     assert pods.leftovers(daemon) == before
 
