@@ -22,12 +22,12 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 from pycri_common.errors import InvalidArgument
 from runtime import syscalls, userns
 from runtime.cgroups import mode as cgmode
+from runtime.container_spec import Device, Mount, RootfsSpec
 from runtime.securejoin import (
     ensure_file_in_root,
     mkdir_all_in_root,
@@ -76,7 +76,7 @@ DEFAULT_DEVICE_RULES: tuple[str, ...] = (
 )
 
 
-def parse_options(options: list[str]) -> tuple[int, int, str]:
+def parse_options(options: Sequence[str]) -> tuple[int, int, str]:
     """mount(8)-style words -> (flags, propagation flags, data string)."""
     flags = 0
     prop = 0
@@ -119,16 +119,16 @@ def _mount_of(path: str, info: list[tuple[str, list[str]]]) -> tuple[str, list[s
     return best
 
 
-def check_propagation_sources(mounts: list[dict[str, Any]]) -> None:
+def check_propagation_sources(mounts: Sequence[Mount]) -> None:
     """Like containerd: rshared needs a shared source mount, rslave a shared or slave one.
     Must run before set_root_propagation (which turns our copies into slaves)."""
     info: list[tuple[str, list[str]]] | None = None
     for i, m in enumerate(mounts):
-        prop = m.get("propagation")
-        if m["type"] != "bind" or prop not in ("rshared", "rslave"):
+        prop = m.propagation
+        if m.type != "bind" or prop not in ("rshared", "rslave"):
             continue
         info = info if info is not None else _mountinfo()
-        src = os.path.realpath(m["source"])
+        src = os.path.realpath(m.source)
         mp, opt = _mount_of(src, info)
         shared = any(o.startswith("shared:") for o in opt)
         slave = any(o.startswith("master:") for o in opt)
@@ -141,11 +141,11 @@ def check_propagation_sources(mounts: list[dict[str, Any]]) -> None:
                                   "propagation)")
 
 
-def set_root_propagation(mounts: list[dict[str, Any]], rootfs_mountpoint: str) -> None:
+def set_root_propagation(mounts: Sequence[Mount], rootfs_mountpoint: str) -> None:
     """rslave for everything (rshared when a mount is bidirectional), then make the mount that
     holds the rootfs mountpoint private so the overlay and everything under it never
     propagates back to the host."""
-    any_shared = any(m.get("propagation") == "rshared" for m in mounts)
+    any_shared = any(m.propagation == "rshared" for m in mounts)
     flag = syscalls.MS_SHARED if any_shared else syscalls.MS_SLAVE
     syscalls.mount(None, "/", None, syscalls.MS_REC | flag)
     parent, _ = _mount_of(os.path.realpath(rootfs_mountpoint), _mountinfo())
@@ -154,23 +154,23 @@ def set_root_propagation(mounts: list[dict[str, Any]], rootfs_mountpoint: str) -
 
 # --------------------------------------------------------------------------- rootfs
 
-def mount_rootfs(rootfs: dict[str, Any], idmap: userns.Idmap | None = None) -> str:
-    """Mount the overlay on rootfs["mountpoint"] (created if missing). Returns it.
+def mount_rootfs(rootfs: RootfsSpec, idmap: userns.Idmap | None = None) -> str:
+    """Mount the overlay on rootfs.mountpoint (created if missing). Returns it.
 
     With `idmap` (a pod user namespace) every image layer is an idmapped copy (the shared
     snapshots are never chowned) and the writable layer belongs to the mapped root."""
-    target: str = rootfs["mountpoint"]
-    for key in ("upper", "work"):
-        if not os.path.isdir(rootfs[key]):
-            raise InvalidArgument(f"rootfs.{key}: {rootfs[key]} is not a directory")
-    for i, d in enumerate(rootfs["lower"]):
+    target = rootfs.mountpoint
+    for key, path in (("upper", rootfs.upper), ("work", rootfs.work)):
+        if not os.path.isdir(path):
+            raise InvalidArgument(f"rootfs.{key}: {path} is not a directory")
+    for i, d in enumerate(rootfs.lower):
         if not os.path.isdir(d):
             raise InvalidArgument(f"rootfs.lower[{i}]: {d} is not a directory")
     os.makedirs(target, mode=0o755, exist_ok=True)
     if idmap is not None:
-        os.chown(rootfs["upper"], idmap.root_uid, idmap.root_gid)
-    upper = f"upperdir={rootfs['upper']},workdir={rootfs['work']}"
-    with _idmapped_layers(list(rootfs["lower"]), target + ".idmap", idmap, "rootfs") as lower:
+        os.chown(rootfs.upper, idmap.root_uid, idmap.root_gid)
+    upper = f"upperdir={rootfs.upper},workdir={rootfs.work}"
+    with _idmapped_layers(list(rootfs.lower), target + ".idmap", idmap, "rootfs") as lower:
         data = f"lowerdir={':'.join(lower)},{upper}"
         if len(data) >= 4096:
             raise InvalidArgument(f"rootfs: overlay options are {len(data)} bytes (limit "
@@ -220,7 +220,7 @@ def _idmapped_layers(lower: list[str], staging: str, idmap: userns.Idmap | None,
 
 # --------------------------------------------------------------------------- mounts
 
-def apply_mounts(root: str, mounts: list[dict[str, Any]], privileged: bool,
+def apply_mounts(root: str, mounts: Sequence[Mount], privileged: bool,
                  host_cgroup_path: str | None = None, idmap: userns.Idmap | None = None) -> None:
     """Every mount in order. `host_cgroup_path`: the container's cgroup when it shares the
     host's cgroup namespace; "cgroup" mounts then bind that cgroup's own directories (as runc
@@ -234,7 +234,7 @@ def apply_mounts(root: str, mounts: list[dict[str, Any]], privileged: bool,
         except InvalidArgument:
             raise
         except OSError as e:
-            raise InvalidArgument(f"{field} ({m['type']} on {m['destination']}): "
+            raise InvalidArgument(f"{field} ({m.type} on {m.destination}): "
                                   f"{e.strerror or e}") from e
 
 
@@ -259,20 +259,20 @@ def userns_data(mtype: str, data: str, idmap: userns.Idmap | None) -> str:
     return ",".join(out)
 
 
-def _apply_mount(root: str, m: dict[str, Any], privileged: bool, field: str,
+def _apply_mount(root: str, m: Mount, privileged: bool, field: str,
                  host_cgroup_path: str | None = None, idmap: userns.Idmap | None = None) -> None:
-    flags, prop, data = parse_options(m.get("options", []))
-    if m.get("readonly"):
+    flags, prop, data = parse_options(m.options)
+    if m.readonly:
         flags |= syscalls.MS_RDONLY
-    mtype = m["type"]
+    mtype = m.type
     data = userns_data(mtype, data, idmap)
-    if m.get("sub_path"):
+    if m.sub_path:
         _sub_path_mount(root, m, flags, prop, data, field, idmap)
         return
     if mtype == "bind":
         _bind_mount(root, m, flags, prop, field, idmap)
         return
-    target = mkdir_all_in_root(root, m["destination"])
+    target = mkdir_all_in_root(root, m.destination)
     if mtype == "cgroup":
         _mount_cgroupfs(root, target, flags, host_cgroup_path)
         return
@@ -284,7 +284,7 @@ def _apply_mount(root: str, m: dict[str, Any], privileged: bool, field: str,
     fd = open_path_in_root(root, target)
     try:
         try:
-            syscalls.mount(m.get("source") or mtype, _fd_path(fd), mtype, flags, data or None)
+            syscalls.mount(m.source or mtype, _fd_path(fd), mtype, flags, data or None)
         except OSError as e:
             if mtype == "sysfs" and e.errno == errno.EPERM:
                 # e.g. sharing the host's net namespace without owning it: bind the host's
@@ -300,7 +300,7 @@ def _apply_mount(root: str, m: dict[str, Any], privileged: bool, field: str,
         _set_propagation(root, target, prop)
 
 
-def _overlay_mount(root: str, target: str, m: dict[str, Any], flags: int, data: str,
+def _overlay_mount(root: str, target: str, m: Mount, flags: int, data: str,
                    field: str, idmap: userns.Idmap | None) -> None:
     """An overlay (image volume) whose lowerdir layers are idmapped copies."""
     words = data.split(",")
@@ -313,7 +313,7 @@ def _overlay_mount(root: str, target: str, m: dict[str, Any], flags: int, data: 
     fd = open_path_in_root(root, target)
     try:
         with _idmapped_layers(lower.split(":"), staging, idmap, field) as layers:
-            syscalls.mount(m.get("source") or "overlay", _fd_path(fd), "overlay", flags,
+            syscalls.mount(m.source or "overlay", _fd_path(fd), "overlay", flags,
                            ",".join(["lowerdir=" + ":".join(layers), *rest]))
     finally:
         os.close(fd)
@@ -333,18 +333,18 @@ def _bind(src: str, target_fd: int, idmap: userns.Idmap | None, field: str) -> N
                               "idmapped mounts") from e
 
 
-def _bind_mount(root: str, m: dict[str, Any], flags: int, prop: int, field: str,
+def _bind_mount(root: str, m: Mount, flags: int, prop: int, field: str,
                 idmap: userns.Idmap | None = None) -> None:
-    src = os.path.realpath(m["source"])  # a host path that is a symlink is resolved on the host
+    src = os.path.realpath(m.source)  # a host path that is a symlink is resolved on the host
     try:
         st = os.stat(src)
     except OSError as e:
-        raise InvalidArgument(f"{field}.source: host path {m['source']!r} does not exist "
+        raise InvalidArgument(f"{field}.source: host path {m.source!r} does not exist "
                               f"({e.strerror})") from e
     if stat.S_ISDIR(st.st_mode):
-        target = mkdir_all_in_root(root, m["destination"])
+        target = mkdir_all_in_root(root, m.destination)
     else:
-        target = ensure_file_in_root(root, m["destination"])
+        target = ensure_file_in_root(root, m.destination)
     fd = open_path_in_root(root, target)
     try:
         _bind(src, fd, idmap, field)
@@ -353,7 +353,7 @@ def _bind_mount(root: str, m: dict[str, Any], flags: int, prop: int, field: str,
     extra = flags & ~(syscalls.MS_BIND | syscalls.MS_REC)
     if extra:
         _remount(root, target, syscalls.MS_BIND | extra)
-    if m.get("recursive_readonly"):
+    if m.recursive_readonly:
         fd = open_path_in_root(root, target)
         try:
             syscalls.mount_setattr("", syscalls.MOUNT_ATTR_RDONLY, recursive=True, dirfd=fd)
@@ -370,35 +370,35 @@ _PROPAGATION = {"rslave": syscalls.MS_SLAVE | syscalls.MS_REC,
                 "private": syscalls.MS_PRIVATE | syscalls.MS_REC}
 
 
-def _apply_propagation(root: str, target: str, m: dict[str, Any], prop: int) -> None:
+def _apply_propagation(root: str, target: str, m: Mount, prop: int) -> None:
     """The mount's "propagation" (rslave/rshared/private), else the one from its options."""
-    propagation = _PROPAGATION.get(m.get("propagation") or "", prop)
+    propagation = _PROPAGATION.get(m.propagation or "", prop)
     if propagation:
         _set_propagation(root, target, propagation)
 
 
-def _sub_path_mount(root: str, m: dict[str, Any], flags: int, prop: int, data: str,
+def _sub_path_mount(root: str, m: Mount, flags: int, prop: int, data: str,
                     field: str, idmap: userns.Idmap | None = None) -> None:
     """Mount the filesystem (or bind the source) on a staging directory next to the rootfs
     (private to this mount namespace), resolve `sub_path` inside it without leaving it,
     bind only that onto the destination, then detach the staging mount."""
-    sub = m["sub_path"]
-    dest = m["destination"]
+    sub = m.sub_path or ""
+    dest = m.destination
     staging = os.path.join(os.path.dirname(os.path.abspath(root)),
                            ".sub-path-" + field.replace("[", "-").replace("]", ""))
     os.makedirs(staging, mode=0o700, exist_ok=True)
     try:
-        if m["type"] == "bind":
+        if m.type == "bind":
             staging_fd = os.open(staging, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
-                _bind(os.path.realpath(m["source"]), staging_fd, idmap, field)
+                _bind(os.path.realpath(m.source), staging_fd, idmap, field)
             finally:
                 os.close(staging_fd)
-        elif m["type"] == "overlay" and idmap is not None:
+        elif m.type == "overlay" and idmap is not None:
             _overlay_mount("/", staging, m, flags & ~(syscalls.MS_BIND | syscalls.MS_REC),
                            data, field, idmap)
         else:
-            syscalls.mount(m.get("source") or m["type"], staging, m["type"],
+            syscalls.mount(m.source or m.type, staging, m.type,
                            flags & ~(syscalls.MS_BIND | syscalls.MS_REC), data or None)
         try:
             target = _bind_sub_path(root, staging, sub, dest, field)
@@ -515,8 +515,8 @@ def _mount_cgroupfs(root: str, target: str, flags: int, host_cgroup_path: str | 
 
 # --------------------------------------------------------------------------- /dev
 
-def dev_is_tmpfs(mounts: list[dict[str, Any]]) -> bool:
-    return any(m["destination"].rstrip("/") == "/dev" and m["type"] == "tmpfs" for m in mounts)
+def dev_is_tmpfs(mounts: Sequence[Mount]) -> bool:
+    return any(m.destination.rstrip("/") == "/dev" and m.type == "tmpfs" for m in mounts)
 
 
 def create_default_devices(root: str) -> None:
@@ -535,22 +535,22 @@ def create_default_devices(root: str) -> None:
         os.close(dev_fd)
 
 
-def create_devices(root: str, devices: list[dict[str, Any]]) -> list[str]:
+def create_devices(root: str, devices: Sequence[Device]) -> list[str]:
     """mknod each requested host device inside the rootfs; returns devices-cgroup rules."""
     rules = []
     for i, d in enumerate(devices):
         field = f"devices[{i}]"
         try:
-            st = os.stat(d["host_path"])
+            st = os.stat(d.host_path)
         except OSError as e:
-            raise InvalidArgument(f"{field}.host_path: {d['host_path']}: {e.strerror}") from e
+            raise InvalidArgument(f"{field}.host_path: {d.host_path}: {e.strerror}") from e
         if stat.S_ISCHR(st.st_mode):
             kind, ftype = "c", stat.S_IFCHR
         elif stat.S_ISBLK(st.st_mode):
             kind, ftype = "b", stat.S_IFBLK
         else:
-            raise InvalidArgument(f"{field}.host_path: {d['host_path']} is not a device node")
-        parent_fd, name, _ = open_parent_in_root(root, d["container_path"])
+            raise InvalidArgument(f"{field}.host_path: {d.host_path} is not a device node")
+        parent_fd, name, _ = open_parent_in_root(root, d.container_path)
         old = os.umask(0)
         try:
             with contextlib.suppress(FileNotFoundError):
@@ -561,7 +561,7 @@ def create_devices(root: str, devices: list[dict[str, Any]]) -> list[str]:
             os.umask(old)
             os.close(parent_fd)
         rules.append(f"{kind} {os.major(st.st_rdev)}:{os.minor(st.st_rdev)} "
-                     f"{d.get('permissions') or 'rwm'}")
+                     f"{d.permissions or 'rwm'}")
     return rules
 
 
@@ -635,7 +635,7 @@ def _open_existing_in_root(path: str, field: str) -> int | None:
         raise InvalidArgument(f"{field}: {path}: {e.strerror}") from e
 
 
-def mask_paths(paths: list[str]) -> None:
+def mask_paths(paths: Sequence[str]) -> None:
     """Files: /dev/null bound over; directories: an empty read-only tmpfs. Missing: skipped.
     Symlinks in the path are resolved inside the (new) root, so the target is masked."""
     for i, p in enumerate(paths):
@@ -654,7 +654,7 @@ def mask_paths(paths: list[str]) -> None:
             os.close(fd)
 
 
-def readonly_paths(paths: list[str]) -> None:
+def readonly_paths(paths: Sequence[str]) -> None:
     """Bind each path onto itself and remount it read-only (recursively). Missing: skipped."""
     for i, p in enumerate(paths):
         fd = _open_existing_in_root(p, f"readonly_paths[{i}]")

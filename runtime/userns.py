@@ -51,8 +51,8 @@ class Idmap:
     its maps."""
 
     fd: int
-    uid_map: list[list[int]]
-    gid_map: list[list[int]]
+    uid_map: Sequence[Sequence[int]]
+    gid_map: Sequence[Sequence[int]]
 
     @property
     def root_uid(self) -> int:

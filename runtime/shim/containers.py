@@ -1,4 +1,5 @@
-"""Container create and start in the shim (contract 3), and the kill and reopen_log operations.
+"""Container create and start in the shim (contract 3 of docs/architecture.md), and the kill
+and reopen_log operations.
 
 create forks the container init (runtime.shim.spawn) and replies once the init reports
 ready at its gate; start opens the gate and replies once the init reports that the exec
@@ -10,6 +11,8 @@ import os
 import time
 from typing import Any
 
+from pycri_common.errors import InvalidArgument
+from runtime.container_spec import ContainerSpec
 from runtime.shim import oom, spawn, stdio
 from runtime.shim.control import Connection, ShimError
 from runtime.shim.crilog import CriLogWriter
@@ -36,20 +39,24 @@ class Containers:
     # --- create -------------------------------------------------------------------
     def op_create(self, conn: Connection, req: dict[str, Any]) -> None:
         cid = valid_id(req.get("container_id"), "container_id")
-        spec = req.get("spec")
-        if not isinstance(spec, dict):
+        raw = req.get("spec")
+        if not isinstance(raw, dict):
             raise ShimError("InvalidArgument", "create needs a ContainerSpec object in 'spec'")
+        try:
+            spec = ContainerSpec.from_json(raw)
+        except InvalidArgument as e:
+            raise ShimError("InvalidArgument", str(e)) from None
         if cid in self.pod.containers:
             raise ShimError("AlreadyExists", f"container {cid} already exists in pod {self.pod.pod_id}")
         c = Container(cid, spec)
         child_fds: list[int] = []
         try:
-            if spec.get("log_path"):
+            if spec.log_path:
                 try:
-                    c.log = CriLogWriter(spec["log_path"], log_dir=spec.get("log_directory"))
+                    c.log = CriLogWriter(spec.log_path, log_dir=spec.log_directory)
                 except OSError as e:
                     raise ShimError("InvalidArgument",
-                                    f"cannot open log file {spec['log_path']}: {e}") from None
+                                    f"cannot open log file {spec.log_path}: {e}") from None
             child_stdio = stdio.container_stdio(self.loop, c, child_fds)
             gate_r, c.gate_w = os.pipe2(os.O_CLOEXEC)
             child_fds.append(gate_r)

@@ -12,36 +12,17 @@ import fcntl
 import os
 import socket
 import struct
-from typing import Any
 
 from runtime import syscalls
+from runtime.pod_spec import PodSpec
 
 #: /proc ns name -> clone flag, in the order they are pinned
 POD_NS_TYPES = ("net", "ipc", "uts", "pid")
 
 
-def pod_namespace_types(pod: dict[str, Any]) -> list[str]:
+def pod_namespace_types(pod: PodSpec) -> list[str]:
     """The namespaces the pause-holder creates for this PodSpec."""
-    ns = pod.get("namespaces") or {}
-    network = ns.get("network", "pod")
-    ipc = ns.get("ipc", "pod")
-    pid = ns.get("pid", "container")
-    for name, value, allowed in (("network", network, ("pod", "node")),
-                                 ("ipc", ipc, ("pod", "node")),
-                                 ("pid", pid, ("pod", "container", "node"))):
-        if value not in allowed:
-            raise ValueError(f"namespaces.{name} must be one of {', '.join(allowed)}, "
-                             f"not {value!r}")
-    types: list[str] = []
-    if network == "pod":
-        types.append("net")
-    if ipc == "pod":
-        types.append("ipc")
-    if network != "node":
-        types.append("uts")
-    if pid == "pod":
-        types.append("pid")
-    return types
+    return pod.namespaces.pause_types()
 
 
 SIOCGIFFLAGS = 0x8913
@@ -55,24 +36,6 @@ def loopback_up() -> None:
         ifreq = fcntl.ioctl(s, SIOCGIFFLAGS, struct.pack("16sH22x", b"lo", 0))
         flags = struct.unpack("16sH22x", ifreq)[1]
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
-
-
-def check_userns(pod: dict[str, Any]) -> dict[str, list[list[int]]] | None:
-    """pod["userns"] ({"uid_map": [[c, h, n]], "gid_map": [...]}) checked, None without."""
-    u = pod.get("userns")
-    if u is None:
-        return None
-    if not isinstance(u, dict):
-        raise ValueError("userns must be an object with uid_map and gid_map")
-    for key in ("uid_map", "gid_map"):
-        m = u.get(key)
-        if not (isinstance(m, list) and m and all(
-                isinstance(e, list) and len(e) == 3
-                and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in e)
-                and e[2] > 0 for e in m)):
-            raise ValueError(f"userns.{key} must be a non-empty list of [container_id, "
-                             f"host_id, length] with length > 0, got {m!r}")
-    return {"uid_map": u["uid_map"], "gid_map": u["gid_map"]}
 
 
 def pin_path(source: str, target: str) -> None:

@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from pycri_common.errors import InvalidArgument
 from runtime import container_init, rootfs, userns
 from runtime.cgroups import mode as cgmode
+from runtime.container_spec import ContainerSpec
+from runtime.pod_spec import PodSpec
 
 IDMAP = userns.Idmap(fd=-1, uid_map=[[0, 131072, 65536]], gid_map=[[0, 196608, 65536]])
 
@@ -43,7 +47,7 @@ def test_cgroup_v2_directory_is_delegated_to_the_mapped_root(
         (cg / name).write_text("")
     monkeypatch.setattr(cgmode, "CGROUP_ROOT", str(tmp_path))
     monkeypatch.setattr(cgmode, "detect_mode", lambda: "v2")
-    container_init._delegate_cgroup({"cgroup": {"path": "/kubepods/pod/ctr"}}, IDMAP)
+    container_init._delegate_cgroup("/kubepods/pod/ctr", IDMAP)
     owners = {p.name: (p.stat().st_uid, p.stat().st_gid) for p in [cg, *cg.iterdir()]}
     assert owners == {"ctr": (131072, 196608), "cgroup.procs": (131072, 196608),
                       "cgroup.threads": (131072, 196608),
@@ -52,5 +56,46 @@ def test_cgroup_v2_directory_is_delegated_to_the_mapped_root(
     assert (cg.parent.stat().st_uid, cg.parent.stat().st_gid) == (0, 0)
     monkeypatch.setattr(cgmode, "detect_mode", lambda: "hybrid")
     os.chown(cg, 0, 0)
-    container_init._delegate_cgroup({"cgroup": {"path": "/kubepods/pod/ctr"}}, IDMAP)
+    container_init._delegate_cgroup("/kubepods/pod/ctr", IDMAP)
     assert cg.stat().st_uid == 0  # v1: not delegated
+
+
+# -- the contracts' userns fields (docs/architecture.md, contracts 2 and 4) --------------------
+
+POD = {"pod_id": "p1", "shim_dir": "/run/pycri/shims/p1", "ns_dir": "/run/pycri/ns/p1",
+       "netns_path": "/run/pycri/netns/p1"}
+CTR = {"id": "c", "rootfs": {"lower": ["/l"], "upper": "/c/u", "work": "/c/w"},
+       "process": {"args": ["sh"]}}
+MAPS = {"uid_map": [[0, 131072, 65536]], "gid_map": [[0, 196608, 65536]]}
+
+
+def test_pod_and_container_spec_userns_round_trip() -> None:
+    pod = PodSpec.from_json({**POD, "userns": MAPS})
+    assert pod.userns is not None and pod.userns.uid_map == ((0, 131072, 65536),)
+    assert PodSpec.from_json(pod.to_json()) == pod
+    assert "userns" not in PodSpec.from_json(POD).to_json()
+    ctr = ContainerSpec.from_json({**CTR, "userns": {"path": "/run/pycri/ns/p1/user", **MAPS}})
+    assert ctr.userns is not None and ctr.userns.maps.gid_map == ((0, 196608, 65536),)
+    assert ctr.to_json()["userns"] == {"path": "/run/pycri/ns/p1/user", **MAPS}
+    assert ContainerSpec.from_json(ctr.to_json()) == ctr
+    assert "userns" not in ContainerSpec.from_json(CTR).to_json()
+
+
+@pytest.mark.parametrize("maps,match", [
+    ({"uid_map": [], "gid_map": [[0, 1, 1]]}, "userns.uid_map"),
+    ({"uid_map": [[0, 1, 0]], "gid_map": [[0, 1, 1]]}, "userns.uid_map"),
+    ({"uid_map": [[1, 1, 5]], "gid_map": [[0, 1, 1]]}, "container ID 0"),
+    ({"uid_map": [[0, 1, 1]], "gid_map": [[0, -1, 1]]}, "userns.gid_map"),
+    ({"uid_map": [[0, 1, 1]]}, "userns.gid_map"),
+])
+def test_bad_userns_maps_are_refused_naming_the_field(maps: dict[str, Any], match: str) -> None:
+    with pytest.raises(InvalidArgument, match=f"pod spec: .*{match}"):
+        PodSpec.from_json({**POD, "userns": maps})
+    with pytest.raises(InvalidArgument, match=f"container spec: .*{match}"):
+        ContainerSpec.from_json({**CTR, "userns": {"path": "/u", **maps}})
+
+
+def test_privileged_container_spec_with_userns_refused() -> None:
+    with pytest.raises(InvalidArgument, match="privileged"):
+        ContainerSpec.from_json({**CTR, "privileged": True,
+                                 "userns": {"path": "/u", **MAPS}})
