@@ -15,9 +15,11 @@ import grpc
 import pytest
 
 from proto import api_pb2
+from tests.integration.test_pods_recovery import FakeNet, _assert_clean, _teardown
 from tests.support import pods
 from tests.support.containers import ContainerEnv, proc_status
 from tests.support.cri_client import CriClient
+from tests.support.daemon import PycriDaemon
 
 # kubelet's layout: 65536 IDs at a multiple of 65536 (far from the IDs tests use elsewhere)
 HOST_A = 65536 * 40
@@ -399,3 +401,43 @@ def test_kill9_restart_keeps_userns_pods_ready_and_execable(fresh_daemon) -> Non
                                                                   str(LENGTH)]
     # (the cgroup parent is shared with the session daemon, whose module pod still runs)
     assert {k: v for k, v in pods.leftovers(d).items() if k != "cgroups"} == {}
+
+
+@pytest.fixture
+def net_daemon() -> Iterator[tuple[PycriDaemon, FakeNet]]:
+    """A daemon of its own on the recovery tests' network (host-local with a private data
+    dir: "no IP left" is exact); not started."""
+    base = PycriDaemon(config={})
+    net = FakeNet(base.base, with_fake=False)
+    d = PycriDaemon(base=base.base, config={"cni": {"conf_dir": str(base.cni_conf_dir)}})
+    (d.cni_conf_dir / "10-fake.conflist").write_text(json.dumps(net.conflist))
+    try:
+        yield d, net
+    finally:
+        _teardown(d)
+
+
+@pytest.mark.parametrize("point", ["runp_shim", "runp_network", "runp_ready"])
+def test_crash_during_userns_run_pod_sandbox(net_daemon: tuple[PycriDaemon, FakeNet],
+                                             point: str) -> None:
+    """The daemon dies after the shim made (and pinned) the pod's user and network namespaces:
+    the next start rolls the half-made pod back (or keeps the finished one) and leaves
+    nothing of it."""
+    d, net = net_daemon
+    d.start(extra_env={"PYCRI_CRASH_AT": point})
+    cfg = userns_pod_config(HOST_B)
+    with pytest.raises(grpc.RpcError) as err:
+        pods.run_pod(d.c, cfg)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    d.kill9()
+    d.start()
+    remaining = pods.list_pods(d.c)
+    if point == "runp_ready":
+        assert [p.state for p in remaining] == [api_pb2.SANDBOX_READY]
+        st = pods.status(d.c, remaining[0].id).status
+        assert st.linux.namespaces.options.userns_options.mode == api_pb2.POD
+        pods.remove(d.c, remaining[0].id)
+    else:
+        assert remaining == []
+    _assert_clean(d, net)
+
