@@ -44,7 +44,6 @@ import os
 import signal
 import stat
 import termios
-from collections.abc import Iterator
 from typing import Any, NoReturn
 
 from pycri_common.errors import InvalidArgument, PycriError
@@ -54,6 +53,7 @@ from runtime.cgroups import open_cgroup
 from runtime.cgroups.manager import Cgroup
 from runtime.container_spec import ContainerSpec, ProcessSpec, UserSpec
 from runtime.seccomp import SeccompFilter, compiled
+from runtime.syscalls import REAL, Syscalls
 from runtime.users import ResolvedUser, read_text, resolve_user
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -90,25 +90,25 @@ class _Reporter:
 # --------------------------------------------------------------------------- entry points
 
 def run(spec: ContainerSpec, stdio: tuple[int, int, int], gate_fd: int,
-        report_fd: int) -> NoReturn:
+        report_fd: int, calls: Syscalls = REAL) -> NoReturn:
     reporter = _Reporter(report_fd)
     cgroup: Cgroup | None = None
     ready = False
     code = 1
     try:
-        _make_non_dumpable()
+        _make_non_dumpable(calls)
         _setup_stdio(stdio, keep=(gate_fd, report_fd))
         cgroup = _setup_cgroup(spec)
         idmap = _open_userns(spec)
         if idmap is not None and cgroup is not None and spec.cgroup is not None:
             _delegate_cgroup(spec.cgroup.path, idmap)
-        _enter_namespaces(spec, reporter)
-        seccomp_filter, argv0, env, user = _build_container(spec, idmap)
+        _enter_namespaces(spec, reporter, calls)
+        seccomp_filter, argv0, env, user = _build_container(spec, calls, idmap)
         if idmap is not None:
-            _enter_userns(idmap)
+            _enter_userns(idmap, calls)
         if seccomp_filter is not None and not spec.process.no_new_privs:
             seccomp_filter.load()
-        _apply_credentials(spec.process, user)
+        _apply_credentials(spec.process, user, calls)
         reporter.send({"ready": True, "user": user.as_report()})
         ready = True
         if os.read(gate_fd, 1) != b"s":
@@ -139,11 +139,12 @@ def _report_failure(reporter: _Reporter, exc: BaseException, what: str) -> int:
     return 1
 
 def exec_into(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
-              stdio: tuple[int, int, int], report_fd: int) -> NoReturn:
+              stdio: tuple[int, int, int], report_fd: int,
+              calls: Syscalls = REAL) -> NoReturn:
     reporter = _Reporter(report_fd)
     code = 1
     try:
-        _make_non_dumpable()
+        _make_non_dumpable(calls)
         proc = _merge_exec_process(spec.process, process)
         _setup_stdio(stdio, keep=(report_fd,))
         seccomp_filter = compiled(spec.seccomp) if spec.seccomp else None
@@ -153,13 +154,13 @@ def exec_into(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
         # with the host's privileges: a pod user namespace would not allow raising them
         rlimits.apply_rlimits(proc.rlimits)
         rlimits.apply_oom_score_adj(proc.oom_score_adj)
-        _join_container_namespaces(container_pid, reporter)
+        _join_container_namespaces(container_pid, reporter, calls)
         if proc.tty:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
         user = _resolve_container_user(proc.user)
         env = _with_home(proc.env, user)
         try:
-            rootfs.enter_cwd(proc.cwd)
+            rootfs.enter_cwd(proc.cwd, calls=calls)
         except InvalidArgument as e:
             raise InvalidArgument(f"exec: {e}") from e
         argv0 = _find_executable(proc.args[0], env)
@@ -167,7 +168,7 @@ def exec_into(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
             apparmor.set_exec_profile(profile)
         if seccomp_filter is not None and not proc.no_new_privs:
             seccomp_filter.load()
-        _apply_credentials(proc, user)
+        _apply_credentials(proc, user, calls)
         reporter.send({"ready": True, "user": user.as_report()})
         if seccomp_filter is not None and proc.no_new_privs:
             seccomp_filter.load()
@@ -186,12 +187,12 @@ def _report_error(reporter: _Reporter, kind: str, message: str) -> None:
         pass
 
 
-def _make_non_dumpable() -> None:
+def _make_non_dumpable(calls: Syscalls) -> None:
     """Until execve (which makes the process dumpable again) we run the host's interpreter
     with the shim's pipes, in the container's PID namespace once joined, and from
     _apply_credentials on with the container's uid and capabilities: without this a root
     process of the pod could ptrace us (and e.g. write fake reports to the shim)."""
-    syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
+    calls.prctl(syscalls.PR_SET_DUMPABLE, 0)
 
 
 def _setup_stdio(stdio: tuple[int, int, int], keep: tuple[int, ...]) -> None:
@@ -249,19 +250,19 @@ def _open_userns(spec: ContainerSpec) -> userns.Idmap | None:
     return userns.Idmap(fd, u.maps.uid_map, u.maps.gid_map)
 
 
-def _enter_userns(idmap: userns.Idmap) -> None:
+def _enter_userns(idmap: userns.Idmap, calls: Syscalls) -> None:
     """Join the pod's user namespace once the filesystem is built (idmapped mounts need the
     host's privileges), then move to a mount namespace of its own: the container's root
     gets the namespace's capabilities, and every mount made so far is locked (masked and
     read-only paths cannot be undone from inside)."""
     try:
-        syscalls.setns(idmap.fd, syscalls.CLONE_NEWUSER)
+        calls.setns(idmap.fd, syscalls.CLONE_NEWUSER)
     except OSError as e:
         raise InvalidArgument(f"userns.path: cannot join the pod's user namespace: "
                               f"{e.strerror}") from e
     finally:
         os.close(idmap.fd)
-    syscalls.unshare(syscalls.CLONE_NEWNS)
+    calls.unshare(syscalls.CLONE_NEWNS)
 
 
 def _delegate_cgroup(cgroup_path: str, idmap: userns.Idmap) -> None:
@@ -276,27 +277,6 @@ def _delegate_cgroup(cgroup_path: str, idmap: userns.Idmap) -> None:
         path = os.path.join(base, name) if name else base
         with contextlib.suppress(FileNotFoundError):
             os.chown(path, idmap.root_uid, idmap.root_gid)
-
-
-@contextlib.contextmanager
-def _files_as_mapped_root(idmap: userns.Idmap | None) -> Iterator[None]:
-    """While the init builds the filesystem for a pod user namespace, what it creates (mount
-    points, the working dir, /dev nodes) belongs to the container's root: fsuid/fsgid are the
-    mapped root's, the file capabilities that drops are raised again (host root keeps its
-    privileges otherwise)."""
-    if idmap is None:
-        yield
-        return
-    syscalls.setfsgid(idmap.root_gid)
-    syscalls.setfsuid(idmap.root_uid)
-    try:
-        caps = syscalls.capget()
-        caps.effective = caps.permitted
-        syscalls.capset(caps)
-        yield
-    finally:
-        syscalls.setfsuid(0)
-        syscalls.setfsgid(0)
 
 
 def _leave_and_remove(cg: Cgroup) -> None:
@@ -322,7 +302,7 @@ def _report_pid(reporter: _Reporter, enter_pid_ns: bool) -> None:
     os.setsid()
 
 
-def _enter_namespaces(spec: ContainerSpec, reporter: _Reporter) -> None:
+def _enter_namespaces(spec: ContainerSpec, reporter: _Reporter, calls: Syscalls) -> None:
     """Join/create namespaces; fork for a pid namespace. Returns in the process that execs."""
     entries = spec.namespace_paths()
     new_flags = 0
@@ -331,69 +311,56 @@ def _enter_namespaces(spec: ContainerSpec, reporter: _Reporter) -> None:
             continue
         path = entries[ns_type]
         if path:
-            _setns(path, _NS_FLAGS[ns_type], ns_type)
+            _setns(calls, path, _NS_FLAGS[ns_type], ns_type)
         else:
             new_flags |= _NS_FLAGS[ns_type]
     cgroup_path = entries.get("cgroup")
     if cgroup_path:
-        _setns(cgroup_path, syscalls.CLONE_NEWCGROUP, "cgroup")
+        _setns(calls, cgroup_path, syscalls.CLONE_NEWCGROUP, "cgroup")
     if new_flags:
-        syscalls.unshare(new_flags)
+        calls.unshare(new_flags)
     if "pid" in entries:
         pid_path = entries["pid"]
         if pid_path:
-            _setns(pid_path, syscalls.CLONE_NEWPID, "pid")
+            _setns(calls, pid_path, syscalls.CLONE_NEWPID, "pid")
         else:
-            syscalls.unshare(syscalls.CLONE_NEWPID)
+            calls.unshare(syscalls.CLONE_NEWPID)
     _report_pid(reporter, enter_pid_ns="pid" in entries)
     if spec.process.tty:
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     late = syscalls.CLONE_NEWNS
     if "cgroup" in entries and not entries["cgroup"]:
         late |= syscalls.CLONE_NEWCGROUP  # after joining the cgroup: it becomes our root
-    syscalls.unshare(late)
+    calls.unshare(late)
     hostname = spec.hostname
     if hostname and "uts" in entries and not entries["uts"]:
-        syscalls.sethostname(hostname)
+        calls.sethostname(hostname)
 
 
-def _setns(path: str, flag: int, ns_type: str) -> None:
+def _setns(calls: Syscalls, path: str, flag: int, ns_type: str) -> None:
     try:
-        syscalls.setns_path(path, flag)
+        calls.setns_path(path, flag)
     except OSError as e:
         raise InvalidArgument(f"namespaces[{ns_type}].path: cannot join {path}: "
                               f"{e.strerror}") from e
 
 
-def _build_container(spec: ContainerSpec, idmap: userns.Idmap | None = None
+def _build_container(spec: ContainerSpec, calls: Syscalls, idmap: userns.Idmap | None = None
                      ) -> tuple[SeccompFilter | None, str, list[str], ResolvedUser]:
     """Filesystem, pivot_root and everything that must be checked before `ready`."""
     proc = spec.process
-    mounts = spec.mounts
     # host resources first: libseccomp and /sys/kernel/security are gone after pivot_root
     seccomp_filter = compiled(spec.seccomp) if spec.seccomp else None
     profile = apparmor.resolve_profile(proc.apparmor_profile)
-    rootfs.check_propagation_sources(mounts)
-    rootfs.set_root_propagation(mounts, spec.rootfs.mountpoint)
-    root = rootfs.mount_rootfs(spec.rootfs, idmap)
     entries = spec.namespace_paths()
     own_cgroupns = "cgroup" in entries and not entries["cgroup"]
     host_cg = spec.cgroup.path if spec.cgroup is not None and not own_cgroupns else None
-    with _files_as_mapped_root(idmap):
-        rootfs.apply_mounts(root, mounts, spec.privileged, host_cg, idmap)
-        if rootfs.dev_is_tmpfs(mounts):
-            rootfs.create_default_devices(root)
-        rules = rootfs.create_devices(root, spec.devices)
-        if rules and spec.cgroup is not None and not spec.privileged:
-            cg = open_cgroup(spec.cgroup.path)
-            cg.set_device_rules(list(rootfs.DEFAULT_DEVICE_RULES) + rules)
-        cwd = rootfs.prepare_cwd(root, proc.cwd)
-    rootfs.pivot_root(root)
-    rootfs.mask_paths(spec.masked_paths)
-    rootfs.readonly_paths(spec.readonly_paths)
-    if spec.rootfs.readonly:
-        rootfs.remount_root_readonly()
-    rootfs.enter_cwd(cwd)
+    root, cwd, rules = rootfs.prepare(spec, host_cg, calls, idmap)
+    if rules and spec.cgroup is not None and not spec.privileged:
+        cg = open_cgroup(spec.cgroup.path)
+        cg.set_device_rules(list(rootfs.DEFAULT_DEVICE_RULES) + rules)
+    rootfs.finish(spec, root, calls)
+    rootfs.enter_cwd(cwd, calls=calls)
     user = _resolve_container_user(proc.user)
     env = _with_home(proc.env, user)
     argv0 = _find_executable(proc.args[0], env)
@@ -434,10 +401,10 @@ def _find_executable(name: str, env: list[str]) -> str:
     raise _ExecFailed(127, f"process.args[0]: executable file {name!r} not found in $PATH")
 
 
-def _apply_credentials(proc: ProcessSpec, user: ResolvedUser) -> None:
+def _apply_credentials(proc: ProcessSpec, user: ResolvedUser, calls: Syscalls) -> None:
     capabilities.setup_process_credentials(proc.capabilities, user.uid, user.gid, user.groups)
     if proc.no_new_privs:
-        syscalls.set_no_new_privs()
+        calls.set_no_new_privs()
 
 
 def _execve(path: str, args: tuple[str, ...], env: list[str]) -> NoReturn:
@@ -475,7 +442,7 @@ def _merge_exec_process(base: ProcessSpec, process: Any) -> ProcessSpec:
         tty=bool(process.get("tty", False)))
 
 
-def _join_container_namespaces(pid: int, reporter: _Reporter) -> None:
+def _join_container_namespaces(pid: int, reporter: _Reporter, calls: Syscalls) -> None:
     """setns into every namespace of `pid` that differs from ours; the user namespace (a pod
     one) after those owned by the host's (pid, cgroup), the mount namespace (owned by the
     pod's user namespace then) last."""
@@ -493,7 +460,7 @@ def _join_container_namespaces(pid: int, reporter: _Reporter) -> None:
                 fds[ns_type] = os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
         for ns_type in order:
             if ns_type in fds:
-                syscalls.setns(fds[ns_type], _NS_FLAGS[ns_type])
+                calls.setns(fds[ns_type], _NS_FLAGS[ns_type])
     finally:
         for fd in fds.values():
             os.close(fd)

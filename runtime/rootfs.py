@@ -14,7 +14,11 @@ Sequence (ContainerSpec fields in brackets):
   pivot_root
   mask_paths / readonly_paths / remount_root_readonly   [masked_paths, readonly_paths,
                                                           rootfs.readonly]
+prepare() runs the steps before pivot_root, finish() the rest (the init sets the devices
+cgroup rules in between, while the host's /sys/fs/cgroup is still reachable).
 Errors are InvalidArgument naming the spec field (mounts[3].source: ...).
+Every mount, pivot_root, mknod, symlink and chdir goes through a runtime.syscalls.Syscalls
+(`calls`, default the real one), so unit tests can record and fail them.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from collections.abc import Iterator, Sequence
 from pycri_common.errors import InvalidArgument
 from runtime import syscalls, userns
 from runtime.cgroups import mode as cgmode
-from runtime.container_spec import Device, Mount, RootfsSpec
+from runtime.container_spec import ContainerSpec, Device, Mount, RootfsSpec
 from runtime.securejoin import (
     ensure_file_in_root,
     mkdir_all_in_root,
@@ -36,6 +40,7 @@ from runtime.securejoin import (
     relative_in_root,
     secure_join,
 )
+from runtime.syscalls import REAL, Syscalls
 
 _FLAG_WORDS: dict[str, tuple[bool, int]] = {
     "ro": (False, syscalls.MS_RDONLY), "rw": (True, syscalls.MS_RDONLY),
@@ -76,6 +81,52 @@ DEFAULT_DEVICE_RULES: tuple[str, ...] = (
 )
 
 
+def prepare(spec: ContainerSpec, host_cgroup_path: str | None,
+            calls: Syscalls = REAL, idmap: userns.Idmap | None = None
+            ) -> tuple[str, str, list[str]]:
+    """Up to pivot_root: propagation, overlay, mounts, /dev nodes, devices, working dir.
+    Returns (the rootfs mount point, the working dir inside it, devices-cgroup rules).
+    With `idmap` (a pod user namespace): idmapped layers and binds, and what is created from
+    the mounts on belongs to the container's root (_files_as_mapped_root)."""
+    check_propagation_sources(spec.mounts, calls)
+    set_root_propagation(spec.mounts, spec.rootfs.mountpoint, calls)
+    root = mount_rootfs(spec.rootfs, calls, idmap)
+    with _files_as_mapped_root(idmap, calls):
+        apply_mounts(root, spec.mounts, spec.privileged, host_cgroup_path, calls, idmap)
+        if dev_is_tmpfs(spec.mounts):
+            create_default_devices(root, calls)
+        rules = create_devices(root, spec.devices, calls)
+        return root, prepare_cwd(root, spec.process.cwd), rules
+
+
+@contextlib.contextmanager
+def _files_as_mapped_root(idmap: userns.Idmap | None, calls: Syscalls) -> Iterator[None]:
+    """While the init builds the filesystem for a pod user namespace, what it creates (mount
+    points, the working dir, /dev nodes) belongs to the container's root: fsuid/fsgid are the
+    mapped root's, the file capabilities that drops are raised again (host root keeps its
+    privileges otherwise)."""
+    if idmap is None:
+        yield
+        return
+    calls.setfsgid(idmap.root_gid)
+    calls.setfsuid(idmap.root_uid)
+    try:
+        calls.raise_effective_caps()
+        yield
+    finally:
+        calls.setfsuid(0)
+        calls.setfsgid(0)
+
+
+def finish(spec: ContainerSpec, root: str, calls: Syscalls = REAL) -> None:
+    """pivot_root into `root`, then masked and read-only paths and the read-only root."""
+    new_root = pivot_root(root, calls)
+    mask_paths(spec.masked_paths, new_root, calls)
+    readonly_paths(spec.readonly_paths, new_root, calls)
+    if spec.rootfs.readonly:
+        remount_root_readonly(new_root, calls)
+
+
 def parse_options(options: Sequence[str]) -> tuple[int, int, str]:
     """mount(8)-style words -> (flags, propagation flags, data string)."""
     flags = 0
@@ -100,14 +151,13 @@ def _fd_path(fd: int) -> str:
 
 # --------------------------------------------------------------------------- propagation
 
-def _mountinfo() -> list[tuple[str, list[str]]]:
+def _mountinfo(calls: Syscalls) -> list[tuple[str, list[str]]]:
     """[(mount point, optional fields)] from /proc/self/mountinfo."""
     out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            parts = line.split()
-            sep = parts.index("-")
-            out.append((parts[4].replace("\\040", " "), parts[6:sep]))
+    for line in calls.mountinfo().splitlines():
+        parts = line.split()
+        sep = parts.index("-")
+        out.append((parts[4].replace("\\040", " "), parts[6:sep]))
     return out
 
 
@@ -119,7 +169,7 @@ def _mount_of(path: str, info: list[tuple[str, list[str]]]) -> tuple[str, list[s
     return best
 
 
-def check_propagation_sources(mounts: Sequence[Mount]) -> None:
+def check_propagation_sources(mounts: Sequence[Mount], calls: Syscalls = REAL) -> None:
     """Like containerd: rshared needs a shared source mount, rslave a shared or slave one.
     Must run before set_root_propagation (which turns our copies into slaves)."""
     info: list[tuple[str, list[str]]] | None = None
@@ -127,7 +177,7 @@ def check_propagation_sources(mounts: Sequence[Mount]) -> None:
         prop = m.propagation
         if m.type != "bind" or prop not in ("rshared", "rslave"):
             continue
-        info = info if info is not None else _mountinfo()
+        info = info if info is not None else _mountinfo(calls)
         src = os.path.realpath(m.source)
         mp, opt = _mount_of(src, info)
         shared = any(o.startswith("shared:") for o in opt)
@@ -141,20 +191,22 @@ def check_propagation_sources(mounts: Sequence[Mount]) -> None:
                                   "propagation)")
 
 
-def set_root_propagation(mounts: Sequence[Mount], rootfs_mountpoint: str) -> None:
+def set_root_propagation(mounts: Sequence[Mount], rootfs_mountpoint: str,
+                         calls: Syscalls = REAL) -> None:
     """rslave for everything (rshared when a mount is bidirectional), then make the mount that
     holds the rootfs mountpoint private so the overlay and everything under it never
     propagates back to the host."""
     any_shared = any(m.propagation == "rshared" for m in mounts)
     flag = syscalls.MS_SHARED if any_shared else syscalls.MS_SLAVE
-    syscalls.mount(None, "/", None, syscalls.MS_REC | flag)
-    parent, _ = _mount_of(os.path.realpath(rootfs_mountpoint), _mountinfo())
-    syscalls.mount(None, parent, None, syscalls.MS_PRIVATE)
+    calls.mount(None, "/", None, syscalls.MS_REC | flag)
+    parent, _ = _mount_of(os.path.realpath(rootfs_mountpoint), _mountinfo(calls))
+    calls.mount(None, parent, None, syscalls.MS_PRIVATE)
 
 
 # --------------------------------------------------------------------------- rootfs
 
-def mount_rootfs(rootfs: RootfsSpec, idmap: userns.Idmap | None = None) -> str:
+def mount_rootfs(rootfs: RootfsSpec, calls: Syscalls = REAL,
+                 idmap: userns.Idmap | None = None) -> str:
     """Mount the overlay on rootfs.mountpoint (created if missing). Returns it.
 
     With `idmap` (a pod user namespace) every image layer is an idmapped copy (the shared
@@ -170,13 +222,14 @@ def mount_rootfs(rootfs: RootfsSpec, idmap: userns.Idmap | None = None) -> str:
     if idmap is not None:
         os.chown(rootfs.upper, idmap.root_uid, idmap.root_gid)
     upper = f"upperdir={rootfs.upper},workdir={rootfs.work}"
-    with _idmapped_layers(list(rootfs.lower), target + ".idmap", idmap, "rootfs") as lower:
+    with _idmapped_layers(calls, list(rootfs.lower), target + ".idmap", idmap,
+                          "rootfs") as lower:
         data = f"lowerdir={':'.join(lower)},{upper}"
         if len(data) >= 4096:
             raise InvalidArgument(f"rootfs: overlay options are {len(data)} bytes (limit "
                                   "4095): use shorter snapshot paths")
         try:
-            syscalls.mount("overlay", target, "overlay", 0, data)
+            calls.mount("overlay", target, "overlay", 0, data)
         except OSError as e:
             raise InvalidArgument(f"rootfs: overlay mount on {target} failed: "
                                   f"{e.strerror}") from e
@@ -184,8 +237,8 @@ def mount_rootfs(rootfs: RootfsSpec, idmap: userns.Idmap | None = None) -> str:
 
 
 @contextlib.contextmanager
-def _idmapped_layers(lower: list[str], staging: str, idmap: userns.Idmap | None,
-                     field: str) -> Iterator[list[str]]:
+def _idmapped_layers(calls: Syscalls, lower: list[str], staging: str,
+                     idmap: userns.Idmap | None, field: str) -> Iterator[list[str]]:
     """Yields the lower dirs to give overlayfs: `lower` itself without idmap; else idmapped
     copies 0, 1, ... on a tmpfs at `staging` (private to this mount namespace), named
     relative to it (the working directory meanwhile: short overlay options). Overlayfs
@@ -196,22 +249,25 @@ def _idmapped_layers(lower: list[str], staging: str, idmap: userns.Idmap | None,
     os.makedirs(staging, mode=0o700, exist_ok=True)
     cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        syscalls.mount("tmpfs", staging, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV,
-                       "size=16k,mode=0700")
+        calls.mount("tmpfs", staging, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV,
+                    "size=16k,mode=0700")
         try:
             for i, d in enumerate(lower):
-                os.mkdir(os.path.join(staging, str(i)))
+                layer = os.path.join(staging, str(i))
+                os.mkdir(layer)
+                fd = os.open(layer, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
                 try:
-                    userns.bind_idmapped(d, os.path.join(staging, str(i)), idmap.fd,
-                                         recursive=False)
+                    calls.bind_idmapped(d, idmap.fd, fd, recursive=False)
                 except OSError as e:
                     raise InvalidArgument(f"{field}: layer {d} cannot be idmapped for the pod's "
                                           f"user namespace: {e.strerror}") from e
-            os.chdir(staging)
+                finally:
+                    os.close(fd)
+            calls.chdir(staging)
             yield [str(i) for i in range(len(lower))]
         finally:
-            os.fchdir(cwd)
-            syscalls.umount2(staging, syscalls.MNT_DETACH)
+            calls.fchdir(cwd)
+            calls.umount2(staging, syscalls.MNT_DETACH)
     finally:
         os.close(cwd)
         with contextlib.suppress(OSError):
@@ -221,7 +277,8 @@ def _idmapped_layers(lower: list[str], staging: str, idmap: userns.Idmap | None,
 # --------------------------------------------------------------------------- mounts
 
 def apply_mounts(root: str, mounts: Sequence[Mount], privileged: bool,
-                 host_cgroup_path: str | None = None, idmap: userns.Idmap | None = None) -> None:
+                 host_cgroup_path: str | None = None, calls: Syscalls = REAL,
+                 idmap: userns.Idmap | None = None) -> None:
     """Every mount in order. `host_cgroup_path`: the container's cgroup when it shares the
     host's cgroup namespace; "cgroup" mounts then bind that cgroup's own directories (as runc
     does) instead of exposing the whole hierarchy. `idmap` (a pod user namespace): binds and
@@ -230,7 +287,7 @@ def apply_mounts(root: str, mounts: Sequence[Mount], privileged: bool,
     for i, m in enumerate(mounts):
         field = f"mounts[{i}]"
         try:
-            _apply_mount(root, m, privileged, field, host_cgroup_path, idmap)
+            _apply_mount(calls, root, m, privileged, field, host_cgroup_path, idmap)
         except InvalidArgument:
             raise
         except OSError as e:
@@ -259,7 +316,7 @@ def userns_data(mtype: str, data: str, idmap: userns.Idmap | None) -> str:
     return ",".join(out)
 
 
-def _apply_mount(root: str, m: Mount, privileged: bool, field: str,
+def _apply_mount(calls: Syscalls, root: str, m: Mount, privileged: bool, field: str,
                  host_cgroup_path: str | None = None, idmap: userns.Idmap | None = None) -> None:
     flags, prop, data = parse_options(m.options)
     if m.readonly:
@@ -267,40 +324,40 @@ def _apply_mount(root: str, m: Mount, privileged: bool, field: str,
     mtype = m.type
     data = userns_data(mtype, data, idmap)
     if m.sub_path:
-        _sub_path_mount(root, m, flags, prop, data, field, idmap)
+        _sub_path_mount(calls, root, m, flags, prop, data, field, idmap)
         return
     if mtype == "bind":
-        _bind_mount(root, m, flags, prop, field, idmap)
+        _bind_mount(calls, root, m, flags, prop, field, idmap)
         return
     target = mkdir_all_in_root(root, m.destination)
     if mtype == "cgroup":
-        _mount_cgroupfs(root, target, flags, host_cgroup_path)
+        _mount_cgroupfs(calls, root, target, flags, host_cgroup_path)
         return
     if mtype == "overlay" and idmap is not None:
-        _overlay_mount(root, target, m, flags, data, field, idmap)
+        _overlay_mount(calls, root, target, m, flags, data, field, idmap)
         if prop:
-            _set_propagation(root, target, prop)
+            _set_propagation(calls, root, target, prop)
         return
     fd = open_path_in_root(root, target)
     try:
         try:
-            syscalls.mount(m.source or mtype, _fd_path(fd), mtype, flags, data or None)
+            calls.mount(m.source or mtype, _fd_path(fd), mtype, flags, data or None)
         except OSError as e:
             if mtype == "sysfs" and e.errno == errno.EPERM:
                 # e.g. sharing the host's net namespace without owning it: bind the host's
-                syscalls.mount("/sys", _fd_path(fd), None, syscalls.MS_BIND | syscalls.MS_REC)
-                _remount(root, target, flags | syscalls.MS_BIND)
+                calls.mount("/sys", _fd_path(fd), None, syscalls.MS_BIND | syscalls.MS_REC)
+                _remount(calls, root, target, flags | syscalls.MS_BIND)
                 if flags & syscalls.MS_RDONLY:  # the host's submounts (debugfs, bpf...) too
-                    _setattr_readonly_recursive(root, target)
+                    _setattr_readonly_recursive(calls, root, target)
             else:
                 raise
     finally:
         os.close(fd)
     if prop:
-        _set_propagation(root, target, prop)
+        _set_propagation(calls, root, target, prop)
 
 
-def _overlay_mount(root: str, target: str, m: Mount, flags: int, data: str,
+def _overlay_mount(calls: Syscalls, root: str, target: str, m: Mount, flags: int, data: str,
                    field: str, idmap: userns.Idmap | None) -> None:
     """An overlay (image volume) whose lowerdir layers are idmapped copies."""
     words = data.split(",")
@@ -312,28 +369,29 @@ def _overlay_mount(root: str, target: str, m: Mount, flags: int, data: str,
                            ".idmap-" + field.replace("[", "-").replace("]", ""))
     fd = open_path_in_root(root, target)
     try:
-        with _idmapped_layers(lower.split(":"), staging, idmap, field) as layers:
-            syscalls.mount(m.source or "overlay", _fd_path(fd), "overlay", flags,
-                           ",".join(["lowerdir=" + ":".join(layers), *rest]))
+        with _idmapped_layers(calls, lower.split(":"), staging, idmap, field) as layers:
+            calls.mount(m.source or "overlay", _fd_path(fd), "overlay", flags,
+                        ",".join(["lowerdir=" + ":".join(layers), *rest]))
     finally:
         os.close(fd)
 
 
-def _bind(src: str, target_fd: int, idmap: userns.Idmap | None, field: str) -> None:
+def _bind(calls: Syscalls, src: str, target_fd: int, idmap: userns.Idmap | None,
+          field: str) -> None:
     """Bind src (recursively) on the directory or file open at target_fd; idmapped with the
     pod's user namespace when there is one."""
     if idmap is None:
-        syscalls.mount(src, _fd_path(target_fd), None, syscalls.MS_BIND | syscalls.MS_REC)
+        calls.mount(src, _fd_path(target_fd), None, syscalls.MS_BIND | syscalls.MS_REC)
         return
     try:
-        userns.bind_idmapped(src, "", idmap.fd, recursive=True, to_dirfd=target_fd)
+        calls.bind_idmapped(src, idmap.fd, target_fd, recursive=True)
     except OSError as e:
         raise InvalidArgument(f"{field}.source: {src} cannot be idmapped for the pod's user "
                               f"namespace ({e.strerror}): its filesystem does not support "
                               "idmapped mounts") from e
 
 
-def _bind_mount(root: str, m: Mount, flags: int, prop: int, field: str,
+def _bind_mount(calls: Syscalls, root: str, m: Mount, flags: int, prop: int, field: str,
                 idmap: userns.Idmap | None = None) -> None:
     src = os.path.realpath(m.source)  # a host path that is a symlink is resolved on the host
     try:
@@ -347,22 +405,22 @@ def _bind_mount(root: str, m: Mount, flags: int, prop: int, field: str,
         target = ensure_file_in_root(root, m.destination)
     fd = open_path_in_root(root, target)
     try:
-        _bind(src, fd, idmap, field)
+        _bind(calls, src, fd, idmap, field)
     finally:
         os.close(fd)
     extra = flags & ~(syscalls.MS_BIND | syscalls.MS_REC)
     if extra:
-        _remount(root, target, syscalls.MS_BIND | extra)
+        _remount(calls, root, target, syscalls.MS_BIND | extra)
     if m.recursive_readonly:
         fd = open_path_in_root(root, target)
         try:
-            syscalls.mount_setattr("", syscalls.MOUNT_ATTR_RDONLY, recursive=True, dirfd=fd)
+            calls.mount_setattr("", syscalls.MOUNT_ATTR_RDONLY, recursive=True, dirfd=fd)
         except OSError as e:
             raise InvalidArgument(f"{field}.recursive_readonly: {e.strerror} (kernel needs "
                                   "mount_setattr, Linux >= 5.12)") from e
         finally:
             os.close(fd)
-    _apply_propagation(root, target, m, prop)
+    _apply_propagation(calls, root, target, m, prop)
 
 
 _PROPAGATION = {"rslave": syscalls.MS_SLAVE | syscalls.MS_REC,
@@ -370,14 +428,14 @@ _PROPAGATION = {"rslave": syscalls.MS_SLAVE | syscalls.MS_REC,
                 "private": syscalls.MS_PRIVATE | syscalls.MS_REC}
 
 
-def _apply_propagation(root: str, target: str, m: Mount, prop: int) -> None:
+def _apply_propagation(calls: Syscalls, root: str, target: str, m: Mount, prop: int) -> None:
     """The mount's "propagation" (rslave/rshared/private), else the one from its options."""
     propagation = _PROPAGATION.get(m.propagation or "", prop)
     if propagation:
-        _set_propagation(root, target, propagation)
+        _set_propagation(calls, root, target, propagation)
 
 
-def _sub_path_mount(root: str, m: Mount, flags: int, prop: int, data: str,
+def _sub_path_mount(calls: Syscalls, root: str, m: Mount, flags: int, prop: int, data: str,
                     field: str, idmap: userns.Idmap | None = None) -> None:
     """Mount the filesystem (or bind the source) on a staging directory next to the rootfs
     (private to this mount namespace), resolve `sub_path` inside it without leaving it,
@@ -391,26 +449,26 @@ def _sub_path_mount(root: str, m: Mount, flags: int, prop: int, data: str,
         if m.type == "bind":
             staging_fd = os.open(staging, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
-                _bind(os.path.realpath(m.source), staging_fd, idmap, field)
+                _bind(calls, os.path.realpath(m.source), staging_fd, idmap, field)
             finally:
                 os.close(staging_fd)
         elif m.type == "overlay" and idmap is not None:
-            _overlay_mount("/", staging, m, flags & ~(syscalls.MS_BIND | syscalls.MS_REC),
+            _overlay_mount(calls, "/", staging, m, flags & ~(syscalls.MS_BIND | syscalls.MS_REC),
                            data, field, idmap)
         else:
-            syscalls.mount(m.source or m.type, staging, m.type,
-                           flags & ~(syscalls.MS_BIND | syscalls.MS_REC), data or None)
+            calls.mount(m.source or m.type, staging, m.type,
+                        flags & ~(syscalls.MS_BIND | syscalls.MS_REC), data or None)
         try:
-            target = _bind_sub_path(root, staging, sub, dest, field)
+            target = _bind_sub_path(calls, root, staging, sub, dest, field)
         finally:
-            syscalls.umount2(staging, syscalls.MNT_DETACH)
+            calls.umount2(staging, syscalls.MNT_DETACH)
     finally:
         os.rmdir(staging)
-    _remount(root, target, syscalls.MS_BIND | (flags & ~(syscalls.MS_BIND | syscalls.MS_REC)))
-    _apply_propagation(root, target, m, prop)
+    _remount(calls, root, target, syscalls.MS_BIND | (flags & ~(syscalls.MS_BIND | syscalls.MS_REC)))
+    _apply_propagation(calls, root, target, m, prop)
 
 
-def _bind_sub_path(root: str, staging: str, sub: str, dest: str, field: str) -> str:
+def _bind_sub_path(calls: Syscalls, root: str, staging: str, sub: str, dest: str, field: str) -> str:
     """Bind staging/<sub> (resolved inside staging) onto dest inside root; returns the target."""
     src = secure_join(staging, sub)
     if not os.path.lexists(src):
@@ -424,8 +482,8 @@ def _bind_sub_path(root: str, staging: str, sub: str, dest: str, field: str) -> 
             target = ensure_file_in_root(root, dest)
         dst_fd = open_path_in_root(root, target)
         try:
-            syscalls.mount(_fd_path(src_fd), _fd_path(dst_fd), None,
-                           syscalls.MS_BIND | syscalls.MS_REC)
+            calls.mount(_fd_path(src_fd), _fd_path(dst_fd), None,
+                        syscalls.MS_BIND | syscalls.MS_REC)
         finally:
             os.close(dst_fd)
     finally:
@@ -433,46 +491,47 @@ def _bind_sub_path(root: str, staging: str, sub: str, dest: str, field: str) -> 
     return target
 
 
-def _remount(root: str, target: str, flags: int) -> None:
+def _remount(calls: Syscalls, root: str, target: str, flags: int) -> None:
     fd = open_path_in_root(root, target)  # reopened: now the new mount's root
     try:
-        syscalls.mount(None, _fd_path(fd), None, syscalls.MS_REMOUNT | flags)
+        calls.mount(None, _fd_path(fd), None, syscalls.MS_REMOUNT | flags)
     finally:
         os.close(fd)
 
 
-def _setattr_readonly_recursive(root: str, target: str) -> None:
+def _setattr_readonly_recursive(calls: Syscalls, root: str, target: str) -> None:
     fd = open_path_in_root(root, target)
     try:
-        syscalls.mount_setattr("", syscalls.MOUNT_ATTR_RDONLY, recursive=True, dirfd=fd)
+        calls.mount_setattr("", syscalls.MOUNT_ATTR_RDONLY, recursive=True, dirfd=fd)
     finally:
         os.close(fd)
 
 
-def _set_propagation(root: str, target: str, prop: int) -> None:
+def _set_propagation(calls: Syscalls, root: str, target: str, prop: int) -> None:
     fd = open_path_in_root(root, target)
     try:
-        syscalls.mount(None, _fd_path(fd), None, prop)
+        calls.mount(None, _fd_path(fd), None, prop)
     finally:
         os.close(fd)
 
 
-def _mount_cgroup_dir(root: str, target: str, fstype: str, data: str | None, flags: int,
+def _mount_cgroup_dir(calls: Syscalls, root: str, target: str, fstype: str, data: str | None, flags: int,
                       host_dir: str | None) -> None:
     """A cgroup hierarchy on target: a fresh mount (seen through our cgroup namespace) or, with
     `host_dir`, a bind of the container's own directory of the host hierarchy."""
     fd = open_path_in_root(root, target)
     try:
         if host_dir is None:
-            syscalls.mount(fstype, _fd_path(fd), fstype, flags, data)
+            calls.mount(fstype, _fd_path(fd), fstype, flags, data)
             return
-        syscalls.mount(host_dir, _fd_path(fd), None, syscalls.MS_BIND | syscalls.MS_REC)
+        calls.mount(host_dir, _fd_path(fd), None, syscalls.MS_BIND | syscalls.MS_REC)
     finally:
         os.close(fd)
-    _remount(root, target, syscalls.MS_BIND | flags)
+    _remount(calls, root, target, syscalls.MS_BIND | flags)
 
 
-def _mount_cgroupfs(root: str, target: str, flags: int, host_cgroup_path: str | None) -> None:
+def _mount_cgroupfs(calls: Syscalls, root: str, target: str, flags: int,
+                    host_cgroup_path: str | None) -> None:
     """The cgroup hierarchies: mounted as seen from our cgroup namespace, or (host cgroup
     namespace + a container cgroup) binds of the container's own cgroup directories."""
     base = flags & (syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
@@ -485,11 +544,11 @@ def _mount_cgroupfs(root: str, target: str, flags: int, host_cgroup_path: str | 
         return os.path.join(mount_dir, rel_cg) if rel_cg is not None else None
 
     if mode_ == "v2":
-        _mount_cgroup_dir(root, target, "cgroup2", None, base | ro, host(cgmode.CGROUP_ROOT))
+        _mount_cgroup_dir(calls, root, target, "cgroup2", None, base | ro, host(cgmode.CGROUP_ROOT))
         return
     fd = open_path_in_root(root, target)
     try:
-        syscalls.mount("tmpfs", _fd_path(fd), "tmpfs", base, "mode=755")
+        calls.mount("tmpfs", _fd_path(fd), "tmpfs", base, "mode=755")
     finally:
         os.close(fd)
     by_dir: dict[str, list[str]] = {}
@@ -500,17 +559,17 @@ def _mount_cgroupfs(root: str, target: str, flags: int, host_cgroup_path: str | 
         sub = mkdir_all_in_root(root, relative_in_root(root, target) + "/" + name)
         data = ",".join(["none", *ctrls] if any(c.startswith("name=") for c in ctrls)
                         else ctrls)
-        _mount_cgroup_dir(root, sub, "cgroup", data, base | ro, host(mdir))
+        _mount_cgroup_dir(calls, root, sub, "cgroup", data, base | ro, host(mdir))
         for ctrl in ctrls:  # co-mounted controllers: cpu -> cpu,cpuacct like docker
             link = os.path.join(target, ctrl)
             if ctrl != name and not ctrl.startswith("name=") and not os.path.lexists(link):
-                os.symlink(name, link)
+                calls.symlink(name, link)
     unified = cgmode.unified_root()
     if mode_ == "hybrid" and unified:
         sub = mkdir_all_in_root(root, relative_in_root(root, target) + "/unified")
-        _mount_cgroup_dir(root, sub, "cgroup2", None, base | ro, host(unified))
+        _mount_cgroup_dir(calls, root, sub, "cgroup2", None, base | ro, host(unified))
     if ro:
-        _remount(root, target, syscalls.MS_BIND | syscalls.MS_RDONLY | base)
+        _remount(calls, root, target, syscalls.MS_BIND | syscalls.MS_RDONLY | base)
 
 
 # --------------------------------------------------------------------------- /dev
@@ -519,23 +578,23 @@ def dev_is_tmpfs(mounts: Sequence[Mount]) -> bool:
     return any(m.destination.rstrip("/") == "/dev" and m.type == "tmpfs" for m in mounts)
 
 
-def create_default_devices(root: str) -> None:
+def create_default_devices(root: str, calls: Syscalls = REAL) -> None:
     """Standard nodes and symlinks on the container's /dev tmpfs."""
     dev_fd = open_path_in_root(root, mkdir_all_in_root(root, "/dev"))
     old = os.umask(0)
     try:
         for name, (major, minor) in DEFAULT_DEVICES.items():
             with contextlib.suppress(FileExistsError):
-                os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev_fd)
+                calls.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev_fd)
         for name, target in DEFAULT_DEV_SYMLINKS.items():
             with contextlib.suppress(FileExistsError):
-                os.symlink(target, name, dir_fd=dev_fd)
+                calls.symlink(target, name, dir_fd=dev_fd)
     finally:
         os.umask(old)
         os.close(dev_fd)
 
 
-def create_devices(root: str, devices: Sequence[Device]) -> list[str]:
+def create_devices(root: str, devices: Sequence[Device], calls: Syscalls = REAL) -> list[str]:
     """mknod each requested host device inside the rootfs; returns devices-cgroup rules."""
     rules = []
     for i, d in enumerate(devices):
@@ -554,9 +613,9 @@ def create_devices(root: str, devices: Sequence[Device]) -> list[str]:
         old = os.umask(0)
         try:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(name, dir_fd=parent_fd)
-            os.mknod(name, ftype | stat.S_IMODE(st.st_mode), st.st_rdev, dir_fd=parent_fd)
-            os.chown(name, st.st_uid, st.st_gid, dir_fd=parent_fd, follow_symlinks=False)
+                calls.unlink(name, dir_fd=parent_fd)
+            calls.mknod(name, ftype | stat.S_IMODE(st.st_mode), st.st_rdev, dir_fd=parent_fd)
+            calls.chown(name, st.st_uid, st.st_gid, dir_fd=parent_fd)
         finally:
             os.umask(old)
             os.close(parent_fd)
@@ -585,10 +644,10 @@ def _resolve(root: str, path: str) -> str:
     return secure_join(root, path)
 
 
-def enter_cwd(rel: str, field: str = "process.cwd") -> None:
+def enter_cwd(rel: str, field: str = "process.cwd", calls: Syscalls = REAL) -> None:
     """chdir after pivot_root and check the result is a reachable dir outside procfs."""
     try:
-        os.chdir(rel)
+        calls.chdir(rel)
         os.getcwd()  # ENOENT when the directory is unreachable from our root
     except OSError as e:
         raise InvalidArgument(f"{field}: cannot enter {rel!r}: {e.strerror}") from e
@@ -599,81 +658,83 @@ def enter_cwd(rel: str, field: str = "process.cwd") -> None:
         pass
 
 
-def pivot_root(root: str) -> None:
-    """Make `root` the process's / and detach the old root."""
+def pivot_root(root: str, calls: Syscalls = REAL) -> str:
+    """Make `root` the process's / and detach the old root. Returns the path of the new root
+    from here on ("/"; the root itself for a test double that does not pivot)."""
     old = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
     new = os.open(root, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
     try:
-        os.fchdir(new)
+        calls.fchdir(new)
         try:
-            syscalls.pivot_root(".", ".")
+            calls.pivot_root(".", ".")
         except OSError as e:
             if e.errno != errno.EINVAL:
                 raise
             # "/" is shared (rshared volumes) and the namespace root: binds are done, so
             # making it private now keeps their peers and satisfies pivot_root
-            syscalls.mount(None, "/", None, syscalls.MS_PRIVATE)
-            syscalls.pivot_root(".", ".")
-        os.fchdir(old)
-        syscalls.mount(None, ".", None, syscalls.MS_SLAVE | syscalls.MS_REC)
-        syscalls.umount2(".", syscalls.MNT_DETACH)
-        os.chdir("/")
+            calls.mount(None, "/", None, syscalls.MS_PRIVATE)
+            calls.pivot_root(".", ".")
+        calls.fchdir(old)
+        calls.mount(None, ".", None, syscalls.MS_SLAVE | syscalls.MS_REC)
+        calls.umount2(".", syscalls.MNT_DETACH)
+        calls.chdir("/")
     finally:
         os.close(old)
         os.close(new)
+    return calls.root_after_pivot(root)
 
 
 # --------------------------------------------------------------------------- after pivot
 
-def _open_existing_in_root(path: str, field: str) -> int | None:
+def _open_existing_in_root(root: str, path: str, field: str) -> int | None:
     """An O_PATH fd of path resolved inside the (new) root; None when it does not exist."""
     try:
-        return os.open(_resolve("/", path), os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        return os.open(_resolve(root, path), os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as e:
         raise InvalidArgument(f"{field}: {path}: {e.strerror}") from e
 
 
-def mask_paths(paths: Sequence[str]) -> None:
+def mask_paths(paths: Sequence[str], root: str = "/", calls: Syscalls = REAL) -> None:
     """Files: /dev/null bound over; directories: an empty read-only tmpfs. Missing: skipped.
     Symlinks in the path are resolved inside the (new) root, so the target is masked."""
     for i, p in enumerate(paths):
-        fd = _open_existing_in_root(p, f"masked_paths[{i}]")
+        fd = _open_existing_in_root(root, p, f"masked_paths[{i}]")
         if fd is None:
             continue
         try:
             st = os.fstat(fd)
             if stat.S_ISDIR(st.st_mode):
-                syscalls.mount("tmpfs", _fd_path(fd), "tmpfs", syscalls.MS_RDONLY, "size=0k")
+                calls.mount("tmpfs", _fd_path(fd), "tmpfs", syscalls.MS_RDONLY, "size=0k")
             else:
-                syscalls.mount("/dev/null", _fd_path(fd), None, syscalls.MS_BIND)
+                calls.mount("/dev/null", _fd_path(fd), None, syscalls.MS_BIND)
         except OSError as e:
             raise InvalidArgument(f"masked_paths[{i}]: {p}: {e.strerror}") from e
         finally:
             os.close(fd)
 
 
-def readonly_paths(paths: Sequence[str]) -> None:
+def readonly_paths(paths: Sequence[str], root: str = "/", calls: Syscalls = REAL) -> None:
     """Bind each path onto itself and remount it read-only (recursively). Missing: skipped."""
     for i, p in enumerate(paths):
-        fd = _open_existing_in_root(p, f"readonly_paths[{i}]")
+        fd = _open_existing_in_root(root, p, f"readonly_paths[{i}]")
         if fd is None:
             continue
         try:
-            syscalls.mount(_fd_path(fd), _fd_path(fd), None, syscalls.MS_BIND | syscalls.MS_REC)
+            calls.mount(_fd_path(fd), _fd_path(fd), None, syscalls.MS_BIND | syscalls.MS_REC)
         except OSError as e:
             raise InvalidArgument(f"readonly_paths[{i}]: {p}: {e.strerror}") from e
         finally:
             os.close(fd)
-        fd = os.open(_resolve("/", p), os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)  # the new mount
+        fd = os.open(_resolve(root, p), os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)  # the new mount
         try:
-            syscalls.mount_setattr("", syscalls.MOUNT_ATTR_RDONLY, recursive=True, dirfd=fd)
+            calls.mount_setattr("", syscalls.MOUNT_ATTR_RDONLY, recursive=True, dirfd=fd)
         except OSError as e:
             raise InvalidArgument(f"readonly_paths[{i}]: {p}: {e.strerror}") from e
         finally:
             os.close(fd)
 
 
-def remount_root_readonly() -> None:
-    syscalls.mount(None, "/", None, syscalls.MS_REMOUNT | syscalls.MS_BIND | syscalls.MS_RDONLY)
+def remount_root_readonly(root: str = "/", calls: Syscalls = REAL) -> None:
+    calls.mount(None, root, None, syscalls.MS_REMOUNT | syscalls.MS_BIND | syscalls.MS_RDONLY)

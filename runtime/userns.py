@@ -125,16 +125,9 @@ def idmapped_clone(source: str, userns_fd: int, recursive: bool = False) -> Iter
 
 def bind_idmapped(source: str, target: str, userns_fd: int, recursive: bool = True,
                   to_dirfd: int = -100) -> None:
-    """Bind `source` on `target` (relative to to_dirfd; "" = to_dirfd itself) idmapped;
-    recursively when every submount allows it, else only the mount itself."""
-    try:
-        with idmapped_clone(source, userns_fd, recursive=recursive) as fd:
-            syscalls.move_mount(fd, target, to_dirfd)
-    except OSError:
-        if not recursive:
-            raise
-        with idmapped_clone(source, userns_fd, recursive=False) as fd:
-            syscalls.move_mount(fd, target, to_dirfd)
+    """Bind `source` on `target` (relative to to_dirfd; "" = to_dirfd itself) idmapped
+    (runtime.syscalls.bind_idmapped)."""
+    syscalls.bind_idmapped(source, userns_fd, to_dirfd, target, recursive)
 
 
 # --------------------------------------------------------------------------- host probe

@@ -99,3 +99,43 @@ def test_privileged_container_spec_with_userns_refused() -> None:
     with pytest.raises(InvalidArgument, match="privileged"):
         ContainerSpec.from_json({**CTR, "privileged": True,
                                  "userns": {"path": "/u", **MAPS}})
+
+
+# -- the idmapped filesystem sequence (recorded: nothing is mounted) ---------------------------
+
+def test_prepare_with_a_pod_user_namespace_idmaps_layers_and_binds(tmp_path: Path) -> None:
+    from runtime import syscalls as sc
+    from tests.support.fake_syscalls import RecordingSyscalls
+    from tests.unit.test_rootfs_sequence import Box
+    if os.geteuid() != 0:
+        pytest.fail("needs root (the writable layer is chowned)")
+    box = Box(tmp_path)
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    spec = box.spec(mounts=[
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "mode=755"]},
+        {"destination": "/data", "type": "bind", "source": str(vol), "options": ["rbind"]}])
+    calls = RecordingSyscalls()
+    idmap = userns.Idmap(fd=-1, uid_map=[[0, 131072, 65536]], gid_map=[[0, 196608, 65536]])
+    root, _cwd, _rules = rootfs.prepare(spec, None, calls, idmap)
+    staging = root + ".idmap"
+    seq = [c for c in calls.calls if c[0] in ("mount", "umount2", "bind_idmapped", "chdir",
+                                                "setfsuid", "setfsgid", "raise_effective_caps")]
+    rootfs_part = seq[seq.index(("mount", "tmpfs", staging, "tmpfs",
+                                 sc.MS_NOSUID | sc.MS_NODEV, "size=16k,mode=0700")):]
+    assert rootfs_part[1:4] == [
+        ("bind_idmapped", str(tmp_path / "lower"), staging + "/0", False),
+        ("chdir", staging),
+        ("mount", "overlay", root, "overlay", 0,
+         f"lowerdir=0,upperdir={tmp_path / 'upper'},workdir={tmp_path / 'work'}")]
+    assert rootfs_part[4] == ("umount2", staging, sc.MNT_DETACH)
+    assert rootfs_part[5:8] == [("setfsgid", 196608), ("setfsuid", 131072),
+                                ("raise_effective_caps",)]
+    assert ("mount", "tmpfs", root + "/dev", "tmpfs", sc.MS_NOSUID,
+            "mode=755,uid=131072,gid=196608") in rootfs_part
+    assert ("bind_idmapped", str(vol), root + "/data", True) in rootfs_part
+    assert rootfs_part[-2:] == [("setfsuid", 0), ("setfsgid", 0)]
+    upper = (tmp_path / "upper").stat()
+    assert (upper.st_uid, upper.st_gid) == (131072, 196608)
+    assert (tmp_path / "lower").stat().st_uid == 0  # the shared layer is never chowned
