@@ -100,4 +100,6 @@ class RuntimeInfoRpcs:
             "userNamespaces": json.dumps({"supported": userns_ok, "reason": userns_reason}),
             "startedAt": str(int(self.svc.started_at)),
         }
+        if self.svc.cdi is not None:
+            info["cdi"] = self.svc.cdi.status()
         return {k: v if isinstance(v, str) else json.dumps(v) for k, v in info.items()}
