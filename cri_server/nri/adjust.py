@@ -314,7 +314,7 @@ class Merged:
 
     @property
     def empty(self) -> bool:
-        return not self.owners
+        return not self.owners and not self.device_rules
 
     def adjustment(self) -> nri.ContainerAdjustment:
         """Every plugin's adjustment in one message (for ValidateContainerAdjustment)."""

@@ -164,7 +164,7 @@ def test_oci_hooks_are_appended_in_plugin_order_prestart_as_create_runtime() -> 
 def test_a_bad_hook_is_refused_by_the_spec() -> None:
     m = Merged()
     m.add("10-a", _adj(hooks=nri.Hooks(poststop=[nri.Hook(path="relative")])))
-    with pytest.raises(InvalidArgument, match="hooks.poststop"):
+    with pytest.raises(InvalidArgument, match=r"hooks\.poststop"):
         m.apply(_spec(), {})
 
 
@@ -283,7 +283,7 @@ def test_field_owners_name_who_adjusted_what() -> None:
     assert fo.simple[nri.Args] == "10-a"
     assert dict(fo.compound[nri.Env].owners) == {"A": "10-a"}
     assert dict(fo.compound[nri.OciHooks].owners) == {"20-b": "20-b"}
-    assert [p for p in m.plugins] == ["10-a", "20-b"]
+    assert list(m.plugins) == ["10-a", "20-b"]
     assert list(m.adjustment().args) == ["x"] and len(m.adjustment().hooks.poststart) == 1
 
 
@@ -317,3 +317,10 @@ def test_resource_update_keeps_only_what_is_set() -> None:
     assert adjust.resource_update(r) == {"memory_swap_limit_in_bytes": 5, "pids_limit": 7,
                                          "hugepage_limits": [{"page_size": "2MB",
                                                               "limit": 4096}]}
+
+
+def test_a_device_rule_alone_is_not_an_empty_adjustment() -> None:
+    m = Merged()
+    m.add("10-a", _lin(resources=nri.LinuxResources(devices=[nri.LinuxDeviceCgroup(
+        allow=True, type="c", access="r")])))
+    assert not m.empty
