@@ -32,7 +32,7 @@ from google.protobuf.message import Message
 
 from cri_server.containers.record import ContainerRecord
 from cri_server.nri import adjust, convert
-from cri_server.nri.plugin import VALID_EVENTS, Plugin
+from cri_server.nri.plugin import VALID_EVENTS, Plugin, event_bit
 from cri_server.sandboxes.record import SandboxRecord
 from nri.ttrpc import Code, RpcError, Status
 from proto import api_pb2
@@ -256,7 +256,9 @@ class NriService:
                 registration_timeout=int(s.registration_timeout * 1000),
                 request_timeout=int(s.request_timeout * 1000), NRI_version=NRI_VERSION),
                 nri.ConfigureResponse)
-            events = reply.events or VALID_EVENTS
+            # 0 is every event but validation, which a plugin must ask for by name
+            events = reply.events or (VALID_EVENTS & ~event_bit(
+                nri.VALIDATE_CONTAINER_ADJUSTMENT))
             if events & ~VALID_EVENTS:
                 raise RpcError(Status(Code.INVALID_ARGUMENT,
                                       f"invalid event subscription 0x{events:x}"))
@@ -482,6 +484,8 @@ class NriService:
                 reply = plugin.call("ValidateContainerAdjustment", req,
                                     nri.ValidateContainerAdjustmentResponse)
             except RpcError as e:
+                if e.code == Code.UNIMPLEMENTED:
+                    continue
                 if e.fatal:
                     plugin.close(f"ValidateContainerAdjustment: {e}")
                 raise FailedPrecondition(f"NRI validator {plugin!r} failed "
