@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pycri_common.errors import InvalidArgument
+from pycri_common.errors import FailedPrecondition, InvalidArgument
 from runtime.cgroups import mode, naming, resources
 from runtime.cgroups.manager import V1Cgroup, V2Cgroup, open_cgroup
 
@@ -192,6 +192,9 @@ def test_v1_manager_on_fake_tree(tmp_path: Path) -> None:
     assert cg.oom_kill_count() == 1
     with pytest.raises(InvalidArgument, match="not mounted"):
         V1Cgroup("/x", {"memory": str(base / "memory")}).apply_resources({"cpu_shares": 5})
+    # no cpu.rt_* files: a kernel without CONFIG_RT_GROUP_SCHED
+    with pytest.raises(FailedPrecondition, match="CONFIG_RT_GROUP_SCHED"):
+        cg.apply_resources({"cpu_realtime_runtime": 1000})
 
 
 def test_open_cgroup_rejects_bad_paths() -> None:
