@@ -256,7 +256,9 @@ class NriService:
                 registration_timeout=int(s.registration_timeout * 1000),
                 request_timeout=int(s.request_timeout * 1000), NRI_version=NRI_VERSION),
                 nri.ConfigureResponse)
-            # 0 is every event but validation, which a plugin must ask for by name
+            # 0 is every event but validation, which a plugin must ask for by name (upstream's
+            # 0 includes it, but its stubs always send an explicit mask; a hand-written plugin
+            # subscribing to "everything" should not become a validator by accident)
             events = reply.events or (VALID_EVENTS & ~event_bit(
                 nri.VALIDATE_CONTAINER_ADJUSTMENT))
             if events & ~VALID_EVENTS:
@@ -466,8 +468,9 @@ class NriService:
     def _validate(self, pod: SandboxRecord, ctr: ContainerRecord, spec_json: dict[str, Any],
                   merged: adjust.Merged, others: list[nri.ContainerUpdate]) -> None:
         """ValidateContainerAdjustment to every validator plugin (subscribed to that event):
-        the combined adjustment, who owns what and which plugins answered. A rejection or an
-        error fails CreateContainer."""
+        the combined adjustment, who owns what, and the plugins that took part (every
+        connected one, as upstream). A rejection or an error fails CreateContainer; a plugin
+        answering UNIMPLEMENTED is skipped."""
         validators = [p for p in self._snapshot()
                       if p.subscribed(nri.VALIDATE_CONTAINER_ADJUSTMENT)]
         if not validators:
@@ -477,8 +480,7 @@ class NriService:
         req = nri.ValidateContainerAdjustmentRequest(
             pod=convert.pod_sandbox(pod), container=convert.container(ctr, spec_json),
             adjust=merged.adjustment(), update=others, owners=owners,
-            plugins=[nri.PluginInstance(name=n.partition("-")[2], index=n.partition("-")[0])
-                     for n in merged.plugins])
+            plugins=[nri.PluginInstance(name=p.name, index=p.index) for p in self._snapshot()])
         for plugin in validators:
             try:
                 reply = plugin.call("ValidateContainerAdjustment", req,

@@ -648,7 +648,8 @@ def test_a_validator_plugin_sees_the_adjustments_with_owners_and_can_reject(
                                                                   "nri-accepted")]
         assert dict(req.owners.owners[cid].compound[nri.Env].owners) == \
             {"FROM_ADJUSTER": "10-adjuster"}
-        assert [(p.index, p.name) for p in req.plugins] == [("10", "adjuster")]
+        assert [(p.index, p.name) for p in req.plugins] == [("10", "adjuster"),
+                                                             ("90", "validator")]
         assert validator.seen(container_id=cid) == ["ValidateContainerAdjustment"]
         env.remove(cid)
 
