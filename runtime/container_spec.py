@@ -114,7 +114,9 @@ PROPAGATIONS: tuple[str | None, ...] = ("private", "rslave", "rshared", None)
 CAP_SET_NAMES: tuple[str, ...] = ("bounding", "effective", "permitted", "inheritable", "ambient")
 _RESOURCE_INTS: tuple[str, ...] = (
     "cpu_shares", "cpu_quota", "cpu_period", "memory_limit_in_bytes",
-    "memory_swap_limit_in_bytes", "pids_limit", "oom_score_adj")
+    "memory_swap_limit_in_bytes", "pids_limit", "oom_score_adj",
+    "memory_reservation_in_bytes", "memory_swappiness", "cpu_realtime_runtime",
+    "cpu_realtime_period")
 
 
 # --------------------------------------------------------------------------- parse helpers
@@ -512,6 +514,11 @@ class Resources:
     hugepage_limits: tuple[HugepageLimit, ...] = ()
     unified: dict[str, str] = field(default_factory=dict)
     oom_score_adj: int | None = None
+    # set by NRI plugins only (CRI has none of these); None = not set
+    memory_reservation_in_bytes: int | None = None
+    memory_swappiness: int | None = None  # 0..100; 0 is a value
+    cpu_realtime_runtime: int | None = None
+    cpu_realtime_period: int | None = None
 
     @classmethod
     def from_json(cls, obj: Any, where: str = "cgroup.resources") -> Self:
@@ -542,7 +549,11 @@ class Resources:
                    memory_limit_in_bytes=ints["memory_limit_in_bytes"],
                    memory_swap_limit_in_bytes=ints["memory_swap_limit_in_bytes"],
                    pids_limit=ints["pids_limit"], hugepage_limits=tuple(huge),
-                   unified=dict(uni), oom_score_adj=ints["oom_score_adj"])
+                   unified=dict(uni), oom_score_adj=ints["oom_score_adj"],
+                   memory_reservation_in_bytes=ints["memory_reservation_in_bytes"],
+                   memory_swappiness=ints["memory_swappiness"],
+                   cpu_realtime_runtime=ints["cpu_realtime_runtime"],
+                   cpu_realtime_period=ints["cpu_realtime_period"])
 
     def to_json(self) -> dict[str, Any]:
         """Integers left unset (None) are left out, as the daemon's resources dict does."""
