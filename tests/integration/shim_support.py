@@ -91,11 +91,11 @@ class ShimEnv:
         """pid_mode: "pod" (join the pod's), "container" (new); default: the pod's if it has one."""
         hello = ShimClient(self.pods[pod_id]["spec"]["shim_dir"]).hello()
         if pid_mode is None:
-            pid_mode = "pod" if "pid" in hello["ns"] else "container"
+            pid_mode = "pod" if "pid" in hello.ns else "container"
         namespaces: list[dict[str, Any]] = [{"type": "mount", "path": None}]
         for t, name in (("net", "network"), ("ipc", "ipc"), ("uts", "uts"), ("pid", "pid")):
-            if t in hello["ns"] and (t != "pid" or pid_mode == "pod"):
-                namespaces.append({"type": name, "path": hello["ns"][t]})
+            if t in hello.ns and (t != "pid" or pid_mode == "pod"):
+                namespaces.append({"type": name, "path": hello.ns[t]})
         if pid_mode == "container":
             namespaces.append({"type": "pid", "path": None})
         base = self.base

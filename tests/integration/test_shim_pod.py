@@ -56,8 +56,8 @@ def test_pod_namespaces_differ_from_host_and_are_pinned(env: ShimEnv) -> None:
         assert (st.st_dev, st.st_ino) != (host_root.st_dev, host_root.st_ino)
     assert os.listdir(f"/proc/{pause}/root") == []
     hello = client.hello()
-    assert hello["pause_pid"] == pause and hello["shim_pid"] == info["pid"]
-    assert hello["pod_id"] == "nsnew" and set(hello["ns"]) == {"net", "ipc", "uts"}
+    assert hello.pause_pid == pause and hello.shim_pid == info["pid"]
+    assert hello.pod_id == "nsnew" and set(hello.ns) == {"net", "ipc", "uts"}
     assert in_pod(pause, "hostname").strip() == "testpod"
     # the shim has a session of its own (kill -9 of the zygote: see the survival test)
     def stat(pid: int) -> list[str]:
@@ -125,7 +125,7 @@ def _pid_in_ns_running(pause: int, cmdline: bytes) -> int | None:
 def test_host_network_pod_shares_host_namespaces(env: ShimEnv) -> None:
     client, info = env.spawn("hostnet", network="node", ipc="node", pid="node")
     assert info["pause_pid"] is None and info["ns"] == {}
-    assert client.hello()["ns"] == {}
+    assert client.hello().ns == {}
     client.shutdown(grace=0)
     assert wait_gone([info["pid"]])
 
@@ -180,7 +180,7 @@ def test_shim_survives_kill_9_of_zygote_and_reconnects() -> None:
         assert wait_gone([e.zygote_pid])
         # a "restarted daemon": new client objects, same shim
         again = ShimClient(e.pods["survivor"]["spec"]["shim_dir"])
-        assert again.hello()["shim_pid"] == info["pid"]
+        assert again.hello().shim_pid == info["pid"]
         assert shim_pid(e.pods["survivor"]["spec"]["shim_dir"]) == info["pid"]
         assert not process_gone(info["pause_pid"])
         # a new zygote can be started on the same state dir
@@ -203,13 +203,13 @@ def test_kill_9_of_shim_kills_pause_and_status_files_remain(env: ShimEnv) -> Non
     with pytest.raises(errors.Unavailable):
         ShimClient(shim_dir).hello()
     final = read_final_states(shim_dir)
-    assert final["c1"]["state"] == "exited" and final["c1"]["reason"] == "Error"
-    assert "shim" in final["c1"]["message"]
+    assert final["c1"].state == "exited" and final["c1"].reason == "Error"
+    assert "shim" in final["c1"].message
     # the daemon's cleanup path for a dead shim
     from runtime.shim import namespaces
     namespaces.unpin_all(env.pods["shimdies"]["spec"]["ns_dir"])
     assert mounted_under(env.pods["shimdies"]["spec"]["ns_dir"]) == []
-    container_pid = final["c1"]["pid"]
+    container_pid = final["c1"].pid
     if not process_gone(container_pid):  # orphaned container: the daemon would kill it
         os.kill(container_pid, signal.SIGKILL)
     assert wait_gone([container_pid])
@@ -239,7 +239,7 @@ def test_second_shim_for_the_same_pod_is_refused(env: ShimEnv) -> None:
     client, info = env.spawn("twice")
     with pytest.raises(ZygoteError, match="already running"):
         env.zygote.spawn_shim(env.pods["twice"]["spec"])
-    assert client.hello()["shim_pid"] == info["pid"]
+    assert client.hello().shim_pid == info["pid"]
     assert len(mounted_under(env.pods["twice"]["spec"]["ns_dir"])) == 3
     client.shutdown(grace=0)
     assert wait_gone([info["pid"], info["pause_pid"]])
