@@ -56,10 +56,11 @@ def _type_names(typ: type | tuple[type, ...]) -> str:
 
 def _number(obj: dict[str, Any], key: str, what: str, default: float | None) -> float | None:
     """A finite number >= 0 (seconds); `default` when missing or null."""
-    value: float | None = _get(obj, key, (int, float), what, default)
+    value = obj.get(key)
     if value is None:
-        return None
-    if not math.isfinite(value) or value < 0:
+        return default
+    if not isinstance(value, (int, float)) or isinstance(value, bool) \
+            or not math.isfinite(value) or value < 0:
         raise InvalidArgument(f"{what}: {key!r} must be a number of seconds >= 0, "
                               f"got {value!r}")
     return float(value)
