@@ -19,55 +19,57 @@ from __future__ import annotations
 import json
 import math
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
 from pycri_common import errors
 from pycri_common.errors import InvalidArgument, PycriError
 
-_T = TypeVar("_T")
 _MISSING: Any = object()
 MAX_ID = 128
 
 
-# --- field readers -----------------------------------------------------------------------
-def _get(obj: dict[str, Any], key: str, typ: type[_T] | tuple[type, ...], what: str,
-         default: Any = _MISSING) -> _T:
-    value = obj.get(key, _MISSING)
-    if value is _MISSING or (value is None and default is not _MISSING):
-        if default is _MISSING:
-            raise InvalidArgument(f"{what} needs {key!r}")
-        return default  # type: ignore[no-any-return]
-    # bool is an int to Python, never to this protocol
-    if not isinstance(value, typ) or (isinstance(value, bool) and bool not in _types(typ)):
-        raise InvalidArgument(f"{what}: {key!r} must be {_type_names(typ)}, got {value!r}")
-    return value  # type: ignore[return-value]
+# --- field readers: (obj, key, what) -> value, InvalidArgument naming the field ------------
+Reader = Callable[[dict[str, Any], str, str], Any]
 
 
-def _types(typ: type | tuple[type, ...]) -> tuple[type, ...]:
-    return typ if isinstance(typ, tuple) else (typ,)
+def _typed(typ: type | tuple[type, ...], default: Any = _MISSING) -> Reader:
+    """A value of `typ` (bool is an int to Python, never to this protocol); `default` when
+    the key is missing or null (without one the key is required)."""
+    types = typ if isinstance(typ, tuple) else (typ,)
+
+    def read(obj: dict[str, Any], key: str, what: str) -> Any:
+        value = obj.get(key)
+        if value is None:
+            if default is _MISSING:
+                raise InvalidArgument(f"{what} needs {key!r}")
+            return default() if callable(default) else default
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise InvalidArgument(f"{what}: {key!r} must be {_type_names(types)}, "
+                                  f"got {value!r}")
+        return value
+    return read
 
 
-def _type_names(typ: type | tuple[type, ...]) -> str:
+def _type_names(types: tuple[type, ...]) -> str:
     names = {int: "an integer", float: "a number", str: "a string", bool: "a boolean",
              dict: "an object", list: "a list"}
-    return " or ".join(names.get(t, t.__name__) for t in _types(typ))
+    return " or ".join(names.get(t, t.__name__) for t in types)
 
 
-def _number(obj: dict[str, Any], key: str, what: str, default: float | None) -> float | None:
-    """A finite number >= 0 (seconds); `default` when missing or null."""
-    value = obj.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, (int, float)) or isinstance(value, bool) \
-            or not math.isfinite(value) or value < 0:
-        raise InvalidArgument(f"{what}: {key!r} must be a number of seconds >= 0, "
-                              f"got {value!r}")
-    return float(value)
-
-
-def _int(obj: dict[str, Any], key: str, what: str, default: int = 0) -> int:
-    return _get(obj, key, int, what, default)
+def _seconds(default: float | None) -> Reader:
+    """A finite number of seconds >= 0; `default` when missing or null."""
+    def read(obj: dict[str, Any], key: str, what: str) -> float | None:
+        value = obj.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, (int, float)) or isinstance(value, bool) \
+                or not math.isfinite(value) or value < 0:
+            raise InvalidArgument(f"{what}: {key!r} must be a number of seconds >= 0, "
+                                  f"got {value!r}")
+        return float(value)
+    return read
 
 
 def valid_id(value: Any, what: str) -> str:
@@ -78,52 +80,91 @@ def valid_id(value: Any, what: str) -> str:
     return value
 
 
-def _id(obj: dict[str, Any], key: str) -> str:
+def _id(obj: dict[str, Any], key: str, what: str) -> str:
     return valid_id(obj.get(key), key)
 
 
-def _signal(obj: dict[str, Any]) -> int:
-    sig = obj.get("signal", int(signal.SIGKILL))
+def _optional_id(obj: dict[str, Any], key: str, what: str) -> str | None:
+    return None if obj.get(key) is None else valid_id(obj[key], key)
+
+
+def _signal(obj: dict[str, Any], key: str, what: str) -> int:
+    sig = obj.get(key, int(signal.SIGKILL))
     if not isinstance(sig, int) or not 1 <= sig <= 64:
         raise InvalidArgument(f"signal must be an integer 1..64, got {sig!r}")
     return sig
 
 
-def _str_dict(obj: dict[str, Any], key: str, what: str) -> dict[str, str]:
-    value: dict[str, Any] = _get(obj, key, dict, what, {})
+def _spec(obj: dict[str, Any], key: str, what: str) -> dict[str, Any]:
+    spec = obj.get(key)
+    if not isinstance(spec, dict):
+        raise InvalidArgument("create needs a ContainerSpec object in 'spec'")
+    return spec
+
+
+def _process(obj: dict[str, Any], key: str, what: str) -> dict[str, Any]:
+    process = obj.get(key)
+    if not isinstance(process, dict) or not isinstance(process.get("args"), list) \
+            or not process["args"] or not all(isinstance(a, str) for a in process["args"]):
+        raise InvalidArgument("exec needs process.args, a non-empty list of strings")
+    return process
+
+
+def _str_map(obj: dict[str, Any], key: str, what: str) -> dict[str, str]:
+    value: dict[str, Any] = _typed(dict, dict)(obj, key, what)
     if not all(isinstance(v, str) for v in value.values()):
         raise InvalidArgument(f"{what}: {key!r} must map names to strings")
     return value
 
 
 def _str_list(obj: dict[str, Any], key: str, what: str) -> list[str]:
-    value: list[Any] = _get(obj, key, list, what, [])
+    value: list[Any] = _typed(list, list)(obj, key, what)
     if not all(isinstance(v, str) for v in value):
         raise InvalidArgument(f"{what}: {key!r} must be a list of strings")
     return value
 
 
-def _shallow(obj: Any) -> dict[str, Any]:
-    """The fields as a dict, not copied (dataclasses.asdict deep-copies a create's spec)."""
-    return {f.name: getattr(obj, f.name) for f in fields(obj)}
+def _wire(read: Reader, default: Any = _MISSING) -> Any:
+    """A dataclass field read from the wire by `read`; `default` for building one in code."""
+    if default is _MISSING:
+        return field(metadata={"read": read})
+    if isinstance(default, (dict, list)):
+        return field(default_factory=type(default), metadata={"read": read})
+    return field(default=default, metadata={"read": read})
+
+
+_M = TypeVar("_M", bound="Message")
+
+
+@dataclass(frozen=True)
+class Message:
+    """A request or a reply: its fields say how they are read (`_wire`)."""
+
+    @classmethod
+    def from_json(cls: type[_M], obj: dict[str, Any]) -> _M:
+        what = getattr(cls, "op", "") or cls.__name__
+        return cls(**{f.name: f.metadata["read"](obj, f.name, what) for f in fields(cls)})
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields as a dict, not copied (dataclasses.asdict deep-copies a create's spec)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+_SIGNAL = int(signal.SIGKILL)
 
 
 # --- requests ----------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Request:
+class Request(Message):
     op: ClassVar[str] = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"op": self.op, **_shallow(self)}
+        return {"op": self.op, **super().to_json()}
 
 
 @dataclass(frozen=True)
 class Hello(Request):
     op: ClassVar[str] = "hello"
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> Hello:
-        return cls()
 
 
 @dataclass(frozen=True)
@@ -131,58 +172,39 @@ class Create(Request):
     """Fork a container's init; `spec` is the ContainerSpec (runtime.container_init)."""
 
     op: ClassVar[str] = "create"
-    container_id: str
-    spec: dict[str, Any]
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> Create:
-        spec = obj.get("spec")
-        if not isinstance(spec, dict):
-            raise InvalidArgument("create needs a ContainerSpec object in 'spec'")
-        return cls(_id(obj, "container_id"), spec)
-
-
-_C = TypeVar("_C", bound="_ContainerOp")
+    container_id: str = _wire(_id)
+    spec: dict[str, Any] = _wire(_spec)
 
 
 @dataclass(frozen=True)
-class _ContainerOp(Request):
-    container_id: str
-
-    @classmethod
-    def from_json(cls: type[_C], obj: dict[str, Any]) -> _C:
-        return cls(_id(obj, "container_id"))
-
-
-@dataclass(frozen=True)
-class Start(_ContainerOp):
+class Start(Request):
     op: ClassVar[str] = "start"
+    container_id: str = _wire(_id)
 
 
 @dataclass(frozen=True)
-class Delete(_ContainerOp):
+class Delete(Request):
     op: ClassVar[str] = "delete"
+    container_id: str = _wire(_id)
 
 
 @dataclass(frozen=True)
-class ReopenLog(_ContainerOp):
+class ReopenLog(Request):
     op: ClassVar[str] = "reopen_log"
+    container_id: str = _wire(_id)
 
 
 @dataclass(frozen=True)
-class Attach(_ContainerOp):
+class Attach(Request):
     op: ClassVar[str] = "attach"
+    container_id: str = _wire(_id)
 
 
 @dataclass(frozen=True)
 class Kill(Request):
     op: ClassVar[str] = "kill"
-    container_id: str
-    signal: int = int(signal.SIGKILL)
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> Kill:
-        return cls(_id(obj, "container_id"), _signal(obj))
+    container_id: str = _wire(_id)
+    signal: int = _wire(_signal, _SIGNAL)
 
 
 @dataclass(frozen=True)
@@ -190,14 +212,10 @@ class State(Request):
     """One container's state, or (container_id None) every container's."""
 
     op: ClassVar[str] = "state"
-    container_id: str | None = None
+    container_id: str | None = _wire(_optional_id, None)
 
     def to_json(self) -> dict[str, Any]:
         return {"op": self.op} if self.container_id is None else super().to_json()
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> State:
-        return cls(None if obj.get("container_id") is None else _id(obj, "container_id"))
 
 
 @dataclass(frozen=True)
@@ -206,12 +224,8 @@ class Wait(Request):
     (None: no limit)."""
 
     op: ClassVar[str] = "wait"
-    container_id: str
-    timeout: float | None = None
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> Wait:
-        return cls(_id(obj, "container_id"), _number(obj, "timeout", "wait", None))
+    container_id: str = _wire(_id)
+    timeout: float | None = _wire(_seconds(None), None)
 
 
 @dataclass(frozen=True)
@@ -220,17 +234,8 @@ class Exec(Request):
     init's process object ({"args", "env"?, "cwd"?, "tty"?, "user"?}); args are checked here."""
 
     op: ClassVar[str] = "exec"
-    container_id: str
-    process: dict[str, Any]
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> Exec:
-        cid = _id(obj, "container_id")
-        process = obj.get("process")
-        if not isinstance(process, dict) or not isinstance(process.get("args"), list) \
-                or not process["args"] or not all(isinstance(a, str) for a in process["args"]):
-            raise InvalidArgument("exec needs process.args, a non-empty list of strings")
-        return cls(cid, process)
+    container_id: str = _wire(_id)
+    process: dict[str, Any] = _wire(_process)
 
 
 @dataclass(frozen=True)
@@ -238,47 +243,33 @@ class ExecWait(Request):
     """Reply once the exec exited; timeout > 0 SIGKILLs it when it expires (0: no limit)."""
 
     op: ClassVar[str] = "exec_wait"
-    exec_id: str
-    timeout: float = 0.0
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> ExecWait:
-        return cls(_id(obj, "exec_id"), _number(obj, "timeout", "exec_wait", 0.0) or 0.0)
+    exec_id: str = _wire(_id)
+    timeout: float = _wire(_seconds(0.0), 0.0)
 
 
 @dataclass(frozen=True)
 class ExecKill(Request):
     op: ClassVar[str] = "exec_kill"
-    exec_id: str
-    signal: int = int(signal.SIGKILL)
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> ExecKill:
-        return cls(_id(obj, "exec_id"), _signal(obj))
+    exec_id: str = _wire(_id)
+    signal: int = _wire(_signal, _SIGNAL)
 
 
 @dataclass(frozen=True)
 class Shutdown(Request):
-    op: ClassVar[str] = "shutdown"
-    grace: float = 10.0
+    """Stop everything, SIGKILL after `grace` seconds; the shim exits."""
 
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> Shutdown:
-        grace = obj.get("grace", 10.0)
-        if not isinstance(grace, (int, float)) or isinstance(grace, bool) \
-                or not math.isfinite(grace) or grace < 0:
-            raise InvalidArgument(f"grace must be a number of seconds >= 0, got {grace!r}")
-        return cls(float(grace))
+    op: ClassVar[str] = "shutdown"
+    grace: float = _wire(_seconds(10.0), 10.0)
 
 
 AnyRequest = (Hello | Create | Start | Kill | State | Wait | Delete | ReopenLog | Exec | ExecWait
               | ExecKill | Attach | Shutdown)
-REQUESTS: dict[str, Any] = {cls.op: cls for cls in (
+REQUESTS: dict[str, type[AnyRequest]] = {cls.op: cls for cls in (
     Hello, Create, Start, Kill, State, Wait, Delete, ReopenLog, Exec, ExecWait, ExecKill, Attach,
     Shutdown)}
 
 
-def request_class(obj: dict[str, Any]) -> Any:
+def request_class(obj: dict[str, Any]) -> type[AnyRequest]:
     """The request class of a parsed line; InvalidArgument for an unknown op."""
     op = obj.get("op")
     cls = REQUESTS.get(op) if isinstance(op, str) else None
@@ -289,62 +280,51 @@ def request_class(obj: dict[str, Any]) -> Any:
 
 def parse_request(obj: dict[str, Any]) -> AnyRequest:
     """A request line (a JSON object) as its dataclass; InvalidArgument when malformed."""
-    req: AnyRequest = request_class(obj).from_json(obj)
-    return req
+    return request_class(obj).from_json(obj)
 
 
 # --- replies -----------------------------------------------------------------------------
+def _int() -> Any:
+    return _wire(_typed(int, 0), 0)
+
+
+def _str() -> Any:
+    return _wire(_typed(str, ""), "")
+
+
 @dataclass(frozen=True)
-class Reply:
-    def to_json(self) -> dict[str, Any]:
-        return _shallow(self)
+class Reply(Message):
+    pass
 
 
 @dataclass(frozen=True)
 class Empty(Reply):
     """The reply of kill, reopen_log, exec_kill, attach and shutdown."""
 
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> Empty:
-        return cls()
+
+def _pause_alive(obj: dict[str, Any], key: str, what: str) -> bool:
+    return bool(_typed(bool, obj.get("pause_pid") is not None)(obj, key, what))
 
 
 @dataclass(frozen=True)
 class HelloReply(Reply):
-    pod_id: str
-    shim_pid: int
-    pause_pid: int | None  # None: the pod has no namespaces of its own
-    pause_alive: bool
-    ns: dict[str, str] = field(default_factory=dict)  # "net"|"ipc"|"uts"|"pid" -> pinned path
-    containers: list[str] = field(default_factory=list)
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> HelloReply:
-        w = "hello reply"
-        pause_pid = obj.get("pause_pid")
-        return cls(_get(obj, "pod_id", str, w), _int(obj, "shim_pid", w),
-                   None if pause_pid is None else _int(obj, "pause_pid", w),
-                   _get(obj, "pause_alive", bool, w, pause_pid is not None),
-                   _str_dict(obj, "ns", w), _str_list(obj, "containers", w))
+    pod_id: str = _wire(_typed(str))
+    shim_pid: int = _wire(_typed(int))
+    pause_pid: int | None = _wire(_typed(int, None))  # None: no namespaces of its own
+    pause_alive: bool = _wire(_pause_alive)
+    ns: dict[str, str] = _wire(_str_map, {})  # "net"|"ipc"|"uts"|"pid" -> pinned path
+    containers: list[str] = _wire(_str_list, [])
 
 
 @dataclass(frozen=True)
 class CreateReply(Reply):
-    pid: int
-    user: dict[str, Any] = field(default_factory=dict)  # what the init resolved: uid, gid, ...
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> CreateReply:
-        return cls(_int(obj, "pid", "create reply"), _get(obj, "user", dict, "create reply", {}))
+    pid: int = _wire(_typed(int))
+    user: dict[str, Any] = _wire(_typed(dict, dict), {})  # what the init resolved: uid, gid...
 
 
 @dataclass(frozen=True)
 class StartReply(Reply):
-    started_at: int  # ns since the epoch
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> StartReply:
-        return cls(_get(obj, "started_at", int, "start reply"))
+    started_at: int = _wire(_typed(int))  # ns since the epoch
 
 
 @dataclass(frozen=True)
@@ -353,22 +333,14 @@ class ContainerState(Reply):
     payload of the attach exit frame and the content of a status file
     (runtime.shim.statusfile). `state` is "created", "running" or "exited"."""
 
-    state: str
-    pid: int = 0
-    created_at: int = 0
-    started_at: int = 0
-    finished_at: int = 0
-    exit_code: int = 0
-    reason: str = ""     # exited: "Completed", "Error" or "OOMKilled"
-    message: str = ""
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> ContainerState:
-        w = "container state"
-        return cls(_get(obj, "state", str, w), _int(obj, "pid", w), _int(obj, "created_at", w),
-                   _int(obj, "started_at", w), _int(obj, "finished_at", w),
-                   _int(obj, "exit_code", w), _get(obj, "reason", str, w, ""),
-                   _get(obj, "message", str, w, ""))
+    state: str = _wire(_typed(str))
+    pid: int = _int()
+    created_at: int = _int()
+    started_at: int = _int()
+    finished_at: int = _int()
+    exit_code: int = _int()
+    reason: str = _str()     # exited: "Completed", "Error" or "OOMKilled"
+    message: str = _str()
 
     @classmethod
     def from_frame(cls, payload: bytes) -> ContainerState:
@@ -385,48 +357,34 @@ class ContainerState(Reply):
         return json.dumps(self.to_json()).encode()
 
 
+def _states(obj: dict[str, Any], key: str, what: str) -> dict[str, ContainerState]:
+    states: dict[str, Any] = _typed(dict)(obj, key, what)
+    return {cid: ContainerState.from_json(_typed(dict)(states, cid, what)) for cid in states}
+
+
 @dataclass(frozen=True)
 class StateReply(Reply):
-    containers: dict[str, ContainerState]
+    containers: dict[str, ContainerState] = _wire(_states)
 
     def to_json(self) -> dict[str, Any]:
         return {"containers": {cid: s.to_json() for cid, s in self.containers.items()}}
 
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> StateReply:
-        states: dict[str, Any] = _get(obj, "containers", dict, "state reply")
-        return cls({cid: ContainerState.from_json(_get(states, cid, dict, "state reply"))
-                    for cid in states})
-
 
 @dataclass(frozen=True)
 class DeleteReply(Reply):
-    deleted: bool  # False: the shim did not know the container
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> DeleteReply:
-        return cls(_get(obj, "deleted", bool, "delete reply", False))
+    deleted: bool = _wire(_typed(bool, False))  # False: the shim did not know the container
 
 
 @dataclass(frozen=True)
 class ExecReply(Reply):
-    exec_id: str
-    pid: int
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> ExecReply:
-        return cls(_get(obj, "exec_id", str, "exec reply"), _int(obj, "pid", "exec reply"))
+    exec_id: str = _wire(_typed(str))
+    pid: int = _wire(_typed(int))
 
 
 @dataclass(frozen=True)
 class ExecWaitReply(Reply):
-    exit_code: int
-    timed_out: bool = False
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> ExecWaitReply:
-        return cls(_get(obj, "exit_code", int, "exec_wait reply"),
-                   _get(obj, "timed_out", bool, "exec_wait reply", False))
+    exit_code: int = _wire(_typed(int))
+    timed_out: bool = _wire(_typed(bool, False), False)
 
 
 # --- errors ------------------------------------------------------------------------------

@@ -117,7 +117,7 @@ BAD_REQUESTS = [
     ({"op": "exec", "container_id": "c"}, "process.args"),
     ({"op": "exec_wait", "exec_id": "e", "timeout": -0.5}, "'timeout'"),
     ({"op": "exec_kill"}, "exec_id"),
-    ({"op": "shutdown", "grace": -1}, "grace must be a number of seconds >= 0"),
+    ({"op": "shutdown", "grace": -1}, "'grace' must be a number of seconds >= 0"),
     ({"op": "shutdown", "grace": "soon"}, "grace"),
     ({"op": "shutdown", "grace": float("nan")}, "grace"),
 ]
@@ -147,7 +147,8 @@ def test_a_malformed_reply_is_invalid_argument(cls: Any, obj: dict[str, Any], fi
 
 
 def test_errors_go_by_class_name() -> None:
-    for cls in (errors.PycriError, *errors.PycriError.__subclasses__()):
+    classes: list[type[PycriError]] = [errors.PycriError, *errors.PycriError.__subclasses__()]
+    for cls in (c for c in classes if c.__module__ == errors.__name__):  # not cni's own
         wire = json.loads(json.dumps(P.error_to_json(cls("it failed"))))
         assert wire == {"ok": False, "kind": cls.__name__, "error": "it failed"}
         back = P.error_from_json(wire, "default")
