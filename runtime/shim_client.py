@@ -26,6 +26,7 @@ from pycri_common.errors import (
     PycriError,
     Unavailable,
 )
+from runtime.lines import recv_line
 from runtime.shim import control, frames, protocol, statusfile
 from runtime.shim.protocol import ContainerState
 
@@ -125,20 +126,17 @@ class ShimClient:
                                   f"more than the {control.MAX_LINE} the shim accepts")
         try:
             send_with_fds(sock, line, fds)
-            buf = b""
-            while b"\n" not in buf:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    raise Unavailable(f"the shim of {self.shim_dir} closed the connection "
-                                      f"during {req['op']!r}")
-                buf += chunk
+            got = recv_line(sock)
         except TimeoutError:
             raise DeadlineExceeded(f"the shim of {self.shim_dir} did not answer "
                                    f"{req['op']!r} within {timeout:.0f}s") from None
         except (BrokenPipeError, ConnectionResetError) as e:
             raise Unavailable(f"the shim of {self.shim_dir} went away during "
                               f"{req['op']!r}: {e}") from None
-        line_out, rest = buf.split(b"\n", 1)
+        if got is None:
+            raise Unavailable(f"the shim of {self.shim_dir} closed the connection during "
+                              f"{req['op']!r}")
+        line_out, rest = got
         try:
             reply = json.loads(line_out)
         except (ValueError, RecursionError):

@@ -20,12 +20,8 @@ from tests.integration.shim_support import ShimEnv, read_cri_log, wait_gone
 
 
 @pytest.fixture(scope="module")
-def env() -> Iterator[ShimEnv]:
-    e = ShimEnv()
-    try:
-        yield e
-    finally:
-        e.close()
+def env(shim_env: ShimEnv) -> ShimEnv:
+    return shim_env
 
 
 _pods = iter(range(1000))

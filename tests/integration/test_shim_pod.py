@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,12 +17,8 @@ from tests.integration.shim_support import ShimEnv, process_gone, wait_gone
 
 
 @pytest.fixture(scope="module")
-def env() -> Iterator[ShimEnv]:
-    e = ShimEnv()
-    try:
-        yield e
-    finally:
-        e.close()
+def env(shim_env: ShimEnv) -> ShimEnv:
+    return shim_env
 
 
 def ns_link(pid: int | str, name: str) -> str:
