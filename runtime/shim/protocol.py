@@ -168,42 +168,47 @@ class Hello(Request):
 
 
 @dataclass(frozen=True)
-class Create(Request):
+class ContainerRequest(Request):
+    """An operation on one container of the pod."""
+
+    container_id: str = _wire(_id)
+
+
+# Subclasses that add no field need no @dataclass of their own (frozen, eq and repr are
+# inherited; eq compares the class too).
+class Start(ContainerRequest):
+    """Open the init's gate; the reply comes once the exec succeeded."""
+
+    op: ClassVar[str] = "start"
+
+
+class Delete(ContainerRequest):
+    """SIGKILL (if running) and forget the container; an unknown one is not an error."""
+
+    op: ClassVar[str] = "delete"
+
+
+class ReopenLog(ContainerRequest):
+    op: ClassVar[str] = "reopen_log"
+
+
+class Attach(ContainerRequest):
+    """The ok reply, then frames both ways (runtime.shim.frames)."""
+
+    op: ClassVar[str] = "attach"
+
+
+@dataclass(frozen=True)
+class Create(ContainerRequest):
     """Fork a container's init; `spec` is the ContainerSpec (runtime.container_init)."""
 
     op: ClassVar[str] = "create"
-    container_id: str = _wire(_id)
     spec: dict[str, Any] = _wire(_spec)
 
 
 @dataclass(frozen=True)
-class Start(Request):
-    op: ClassVar[str] = "start"
-    container_id: str = _wire(_id)
-
-
-@dataclass(frozen=True)
-class Delete(Request):
-    op: ClassVar[str] = "delete"
-    container_id: str = _wire(_id)
-
-
-@dataclass(frozen=True)
-class ReopenLog(Request):
-    op: ClassVar[str] = "reopen_log"
-    container_id: str = _wire(_id)
-
-
-@dataclass(frozen=True)
-class Attach(Request):
-    op: ClassVar[str] = "attach"
-    container_id: str = _wire(_id)
-
-
-@dataclass(frozen=True)
-class Kill(Request):
+class Kill(ContainerRequest):
     op: ClassVar[str] = "kill"
-    container_id: str = _wire(_id)
     signal: int = _wire(_signal, _SIGNAL)
 
 
@@ -219,22 +224,20 @@ class State(Request):
 
 
 @dataclass(frozen=True)
-class Wait(Request):
+class Wait(ContainerRequest):
     """Reply once the container exited, or with its current state after `timeout` seconds
     (None: no limit)."""
 
     op: ClassVar[str] = "wait"
-    container_id: str = _wire(_id)
     timeout: float | None = _wire(_seconds(None), None)
 
 
 @dataclass(frozen=True)
-class Exec(Request):
+class Exec(ContainerRequest):
     """Start a process in the container on the fds passed with the request. `process` is the
     init's process object ({"args", "env"?, "cwd"?, "tty"?, "user"?}); args are checked here."""
 
     op: ClassVar[str] = "exec"
-    container_id: str = _wire(_id)
     process: dict[str, Any] = _wire(_process)
 
 
