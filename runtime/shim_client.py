@@ -26,6 +26,7 @@ from pycri_common.errors import (
     PycriError,
     Unavailable,
 )
+from runtime.container_spec import ContainerSpec
 from runtime.lines import recv_line
 from runtime.shim import control, frames, protocol, statusfile
 from runtime.shim.protocol import ContainerState
@@ -188,7 +189,7 @@ class ShimClient:
     def hello(self, timeout: float | None = None) -> protocol.HelloReply:
         return self.send(protocol.Hello(), protocol.HelloReply.from_json, timeout=timeout)
 
-    def create(self, container_id: str, spec: dict[str, Any],
+    def create(self, container_id: str, spec: ContainerSpec,
                timeout: float = 150.0) -> protocol.CreateReply:
         """Fork the container init; replies once it waits at its gate."""
         return self.send(protocol.Create(container_id, spec), protocol.CreateReply.from_json,

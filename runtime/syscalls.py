@@ -324,3 +324,81 @@ def release_free_heap() -> None:
     trim = getattr(_libc, "malloc_trim", None)
     if trim is not None:
         trim(0)
+
+
+class Syscalls:
+    """The calls that build a container's filesystem and enter its namespaces, as one object.
+
+    runtime.rootfs and runtime.container_init make these calls through a Syscalls passed in
+    (default: this real one, which calls the functions above and os); unit tests pass a
+    recording double (tests/support/fake_syscalls.py) to assert the sequence without root and
+    to make chosen calls fail. Everything else they do (opening and creating files below the
+    rootfs, stat) is plain file-system access and stays real.
+    """
+
+    # -- mounts ------------------------------------------------------------------------------
+    def mount(self, source: str | None, target: str, fstype: str | None = None,
+              flags: int = 0, data: str | None = None) -> None:
+        mount(source, target, fstype, flags, data)
+
+    def umount2(self, target: str, flags: int = 0) -> None:
+        umount2(target, flags)
+
+    def mount_setattr(self, path: str, attr_set: int, attr_clr: int = 0,
+                      recursive: bool = True, dirfd: int = -100) -> None:
+        mount_setattr(path, attr_set, attr_clr, recursive, dirfd)
+
+    def mountinfo(self) -> str:
+        """/proc/self/mountinfo: the mount table the propagation checks read."""
+        with open("/proc/self/mountinfo") as f:
+            return f.read()
+
+    def pivot_root(self, new_root: str, put_old: str) -> None:
+        pivot_root(new_root, put_old)
+
+    def root_after_pivot(self, new_root: str) -> str:
+        """Where the new root is seen once rootfs.pivot_root(new_root) is done: "/"."""
+        return "/"
+
+    # -- nodes and directories ------------------------------------------------------------------
+    def mknod(self, name: str, mode: int, device: int, dir_fd: int) -> None:
+        os.mknod(name, mode, device, dir_fd=dir_fd)
+
+    def symlink(self, target: str, name: str, dir_fd: int | None = None) -> None:
+        os.symlink(target, name, dir_fd=dir_fd)
+
+    def chown(self, name: str, uid: int, gid: int, dir_fd: int) -> None:
+        os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+
+    def unlink(self, name: str, dir_fd: int) -> None:
+        os.unlink(name, dir_fd=dir_fd)
+
+    def chdir(self, path: str) -> None:
+        os.chdir(path)
+
+    def fchdir(self, fd: int) -> None:
+        os.fchdir(fd)
+
+    # -- namespaces and the process ----------------------------------------------------------
+    def unshare(self, flags: int) -> None:
+        unshare(flags)
+
+    def setns(self, fd: int, nstype: int = 0) -> None:
+        setns(fd, nstype)
+
+    def setns_path(self, path: str, nstype: int = 0) -> None:
+        setns_path(path, nstype)
+
+    def sethostname(self, name: str) -> None:
+        sethostname(name)
+
+    def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0,
+              arg5: int = 0) -> int:
+        return prctl(option, arg2, arg3, arg4, arg5)
+
+    def set_no_new_privs(self) -> None:
+        set_no_new_privs()
+
+
+#: the real calls (what production code passes)
+REAL = Syscalls()

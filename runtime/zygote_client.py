@@ -1,4 +1,4 @@
-"""Daemon side of the zygote (contract 1). Stdlib only; thread-safe (a
+"""Daemon side of the zygote (contract 1 of docs/architecture.md). Stdlib only; thread-safe (a
 connection per call).
 
     client = start_zygote(state_dir)          # reuses a live zygote on the socket
@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from runtime.lines import recv_line
+from runtime.pod_spec import PodSpec
 
 _PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,14 +62,14 @@ class ZygoteClient:
         """The zygote's pid; raises ZygoteError if it does not answer."""
         return int(self._call({"op": "ping"}, timeout)["pid"])
 
-    def spawn_shim_info(self, pod_spec: dict[str, Any]) -> dict[str, Any]:
+    def spawn_shim_info(self, pod_spec: PodSpec) -> dict[str, Any]:
         """Start a shim for the pod; returns {"pid", "pause_pid", "ns"} once it is ready."""
-        reply = self._call({"op": "spawn_shim", "pod": pod_spec})
+        reply = self._call({"op": "spawn_shim", "pod": pod_spec.to_json()})
         return {"pid": reply["pid"], "pause_pid": reply.get("pause_pid"),
                 "ns": reply.get("ns") or {}}
 
-    def spawn_shim(self, pod_spec: dict[str, Any]) -> int:
-        """Start a shim for the pod; returns its pid once it is ready (contract 1)."""
+    def spawn_shim(self, pod_spec: PodSpec) -> int:
+        """Start a shim for the pod; returns its pid once it is ready."""
         return int(self.spawn_shim_info(pod_spec)["pid"])
 
     def stop(self, timeout: float = 5.0) -> None:

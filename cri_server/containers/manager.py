@@ -243,9 +243,10 @@ class ContainerManager:
             spec = spec_builder.build(cid, request, pod, image, dirs,
                                       target_pid_ns=lambda t: self._target_pid_ns(pod.id, t),
                                       image_layers=volume_layers)
-            rec.resources = dict((spec.get("cgroup") or {}).get("resources") or {})
-            rec.log_path = spec.get("log_path") or ""  # the shim creates it, never via symlinks
-            rec.spec = _storable_spec(spec)
+            spec_json = spec.to_json()
+            rec.resources = spec.cgroup.resources.to_json() if spec.cgroup else {}
+            rec.log_path = spec.log_path or ""  # the shim creates it, never via symlinks
+            rec.spec = _storable_spec(spec_json)
             shim = ShimClient(pod.shim_dir)
             with self._pod_ready(pod.id):  # no Stop/RemovePodSandbox of the pod meanwhile
                 t_spec = time.monotonic()

@@ -59,6 +59,8 @@ class ContainerRecord:
     stdin_once: bool = False
     fingerprint: str = ""         # hash of the request, for kubelet retries
     shim_dir: str = ""            # the pod's shim (status files stay readable after it died)
+    #: ContainerSpec.to_json() as sent to the shim, the seccomp rules summarised (kept as JSON:
+    #: it is shown as CRI's verbose "runtimeSpec", and records of older daemons load as is)
     spec: dict[str, Any] = field(default_factory=dict)
     # runtime state
     state: str = CREATING

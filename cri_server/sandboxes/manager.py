@@ -53,6 +53,7 @@ from pycri_common.errors import (
     Unavailable,
 )
 from pycri_common.text import shorten
+from runtime.pod_spec import PodCgroup, PodNamespaces, PodSpec
 from runtime.shim import namespaces as shim_namespaces
 from runtime.shim_client import ShimClient
 
@@ -97,7 +98,7 @@ class _Pending:
 
 class SandboxManager:
     def __init__(self, config: Config, paths: Paths, store: Store, cni: CniManager | None,
-                 spawn_shim: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+                 spawn_shim: Callable[[PodSpec], dict[str, Any]]) -> None:
         self.config = config
         self.paths = paths
         self.store = store
@@ -333,16 +334,15 @@ class SandboxManager:
         except Exception as exc:
             raise Unavailable(f"setting up the network of pod {rec.id} failed: {exc}") from exc
 
-    def _pod_spec(self, rec: SandboxRecord) -> dict[str, Any]:
-        """The PodSpec of contract 2."""
-        return {
-            "pod_id": rec.id, "hostname": rec.hostname, "namespaces": dict(rec.namespaces),
-            "sysctls": dict(rec.sysctls), "shim_dir": rec.shim_dir, "ns_dir": rec.ns_dir,
-            "netns_path": rec.netns_path,
-            "cgroup": {"driver": rec.cgroup_driver, "parent": rec.cgroup_parent,
-                       "path": rec.cgroup_path},
-            "log_level": self.config.log_level,
-        }
+    def _pod_spec(self, rec: SandboxRecord) -> PodSpec:
+        """The PodSpec (contract 2 of docs/architecture.md); the zygote parses what it gets."""
+        return PodSpec(
+            pod_id=rec.id, hostname=rec.hostname,
+            namespaces=PodNamespaces.from_json(rec.namespaces), sysctls=dict(rec.sysctls),
+            shim_dir=rec.shim_dir, ns_dir=rec.ns_dir, netns_path=rec.netns_path or "",
+            cgroup=PodCgroup(driver=rec.cgroup_driver, parent=rec.cgroup_parent,
+                             path=rec.cgroup_path),
+            log_level=self.config.log_level)
 
     # -- StopPodSandbox --------------------------------------------------------
     def stop(self, pod_id: str) -> None:

@@ -1,7 +1,7 @@
-"""The per-pod shim (contracts 2 and 3).
+"""The per-pod shim (contracts 2 and 3 of docs/architecture.md).
 
-One single-threaded process per pod, forked from runtime.zygote (double fork +
-setsid, so it survives kill -9 of the daemon and of the zygote). It is a child
+One single-threaded process per pod, forked from runtime.zygote (fork + setsid,
+so it survives kill -9 of the daemon and of the zygote). It is a child
 subreaper, owns the pause-holder (runtime.shim.pause, which execs the tiny
 program of runtime.shim.tinypause) that holds the pod's namespaces, pins them
 under ns_dir (runtime.shim.namespaces), forks container inits and exec

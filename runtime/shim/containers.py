@@ -1,4 +1,5 @@
-"""Container create and start in the shim (contract 3), and the kill and reopen_log operations.
+"""Container create and start in the shim (contract 3 of docs/architecture.md), and the kill
+and reopen_log operations.
 
 create forks the container init (runtime.shim.spawn) and replies once the init reports
 ready at its gate; start opens the gate and replies once the init reports that the exec
@@ -41,11 +42,11 @@ class Containers:
         c = Container(cid, spec)
         child_fds: list[int] = []
         try:
-            if spec.get("log_path"):
+            if spec.log_path:
                 try:
-                    c.log = CriLogWriter(spec["log_path"], log_dir=spec.get("log_directory"))
+                    c.log = CriLogWriter(spec.log_path, log_dir=spec.log_directory)
                 except OSError as e:
-                    raise InvalidArgument(f"cannot open log file {spec['log_path']}: {e}") from None
+                    raise InvalidArgument(f"cannot open log file {spec.log_path}: {e}") from None
             child_stdio = stdio.container_stdio(self.loop, c, child_fds)
             gate_r, c.gate_w = os.pipe2(os.O_CLOEXEC)
             child_fds.append(gate_r)

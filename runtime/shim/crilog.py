@@ -35,8 +35,8 @@ def open_log_file(path: str, log_dir: str | None,
     Everything below it is not trusted (a container with the log directory mounted can write
     there): each sub-directory of `path` is created and opened one component at a time without
     following symlinks (runtime.dirfd), the file with O_NOFOLLOW, and a symlink anywhere there
-    -- or a file that is not a regular file -- is refused with the error class `refused`
-    (a pycri_common.errors class) naming it.
+    -- or a file that is not a regular file, or one with a second hard link -- is refused with
+    the error class `refused` (a pycri_common.errors class) naming it.
     Without `log_dir`, the file's own directory is the trusted one.
     """
     root = os.path.normpath(log_dir) if log_dir else os.path.dirname(path)
@@ -64,11 +64,17 @@ def open_log_file(path: str, log_dir: str | None,
                           "through one") from None
     finally:
         os.close(dir_fd)
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise refused(f"log file {path} exists and is not a regular file "
-                      f"({stat.filemode(mode)})")
+                      f"({stat.filemode(st.st_mode)})")
+    if st.st_nlink > 1:
+        # A hard link made below the log directory would have the shim append to a file
+        # elsewhere on the same filesystem; kubelet's log files never have a second name.
+        os.close(fd)
+        raise refused(f"log file {path} has {st.st_nlink} hard links; a log file with "
+                      "another name elsewhere is never written")
     os.set_blocking(fd, True)
     return fd
 

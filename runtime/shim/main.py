@@ -1,4 +1,5 @@
-"""Entry point of a pod shim: run_shim(pod, ready_fd) (called in the zygote's grandchild).
+"""Entry point of a pod shim: run_shim(pod, ready_fd) (called in the zygote's child, with the
+PodSpec the zygote parsed; contract 2 of docs/architecture.md).
 
 Order: subreaper -> directories -> SIGCHLD wakeup -> pause-holder (new namespaces,
 hostname, sysctls) -> pin namespaces -> control socket -> shim.pid -> report
@@ -15,37 +16,13 @@ import sys
 from typing import Any, NoReturn
 
 from runtime import syscalls
+from runtime.pod_spec import PodSpec
 from runtime.shim import namespaces, statusfile
 from runtime.shim.loop import Loop
 from runtime.shim.pause import join_pod_cgroup, start_pause_holder
 from runtime.shim.server import Shim
 
 SHUTDOWN_GRACE_ON_SIGTERM = 10.0
-
-
-class PodSpecError(ValueError):
-    """The PodSpec handed to the zygote is malformed."""
-
-
-def validate_pod(pod: Any) -> dict[str, Any]:
-    """Check the fields the shim relies on; raises PodSpecError naming the field."""
-    if not isinstance(pod, dict):
-        raise PodSpecError("pod spec must be a JSON object")
-    for key in ("pod_id", "shim_dir", "ns_dir"):
-        if not isinstance(pod.get(key), str) or not pod[key]:
-            raise PodSpecError(f"pod spec needs a non-empty string {key!r}")
-    for key in ("shim_dir", "ns_dir"):
-        if not os.path.isabs(pod[key]):
-            raise PodSpecError(f"pod spec {key} must be an absolute path, got {pod[key]!r}")
-    if "/" in pod["pod_id"]:
-        raise PodSpecError(f"pod_id must not contain '/': {pod['pod_id']!r}")
-    sysctls = pod.get("sysctls") or {}
-    if not isinstance(sysctls, dict):
-        raise PodSpecError("sysctls must be an object of name -> value")
-    sock = os.path.join(pod["shim_dir"], "shim.sock")
-    if len(sock.encode()) > 107:
-        raise PodSpecError(f"control socket path {sock!r} is longer than 107 bytes")
-    return pod
 
 
 def _refuse_if_running(sock_path: str) -> None:
@@ -85,22 +62,21 @@ def _report(fd: int, msg: dict[str, Any]) -> bool:
             pass
 
 
-def run_shim(pod: dict[str, Any], ready_fd: int) -> NoReturn:
+def run_shim(pod: PodSpec, ready_fd: int) -> NoReturn:
     pause_pid: int | None = None
     pinned: dict[str, str] = {}
     listener: socket.socket | None = None
     sock_path = ""
     try:
-        validate_pod(pod)
         syscalls.set_process_name("pycri-shim")
         syscalls.set_child_subreaper()
-        shim_dir, ns_dir = pod["shim_dir"], pod["ns_dir"]
+        shim_dir, ns_dir = pod.shim_dir, pod.ns_dir
         os.makedirs(statusfile.containers_dir(shim_dir), mode=0o700, exist_ok=True)
         _redirect_stdio(shim_dir)
         _refuse_if_running(os.path.join(shim_dir, "shim.sock"))
         namespaces.unpin_all(ns_dir)  # leftovers of a shim that died without cleaning up
         types = namespaces.pod_namespace_types(pod)
-        namespaces.check_sysctls(dict(pod.get("sysctls") or {}), types)
+        namespaces.check_sysctls(dict(pod.sysctls), types)
 
         loop = Loop()
         wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
@@ -112,7 +88,7 @@ def run_shim(pod: dict[str, Any], ready_fd: int) -> NoReturn:
         if types:
             pause_pid = start_pause_holder(pod, types)
             join_pod_cgroup(pod, pause_pid)
-            joined_net = str(pod.get("netns_path") or "") if "net" in types else ""
+            joined_net = pod.netns_path if "net" in types else ""
             pinned = namespaces.pin(pause_pid, [t for t in types if not (joined_net and t == "net")],
                                     ns_dir)
             if joined_net:
@@ -130,7 +106,7 @@ def run_shim(pod: dict[str, Any], ready_fd: int) -> NoReturn:
         statusfile.write_atomic(os.path.join(shim_dir, "shim.pid"), str(os.getpid()).encode(),
                                 durable=False)
 
-        shim = Shim(pod, loop, pause_pid, pinned, listener)
+        shim = Shim(pod.to_json(), loop, pause_pid, pinned, listener)
     except BaseException as e:  # noqa: BLE001 - reported to the zygote
         if listener is not None:
             listener.close()
@@ -144,9 +120,9 @@ def run_shim(pod: dict[str, Any], ready_fd: int) -> NoReturn:
                 os.waitpid(pause_pid, 0)
             except OSError:
                 pass
-        if isinstance(pod, dict) and isinstance(pod.get("ns_dir"), str) and pinned:
+        if pinned:
             try:
-                namespaces.unpin_all(pod["ns_dir"])
+                namespaces.unpin_all(pod.ns_dir)
             except OSError:
                 pass
         _report(ready_fd, {"ok": False, "error": f"{type(e).__name__}: {e}"})
@@ -176,7 +152,7 @@ def run_shim(pod: dict[str, Any], ready_fd: int) -> NoReturn:
     try:
         loop.run()
     except BaseException as e:  # noqa: BLE001
-        print(f"pycri-shim {pod['pod_id']}: fatal: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"pycri-shim {pod.pod_id}: fatal: {type(e).__name__}: {e}", file=sys.stderr)
         code = 1
         shim.stop_pause()
     sys.stdout.flush()

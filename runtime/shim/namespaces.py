@@ -9,36 +9,17 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any
 
 from runtime import syscalls
+from runtime.pod_spec import PodSpec
 
 #: /proc ns name -> clone flag, in the order they are pinned
 POD_NS_TYPES = ("net", "ipc", "uts", "pid")
 
 
-def pod_namespace_types(pod: dict[str, Any]) -> list[str]:
+def pod_namespace_types(pod: PodSpec) -> list[str]:
     """The namespaces the pause-holder creates for this PodSpec."""
-    ns = pod.get("namespaces") or {}
-    network = ns.get("network", "pod")
-    ipc = ns.get("ipc", "pod")
-    pid = ns.get("pid", "container")
-    for name, value, allowed in (("network", network, ("pod", "node")),
-                                 ("ipc", ipc, ("pod", "node")),
-                                 ("pid", pid, ("pod", "container", "node"))):
-        if value not in allowed:
-            raise ValueError(f"namespaces.{name} must be one of {', '.join(allowed)}, "
-                             f"not {value!r}")
-    types: list[str] = []
-    if network == "pod":
-        types.append("net")
-    if ipc == "pod":
-        types.append("ipc")
-    if network != "node":
-        types.append("uts")
-    if pid == "pod":
-        types.append("pid")
-    return types
+    return pod.namespaces.pause_types()
 
 
 def unshare_flags(types: list[str]) -> int:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pycri_common.errors import NotFound
+from runtime.pod_spec import PodSpec
 from runtime.shim import statusfile
 from runtime.shim.loop import Loop
 from runtime.shim.records import Container, ExecProcess, State
@@ -27,11 +28,12 @@ def close_fd(fd: int) -> None:
 
 
 class PodState:
-    def __init__(self, pod: dict[str, Any], loop: Loop, pause_pid: int | None) -> None:
-        self.pod = pod
-        self.pod_id: str = pod["pod_id"]
-        self.shim_dir: str = pod["shim_dir"]
-        self.ns_dir: str = pod["ns_dir"]
+    def __init__(self, pod: PodSpec | dict[str, Any], loop: Loop, pause_pid: int | None) -> None:
+        # a dict: the PodSpec's JSON (runtime.shim.server still passes that on)
+        self.pod = pod if isinstance(pod, PodSpec) else PodSpec.from_json(pod)
+        self.pod_id = self.pod.pod_id
+        self.shim_dir = self.pod.shim_dir
+        self.ns_dir = self.pod.ns_dir
         self.loop = loop
         self.pause_pid = pause_pid
         self.pause_alive = pause_pid is not None

@@ -9,10 +9,11 @@ outlive a daemon upgrade).
 
 Wire format: a request is {"op": <Request.op>, <fields>}; a reply {"ok": true, <fields>} or
 {"ok": false, "kind": <class name in pycri_common.errors>, "error": message}
-(`error_to_json` / `error_from_json`). The container spec of create and the process of exec
-travel as opaque objects here (their schema is the init's contract, runtime.container_init).
+(`error_to_json` / `error_from_json`). The container spec of create is parsed by its own
+class (runtime.container_spec.ContainerSpec, contract 4); the process of exec travels as an
+object whose args are checked here (the rest is the init's, runtime.container_init).
 
-Stdlib and pycri_common only: the shim imports little.
+Stdlib, pycri_common and runtime.container_spec only: the shim imports little.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from typing import Any, ClassVar, TypeVar
 
 from pycri_common import errors
 from pycri_common.errors import InvalidArgument, PycriError
+from runtime.container_spec import ContainerSpec
 
 _MISSING: Any = object()
 MAX_ID = 128
@@ -95,11 +97,11 @@ def _signal(obj: dict[str, Any], key: str, what: str) -> int:
     return sig
 
 
-def _spec(obj: dict[str, Any], key: str, what: str) -> dict[str, Any]:
+def _spec(obj: dict[str, Any], key: str, what: str) -> ContainerSpec:
     spec = obj.get(key)
     if not isinstance(spec, dict):
         raise InvalidArgument("create needs a ContainerSpec object in 'spec'")
-    return spec
+    return ContainerSpec.from_json(spec)
 
 
 def _process(obj: dict[str, Any], key: str, what: str) -> dict[str, Any]:
@@ -200,10 +202,13 @@ class Attach(ContainerRequest):
 
 @dataclass(frozen=True)
 class Create(ContainerRequest):
-    """Fork a container's init; `spec` is the ContainerSpec (runtime.container_init)."""
+    """Fork a container's init on the ContainerSpec (contract 4, runtime.container_spec)."""
 
     op: ClassVar[str] = "create"
-    spec: dict[str, Any] = _wire(_spec)
+    spec: ContainerSpec = _wire(_spec)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": self.op, "container_id": self.container_id, "spec": self.spec.to_json()}
 
 
 @dataclass(frozen=True)

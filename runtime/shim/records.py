@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from pycri_common.errors import PycriError
+from runtime.container_spec import ContainerSpec
 from runtime.shim.crilog import CriLogWriter
 from runtime.shim.loop import BufferedWriter, Timer
 from runtime.shim.protocol import ContainerState
@@ -37,13 +38,12 @@ def exit_code_of(status: int) -> int:
 
 
 class Container:
-    def __init__(self, container_id: str, spec: dict[str, Any]) -> None:
+    def __init__(self, container_id: str, spec: ContainerSpec) -> None:
         self.id = container_id
         self.spec = spec
-        proc = spec.get("process") or {}
-        self.tty = bool(proc.get("tty"))
-        self.stdin = bool(proc.get("stdin"))
-        self.stdin_once = bool(proc.get("stdin_once"))
+        self.tty = spec.process.tty
+        self.stdin = spec.process.stdin
+        self.stdin_once = spec.process.stdin_once
         self.state = State.CREATING  # -> CREATED -> RUNNING -> EXITED (or -> DISCARDED)
         self.init_pid = 0        # the process the shim forked
         self.pid = 0             # host pid of the process that execs (reported by the init)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from pycri_common import errors
+from runtime.container_spec import ContainerSpec
 from runtime.shim import frames
 from runtime.shim.protocol import ContainerState, ExecWaitReply
 from runtime.shim_client import ShimClient, read_states
@@ -40,7 +41,7 @@ def pod(env: ShimEnv) -> Iterator[tuple[ShimClient, str]]:
 
 
 def run_to_exit(env: ShimEnv, client: ShimClient, pod_id: str, cid: str, args: list[str],
-                **kw: object) -> tuple[ContainerState, dict[str, object]]:
+                **kw: object) -> tuple[ContainerState, ContainerSpec]:
     spec = env.container_spec(cid, pod_id, args, **kw)  # type: ignore[arg-type]
     client.create(cid, spec)
     client.start(cid)
@@ -61,7 +62,7 @@ def test_create_start_exit_code_logs_and_status_file(env: ShimEnv, pod) -> None:
     assert final.state == "exited" and final.exit_code == 3 and final.reason == "Error"
     assert final.started_at == started <= final.finished_at
     assert read_states(shim_dir)["c1"] == final
-    logs = read_cri_log(spec["log_path"])
+    logs = read_cri_log(spec.log_path)
     assert sorted((s, t, x) for _, s, t, x in logs) == [("stderr", "F", "err"),
                                                        ("stdout", "F", "out")]
     assert all(ts.endswith("Z") and "T" in ts for ts, *_ in logs)
@@ -128,7 +129,7 @@ def test_long_line_is_split_in_the_log(env: ShimEnv, pod) -> None:  # type: igno
     final, spec = run_to_exit(env, client, pod_id, "long",
                               ["sh", "-c", "yes a | head -c 80000 | tr -d '\\n'; echo; echo z"])
     assert final.exit_code == 0
-    logs = read_cri_log(str(spec["log_path"]))
+    logs = read_cri_log(spec.log_path)
     assert [t for _, _, t, _ in logs] == ["P", "P", "F", "F"]
     assert "".join(x for _, _, _, x in logs[:3]) == "a" * 40000 and logs[3][3] == "z"
 
@@ -140,13 +141,15 @@ def test_reopen_log_after_rotation(env: ShimEnv, pod) -> None:  # type: ignore[n
                               stdin=True)
     client.create("rot", spec)
     client.start("rot")
-    _wait_for(lambda: "one" in _read(spec["log_path"]))
-    os.rename(spec["log_path"], spec["log_path"] + ".1")
+    log_path = spec.log_path
+    assert log_path
+    _wait_for(lambda: "one" in _read(log_path))
+    os.rename(log_path, f"{log_path}.1")
     client.reopen_log("rot")
     with client.attach("rot") as stream:
         stream.send_stdin(b"go\n")
-        _wait_for(lambda: "two" in _read(spec["log_path"]))
-    assert [x for *_, x in read_cri_log(spec["log_path"] + ".1")] == ["one"]
+        _wait_for(lambda: "two" in _read(log_path))
+    assert [x for *_, x in read_cri_log(f"{log_path}.1")] == ["one"]
     client.kill("rot", signal.SIGKILL)
     client.wait("rot", 10)
     with pytest.raises(errors.FailedPrecondition):
@@ -187,7 +190,7 @@ def test_attach_fan_out_stdin_and_exit_frame(env: ShimEnv, pod) -> None:  # type
     assert b"bye\n" in out[frames.STDERR]
     assert exited is not None and exited["exit_code"] == 5
     first.close()
-    assert [x for _, s, _, x in read_cri_log(spec["log_path"]) if s == "stdout"] == ["got:hello", "got:again"]
+    assert [x for _, s, _, x in read_cri_log(spec.log_path) if s == "stdout"] == ["got:hello", "got:again"]
 
 
 def _collect(stream, want: bytes, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
@@ -225,7 +228,7 @@ def test_attach_client_that_never_reads_does_not_block_the_container(env: ShimEn
     client.start("flood")
     final = client.wait("flood", 30)
     assert final.exit_code == 0
-    logs = read_cri_log(spec["log_path"])
+    logs = read_cri_log(spec.log_path)
     assert logs[-1][3] == "done" and len(logs) == 60_001
     assert client.hello().pod_id == pod_id  # the shim still serves
     out, exited = _drain(stuck)  # what was kept for the slow client, then the exit frame
@@ -255,7 +258,7 @@ def test_tty_container_resize_and_output(env: ShimEnv, pod) -> None:  # type: ig
     stream.close()
     assert b"37 91" in out[frames.STDOUT] and out[frames.STDERR] == b""
     assert exited is not None and exited["exit_code"] == 0
-    assert any("37 91" in x for *_, x in read_cri_log(spec["log_path"]))
+    assert any("37 91" in x for *_, x in read_cri_log(spec.log_path))
 
 
 def test_exec_stdio_exit_code_and_timeout(env: ShimEnv, pod) -> None:  # type: ignore[no-untyped-def]

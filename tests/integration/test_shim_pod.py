@@ -11,6 +11,7 @@ import time
 import pytest
 
 from pycri_common import errors
+from runtime.pod_spec import PodSpec
 from runtime.shim_client import ShimClient, read_final_states, shim_pid
 from runtime.zygote_client import ZygoteError, start_zygote
 from tests.integration.shim_support import ShimEnv, process_gone, wait_gone
@@ -152,7 +153,7 @@ def test_bad_sysctl_fails_spawn_and_leaves_nothing(env: ShimEnv, sysctls: dict[s
                                                    needle: str) -> None:
     spec = env.pod_spec("badsysctl", sysctls=sysctls)
     with pytest.raises(ZygoteError, match=needle):
-        env.zygote.spawn_shim(spec)
+        env.zygote.spawn_shim(PodSpec.from_json(spec))
     assert mounted_under(spec["ns_dir"]) == []
     assert not os.path.exists(spec["ns_dir"])
     assert not os.path.exists(os.path.join(spec["shim_dir"], "shim.sock"))
@@ -160,11 +161,11 @@ def test_bad_sysctl_fails_spawn_and_leaves_nothing(env: ShimEnv, sysctls: dict[s
 
 def test_bad_pod_spec_is_refused_by_zygote(env: ShimEnv) -> None:
     with pytest.raises(ZygoteError, match="shim_dir"):
-        env.zygote.spawn_shim({"pod_id": "x", "ns_dir": "/tmp/x"})
+        env.spawn_json({"pod_id": "x", "ns_dir": "/tmp/x"})
     spec = env.pod_spec("badmode")
     spec["namespaces"]["pid"] = "sideways"
     with pytest.raises(ZygoteError, match=r"namespaces\.pid"):
-        env.zygote.spawn_shim(spec)
+        env.spawn_json(spec)
 
 
 def test_shim_survives_kill_9_of_zygote_and_reconnects() -> None:
@@ -219,7 +220,7 @@ def test_pause_holder_joins_the_pod_cgroup(env: ShimEnv) -> None:
     try:
         spec = env.pod_spec("cgpod")
         spec["cgroup"] = {"driver": "cgroupfs", "parent": "/", "path": path}
-        info = env.zygote.spawn_shim_info(spec)
+        info = env.zygote.spawn_shim_info(PodSpec.from_json(spec))
         env.pods["cgpod"] = {"spec": spec, "info": info}
         with open(f"/proc/{info['pause_pid']}/cgroup") as f:
             assert any(line.rstrip().endswith(":" + path) for line in f)
@@ -233,7 +234,7 @@ def test_pause_holder_joins_the_pod_cgroup(env: ShimEnv) -> None:
 def test_second_shim_for_the_same_pod_is_refused(env: ShimEnv) -> None:
     client, info = env.spawn("twice")
     with pytest.raises(ZygoteError, match="already running"):
-        env.zygote.spawn_shim(env.pods["twice"]["spec"])
+        env.zygote.spawn_shim(PodSpec.from_json(env.pods["twice"]["spec"]))
     assert client.hello().shim_pid == info["pid"]
     assert len(mounted_under(env.pods["twice"]["spec"]["ns_dir"])) == 3
     client.shutdown(grace=0)
@@ -279,10 +280,13 @@ def test_unknown_op_and_bad_requests(env: ShimEnv) -> None:
         client.call("frobnicate")
     with pytest.raises(errors.NotFound):
         client.state("nope")
-    with pytest.raises(errors.InvalidArgument):
-        client.create("../x", {})
-    with pytest.raises(errors.InvalidArgument):
-        client.create("x", "not a spec")  # type: ignore[arg-type]
+    # what a daemon could send wrong: raw lines, past ShimClient's typed ops
+    with pytest.raises(errors.InvalidArgument, match="container_id must be"):
+        client.call("create", container_id="../x", spec={})
+    with pytest.raises(errors.InvalidArgument, match="ContainerSpec object"):
+        client.call("create", container_id="x", spec="not a spec")
+    with pytest.raises(errors.InvalidArgument, match="container spec"):
+        client.call("create", container_id="x", spec={"id": "x"})
     assert client.delete("never-existed") is False
     client.shutdown(grace=0)
     assert wait_gone([info["pid"], info["pause_pid"]])

@@ -166,3 +166,15 @@ def test_reopen_onto_a_symlink_keeps_the_old_file(tmp_path: Path) -> None:
     assert [ln[3] for ln in lines(rotated)] == ["before", "still old"]
     assert victim.read_text() == "keep\n"
     w.close()
+
+
+def test_a_hard_link_to_another_file_is_refused_and_that_file_kept(tmp_path: Path) -> None:
+    victim = tmp_path / "host-file"
+    victim.write_text("keep\n")
+    log_dir = tmp_path / "pod"
+    log_dir.mkdir()
+    os.link(victim, log_dir / "c.log")
+    with pytest.raises(InvalidArgument, match="2 hard links") as exc:
+        CriLogWriter(str(log_dir / "c.log"), log_dir=str(log_dir))
+    assert exc.value.kind == "InvalidArgument"
+    assert victim.read_text() == "keep\n"

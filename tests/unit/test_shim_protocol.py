@@ -18,12 +18,16 @@ import pytest
 from pycri_common import errors
 from pycri_common.errors import InvalidArgument, PycriError
 from runtime import syscalls
+from runtime.container_spec import ContainerSpec
 from runtime.shim import protocol as P
 from runtime.shim.reports import Report
 from runtime.shim_client import ShimClient, parse_state
 
+SPEC = ContainerSpec.from_json({"id": "c1", "pod_id": "p1", "log_path": "/l/0.log",
+                                "rootfs": {"lower": ["/l"], "upper": "/u/upper", "work": "/u/work"},
+                                "process": {"args": ["sh"]}})
 REQUESTS: list[P.Request] = [
-    P.Hello(), P.Create("c1", {"process": {"args": ["sh"]}, "log_path": "/l/0.log"}),
+    P.Hello(), P.Create("c1", SPEC),
     P.Start("c1"), P.Kill("c1", 15), P.Kill("c1"), P.State(), P.State("c1"), P.Wait("c1", 2.5),
     P.Wait("c1"), P.Delete("c1"), P.ReopenLog("c1"),
     P.Exec("c1", {"args": ["true"], "tty": False}), P.ExecWait("e1", 3.0), P.ExecWait("e1"),
@@ -65,7 +69,7 @@ def test_every_op_has_one_request_class() -> None:
 # daemon must write the same to a shim that survived the upgrade, and a new shim parse it.
 OLD_DAEMON_LINES = [
     ({"op": "hello"}, P.Hello()),
-    ({"op": "create", "container_id": "c1", "spec": {"a": 1}}, P.Create("c1", {"a": 1})),
+    ({"op": "create", "container_id": "c1", "spec": SPEC.to_json()}, P.Create("c1", SPEC)),
     ({"op": "start", "container_id": "c1"}, P.Start("c1")),
     ({"op": "kill", "container_id": "c1", "signal": 15}, P.Kill("c1", 15)),
     ({"op": "state"}, P.State()),
@@ -105,6 +109,7 @@ BAD_REQUESTS = [
     ({"op": "start", "container_id": 7}, "container_id"),
     ({"op": "create", "container_id": "c"}, "ContainerSpec object in 'spec'"),
     ({"op": "create", "container_id": "c", "spec": "not a spec"}, "ContainerSpec"),
+    ({"op": "create", "container_id": "c", "spec": {"id": "c"}}, "container spec"),
     ({"op": "kill", "container_id": "c", "signal": 0}, "signal must be an integer 1..64"),
     ({"op": "kill", "container_id": "c", "signal": 65}, "signal must be"),
     ({"op": "kill", "container_id": "c", "signal": "9"}, "signal must be"),
@@ -256,7 +261,7 @@ def test_old_shims_replies_parse(canned: tuple[CannedShim, ShimClient]) -> None:
         {"ok": True},
     )]
     assert client.hello() == P.HelloReply("p", 40, None, False, {}, ["c1"])
-    assert client.create("c1", {}).user == {"uid": 0, "gid": 0, "groups": [0]}
+    assert client.create("c1", SPEC).user == {"uid": 0, "gid": 0, "groups": [0]}
     assert client.state() == {"c1": P.ContainerState.from_json(state)}
     assert client.wait("c1", 1).exit_code == 3
     assert client.exec("c1", {"args": ["true"]}, []) == P.ExecReply("ab12", 9)

@@ -1,0 +1,156 @@
+"""PodSpec: what the daemon asks the zygote to start a pod shim for (contract 2 of
+docs/architecture.md), a frozen dataclass with one parse and one serialisation.
+
+The daemon builds it from its sandbox record (cri_server.sandboxes.manager) and sends
+``spec.to_json()`` in the zygote's "spawn_shim" request; the zygote parses it with
+``PodSpec.from_json`` (the validation: InvalidArgument("pod spec: <field>: ...")) before it
+forks, and the shim it forks gets the parsed object. Standard library only.
+
+JSON form::
+
+    {"pod_id": str, "hostname": str,
+     "namespaces": {"network": "pod"|"node", "ipc": "pod"|"node",
+                    "pid": "pod"|"container"|"node"},
+     "sysctls": {name: value},
+     "shim_dir": abs dir (control socket, shim.pid, shim.log, status files),
+     "ns_dir": abs dir (pinned namespaces), "netns_path": str (the daemon's pinned netns, or ""),
+     "cgroup": {"driver": "cgroupfs"|"systemd", "parent": str, "path": str} | null,
+     "log_level": str}
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+from pycri_common.errors import InvalidArgument
+
+#: the longest unix socket path (sun_path, without its NUL)
+_MAX_SOCKET_PATH = 107
+#: namespace -> (default mode, allowed modes)
+_MODES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "network": ("pod", ("pod", "node")), "ipc": ("pod", ("pod", "node")),
+    "pid": ("container", ("pod", "container", "node"))}
+
+
+def _need(cond: bool, where: str, msg: str) -> None:
+    if not cond:
+        raise InvalidArgument(f"pod spec: {where}: {msg}")
+
+
+def _str(value: Any, where: str) -> str:
+    _need(isinstance(value, str), where, f"must be a string, got {value!r}")
+    return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class PodNamespaces:
+    """Which namespaces the pod has of its own ("pod"), shares with the host ("node"), or
+    (pid) leaves to each container ("container")."""
+
+    network: str = "pod"
+    ipc: str = "pod"
+    pid: str = "container"
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Self:
+        ns = obj or {}
+        _need(isinstance(ns, dict), "namespaces", "must be an object")
+        modes: dict[str, str] = {}
+        for name, (default, allowed) in _MODES.items():
+            value = ns.get(name, default)
+            _need(value in allowed, f"namespaces.{name}",
+                  f"must be one of {', '.join(allowed)}, not {value!r}")
+            modes[name] = value
+        return cls(**modes)
+
+    def to_json(self) -> dict[str, str]:
+        return {"network": self.network, "ipc": self.ipc, "pid": self.pid}
+
+    def pause_types(self) -> list[str]:
+        """The /proc ns names the pause-holder creates (and the shim pins), in order."""
+        types: list[str] = []
+        if self.network == "pod":
+            types.append("net")
+        if self.ipc == "pod":
+            types.append("ipc")
+        if self.network != "node":
+            types.append("uts")
+        if self.pid == "pod":
+            types.append("pid")
+        return types
+
+
+@dataclass(frozen=True, slots=True)
+class PodCgroup:
+    driver: str = "cgroupfs"  # "cgroupfs" | "systemd"
+    parent: str = ""
+    path: str = ""            # the pod's cgroup ("" = none)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Self:
+        _need(isinstance(obj, dict), "cgroup", "must be an object or null")
+        driver = obj.get("driver") or "cgroupfs"
+        _need(driver in ("cgroupfs", "systemd"), "cgroup.driver",
+              f"must be cgroupfs or systemd, got {driver!r}")
+        return cls(driver=driver, parent=_str(obj.get("parent") or "", "cgroup.parent"),
+                   path=_str(obj.get("path") or "", "cgroup.path"))
+
+    def to_json(self) -> dict[str, str]:
+        return {"driver": self.driver, "parent": self.parent, "path": self.path}
+
+
+@dataclass(frozen=True, slots=True)
+class PodSpec:
+    pod_id: str
+    shim_dir: str
+    ns_dir: str
+    hostname: str = ""
+    namespaces: PodNamespaces = field(default_factory=PodNamespaces)
+    sysctls: dict[str, str] = field(default_factory=dict)
+    netns_path: str = ""
+    cgroup: PodCgroup | None = None
+    log_level: str = "info"
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Self:
+        """Parse (and so validate) a PodSpec; raises InvalidArgument naming the field."""
+        _need(isinstance(obj, dict), "spec", "must be a JSON object")
+        p: dict[str, Any] = obj
+        dirs: dict[str, str] = {}
+        for key in ("pod_id", "shim_dir", "ns_dir"):
+            value = p.get(key)
+            _need(isinstance(value, str) and value != "", key,
+                  f"must be a non-empty string, got {value!r}")
+            dirs[key] = str(value)
+        for key in ("shim_dir", "ns_dir"):
+            _need(os.path.isabs(dirs[key]), key, f"must be an absolute path, got {dirs[key]!r}")
+        _need("/" not in dirs["pod_id"], "pod_id", f"must not contain '/': {dirs['pod_id']!r}")
+        sock = os.path.join(dirs["shim_dir"], "shim.sock")
+        _need(len(sock.encode()) <= _MAX_SOCKET_PATH, "shim_dir",
+              f"control socket path {sock!r} is longer than {_MAX_SOCKET_PATH} bytes")
+        sysctls = p.get("sysctls") or {}
+        _need(isinstance(sysctls, dict), "sysctls", "must be an object of name -> value")
+        for name, value in sysctls.items():
+            _need(isinstance(name, str) and isinstance(value, str), f"sysctls[{name!r}]",
+                  f"names and values must be strings, got {value!r}")
+        cg = p.get("cgroup")
+        return cls(pod_id=dirs["pod_id"], shim_dir=dirs["shim_dir"], ns_dir=dirs["ns_dir"],
+                   hostname=_str(p.get("hostname") or "", "hostname"),
+                   namespaces=PodNamespaces.from_json(p.get("namespaces")),
+                   sysctls=dict(sysctls), netns_path=_str(p.get("netns_path") or "",
+                                                           "netns_path"),
+                   cgroup=None if cg is None else PodCgroup.from_json(cg),
+                   log_level=_str(p.get("log_level") or "info", "log_level"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pod_id": self.pod_id, "hostname": self.hostname,
+                "namespaces": self.namespaces.to_json(), "sysctls": dict(self.sysctls),
+                "shim_dir": self.shim_dir, "ns_dir": self.ns_dir, "netns_path": self.netns_path,
+                "cgroup": None if self.cgroup is None else self.cgroup.to_json(),
+                "log_level": self.log_level}
+
+    @property
+    def socket_path(self) -> str:
+        """The shim's control socket."""
+        return os.path.join(self.shim_dir, "shim.sock")
