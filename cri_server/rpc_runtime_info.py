@@ -94,4 +94,6 @@ class RuntimeInfoRpcs:
             "cgroupVersion": host_features.cgroup_mode(),
             "startedAt": str(int(self.svc.started_at)),
         }
+        if self.svc.cdi is not None:
+            info["cdi"] = self.svc.cdi.status()
         return {k: v if isinstance(v, str) else json.dumps(v) for k, v in info.items()}

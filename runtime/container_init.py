@@ -15,7 +15,13 @@ run(spec, stdio, gate_fd, report_fd) -> NoReturn
      oom_score_adj (clamped), AppArmor; seccomp compiled (loaded now when no_new_privs is off,
      since that needs CAP_SYS_ADMIN); bounding set, user, capabilities, ambient, no_new_privs.
   6. {"ready": true, "user": {"uid", "gid", "groups"}} on report_fd, then block on gate_fd:
-     b"s" -> load seccomp (no_new_privs case) and execve; EOF/anything else -> exit 1.
+     b"s" -> startContainer hooks, load seccomp (no_new_privs case) and execve;
+     EOF/anything else -> exit 1.
+  OCI hooks (spec.hooks, runtime.hooks): createRuntime hooks run in a helper forked in step 1
+  (still in the runtime's namespaces and cgroup) when the init asks it to, after the mounts and
+  before pivot_root; createContainer hooks then run from the init itself (container
+  namespaces, host paths still visible); startContainer hooks after the gate opened.
+  spec.intel_rdt: the init joins that resctrl group right after its cgroup (runtime.resctrl).
   Any failure: {"error": msg, "kind": "<errors.py class name>"} on report_fd, exit 1 (before
   ready; the cgroup created in step 2 is removed) or 127/126 when execve fails (not found /
   not executable).
@@ -37,12 +43,13 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import stat
 import termios
 from typing import Any, NoReturn
 
-from pycri_common.errors import InvalidArgument, PycriError
-from runtime import apparmor, capabilities, rlimits, rootfs, syscalls
+from pycri_common.errors import FailedPrecondition, InvalidArgument, PycriError
+from runtime import apparmor, capabilities, hooks, resctrl, rlimits, rootfs, syscalls
 from runtime.cgroups import open_cgroup
 from runtime.cgroups.manager import Cgroup
 from runtime.container_spec import ContainerSpec, ProcessSpec, UserSpec
@@ -91,9 +98,13 @@ def run(spec: ContainerSpec, stdio: tuple[int, int, int], gate_fd: int,
     try:
         _make_non_dumpable(calls)
         _setup_stdio(stdio, keep=(gate_fd, report_fd))
+        helper = _HookHelper.start(spec) if spec.hooks.get("createRuntime") else None
         cgroup = _setup_cgroup(spec)
+        if spec.intel_rdt:  # a host path, before any namespace; children inherit the group
+            resctrl.join(spec.intel_rdt, spec.id, os.getpid())
         _enter_namespaces(spec, reporter, calls)
-        seccomp_filter, argv0, env, user = _build_container(spec, calls)
+        host_pid = _host_pid()
+        seccomp_filter, argv0, env, user = _build_container(spec, calls, helper, host_pid)
         if seccomp_filter is not None and not spec.process.no_new_privs:
             seccomp_filter.load()
         _apply_credentials(spec.process, user, calls)
@@ -102,6 +113,7 @@ def run(spec: ContainerSpec, stdio: tuple[int, int, int], gate_fd: int,
         if os.read(gate_fd, 1) != b"s":
             os._exit(1)
         os.close(gate_fd)
+        hooks.run_hooks(spec.hooks, "startContainer", _hook_state(spec, "created", host_pid))
         if seccomp_filter is not None and spec.process.no_new_privs:
             seccomp_filter.load()
         _execve(argv0, spec.process.args, env)
@@ -291,7 +303,8 @@ def _setns(calls: Syscalls, path: str, flag: int, ns_type: str) -> None:
                               f"{e.strerror}") from e
 
 
-def _build_container(spec: ContainerSpec, calls: Syscalls
+def _build_container(spec: ContainerSpec, calls: Syscalls, helper: _HookHelper | None = None,
+                     host_pid: int = 0
                      ) -> tuple[SeccompFilter | None, str, list[str], ResolvedUser]:
     """Filesystem, pivot_root and everything that must be checked before `ready`."""
     proc = spec.process
@@ -305,6 +318,9 @@ def _build_container(spec: ContainerSpec, calls: Syscalls
     if rules and spec.cgroup is not None and not spec.privileged:
         cg = open_cgroup(spec.cgroup.path)
         cg.set_device_rules(list(rootfs.DEFAULT_DEVICE_RULES) + rules)
+    if helper is not None:
+        helper.run(_hook_state(spec, "creating", host_pid))
+    hooks.run_hooks(spec.hooks, "createContainer", _hook_state(spec, "creating", host_pid))
     rootfs.finish(spec, root, calls)
     rootfs.enter_cwd(cwd, calls=calls)
     user = _resolve_container_user(proc.user)
@@ -315,6 +331,100 @@ def _build_container(spec: ContainerSpec, calls: Syscalls
     if profile:
         apparmor.set_exec_profile(profile)
     return seccomp_filter, argv0, env, user
+
+
+def _host_pid() -> int:
+    """Our pid as the host sees it: /proc is still the host's until pivot_root, and its
+    /proc/self names the reader's pid in the proc mount's (the host's) pid namespace."""
+    try:
+        return int(os.readlink("/proc/self"))
+    except (OSError, ValueError):
+        return os.getpid()
+
+
+def _hook_state(spec: ContainerSpec, status: str, pid: int) -> dict[str, Any]:
+    bundle = os.path.dirname(spec.rootfs.upper.rstrip("/"))
+    return hooks.state(spec.id, status, pid, bundle, spec.annotations)
+
+
+class _HookHelper:
+    """A child forked before the init joins any namespace or cgroup: it runs the createRuntime
+    hooks in the runtime's namespaces when the init sends it the state, and answers once."""
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.sock = sock
+
+    @classmethod
+    def start(cls, spec: ContainerSpec) -> _HookHelper:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the forked helper
+            code = 0
+            try:
+                ours.close()
+                keep = theirs.fileno()
+                null = os.open("/dev/null", os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+                for name in os.listdir("/proc/self/fd"):
+                    if int(name) not in (0, 1, 2, keep):
+                        try:
+                            os.close(int(name))
+                        except OSError:
+                            pass
+                code = cls._serve(spec, theirs)
+            finally:
+                os._exit(code)
+        theirs.close()
+        return cls(pid, ours)
+
+    @staticmethod
+    def _serve(spec: ContainerSpec, sock: socket.socket) -> int:
+        data = _recv_all(sock)
+        if not data:
+            return 0  # the init failed before it got there
+        try:
+            hooks.run_hooks(spec.hooks, "createRuntime", json.loads(data))
+            answer: dict[str, Any] = {"ok": True}
+        except PycriError as e:
+            answer = {"error": str(e), "kind": e.kind}
+        except Exception as e:  # noqa: BLE001 - reported to the init
+            answer = {"error": f"createRuntime hooks: {e}", "kind": "PycriError"}
+        sock.sendall(json.dumps(answer).encode())
+        sock.shutdown(socket.SHUT_WR)
+        return 0
+
+    def run(self, oci_state: dict[str, Any]) -> None:
+        try:
+            self.sock.sendall(json.dumps(oci_state).encode())
+            self.sock.shutdown(socket.SHUT_WR)
+            data = _recv_all(self.sock)
+        finally:
+            self.sock.close()
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                pass  # forked by our parent before the pid-namespace fork: the shim reaps it
+        try:
+            answer = json.loads(data) if data else {}
+        except ValueError:
+            answer = {}
+        if answer.get("ok"):
+            return
+        raise FailedPrecondition(str(answer.get("error") or "createRuntime hooks: the hook "
+                                     "helper died"))
+
+
+def _recv_all(sock: socket.socket, limit: int = 1 << 20) -> bytes:
+    chunks, n = [], 0
+    while n < limit:
+        b = sock.recv(65536)
+        if not b:
+            break
+        chunks.append(b)
+        n += len(b)
+    return b"".join(chunks)
 
 
 def _resolve_container_user(user: UserSpec) -> ResolvedUser:

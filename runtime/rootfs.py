@@ -454,32 +454,45 @@ def create_default_devices(root: str, calls: Syscalls = REAL) -> None:
 
 
 def create_devices(root: str, devices: Sequence[Device], calls: Syscalls = REAL) -> list[str]:
-    """mknod each requested host device inside the rootfs; returns devices-cgroup rules."""
+    """mknod each requested device inside the rootfs; returns devices-cgroup rules.
+
+    A device with a `type` (CDI device nodes) is made from its own type/major/minor/file_mode/
+    uid/gid; others copy the host node at host_path. Permissions "" add no cgroup rule."""
     rules = []
     for i, d in enumerate(devices):
         field = f"devices[{i}]"
-        try:
-            st = os.stat(d.host_path)
-        except OSError as e:
-            raise InvalidArgument(f"{field}.host_path: {d.host_path}: {e.strerror}") from e
-        if stat.S_ISCHR(st.st_mode):
-            kind, ftype = "c", stat.S_IFCHR
-        elif stat.S_ISBLK(st.st_mode):
-            kind, ftype = "b", stat.S_IFBLK
+        if d.type is not None:
+            kind = d.type
+            ftype = {"c": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[kind]
+            rdev = os.makedev(d.major, d.minor) if kind != "p" else 0
+            mode, uid, gid = d.file_mode, d.uid, d.gid
         else:
-            raise InvalidArgument(f"{field}.host_path: {d.host_path} is not a device node")
+            try:
+                st = os.stat(d.host_path)
+            except OSError as e:
+                raise InvalidArgument(f"{field}.host_path: {d.host_path}: {e.strerror}") from e
+            if stat.S_ISCHR(st.st_mode):
+                kind, ftype = "c", stat.S_IFCHR
+            elif stat.S_ISBLK(st.st_mode):
+                kind, ftype = "b", stat.S_IFBLK
+            else:
+                raise InvalidArgument(f"{field}.host_path: {d.host_path} is not a device node")
+            rdev, mode, uid, gid = st.st_rdev, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
         parent_fd, name, _ = open_parent_in_root(root, d.container_path)
         old = os.umask(0)
         try:
             with contextlib.suppress(FileNotFoundError):
                 calls.unlink(name, dir_fd=parent_fd)
-            calls.mknod(name, ftype | stat.S_IMODE(st.st_mode), st.st_rdev, dir_fd=parent_fd)
-            calls.chown(name, st.st_uid, st.st_gid, dir_fd=parent_fd)
+            try:
+                calls.mknod(name, ftype | mode, rdev, dir_fd=parent_fd)
+            except OSError as e:
+                raise InvalidArgument(f"{field}: mknod {d.container_path}: {e.strerror}") from e
+            calls.chown(name, uid, gid, dir_fd=parent_fd)
         finally:
             os.umask(old)
             os.close(parent_fd)
-        rules.append(f"{kind} {os.major(st.st_rdev)}:{os.minor(st.st_rdev)} "
-                     f"{d.permissions or 'rwm'}")
+        if kind in ("c", "b") and d.permissions:
+            rules.append(f"{kind} {os.major(rdev)}:{os.minor(rdev)} {d.permissions}")
     return rules
 
 

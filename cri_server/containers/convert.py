@@ -68,7 +68,8 @@ def status(rec: ContainerRecord) -> api_pb2.ContainerStatus:
 def verbose_info(rec: ContainerRecord) -> dict[str, str]:
     info = {"sandboxID": rec.pod_id, "pid": rec.pid, "state": rec.state,
             "logPath": rec.log_path, "runtimeSpec": rec.spec,
-            "user": rec.user, "imageId": rec.image_id}
+            "user": rec.user, "imageId": rec.image_id,
+            "cdiDevices": list((rec.spec or {}).get("cdi_devices") or [])}
     return {"info": json.dumps(info)}
 
 

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cri_server import host_features, resources
+from cri_server.cdi import inject
+from cri_server.cdi.registry import Resolved
 from cri_server.containers import command, mounts, security
 from cri_server.containers.image_config import ImageView
 from cri_server.containers.pod_view import PodView
@@ -116,9 +118,11 @@ def _cgroup(pod: PodView, container_id: str, res: Resources) -> CgroupSpec | Non
 def build(container_id: str, request: api_pb2.CreateContainerRequest, pod: PodView,
           image: ImageView, dirs: ContainerDirs, target_pid_ns: TargetPidNs | None = None,
           host_devices: Callable[[], list[Device]] | None = None,
-          image_layers: Callable[[str], list[str]] | None = None) -> ContainerSpec:
+          image_layers: Callable[[str], list[str]] | None = None,
+          cdi_devices: list[Resolved] | None = None) -> ContainerSpec:
     """The spec, checked by the same parse the shim runs (ContainerSpec.from_json), so a
-    request the init would refuse fails here, before the shim is asked for anything."""
+    request the init would refuse fails here, before the shim is asked for anything.
+    CDI devices' edits are applied to its JSON form (cri_server.cdi.inject) before that."""
     config = request.config
     sc = config.linux.security_context
     pod_sc = pod.config.linux.security_context
@@ -177,7 +181,12 @@ def build(container_id: str, request: api_pb2.CreateContainerRequest, pod: PodVi
         log_path=_log_path(log_dir, config.log_path),
         log_directory=posixpath.normpath(log_dir) if log_dir and config.log_path else None,
     )
-    return ContainerSpec.from_json(spec.to_json())
+    data = spec.to_json()
+    if cdi_devices:
+        inject.apply(data, cdi_devices)
+    if data.get("hooks"):
+        data["annotations"] = dict(config.annotations)  # the OCI state hooks receive
+    return ContainerSpec.from_json(data)
 
 
 def container_dirs(container_dir: str) -> ContainerDirs:

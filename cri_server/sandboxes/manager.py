@@ -30,6 +30,7 @@ from cni import CniManager
 from cri_server import faults
 from cri_server.config import Config
 from cri_server.list_budget import ListBudget
+from cri_server.nri.hooks import NO_NRI, NriHooks
 from cri_server.paths import Paths
 from cri_server.sandboxes import netns, pod_cgroup, pod_shm, podfiles, shim_process, validate
 from cri_server.sandboxes.record import (
@@ -118,6 +119,7 @@ class SandboxManager:
         self._list_sizes: dict[str, int] = {}  # list_bytes: List item size by pod id
         # What the Lists may carry (cri_server.list_budget): set by the wiring.
         self.list_budget: ListBudget | None = None
+        self.nri: NriHooks = NO_NRI  # NRI plugins (cri_server.nri): set by the wiring
 
     # -- lookups ---------------------------------------------------------------
     def resolve_id(self, id_or_prefix: str) -> str:
@@ -313,6 +315,7 @@ class SandboxManager:
             faults.crash_point("runp_network")
             podfiles.write_hosts_with_ips(pod_dir, rec.hostname, result.ips)
 
+        self.nri.run_pod_sandbox(rec)  # NRI plugins; the pod is not listed until READY
         rec.state = READY
         self._save(rec, phase="ready")
         faults.crash_point("runp_ready")
@@ -364,6 +367,7 @@ class SandboxManager:
     def _stop_locked(self, rec: SandboxRecord) -> None:
         t0 = time.monotonic()
         self.containers.stop_all_in_pod(rec.id, self.config.runtime.stop_grace_seconds)
+        self._notify_nri(self.nri.stop_pod_sandbox, rec)
         t1 = time.monotonic()
         if rec.network_ready or self._has_cni_state(rec):
             self._teardown_network(rec, force=False)
@@ -422,7 +426,15 @@ class SandboxManager:
         with self._pod_locks_guard:
             self._pod_locks.pop(rec.id, None)
         self._publish(api_pb2.CONTAINER_DELETED_EVENT, rec)
+        self._notify_nri(self.nri.remove_pod_sandbox, rec)
         log.info("pod sandbox %s removed", rec.id)
+
+    @staticmethod
+    def _notify_nri(hook: Callable[[SandboxRecord], None], rec: SandboxRecord) -> None:
+        try:
+            hook(rec)
+        except Exception:
+            log.exception("NRI notification for pod sandbox %s", rec.id[:12])
 
     def _publish(self, event_type: int, rec: SandboxRecord) -> None:
         if self.event_sink is None:
@@ -540,11 +552,12 @@ class SandboxManager:
         rec = self.get(pod_id)
         if rec.state == CREATING:
             raise FailedPrecondition(f"pod sandbox {rec.id} is still being created")
+        self.nri.update_pod_sandbox(rec, linux)  # a plugin's error fails the update
         res = pod_cgroup.pod_resources(linux)
-        if not rec.cgroup_owned or not res:
-            return
-        from runtime import cgroups
-        cgroups.apply_resources(rec.cgroup_path, res)
+        if rec.cgroup_owned and res:
+            from runtime import cgroups
+            cgroups.apply_resources(rec.cgroup_path, res)
+        self._notify_nri(self.nri.post_update_pod_sandbox, rec)
 
     # -- helpers ---------------------------------------------------------------
     def _cgroup(self, rec: SandboxRecord) -> pod_cgroup.PodCgroup:
@@ -596,5 +609,5 @@ class SandboxManager:
         from cri_server.sandboxes.views import matches
 
         for rec in self.list():
-            if matches(rec, flt):
+            if rec.state != CREATING and matches(rec, flt):
                 yield rec
