@@ -140,16 +140,33 @@ _M = TypeVar("_M", bound="Message")
 
 @dataclass(frozen=True)
 class Message:
-    """A request or a reply: its fields say how they are read (`_wire`)."""
+    """A request or a reply: its fields say how they are read (`_wire`).
+
+    The (name, reader) pairs are worked out once, at import (`_prepare`): the shims fork
+    from the zygote that imported this, and every object a request touches after the fork
+    costs its page in each shim (copy-on-write); dataclasses.fields() per call touched many.
+    """
+
+    _readers: ClassVar[tuple[tuple[str, Reader], ...]] = ()
+    _names: ClassVar[tuple[str, ...]] = ()
+    _what: ClassVar[str] = ""
 
     @classmethod
     def from_json(cls: type[_M], obj: dict[str, Any]) -> _M:
-        what = getattr(cls, "op", "") or cls.__name__
-        return cls(**{f.name: f.metadata["read"](obj, f.name, what) for f in fields(cls)})
+        what = cls._what
+        return cls(**{name: read(obj, name, what) for name, read in cls._readers})
 
     def to_json(self) -> dict[str, Any]:
         """The fields as a dict, not copied (dataclasses.asdict deep-copies a create's spec)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in self._names}
+
+
+def _prepare(cls: type[Message]) -> None:
+    for sub in cls.__subclasses__():
+        sub._readers = tuple((f.name, f.metadata["read"]) for f in fields(sub))
+        sub._names = tuple(name for name, _ in sub._readers)
+        sub._what = getattr(sub, "op", "") or sub.__name__
+        _prepare(sub)
 
 
 _SIGNAL = int(signal.SIGKILL)
@@ -393,6 +410,42 @@ class ExecReply(Reply):
 class ExecWaitReply(Reply):
     exit_code: int = _wire(_typed(int))
     timed_out: bool = _wire(_typed(bool, False), False)
+
+
+_prepare(Message)
+
+#: one well-formed line of every request, for warm_up()
+_SAMPLE_LINES: tuple[dict[str, Any], ...] = (
+    {"op": "hello"}, {"op": "start", "container_id": "c"}, {"op": "delete", "container_id": "c"},
+    {"op": "reopen_log", "container_id": "c"}, {"op": "attach", "container_id": "c"},
+    {"op": "kill", "container_id": "c", "signal": 15}, {"op": "state"},
+    {"op": "state", "container_id": "c"}, {"op": "wait", "container_id": "c", "timeout": 1.0},
+    {"op": "exec", "container_id": "c", "process": {"args": ["true"]}},
+    {"op": "exec_wait", "exec_id": "e", "timeout": 0.0}, {"op": "exec_kill", "exec_id": "e"},
+    {"op": "shutdown", "grace": 1.0},
+    {"op": "create", "container_id": "c", "spec": {
+        "id": "c", "pod_id": "p", "process": {"args": ["true"]},
+        "rootfs": {"lower": ["/l"], "upper": "/c/upper", "work": "/c/work"}}},
+)
+
+
+def warm_up(rounds: int = 16) -> None:
+    """Run the parse and serialisation code once per kind, `rounds` times, in the zygote
+    before it forks shims. CPython (3.11+) specialises bytecode in place the first times a
+    code object runs: done in every shim, that writes to (and copies) the pages of each code
+    object the protocol runs, about 40 KiB per message class; done here, the shims share
+    the specialised code."""
+    state = ContainerState("running", 1)
+    replies: tuple[Reply, ...] = (
+        Empty(), HelloReply("p", 1, None, False), CreateReply(1), StartReply(1), state,
+        StateReply({"c": state}), DeleteReply(True), ExecReply("e", 1), ExecWaitReply(0))
+    for _ in range(rounds):
+        for line in _SAMPLE_LINES:
+            parse_request(line).to_json()
+        for reply in replies:
+            type(reply).from_json(json.loads(json.dumps(reply.to_json())))
+        ContainerState.from_frame(state.to_frame())
+        error_from_json(error_to_json(InvalidArgument("x")), "")
 
 
 # --- errors ------------------------------------------------------------------------------

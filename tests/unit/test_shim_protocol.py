@@ -304,3 +304,8 @@ def test_reaped_children_yields_each_exit_once() -> None:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_the_zygotes_warm_up_runs_every_request() -> None:
+    assert {line["op"] for line in P._SAMPLE_LINES} == set(P.REQUESTS)
+    P.warm_up(rounds=1)
