@@ -4,8 +4,8 @@ A hook is {"path": abs, "args": [argv0, ...], "env": ["K=V"], "timeout": seconds
 executed directly (no shell) with exactly `env` as its environment, the OCI state JSON
 ({"ociVersion", "id", "status", "pid", "bundle", "annotations"}) on stdin, stdout discarded and
 the first MAX_OUTPUT bytes of stderr kept for the error message. A hook that exits non-zero,
-is killed, or outlives its timeout (then it is SIGKILLed) fails with FailedPrecondition naming
-it. Where each kind runs (OCI runtime spec):
+is killed, or outlives its timeout (UNSET_TIMEOUT when it gives none; then it is SIGKILLed)
+fails with FailedPrecondition naming it. Where each kind runs (OCI runtime spec):
 
 - createRuntime   runtime namespace, after the container's namespaces exist, before pivot_root
                   (container init, through a helper forked before any namespace is joined)
@@ -33,7 +33,11 @@ HOOK_KINDS: tuple[str, ...] = ("createRuntime", "createContainer", "startContain
                                "poststart", "poststop")
 MAX_OUTPUT = 4096
 MAX_HOOKS = 256
-DEFAULT_TIMEOUT = 0  # 0/None: wait for the hook as long as it takes (the OCI default)
+#: A hook that sets no timeout gets this many seconds. The OCI default is to wait for ever, but
+#: every kind runs inside a CRI call (the container-side kinds inside the daemon's 30 s shim
+#: request): an unbounded hook would hold that call and its worker until kubelet's deadline and
+#: then fail with a timeout that names no hook. Bounded, it fails naming itself.
+UNSET_TIMEOUT = 20
 
 
 def validate_hooks(value: Any, field: str = "hooks") -> dict[str, list[dict[str, Any]]]:
@@ -93,7 +97,7 @@ def run_hook(hook: dict[str, Any], oci_state: dict[str, Any], kind: str, index: 
     what = f"{kind} hook {index} ({hook['path']})"
     data = json.dumps(oci_state).encode()
     env = dict(kv.split("=", 1) for kv in hook.get("env") or [])
-    timeout = hook.get("timeout") or None
+    timeout = hook.get("timeout") or UNSET_TIMEOUT
     try:
         proc = subprocess.Popen(  # a hook of the node's CDI/NRI config
             hook.get("args") or [hook["path"]], executable=hook["path"], env=env,
@@ -101,7 +105,7 @@ def run_hook(hook: dict[str, Any], oci_state: dict[str, Any], kind: str, index: 
             close_fds=True, start_new_session=True, cwd="/")
     except OSError as e:
         raise FailedPrecondition(f"{what}: cannot run: {e.strerror}") from None
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = time.monotonic() + timeout
     err = _pump(proc, data, deadline)
     if err is None:
         _kill(proc)

@@ -46,6 +46,15 @@ def test_timeout_kills_the_hook_and_its_children() -> None:
     assert time.monotonic() - t0 < 5
 
 
+def test_a_hook_without_timeout_is_bounded_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No timeout is not for ever: the hook runs inside a CRI call and would hold its worker."""
+    monkeypatch.setattr(hooks, "UNSET_TIMEOUT", 1)
+    t0 = time.monotonic()
+    with pytest.raises(FailedPrecondition, match="did not finish within 1s"):
+        hooks.run_hook(sh("sleep 30"), STATE, "poststart", 0)
+    assert time.monotonic() - t0 < 5
+
+
 def test_hook_that_ignores_stdin_and_floods_stderr() -> None:
     big = hooks.state("c1", "creating", 1, "/b", {"k": "v" * 500_000})
     with pytest.raises(FailedPrecondition) as exc:
