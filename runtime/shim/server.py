@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from pycri_common.errors import FailedPrecondition
@@ -30,6 +31,9 @@ from runtime.shim.shutdown import Shutdown
 _ALWAYS_ALLOWED = frozenset({"hello", "state", "wait", "shutdown", "exec_wait", "delete", "kill"})
 _HIDDEN = (State.CREATING, State.DISCARDED)
 
+#: an operation: (connection, its parsed request) -> the reply, or None when it replies later
+Op = Callable[[Connection, Any], "protocol.Reply | None"]
+
 
 class Shim:
     def __init__(self, pod: dict[str, Any], loop: Loop, pause_pid: int | None,
@@ -44,6 +48,16 @@ class Shim:
         self.execs = Execs(self.state)
         self.reaper = Reaper(self.state, self.containers, self.exits, self.execs)
         self.shutdown = Shutdown(self.state, self.execs, self.reaper, listener)
+        # By op name, not a match over the request classes: each class a request touches
+        # costs a copied page in every shim (the zygote's objects are shared until written,
+        # and a reference count is a write). Each handler's own signature names its class.
+        c, x, e = self.containers, self.exits, self.execs
+        self._ops: dict[str, Op] = {
+            "hello": self.op_hello, "state": self.op_state, "create": c.op_create,
+            "start": c.op_start, "kill": c.op_kill, "reopen_log": c.op_reopen_log,
+            "attach": c.op_attach, "wait": x.op_wait, "delete": x.op_delete,
+            "exec_wait": e.op_exec_wait, "exec_kill": e.op_exec_kill,
+            "shutdown": self.shutdown.op_shutdown}
         listener.setblocking(False)
         loop.add_reader(listener.fileno(), self._accept)
 
@@ -76,60 +90,30 @@ class Shim:
         """Parse the request line (protocol) and hand it to its operation; None: the
         operation replies later. Only exec takes fds: any others are closed."""
         try:
-            op = protocol.request_class(line).op
+            cls = protocol.request_class(line)
+            op = cls.op
             if self.state.shutting_down and op not in _ALWAYS_ALLOWED:
                 raise FailedPrecondition(f"pod {self.state.pod_id} is shutting down")
-            req = protocol.parse_request(line)
-            if isinstance(req, protocol.Exec):
+            req = cls.from_json(line)
+            if op == "exec":
+                assert isinstance(req, protocol.Exec)
                 taken, fds = fds, []
                 self.execs.op_exec(conn, req, taken)
                 return None
-            return self._dispatch(conn, req)
+            return self._ops[op](conn, req)
         finally:
             for fd in fds:
                 close_fd(fd)
 
-    def _dispatch(self, conn: Connection, req: protocol.AnyRequest) -> protocol.Reply | None:
-        c, x = self.containers, self.exits
-        match req:
-            case protocol.Hello():
-                return self.op_hello()
-            case protocol.State():
-                return self.op_state(req)
-            case protocol.Create():
-                c.op_create(conn, req)
-                return None
-            case protocol.Start():
-                return c.op_start(conn, req)
-            case protocol.Kill():
-                return c.op_kill(conn, req)
-            case protocol.ReopenLog():
-                return c.op_reopen_log(conn, req)
-            case protocol.Attach():
-                c.op_attach(conn, req)
-                return None
-            case protocol.Wait():
-                return x.op_wait(conn, req)
-            case protocol.Delete():
-                return x.op_delete(conn, req)
-            case protocol.ExecWait():
-                return self.execs.op_exec_wait(conn, req)
-            case protocol.ExecKill():
-                return self.execs.op_exec_kill(conn, req)
-            case protocol.Shutdown():
-                self.shutdown.op_shutdown(conn, req)
-                return None
-        raise AssertionError(f"no handler for {req!r}")  # exec is handled by handle()
-
     # --- hello, state ------------------------------------------------------------
-    def op_hello(self) -> protocol.HelloReply:
+    def op_hello(self, conn: Connection, req: protocol.Hello) -> protocol.HelloReply:
         s = self.state
         return protocol.HelloReply(s.pod_id, os.getpid(), s.pause_pid, s.pause_alive,
                                    dict(self.pinned),
                                    sorted(cid for cid, c in s.containers.items()
                                           if c.state not in _HIDDEN))
 
-    def op_state(self, req: protocol.State) -> protocol.StateReply:
+    def op_state(self, conn: Connection, req: protocol.State) -> protocol.StateReply:
         if req.container_id is not None:
             c = self.state.container(req.container_id)
             return protocol.StateReply({c.id: c.snapshot()})
