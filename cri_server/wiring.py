@@ -119,9 +119,14 @@ def recover(svc: Services) -> None:
         def update(container_id: str, resources: dict[str, Any]) -> None:
             containers.update_resources(container_id, resources, nri_hooks=False)
 
+        def evict(container_id: str, reason: str) -> None:  # as containerd: stop it
+            containers.stop(container_id, 0)
+
+        registry = containers.cdi
         svc.nri.start(RuntimeState(
             pods=lambda: [p for p in sandboxes.list() if p.state == READY],
-            containers=containers.list, pod=sandboxes.get, update=update))
+            containers=containers.list, pod=sandboxes.get, update=update, evict=evict,
+            cdi=registry.resolve if registry is not None else None))
 
 
 def shutdown(svc: Services) -> None:

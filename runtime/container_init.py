@@ -11,6 +11,9 @@ run(spec, stdio, gate_fd, report_fd) -> NoReturn
   4. own mount namespace (+ cgroup namespace when listed without path): overlay rootfs, mounts
      in order, /dev nodes, devices, working dir, pivot_root, masked and read-only paths,
      read-only root, hostname.
+     With spec.userns (a pod user namespace): layers and binds idmapped, what the init
+     creates owned by the mapped root; then setns into the user namespace and a mount
+     namespace of its own (the mounts become locked).
   5. user from the rootfs /etc/passwd,/etc/group; executable looked up in PATH; rlimits,
      oom_score_adj (clamped), AppArmor; seccomp compiled (loaded now when no_new_privs is off,
      since that needs CAP_SYS_ADMIN); bounding set, user, capabilities, ambient, no_new_privs.
@@ -30,7 +33,8 @@ run(spec, stdio, gate_fd, report_fd) -> NoReturn
 
 exec_into(container_pid, spec, process, stdio, report_fd) -> NoReturn
   Same, for ExecSync/Exec: joins the container's cgroup and the namespaces of
-  /proc/<container_pid>/ns/* (pid ns -> fork as above, {"pid": N}), applies the container's
+  /proc/<container_pid>/ns/* (the user namespace after pid/cgroup, the mount namespace last;
+  pid ns -> fork as above, {"pid": N}), applies the container's
   user (process["user"] overrides), capabilities, no_new_privs, seccomp, rlimits, AppArmor;
   env = process["env"] if given else the container's; cwd = process["cwd"] or the container's
   (must exist); writes {"ready": ...} then execs process["args"] at once (no gate).
@@ -38,6 +42,7 @@ exec_into(container_pid, spec, process, stdio, report_fd) -> NoReturn
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -49,7 +54,8 @@ import termios
 from typing import Any, NoReturn
 
 from pycri_common.errors import FailedPrecondition, InvalidArgument, PycriError
-from runtime import apparmor, capabilities, hooks, resctrl, rlimits, rootfs, syscalls
+from runtime import apparmor, capabilities, hooks, resctrl, rlimits, rootfs, syscalls, userns
+from runtime.cgroups import mode as cgmode
 from runtime.cgroups import open_cgroup
 from runtime.cgroups.manager import Cgroup
 from runtime.container_spec import ContainerSpec, ProcessSpec, UserSpec
@@ -63,10 +69,11 @@ _NS_FLAGS: dict[str, int] = {
     "network": syscalls.CLONE_NEWNET, "ipc": syscalls.CLONE_NEWIPC,
     "uts": syscalls.CLONE_NEWUTS, "pid": syscalls.CLONE_NEWPID,
     "mount": syscalls.CLONE_NEWNS, "cgroup": syscalls.CLONE_NEWCGROUP,
+    "user": syscalls.CLONE_NEWUSER,
 }
 _PROC_NS_NAMES: dict[str, str] = {
     "ipc": "ipc", "uts": "uts", "network": "net", "cgroup": "cgroup", "pid": "pid",
-    "mount": "mnt",
+    "user": "user", "mount": "mnt",
 }
 
 
@@ -100,11 +107,17 @@ def run(spec: ContainerSpec, stdio: tuple[int, int, int], gate_fd: int,
         _setup_stdio(stdio, keep=(gate_fd, report_fd))
         helper = _HookHelper.start(spec) if spec.hooks.get("createRuntime") else None
         cgroup = _setup_cgroup(spec)
+        idmap = _open_userns(spec)
+        if idmap is not None and cgroup is not None and spec.cgroup is not None:
+            _delegate_cgroup(spec.cgroup.path, idmap)
         if spec.intel_rdt:  # a host path, before any namespace; children inherit the group
             resctrl.join(spec.intel_rdt, spec.id, os.getpid())
         _enter_namespaces(spec, reporter, calls)
         host_pid = _host_pid()
-        seccomp_filter, argv0, env, user = _build_container(spec, calls, helper, host_pid)
+        seccomp_filter, argv0, env, user = _build_container(spec, calls, helper, host_pid,
+                                                            idmap)
+        if idmap is not None:
+            _enter_userns(idmap, calls)
         if seccomp_filter is not None and not spec.process.no_new_privs:
             seccomp_filter.load()
         _apply_credentials(spec.process, user, calls)
@@ -151,6 +164,9 @@ def exec_into(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
         profile = apparmor.resolve_profile(spec.process.apparmor_profile)
         if spec.cgroup is not None:
             open_cgroup(spec.cgroup.path).attach(os.getpid())
+        # with the host's privileges: a pod user namespace would not allow raising them
+        rlimits.apply_rlimits(proc.rlimits)
+        rlimits.apply_oom_score_adj(proc.oom_score_adj)
         _join_container_namespaces(container_pid, reporter, calls)
         if proc.tty:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
@@ -161,8 +177,6 @@ def exec_into(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
         except InvalidArgument as e:
             raise InvalidArgument(f"exec: {e}") from e
         argv0 = _find_executable(proc.args[0], env)
-        rlimits.apply_rlimits(proc.rlimits)
-        rlimits.apply_oom_score_adj(proc.oom_score_adj)
         if profile:
             apparmor.set_exec_profile(profile)
         if seccomp_filter is not None and not proc.no_new_privs:
@@ -237,6 +251,47 @@ def _setup_cgroup(spec: ContainerSpec) -> Cgroup | None:
     return cg
 
 
+def _open_userns(spec: ContainerSpec) -> userns.Idmap | None:
+    """The pod's user namespace (an fd kept until it is joined), None without one."""
+    u = spec.userns
+    if u is None:
+        return None
+    try:
+        fd = os.open(u.path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise InvalidArgument(f"userns.path: cannot open {u.path}: {e.strerror}") from e
+    return userns.Idmap(fd, u.maps.uid_map, u.maps.gid_map)
+
+
+def _enter_userns(idmap: userns.Idmap, calls: Syscalls) -> None:
+    """Join the pod's user namespace once the filesystem is built (idmapped mounts need the
+    host's privileges), then move to a mount namespace of its own: the container's root
+    gets the namespace's capabilities, and every mount made so far is locked (masked and
+    read-only paths cannot be undone from inside)."""
+    try:
+        calls.setns(idmap.fd, syscalls.CLONE_NEWUSER)
+    except OSError as e:
+        raise InvalidArgument(f"userns.path: cannot join the pod's user namespace: "
+                              f"{e.strerror}") from e
+    finally:
+        os.close(idmap.fd)
+    calls.unshare(syscalls.CLONE_NEWNS)
+
+
+def _delegate_cgroup(cgroup_path: str, idmap: userns.Idmap) -> None:
+    """cgroup v2: the container's cgroup directory and its cgroup.procs, cgroup.threads and
+    cgroup.subtree_control belong to the mapped root, so the container can manage its own
+    sub-cgroups (limits stay enforced from the directory's parent). v1 hierarchies are not
+    delegated (the container sees them read-only)."""
+    if cgmode.detect_mode() != "v2":
+        return
+    base = os.path.join(cgmode.CGROUP_ROOT, cgroup_path.lstrip("/"))
+    for name in ("", "cgroup.procs", "cgroup.threads", "cgroup.subtree_control"):
+        path = os.path.join(base, name) if name else base
+        with contextlib.suppress(FileNotFoundError):
+            os.chown(path, idmap.root_uid, idmap.root_gid)
+
+
 def _leave_and_remove(cg: Cgroup) -> None:
     """Error path: move this process back to the root cgroup and remove what we created."""
     try:
@@ -304,7 +359,7 @@ def _setns(calls: Syscalls, path: str, flag: int, ns_type: str) -> None:
 
 
 def _build_container(spec: ContainerSpec, calls: Syscalls, helper: _HookHelper | None = None,
-                     host_pid: int = 0
+                     host_pid: int = 0, idmap: userns.Idmap | None = None
                      ) -> tuple[SeccompFilter | None, str, list[str], ResolvedUser]:
     """Filesystem, pivot_root and everything that must be checked before `ready`."""
     proc = spec.process
@@ -314,7 +369,7 @@ def _build_container(spec: ContainerSpec, calls: Syscalls, helper: _HookHelper |
     entries = spec.namespace_paths()
     own_cgroupns = "cgroup" in entries and not entries["cgroup"]
     host_cg = spec.cgroup.path if spec.cgroup is not None and not own_cgroupns else None
-    root, cwd, rules = rootfs.prepare(spec, host_cg, calls)
+    root, cwd, rules = rootfs.prepare(spec, host_cg, calls, idmap)
     if rules and spec.cgroup is not None and not spec.privileged:
         cg = open_cgroup(spec.cgroup.path)
         cg.set_device_rules(list(rootfs.DEFAULT_DEVICE_RULES) + rules)
@@ -499,10 +554,13 @@ def _merge_exec_process(base: ProcessSpec, process: Any) -> ProcessSpec:
 
 
 def _join_container_namespaces(pid: int, reporter: _Reporter, calls: Syscalls) -> None:
-    """setns into every namespace of `pid` that differs from ours; mount namespace last."""
+    """setns into every namespace of `pid` that differs from ours; the user namespace (a pod
+    one) after those owned by the host's (pid, cgroup), the mount namespace (owned by the
+    pod's user namespace then) last."""
     fds: dict[str, int] = {}
+    order = ("ipc", "uts", "network", "cgroup", "pid", "user", "mount")
     try:
-        for ns_type in ("ipc", "uts", "network", "cgroup", "pid", "mount"):
+        for ns_type in order:
             name = _PROC_NS_NAMES[ns_type]
             try:
                 theirs = os.stat(f"/proc/{pid}/ns/{name}")
@@ -511,7 +569,7 @@ def _join_container_namespaces(pid: int, reporter: _Reporter, calls: Syscalls) -
             ours = os.stat(f"/proc/self/ns/{name}")
             if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
                 fds[ns_type] = os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
-        for ns_type in ("ipc", "uts", "network", "cgroup", "pid", "mount"):
+        for ns_type in order:
             if ns_type in fds:
                 calls.setns(fds[ns_type], _NS_FLAGS[ns_type])
     finally:

@@ -34,6 +34,9 @@ optional ones missing)::
                  # listed with path = join; listed without path = new; not listed = host's.
                  # "mount" is always new for run() (a path there is ignored).
      "hostname": str|null,
+     "userns": null | {"path": str,          # the pod's pinned user namespace (joined after the
+                                            # filesystem is built; mounts are idmapped with it)
+                       "uid_map": [[container_id, host_id, length]], "gid_map": [...]},
      "mounts": [Mount, ...],                # applied in order: default_mounts() first
      "devices": [{"host_path", "container_path", "permissions": "rwm",
                   # optional (CDI device nodes): the node to make, no host node needed;
@@ -79,6 +82,7 @@ from runtime import arglimits, resctrl
 from runtime import hooks as oci_hooks
 from runtime.capability_names import CAPABILITY_NAMES, last_cap, normalize_capability
 from runtime.cgroups.naming import systemd_path_to_fs
+from runtime.pod_spec import IdMaps
 
 #: The capability set containerd and CRI-O give an unprivileged container.
 DEFAULT_CAPABILITIES: tuple[str, ...] = (
@@ -110,7 +114,9 @@ PROPAGATIONS: tuple[str | None, ...] = ("private", "rslave", "rshared", None)
 CAP_SET_NAMES: tuple[str, ...] = ("bounding", "effective", "permitted", "inheritable", "ambient")
 _RESOURCE_INTS: tuple[str, ...] = (
     "cpu_shares", "cpu_quota", "cpu_period", "memory_limit_in_bytes",
-    "memory_swap_limit_in_bytes", "pids_limit", "oom_score_adj")
+    "memory_swap_limit_in_bytes", "pids_limit", "oom_score_adj",
+    "memory_reservation_in_bytes", "memory_swappiness", "cpu_realtime_runtime",
+    "cpu_realtime_period")
 
 
 # --------------------------------------------------------------------------- parse helpers
@@ -508,6 +514,11 @@ class Resources:
     hugepage_limits: tuple[HugepageLimit, ...] = ()
     unified: dict[str, str] = field(default_factory=dict)
     oom_score_adj: int | None = None
+    # set by NRI plugins only (CRI has none of these); None = not set
+    memory_reservation_in_bytes: int | None = None
+    memory_swappiness: int | None = None  # 0..100; 0 is a value
+    cpu_realtime_runtime: int | None = None
+    cpu_realtime_period: int | None = None
 
     @classmethod
     def from_json(cls, obj: Any, where: str = "cgroup.resources") -> Self:
@@ -538,7 +549,11 @@ class Resources:
                    memory_limit_in_bytes=ints["memory_limit_in_bytes"],
                    memory_swap_limit_in_bytes=ints["memory_swap_limit_in_bytes"],
                    pids_limit=ints["pids_limit"], hugepage_limits=tuple(huge),
-                   unified=dict(uni), oom_score_adj=ints["oom_score_adj"])
+                   unified=dict(uni), oom_score_adj=ints["oom_score_adj"],
+                   memory_reservation_in_bytes=ints["memory_reservation_in_bytes"],
+                   memory_swappiness=ints["memory_swappiness"],
+                   cpu_realtime_runtime=ints["cpu_realtime_runtime"],
+                   cpu_realtime_period=ints["cpu_realtime_period"])
 
     def to_json(self) -> dict[str, Any]:
         """Integers left unset (None) are left out, as the daemon's resources dict does."""
@@ -578,6 +593,23 @@ class CgroupSpec:
 # --------------------------------------------------------------------------- the spec
 
 @dataclass(frozen=True, slots=True)
+class UsernsSpec:
+    """The pod user namespace a container joins (pinned at `path`) and its maps."""
+
+    path: str
+    maps: IdMaps
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str = "userns") -> Self:
+        o = _obj(obj, where)
+        return cls(path=_abs_path(o.get("path"), f"{where}.path"),
+                   maps=IdMaps.parse(o, _need, where))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, **self.maps.to_json()}
+
+
+@dataclass(frozen=True, slots=True)
 class ContainerSpec:
     id: str
     rootfs: RootfsSpec
@@ -600,6 +632,7 @@ class ContainerSpec:
     annotations: dict[str, str] = field(default_factory=dict)
     cdi_devices: tuple[str, ...] = ()
     intel_rdt: dict[str, Any] | None = None
+    userns: UsernsSpec | None = None  # a pod user namespace; None: the host's
 
     @classmethod
     def from_json(cls, obj: Any) -> Self:
@@ -639,6 +672,10 @@ class ContainerSpec:
             _need(isinstance(prof.get("syscalls", []) or [], list), "seccomp.syscalls",
                   "must be a list")
         cg = s.get("cgroup")
+        u = s.get("userns")
+        userns = None if u is None else UsernsSpec.from_json(u)
+        _need(userns is None or not privileged, "userns",
+              "a privileged container cannot run in a pod user namespace")
         log_path = _opt_abs_path(s.get("log_path") or None, "log_path")
         log_dir = _opt_abs_path(s.get("log_directory") or None, "log_directory")
         if log_path is not None and log_dir is not None:
@@ -657,7 +694,7 @@ class ContainerSpec:
                    log_path=log_path, log_directory=log_dir,
                    hooks=oci_hooks.validate_hooks(s.get("hooks")), annotations=dict(annotations),
                    cdi_devices=_str_list(s.get("cdi_devices", []), "cdi_devices"),
-                   intel_rdt=resctrl.validate(s.get("intel_rdt")))
+                   intel_rdt=resctrl.validate(s.get("intel_rdt")), userns=userns)
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "pod_id": self.pod_id, "rootfs": self.rootfs.to_json(),
@@ -673,8 +710,8 @@ class ContainerSpec:
                 **self._optional_json()}
 
     def _optional_json(self) -> dict[str, Any]:
-        """Fields added later (OCI hooks, CDI), written only when set: a spec that uses none
-        of them has the JSON form of the version before them."""
+        """Fields added later (OCI hooks, CDI, the pod user namespace), written only when set:
+        a spec that uses none of them has the JSON form of the version before them."""
         out: dict[str, Any] = {}
         if self.hooks:
             out["hooks"] = {k: [dict(h) for h in v] for k, v in self.hooks.items()}
@@ -684,6 +721,8 @@ class ContainerSpec:
             out["cdi_devices"] = list(self.cdi_devices)
         if self.intel_rdt is not None:
             out["intel_rdt"] = dict(self.intel_rdt)
+        if self.userns is not None:
+            out["userns"] = self.userns.to_json()
         return out
 
     def namespace_paths(self) -> dict[str, str | None]:

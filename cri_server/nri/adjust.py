@@ -7,25 +7,48 @@ and CreateContainer fails naming both plugins (as upstream NRI does). A key star
 "-" (annotations, env, mounts) asks for that entry's removal.
 
 Applied here: annotations, environment, args, mounts (add, replace, remove), rlimits,
-oom_score_adj, the cgroup path and resources (memory limit/swap, cpu shares/quota/period,
-cpuset cpus/mems, pids limit, hugepage limits, unified). Adjustments pycri's runtime cannot
-carry out (devices, CDI devices, OCI hooks, namespaces, seccomp policy, sysctls, scheduler,
-I/O priority, RDT, memory policy, network devices, blockio/RDT class) fail the request with
-UNIMPLEMENTED rather than being dropped silently.
+oom_score_adj, the cgroup path and resources (memory limit/swap/reservation/swappiness, cpu
+shares/quota/period/realtime, cpuset cpus/mems, pids limit, hugepage limits, unified), OCI
+hooks (appended, each plugin's after the spec's: prestart runs as createRuntime, as with CDI),
+linux devices (added with an rwm devices-cgroup rule, "-path" removes one;
+resources.devices rules may set the access of a device the plugins add), CDI devices (resolved
+through the container manager's CDI registry and injected like CRI-requested ones),
+namespaces (type replaced or, "-type", removed), the seccomp policy (an OCI profile replacing
+the container's) and the RDT settings (linux.rdt, when the host has resctrl).
+
+Refused, failing CreateContainer with an error naming the field (never dropped silently):
+what the container spec cannot express (linux.sysctl, linux.scheduler, linux.io_priority,
+linux.memory_policy, linux.net_devices, kernel memory / OOM-killer flags: UNIMPLEMENTED)
+and classes pycri has no configuration for (blockio_class, rdt_class: FAILED_PRECONDITION).
 """
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cri_server.cdi import inject
+from cri_server.cdi.registry import Resolved
 from proto import nri_api_pb2 as nri
 from pycri_common.errors import FailedPrecondition, InvalidArgument, Unimplemented
 from runtime import container_spec
 
 _PROPAGATION = {"private": "private", "rprivate": "private", "slave": "rslave",
                 "rslave": "rslave", "shared": "rshared", "rshared": "rshared"}
-_UNSUPPORTED_LINUX = ("devices", "io_priority", "seccomp_policy", "namespaces", "sysctl",
-                      "net_devices", "scheduler", "rdt", "memory_policy")
+# adjustments the ContainerSpec has no field for: (field, why)
+_UNSUPPORTED_LINUX = (
+    ("sysctl", "pycri containers have no sysctls of their own (the pod's are set with it)"),
+    ("net_devices", "moving host network interfaces into a container is not supported"),
+    ("scheduler", "the container spec has no scheduling policy"),
+    ("io_priority", "the container spec has no I/O priority"),
+    ("memory_policy", "the container spec has no NUMA memory policy"))
+_HOOK_KINDS = (("prestart", "createRuntime"), ("create_runtime", "createRuntime"),
+               ("create_container", "createContainer"), ("start_container", "startContainer"),
+               ("poststart", "poststart"), ("poststop", "poststop"))
+_NS_TYPES = {"net": "network", "network": "network", "ipc": "ipc", "uts": "uts", "pid": "pid",
+             "mnt": "mount", "mount": "mount", "cgroup": "cgroup"}
+CdiResolver = Callable[[list[str]], list[Resolved]]
 
 
 def resource_update(r: nri.LinuxResources) -> dict[str, Any]:
@@ -37,6 +60,10 @@ def resource_update(r: nri.LinuxResources) -> dict[str, Any]:
             out["memory_limit_in_bytes"] = m.limit.value
         if m.HasField("swap"):
             out["memory_swap_limit_in_bytes"] = m.swap.value
+        if m.HasField("reservation"):
+            out["memory_reservation_in_bytes"] = m.reservation.value
+        if m.HasField("swappiness"):
+            out["memory_swappiness"] = m.swappiness.value
     if r.HasField("cpu"):
         c = r.cpu
         if c.HasField("shares"):
@@ -45,6 +72,10 @@ def resource_update(r: nri.LinuxResources) -> dict[str, Any]:
             out["cpu_quota"] = c.quota.value
         if c.HasField("period"):
             out["cpu_period"] = c.period.value
+        if c.HasField("realtime_runtime"):
+            out["cpu_realtime_runtime"] = c.realtime_runtime.value
+        if c.HasField("realtime_period"):
+            out["cpu_realtime_period"] = c.realtime_period.value
         if c.cpus:
             out["cpuset_cpus"] = c.cpus
         if c.mems:
@@ -59,36 +90,111 @@ def resource_update(r: nri.LinuxResources) -> dict[str, Any]:
     return out
 
 
-def _unsupported(adj: nri.ContainerAdjustment) -> list[str]:
-    found = []
-    if adj.CDI_devices:
-        found.append("CDI devices")
-    if adj.HasField("hooks") and any(getattr(adj.hooks, k) for k in (
-            "prestart", "create_runtime", "create_container", "start_container", "poststart",
-            "poststop")):
-        found.append("OCI hooks")
-    if adj.HasField("linux"):
-        lin = adj.linux
-        for name in _UNSUPPORTED_LINUX:
-            if lin.HasField(name) if name in ("io_priority", "seccomp_policy", "scheduler",
-                                              "rdt", "memory_policy") else getattr(lin, name):
-                found.append(f"linux.{name}")
-        res = lin.resources
-        if lin.HasField("resources"):
-            if res.HasField("blockio_class"):
-                found.append("linux.resources.blockio_class")
-            if res.HasField("rdt_class"):
-                found.append("linux.resources.rdt_class")
-            if res.devices:
-                found.append("linux.resources.devices")
-            if res.HasField("memory") and any(res.memory.HasField(k) for k in (
-                    "reservation", "kernel", "kernel_tcp", "swappiness", "disable_oom_killer",
-                    "use_hierarchy")):
-                found.append("linux.resources.memory (only limit and swap)")
-            if res.HasField("cpu") and any(res.cpu.HasField(k) for k in (
-                    "realtime_runtime", "realtime_period")):
-                found.append("linux.resources.cpu realtime")
-    return found
+def _refused(adj: nri.ContainerAdjustment, plugin: str) -> None:
+    if not adj.HasField("linux"):
+        return
+    lin = adj.linux
+    bad = []
+    for name, why in _UNSUPPORTED_LINUX:
+        if lin.HasField(name) if name not in ("sysctl", "net_devices") else getattr(lin, name):
+            bad.append(f"linux.{name} ({why})")
+    res = lin.resources
+    if res.HasField("memory"):
+        for k in ("kernel", "kernel_tcp", "disable_oom_killer", "use_hierarchy"):
+            if res.memory.HasField(k):
+                bad.append(f"linux.resources.memory.{k} (not in the container spec)")
+    if bad:
+        raise Unimplemented(f"NRI plugin {plugin} asks for adjustments pycri cannot apply: "
+                            f"{'; '.join(bad)}")
+    for name in ("blockio_class", "rdt_class"):
+        if res.HasField(name):
+            raise FailedPrecondition(
+                f"NRI plugin {plugin}: linux.resources.{name} "
+                f"{getattr(res, name).value!r}: pycri has no {name.split('_')[0]} classes "
+                "configured")
+
+
+_COMPOUND = {"annotation": nri.Annotations, "mount": nri.Mounts, "device": nri.Devices,
+             "CDI device": nri.CdiDevices, "environment variable": nri.Env,
+             "rlimit": nri.Rlimits, "namespace": nri.Namespace,
+             "resources hugepage_limits": nri.HugepageLimits,
+             "resources unified": nri.CgroupsUnified}
+_SIMPLE = {"args": nri.Args, "oom_score_adj": nri.OomScoreAdj, "cgroups path": nri.CgroupsPath,
+           "seccomp policy": nri.SeccompPolicy, "RDT": nri.RdtClosID,
+           "resources memory_limit_in_bytes": nri.MemLimit,
+           "resources memory_reservation_in_bytes": nri.MemReservation,
+           "resources memory_swap_limit_in_bytes": nri.MemSwapLimit,
+           "resources memory_swappiness": nri.MemSwappiness,
+           "resources cpu_shares": nri.CPUShares, "resources cpu_quota": nri.CPUQuota,
+           "resources cpu_period": nri.CPUPeriod,
+           "resources cpu_realtime_runtime": nri.CPURealtimeRuntime,
+           "resources cpu_realtime_period": nri.CPURealtimePeriod,
+           "resources cpuset_cpus": nri.CPUSetCPUs, "resources cpuset_mems": nri.CPUSetMems,
+           "resources pids_limit": nri.PidsLimit}
+
+
+def field_owners(owners: dict[str, str]) -> nri.FieldOwners:
+    """Merged.owners as NRI's FieldOwners (Field -> plugin, or Field -> key -> plugin)."""
+    out = nri.FieldOwners()
+    for what, plugin in owners.items():
+        if what in _SIMPLE:
+            out.simple[_SIMPLE[what]] = plugin
+            continue
+        if what.startswith("OCI hooks"):
+            out.compound[nri.OciHooks].owners[plugin] = plugin
+            continue
+        for prefix, fld in sorted(_COMPOUND.items(), key=lambda kv: -len(kv[0])):
+            if what.startswith(prefix + " "):
+                out.compound[fld].owners[what[len(prefix) + 1:]] = plugin
+                break
+    return out
+
+
+def _hook(h: nri.Hook) -> dict[str, Any]:
+    return {"path": h.path, "args": list(h.args) or [h.path], "env": list(h.env),
+            "timeout": h.timeout.value if h.HasField("timeout") else None}
+
+
+def _device(d: nri.LinuxDevice, plugin: str) -> dict[str, Any]:
+    dtype = "c" if d.type == "u" else d.type
+    if dtype not in ("c", "b", "p"):
+        raise InvalidArgument(f"NRI plugin {plugin}: device {d.path}: type must be c, u, b "
+                              f"or p, got {d.type!r}")
+    if not d.path.startswith("/"):
+        raise InvalidArgument(f"NRI plugin {plugin}: device path {d.path!r} is not absolute")
+    return {"host_path": d.path, "container_path": d.path,
+            "permissions": "" if dtype == "p" else "rwm",
+            "type": dtype, "major": int(d.major), "minor": int(d.minor),
+            "file_mode": d.file_mode.value & 0o7777 if d.HasField("file_mode") else 0o666,
+            "uid": d.uid.value if d.HasField("uid") else 0,
+            "gid": d.gid.value if d.HasField("gid") else 0}
+
+
+def _rule_matches(rule: nri.LinuxDeviceCgroup, dev: dict[str, Any]) -> bool:
+    return ((rule.type in ("", "a") or rule.type == dev["type"])
+            and (not rule.HasField("major") or rule.major.value == dev["major"])
+            and (not rule.HasField("minor") or rule.minor.value == dev["minor"]))
+
+
+def seccomp_profile(p: nri.LinuxSeccomp) -> dict[str, Any]:
+    """An NRI LinuxSeccomp as the OCI profile the container spec carries."""
+    out: dict[str, Any] = {"defaultAction": p.default_action,
+                           "architectures": list(p.architectures), "flags": list(p.flags),
+                           "syscalls": []}
+    if p.HasField("default_errno"):
+        out["defaultErrnoRet"] = p.default_errno.value
+    if p.listener_path:
+        out["listenerPath"] = p.listener_path
+        out["listenerMetadata"] = p.listener_metadata
+    for sc in p.syscalls:
+        rule: dict[str, Any] = {"names": list(sc.names), "action": sc.action}
+        if sc.HasField("errno_ret"):
+            rule["errnoRet"] = sc.errno_ret.value
+        if sc.args:
+            rule["args"] = [{"index": a.index, "value": a.value, "valueTwo": a.value_two,
+                             "op": a.op} for a in sc.args]
+        out["syscalls"].append(rule)
+    return out
 
 
 @dataclass
@@ -104,6 +210,15 @@ class Merged:
     resources: dict[str, Any] = field(default_factory=dict)
     oom_score_adj: int | None = None
     cgroups_path: str | None = None
+    hooks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    devices: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    device_rules: list[tuple[str, nri.LinuxDeviceCgroup]] = field(default_factory=list)
+    cdi_devices: list[str] = field(default_factory=list)
+    namespaces: dict[str, str | None | bool] = field(default_factory=dict)  # False: remove
+    seccomp: dict[str, Any] | None = None
+    rdt: nri.LinuxRdt | None = None
+    combined: nri.ContainerAdjustment = field(default_factory=nri.ContainerAdjustment)
+    plugins: list[str] = field(default_factory=list)
 
     def _claim(self, what: str, plugin: str) -> None:
         owner = self.owners.get(what)
@@ -112,10 +227,10 @@ class Merged:
         self.owners[what] = plugin
 
     def add(self, plugin: str, adj: nri.ContainerAdjustment) -> None:
-        bad = _unsupported(adj)
-        if bad:
-            raise Unimplemented(f"NRI plugin {plugin} asks for adjustments pycri does not "
-                                f"support: {', '.join(bad)}")
+        _refused(adj, plugin)
+        self.combined.MergeFrom(adj)
+        if plugin not in self.plugins:
+            self.plugins.append(plugin)
         for key, value in adj.annotations.items():
             name, removal = (key[1:], True) if key.startswith("-") else (key, False)
             self._claim(f"annotation {name}", plugin)
@@ -141,8 +256,38 @@ class Merged:
         for rl in adj.rlimits:
             self._claim(f"rlimit {rl.type}", plugin)
             self.rlimits[rl.type] = rl
+        if adj.HasField("hooks"):
+            for attr, kind in _HOOK_KINDS:
+                for h in getattr(adj.hooks, attr):
+                    self.owners.setdefault(f"OCI hooks ({plugin})", plugin)
+                    self.hooks.setdefault(kind, []).append(_hook(h))
+        for cdi in adj.CDI_devices:
+            self._claim(f"CDI device {cdi.name}", plugin)
+            if cdi.name not in self.cdi_devices:
+                self.cdi_devices.append(cdi.name)
         if adj.HasField("linux"):
             lin = adj.linux
+            for d in lin.devices:
+                path, removal = (d.path[1:], True) if d.path.startswith("-") else (d.path, False)
+                self._claim(f"device {path}", plugin)
+                self.devices[path] = None if removal else _device(d, plugin)
+            for rule in lin.resources.devices:
+                self.device_rules.append((plugin, rule))
+            for ns in lin.namespaces:
+                name, removal = (ns.type[1:], True) if ns.type.startswith("-") else (ns.type,
+                                                                                     False)
+                ns_type = _NS_TYPES.get(name)
+                if ns_type is None:
+                    raise InvalidArgument(f"NRI plugin {plugin}: linux.namespaces: pycri "
+                                          f"containers have no {name!r} namespace setting")
+                self._claim(f"namespace {ns_type}", plugin)
+                self.namespaces[ns_type] = False if removal else (ns.path or None)
+            if lin.HasField("seccomp_policy"):
+                self._claim("seccomp policy", plugin)
+                self.seccomp = seccomp_profile(lin.seccomp_policy)
+            if lin.HasField("rdt"):
+                self._claim("RDT", plugin)
+                self.rdt = lin.rdt
             if lin.HasField("resources"):
                 for key, value in resource_update(lin.resources).items():
                     if key in ("hugepage_limits", "unified"):
@@ -169,12 +314,17 @@ class Merged:
 
     @property
     def empty(self) -> bool:
-        return not self.owners
+        return not self.owners and not self.device_rules
 
-    def apply(self, spec: dict[str, Any], annotations: dict[str, str]
-              ) -> container_spec.ContainerSpec:
+    def adjustment(self) -> nri.ContainerAdjustment:
+        """Every plugin's adjustment in one message (for ValidateContainerAdjustment)."""
+        return self.combined
+
+    def apply(self, spec: dict[str, Any], annotations: dict[str, str],
+              cdi: CdiResolver | None = None,
+              resctrl: str = inject.RESCTRL) -> container_spec.ContainerSpec:
         """spec (the JSON form, changed in place) adjusted and parsed again, which validates
-        it; annotations (the record's) changed in place."""
+        it; annotations (the record's) changed in place. cdi resolves CDI device names."""
         for key, value in self.annotations.items():
             if value is None:
                 annotations.pop(key, None)
@@ -222,7 +372,64 @@ class Merged:
                 else:
                     res[key] = value
             cgroup["resources"] = res
+        for kind, hooks in self.hooks.items():
+            spec.setdefault("hooks", {}).setdefault(kind, []).extend(hooks)
+        if self.devices:
+            kept = [d for d in spec.get("devices") or []
+                    if d.get("container_path") not in self.devices]
+            spec["devices"] = kept + [d for _, d in sorted(self.devices.items()) if d]
+        self._apply_device_rules(spec)
+        if self.namespaces:
+            nss = [n for n in spec.get("namespaces") or [] if n["type"] not in self.namespaces]
+            nss += [{"type": t, "path": p} for t, p in self.namespaces.items() if p is not False]
+            spec["namespaces"] = nss
+        if self.seccomp is not None:
+            spec["seccomp"] = self.seccomp
+        if self.rdt is not None:
+            self._apply_rdt(spec, resctrl)
+        if self.cdi_devices:
+            if cdi is None:
+                raise FailedPrecondition("NRI plugins request CDI devices "
+                                         f"({', '.join(self.cdi_devices)}) but this runtime "
+                                         "has no CDI registry")
+            inject.apply(spec, cdi(list(self.cdi_devices)), resctrl)
         return container_spec.ContainerSpec.from_json(spec)
+
+    def _apply_device_rules(self, spec: dict[str, Any]) -> None:
+        """A devices-cgroup rule sets the access of the devices the plugins add that it
+        matches; pycri's cgroup rules are per device, so a rule matching none is refused."""
+        added = [d for d in spec.get("devices") or []
+                 if d.get("container_path") in self.devices and d.get("type")]
+        for plugin, rule in self.device_rules:
+            matching = [d for d in added if _rule_matches(rule, d)]
+            if not matching:
+                what = (f"{rule.type or 'a'} {rule.major.value if rule.HasField('major') else '*'}"
+                        f":{rule.minor.value if rule.HasField('minor') else '*'} {rule.access}")
+                raise Unimplemented(f"NRI plugin {plugin}: linux.resources.devices rule "
+                                    f"'{what}' matches no device the plugins add (pycri "
+                                    "allows device access per added device only)")
+            access = rule.access or "rwm"
+            if set(access) - set("rwm"):
+                raise InvalidArgument(f"NRI plugin {plugin}: linux.resources.devices access "
+                                      f"{access!r} is not letters of 'rwm'")
+            for d in matching:
+                d["permissions"] = access if rule.allow else ""
+
+    def _apply_rdt(self, spec: dict[str, Any], resctrl: str) -> None:
+        rdt = self.rdt
+        assert rdt is not None
+        if rdt.remove:
+            spec["intel_rdt"] = None
+            return
+        if not os.path.isdir(os.path.join(resctrl, "info")):
+            raise FailedPrecondition(f"NRI: linux.rdt needs the resctrl filesystem mounted at "
+                                     f"{resctrl}, which this host does not have")
+        spec["intel_rdt"] = inject.rdt_entry(
+            {"l3CacheSchema": "", "memBwSchema": "",
+             "schemata": list(rdt.schemata.value) if rdt.HasField("schemata") else [],
+             "closID": rdt.clos_id.value if rdt.HasField("clos_id") else "",
+             "enableMonitoring": rdt.HasField("enable_monitoring")
+             and rdt.enable_monitoring.value}, spec["id"], resctrl)
 
 
 def _spec_mount(m: nri.Mount) -> dict[str, Any]:

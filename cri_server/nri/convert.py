@@ -32,6 +32,14 @@ def resources(res: dict[str, Any]) -> nri.LinuxResources:
         out.memory.limit.value = int(res["memory_limit_in_bytes"])
     if res.get("memory_swap_limit_in_bytes"):
         out.memory.swap.value = int(res["memory_swap_limit_in_bytes"])
+    if res.get("memory_reservation_in_bytes"):
+        out.memory.reservation.value = int(res["memory_reservation_in_bytes"])
+    if res.get("memory_swappiness") is not None:
+        out.memory.swappiness.value = int(res["memory_swappiness"])
+    if res.get("cpu_realtime_runtime") is not None:
+        out.cpu.realtime_runtime.value = int(res["cpu_realtime_runtime"])
+    if res.get("cpu_realtime_period"):
+        out.cpu.realtime_period.value = int(res["cpu_realtime_period"])
     if res.get("cpu_shares"):
         out.cpu.shares.value = int(res["cpu_shares"])
     if res.get("cpu_quota"):

@@ -27,7 +27,8 @@ VALID_EVENTS = (1 << (nri.LAST - 1)) - 1
 M = TypeVar("M", bound=Message)
 # A plugin is told plugin_request_timeout and answers within it; its answer is awaited up to
 # a quarter (at most 0.5 s) longer, for the trip back (see Endpoint.call).
-UpdateHandler = Callable[["Plugin", list[nri.ContainerUpdate]], list[nri.ContainerUpdate]]
+UpdateHandler = Callable[["Plugin", list[nri.ContainerUpdate], list[nri.ContainerEviction]],
+                         list[nri.ContainerUpdate]]
 
 
 def event_bit(event: int) -> int:
@@ -99,7 +100,7 @@ class Plugin:
     def _update_containers(self, req: nri.UpdateContainersRequest) -> nri.UpdateContainersResponse:
         if not self.events:
             raise RpcError(Status(Code.FAILED_PRECONDITION, "plugin is not configured yet"))
-        failed = self._on_update(self, list(req.update))
+        failed = self._on_update(self, list(req.update), list(req.evict))
         return nri.UpdateContainersResponse(failed=failed)
 
     def subscribed(self, event: int) -> bool:

@@ -32,7 +32,7 @@ from google.protobuf.message import Message
 
 from cri_server.containers.record import ContainerRecord
 from cri_server.nri import adjust, convert
-from cri_server.nri.plugin import VALID_EVENTS, Plugin
+from cri_server.nri.plugin import VALID_EVENTS, Plugin, event_bit
 from cri_server.sandboxes.record import SandboxRecord
 from nri.ttrpc import Code, RpcError, Status
 from proto import api_pb2
@@ -75,6 +75,10 @@ class RuntimeState:
     pod: Callable[[str], SandboxRecord]
     # applies a resource update (ContainerSpec names) to a live container, without NRI hooks
     update: Callable[[str, dict[str, Any]], None]
+    # stops a container a plugin evicts (container id, reason)
+    evict: Callable[[str, str], None] | None = None
+    # resolves CDI device names a plugin requests (the container manager's CDI registry)
+    cdi: adjust.CdiResolver | None = None
 
 
 class NriService:
@@ -190,7 +194,7 @@ class NriService:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.settings.socket_path)
         for p in self._snapshot():
-            p.close("runtime shutting down")
+            self._shutdown(p)
         for proc in self._procs:
             if proc.poll() is None:
                 proc.terminate()
@@ -199,6 +203,16 @@ class NriService:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+    def _shutdown(self, plugin: Plugin) -> None:
+        """Tells a plugin the runtime is going away (Shutdown), then hangs up."""
+        try:
+            plugin.call("Shutdown", nri.Empty(), nri.Empty,
+                        timeout=min(1.0, self.settings.request_timeout))
+        except RpcError as e:
+            if e.code != Code.UNIMPLEMENTED:
+                log.info("NRI: plugin %r: Shutdown: %s", plugin, e)
+        plugin.close("runtime shutting down")
 
     # ------------------------------------------------------------ plugins
 
@@ -242,7 +256,11 @@ class NriService:
                 registration_timeout=int(s.registration_timeout * 1000),
                 request_timeout=int(s.request_timeout * 1000), NRI_version=NRI_VERSION),
                 nri.ConfigureResponse)
-            events = reply.events or VALID_EVENTS
+            # 0 is every event but validation, which a plugin must ask for by name (upstream's
+            # 0 includes it, but its stubs always send an explicit mask; a hand-written plugin
+            # subscribing to "everything" should not become a validator by accident)
+            events = reply.events or (VALID_EVENTS & ~event_bit(
+                nri.VALIDATE_CONTAINER_ADJUSTMENT))
             if events & ~VALID_EVENTS:
                 raise RpcError(Status(Code.INVALID_ARGUMENT,
                                       f"invalid event subscription 0x{events:x}"))
@@ -300,10 +318,31 @@ class NriService:
                     failed.append(u)
         return failed
 
-    def _unsolicited_update(self, plugin: Plugin,
-                            updates: list[nri.ContainerUpdate]) -> list[nri.ContainerUpdate]:
+    def _evict(self, plugin: Plugin | str | None,
+               evictions: list[nri.ContainerEviction]) -> list[nri.ContainerEviction]:
+        """Stops each container a plugin evicts (as containerd does); returns the failed."""
+        failed = []
+        for e in evictions:
+            log.warning("NRI: plugin %r evicts container %s: %s", plugin, e.container_id[:12],
+                        e.reason or "no reason given")
+            if self.state is None or self.state.evict is None:
+                failed.append(e)
+                continue
+            try:
+                self.state.evict(e.container_id, e.reason)
+            except PycriError as err:
+                log.warning("NRI: eviction of container %s failed: %s", e.container_id[:12],
+                            err)
+                failed.append(e)
+        return failed
+
+    def _unsolicited_update(self, plugin: Plugin, updates: list[nri.ContainerUpdate],
+                            evictions: list[nri.ContainerEviction] | None = None
+                            ) -> list[nri.ContainerUpdate]:
         log.info("NRI: plugin %r updates %d containers", plugin, len(updates))
-        return self._apply_updates(plugin, updates)
+        failed = self._apply_updates(plugin, updates)
+        self._evict(plugin, list(evictions or []))
+        return failed
 
     # ------------------------------------------------------------ calling plugins
 
@@ -402,6 +441,7 @@ class NriService:
                                       pod, ctr, fail=True, spec=spec_json)
             merged = adjust.Merged()
             others: list[nri.ContainerUpdate] = []
+            evictions: list[tuple[Plugin, list[nri.ContainerEviction]]] = []
             for plugin, reply in answers:
                 if reply.HasField("adjust"):
                     merged.add(repr(plugin), reply.adjust)
@@ -412,15 +452,50 @@ class NriService:
                     else:
                         others.append(u)
                 if reply.evict:
-                    log.warning("NRI: plugin %r asks to evict containers; pycri does not "
-                                "evict", plugin)
+                    evictions.append((plugin, list(reply.evict)))
+            self._validate(pod, ctr, spec_json, merged, others)
             if not merged.empty:
-                spec = merged.apply(spec_json, ctr.annotations)
+                cdi = self.state.cdi if self.state is not None else None
+                spec = merged.apply(spec_json, ctr.annotations, cdi)
                 log.info("NRI: container %s adjusted (%s)", ctr.id[:12],
                          ", ".join(sorted(merged.owners)))
             self._ctrs[ctr.id] = ctr
         self._apply_updates(None, others)
+        for plugin, evict in evictions:
+            self._evict(plugin, evict)
         return spec
+
+    def _validate(self, pod: SandboxRecord, ctr: ContainerRecord, spec_json: dict[str, Any],
+                  merged: adjust.Merged, others: list[nri.ContainerUpdate]) -> None:
+        """ValidateContainerAdjustment to every validator plugin (subscribed to that event):
+        the combined adjustment, who owns what, and the plugins that took part (every
+        connected one, as upstream). A rejection or an error fails CreateContainer; a plugin
+        answering UNIMPLEMENTED is skipped."""
+        validators = [p for p in self._snapshot()
+                      if p.subscribed(nri.VALIDATE_CONTAINER_ADJUSTMENT)]
+        if not validators:
+            return
+        owners = nri.OwningPlugins()
+        owners.owners[ctr.id].CopyFrom(adjust.field_owners(merged.owners))
+        req = nri.ValidateContainerAdjustmentRequest(
+            pod=convert.pod_sandbox(pod), container=convert.container(ctr, spec_json),
+            adjust=merged.adjustment(), update=others, owners=owners,
+            plugins=[nri.PluginInstance(name=p.name, index=p.index) for p in self._snapshot()])
+        for plugin in validators:
+            try:
+                reply = plugin.call("ValidateContainerAdjustment", req,
+                                    nri.ValidateContainerAdjustmentResponse)
+            except RpcError as e:
+                if e.code == Code.UNIMPLEMENTED:
+                    continue
+                if e.fatal:
+                    plugin.close(f"ValidateContainerAdjustment: {e}")
+                raise FailedPrecondition(f"NRI validator {plugin!r} failed "
+                                         f"ValidateContainerAdjustment: {e.status.message}"
+                                         ) from None
+            if reply.reject:
+                raise FailedPrecondition(f"NRI validator {plugin!r} rejected the adjustments "
+                                         f"of container {ctr.name}: {reply.reason or 'no reason'}")
 
     def post_create_container(self, pod: SandboxRecord, ctr: ContainerRecord) -> None:
         with self._lock:
@@ -467,12 +542,13 @@ class NriService:
                                  nri.UpdateContainerResponse, p, c, fail=True)
         out = dict(resources)
         others = []
-        for _plugin, reply in answers:
+        for plugin, reply in answers:
             for u in reply.update:
                 if u.container_id == ctr.id and u.HasField("linux"):
                     out.update(adjust.resource_update(u.linux.resources))
                 else:
                     others.append(u)
+            self._evict(plugin, list(reply.evict))
         self._apply_updates(None, others)
         return out
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cni import CniManager
-from cri_server import faults
+from cri_server import faults, host_features
 from cri_server.config import Config
 from cri_server.list_budget import ListBudget
 from cri_server.nri.hooks import NO_NRI, NriHooks
@@ -52,9 +52,10 @@ from pycri_common.errors import (
     NotFound,
     PycriError,
     Unavailable,
+    Unimplemented,
 )
 from pycri_common.text import shorten
-from runtime.pod_spec import PodCgroup, PodNamespaces, PodSpec
+from runtime.pod_spec import IdMaps, PodCgroup, PodNamespaces, PodSpec
 from runtime.shim import namespaces as shim_namespaces
 from runtime.shim_client import ShimClient
 
@@ -180,6 +181,12 @@ class SandboxManager:
     def run(self, request: api_pb2.RunPodSandboxRequest) -> str:
         plan = validate.plan(request, list(self.config.runtime.handlers),
                              podfiles.host_hostname())
+        if plan.userns:
+            supported, reason = host_features.user_namespaces(str(self.paths.root),
+                                                              str(self.paths.state))
+            if not supported:
+                raise Unimplemented(f"pods with their own user namespace (userns_options mode "
+                                    f"POD) are not supported on this host: {reason}")
         digest = request_digest(request)
         while True:
             pending, existing = self._reserve(plan.name_key, digest)
@@ -246,7 +253,8 @@ class SandboxManager:
             cgroup_driver=cg.driver, cgroup_parent=cg.parent, cgroup_path=cg.path,
             cgroup_owned=cg.owned, cgroup_prune_to=cg.prune_to,
             shm_path=("" if plan.namespaces.get("ipc") == "node"
-                      else pod_shm.shm_path(self.paths.state, pod_id)))
+                      else pod_shm.shm_path(self.paths.state, pod_id)),
+            userns=dict(plan.userns))
 
     def _create(self, request: api_pb2.RunPodSandboxRequest, plan: validate.SandboxPlan,
                 digest: str, pending: _Pending) -> str:
@@ -287,7 +295,9 @@ class SandboxManager:
         times.append(time.monotonic())
 
         network: Future[Any] | None = None
-        if not rec.host_network:
+        # A pod user namespace must own the network namespace: the shim makes both (the
+        # daemon's threads cannot enter a new user namespace) and CNI runs once it is up.
+        if not rec.host_network and not rec.userns:
             netns.create(rec.netns_path)
             self._save(rec, phase="netns")
             faults.crash_point("runp_netns")
@@ -305,6 +315,8 @@ class SandboxManager:
         self._save(rec, phase="shim")
         faults.crash_point("runp_shim")
         times.append(time.monotonic())
+        if not rec.host_network and rec.userns:
+            network = self._network_pool.submit(self._setup_network, rec, config)
 
         if network is not None:
             result = network.result()
@@ -345,7 +357,10 @@ class SandboxManager:
             shim_dir=rec.shim_dir, ns_dir=rec.ns_dir, netns_path=rec.netns_path or "",
             cgroup=PodCgroup(driver=rec.cgroup_driver, parent=rec.cgroup_parent,
                              path=rec.cgroup_path),
-            log_level=self.config.log_level)
+            log_level=self.config.log_level,
+            userns=(IdMaps(uid_map=tuple((c, h, n) for c, h, n in rec.userns["uids"]),
+                           gid_map=tuple((c, h, n) for c, h, n in rec.userns["gids"]))
+                    if rec.userns else None))
 
     # -- StopPodSandbox --------------------------------------------------------
     def stop(self, pod_id: str) -> None:

@@ -431,3 +431,300 @@ def test_pod_and_container_are_not_listed_while_their_hook_runs(
                                               "PostCreateContainer"]
         env.remove(out["ctr"])
         pods.stop_and_remove(daemon.c, pod_id)
+
+
+# ---------------------------------------------------------------- adjustments (2nd round)
+
+def _hook(script: str, out: Path) -> nri.Hook:
+    return nri.Hook(path="/bin/sh", args=["sh", "-c", script],
+                    env=[f"OUT={out}", "PATH=/usr/bin:/bin"], timeout=nri.OptionalInt(value=10))
+
+
+def _wait_file(path: Path, timeout: float = 10) -> str:
+    deadline = time.monotonic() + timeout
+    while not path.exists() or not path.read_text():
+        assert time.monotonic() < deadline, f"{path} was never written"
+        time.sleep(0.05)
+    return path.read_text()
+
+
+def test_oci_hooks_from_a_plugin_run_at_their_points(
+        daemon: PycriDaemon, container_env: ContainerEnv) -> None:
+    import json
+    env = container_env
+    out = Path(tempfile.mkdtemp(prefix="pycri-nri-hooks-"))
+    os.chmod(out, 0o755)
+
+    def create(req: nri.CreateContainerRequest) -> nri.CreateContainerResponse:
+        adj = nri.ContainerAdjustment(hooks=nri.Hooks(
+            prestart=[_hook('cat > "$OUT/prestart.json"', out)],
+            start_container=[_hook("cat > /hook-start.json", out)],
+            poststart=[_hook('cat > "$OUT/poststart.json"', out)],
+            poststop=[_hook('cat > "$OUT/poststop.json"', out)]))
+        return nri.CreateContainerResponse(adjust=adj)
+
+    try:
+        with NriTestPlugin(daemon.nri_socket, name="hooker",
+                           handlers={"CreateContainer": create}):
+            cid = env.run(["sh", "-c", "cat /hook-start.json; echo; sleep 1000"])
+            pre = json.loads(_wait_file(out / "prestart.json"))
+            assert (pre["id"], pre["status"]) == (cid, "creating")
+            post = json.loads(_wait_file(out / "poststart.json"))
+            assert (post["id"], post["status"]) == (cid, "running") and post["pid"] > 0
+            deadline = time.monotonic() + 10
+            while '"status": "created"' not in "".join(x for _, x in env.log_lines(cid)):
+                assert time.monotonic() < deadline, env.log_lines(cid)
+                time.sleep(0.05)
+            assert not (out / "poststop.json").exists()
+            env.cri.StopContainer(api_pb2.StopContainerRequest(container_id=cid, timeout=0))
+            env.remove(cid)
+            stop = json.loads(_wait_file(out / "poststop.json"))
+            assert (stop["id"], stop["status"]) == (cid, "stopped")
+    finally:
+        shutil.rmtree(out)
+
+
+DEVICE_PROBE = (
+    "(exec 3<>/dev/nri-fuse) && echo fuse-opened; stat -c '%t:%T %a %u' /dev/nri-fuse; "
+    "mknod /tmp/lc c 10 237 && { (exec 4</tmp/lc) 2>/dev/null && echo lc-opened "
+    "|| echo lc-refused; }")
+
+
+def test_a_device_from_a_plugin_is_created_and_allowed_others_stay_refused(
+        daemon: PycriDaemon, container_env: ContainerEnv) -> None:
+    env = container_env
+
+    def create(req: nri.CreateContainerRequest) -> nri.CreateContainerResponse:
+        adj = nri.ContainerAdjustment()
+        adj.linux.devices.add(path="/dev/nri-fuse", type="c", major=10, minor=229,
+                              file_mode=nri.OptionalFileMode(value=0o640),
+                              uid=nri.OptionalUInt32(value=0))
+        return nri.CreateContainerResponse(adjust=adj)
+
+    with NriTestPlugin(daemon.nri_socket, name="devices",
+                       handlers={"CreateContainer": create}):
+        cid = env.run(["sh", "-c", DEVICE_PROBE])
+        st = env.wait_exit(cid)
+        out = "".join(line for _, line in env.log_lines(cid))
+        assert st.exit_code == 0, out
+        assert "fuse-opened" in out and "a:e5 640 0" in out, out  # 10:229, mode 0640
+        assert "lc-refused" in out, out  # a device no one added stays closed
+        env.remove(cid)
+    cid = env.run(["sh", "-c", "test -e /dev/nri-fuse && echo there || echo absent"])
+    env.wait_exit(cid)  # without the plugin: no device
+    assert "absent" in "".join(line for _, line in env.log_lines(cid))
+    env.remove(cid)
+
+
+def test_a_cdi_device_requested_by_a_plugin_is_injected(
+        daemon: PycriDaemon, container_env: ContainerEnv) -> None:
+    from tests.support.cdi import Vendor
+    env = container_env
+    vendor = Vendor(daemon.base / "cdi")
+
+    def create(req: nri.CreateContainerRequest) -> nri.CreateContainerResponse:
+        return nri.CreateContainerResponse(adjust=nri.ContainerAdjustment(
+            CDI_devices=[nri.CDIDevice(name="vendor.test/gpu=a")]))
+
+    try:
+        vendor.write("vendor.yaml", vendor.spec())
+        with NriTestPlugin(daemon.nri_socket, name="cdi", handlers={"CreateContainer": create}):
+            probe = "echo env=$CDI_SPEC,$CDI_A; echo hi > /dev/cdi-null && echo null-written"
+            cid = env.run(["sh", "-c", probe])
+            st = env.wait_exit(cid)
+            out = "".join(line for _, line in env.log_lines(cid))
+            assert st.exit_code == 0, out
+            assert "env=spec-level,1" in out and "null-written" in out, out
+            env.remove(cid)
+    finally:
+        vendor.close()
+
+
+def test_memory_reservation_swappiness_and_cpu_realtime_reach_the_cgroup(
+        daemon: PycriDaemon, container_env: ContainerEnv) -> None:
+    env = container_env
+
+    def create(req: nri.CreateContainerRequest) -> nri.CreateContainerResponse:
+        adj = nri.ContainerAdjustment()
+        res = adj.linux.resources
+        res.memory.reservation.value = 48 * MiB
+        res.memory.swappiness.value = 17
+        res.cpu.realtime_period.value = 400000
+        res.cpu.realtime_runtime.value = 0
+        return nri.CreateContainerResponse(adjust=adj)
+
+    with NriTestPlugin(daemon.nri_socket, name="res", handlers={"CreateContainer": create}):
+        cid = env.run(["sleep", "1000"])
+        out = env.exec_sync(cid, ["sh", "-c", (
+            "cd /sys/fs/cgroup; cat memory/memory.soft_limit_in_bytes memory/memory.swappiness "
+            "cpu/cpu.rt_period_us cpu/cpu.rt_runtime_us")]).stdout.decode().split()
+        assert out == [str(48 * MiB), "17", "400000", "0"], out
+        env.cri.StopContainer(api_pb2.StopContainerRequest(container_id=cid, timeout=0))
+        env.remove(cid)
+
+
+@pytest.mark.parametrize(("linux", "code", "named"), [
+    (nri.LinuxContainerAdjustment(sysctl={"net.ipv4.ip_forward": "1"}),
+     grpc.StatusCode.UNIMPLEMENTED, "linux.sysctl"),
+    (nri.LinuxContainerAdjustment(scheduler=nri.LinuxScheduler(policy=nri.SCHED_FIFO)),
+     grpc.StatusCode.UNIMPLEMENTED, "linux.scheduler"),
+    (nri.LinuxContainerAdjustment(resources=nri.LinuxResources(
+        blockio_class=nri.OptionalString(value="slow"))),
+     grpc.StatusCode.FAILED_PRECONDITION, "blockio_class"),
+    (nri.LinuxContainerAdjustment(resources=nri.LinuxResources(devices=[
+        nri.LinuxDeviceCgroup(allow=True, type="c", major=nri.OptionalInt64(value=10),
+                              minor=nri.OptionalInt64(value=237), access="rwm")])),
+     grpc.StatusCode.UNIMPLEMENTED, "matches no device"),
+])
+def test_an_adjustment_pycri_cannot_apply_fails_the_create_naming_it(
+        daemon: PycriDaemon, container_env: ContainerEnv, linux: nri.LinuxContainerAdjustment,
+        code: grpc.StatusCode, named: str) -> None:
+    env = container_env
+
+    def create(req: nri.CreateContainerRequest) -> nri.CreateContainerResponse:
+        return nri.CreateContainerResponse(adjust=nri.ContainerAdjustment(linux=linux))
+
+    with NriTestPlugin(daemon.nri_socket, name="refused", handlers={"CreateContainer": create}):
+        cfg = env.config(["true"], name="nri-refused")
+        err = rpc_error(env.create, cfg)
+        assert err.code() == code and named in (err.details() or ""), err
+        listed = env.cri.ListContainers(api_pb2.ListContainersRequest()).containers
+        assert "nri-refused" not in [c.metadata.name for c in listed]
+
+
+# ---------------------------------------------------------------- evictions, validation
+
+def test_an_eviction_answer_stops_the_named_container(
+        daemon: PycriDaemon, container_env: ContainerEnv) -> None:
+    env = container_env
+    victim = env.run(["sleep", "1000"])
+    other = env.run(["sleep", "1000"])
+
+    def create(req: nri.CreateContainerRequest) -> nri.CreateContainerResponse:
+        return nri.CreateContainerResponse(evict=[nri.ContainerEviction(
+            container_id=victim, reason="make room")])
+
+    with NriTestPlugin(daemon.nri_socket, name="evictor",
+                       handlers={"CreateContainer": create}) as plugin:
+        cid = env.create(env.config(["true"]))
+        assert env.status(victim).state == api_pb2.CONTAINER_EXITED
+        assert env.status(cid).state == api_pb2.CONTAINER_CREATED
+        assert env.status(other).state == api_pb2.CONTAINER_RUNNING
+        plugin.wait_for(lambda: "StopContainer" in plugin.seen(container_id=victim))
+        # unsolicited: UpdateContainers with an eviction
+        plugin.update_containers([], evict=[nri.ContainerEviction(container_id=other,
+                                                                   reason="policy")])
+        assert env.status(other).state == api_pb2.CONTAINER_EXITED
+        for c in (victim, other, cid):
+            env.remove(c)
+
+
+def test_a_validator_plugin_sees_the_adjustments_with_owners_and_can_reject(
+        daemon: PycriDaemon, container_env: ContainerEnv) -> None:
+    from tests.support.nri_plugin import mask
+    env = container_env
+
+    def adjust_env(req: nri.CreateContainerRequest) -> nri.CreateContainerResponse:
+        return nri.CreateContainerResponse(adjust=nri.ContainerAdjustment(
+            env=[nri.KeyValue(key="FROM_ADJUSTER", value=req.container.name)]))
+
+    def validate(req: nri.ValidateContainerAdjustmentRequest
+                 ) -> nri.ValidateContainerAdjustmentResponse:
+        reject = req.container.name == "nri-rejected"
+        return nri.ValidateContainerAdjustmentResponse(reject=reject, reason="not this one")
+
+    with NriTestPlugin(daemon.nri_socket, name="adjuster", index="10",
+                       handlers={"CreateContainer": adjust_env}), \
+            NriTestPlugin(daemon.nri_socket, name="validator", index="90",
+                          events=mask(nri.VALIDATE_CONTAINER_ADJUSTMENT),
+                          handlers={"ValidateContainerAdjustment": validate}) as validator:
+        err = rpc_error(env.create, env.config(["true"], name="nri-rejected"))
+        assert "validator" in (err.details() or "") and "not this one" in (err.details() or "")
+        listed = env.cri.ListContainers(api_pb2.ListContainersRequest()).containers
+        assert "nri-rejected" not in [c.metadata.name for c in listed]
+        cid = env.create(env.config(["true"], name="nri-accepted"))
+        req = validator.request("ValidateContainerAdjustment", container_id=cid)
+        assert [(kv.key, kv.value) for kv in req.adjust.env] == [("FROM_ADJUSTER",
+                                                                  "nri-accepted")]
+        assert dict(req.owners.owners[cid].compound[nri.Env].owners) == \
+            {"FROM_ADJUSTER": "10-adjuster"}
+        assert [(p.index, p.name) for p in req.plugins] == [("10", "adjuster"),
+                                                             ("90", "validator")]
+        assert validator.seen(container_id=cid) == ["ValidateContainerAdjustment"]
+        env.remove(cid)
+
+
+# ---------------------------------------------------------------- connection lifecycle
+
+def test_plugins_get_shutdown_when_the_daemon_stops(fresh_daemon: PycriDaemon) -> None:
+    d = fresh_daemon
+    d.start()
+    plugin = NriTestPlugin(d.nri_socket, name="bye").connect()
+    assert d.stop() == 0
+    assert plugin.endpoint is not None and plugin.endpoint.wait_closed(5)
+    assert [m for m, _ in plugin.events] == ["Shutdown"]
+
+
+def test_a_plugin_whose_configure_hangs_is_dropped_after_the_request_timeout(
+        daemon: PycriDaemon, container_env: ContainerEnv) -> None:
+    import threading
+    release = threading.Event()
+    hung = NriTestPlugin(daemon.nri_socket, name="stuck",
+                         handlers={"Configure": lambda req: release.wait(8)})
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(TimeoutError):
+            hung.connect(timeout=6)
+        assert hung.endpoint is not None and hung.endpoint.wait_closed(1)
+        assert hung.configured is not None and hung.synchronized is None
+        with NriTestPlugin(daemon.nri_socket, name="after") as fine:
+            cid = container_env.create(container_env.config(["true"]))
+            assert "CreateContainer" in fine.seen(container_id=cid)
+            assert hung.events == []
+            container_env.remove(cid)
+    finally:
+        release.set()
+        hung.close()
+    assert time.monotonic() - t0 < 15
+
+
+def test_a_plugin_that_registers_after_the_timeout_is_dropped(daemon: PycriDaemon) -> None:
+    from nri import mux
+    from nri.endpoint import Endpoint
+    from nri.ttrpc import Router
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(str(daemon.nri_socket))
+    ep = Endpoint(s, serve_conn=mux.PLUGIN_SERVICE_CONN, call_conn=mux.RUNTIME_SERVICE_CONN,
+                  router=Router(), name="late")
+    ep.start()
+    try:
+        time.sleep(5.5)  # nri.plugin_registration_timeout is 5 s
+        with pytest.raises(RpcError):
+            ep.call("nri.pkg.api.v1alpha1.Runtime", "RegisterPlugin",
+                    nri.RegisterPluginRequest(plugin_name="late", plugin_idx="50"),
+                    nri.Empty, 3)
+        assert ep.wait_closed(3)
+    finally:
+        ep.close("test done")
+
+
+def test_disable_connections_serves_no_socket_but_runs_preinstalled_plugins() -> None:
+    import json
+    d = PycriDaemon(config={"nri": {"disable_connections": True}})
+    out = d.base / "preinstalled.jsonl"
+    d.nri_plugin_dir.mkdir()
+    script = d.nri_plugin_dir / "42-recorder"
+    script.write_text(PREINSTALLED.format(python=sys.executable, out=str(out)))
+    script.chmod(0o755)
+    try:
+        d.start()
+        assert not d.nri_socket.exists()
+        _wait_file(out, 20)  # the plugin pycri started is registered and configured
+        pod_id = pods.run_pod(d.c)
+        pods.stop_and_remove(d.c, pod_id)
+        assert {"event": "RunPodSandbox", "pod": pod_id} in \
+            [json.loads(line) for line in out.read_text().splitlines()]
+    finally:
+        rc = d.stop()
+        d.cleanup_dirs()
+    assert rc == 0

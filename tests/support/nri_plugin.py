@@ -2,7 +2,7 @@
 
 It connects to the daemon's NRI socket, registers, answers Configure with its event
 subscription and Synchronize with ``sync_updates``, and records every event it gets, in
-order, as (method, request). ``handlers`` replace the default answer of a method: a handler
+order, as (method, request) (Shutdown too). ``handlers`` replace the default answer of a method: a handler
 gets the request and returns the response message (or raises RpcError, or blocks).
 """
 from __future__ import annotations
@@ -39,6 +39,9 @@ EVENT_METHODS: dict[str, tuple[type[Message], type[Message]]] = {
     "StopContainer": (nri.StopContainerRequest, nri.StopContainerResponse),
     "RemoveContainer": (nri.RemoveContainerRequest, nri.RemoveContainerResponse),
     "StateChange": (nri.StateChangeEvent, nri.Empty),
+    "ValidateContainerAdjustment": (nri.ValidateContainerAdjustmentRequest,
+                                    nri.ValidateContainerAdjustmentResponse),
+    "Shutdown": (nri.Empty, nri.Empty),
 }
 ALL_EVENTS = 0  # ConfigureResponse.events = 0 subscribes to everything
 
@@ -72,7 +75,6 @@ class NriTestPlugin:
         router = Router()
         router.add(PLUGIN_SERVICE, "Configure", nri.ConfigureRequest, self._configure)
         router.add(PLUGIN_SERVICE, "Synchronize", nri.SynchronizeRequest, self._synchronize)
-        router.add(PLUGIN_SERVICE, "Shutdown", nri.Empty, lambda req: nri.Empty())
         for method, (req_type, resp_type) in EVENT_METHODS.items():
             router.add(PLUGIN_SERVICE, method, req_type, self._event(method, resp_type))
         return router
@@ -106,16 +108,21 @@ class NriTestPlugin:
         self.close()
 
     def update_containers(self, updates: list[nri.ContainerUpdate],
-                          timeout: float = 10.0) -> nri.UpdateContainersResponse:
+                          timeout: float = 10.0,
+                          evict: Iterable[nri.ContainerEviction] = ()
+                          ) -> nri.UpdateContainersResponse:
         assert self.endpoint is not None
         return self.endpoint.call(RUNTIME_SERVICE, "UpdateContainers",
-                                  nri.UpdateContainersRequest(update=updates),
+                                  nri.UpdateContainersRequest(update=updates, evict=evict),
                                   nri.UpdateContainersResponse, timeout)
 
     # ------------------------------------------------------------ handlers
 
     def _configure(self, req: nri.ConfigureRequest) -> nri.ConfigureResponse:
         self.configured = req
+        handler = self.handlers.get("Configure")
+        if handler is not None:
+            handler(req)  # e.g. blocks (a Configure timeout)
         return nri.ConfigureResponse(events=self.subscription)
 
     def _synchronize(self, req: nri.SynchronizeRequest) -> nri.SynchronizeResponse:
@@ -141,7 +148,7 @@ class NriTestPlugin:
             events = list(self.events)
         out = []
         for method, req in events:
-            pod = req.pod.id if req.HasField("pod") else ""
+            pod = req.pod.id if hasattr(req, "pod") and req.HasField("pod") else ""
             ctr = req.container.id if hasattr(req, "container") and req.HasField("container") \
                 else ""
             if pod_id is not None and pod != pod_id:
