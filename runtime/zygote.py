@@ -43,7 +43,7 @@ from pycri_common.errors import InvalidArgument
 from runtime import syscalls
 from runtime.pod_spec import PodSpec
 from runtime.shim import main as shim_main
-from runtime.shim import protocol as shim_protocol
+from runtime.shim import warmup as shim_warmup
 
 SPAWN_TIMEOUT = 60.0
 PARENT_CHECK_INTERVAL = 2.0  # seconds
@@ -55,7 +55,7 @@ def _preimport() -> None:
             importlib.import_module(name)
         except ImportError:
             pass
-    shim_protocol.warm_up()  # the shims share the specialised bytecode (see warm_up)
+    shim_warmup.warm_up()  # the shims share the specialised bytecode (see warm_up)
 
 
 class _Client:
