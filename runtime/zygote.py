@@ -3,7 +3,8 @@ docs/architecture.md).
 
     python3 -m runtime.zygote --socket <state>/zygote.sock
 
-It pre-imports the shim (and runtime.container_init when present), calls
+It pre-imports the shim (and runtime.container_init when present), runs the shim's
+request path once (runtime.shim.warmup: specialised bytecode is shared), calls
 gc.freeze() so forked shims share those pages, then serves JSON lines on its
 unix socket:
 
@@ -55,7 +56,7 @@ def _preimport() -> None:
             importlib.import_module(name)
         except ImportError:
             pass
-    shim_warmup.warm_up()  # the shims share the specialised bytecode (see warm_up)
+    shim_warmup.warm_up()  # the shims share the specialised request path (runtime.shim.warmup)
 
 
 class _Client:

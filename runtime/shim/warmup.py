@@ -15,6 +15,7 @@ here is closed. Measured with bench/shim_memory.py.
 from __future__ import annotations
 
 import json
+import os
 import socket
 from typing import Any
 
@@ -23,12 +24,13 @@ from runtime.pod_spec import PodSpec
 from runtime.shim import protocol
 from runtime.shim.control import Connection
 from runtime.shim.loop import Loop
-from runtime.shim.records import Container, State
+from runtime.shim.records import Container, ExecProcess, State
 from runtime.shim.reports import Report, take_report_messages
 from runtime.shim.server import Shim
 
 ROUNDS = 16
-_DIR = "/nonexistent/pycri-warm-up"  # never created: nothing here writes to the pod's dirs
+_DIR = "/nonexistent/pycri-warm-up"
+_NO_PID = 1 << 23  # above PID_MAX_LIMIT (1 << 22)  # never created: nothing here writes to the pod's dirs
 
 
 def _spec(cid: str) -> dict[str, Any]:
@@ -53,9 +55,9 @@ def _spec(cid: str) -> dict[str, Any]:
         "seccomp": None, "cgroup": None, "log_path": f"{_DIR}/{cid}.log"}).to_json()
 
 
-def _requests() -> list[dict[str, Any]]:
+def _requests() -> list[dict[str, Any] | bytes]:
     """Requests the warm pod answers from memory (or refuses) without any side effect."""
-    reqs: list[dict[str, Any]] = [{"op": "hello"}, {"op": "state"}]
+    reqs: list[dict[str, Any] | bytes] = [{"op": "hello"}, {"op": "state"}]
     for cid in ("run", "done"):
         reqs += [{"op": "state", "container_id": cid},
                  {"op": "kill", "container_id": cid, "signal": 15},
@@ -66,7 +68,7 @@ def _requests() -> list[dict[str, Any]]:
              {"op": "exec", "container_id": "done", "process": {"args": ["true"]}},
              {"op": "exec_wait", "exec_id": "e", "timeout": 0.0},   # NotFound
              {"op": "exec_kill", "exec_id": "e", "signal": 9},      # NotFound
-             {"op": "state", "container_id": "gone"}, {"op": "nope"}, b"[]", b"{"]
+             {"op": "state", "container_id": "gone"}, {"op": "nope"}, b"[]\n", b"{\n"]
     return reqs
 
 
@@ -80,6 +82,62 @@ def _warm_pod(loop: Loop, listener: socket.socket) -> Shim:
         c.state = state
         shim.state.containers[cid] = c
     return shim
+
+
+def _lifecycle(shim: Shim, conn: Connection, theirs: socket.socket, n: int) -> None:
+    """One container's create, start, exec and exit as the shim sees them, with pipes for
+    the init's report and gate, and pids no process can have (above the kernel's
+    PID_MAX_LIMIT: no signal reaches anything)."""
+    pod = shim.state
+    cid, pid, exec_pid = f"life{n}", _NO_PID + 2 * n, _NO_PID + 2 * n + 1
+    c = Container(cid, container_spec.ContainerSpec.from_json(_spec(cid)))
+    c.pid = c.init_pid = pid
+    pod.containers[cid] = c
+    pod.pids[pid] = ("container", c)
+    c.report_fd = _report_pipe(b'{"pid": %d}\n{"ready": true, "user": {"uid": 0, "gid": 0, '
+                               b'"additional_gids": []}}\n' % pid)
+    c.pending_create = conn
+    shim.containers.read_report(c)  # ready: the create reply; EOF: the init waits
+    _drain(theirs)
+    gate_r, c.gate_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        c.report_fd = _report_pipe(b"")
+        _request(conn, theirs, {"op": "start", "container_id": cid})
+        shim.containers.read_report(c)  # EOF: the start reply
+        _drain(theirs)
+    finally:
+        os.close(gate_r)
+    e = ExecProcess(f"x{n}", c)
+    e.forked_pid = e.pid = exec_pid
+    e.report_fd = _report_pipe(b'{"pid": %d}\n' % exec_pid)
+    e.pending_reply = conn
+    pod.execs[e.id] = e
+    pod.pids[exec_pid] = ("exec", e)
+    shim.execs.read_report(e)  # EOF: the exec reply
+    _drain(theirs)
+    shim.reaper.child_exited(exec_pid, 0)
+    _request(conn, theirs, {"op": "exec_wait", "exec_id": e.id, "timeout": 0.0})
+    shim.reaper.child_exited(pid, 9)  # SIGKILL
+    _request(conn, theirs, {"op": "wait", "container_id": cid, "timeout": 1.0})
+    _request(conn, theirs, {"op": "delete", "container_id": cid})
+
+
+def _report_pipe(data: bytes) -> int:
+    """The read end of a pipe that holds `data`, then EOF."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        os.write(w, data)
+    finally:
+        os.close(w)
+    os.set_blocking(r, False)
+    return r
+
+
+def _request(conn: Connection, theirs: socket.socket, req: dict[str, Any] | bytes) -> None:
+    theirs.send(req if isinstance(req, bytes) else json.dumps(req).encode() + b"\n")
+    conn._on_readable()
+    conn.pending = False  # wait and exec leave the request pending
+    _drain(theirs)
 
 
 def _drain(sock: socket.socket) -> None:
@@ -100,17 +158,14 @@ def warm_up(rounds: int = ROUNDS) -> None:
         ours.setblocking(False)
         theirs.setblocking(False)
         conn = Connection(loop, ours, shim.handle, lambda _: None)
-        lines = b"".join(r if isinstance(r, bytes) else json.dumps(r).encode() + b"\n"
-                         for r in _requests())
+        requests = _requests()
         done = shim.state.containers["done"]
         reports = (b'{"pid": 7}\n{"ready": true, "user": {"uid": 0, "gid": 0}}\n'
                    b'{"error": "x", "kind": "NotFound"}\nnot json\n')
-        for _ in range(rounds):
-            for line in lines.splitlines(keepends=True):
-                theirs.send(line)
-                conn._on_readable()
-                conn.pending = False  # wait and exec leave the request pending
-                _drain(theirs)
+        for n in range(rounds):
+            for req in requests:
+                _request(conn, theirs, req)
+            _lifecycle(shim, conn, theirs, n)
             for c in shim.state.containers.values():
                 c.waiters.clear()
                 json.dumps(c.snapshot().to_json()).encode()  # what a status file holds
