@@ -57,7 +57,8 @@ def build_services(config: Config, paths: Paths) -> Services:
         events = EventBus()
         undo.callback(events.close)
         sandboxes = SandboxManager(config, paths, store, cni, zygote.spawn)
-        containers = ContainerManager(store, paths, sandboxes, images)
+        containers = ContainerManager(store, paths, sandboxes, images,
+                                      shim_watch=sandboxes.shim_watch)
         sandboxes.containers = containers
         images.is_image_in_use = containers.is_image_in_use
         containers.event_sink = make_sink(events, sandboxes, containers)

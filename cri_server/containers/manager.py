@@ -38,8 +38,9 @@ from cri_server.containers.image_config import ImageView, cri_signal_number, par
 from cri_server.containers.pod_view import PodView, from_sandbox
 from cri_server.containers.record import ContainerRecord
 from cri_server.list_budget import ListBudget
+from cri_server.list_cache import ItemCache
 from cri_server.paths import Paths
-from cri_server.sandboxes import shim_process
+from cri_server.sandboxes.shim_watch import ShimWatch
 from cri_server.store import Store
 from imageservice.metadata import ImageRecord
 from proto import api_pb2
@@ -53,7 +54,7 @@ from pycri_common.errors import (
     Unavailable,
 )
 from pycri_common.text import shorten
-from runtime import arglimits, cgroups, shim_client
+from runtime import arglimits, cgroups
 from runtime.shim import statusfile
 from runtime.shim_client import ShimClient
 
@@ -71,14 +72,10 @@ def _fingerprint(request: api_pb2.CreateContainerRequest) -> str:
     return h.hexdigest()
 
 
-def _shim_alive(shim_dir: str) -> bool:
-    pid = shim_client.shim_pid(shim_dir)
-    return pid is not None and shim_process.is_shim_of(pid, shim_dir)
-
-
 class ContainerManager:
     def __init__(self, store: Store, paths: Paths, sandboxes: PodLookup, images: ImageLookup,
-                 event_sink: EventSink | None = None) -> None:
+                 event_sink: EventSink | None = None, shim_watch: ShimWatch | None = None
+                 ) -> None:
         self.store = store
         self.paths = paths
         self.sandboxes = sandboxes
@@ -94,6 +91,10 @@ class ContainerManager:
         self._list_sizes: dict[str, int] = {}  # list_bytes: List item size by container id
         # What the Lists may carry (cri_server.list_budget): set by the wiring.
         self.list_budget: ListBudget | None = None
+        # Liveness of the pods' shims (pidfds; the SandboxManager's, shared by the wiring).
+        self.shim_watch = shim_watch if shim_watch is not None else ShimWatch()
+        # Each container's List item, rebuilt after each write of its record (_save).
+        self._items: ItemCache[ContainerRecord, api_pb2.Container] = ItemCache(convert.container)
 
     # ------------------------------------------------------------------ lookup
     def _ctr_lock(self, cid: str) -> threading.Lock:
@@ -289,10 +290,17 @@ class ContainerManager:
             self._records.pop(rec.id, None)
             self._ctr_locks.pop(rec.id, None)
         self.store.delete(R.KIND, rec.id)
+        self._items.drop(rec.id)
 
     # ------------------------------------------------------------------ state
     def _save(self, rec: ContainerRecord) -> None:
         self.store.update(R.KIND, rec.id, rec.to_json())
+        self._items.changed(rec.id)
+
+    def _shim_alive(self, shim_dir: str, polled: bool = False) -> bool:
+        if not polled:
+            self.shim_watch.poll()
+        return self.shim_watch.alive(shim_dir)
 
     def _apply(self, rec: ContainerRecord, state: dict[str, Any]) -> None:
         """Copies a shim state into the record; persists and publishes a transition."""
@@ -307,13 +315,15 @@ class ContainerManager:
             self._publish(api_pb2.CONTAINER_STOPPED_EVENT, rec)
 
     def _refresh(self, rec: ContainerRecord, alive_cache: dict[str, bool] | None = None) -> None:
-        """Brings rec's runtime state up to date from the shim's status file."""
+        """Brings rec's runtime state up to date from the shim's status file. alive_cache: the
+        liveness of the shims seen so far in a batch (whose caller ran shim_watch.poll())."""
         if rec.state not in (R.CREATED, R.RUNNING) or not rec.shim_dir:
             return
         cache = alive_cache if alive_cache is not None else {}
         alive = cache.get(rec.shim_dir)
         if alive is None:
-            alive = cache[rec.shim_dir] = _shim_alive(rec.shim_dir)
+            alive = cache[rec.shim_dir] = self._shim_alive(rec.shim_dir,
+                                                           polled=alive_cache is not None)
         path = statusfile.status_path(rec.shim_dir, rec.id)
         if not alive:
             # re-check the file first: the shim may have recorded the exit before dying
@@ -432,6 +442,7 @@ class ContainerManager:
         self._remove_cgroup(rec)
         shutil.rmtree(self.paths.container_dir(rec.id), ignore_errors=True)
         self.store.delete(R.KIND, rec.id)
+        self._items.drop(rec.id)
         with self._lock:
             self._records.pop(rec.id, None)
             self._status_versions.pop(rec.id, None)
@@ -502,8 +513,11 @@ class ContainerManager:
         return rec
 
     def list(self, flt: api_pb2.ContainerFilter | None = None) -> list[ContainerRecord]:
+        """The containers flt selects, oldest first, their states brought up to date from
+        the status files (one stat each) and the shims' pidfds (one poll for all)."""
         with self._lock:
             recs = [r for r in self._records.values() if r.state != R.CREATING]
+        self.shim_watch.poll()
         alive: dict[str, bool] = {}
         out = []
         for rec in recs:
@@ -513,6 +527,11 @@ class ContainerManager:
             if convert.matches(rec, flt):
                 out.append(rec)
         return sorted(out, key=lambda r: r.created_at)
+
+    def list_items(self, flt: api_pb2.ContainerFilter | None = None
+                   ) -> builtins.list[api_pb2.Container]:
+        """ListContainers: the Container items of list(flt), each built once per version."""
+        return [self._items.item(r.id, r) for r in self.list(flt)]
 
     def list_bytes(self) -> int:
         """What the Container items of every container take in a List (cri_server.list_budget)."""
@@ -611,12 +630,13 @@ class ContainerManager:
             with self._lock:
                 self._records[rec.id] = rec
         alive: dict[str, bool] = {}
+        self.shim_watch.poll()
         for rec in list(self._records.values()):
             if rec.state == R.CREATING:
                 log.info("rolling back interrupted create of container %s", rec.id[:12])
                 shim = None
                 if rec.shim_dir:
-                    alive.setdefault(rec.shim_dir, _shim_alive(rec.shim_dir))
+                    alive.setdefault(rec.shim_dir, self._shim_alive(rec.shim_dir, polled=True))
                     shim = ShimClient(rec.shim_dir) if alive[rec.shim_dir] else None
                 self._undo_create(rec, shim)
                 continue
@@ -650,6 +670,7 @@ class ContainerManager:
                     live = [r for r in self._records.values()
                             if r.state in (R.CREATED, R.RUNNING)]
                 alive: dict[str, bool] = {}
+                self.shim_watch.poll()
                 for rec in live:
                     self._refresh(rec, alive)
             except Exception:
