@@ -86,6 +86,7 @@ class ContainerManager:
         self._inflight: dict[str, tuple[str, Future[str]]] = {}
         self._ctr_locks: dict[str, threading.Lock] = {}
         self._status_versions: dict[str, tuple[int, int, int]] = {}
+        self._status_paths: dict[str, str] = {}    # container id -> its shim status file
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
         self._list_sizes: dict[str, int] = {}  # list_bytes: List item size by container id
@@ -324,7 +325,9 @@ class ContainerManager:
         if alive is None:
             alive = cache[rec.shim_dir] = self._shim_alive(rec.shim_dir,
                                                            polled=alive_cache is not None)
-        path = statusfile.status_path(rec.shim_dir, rec.id)
+        path = self._status_paths.get(rec.id)
+        if path is None:
+            path = self._status_paths[rec.id] = statusfile.status_path(rec.shim_dir, rec.id)
         if not alive:
             # re-check the file first: the shim may have recorded the exit before dying
             state = statusfile.read_states(rec.shim_dir).get(rec.id)
@@ -446,6 +449,7 @@ class ContainerManager:
         with self._lock:
             self._records.pop(rec.id, None)
             self._status_versions.pop(rec.id, None)
+            self._status_paths.pop(rec.id, None)
             self._ctr_locks.pop(rec.id, None)
         if rec.state != R.EXITED:
             rec.state = R.EXITED

@@ -10,8 +10,19 @@ from pycri_common.errors import InvalidArgument
 
 
 def read(path: str) -> str:
-    with open(path) as f:
-        return f.read()
+    """The whole file as text. Raw os.open/os.read: the stats Lists read a handful of cgroup
+    files per container on every call, and a buffered text open costs several times more."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode()
 
 
 def read_int(path: str, default: int = 0) -> int:
