@@ -298,3 +298,47 @@ def test_container_list_shows_a_dead_shim_at_once(
     proc.wait()
     assert cm.list_items()[0].state == api_pb2.CONTAINER_EXITED
     assert cm.records()[0].exit_code == 255
+
+
+def test_container_list_stats_only_the_status_files_written_since(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        fake_shim: tuple[subprocess.Popen[bytes], str]) -> None:
+    """With inotify on the shims' status directories a List reads no file nobody wrote, and
+    still sees the one that was written."""
+    from cri_server.containers import manager as container_manager
+    proc, shim_dir = fake_shim
+    store = Store(tmp_path / "runtime.db")
+    paths = Paths(tmp_path / "root", tmp_path / "state")
+    pods = SandboxManager(Config(), paths, store, None, lambda spec: {})
+    cm = ContainerManager(store, paths, pods, images=None)  # type: ignore[arg-type]
+    assert cm._status_watch.enabled, "inotify_init1 failed on this host"
+    recs = []
+    for n in range(3):
+        rec = R.ContainerRecord(id=f"{n}" * 64, pod_id="p" * 64, name=f"c{n}", attempt=0,
+                                image="busybox", shim_dir=shim_dir, state=R.RUNNING,
+                                pid=proc.pid, created_at=n + 1)
+        store.insert(R.KIND, rec.id, rec.name_key, rec.to_json())
+        statusfile.write_state(shim_dir, rec.id, {"state": R.RUNNING, "pid": proc.pid})
+        cm._records[rec.id] = rec
+        recs.append(rec)
+    stats: list[str] = []
+    real_stat = os.stat
+
+    def counting_stat(path: Any, *a: Any, **k: Any) -> os.stat_result:
+        stats.append(str(path))
+        return real_stat(path, *a, **k)
+
+    monkeypatch.setattr(container_manager.os, "stat", counting_stat)
+    assert [i.state for i in cm.list_items()] == [api_pb2.CONTAINER_RUNNING] * 3
+    assert len(stats) == 3                       # first List: every file once
+    stats.clear()
+    cm.list_items()
+    assert stats == []                           # nothing written: nothing read
+    statusfile.write_state(shim_dir, recs[1].id, {"state": R.EXITED, "exit_code": 2})
+    assert [i.state for i in cm.list_items()] == [
+        api_pb2.CONTAINER_RUNNING, api_pb2.CONTAINER_EXITED, api_pb2.CONTAINER_RUNNING]
+    assert stats == [statusfile.status_path(shim_dir, recs[1].id)]
+    stats.clear()
+    cm.status(recs[0].id)                        # a single status reads its file as before
+    assert len(stats) == 1
+    cm.close()
