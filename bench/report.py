@@ -37,7 +37,7 @@ def add_run_figures(pods: int, parallel: int, idle: float) -> str:
         TARGETS[f"PSS/pod @{n}"] = ("MiB", 1.0)
     for n in scale_points(pods):
         if n >= LIST_POINT_MIN:
-            for name in LIST_TARGETS_MS:
+            for name in ("Version", *LIST_TARGETS_MS):
                 TARGETS[f"{name} @{n}"] = ("ms", None)
     TARGETS[f"idle CPU {int(idle)}s, {pods} pods"] = ("s", 1.0)
     return concurrent
