@@ -11,11 +11,20 @@ run(spec, stdio, gate_fd, report_fd) -> NoReturn
   4. own mount namespace (+ cgroup namespace when listed without path): overlay rootfs, mounts
      in order, /dev nodes, devices, working dir, pivot_root, masked and read-only paths,
      read-only root, hostname.
+     With spec.userns (a pod user namespace): layers and binds idmapped, what the init
+     creates owned by the mapped root; then setns into the user namespace and a mount
+     namespace of its own (the mounts become locked).
   5. user from the rootfs /etc/passwd,/etc/group; executable looked up in PATH; rlimits,
      oom_score_adj (clamped), AppArmor; seccomp compiled (loaded now when no_new_privs is off,
      since that needs CAP_SYS_ADMIN); bounding set, user, capabilities, ambient, no_new_privs.
   6. {"ready": true, "user": {"uid", "gid", "groups"}} on report_fd, then block on gate_fd:
-     b"s" -> load seccomp (no_new_privs case) and execve; EOF/anything else -> exit 1.
+     b"s" -> startContainer hooks, load seccomp (no_new_privs case) and execve;
+     EOF/anything else -> exit 1.
+  OCI hooks (spec.hooks, runtime.hooks): createRuntime hooks run in a helper forked in step 1
+  (still in the runtime's namespaces and cgroup) when the init asks it to, after the mounts and
+  before pivot_root; createContainer hooks then run from the init itself (container
+  namespaces, host paths still visible); startContainer hooks after the gate opened.
+  spec.intel_rdt: the init joins that resctrl group right after its cgroup (runtime.resctrl).
   Any failure: {"error": msg, "kind": "<errors.py class name>"} on report_fd, exit 1 (before
   ready; the cgroup created in step 2 is removed) or 127/126 when execve fails (not found /
   not executable).
@@ -24,7 +33,8 @@ run(spec, stdio, gate_fd, report_fd) -> NoReturn
 
 exec_into(container_pid, spec, process, stdio, report_fd) -> NoReturn
   Same, for ExecSync/Exec: joins the container's cgroup and the namespaces of
-  /proc/<container_pid>/ns/* (pid ns -> fork as above, {"pid": N}), applies the container's
+  /proc/<container_pid>/ns/* (the user namespace after pid/cgroup, the mount namespace last;
+  pid ns -> fork as above, {"pid": N}), applies the container's
   user (process["user"] overrides), capabilities, no_new_privs, seccomp, rlimits, AppArmor;
   env = process["env"] if given else the container's; cwd = process["cwd"] or the container's
   (must exist); writes {"ready": ...} then execs process["args"] at once (no gate).
@@ -32,17 +42,20 @@ exec_into(container_pid, spec, process, stdio, report_fd) -> NoReturn
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
 import os
 import signal
+import socket
 import stat
 import termios
 from typing import Any, NoReturn
 
-from pycri_common.errors import InvalidArgument, PycriError
-from runtime import apparmor, capabilities, rlimits, rootfs, syscalls
+from pycri_common.errors import FailedPrecondition, InvalidArgument, PycriError
+from runtime import apparmor, capabilities, hooks, resctrl, rlimits, rootfs, syscalls, userns
+from runtime.cgroups import mode as cgmode
 from runtime.cgroups import open_cgroup
 from runtime.cgroups.manager import Cgroup
 from runtime.container_spec import ContainerSpec, ProcessSpec, UserSpec
@@ -56,10 +69,11 @@ _NS_FLAGS: dict[str, int] = {
     "network": syscalls.CLONE_NEWNET, "ipc": syscalls.CLONE_NEWIPC,
     "uts": syscalls.CLONE_NEWUTS, "pid": syscalls.CLONE_NEWPID,
     "mount": syscalls.CLONE_NEWNS, "cgroup": syscalls.CLONE_NEWCGROUP,
+    "user": syscalls.CLONE_NEWUSER,
 }
 _PROC_NS_NAMES: dict[str, str] = {
     "ipc": "ipc", "uts": "uts", "network": "net", "cgroup": "cgroup", "pid": "pid",
-    "mount": "mnt",
+    "user": "user", "mount": "mnt",
 }
 
 
@@ -91,9 +105,19 @@ def run(spec: ContainerSpec, stdio: tuple[int, int, int], gate_fd: int,
     try:
         _make_non_dumpable(calls)
         _setup_stdio(stdio, keep=(gate_fd, report_fd))
+        helper = _HookHelper.start(spec) if spec.hooks.get("createRuntime") else None
         cgroup = _setup_cgroup(spec)
+        idmap = _open_userns(spec)
+        if idmap is not None and cgroup is not None and spec.cgroup is not None:
+            _delegate_cgroup(spec.cgroup.path, idmap)
+        if spec.intel_rdt:  # a host path, before any namespace; children inherit the group
+            resctrl.join(spec.intel_rdt, spec.id, os.getpid())
         _enter_namespaces(spec, reporter, calls)
-        seccomp_filter, argv0, env, user = _build_container(spec, calls)
+        host_pid = _host_pid()
+        seccomp_filter, argv0, env, user = _build_container(spec, calls, helper, host_pid,
+                                                            idmap)
+        if idmap is not None:
+            _enter_userns(idmap, calls)
         if seccomp_filter is not None and not spec.process.no_new_privs:
             seccomp_filter.load()
         _apply_credentials(spec.process, user, calls)
@@ -102,6 +126,7 @@ def run(spec: ContainerSpec, stdio: tuple[int, int, int], gate_fd: int,
         if os.read(gate_fd, 1) != b"s":
             os._exit(1)
         os.close(gate_fd)
+        hooks.run_hooks(spec.hooks, "startContainer", _hook_state(spec, "created", host_pid))
         if seccomp_filter is not None and spec.process.no_new_privs:
             seccomp_filter.load()
         _execve(argv0, spec.process.args, env)
@@ -139,6 +164,9 @@ def exec_into(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
         profile = apparmor.resolve_profile(spec.process.apparmor_profile)
         if spec.cgroup is not None:
             open_cgroup(spec.cgroup.path).attach(os.getpid())
+        # with the host's privileges: a pod user namespace would not allow raising them
+        rlimits.apply_rlimits(proc.rlimits)
+        rlimits.apply_oom_score_adj(proc.oom_score_adj)
         _join_container_namespaces(container_pid, reporter, calls)
         if proc.tty:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
@@ -149,8 +177,6 @@ def exec_into(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
         except InvalidArgument as e:
             raise InvalidArgument(f"exec: {e}") from e
         argv0 = _find_executable(proc.args[0], env)
-        rlimits.apply_rlimits(proc.rlimits)
-        rlimits.apply_oom_score_adj(proc.oom_score_adj)
         if profile:
             apparmor.set_exec_profile(profile)
         if seccomp_filter is not None and not proc.no_new_privs:
@@ -225,6 +251,47 @@ def _setup_cgroup(spec: ContainerSpec) -> Cgroup | None:
     return cg
 
 
+def _open_userns(spec: ContainerSpec) -> userns.Idmap | None:
+    """The pod's user namespace (an fd kept until it is joined), None without one."""
+    u = spec.userns
+    if u is None:
+        return None
+    try:
+        fd = os.open(u.path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise InvalidArgument(f"userns.path: cannot open {u.path}: {e.strerror}") from e
+    return userns.Idmap(fd, u.maps.uid_map, u.maps.gid_map)
+
+
+def _enter_userns(idmap: userns.Idmap, calls: Syscalls) -> None:
+    """Join the pod's user namespace once the filesystem is built (idmapped mounts need the
+    host's privileges), then move to a mount namespace of its own: the container's root
+    gets the namespace's capabilities, and every mount made so far is locked (masked and
+    read-only paths cannot be undone from inside)."""
+    try:
+        calls.setns(idmap.fd, syscalls.CLONE_NEWUSER)
+    except OSError as e:
+        raise InvalidArgument(f"userns.path: cannot join the pod's user namespace: "
+                              f"{e.strerror}") from e
+    finally:
+        os.close(idmap.fd)
+    calls.unshare(syscalls.CLONE_NEWNS)
+
+
+def _delegate_cgroup(cgroup_path: str, idmap: userns.Idmap) -> None:
+    """cgroup v2: the container's cgroup directory and its cgroup.procs, cgroup.threads and
+    cgroup.subtree_control belong to the mapped root, so the container can manage its own
+    sub-cgroups (limits stay enforced from the directory's parent). v1 hierarchies are not
+    delegated (the container sees them read-only)."""
+    if cgmode.detect_mode() != "v2":
+        return
+    base = os.path.join(cgmode.CGROUP_ROOT, cgroup_path.lstrip("/"))
+    for name in ("", "cgroup.procs", "cgroup.threads", "cgroup.subtree_control"):
+        path = os.path.join(base, name) if name else base
+        with contextlib.suppress(FileNotFoundError):
+            os.chown(path, idmap.root_uid, idmap.root_gid)
+
+
 def _leave_and_remove(cg: Cgroup) -> None:
     """Error path: move this process back to the root cgroup and remove what we created."""
     try:
@@ -291,7 +358,8 @@ def _setns(calls: Syscalls, path: str, flag: int, ns_type: str) -> None:
                               f"{e.strerror}") from e
 
 
-def _build_container(spec: ContainerSpec, calls: Syscalls
+def _build_container(spec: ContainerSpec, calls: Syscalls, helper: _HookHelper | None = None,
+                     host_pid: int = 0, idmap: userns.Idmap | None = None
                      ) -> tuple[SeccompFilter | None, str, list[str], ResolvedUser]:
     """Filesystem, pivot_root and everything that must be checked before `ready`."""
     proc = spec.process
@@ -301,10 +369,13 @@ def _build_container(spec: ContainerSpec, calls: Syscalls
     entries = spec.namespace_paths()
     own_cgroupns = "cgroup" in entries and not entries["cgroup"]
     host_cg = spec.cgroup.path if spec.cgroup is not None and not own_cgroupns else None
-    root, cwd, rules = rootfs.prepare(spec, host_cg, calls)
+    root, cwd, rules = rootfs.prepare(spec, host_cg, calls, idmap)
     if rules and spec.cgroup is not None and not spec.privileged:
         cg = open_cgroup(spec.cgroup.path)
         cg.set_device_rules(list(rootfs.DEFAULT_DEVICE_RULES) + rules)
+    if helper is not None:
+        helper.run(_hook_state(spec, "creating", host_pid))
+    hooks.run_hooks(spec.hooks, "createContainer", _hook_state(spec, "creating", host_pid))
     rootfs.finish(spec, root, calls)
     rootfs.enter_cwd(cwd, calls=calls)
     user = _resolve_container_user(proc.user)
@@ -315,6 +386,100 @@ def _build_container(spec: ContainerSpec, calls: Syscalls
     if profile:
         apparmor.set_exec_profile(profile)
     return seccomp_filter, argv0, env, user
+
+
+def _host_pid() -> int:
+    """Our pid as the host sees it: /proc is still the host's until pivot_root, and its
+    /proc/self names the reader's pid in the proc mount's (the host's) pid namespace."""
+    try:
+        return int(os.readlink("/proc/self"))
+    except (OSError, ValueError):
+        return os.getpid()
+
+
+def _hook_state(spec: ContainerSpec, status: str, pid: int) -> dict[str, Any]:
+    bundle = os.path.dirname(spec.rootfs.upper.rstrip("/"))
+    return hooks.state(spec.id, status, pid, bundle, spec.annotations)
+
+
+class _HookHelper:
+    """A child forked before the init joins any namespace or cgroup: it runs the createRuntime
+    hooks in the runtime's namespaces when the init sends it the state, and answers once."""
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.sock = sock
+
+    @classmethod
+    def start(cls, spec: ContainerSpec) -> _HookHelper:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the forked helper
+            code = 0
+            try:
+                ours.close()
+                keep = theirs.fileno()
+                null = os.open("/dev/null", os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+                for name in os.listdir("/proc/self/fd"):
+                    if int(name) not in (0, 1, 2, keep):
+                        try:
+                            os.close(int(name))
+                        except OSError:
+                            pass
+                code = cls._serve(spec, theirs)
+            finally:
+                os._exit(code)
+        theirs.close()
+        return cls(pid, ours)
+
+    @staticmethod
+    def _serve(spec: ContainerSpec, sock: socket.socket) -> int:
+        data = _recv_all(sock)
+        if not data:
+            return 0  # the init failed before it got there
+        try:
+            hooks.run_hooks(spec.hooks, "createRuntime", json.loads(data))
+            answer: dict[str, Any] = {"ok": True}
+        except PycriError as e:
+            answer = {"error": str(e), "kind": e.kind}
+        except Exception as e:  # noqa: BLE001 - reported to the init
+            answer = {"error": f"createRuntime hooks: {e}", "kind": "PycriError"}
+        sock.sendall(json.dumps(answer).encode())
+        sock.shutdown(socket.SHUT_WR)
+        return 0
+
+    def run(self, oci_state: dict[str, Any]) -> None:
+        try:
+            self.sock.sendall(json.dumps(oci_state).encode())
+            self.sock.shutdown(socket.SHUT_WR)
+            data = _recv_all(self.sock)
+        finally:
+            self.sock.close()
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                pass  # forked by our parent before the pid-namespace fork: the shim reaps it
+        try:
+            answer = json.loads(data) if data else {}
+        except ValueError:
+            answer = {}
+        if answer.get("ok"):
+            return
+        raise FailedPrecondition(str(answer.get("error") or "createRuntime hooks: the hook "
+                                     "helper died"))
+
+
+def _recv_all(sock: socket.socket, limit: int = 1 << 20) -> bytes:
+    chunks, n = [], 0
+    while n < limit:
+        b = sock.recv(65536)
+        if not b:
+            break
+        chunks.append(b)
+        n += len(b)
+    return b"".join(chunks)
 
 
 def _resolve_container_user(user: UserSpec) -> ResolvedUser:
@@ -389,10 +554,13 @@ def _merge_exec_process(base: ProcessSpec, process: Any) -> ProcessSpec:
 
 
 def _join_container_namespaces(pid: int, reporter: _Reporter, calls: Syscalls) -> None:
-    """setns into every namespace of `pid` that differs from ours; mount namespace last."""
+    """setns into every namespace of `pid` that differs from ours; the user namespace (a pod
+    one) after those owned by the host's (pid, cgroup), the mount namespace (owned by the
+    pod's user namespace then) last."""
     fds: dict[str, int] = {}
+    order = ("ipc", "uts", "network", "cgroup", "pid", "user", "mount")
     try:
-        for ns_type in ("ipc", "uts", "network", "cgroup", "pid", "mount"):
+        for ns_type in order:
             name = _PROC_NS_NAMES[ns_type]
             try:
                 theirs = os.stat(f"/proc/{pid}/ns/{name}")
@@ -401,7 +569,7 @@ def _join_container_namespaces(pid: int, reporter: _Reporter, calls: Syscalls) -
             ours = os.stat(f"/proc/self/ns/{name}")
             if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
                 fds[ns_type] = os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
-        for ns_type in ("ipc", "uts", "network", "cgroup", "pid", "mount"):
+        for ns_type in order:
             if ns_type in fds:
                 calls.setns(fds[ns_type], _NS_FLAGS[ns_type])
     finally:

@@ -34,8 +34,15 @@ optional ones missing)::
                  # listed with path = join; listed without path = new; not listed = host's.
                  # "mount" is always new for run() (a path there is ignored).
      "hostname": str|null,
+     "userns": null | {"path": str,          # the pod's pinned user namespace (joined after the
+                                            # filesystem is built; mounts are idmapped with it)
+                       "uid_map": [[container_id, host_id, length]], "gid_map": [...]},
      "mounts": [Mount, ...],                # applied in order: default_mounts() first
-     "devices": [{"host_path", "container_path", "permissions": "rwm"}],
+     "devices": [{"host_path", "container_path", "permissions": "rwm",
+                  # optional (CDI device nodes): the node to make, no host node needed;
+                  # permissions "" = no devices-cgroup rule
+                  "type": "c"|"b"|"p", "major": int, "minor": int, "file_mode": int,
+                  "uid": int, "gid": int}],
      "masked_paths": [...], "readonly_paths": [...],   # as CRI sent them (empty list honoured)
      "privileged": bool,
      "seccomp": null | OCI seccomp profile (see runtime.seccomp.runtime_default_profile),
@@ -44,8 +51,15 @@ optional ones missing)::
                         also accepts "slice:prefix:name", converted by the parse),
                 "resources": Resources} | null,
      "log_path": str|null,                  # the CRI log file, created by the shim
-     "log_directory": str|null}             # the pod's log directory (trusted); nothing of
+     "log_directory": str|null,             # the pod's log directory (trusted); nothing of
                                             # log_path below it is followed through a symlink
+     # optional, left out of the JSON when unset:
+     "hooks": {"createRuntime"|"createContainer"|"startContainer"|"poststart"|"poststop":
+               [{"path", "args", "env", "timeout"}]},   # OCI hooks (runtime.hooks); default {}
+     "annotations": {str: str},             # what hooks get in the OCI state; default {}
+     "cdi_devices": [str],                  # CDI devices applied (informational); default []
+     "intel_rdt": null | {"root", "clos_id", "schemata": [str], "monitoring", "owned"}}
+                                            # resctrl group to join (runtime.resctrl)
 
 Mount types understood by the init: bind, proc, tmpfs, devpts, mqueue, sysfs, cgroup (mounts the
 host's cgroup hierarchies as seen from the container's cgroup namespace), and any other
@@ -64,9 +78,11 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from pycri_common.errors import InvalidArgument
-from runtime import arglimits
+from runtime import arglimits, resctrl
+from runtime import hooks as oci_hooks
 from runtime.capability_names import CAPABILITY_NAMES, last_cap, normalize_capability
 from runtime.cgroups.naming import systemd_path_to_fs
+from runtime.pod_spec import IdMaps
 
 #: The capability set containerd and CRI-O give an unprivileged container.
 DEFAULT_CAPABILITIES: tuple[str, ...] = (
@@ -98,7 +114,9 @@ PROPAGATIONS: tuple[str | None, ...] = ("private", "rslave", "rshared", None)
 CAP_SET_NAMES: tuple[str, ...] = ("bounding", "effective", "permitted", "inheritable", "ambient")
 _RESOURCE_INTS: tuple[str, ...] = (
     "cpu_shares", "cpu_quota", "cpu_period", "memory_limit_in_bytes",
-    "memory_swap_limit_in_bytes", "pids_limit", "oom_score_adj")
+    "memory_swap_limit_in_bytes", "pids_limit", "oom_score_adj",
+    "memory_reservation_in_bytes", "memory_swappiness", "cpu_realtime_runtime",
+    "cpu_realtime_period")
 
 
 # --------------------------------------------------------------------------- parse helpers
@@ -412,23 +430,47 @@ class Mount:
 class Device:
     host_path: str
     container_path: str
-    permissions: str = "rwm"  # letters of "rwm" (devices cgroup)
+    permissions: str = "rwm"  # letters of "rwm" (devices cgroup); "" = no rule (typed only)
+    # A typed device (CDI deviceNodes) is made from these, without reading host_path:
+    type: str | None = None  # "c" | "b" | "p"; None: copy the host node at host_path
+    major: int = 0
+    minor: int = 0
+    file_mode: int = 0o666
+    uid: int = 0
+    gid: int = 0
 
     @classmethod
     def from_json(cls, obj: Any, where: str) -> Self:
         d = _obj(obj, where)
         host = _abs_path(d.get("host_path"), where + ".host_path")
-        perms = d.get("permissions") or "rwm"
+        dtype = d.get("type")
+        perms = d.get("permissions")
+        perms = "rwm" if perms is None or (perms == "" and dtype is None) else perms
         _need(isinstance(perms, str) and set(perms) <= set("rwm"), where + ".permissions",
               f"must be letters of 'rwm', got {perms!r}")
+        typed: dict[str, Any] = {}
+        if dtype is not None:
+            _need(dtype in ("c", "b", "p"), where + ".type", f"must be c, b or p, got {dtype!r}")
+            for key, hi, default in (("major", 2**32 - 1, 0), ("minor", 2**32 - 1, 0),
+                                     ("file_mode", 0o7777, 0o666), ("uid", 2**32 - 2, 0),
+                                     ("gid", 2**32 - 2, 0)):
+                v = _opt_int(d.get(key, default), f"{where}.{key}")
+                _need(v is not None and 0 <= v <= hi, f"{where}.{key}",
+                      f"must be an integer from 0 to {hi}")
+                typed[key] = v
         return cls(host_path=host,
                    container_path=_abs_path(d.get("container_path") or host,
                                             where + ".container_path"),
-                   permissions=str(perms))
+                   permissions=str(perms), type=dtype, **typed)
 
     def to_json(self) -> dict[str, Any]:
-        return {"host_path": self.host_path, "container_path": self.container_path,
-                "permissions": self.permissions}
+        out: dict[str, Any] = {"host_path": self.host_path,
+                               "container_path": self.container_path,
+                               "permissions": self.permissions}
+        if self.type is not None:
+            out.update(type=self.type, major=self.major, minor=self.minor,
+                       file_mode=self.file_mode, uid=self.uid, gid=self.gid)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -472,6 +514,11 @@ class Resources:
     hugepage_limits: tuple[HugepageLimit, ...] = ()
     unified: dict[str, str] = field(default_factory=dict)
     oom_score_adj: int | None = None
+    # set by NRI plugins only (CRI has none of these); None = not set
+    memory_reservation_in_bytes: int | None = None
+    memory_swappiness: int | None = None  # 0..100; 0 is a value
+    cpu_realtime_runtime: int | None = None
+    cpu_realtime_period: int | None = None
 
     @classmethod
     def from_json(cls, obj: Any, where: str = "cgroup.resources") -> Self:
@@ -502,7 +549,11 @@ class Resources:
                    memory_limit_in_bytes=ints["memory_limit_in_bytes"],
                    memory_swap_limit_in_bytes=ints["memory_swap_limit_in_bytes"],
                    pids_limit=ints["pids_limit"], hugepage_limits=tuple(huge),
-                   unified=dict(uni), oom_score_adj=ints["oom_score_adj"])
+                   unified=dict(uni), oom_score_adj=ints["oom_score_adj"],
+                   memory_reservation_in_bytes=ints["memory_reservation_in_bytes"],
+                   memory_swappiness=ints["memory_swappiness"],
+                   cpu_realtime_runtime=ints["cpu_realtime_runtime"],
+                   cpu_realtime_period=ints["cpu_realtime_period"])
 
     def to_json(self) -> dict[str, Any]:
         """Integers left unset (None) are left out, as the daemon's resources dict does."""
@@ -542,6 +593,23 @@ class CgroupSpec:
 # --------------------------------------------------------------------------- the spec
 
 @dataclass(frozen=True, slots=True)
+class UsernsSpec:
+    """The pod user namespace a container joins (pinned at `path`) and its maps."""
+
+    path: str
+    maps: IdMaps
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str = "userns") -> Self:
+        o = _obj(obj, where)
+        return cls(path=_abs_path(o.get("path"), f"{where}.path"),
+                   maps=IdMaps.parse(o, _need, where))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, **self.maps.to_json()}
+
+
+@dataclass(frozen=True, slots=True)
 class ContainerSpec:
     id: str
     rootfs: RootfsSpec
@@ -559,6 +627,12 @@ class ContainerSpec:
     cgroup: CgroupSpec | None = None
     log_path: str | None = None
     log_directory: str | None = None
+    #: OCI hooks by kind (runtime.hooks checks them)
+    hooks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    cdi_devices: tuple[str, ...] = ()
+    intel_rdt: dict[str, Any] | None = None
+    userns: UsernsSpec | None = None  # a pod user namespace; None: the host's
 
     @classmethod
     def from_json(cls, obj: Any) -> Self:
@@ -598,18 +672,29 @@ class ContainerSpec:
             _need(isinstance(prof.get("syscalls", []) or [], list), "seccomp.syscalls",
                   "must be a list")
         cg = s.get("cgroup")
+        u = s.get("userns")
+        userns = None if u is None else UsernsSpec.from_json(u)
+        _need(userns is None or not privileged, "userns",
+              "a privileged container cannot run in a pod user namespace")
         log_path = _opt_abs_path(s.get("log_path") or None, "log_path")
         log_dir = _opt_abs_path(s.get("log_directory") or None, "log_directory")
         if log_path is not None and log_dir is not None:
             _need(log_path.startswith(os.path.normpath(log_dir).rstrip("/") + "/")
                   and os.path.normpath(log_path) == log_path, "log_path",
                   f"must be a normalized path below log_directory {log_dir!r}")
+        annotations = s.get("annotations") or {}
+        _need(isinstance(annotations, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()),
+            "annotations", "must be an object of strings")
         return cls(id=str(cid), pod_id=pod_id, rootfs=rootfs, process=process,
                    namespaces=namespaces, hostname=hostname, mounts=mounts, devices=devices,
                    masked_paths=paths["masked_paths"], readonly_paths=paths["readonly_paths"],
                    privileged=privileged, seccomp=prof,
                    cgroup=None if cg is None else CgroupSpec.from_json(cg),
-                   log_path=log_path, log_directory=log_dir)
+                   log_path=log_path, log_directory=log_dir,
+                   hooks=oci_hooks.validate_hooks(s.get("hooks")), annotations=dict(annotations),
+                   cdi_devices=_str_list(s.get("cdi_devices", []), "cdi_devices"),
+                   intel_rdt=resctrl.validate(s.get("intel_rdt")), userns=userns)
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "pod_id": self.pod_id, "rootfs": self.rootfs.to_json(),
@@ -621,7 +706,24 @@ class ContainerSpec:
                 "readonly_paths": list(self.readonly_paths), "privileged": self.privileged,
                 "seccomp": self.seccomp,
                 "cgroup": None if self.cgroup is None else self.cgroup.to_json(),
-                "log_path": self.log_path, "log_directory": self.log_directory}
+                "log_path": self.log_path, "log_directory": self.log_directory,
+                **self._optional_json()}
+
+    def _optional_json(self) -> dict[str, Any]:
+        """Fields added later (OCI hooks, CDI, the pod user namespace), written only when set:
+        a spec that uses none of them has the JSON form of the version before them."""
+        out: dict[str, Any] = {}
+        if self.hooks:
+            out["hooks"] = {k: [dict(h) for h in v] for k, v in self.hooks.items()}
+        if self.annotations:
+            out["annotations"] = dict(self.annotations)
+        if self.cdi_devices:
+            out["cdi_devices"] = list(self.cdi_devices)
+        if self.intel_rdt is not None:
+            out["intel_rdt"] = dict(self.intel_rdt)
+        if self.userns is not None:
+            out["userns"] = self.userns.to_json()
+        return out
 
     def namespace_paths(self) -> dict[str, str | None]:
         """type -> path (None: a new namespace) of the listed namespaces."""

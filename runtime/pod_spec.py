@@ -15,11 +15,15 @@ JSON form::
      "shim_dir": abs dir (control socket, shim.pid, shim.log, status files),
      "ns_dir": abs dir (pinned namespaces), "netns_path": str (the daemon's pinned netns, or ""),
      "cgroup": {"driver": "cgroupfs"|"systemd", "parent": str, "path": str} | null,
-     "log_level": str}
+     "log_level": str,
+     "userns": null | {"uid_map": [[container_id, host_id, length]], "gid_map": [...]}}
+         # a pod user namespace: the shim makes it (and the network namespace, pinned at
+         # netns_path, then) before the pause-holder
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -81,6 +85,40 @@ class PodNamespaces:
         return types
 
 
+IdRange = tuple[int, int, int]  # (container_id, host_id, length)
+
+
+@dataclass(frozen=True, slots=True)
+class IdMaps:
+    """The uid and gid maps of a pod user namespace (what /proc/<pid>/uid_map holds)."""
+
+    uid_map: tuple[IdRange, ...]
+    gid_map: tuple[IdRange, ...]
+
+    @classmethod
+    def parse(cls, obj: Any, need: Callable[[bool, str, str], None], where: str) -> Self:
+        """{"uid_map": [[c, h, n]], "gid_map": [...]}: non-empty, lengths > 0, container ID 0
+        mapped; `need(cond, field, message)` raises the caller's error."""
+        need(isinstance(obj, dict), where, "must be an object with uid_map and gid_map")
+        maps: dict[str, tuple[IdRange, ...]] = {}
+        for key in ("uid_map", "gid_map"):
+            m = obj.get(key)
+            need(isinstance(m, list) and len(m) > 0 and all(
+                isinstance(e, list | tuple) and len(e) == 3
+                and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in e)
+                and e[2] > 0 for e in m), f"{where}.{key}",
+                f"must be a non-empty list of [container_id, host_id, length] with length > 0, "
+                f"got {m!r}")
+            ranges = tuple((int(c), int(h), int(n)) for c, h, n in m)
+            need(any(c == 0 for c, _, _ in ranges), f"{where}.{key}", "must map container ID 0")
+            maps[key] = ranges
+        return cls(uid_map=maps["uid_map"], gid_map=maps["gid_map"])
+
+    def to_json(self) -> dict[str, list[list[int]]]:
+        return {"uid_map": [list(r) for r in self.uid_map],
+                "gid_map": [list(r) for r in self.gid_map]}
+
+
 @dataclass(frozen=True, slots=True)
 class PodCgroup:
     driver: str = "cgroupfs"  # "cgroupfs" | "systemd"
@@ -111,6 +149,7 @@ class PodSpec:
     netns_path: str = ""
     cgroup: PodCgroup | None = None
     log_level: str = "info"
+    userns: IdMaps | None = None  # a user namespace of the pod's own; None: the host's
 
     @classmethod
     def from_json(cls, obj: Any) -> Self:
@@ -135,20 +174,26 @@ class PodSpec:
             _need(isinstance(name, str) and isinstance(value, str), f"sysctls[{name!r}]",
                   f"names and values must be strings, got {value!r}")
         cg = p.get("cgroup")
+        u = p.get("userns")
+        userns = None if u is None else IdMaps.parse(u, _need, "userns")
+        netns_path = _str(p.get("netns_path") or "", "netns_path")
+        _need(userns is None or netns_path == "" or os.path.isabs(netns_path), "netns_path",
+              f"must be an absolute path, got {netns_path!r}")
         return cls(pod_id=dirs["pod_id"], shim_dir=dirs["shim_dir"], ns_dir=dirs["ns_dir"],
                    hostname=_str(p.get("hostname") or "", "hostname"),
                    namespaces=PodNamespaces.from_json(p.get("namespaces")),
-                   sysctls=dict(sysctls), netns_path=_str(p.get("netns_path") or "",
-                                                           "netns_path"),
+                   sysctls=dict(sysctls), netns_path=netns_path,
                    cgroup=None if cg is None else PodCgroup.from_json(cg),
-                   log_level=_str(p.get("log_level") or "info", "log_level"))
+                   log_level=_str(p.get("log_level") or "info", "log_level"), userns=userns)
 
     def to_json(self) -> dict[str, Any]:
         return {"pod_id": self.pod_id, "hostname": self.hostname,
                 "namespaces": self.namespaces.to_json(), "sysctls": dict(self.sysctls),
                 "shim_dir": self.shim_dir, "ns_dir": self.ns_dir, "netns_path": self.netns_path,
                 "cgroup": None if self.cgroup is None else self.cgroup.to_json(),
-                "log_level": self.log_level}
+                "log_level": self.log_level,
+                # only when set: a pod without a user namespace keeps its old JSON
+                **({} if self.userns is None else {"userns": self.userns.to_json()})}
 
     @property
     def socket_path(self) -> str:

@@ -26,10 +26,10 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from pycri_common.errors import InvalidArgument
-from runtime import syscalls
+from runtime import syscalls, userns
 from runtime.cgroups import mode as cgmode
 from runtime.container_spec import ContainerSpec, Device, Mount, RootfsSpec
 from runtime.securejoin import (
@@ -82,17 +82,40 @@ DEFAULT_DEVICE_RULES: tuple[str, ...] = (
 
 
 def prepare(spec: ContainerSpec, host_cgroup_path: str | None,
-            calls: Syscalls = REAL) -> tuple[str, str, list[str]]:
+            calls: Syscalls = REAL, idmap: userns.Idmap | None = None
+            ) -> tuple[str, str, list[str]]:
     """Up to pivot_root: propagation, overlay, mounts, /dev nodes, devices, working dir.
-    Returns (the rootfs mount point, the working dir inside it, devices-cgroup rules)."""
+    Returns (the rootfs mount point, the working dir inside it, devices-cgroup rules).
+    With `idmap` (a pod user namespace): idmapped layers and binds, and what is created from
+    the mounts on belongs to the container's root (_files_as_mapped_root)."""
     check_propagation_sources(spec.mounts, calls)
     set_root_propagation(spec.mounts, spec.rootfs.mountpoint, calls)
-    root = mount_rootfs(spec.rootfs, calls)
-    apply_mounts(root, spec.mounts, spec.privileged, host_cgroup_path, calls)
-    if dev_is_tmpfs(spec.mounts):
-        create_default_devices(root, calls)
-    rules = create_devices(root, spec.devices, calls)
-    return root, prepare_cwd(root, spec.process.cwd), rules
+    root = mount_rootfs(spec.rootfs, calls, idmap)
+    with _files_as_mapped_root(idmap, calls):
+        apply_mounts(root, spec.mounts, spec.privileged, host_cgroup_path, calls, idmap)
+        if dev_is_tmpfs(spec.mounts):
+            create_default_devices(root, calls)
+        rules = create_devices(root, spec.devices, calls)
+        return root, prepare_cwd(root, spec.process.cwd), rules
+
+
+@contextlib.contextmanager
+def _files_as_mapped_root(idmap: userns.Idmap | None, calls: Syscalls) -> Iterator[None]:
+    """While the init builds the filesystem for a pod user namespace, what it creates (mount
+    points, the working dir, /dev nodes) belongs to the container's root: fsuid/fsgid are the
+    mapped root's, the file capabilities that drops are raised again (host root keeps its
+    privileges otherwise)."""
+    if idmap is None:
+        yield
+        return
+    calls.setfsgid(idmap.root_gid)
+    calls.setfsuid(idmap.root_uid)
+    try:
+        calls.raise_effective_caps()
+        yield
+    finally:
+        calls.setfsuid(0)
+        calls.setfsgid(0)
 
 
 def finish(spec: ContainerSpec, root: str, calls: Syscalls = REAL) -> None:
@@ -182,8 +205,12 @@ def set_root_propagation(mounts: Sequence[Mount], rootfs_mountpoint: str,
 
 # --------------------------------------------------------------------------- rootfs
 
-def mount_rootfs(rootfs: RootfsSpec, calls: Syscalls = REAL) -> str:
-    """Mount the overlay on rootfs.mountpoint (created if missing). Returns it."""
+def mount_rootfs(rootfs: RootfsSpec, calls: Syscalls = REAL,
+                 idmap: userns.Idmap | None = None) -> str:
+    """Mount the overlay on rootfs.mountpoint (created if missing). Returns it.
+
+    With `idmap` (a pod user namespace) every image layer is an idmapped copy (the shared
+    snapshots are never chowned) and the writable layer belongs to the mapped root."""
     target = rootfs.mountpoint
     for key, path in (("upper", rootfs.upper), ("work", rootfs.work)):
         if not os.path.isdir(path):
@@ -192,29 +219,75 @@ def mount_rootfs(rootfs: RootfsSpec, calls: Syscalls = REAL) -> str:
         if not os.path.isdir(d):
             raise InvalidArgument(f"rootfs.lower[{i}]: {d} is not a directory")
     os.makedirs(target, mode=0o755, exist_ok=True)
-    data = (f"lowerdir={':'.join(rootfs.lower)},upperdir={rootfs.upper},"
-            f"workdir={rootfs.work}")
-    if len(data) >= 4096:
-        raise InvalidArgument(f"rootfs: overlay options are {len(data)} bytes (limit 4095): "
-                              "use shorter snapshot paths")
-    try:
-        calls.mount("overlay", target, "overlay", 0, data)
-    except OSError as e:
-        raise InvalidArgument(f"rootfs: overlay mount on {target} failed: {e.strerror}") from e
+    if idmap is not None:
+        os.chown(rootfs.upper, idmap.root_uid, idmap.root_gid)
+    upper = f"upperdir={rootfs.upper},workdir={rootfs.work}"
+    with _idmapped_layers(calls, list(rootfs.lower), target + ".idmap", idmap,
+                          "rootfs") as lower:
+        data = f"lowerdir={':'.join(lower)},{upper}"
+        if len(data) >= 4096:
+            raise InvalidArgument(f"rootfs: overlay options are {len(data)} bytes (limit "
+                                  "4095): use shorter snapshot paths")
+        try:
+            calls.mount("overlay", target, "overlay", 0, data)
+        except OSError as e:
+            raise InvalidArgument(f"rootfs: overlay mount on {target} failed: "
+                                  f"{e.strerror}") from e
     return target
+
+
+@contextlib.contextmanager
+def _idmapped_layers(calls: Syscalls, lower: list[str], staging: str,
+                     idmap: userns.Idmap | None, field: str) -> Iterator[list[str]]:
+    """Yields the lower dirs to give overlayfs: `lower` itself without idmap; else idmapped
+    copies 0, 1, ... on a tmpfs at `staging` (private to this mount namespace), named
+    relative to it (the working directory meanwhile: short overlay options). Overlayfs
+    keeps its own references to its layers, so the copies are detached afterwards."""
+    if idmap is None:
+        yield lower
+        return
+    os.makedirs(staging, mode=0o700, exist_ok=True)
+    cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        calls.mount("tmpfs", staging, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV,
+                    "size=16k,mode=0700")
+        try:
+            for i, d in enumerate(lower):
+                layer = os.path.join(staging, str(i))
+                os.mkdir(layer)
+                fd = os.open(layer, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    calls.bind_idmapped(d, idmap.fd, fd, recursive=False)
+                except OSError as e:
+                    raise InvalidArgument(f"{field}: layer {d} cannot be idmapped for the pod's "
+                                          f"user namespace: {e.strerror}") from e
+                finally:
+                    os.close(fd)
+            calls.chdir(staging)
+            yield [str(i) for i in range(len(lower))]
+        finally:
+            calls.fchdir(cwd)
+            calls.umount2(staging, syscalls.MNT_DETACH)
+    finally:
+        os.close(cwd)
+        with contextlib.suppress(OSError):
+            os.rmdir(staging)
 
 
 # --------------------------------------------------------------------------- mounts
 
 def apply_mounts(root: str, mounts: Sequence[Mount], privileged: bool,
-                 host_cgroup_path: str | None = None, calls: Syscalls = REAL) -> None:
+                 host_cgroup_path: str | None = None, calls: Syscalls = REAL,
+                 idmap: userns.Idmap | None = None) -> None:
     """Every mount in order. `host_cgroup_path`: the container's cgroup when it shares the
     host's cgroup namespace; "cgroup" mounts then bind that cgroup's own directories (as runc
-    does) instead of exposing the whole hierarchy."""
+    does) instead of exposing the whole hierarchy. `idmap` (a pod user namespace): binds and
+    overlay layers are idmapped, tmpfs/devpts/mqueue uid=/gid= options are container IDs
+    (a tmpfs without them belongs to the container's root)."""
     for i, m in enumerate(mounts):
         field = f"mounts[{i}]"
         try:
-            _apply_mount(calls, root, m, privileged, field, host_cgroup_path)
+            _apply_mount(calls, root, m, privileged, field, host_cgroup_path, idmap)
         except InvalidArgument:
             raise
         except OSError as e:
@@ -222,21 +295,48 @@ def apply_mounts(root: str, mounts: Sequence[Mount], privileged: bool,
                                   f"{e.strerror or e}") from e
 
 
+def userns_data(mtype: str, data: str, idmap: userns.Idmap | None) -> str:
+    """Mount data for a filesystem made for a pod user namespace: uid=/gid= of tmpfs, devpts
+    and mqueue are container IDs (translated to host IDs); a tmpfs without them belongs to
+    the container's root."""
+    if idmap is None or mtype not in ("tmpfs", "devpts", "mqueue"):
+        return data
+    words = [w for w in data.split(",") if w]
+    out = []
+    for w in words:
+        key, sep, value = w.partition("=")
+        if sep and key in ("uid", "gid") and value.isdigit():
+            host = idmap.host_uid(int(value)) if key == "uid" else idmap.host_gid(int(value))
+            w = f"{key}={host}"
+        out.append(w)
+    if mtype == "tmpfs":
+        keys = {w.partition("=")[0] for w in words}
+        out += [f"{k}={v}" for k, v in (("uid", idmap.root_uid), ("gid", idmap.root_gid))
+                if k not in keys]
+    return ",".join(out)
+
+
 def _apply_mount(calls: Syscalls, root: str, m: Mount, privileged: bool, field: str,
-                 host_cgroup_path: str | None = None) -> None:
+                 host_cgroup_path: str | None = None, idmap: userns.Idmap | None = None) -> None:
     flags, prop, data = parse_options(m.options)
     if m.readonly:
         flags |= syscalls.MS_RDONLY
     mtype = m.type
+    data = userns_data(mtype, data, idmap)
     if m.sub_path:
-        _sub_path_mount(calls, root, m, flags, prop, data, field)
+        _sub_path_mount(calls, root, m, flags, prop, data, field, idmap)
         return
     if mtype == "bind":
-        _bind_mount(calls, root, m, flags, prop, field)
+        _bind_mount(calls, root, m, flags, prop, field, idmap)
         return
     target = mkdir_all_in_root(root, m.destination)
     if mtype == "cgroup":
         _mount_cgroupfs(calls, root, target, flags, host_cgroup_path)
+        return
+    if mtype == "overlay" and idmap is not None:
+        _overlay_mount(calls, root, target, m, flags, data, field, idmap)
+        if prop:
+            _set_propagation(calls, root, target, prop)
         return
     fd = open_path_in_root(root, target)
     try:
@@ -257,7 +357,42 @@ def _apply_mount(calls: Syscalls, root: str, m: Mount, privileged: bool, field: 
         _set_propagation(calls, root, target, prop)
 
 
-def _bind_mount(calls: Syscalls, root: str, m: Mount, flags: int, prop: int, field: str) -> None:
+def _overlay_mount(calls: Syscalls, root: str, target: str, m: Mount, flags: int, data: str,
+                   field: str, idmap: userns.Idmap | None) -> None:
+    """An overlay (image volume) whose lowerdir layers are idmapped copies."""
+    words = data.split(",")
+    lower = next((w[len("lowerdir="):] for w in words if w.startswith("lowerdir=")), "")
+    if not lower:
+        raise InvalidArgument(f"{field}: an overlay mount needs lowerdir=")
+    rest = [w for w in words if not w.startswith("lowerdir=")]
+    staging = os.path.join(os.path.dirname(os.path.abspath(root)),
+                           ".idmap-" + field.replace("[", "-").replace("]", ""))
+    fd = open_path_in_root(root, target)
+    try:
+        with _idmapped_layers(calls, lower.split(":"), staging, idmap, field) as layers:
+            calls.mount(m.source or "overlay", _fd_path(fd), "overlay", flags,
+                        ",".join(["lowerdir=" + ":".join(layers), *rest]))
+    finally:
+        os.close(fd)
+
+
+def _bind(calls: Syscalls, src: str, target_fd: int, idmap: userns.Idmap | None,
+          field: str) -> None:
+    """Bind src (recursively) on the directory or file open at target_fd; idmapped with the
+    pod's user namespace when there is one."""
+    if idmap is None:
+        calls.mount(src, _fd_path(target_fd), None, syscalls.MS_BIND | syscalls.MS_REC)
+        return
+    try:
+        calls.bind_idmapped(src, idmap.fd, target_fd, recursive=True)
+    except OSError as e:
+        raise InvalidArgument(f"{field}.source: {src} cannot be idmapped for the pod's user "
+                              f"namespace ({e.strerror}): its filesystem does not support "
+                              "idmapped mounts") from e
+
+
+def _bind_mount(calls: Syscalls, root: str, m: Mount, flags: int, prop: int, field: str,
+                idmap: userns.Idmap | None = None) -> None:
     src = os.path.realpath(m.source)  # a host path that is a symlink is resolved on the host
     try:
         st = os.stat(src)
@@ -270,7 +405,7 @@ def _bind_mount(calls: Syscalls, root: str, m: Mount, flags: int, prop: int, fie
         target = ensure_file_in_root(root, m.destination)
     fd = open_path_in_root(root, target)
     try:
-        calls.mount(src, _fd_path(fd), None, syscalls.MS_BIND | syscalls.MS_REC)
+        _bind(calls, src, fd, idmap, field)
     finally:
         os.close(fd)
     extra = flags & ~(syscalls.MS_BIND | syscalls.MS_REC)
@@ -301,7 +436,7 @@ def _apply_propagation(calls: Syscalls, root: str, target: str, m: Mount, prop: 
 
 
 def _sub_path_mount(calls: Syscalls, root: str, m: Mount, flags: int, prop: int, data: str,
-                    field: str) -> None:
+                    field: str, idmap: userns.Idmap | None = None) -> None:
     """Mount the filesystem (or bind the source) on a staging directory next to the rootfs
     (private to this mount namespace), resolve `sub_path` inside it without leaving it,
     bind only that onto the destination, then detach the staging mount."""
@@ -312,8 +447,14 @@ def _sub_path_mount(calls: Syscalls, root: str, m: Mount, flags: int, prop: int,
     os.makedirs(staging, mode=0o700, exist_ok=True)
     try:
         if m.type == "bind":
-            calls.mount(os.path.realpath(m.source), staging, None,
-                        syscalls.MS_BIND | syscalls.MS_REC)
+            staging_fd = os.open(staging, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                _bind(calls, os.path.realpath(m.source), staging_fd, idmap, field)
+            finally:
+                os.close(staging_fd)
+        elif m.type == "overlay" and idmap is not None:
+            _overlay_mount(calls, "/", staging, m, flags & ~(syscalls.MS_BIND | syscalls.MS_REC),
+                           data, field, idmap)
         else:
             calls.mount(m.source or m.type, staging, m.type,
                         flags & ~(syscalls.MS_BIND | syscalls.MS_REC), data or None)
@@ -454,32 +595,45 @@ def create_default_devices(root: str, calls: Syscalls = REAL) -> None:
 
 
 def create_devices(root: str, devices: Sequence[Device], calls: Syscalls = REAL) -> list[str]:
-    """mknod each requested host device inside the rootfs; returns devices-cgroup rules."""
+    """mknod each requested device inside the rootfs; returns devices-cgroup rules.
+
+    A device with a `type` (CDI device nodes) is made from its own type/major/minor/file_mode/
+    uid/gid; others copy the host node at host_path. Permissions "" add no cgroup rule."""
     rules = []
     for i, d in enumerate(devices):
         field = f"devices[{i}]"
-        try:
-            st = os.stat(d.host_path)
-        except OSError as e:
-            raise InvalidArgument(f"{field}.host_path: {d.host_path}: {e.strerror}") from e
-        if stat.S_ISCHR(st.st_mode):
-            kind, ftype = "c", stat.S_IFCHR
-        elif stat.S_ISBLK(st.st_mode):
-            kind, ftype = "b", stat.S_IFBLK
+        if d.type is not None:
+            kind = d.type
+            ftype = {"c": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[kind]
+            rdev = os.makedev(d.major, d.minor) if kind != "p" else 0
+            mode, uid, gid = d.file_mode, d.uid, d.gid
         else:
-            raise InvalidArgument(f"{field}.host_path: {d.host_path} is not a device node")
+            try:
+                st = os.stat(d.host_path)
+            except OSError as e:
+                raise InvalidArgument(f"{field}.host_path: {d.host_path}: {e.strerror}") from e
+            if stat.S_ISCHR(st.st_mode):
+                kind, ftype = "c", stat.S_IFCHR
+            elif stat.S_ISBLK(st.st_mode):
+                kind, ftype = "b", stat.S_IFBLK
+            else:
+                raise InvalidArgument(f"{field}.host_path: {d.host_path} is not a device node")
+            rdev, mode, uid, gid = st.st_rdev, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
         parent_fd, name, _ = open_parent_in_root(root, d.container_path)
         old = os.umask(0)
         try:
             with contextlib.suppress(FileNotFoundError):
                 calls.unlink(name, dir_fd=parent_fd)
-            calls.mknod(name, ftype | stat.S_IMODE(st.st_mode), st.st_rdev, dir_fd=parent_fd)
-            calls.chown(name, st.st_uid, st.st_gid, dir_fd=parent_fd)
+            try:
+                calls.mknod(name, ftype | mode, rdev, dir_fd=parent_fd)
+            except OSError as e:
+                raise InvalidArgument(f"{field}: mknod {d.container_path}: {e.strerror}") from e
+            calls.chown(name, uid, gid, dir_fd=parent_fd)
         finally:
             os.umask(old)
             os.close(parent_fd)
-        rules.append(f"{kind} {os.major(st.st_rdev)}:{os.minor(st.st_rdev)} "
-                     f"{d.permissions or 'rwm'}")
+        if kind in ("c", "b") and d.permissions:
+            rules.append(f"{kind} {os.major(rdev)}:{os.minor(rdev)} {d.permissions}")
     return rules
 
 

@@ -291,13 +291,16 @@ MOUNT_ATTR_RDONLY = 0x00000001
 MOUNT_ATTR_NOSUID = 0x00000002
 MOUNT_ATTR_NODEV = 0x00000004
 MOUNT_ATTR_NOEXEC = 0x00000008
+MOUNT_ATTR_IDMAP = 0x00100000
 
 
 def mount_setattr(path: str, attr_set: int, attr_clr: int = 0, recursive: bool = True,
-                  dirfd: int = -100) -> None:
+                  dirfd: int = -100, userns_fd: int = 0) -> None:
     """mount_setattr(2) on `path` (relative to dirfd, default AT_FDCWD; "" = dirfd itself); with
-    `recursive` the change applies to every mount below too (MOUNT_ATTR_RDONLY: recursive ro)."""
-    attr = struct.pack("QQQQ", attr_set, attr_clr, 0, 0)
+    `recursive` the change applies to every mount below too (MOUNT_ATTR_RDONLY: recursive ro).
+    MOUNT_ATTR_IDMAP takes the user namespace whose mappings the mount gets in `userns_fd`
+    (only on a detached mount made by open_tree(OPEN_TREE_CLONE) that was never attached)."""
+    attr = struct.pack("QQQQ", attr_set, attr_clr, 0, userns_fd)
     buf = ctypes.create_string_buffer(attr, len(attr))
     flags = (AT_RECURSIVE if recursive else 0) | (AT_EMPTY_PATH if path == "" else 0)
     if _libc.syscall(ctypes.c_long(_NR_MOUNT_SETATTR), ctypes.c_int(dirfd),
@@ -305,6 +308,79 @@ def mount_setattr(path: str, attr_set: int, attr_clr: int = 0, recursive: bool =
                      ctypes.c_size_t(len(attr))) != 0:
         _raise(f"mount_setattr({path!r}, set={attr_set:#x}, clr={attr_clr:#x}, "
                f"recursive={recursive})")
+
+
+# --- detached mounts: open_tree / move_mount (Linux 5.2) ----------------------------------
+_NR_OPEN_TREE = 428
+_NR_MOVE_MOUNT = 429
+OPEN_TREE_CLONE = 0x1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+AT_SYMLINK_NOFOLLOW = 0x100
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+
+
+def open_tree(path: str, flags: int = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC,
+              recursive: bool = False, dirfd: int = -100) -> int:
+    """open_tree(2): an fd of a (with OPEN_TREE_CLONE: detached copy of the) mount at `path`
+    ("" = dirfd itself); `recursive` copies the mounts below it too."""
+    flags |= (AT_RECURSIVE if recursive else 0) | (AT_EMPTY_PATH if path == "" else 0)
+    fd = _libc.syscall(ctypes.c_long(_NR_OPEN_TREE), ctypes.c_int(dirfd),
+                       ctypes.c_char_p(_fs(path)), ctypes.c_uint(flags))
+    if fd < 0:
+        _raise(f"open_tree({path!r}, {flags:#x})")
+    return int(fd)
+
+
+def move_mount(from_fd: int, to_path: str, to_dirfd: int = -100) -> None:
+    """move_mount(2): attach the detached mount `from_fd` at `to_path` (relative to to_dirfd;
+    "" = to_dirfd itself)."""
+    flags = MOVE_MOUNT_F_EMPTY_PATH | (MOVE_MOUNT_T_EMPTY_PATH if to_path == "" else 0)
+    if _libc.syscall(ctypes.c_long(_NR_MOVE_MOUNT), ctypes.c_int(from_fd), ctypes.c_char_p(b""),
+                     ctypes.c_int(to_dirfd), ctypes.c_char_p(_fs(to_path)),
+                     ctypes.c_uint(flags)) != 0:
+        _raise(f"move_mount(fd={from_fd}, {to_path!r})")
+
+
+def bind_idmapped(source: str, userns_fd: int, to_dirfd: int, to_path: str = "",
+                  recursive: bool = True) -> None:
+    """Bind `source` on `to_path` (relative to to_dirfd; "" = to_dirfd itself) through the
+    maps of the user namespace `userns_fd`: a detached copy (open_tree OPEN_TREE_CLONE), made
+    idmapped (mount_setattr MOUNT_ATTR_IDMAP), attached (move_mount). Recursively when every
+    submount allows it, else only the mount itself."""
+    def once(rec: bool) -> None:
+        fd = open_tree(source, recursive=rec)
+        try:
+            mount_setattr("", MOUNT_ATTR_IDMAP, recursive=rec, dirfd=fd, userns_fd=userns_fd)
+            move_mount(fd, to_path, to_dirfd)
+        finally:
+            os.close(fd)
+
+    try:
+        once(recursive)
+    except OSError:
+        if not recursive:
+            raise
+        once(False)
+
+
+def raise_effective_caps() -> None:
+    """Effective capabilities := permitted (after setfsuid dropped the file ones)."""
+    caps = capget()
+    caps.effective = caps.permitted
+    capset(caps)
+
+
+def setfsuid(uid: int) -> int:
+    """setfsuid(2): the uid file operations use (owner of new files); returns the old one.
+    Leaving fsuid 0 drops the file capabilities from the effective set (re-raise them with
+    capset from the permitted set)."""
+    return int(_libc.setfsuid(ctypes.c_uint(uid)))
+
+
+def setfsgid(gid: int) -> int:
+    """setfsgid(2): the gid of new files; returns the old one."""
+    return int(_libc.setfsgid(ctypes.c_uint(gid)))
 
 
 def release_free_heap() -> None:
@@ -390,6 +466,20 @@ class Syscalls:
 
     def set_no_new_privs(self) -> None:
         set_no_new_privs()
+
+    # -- pod user namespaces -----------------------------------------------------------------
+    def bind_idmapped(self, source: str, userns_fd: int, to_dirfd: int, to_path: str = "",
+                      recursive: bool = True) -> None:
+        bind_idmapped(source, userns_fd, to_dirfd, to_path, recursive)
+
+    def setfsuid(self, uid: int) -> int:
+        return setfsuid(uid)
+
+    def setfsgid(self, gid: int) -> int:
+        return setfsgid(gid)
+
+    def raise_effective_caps(self) -> None:
+        raise_effective_caps()
 
 
 #: the real calls (what production code passes)

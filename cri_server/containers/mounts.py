@@ -5,8 +5,8 @@ Rules (containerd's, with the CRI's recursive_read_only checks):
 - PROPAGATION_PRIVATE -> private, HOST_TO_CONTAINER -> rslave (the host mount holding the
   source must be shared or a slave), BIDIRECTIONAL -> rshared (it must be shared);
 - recursive_read_only needs readonly, private propagation and kernel support;
-- selinux_relabel is ignored (no SELinux here); uid/gid mappings are refused (no user
-  namespaces);
+- selinux_relabel is ignored (no SELinux here); per-mount uid/gid mappings are refused (in
+  a pod user namespace the init idmaps every mount with the pod's mappings);
 - /etc/hostname, /etc/hosts, /etc/resolv.conf come from the pod unless the request mounts
   them itself; they are read-only when the root filesystem is;
 - image config VOLUMEs become empty read-write directories of the container (as containerd);
@@ -80,8 +80,9 @@ def cri_mount(m: api_pb2.Mount) -> Mount:
     if not dest.startswith("/"):
         raise InvalidArgument(f"mount container_path {dest!r} must be an absolute path")
     if m.uidMappings or m.gidMappings:
-        raise InvalidArgument(f"mount {dest!r}: id-mapped mounts need user namespaces, which "
-                              "pycri does not support")
+        raise InvalidArgument(f"mount {dest!r}: per-mount uid/gid mappings are not supported "
+                              "(in a pod with its own user namespace every mount is idmapped "
+                              "with the pod's mappings)")
     if not m.host_path.startswith("/"):
         raise InvalidArgument(f"mount {dest!r}: host_path {m.host_path!r} must be absolute")
     source = os.path.realpath(m.host_path)
@@ -130,8 +131,9 @@ def image_mount(m: api_pb2.Mount, image_layers: Callable[[str], list[str]]) -> M
     if m.host_path:
         raise InvalidArgument(f"mount {dest!r}: set either host_path or image, not both")
     if m.uidMappings or m.gidMappings:
-        raise InvalidArgument(f"mount {dest!r}: id-mapped mounts need user namespaces, which "
-                              "pycri does not support")
+        raise InvalidArgument(f"mount {dest!r}: per-mount uid/gid mappings are not supported "
+                              "(in a pod with its own user namespace every mount is idmapped "
+                              "with the pod's mappings)")
     sub = image_sub_path(m)
     lower_dirs = image_layers(m.image.image)
     if not lower_dirs:

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cri_server import host_features, resources
+from cri_server.cdi import inject
+from cri_server.cdi.registry import Resolved
 from cri_server.containers import command, mounts, security
 from cri_server.containers.image_config import ImageView
 from cri_server.containers.pod_view import PodView
@@ -26,7 +28,9 @@ from runtime.container_spec import (
     ProcessSpec,
     Resources,
     RootfsSpec,
+    UsernsSpec,
 )
+from runtime.pod_spec import IdMaps
 
 # TARGET pid mode: container id -> path of that container's pid namespace
 TargetPidNs = Callable[[str], str]
@@ -74,6 +78,35 @@ def _namespaces(pod: PodView, sc: api_pb2.LinuxContainerSecurityContext,
     return ns
 
 
+def _userns(pod: PodView, sc: api_pb2.LinuxContainerSecurityContext) -> UsernsSpec | None:
+    """The container's user namespace: always its pod's (kubelet repeats the pod's
+    userns_options in the container's; anything else is refused)."""
+    opts = sc.namespace_options
+    if opts.HasField("userns_options"):
+        u = opts.userns_options
+        if u.mode in (api_pb2.CONTAINER, api_pb2.TARGET):
+            raise InvalidArgument(f"user namespace mode {api_pb2.NamespaceMode.Name(u.mode)} is "
+                                  "not supported for a container (it shares its pod's)")
+        asked = ({} if u.mode == api_pb2.NODE else
+                 {"uids": [[m.container_id, m.host_id, m.length] for m in u.uids],
+                  "gids": [[m.container_id, m.host_id, m.length] for m in u.gids]})
+        have = {k: pod.userns[k] for k in ("uids", "gids")} if pod.userns else {}
+        if asked != have:
+            raise InvalidArgument("the container's userns_options differ from its pod's "
+                                  "(a container shares the pod's user namespace)")
+    if not pod.userns:
+        return None
+    path = pod.ns_paths.get("user")
+    if not path:
+        raise FailedPrecondition(f"pod {pod.id} has no pinned user namespace; is the pod still "
+                                 "running?")
+    if sc.privileged:
+        raise InvalidArgument("a privileged container cannot run in a pod user namespace")
+    return UsernsSpec(path=path, maps=IdMaps(
+        uid_map=tuple((c, h, n) for c, h, n in pod.userns["uids"]),
+        gid_map=tuple((c, h, n) for c, h, n in pod.userns["gids"])))
+
+
 def _log_path(log_directory: str, log_path: str) -> str | None:
     if not log_directory or not log_path:
         return None
@@ -116,9 +149,11 @@ def _cgroup(pod: PodView, container_id: str, res: Resources) -> CgroupSpec | Non
 def build(container_id: str, request: api_pb2.CreateContainerRequest, pod: PodView,
           image: ImageView, dirs: ContainerDirs, target_pid_ns: TargetPidNs | None = None,
           host_devices: Callable[[], list[Device]] | None = None,
-          image_layers: Callable[[str], list[str]] | None = None) -> ContainerSpec:
+          image_layers: Callable[[str], list[str]] | None = None,
+          cdi_devices: list[Resolved] | None = None) -> ContainerSpec:
     """The spec, checked by the same parse the shim runs (ContainerSpec.from_json), so a
-    request the init would refuse fails here, before the shim is asked for anything."""
+    request the init would refuse fails here, before the shim is asked for anything.
+    CDI devices' edits are applied to its JSON form (cri_server.cdi.inject) before that."""
     config = request.config
     sc = config.linux.security_context
     pod_sc = pod.config.linux.security_context
@@ -168,6 +203,7 @@ def build(container_id: str, request: api_pb2.CreateContainerRequest, pod: PodVi
         ),
         namespaces=tuple(_namespaces(pod, sc, target_pid_ns)),
         hostname=None if pod.host_network else (hostname or None),
+        userns=_userns(pod, sc),
         mounts=tuple(spec_mounts),
         devices=tuple(mounts.devices(list(config.devices), sc.privileged, host_devices)),
         masked_paths=tuple(masked), readonly_paths=tuple(readonly_paths),
@@ -177,7 +213,12 @@ def build(container_id: str, request: api_pb2.CreateContainerRequest, pod: PodVi
         log_path=_log_path(log_dir, config.log_path),
         log_directory=posixpath.normpath(log_dir) if log_dir and config.log_path else None,
     )
-    return ContainerSpec.from_json(spec.to_json())
+    data = spec.to_json()
+    if cdi_devices:
+        inject.apply(data, cdi_devices)
+    if data.get("hooks"):
+        data["annotations"] = dict(config.annotations)  # the OCI state hooks receive
+    return ContainerSpec.from_json(data)
 
 
 def container_dirs(container_dir: str) -> ContainerDirs:

@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cni import CniManager
-from cri_server import faults
+from cri_server import faults, host_features
 from cri_server.config import Config
 from cri_server.list_budget import ListBudget
+from cri_server.nri.hooks import NO_NRI, NriHooks
 from cri_server.paths import Paths
 from cri_server.sandboxes import netns, pod_cgroup, pod_shm, podfiles, shim_process, validate
 from cri_server.sandboxes.index import SandboxIndex
@@ -54,9 +55,10 @@ from pycri_common.errors import (
     NotFound,
     PycriError,
     Unavailable,
+    Unimplemented,
 )
 from pycri_common.text import shorten
-from runtime.pod_spec import PodCgroup, PodNamespaces, PodSpec
+from runtime.pod_spec import IdMaps, PodCgroup, PodNamespaces, PodSpec
 from runtime.shim import namespaces as shim_namespaces
 from runtime.shim_client import ShimClient
 
@@ -122,6 +124,7 @@ class SandboxManager:
         self._list_sizes: dict[str, int] = {}  # list_bytes: List item size by pod id
         # What the Lists may carry (cri_server.list_budget): set by the wiring.
         self.list_budget: ListBudget | None = None
+        self.nri: NriHooks = NO_NRI  # NRI plugins (cri_server.nri): set by the wiring
         # Every record as last written, with its List item: what the Lists answer from.
         self._index = SandboxIndex(pod_sandbox)
         # Liveness of the pods' shims (pidfds): shared with the ContainerManager by the wiring.
@@ -205,6 +208,12 @@ class SandboxManager:
     def run(self, request: api_pb2.RunPodSandboxRequest) -> str:
         plan = validate.plan(request, list(self.config.runtime.handlers),
                              podfiles.host_hostname())
+        if plan.userns:
+            supported, reason = host_features.user_namespaces(str(self.paths.root),
+                                                              str(self.paths.state))
+            if not supported:
+                raise Unimplemented(f"pods with their own user namespace (userns_options mode "
+                                    f"POD) are not supported on this host: {reason}")
         digest = request_digest(request)
         while True:
             pending, existing = self._reserve(plan.name_key, digest)
@@ -271,7 +280,8 @@ class SandboxManager:
             cgroup_driver=cg.driver, cgroup_parent=cg.parent, cgroup_path=cg.path,
             cgroup_owned=cg.owned, cgroup_prune_to=cg.prune_to,
             shm_path=("" if plan.namespaces.get("ipc") == "node"
-                      else pod_shm.shm_path(self.paths.state, pod_id)))
+                      else pod_shm.shm_path(self.paths.state, pod_id)),
+            userns=dict(plan.userns))
 
     def _create(self, request: api_pb2.RunPodSandboxRequest, plan: validate.SandboxPlan,
                 digest: str, pending: _Pending) -> str:
@@ -314,7 +324,9 @@ class SandboxManager:
         times.append(time.monotonic())
 
         network: Future[Any] | None = None
-        if not rec.host_network:
+        # A pod user namespace must own the network namespace: the shim makes both (the
+        # daemon's threads cannot enter a new user namespace) and CNI runs once it is up.
+        if not rec.host_network and not rec.userns:
             netns.create(rec.netns_path)
             self._save(rec, phase="netns")
             faults.crash_point("runp_netns")
@@ -332,6 +344,8 @@ class SandboxManager:
         self._save(rec, phase="shim")
         faults.crash_point("runp_shim")
         times.append(time.monotonic())
+        if not rec.host_network and rec.userns:
+            network = self._network_pool.submit(self._setup_network, rec, config)
 
         if network is not None:
             result = network.result()
@@ -342,6 +356,7 @@ class SandboxManager:
             faults.crash_point("runp_network")
             podfiles.write_hosts_with_ips(pod_dir, rec.hostname, result.ips)
 
+        self.nri.run_pod_sandbox(rec)  # NRI plugins; the pod is not listed until READY
         rec.state = READY
         self._save(rec, phase="ready")
         faults.crash_point("runp_ready")
@@ -371,7 +386,10 @@ class SandboxManager:
             shim_dir=rec.shim_dir, ns_dir=rec.ns_dir, netns_path=rec.netns_path or "",
             cgroup=PodCgroup(driver=rec.cgroup_driver, parent=rec.cgroup_parent,
                              path=rec.cgroup_path),
-            log_level=self.config.log_level)
+            log_level=self.config.log_level,
+            userns=(IdMaps(uid_map=tuple((c, h, n) for c, h, n in rec.userns["uids"]),
+                           gid_map=tuple((c, h, n) for c, h, n in rec.userns["gids"]))
+                    if rec.userns else None))
 
     # -- StopPodSandbox --------------------------------------------------------
     def stop(self, pod_id: str) -> None:
@@ -393,6 +411,7 @@ class SandboxManager:
     def _stop_locked(self, rec: SandboxRecord) -> None:
         t0 = time.monotonic()
         self.containers.stop_all_in_pod(rec.id, self.config.runtime.stop_grace_seconds)
+        self._notify_nri(self.nri.stop_pod_sandbox, rec)
         t1 = time.monotonic()
         if rec.network_ready or self._has_cni_state(rec):
             self._teardown_network(rec, force=False)
@@ -452,7 +471,15 @@ class SandboxManager:
         with self._pod_locks_guard:
             self._pod_locks.pop(rec.id, None)
         self._publish(api_pb2.CONTAINER_DELETED_EVENT, rec)
+        self._notify_nri(self.nri.remove_pod_sandbox, rec)
         log.info("pod sandbox %s removed", rec.id)
+
+    @staticmethod
+    def _notify_nri(hook: Callable[[SandboxRecord], None], rec: SandboxRecord) -> None:
+        try:
+            hook(rec)
+        except Exception:
+            log.exception("NRI notification for pod sandbox %s", rec.id[:12])
 
     def _publish(self, event_type: int, rec: SandboxRecord) -> None:
         if self.event_sink is None:
@@ -571,11 +598,12 @@ class SandboxManager:
         rec = self.get(pod_id)
         if rec.state == CREATING:
             raise FailedPrecondition(f"pod sandbox {rec.id} is still being created")
+        self.nri.update_pod_sandbox(rec, linux)  # a plugin's error fails the update
         res = pod_cgroup.pod_resources(linux)
-        if not rec.cgroup_owned or not res:
-            return
-        from runtime import cgroups
-        cgroups.apply_resources(rec.cgroup_path, res)
+        if rec.cgroup_owned and res:
+            from runtime import cgroups
+            cgroups.apply_resources(rec.cgroup_path, res)
+        self._notify_nri(self.nri.post_update_pod_sandbox, rec)
 
     # -- helpers ---------------------------------------------------------------
     def _cgroup(self, rec: SandboxRecord) -> pod_cgroup.PodCgroup:
@@ -633,7 +661,7 @@ class SandboxManager:
 
     def iter_records(self, flt: api_pb2.PodSandboxFilter | None) -> Iterator[SandboxRecord]:
         for rec in self.list():
-            if matches(rec, flt):
+            if rec.state != CREATING and matches(rec, flt):
                 yield rec
 
     def list_items(self, flt: api_pb2.PodSandboxFilter | None

@@ -1,8 +1,10 @@
 """Entry point of a pod shim: run_shim(pod, ready_fd) (called in the zygote's child, with the
 PodSpec the zygote parsed; contract 2 of docs/architecture.md).
 
-Order: subreaper -> directories -> SIGCHLD wakeup -> pause-holder (new namespaces,
-hostname, sysctls) -> pin namespaces -> control socket -> shim.pid -> report
+Order: subreaper -> directories -> SIGCHLD wakeup -> the pod user namespace when
+pod.userns is set (maps written from here, pinned at <ns_dir>/user) -> pause-holder (new
+namespaces, hostname, sysctls) -> pin namespaces (with a user namespace the network one also
+at pod.netns_path, where the daemon runs CNI) -> control socket -> shim.pid -> report
 ready on ready_fd -> event loop. Any failure undoes what was done and reports
 {"ok": false, "error": ...}. The shim exits after "shutdown" or SIGTERM.
 """
@@ -16,7 +18,8 @@ import sys
 from typing import Any, NoReturn
 
 from runtime import syscalls
-from runtime.pod_spec import PodSpec
+from runtime import userns as userns_mod
+from runtime.pod_spec import IdMaps, PodSpec
 from runtime.shim import namespaces, statusfile
 from runtime.shim.loop import Loop
 from runtime.shim.pause import join_pod_cgroup, start_pause_holder
@@ -62,6 +65,18 @@ def _report(fd: int, msg: dict[str, Any]) -> bool:
             pass
 
 
+def _make_pod_userns(userns: IdMaps, ns_dir: str) -> str:
+    """The pod's user namespace with its maps, pinned at <ns_dir>/user; returns that path."""
+    fd = userns_mod.make_userns(userns.uid_map, userns.gid_map)
+    try:
+        os.makedirs(ns_dir, mode=0o711, exist_ok=True)
+        target = os.path.join(ns_dir, "user")
+        namespaces.pin_path(f"/proc/self/fd/{fd}", target)
+        return target
+    finally:
+        os.close(fd)
+
+
 def run_shim(pod: PodSpec, ready_fd: int) -> NoReturn:
     pause_pid: int | None = None
     pinned: dict[str, str] = {}
@@ -85,14 +100,20 @@ def run_shim(pod: PodSpec, ready_fd: int) -> NoReturn:
         signal.signal(signal.SIGTERM, lambda *_: None)
         signal.signal(signal.SIGINT, lambda *_: None)
 
+        userns = pod.userns
+        if userns is not None:
+            pinned = {"user": _make_pod_userns(userns, ns_dir)}
         if types:
-            pause_pid = start_pause_holder(pod, types)
+            pause_pid = start_pause_holder(pod, types, userns_path=pinned.get("user", ""))
             join_pod_cgroup(pod, pause_pid)
-            joined_net = pod.netns_path if "net" in types else ""
-            pinned = namespaces.pin(pause_pid, [t for t in types if not (joined_net and t == "net")],
-                                    ns_dir)
+            joined_net = pod.netns_path if "net" in types and userns is None else ""
+            pinned.update(namespaces.pin(
+                pause_pid, [t for t in types if not (joined_net and t == "net")], ns_dir))
             if joined_net:
                 pinned["net"] = joined_net
+            elif userns is not None and "net" in types and pod.netns_path:
+                # where the daemon (CNI, port-forward) finds it, as for the pods it makes
+                namespaces.pin_path(pinned["net"], pod.netns_path)
 
         sock_path = os.path.join(shim_dir, "shim.sock")
         try:
@@ -123,6 +144,8 @@ def run_shim(pod: PodSpec, ready_fd: int) -> NoReturn:
         if pinned:
             try:
                 namespaces.unpin_all(pod.ns_dir)
+                if pod.userns is not None and pod.netns_path:
+                    namespaces.unpin(pod.netns_path)
             except OSError:
                 pass
         _report(ready_fd, {"ok": False, "error": f"{type(e).__name__}: {e}"})

@@ -33,7 +33,7 @@ class PauseError(Exception):
 
 
 def _child(name: str, types: list[str], hostname: str, sysctls: dict[str, str], shim_pid: int,
-           report_w: int, join_netns: str = "") -> NoReturn:
+           report_w: int, join_netns: str = "", userns_path: str = "") -> NoReturn:
     code = 1
     try:
         syscalls.set_pdeathsig(signal.SIGKILL)
@@ -48,11 +48,19 @@ def _child(name: str, types: list[str], hostname: str, sysctls: dict[str, str], 
         os.close(null)
         syscalls.set_process_name("pycri-pause")
         other = [t for t in types if t != "pid"]
+        if userns_path:  # first: the namespaces unshared below then belong to it
+            syscalls.setns_path(userns_path, syscalls.CLONE_NEWUSER)
+            os.setgroups([])
+            os.setresgid(0, 0, 0)  # the namespace's root (the mapped host IDs), not host root
+            os.setresuid(0, 0, 0)
+            join_netns = ""  # a network namespace of the pod's user namespace is made here
         if join_netns and "net" in other:  # made and pinned by the daemon (CNI runs meanwhile)
             syscalls.setns_path(join_netns, syscalls.CLONE_NEWNET)
             other.remove("net")
         if other:
             syscalls.unshare(namespaces.unshare_flags(other))
+        if userns_path and "net" in other:
+            namespaces.loopback_up()
         if "uts" in types and hostname:
             syscalls.sethostname(hostname)
         namespaces.apply_sysctls(sysctls)
@@ -94,8 +102,11 @@ def _leave_host_root() -> None:
     syscalls.mount(None, "/", None, syscalls.MS_REMOUNT | syscalls.MS_RDONLY | flags)
 
 
-def start_pause_holder(pod: PodSpec, types: list[str], timeout: float = 10.0) -> int:
-    """Fork the pause-holder in new namespaces `types`; returns its pid once it is set up."""
+def start_pause_holder(pod: PodSpec, types: list[str], timeout: float = 10.0,
+                       userns_path: str = "") -> int:
+    """Fork the pause-holder in new namespaces `types`; returns its pid once it is set up.
+    With `userns_path` (the pod's pinned user namespace) it joins that first, so its new
+    net/ipc/uts namespaces belong to it."""
     sysctls = dict(pod.sysctls)
     hostname = pod.hostname
     shim_pid = os.getpid()
@@ -110,7 +121,7 @@ def start_pause_holder(pod: PodSpec, types: list[str], timeout: float = 10.0) ->
             if pid == 0:
                 os.close(r)
                 _child(pod.pod_id, types, hostname, sysctls, shim_pid, w,
-                       join_netns=pod.netns_path)
+                       join_netns=pod.netns_path, userns_path=userns_path)
         finally:
             if own_pid_ns >= 0:
                 syscalls.setns(own_pid_ns, syscalls.CLONE_NEWPID)

@@ -129,3 +129,20 @@ class RecordingSyscalls(Syscalls):
 
     def set_no_new_privs(self) -> None:
         self._record("set_no_new_privs")
+
+    # -- pod user namespaces -----------------------------------------------------------------
+    def bind_idmapped(self, source: str, userns_fd: int, to_dirfd: int, to_path: str = "",
+                      recursive: bool = True) -> None:
+        self._record("bind_idmapped", source, os.path.join(_fd_dir(to_dirfd), to_path).rstrip("/"),
+                     recursive)
+
+    def setfsuid(self, uid: int) -> int:
+        self._record("setfsuid", uid)
+        return 0
+
+    def setfsgid(self, gid: int) -> int:
+        self._record("setfsgid", gid)
+        return 0
+
+    def raise_effective_caps(self) -> None:
+        self._record("raise_effective_caps")

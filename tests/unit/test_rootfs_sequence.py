@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -294,3 +295,24 @@ def test_failing_setns_names_the_namespace(box: Box) -> None:
     with pytest.raises(InvalidArgument, match=r"namespaces\[network\]\.path: cannot join "
                                               r"/run/ns/gone: .*Invalid argument"):
         container_init._enter_namespaces(spec, container_init._Reporter(-1), calls)
+
+
+def test_typed_devices_are_made_from_their_numbers(box: Box) -> None:
+    """CDI device nodes: no host node is read; type/major/minor/mode/owner come from the spec,
+    a FIFO and permissions "" add no devices-cgroup rule."""
+    calls = RecordingSyscalls()
+    typed = {"host_path": "/nonexistent/gpu0", "container_path": "/dev/gpu0",
+             "permissions": "rw", "type": "c", "major": 195, "minor": 7, "file_mode": 0o660,
+             "uid": 5, "gid": 6}
+    fifo = {**typed, "container_path": "/dev/pipe", "type": "p", "permissions": ""}
+    silent = {**typed, "container_path": "/dev/gpu1", "minor": 8, "permissions": ""}
+    cwd, rules = box.run(box.spec(devices=[typed, fifo, silent]), calls)
+    nodes = {c[1]: (stat.S_IFMT(c[2]), stat.S_IMODE(c[2]), c[3]) for c in calls.named("mknod")}
+    assert nodes[box.in_root("/dev/gpu0")] == (stat.S_IFCHR, 0o660, os.makedev(195, 7))
+    assert nodes[box.in_root("/dev/pipe")] == (stat.S_IFIFO, 0o660, 0)
+    assert ("chown", box.in_root("/dev/gpu0"), 5, 6) in calls.calls
+    assert rules == ["c 195:7 rw"]
+    calls = RecordingSyscalls()
+    calls.fail("mknod", box.in_root("/dev/gpu0"))
+    with pytest.raises(InvalidArgument, match=re.escape("devices[0]: mknod /dev/gpu0")):
+        box.run(box.spec(devices=[typed]), calls)
