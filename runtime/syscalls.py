@@ -12,6 +12,7 @@ import ctypes.util
 import os
 import platform
 import struct
+from collections.abc import Iterator
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -190,15 +191,22 @@ def is_child_subreaper() -> bool:
     return bool(val.value)
 
 
-def reap_children() -> None:
-    """Collects every child that has exited, without blocking; their statuses are dropped."""
+def reaped_children() -> Iterator[tuple[int, int]]:
+    """(pid, wait status) of every child that has exited, reaped without blocking."""
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
+        yield pid, status
+
+
+def reap_children() -> None:
+    """Collects every child that has exited, without blocking; their statuses are dropped."""
+    for _ in reaped_children():
+        pass
 
 
 def set_pdeathsig(sig: int) -> None:

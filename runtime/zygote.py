@@ -43,6 +43,7 @@ from pycri_common.errors import InvalidArgument
 from runtime import syscalls
 from runtime.pod_spec import PodSpec
 from runtime.shim import main as shim_main
+from runtime.shim import protocol as shim_protocol
 
 SPAWN_TIMEOUT = 60.0
 PARENT_CHECK_INTERVAL = 2.0  # seconds
@@ -54,6 +55,7 @@ def _preimport() -> None:
             importlib.import_module(name)
         except ImportError:
             pass
+    shim_protocol.warm_up()  # the shims share the specialised bytecode (see warm_up)
 
 
 class _Client:

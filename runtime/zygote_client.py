@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any
 
+from runtime.lines import recv_line
 from runtime.pod_spec import PodSpec
 
 _PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,15 +40,9 @@ class ZygoteClient:
                 sock.connect(self.socket_path)
             except OSError as e:
                 raise ZygoteError(f"zygote at {self.socket_path} is not reachable: {e}") from None
-            buf = b""
             try:
                 sock.sendall(json.dumps(req).encode() + b"\n")
-                while b"\n" not in buf:
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        raise ZygoteError(f"zygote closed the connection during "
-                                          f"{req.get('op')!r}")
-                    buf += chunk
+                got = recv_line(sock)
             except TimeoutError:
                 raise ZygoteError(f"zygote did not answer {req.get('op')!r} within "
                                   f"{timeout or self.timeout}s") from None
@@ -56,7 +51,9 @@ class ZygoteClient:
                                   f"{e}") from None
         finally:
             sock.close()
-        reply: dict[str, Any] = json.loads(buf.split(b"\n", 1)[0])
+        if got is None:
+            raise ZygoteError(f"zygote closed the connection during {req.get('op')!r}")
+        reply: dict[str, Any] = json.loads(got[0])
         if not reply.get("ok"):
             raise ZygoteError(str(reply.get("error") or "zygote request failed"))
         return reply

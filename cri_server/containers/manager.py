@@ -63,6 +63,7 @@ from pycri_common.errors import (
 from pycri_common.text import shorten
 from runtime import arglimits, cgroups, hooks, resctrl
 from runtime.shim import statusfile
+from runtime.shim.protocol import ContainerState
 from runtime.shim_client import ShimClient
 
 log = logging.getLogger(__name__)
@@ -273,12 +274,12 @@ class ContainerManager:
             shim = ShimClient(pod.shim_dir)
             with self._pod_ready(pod.id):  # no Stop/RemovePodSandbox of the pod meanwhile
                 t_spec = time.monotonic()
-                reply = shim.create(cid, spec_json)
+                reply = shim.create(cid, spec)
                 t_shim = time.monotonic()
                 created_in_shim = True
                 faults.crash_point("container_create_shim")
-                rec.pid = int(reply.get("pid") or 0)
-                rec.user = dict(reply.get("user") or {})
+                rec.pid = reply.pid
+                rec.user = dict(reply.user)
                 rec.state = R.CREATED
                 self._save(rec)
         except BaseException:
@@ -354,7 +355,7 @@ class ContainerManager:
             self.shim_watch.poll()
         return self.shim_watch.alive(shim_dir)
 
-    def _apply(self, rec: ContainerRecord, state: dict[str, Any]) -> None:
+    def _apply(self, rec: ContainerRecord, state: ContainerState) -> None:
         """Copies a shim state into the record; persists and publishes a transition."""
         with self._lock:
             before = rec.state
@@ -403,11 +404,11 @@ class ContainerManager:
             path = self._status_paths[rec.id] = statusfile.status_path(rec.shim_dir, rec.id)
         if not alive:
             # re-check the file first: the shim may have recorded the exit before dying
-            state = statusfile.read_states(rec.shim_dir).get(rec.id)
-            if state is None or state.get("state") != R.EXITED:
-                state = {"state": R.EXITED, "exit_code": 255, "reason": "Error",
-                         "finished_at": time.time_ns(),
-                         "message": "the pod's shim is gone; the container's fate is unknown"}
+            state = shim_client.read_states(rec.shim_dir).get(rec.id)
+            if state is None or state.state != R.EXITED:
+                state = ContainerState(
+                    R.EXITED, exit_code=255, reason="Error", finished_at=time.time_ns(),
+                    message="the pod's shim is gone; the container's fate is unknown")
             self._apply(rec, state)
             return
         if watched and self._unchanged_since_read(rec.id):
@@ -487,7 +488,7 @@ class ContainerManager:
             if rec.state == R.RUNNING and timeout > 0:
                 shim.kill(rec.id, rec.kill_signal)
                 state = shim.wait(rec.id, timeout)
-                if state.get("state") == R.EXITED:
+                if state.state == R.EXITED:
                     self._apply(rec, state)
                     return
             shim.kill(rec.id, int(signal.SIGKILL))
@@ -498,12 +499,12 @@ class ContainerManager:
             return
         except NotFound:                  # the shim does not know it (any more)
             self._kill_leftovers(rec)
-            self._apply(rec, {"state": R.EXITED, "exit_code": 255, "reason": "Error",
-                              "finished_at": time.time_ns(),
-                              "message": "the pod's shim no longer knows this container"})
+            self._apply(rec, ContainerState(
+                R.EXITED, exit_code=255, reason="Error", finished_at=time.time_ns(),
+                message="the pod's shim no longer knows this container"))
             return
         self._apply(rec, state)
-        if state.get("state") != R.EXITED:
+        if state.state != R.EXITED:
             raise DeadlineExceeded(f"container {rec.id} did not exit {KILL_WAIT_SECONDS:.0f}s "
                                    "after SIGKILL")
 
@@ -836,13 +837,13 @@ def _repo_digest(requested: str, img: ImageRecord) -> str:
     return str(digests[0]) if digests else ""
 
 
-def _read_state(path: str) -> dict[str, Any] | None:
+def _read_state(path: str) -> ContainerState | None:
     try:
         with open(path, "rb") as f:
             data = json.loads(f.read())
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    return shim_client.parse_state(data)
 
 
 def _storable_spec(spec: dict[str, Any]) -> dict[str, Any]:

@@ -557,7 +557,7 @@ class SandboxManager:
             hello = ShimClient(rec.shim_dir).hello(timeout=HELLO_TIMEOUT)
         except PycriError:
             return False
-        return hello.get("pod_id") == rec.id and hello.get("pause_alive", True) is not False
+        return hello.pod_id == rec.id and hello.pause_alive
 
     def _collect_orphans(self, known: set[str]) -> None:
         for base in (self.paths.shims_dir, self.paths.ns_root, self.paths.netns_root):

@@ -110,15 +110,15 @@ class ShimEnv:
     def container_spec(self, cid: str, pod_id: str, args: list[str], tty: bool = False,
                        stdin: bool = False, stdin_once: bool = False,
                        log: bool = True, pid_mode: str | None = None,
-                       cgroup: dict[str, Any] | None = None) -> dict[str, Any]:
+                       cgroup: dict[str, Any] | None = None) -> container_spec.ContainerSpec:
         """pid_mode: "pod" (join the pod's), "container" (new); default: the pod's if it has one."""
         hello = ShimClient(self.pods[pod_id]["spec"]["shim_dir"]).hello()
         if pid_mode is None:
-            pid_mode = "pod" if "pid" in hello["ns"] else "container"
+            pid_mode = "pod" if "pid" in hello.ns else "container"
         namespaces: list[dict[str, Any]] = [{"type": "mount", "path": None}]
         for t, name in (("net", "network"), ("ipc", "ipc"), ("uts", "uts"), ("pid", "pid")):
-            if t in hello["ns"] and (t != "pid" or pid_mode == "pod"):
-                namespaces.append({"type": name, "path": hello["ns"][t]})
+            if t in hello.ns and (t != "pid" or pid_mode == "pod"):
+                namespaces.append({"type": name, "path": hello.ns[t]})
         if pid_mode == "container":
             namespaces.append({"type": "pid", "path": None})
         base = self.base
@@ -143,7 +143,7 @@ class ShimEnv:
         spec["process"]["capabilities"] = container_spec.compute_capabilities().to_json()
         spec["masked_paths"] = container_spec.default_masked_paths()
         spec["readonly_paths"] = container_spec.default_readonly_paths()
-        return container_spec.ContainerSpec.from_json(spec).to_json()
+        return container_spec.ContainerSpec.from_json(spec)
 
     def close(self) -> None:
         for pod in self.pods.values():
@@ -185,8 +185,9 @@ def wait_gone(pids: list[int], timeout: float = 10.0) -> bool:
     return False
 
 
-def read_cri_log(path: str) -> list[tuple[str, str, str, str]]:
+def read_cri_log(path: str | None) -> list[tuple[str, str, str, str]]:
     """(timestamp, stream, tag, text) per line."""
+    assert path, "the container has no log file"
     out = []
     with open(path, "rb") as f:
         for raw in f.read().split(b"\n"):

@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -19,12 +18,8 @@ from tests.integration.shim_support import ShimEnv, process_gone, wait_gone
 
 
 @pytest.fixture(scope="module")
-def env() -> Iterator[ShimEnv]:
-    e = ShimEnv()
-    try:
-        yield e
-    finally:
-        e.close()
+def env(shim_env: ShimEnv) -> ShimEnv:
+    return shim_env
 
 
 def ns_link(pid: int | str, name: str) -> str:
@@ -57,8 +52,8 @@ def test_pod_namespaces_differ_from_host_and_are_pinned(env: ShimEnv) -> None:
         assert (st.st_dev, st.st_ino) != (host_root.st_dev, host_root.st_ino)
     assert os.listdir(f"/proc/{pause}/root") == []
     hello = client.hello()
-    assert hello["pause_pid"] == pause and hello["shim_pid"] == info["pid"]
-    assert hello["pod_id"] == "nsnew" and set(hello["ns"]) == {"net", "ipc", "uts"}
+    assert hello.pause_pid == pause and hello.shim_pid == info["pid"]
+    assert hello.pod_id == "nsnew" and set(hello.ns) == {"net", "ipc", "uts"}
     assert in_pod(pause, "hostname").strip() == "testpod"
     # the shim has a session of its own (kill -9 of the zygote: see the survival test)
     def stat(pid: int) -> list[str]:
@@ -126,7 +121,7 @@ def _pid_in_ns_running(pause: int, cmdline: bytes) -> int | None:
 def test_host_network_pod_shares_host_namespaces(env: ShimEnv) -> None:
     client, info = env.spawn("hostnet", network="node", ipc="node", pid="node")
     assert info["pause_pid"] is None and info["ns"] == {}
-    assert client.hello()["ns"] == {}
+    assert client.hello().ns == {}
     client.shutdown(grace=0)
     assert wait_gone([info["pid"]])
 
@@ -181,7 +176,7 @@ def test_shim_survives_kill_9_of_zygote_and_reconnects() -> None:
         assert wait_gone([e.zygote_pid])
         # a "restarted daemon": new client objects, same shim
         again = ShimClient(e.pods["survivor"]["spec"]["shim_dir"])
-        assert again.hello()["shim_pid"] == info["pid"]
+        assert again.hello().shim_pid == info["pid"]
         assert shim_pid(e.pods["survivor"]["spec"]["shim_dir"]) == info["pid"]
         assert not process_gone(info["pause_pid"])
         # a new zygote can be started on the same state dir
@@ -204,13 +199,13 @@ def test_kill_9_of_shim_kills_pause_and_status_files_remain(env: ShimEnv) -> Non
     with pytest.raises(errors.Unavailable):
         ShimClient(shim_dir).hello()
     final = read_final_states(shim_dir)
-    assert final["c1"]["state"] == "exited" and final["c1"]["reason"] == "Error"
-    assert "shim" in final["c1"]["message"]
+    assert final["c1"].state == "exited" and final["c1"].reason == "Error"
+    assert "shim" in final["c1"].message
     # the daemon's cleanup path for a dead shim
     from runtime.shim import namespaces
     namespaces.unpin_all(env.pods["shimdies"]["spec"]["ns_dir"])
     assert mounted_under(env.pods["shimdies"]["spec"]["ns_dir"]) == []
-    container_pid = final["c1"]["pid"]
+    container_pid = final["c1"].pid
     if not process_gone(container_pid):  # orphaned container: the daemon would kill it
         os.kill(container_pid, signal.SIGKILL)
     assert wait_gone([container_pid])
@@ -240,7 +235,7 @@ def test_second_shim_for_the_same_pod_is_refused(env: ShimEnv) -> None:
     client, info = env.spawn("twice")
     with pytest.raises(ZygoteError, match="already running"):
         env.zygote.spawn_shim(PodSpec.from_json(env.pods["twice"]["spec"]))
-    assert client.hello()["shim_pid"] == info["pid"]
+    assert client.hello().shim_pid == info["pid"]
     assert len(mounted_under(env.pods["twice"]["spec"]["ns_dir"])) == 3
     client.shutdown(grace=0)
     assert wait_gone([info["pid"], info["pause_pid"]])
@@ -285,10 +280,13 @@ def test_unknown_op_and_bad_requests(env: ShimEnv) -> None:
         client.call("frobnicate")
     with pytest.raises(errors.NotFound):
         client.state("nope")
-    with pytest.raises(errors.InvalidArgument):
-        client.create("../x", {})
-    with pytest.raises(errors.InvalidArgument):
-        client.create("x", "not a spec")  # type: ignore[arg-type]
+    # what a daemon could send wrong: raw lines, past ShimClient's typed ops
+    with pytest.raises(errors.InvalidArgument, match="container_id must be"):
+        client.call("create", container_id="../x", spec={})
+    with pytest.raises(errors.InvalidArgument, match="ContainerSpec object"):
+        client.call("create", container_id="x", spec="not a spec")
+    with pytest.raises(errors.InvalidArgument, match="container spec"):
+        client.call("create", container_id="x", spec={"id": "x"})
     assert client.delete("never-existed") is False
     client.shutdown(grace=0)
     assert wait_gone([info["pid"], info["pause_pid"]])

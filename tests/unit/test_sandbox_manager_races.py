@@ -23,6 +23,7 @@ from proto import api_pb2
 from pycri_common.errors import AlreadyExists, FailedPrecondition
 from runtime.container_spec import ContainerSpec
 from runtime.pod_spec import PodSpec
+from runtime.shim.protocol import CreateReply
 
 
 def _row(store: Store, pod_id: str) -> dict[str, Any]:
@@ -155,10 +156,10 @@ def test_pod_removal_waits_for_a_container_being_created(
         def __init__(self, shim_dir: str, timeout: float = 0) -> None:
             pass
 
-        def create(self, cid: str, spec: dict[str, Any]) -> dict[str, Any]:
+        def create(self, cid: str, spec: dict[str, Any]) -> CreateReply:
             threading.Thread(target=remove_pod, daemon=True).start()
             remover_done.wait(0.5)  # without the guard the removal ends meanwhile
-            return {"pid": 0}
+            return CreateReply(0)
 
         def delete(self, cid: str) -> bool:
             return True
