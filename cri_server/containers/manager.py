@@ -61,7 +61,7 @@ from pycri_common.errors import (
     Unavailable,
 )
 from pycri_common.text import shorten
-from runtime import arglimits, cgroups, hooks, resctrl
+from runtime import arglimits, cgroups, hooks, resctrl, shim_client
 from runtime.shim import statusfile
 from runtime.shim.protocol import ContainerState
 from runtime.shim_client import ShimClient
