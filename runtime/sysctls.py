@@ -21,14 +21,13 @@ def sysctl_path(name: str) -> str:
 
 
 def sysctl_namespace(name: str) -> str | None:
-    """The namespace a sysctl belongs to (net, ipc, uts) or None when not namespaced."""
+    """The namespace a sysctl belongs to -- net or ipc, as Kubernetes counts them -- or None
+    for one a pod or container may not set (not namespaced, or the hostname, set otherwise)."""
     n = name.replace("/", ".")
     if n.startswith("net."):
         return "net"
     if n.startswith(("kernel.shm", "kernel.msg", "fs.mqueue.")) or n == "kernel.sem":
         return "ipc"
-    if n in ("kernel.hostname", "kernel.domainname"):
-        return "uts"
     return None
 
 
