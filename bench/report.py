@@ -16,37 +16,73 @@ TARGETS: dict[str, tuple[str, float | None]] = {
 }
 
 
+# The Lists kubelet polls (bench.workloads.LISTS) and their absolute targets (issue #18):
+# p50 in ms by pod count; the ratio to containerd is shown beside.
+LIST_TARGETS_MS: dict[str, dict[int, float]] = {
+    "ListPodSandbox": {50: 1.0, 250: 2.0}, "ListContainers": {50: 1.0, 250: 2.0},
+    "ListContainerStats": {250: 50.0}, "ListPodSandboxStats": {250: 50.0}}
+LIST_POINT_MIN = 50   # Lists are timed at the scale points from this many pods up
+
+
+def scale_points(pods: int) -> list[int]:
+    """The pod counts memory (and, from LIST_POINT_MIN, the Lists) are measured at."""
+    return sorted({min(10, pods), min(50, pods), pods})
+
+
 def add_run_figures(pods: int, parallel: int, idle: float) -> str:
     """Figures whose names carry the run's settings; returns the concurrency figure's name."""
     concurrent = f"{pods} pods ({parallel} at a time)"
     TARGETS[concurrent] = ("s", None)
-    for n in sorted({min(10, pods), pods}):
+    for n in scale_points(pods):
         TARGETS[f"PSS/pod @{n}"] = ("MiB", 1.0)
+    for n in scale_points(pods):
+        if n >= LIST_POINT_MIN:
+            for name in ("Version", *LIST_TARGETS_MS):
+                TARGETS[f"{name} @{n}"] = ("ms", None)
     TARGETS[f"idle CPU {int(idle)}s, {pods} pods"] = ("s", 1.0)
     return concurrent
 SCALE = {"ms": 1000.0, "s": 1.0, "MiB": 1.0 / (1024 * 1024)}
 
 
-def p90(values: list[float]) -> float:
+def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def p90(values: list[float]) -> float:
+    return percentile(values, 0.9)
+
+
+def absolute_target(figure: str) -> float | None:
+    """The absolute p50 target (in the figure's unit) of a List figure, if it has one."""
+    name, _, at = figure.partition(" @")
+    targets = LIST_TARGETS_MS.get(name)
+    return targets.get(int(at)) if targets and at.isdigit() else None
 
 
 def summarise(samples: dict[str, dict[str, list[float]]]) -> list[dict[str, Any]]:
     rows = []
     for figure, (unit, target) in TARGETS.items():
         a = samples.get("pycri", {}).get(figure)
-        b = samples.get("containerd", {}).get(figure)
-        if not a or not b:
+        b = samples.get("containerd", {}).get(figure) or []
+        if not a:
             continue
         scale = SCALE[unit]
-        ma, mb = statistics.median(a), statistics.median(b)
-        ratio = ma / mb if mb else float("nan")
-        rows.append({"figure": figure, "unit": unit, "n": len(a),
-                     "pycri_median": ma * scale, "pycri_p90": p90(a) * scale,
-                     "containerd_median": mb * scale, "containerd_p90": p90(b) * scale,
-                     "ratio": ratio, "target": target,
-                     "meets_target": None if target is None else ratio <= target})
+        ma = statistics.median(a)
+        mb = statistics.median(b) if b else float("nan")
+        ratio = ma / mb if b and mb else float("nan")
+        row = {"figure": figure, "unit": unit, "n": len(a),
+               "pycri_median": ma * scale, "pycri_p90": p90(a) * scale,
+               "pycri_p95": percentile(a, 0.95) * scale,
+               "containerd_median": mb * scale, "containerd_p90": (p90(b) if b else mb) * scale,
+               "containerd_p95": (percentile(b, 0.95) if b else mb) * scale,
+               "ratio": ratio, "target": target,
+               "meets_target": None if target is None or not b else ratio <= target}
+        absolute = absolute_target(figure)
+        if absolute is not None:
+            row["absolute_target"] = absolute
+            row["meets_absolute_target"] = ma * scale <= absolute
+        rows.append(row)
     return rows
 
 
@@ -57,6 +93,9 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         target = "" if r["target"] is None else f"<={r['target']:.1f}" + (
             " ok" if r["meets_target"] else " MISS")
+        if "absolute_target" in r:
+            target = f"p50<={r['absolute_target']:g}" + (
+                " ok" if r["meets_absolute_target"] else " MISS")
         lines.append(f"{r['figure']:<24} {r['unit']:<4} {r['n']:>3} {r['pycri_median']:>10.2f} "
                      f"{r['pycri_p90']:>9.2f} {r['containerd_median']:>10.2f} "
                      f"{r['containerd_p90']:>9.2f} {r['ratio']:>6.2f} {target:>7}")

@@ -1,6 +1,7 @@
 """pycri vs containerd, same workload, same client, same network and registry, in one run.
 
-    python3 -m bench.run [--rounds 30] [--pods 50] [--idle 60] [--pull-rounds 5] [--out DIR]
+    python3 -m bench.run [--rounds 30] [--pods 50] [--idle 60] [--pull-rounds 5]
+                         [--list-calls 200] [--out DIR]
 
 Operations alternate between the runtimes (A B A B ...) so that the machine's
 noise hits both. Prints a table of medians and p90s with the ratio
@@ -34,17 +35,21 @@ Samples = dict[str, dict[str, list[float]]]
 
 
 def measure_scale(rt: Any, c: Any, image: str, log_dir: Path, pods: int, idle: float,
-                  samples: Samples) -> None:
-    """Memory per pod at 10 and `pods` pods, then idle CPU while polling like kubelet."""
+                  samples: Samples, list_calls: int = 0) -> None:
+    """Memory per pod and the latency of the Lists kubelet polls at 10, 50 and `pods` pods,
+    then idle CPU while polling like kubelet."""
     time.sleep(1)
     base = process_tree_pss(rt.runtime_pids())
     started: list[str] = []
-    for target in sorted({min(10, pods), pods}):
+    for target in report.scale_points(pods):
         while len(started) < target:
             started.append(workloads.start_pod_with_sleep(c, image, log_dir))
         time.sleep(1)
         per_pod = (process_tree_pss(rt.runtime_pids()) - base) / len(started)
         samples[rt.name][f"PSS/pod @{target}"] = [per_pod]
+        if list_calls > 0 and target >= report.LIST_POINT_MIN:
+            for name, values in workloads.list_latencies(c, list_calls).items():
+                samples[rt.name][f"{name} @{target}"] = values
     if idle > 0:
         pids = rt.runtime_pids()
         before = cpu_seconds(pids)
@@ -60,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parallel", type=int, default=8)
     ap.add_argument("--idle", type=float, default=60.0)
     ap.add_argument("--pull-rounds", type=int, default=5)
+    ap.add_argument("--list-calls", type=int, default=200,
+                    help="calls of each List at 50 and --pods pods (0: do not measure)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     ap.add_argument("--pycri-shim-python", default="",
                     help="interpreter for pycri's zygote and shims (config runtime.shim_python)")
@@ -110,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"memory and idle cost ({args.pods} pods, {args.idle:.0f} s) ...", flush=True)
         for rt in runtimes:
             measure_scale(rt, clients[rt.name], imgs.busybox, log_dir, args.pods, args.idle,
-                          samples)
+                          samples, args.list_calls)
     finally:
         for rt in runtimes:
             try:

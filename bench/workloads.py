@@ -8,6 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from proto import api_pb2
 from tests.support.cri_client import CriClient
 
@@ -114,6 +116,36 @@ def cold_pull(c: CriClient, image: str) -> float:
         ref = c.PullImage(api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=image))).image_ref
     c.RemoveImage(api_pb2.RemoveImageRequest(image=api_pb2.ImageSpec(image=ref)))
     return t.seconds
+
+
+LISTS = ("ListPodSandbox", "ListContainers", "ListContainerStats", "ListPodSandboxStats")
+FLOOR = "Version"   # timed beside the Lists: what any call costs through this client
+
+
+def list_latencies(c: CriClient, calls: int) -> dict[str, list[float]]:
+    """Each of the List calls kubelet polls, `calls` times, interleaved (one of each per
+    round, so that the machine's noise hits all four); seconds per call. (containerd
+    answers ListPodSandboxStats only for pods with a cgroup_parent, which kubelet always
+    sets and the bench's pods do not.)"""
+    requests = {FLOOR: api_pb2.VersionRequest(),
+                "ListPodSandbox": api_pb2.ListPodSandboxRequest(),
+                "ListContainers": api_pb2.ListContainersRequest(),
+                "ListContainerStats": api_pb2.ListContainerStatsRequest(),
+                "ListPodSandboxStats": api_pb2.ListPodSandboxStatsRequest()}
+    out: dict[str, list[float]] = {}
+    for name in (FLOOR, *LISTS):  # warm-up, not counted; a List it cannot answer is left out
+        try:
+            getattr(c, name)(requests[name])
+            out[name] = []
+        except grpc.RpcError as exc:
+            print(f"  {name}: {exc.code().name} {exc.details()}; not measured", flush=True)
+    for _ in range(calls):
+        for name in out:
+            method = getattr(c, name)
+            started = time.perf_counter()
+            method(requests[name])
+            out[name].append(time.perf_counter() - started)
+    return out
 
 
 def poll_like_kubelet(c: CriClient, seconds: float) -> None:

@@ -48,17 +48,15 @@ class ContainerRpcs:
     def ListContainers(self, request: api_pb2.ListContainersRequest,
                        context: grpc.ServicerContext) -> api_pb2.ListContainersResponse:
         flt = request.filter if request.HasField("filter") else None
-        return api_pb2.ListContainersResponse(
-            containers=[convert.container(r) for r in self._containers.list(flt)])
+        return api_pb2.ListContainersResponse(containers=self._containers.list_items(flt))
 
     def StreamContainers(self, request: api_pb2.StreamContainersRequest,
                          context: grpc.ServicerContext
                          ) -> Iterator[api_pb2.StreamContainersResponse]:
         flt = request.filter if request.HasField("filter") else None
-        recs = self._containers.list(flt)
-        for i in range(0, max(len(recs), 1), STREAM_BATCH):
-            yield api_pb2.StreamContainersResponse(
-                containers=[convert.container(r) for r in recs[i:i + STREAM_BATCH]])
+        items = self._containers.list_items(flt)
+        for i in range(0, max(len(items), 1), STREAM_BATCH):
+            yield api_pb2.StreamContainersResponse(containers=items[i:i + STREAM_BATCH])
 
     def ContainerStatus(self, request: api_pb2.ContainerStatusRequest,
                         context: grpc.ServicerContext) -> api_pb2.ContainerStatusResponse:

@@ -52,16 +52,15 @@ class SandboxRpcs:
     def ListPodSandbox(self, request: api_pb2.ListPodSandboxRequest,
                        context: grpc.ServicerContext) -> api_pb2.ListPodSandboxResponse:
         flt = request.filter if request.HasField("filter") else None
-        recs = sorted(self._sandboxes().iter_records(flt), key=lambda r: r.created_at)
-        return api_pb2.ListPodSandboxResponse(items=[views.pod_sandbox(r) for r in recs])
+        return api_pb2.ListPodSandboxResponse(items=self._sandboxes().list_items(flt))
 
     def StreamPodSandboxes(self, request: api_pb2.StreamPodSandboxesRequest,
                            context: grpc.ServicerContext
                            ) -> Iterator[api_pb2.StreamPodSandboxesResponse]:
         flt = request.filter if request.HasField("filter") else None
         chunk: list[api_pb2.PodSandbox] = []
-        for rec in sorted(self._sandboxes().iter_records(flt), key=lambda r: r.created_at):
-            chunk.append(views.pod_sandbox(rec))
+        for item in self._sandboxes().list_items(flt):
+            chunk.append(item)
             if len(chunk) >= STREAM_CHUNK:
                 yield api_pb2.StreamPodSandboxesResponse(pod_sandboxes=chunk)
                 chunk = []

@@ -60,7 +60,8 @@ def build_services(config: Config, paths: Paths) -> Services:
         events = EventBus()
         undo.callback(events.close)
         sandboxes = SandboxManager(config, paths, store, cni, zygote.spawn)
-        containers = ContainerManager(store, paths, sandboxes, images)
+        containers = ContainerManager(store, paths, sandboxes, images,
+                                      shim_watch=sandboxes.shim_watch)
         cdi = Registry(config.cdi.spec_dirs, enabled=config.cdi.enable)
         containers.cdi = cdi
         sandboxes.containers = containers

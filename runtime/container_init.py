@@ -4,7 +4,8 @@ starts threads. The spec is a parsed runtime.container_spec.ContainerSpec (contr
 run(spec, stdio, gate_fd, report_fd) -> NoReturn
   1. stdio onto 0-2, every other fd closed (report_fd and gate_fd kept, CLOEXEC), setsid.
   2. cgroup: create spec.cgroup.path, apply resources and device rules, join it.
-  3. namespaces: join the listed ones that have a path (setns), unshare the new ones.
+  3. namespaces: join the listed ones that have a path (setns), unshare the new ones (then
+     the hostname and spec.sysctls are set in them).
      With a "pid" entry the process forks once more: the parent writes {"pid": <child host
      pid>} to report_fd and exits 0 at once (the shim, a child subreaper, reaps it and becomes
      the container's parent); otherwise {"pid": own pid} is written.
@@ -54,7 +55,17 @@ import termios
 from typing import Any, NoReturn
 
 from pycri_common.errors import FailedPrecondition, InvalidArgument, PycriError
-from runtime import apparmor, capabilities, hooks, resctrl, rlimits, rootfs, syscalls, userns
+from runtime import (
+    apparmor,
+    capabilities,
+    hooks,
+    resctrl,
+    rlimits,
+    rootfs,
+    syscalls,
+    sysctls,
+    userns,
+)
 from runtime.cgroups import mode as cgmode
 from runtime.cgroups import open_cgroup
 from runtime.cgroups.manager import Cgroup
@@ -348,6 +359,11 @@ def _enter_namespaces(spec: ContainerSpec, reporter: _Reporter, calls: Syscalls)
     hostname = spec.hostname
     if hostname and "uts" in entries and not entries["uts"]:
         calls.sethostname(hostname)
+    if spec.sysctls:  # still the host's /proc, whose /proc/sys is that of our namespaces
+        try:
+            sysctls.apply_sysctls(spec.sysctls)
+        except OSError as e:
+            raise InvalidArgument(f"sysctls: {e.strerror}") from None
 
 
 def _setns(calls: Syscalls, path: str, flag: int, ns_type: str) -> None:

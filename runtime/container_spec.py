@@ -58,8 +58,10 @@ optional ones missing)::
                [{"path", "args", "env", "timeout"}]},   # OCI hooks (runtime.hooks); default {}
      "annotations": {str: str},             # what hooks get in the OCI state; default {}
      "cdi_devices": [str],                  # CDI devices applied (informational); default []
-     "intel_rdt": null | {"root", "clos_id", "schemata": [str], "monitoring", "owned"}}
+     "intel_rdt": null | {"root", "clos_id", "schemata": [str], "monitoring", "owned"},
                                             # resctrl group to join (runtime.resctrl)
+     "sysctls": {name: value}}              # namespaced sysctls the init writes inside the
+                                            # container's namespaces (NRI); default {}
 
 Mount types understood by the init: bind, proc, tmpfs, devpts, mqueue, sysfs, cgroup (mounts the
 host's cgroup hierarchies as seen from the container's cgroup namespace), and any other
@@ -83,6 +85,7 @@ from runtime import hooks as oci_hooks
 from runtime.capability_names import CAPABILITY_NAMES, last_cap, normalize_capability
 from runtime.cgroups.naming import systemd_path_to_fs
 from runtime.pod_spec import IdMaps
+from runtime.sysctls import check_sysctls
 
 #: The capability set containerd and CRI-O give an unprivileged container.
 DEFAULT_CAPABILITIES: tuple[str, ...] = (
@@ -633,6 +636,8 @@ class ContainerSpec:
     cdi_devices: tuple[str, ...] = ()
     intel_rdt: dict[str, Any] | None = None
     userns: UsernsSpec | None = None  # a pod user namespace; None: the host's
+    #: namespaced sysctls (runtime.sysctls) written by the init inside its namespaces
+    sysctls: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, obj: Any) -> Self:
@@ -686,6 +691,14 @@ class ContainerSpec:
         _need(isinstance(annotations, dict) and all(
             isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()),
             "annotations", "must be an object of strings")
+        sysctls = s.get("sysctls") or {}
+        _need(isinstance(sysctls, dict) and all(isinstance(k, str) for k in sysctls), "sysctls",
+              "must be an object of name -> value")
+        own = [{"network": "net"}.get(n.type, n.type) for n in namespaces]
+        try:
+            check_sysctls(sysctls, own)
+        except ValueError as e:
+            raise InvalidArgument(f"container spec: sysctls: {e}") from None
         return cls(id=str(cid), pod_id=pod_id, rootfs=rootfs, process=process,
                    namespaces=namespaces, hostname=hostname, mounts=mounts, devices=devices,
                    masked_paths=paths["masked_paths"], readonly_paths=paths["readonly_paths"],
@@ -694,7 +707,8 @@ class ContainerSpec:
                    log_path=log_path, log_directory=log_dir,
                    hooks=oci_hooks.validate_hooks(s.get("hooks")), annotations=dict(annotations),
                    cdi_devices=_str_list(s.get("cdi_devices", []), "cdi_devices"),
-                   intel_rdt=resctrl.validate(s.get("intel_rdt")), userns=userns)
+                   intel_rdt=resctrl.validate(s.get("intel_rdt")), userns=userns,
+                   sysctls=dict(sysctls))
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "pod_id": self.pod_id, "rootfs": self.rootfs.to_json(),
@@ -721,6 +735,8 @@ class ContainerSpec:
             out["cdi_devices"] = list(self.cdi_devices)
         if self.intel_rdt is not None:
             out["intel_rdt"] = dict(self.intel_rdt)
+        if self.sysctls:
+            out["sysctls"] = dict(self.sysctls)
         if self.userns is not None:
             out["userns"] = self.userns.to_json()
         return out

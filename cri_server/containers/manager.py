@@ -5,7 +5,10 @@ The runtime state comes from the pod's shim: its status files
 (<shim_dir>/containers/<cid>.json, written on create/start/exit) are read when
 they change, and a dead shim turns its containers EXITED (exit code 255, reason
 Error). A monitor thread refreshes running containers once a second so exits are
-noticed (and published as CONTAINER_STOPPED events) without a client asking.
+noticed (and published as CONTAINER_STOPPED events) without a client asking. Lists
+learn of shim deaths from pidfds (ShimWatch) and of status file writes from inotify
+(StatusWatch), so they touch only what changed; each Container item is cached until
+the record is next saved (ItemCache).
 
 Create reserves the name (pod/name/attempt) by inserting a CREATING record before
 any side effect; a daemon killed mid-create leaves that record, and recovery
@@ -39,10 +42,12 @@ from cri_server.containers.command import check_argv
 from cri_server.containers.image_config import ImageView, cri_signal_number, parse_stop_signal
 from cri_server.containers.pod_view import PodView, from_sandbox
 from cri_server.containers.record import ContainerRecord
+from cri_server.containers.status_watch import StatusWatch
 from cri_server.list_budget import ListBudget
+from cri_server.list_cache import ItemCache
 from cri_server.nri.hooks import NO_NRI, NriHooks
 from cri_server.paths import Paths
-from cri_server.sandboxes import shim_process
+from cri_server.sandboxes.shim_watch import ShimWatch
 from cri_server.store import Store
 from imageservice.metadata import ImageRecord
 from proto import api_pb2
@@ -75,14 +80,10 @@ def _fingerprint(request: api_pb2.CreateContainerRequest) -> str:
     return h.hexdigest()
 
 
-def _shim_alive(shim_dir: str) -> bool:
-    pid = shim_client.shim_pid(shim_dir)
-    return pid is not None and shim_process.is_shim_of(pid, shim_dir)
-
-
 class ContainerManager:
     def __init__(self, store: Store, paths: Paths, sandboxes: PodLookup, images: ImageLookup,
-                 event_sink: EventSink | None = None) -> None:
+                 event_sink: EventSink | None = None, shim_watch: ShimWatch | None = None
+                 ) -> None:
         self.store = store
         self.paths = paths
         self.sandboxes = sandboxes
@@ -93,11 +94,23 @@ class ContainerManager:
         self._inflight: dict[str, tuple[str, Future[str]]] = {}
         self._ctr_locks: dict[str, threading.Lock] = {}
         self._status_versions: dict[str, tuple[int, int, int]] = {}
+        self._status_paths: dict[str, str] = {}    # container id -> its shim status file
+        # Status files written since a container's last read (inotify), so that a List stats
+        # only those: drain number at which each id last changed / at which it was last read.
+        self._status_watch = StatusWatch()
+        self._drains = 0
+        self._changed_at: dict[str, int] = {}
+        self._all_changed_at = 0
+        self._read_at: dict[str, int] = {}
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
         self._list_sizes: dict[str, int] = {}  # list_bytes: List item size by container id
         # What the Lists may carry (cri_server.list_budget): set by the wiring.
         self.list_budget: ListBudget | None = None
+        # Liveness of the pods' shims (pidfds; the SandboxManager's, shared by the wiring).
+        self.shim_watch = shim_watch if shim_watch is not None else ShimWatch()
+        # Each container's List item, rebuilt after each write of its record (_save).
+        self._items: ItemCache[ContainerRecord, api_pb2.Container] = ItemCache(convert.container)
         # The CDI registry (cri_server.cdi): set by the wiring; None = no CDI devices at all.
         self.cdi: Registry | None = None
         self.nri: NriHooks = NO_NRI  # NRI plugins (cri_server.nri): set by the wiring
@@ -330,10 +343,17 @@ class ContainerManager:
             self._records.pop(rec.id, None)
             self._ctr_locks.pop(rec.id, None)
         self.store.delete(R.KIND, rec.id)
+        self._items.drop(rec.id)
 
     # ------------------------------------------------------------------ state
     def _save(self, rec: ContainerRecord) -> None:
         self.store.update(R.KIND, rec.id, rec.to_json())
+        self._items.changed(rec.id)
+
+    def _shim_alive(self, shim_dir: str, polled: bool = False) -> bool:
+        if not polled:
+            self.shim_watch.poll()
+        return self.shim_watch.alive(shim_dir)
 
     def _apply(self, rec: ContainerRecord, state: ContainerState) -> None:
         """Copies a shim state into the record; persists and publishes a transition."""
@@ -348,15 +368,40 @@ class ContainerManager:
             self._publish(api_pb2.CONTAINER_STOPPED_EVENT, rec)
             self._nri(self.nri.stop_container, rec)
 
-    def _refresh(self, rec: ContainerRecord, alive_cache: dict[str, bool] | None = None) -> None:
-        """Brings rec's runtime state up to date from the shim's status file."""
+    def _drain_status_events(self) -> None:
+        """Takes note of the status files written since the last drain (see _refresh)."""
+        changed = self._status_watch.drain()
+        with self._lock:
+            self._drains += 1
+            if changed is None:
+                self._all_changed_at = self._drains
+                return
+            for cid in changed:
+                self._changed_at[cid] = self._drains
+
+    def _unchanged_since_read(self, cid: str) -> bool:
+        """No status file write of cid was drained after its last read (the read started after
+        every drained write, so it saw them)."""
+        read_at = self._read_at.get(cid)
+        return (read_at is not None and self._all_changed_at <= read_at
+                and self._changed_at.get(cid, 0) <= read_at)
+
+    def _refresh(self, rec: ContainerRecord, alive_cache: dict[str, bool] | None = None,
+                 watched: bool = False) -> None:
+        """Brings rec's runtime state up to date from the shim's status file. alive_cache: the
+        liveness of the shims seen so far in a batch (whose caller ran shim_watch.poll()).
+        watched: the caller has just run _drain_status_events(), so a file no drained event
+        names since its last read is left unread (Lists; every other caller stats it)."""
         if rec.state not in (R.CREATED, R.RUNNING) or not rec.shim_dir:
             return
         cache = alive_cache if alive_cache is not None else {}
         alive = cache.get(rec.shim_dir)
         if alive is None:
-            alive = cache[rec.shim_dir] = _shim_alive(rec.shim_dir)
-        path = statusfile.status_path(rec.shim_dir, rec.id)
+            alive = cache[rec.shim_dir] = self._shim_alive(rec.shim_dir,
+                                                           polled=alive_cache is not None)
+        path = self._status_paths.get(rec.id)
+        if path is None:
+            path = self._status_paths[rec.id] = statusfile.status_path(rec.shim_dir, rec.id)
         if not alive:
             # re-check the file first: the shim may have recorded the exit before dying
             state = shim_client.read_states(rec.shim_dir).get(rec.id)
@@ -366,6 +411,10 @@ class ContainerManager:
                     message="the pod's shim is gone; the container's fate is unknown")
             self._apply(rec, state)
             return
+        if watched and self._unchanged_since_read(rec.id):
+            return
+        drain = self._drains                    # taken before the stat (_unchanged_since_read)
+        inotify = self._status_watch.watch(os.path.dirname(path))   # watched before the stat
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -373,12 +422,16 @@ class ContainerManager:
         # Each write is a new file (temp + rename): inode and size tell versions apart where
         # a coarse clock gives two quick writes the same mtime.
         version = (st.st_ino, st.st_size, st.st_mtime_ns)
-        if self._status_versions.get(rec.id) == version:
-            return
-        state = _read_state(path)
-        if state is not None:
+        if self._status_versions.get(rec.id) != version:
+            state = _read_state(path)
+            if state is None:
+                return
             self._status_versions[rec.id] = version
             self._apply(rec, state)
+        if inotify:
+            with self._lock:
+                if rec.id in self._records:
+                    self._read_at[rec.id] = max(drain, self._read_at.get(rec.id, 0))
 
     def _shim_state(self, rec: ContainerRecord) -> None:
         """Asks the shim directly (used where the freshest state matters)."""
@@ -479,9 +532,13 @@ class ContainerManager:
         self._run_runtime_hooks(rec, "poststop", "stopped")
         shutil.rmtree(self.paths.container_dir(rec.id), ignore_errors=True)
         self.store.delete(R.KIND, rec.id)
+        self._items.drop(rec.id)
         with self._lock:
             self._records.pop(rec.id, None)
             self._status_versions.pop(rec.id, None)
+            self._status_paths.pop(rec.id, None)
+            self._read_at.pop(rec.id, None)
+            self._changed_at.pop(rec.id, None)
             self._ctr_locks.pop(rec.id, None)
         if rec.state != R.EXITED:
             rec.state = R.EXITED
@@ -550,17 +607,27 @@ class ContainerManager:
         return rec
 
     def list(self, flt: api_pb2.ContainerFilter | None = None) -> list[ContainerRecord]:
+        """The containers flt selects, oldest first, their states brought up to date from
+        the shims' pidfds (one poll for all) and the status files inotify says were written
+        since each was last read (one read of the inotify fd; a stat each of those)."""
         with self._lock:
             recs = [r for r in self._records.values() if r.state != R.CREATING]
+        self.shim_watch.poll()
+        self._drain_status_events()
         alive: dict[str, bool] = {}
         out = []
         for rec in recs:
             if flt is not None and flt.id and not rec.id.startswith(flt.id):
                 continue
-            self._refresh(rec, alive)
+            self._refresh(rec, alive, watched=True)
             if convert.matches(rec, flt):
                 out.append(rec)
         return sorted(out, key=lambda r: r.created_at)
+
+    def list_items(self, flt: api_pb2.ContainerFilter | None = None
+                   ) -> builtins.list[api_pb2.Container]:
+        """ListContainers: the Container items of list(flt), each built once per version."""
+        return [self._items.item(r.id, r) for r in self.list(flt)]
 
     def list_bytes(self) -> int:
         """What the Container items of every container take in a List (cri_server.list_budget)."""
@@ -668,12 +735,13 @@ class ContainerManager:
             with self._lock:
                 self._records[rec.id] = rec
         alive: dict[str, bool] = {}
+        self.shim_watch.poll()
         for rec in list(self._records.values()):
             if rec.state == R.CREATING:
                 log.info("rolling back interrupted create of container %s", rec.id[:12])
                 shim = None
                 if rec.shim_dir:
-                    alive.setdefault(rec.shim_dir, _shim_alive(rec.shim_dir))
+                    alive.setdefault(rec.shim_dir, self._shim_alive(rec.shim_dir, polled=True))
                     shim = ShimClient(rec.shim_dir) if alive[rec.shim_dir] else None
                 self._undo_create(rec, shim)
                 continue
@@ -707,8 +775,10 @@ class ContainerManager:
                     live = [r for r in self._records.values()
                             if r.state in (R.CREATED, R.RUNNING)]
                 alive: dict[str, bool] = {}
+                self.shim_watch.poll()
+                self._drain_status_events()
                 for rec in live:
-                    self._refresh(rec, alive)
+                    self._refresh(rec, alive, watched=True)
             except Exception:
                 log.exception("container monitor")
 
@@ -717,6 +787,7 @@ class ContainerManager:
         if self._monitor is not None:
             self._monitor.join(5)
             self._monitor = None
+        self._status_watch.close()
 
     def _nri_pod(self, rec: ContainerRecord) -> Any:
         try:

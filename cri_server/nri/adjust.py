@@ -17,7 +17,7 @@ namespaces (type replaced or, "-type", removed), the seccomp policy (an OCI prof
 the container's) and the RDT settings (linux.rdt, when the host has resctrl).
 
 Refused, failing CreateContainer with an error naming the field (never dropped silently):
-what the container spec cannot express (linux.sysctl, linux.scheduler, linux.io_priority,
+what the container spec cannot express (linux.scheduler, linux.io_priority,
 linux.memory_policy, linux.net_devices, kernel memory / OOM-killer flags: UNIMPLEMENTED)
 and classes pycri has no configuration for (blockio_class, rdt_class: FAILED_PRECONDITION).
 """
@@ -38,7 +38,6 @@ _PROPAGATION = {"private": "private", "rprivate": "private", "slave": "rslave",
                 "rslave": "rslave", "shared": "rshared", "rshared": "rshared"}
 # adjustments the ContainerSpec has no field for: (field, why)
 _UNSUPPORTED_LINUX = (
-    ("sysctl", "pycri containers have no sysctls of their own (the pod's are set with it)"),
     ("net_devices", "moving host network interfaces into a container is not supported"),
     ("scheduler", "the container spec has no scheduling policy"),
     ("io_priority", "the container spec has no I/O priority"),
@@ -96,7 +95,7 @@ def _refused(adj: nri.ContainerAdjustment, plugin: str) -> None:
     lin = adj.linux
     bad = []
     for name, why in _UNSUPPORTED_LINUX:
-        if lin.HasField(name) if name not in ("sysctl", "net_devices") else getattr(lin, name):
+        if lin.HasField(name) if name != "net_devices" else getattr(lin, name):
             bad.append(f"linux.{name} ({why})")
     res = lin.resources
     if res.HasField("memory"):
@@ -116,7 +115,7 @@ def _refused(adj: nri.ContainerAdjustment, plugin: str) -> None:
 
 _COMPOUND = {"annotation": nri.Annotations, "mount": nri.Mounts, "device": nri.Devices,
              "CDI device": nri.CdiDevices, "environment variable": nri.Env,
-             "rlimit": nri.Rlimits, "namespace": nri.Namespace,
+             "rlimit": nri.Rlimits, "namespace": nri.Namespace, "sysctl": nri.Sysctl,
              "resources hugepage_limits": nri.HugepageLimits,
              "resources unified": nri.CgroupsUnified}
 _SIMPLE = {"args": nri.Args, "oom_score_adj": nri.OomScoreAdj, "cgroups path": nri.CgroupsPath,
@@ -210,6 +209,7 @@ class Merged:
     resources: dict[str, Any] = field(default_factory=dict)
     oom_score_adj: int | None = None
     cgroups_path: str | None = None
+    sysctls: dict[str, str | None] = field(default_factory=dict)  # None: remove
     hooks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     devices: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     device_rules: list[tuple[str, nri.LinuxDeviceCgroup]] = field(default_factory=list)
@@ -311,6 +311,10 @@ class Merged:
             if lin.cgroups_path:
                 self._claim("cgroups path", plugin)
                 self.cgroups_path = lin.cgroups_path
+            for key, value in lin.sysctl.items():  # "-name": removed (NRI's marking)
+                name = key[1:] if key.startswith("-") else key
+                self._claim(f"sysctl {name}", plugin)
+                self.sysctls[name] = None if key.startswith("-") else value
 
     @property
     def empty(self) -> bool:
@@ -350,6 +354,14 @@ class Merged:
                                          for r in self.rlimits.values()]
         if self.oom_score_adj is not None:
             process["oom_score_adj"] = self.oom_score_adj
+        if self.sysctls:  # checked by the parse below: namespaced, in the container's own
+            own = dict(spec.get("sysctls") or {})
+            for name, value in self.sysctls.items():
+                if value is None:
+                    own.pop(name, None)
+                else:
+                    own[name] = value
+            spec["sysctls"] = own
         if self.mounts:
             spec["mounts"] = [m for m in spec["mounts"] if m["destination"] not in self.mounts]
             spec["mounts"] += [_spec_mount(m) for _, m in sorted(self.mounts.items())

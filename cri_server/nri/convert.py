@@ -94,7 +94,7 @@ def container(rec: ContainerRecord, spec: dict[str, Any] | None = None) -> nri.C
         namespaces=[nri.LinuxNamespace(type=n.get("type") or "", path=n.get("path") or "")
                     for n in spec.get("namespaces") or []],
         resources=resources(cgroup.get("resources") or rec.resources),
-        cgroups_path=cgroup.get("path") or "")
+        cgroups_path=cgroup.get("path") or "", sysctl=spec.get("sysctls") or {})
     if process.get("oom_score_adj") is not None:
         linux.oom_score_adj.value = int(process["oom_score_adj"])
     msg = nri.Container(

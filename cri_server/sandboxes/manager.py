@@ -12,6 +12,7 @@ it) are stopped with the pod and removed with it.
 """
 from __future__ import annotations
 
+import builtins
 import contextlib
 import logging
 import os
@@ -33,6 +34,7 @@ from cri_server.list_budget import ListBudget
 from cri_server.nri.hooks import NO_NRI, NriHooks
 from cri_server.paths import Paths
 from cri_server.sandboxes import netns, pod_cgroup, pod_shm, podfiles, shim_process, validate
+from cri_server.sandboxes.index import SandboxIndex
 from cri_server.sandboxes.record import (
     CREATING,
     KIND,
@@ -42,7 +44,8 @@ from cri_server.sandboxes.record import (
     encode_config,
     request_digest,
 )
-from cri_server.sandboxes.views import list_item_bytes
+from cri_server.sandboxes.shim_watch import ShimWatch
+from cri_server.sandboxes.views import list_item_bytes, matches, pod_sandbox
 from cri_server.store import Store
 from proto import api_pb2
 from pycri_common.errors import (
@@ -100,7 +103,8 @@ class _Pending:
 
 class SandboxManager:
     def __init__(self, config: Config, paths: Paths, store: Store, cni: CniManager | None,
-                 spawn_shim: Callable[[PodSpec], dict[str, Any]]) -> None:
+                 spawn_shim: Callable[[PodSpec], dict[str, Any]],
+                 shim_watch: ShimWatch | None = None) -> None:
         self.config = config
         self.paths = paths
         self.store = store
@@ -121,6 +125,10 @@ class SandboxManager:
         # What the Lists may carry (cri_server.list_budget): set by the wiring.
         self.list_budget: ListBudget | None = None
         self.nri: NriHooks = NO_NRI  # NRI plugins (cri_server.nri): set by the wiring
+        # Every record as last written, with its List item: what the Lists answer from.
+        self._index = SandboxIndex(pod_sandbox)
+        # Liveness of the pods' shims (pidfds): shared with the ContainerManager by the wiring.
+        self.shim_watch = shim_watch if shim_watch is not None else ShimWatch()
 
     # -- lookups ---------------------------------------------------------------
     def resolve_id(self, id_or_prefix: str) -> str:
@@ -146,19 +154,38 @@ class SandboxManager:
         return self._refresh(SandboxRecord.from_json(data))
 
     def list(self) -> list[SandboxRecord]:
-        return [self._refresh(SandboxRecord.from_json(d)) for d in self.store.list(KIND)]
+        """Every pod, from the in-memory index (shared records: read, do not change them);
+        a READY pod whose shim is gone turns NOTREADY on the way."""
+        self.shim_watch.poll()
+        return [self._refresh(rec, polled=True) for rec in self._indexed()]
 
-    def _refresh(self, rec: SandboxRecord) -> SandboxRecord:
-        """A READY pod whose shim died is NOTREADY (cheap /proc check, no socket round trip).
+    def _indexed(self) -> builtins.list[SandboxRecord]:
+        with self._index.lock:
+            if not self._index.loaded:   # a manager used without recover() (tools, tests)
+                self._index.load(SandboxRecord.from_json(d) for d in self.store.list(KIND))
+            return self._index.records()
+
+    def _refresh(self, rec: SandboxRecord, polled: bool = False) -> SandboxRecord:
+        """A READY pod whose shim died is NOTREADY (its pidfd, or a /proc check; no socket
+        round trip). `polled`: the caller has just run shim_watch.poll().
 
         Runs without the pod lock (List/PodSandboxStatus must not wait for a Stop): only the
         state field changes, and only if it is still READY, so a record StopPodSandbox saved
         meanwhile is never overwritten with this older copy."""
-        if rec.state != READY or shim_process.is_shim_of(rec.shim_pid, rec.shim_dir):
+        if rec.state != READY:
             return rec
-        if self.store.replace_field(KIND, rec.id, "state", READY, NOTREADY):
+        if not polled:
+            self.shim_watch.poll()
+        if self.shim_watch.alive(rec.shim_dir, rec.shim_pid):
+            return rec
+        with self._index.lock:
+            replaced = self.store.replace_field(KIND, rec.id, "state", READY, NOTREADY)
+            if replaced:
+                self._index.mark_notready(rec.id, READY, NOTREADY)
+        if replaced:
             log.warning("the shim (pid %d) of pod sandbox %s is gone; marking it NOTREADY",
                         rec.shim_pid, rec.id)
+            rec = SandboxRecord.from_json(rec.to_json())   # rec may be the index's copy
             rec.state = NOTREADY
             self._publish(api_pb2.CONTAINER_STOPPED_EVENT, rec)
             return rec
@@ -264,7 +291,9 @@ class SandboxManager:
         item_bytes = list_item_bytes(rec)
         with (self.list_budget.admit(f"pod sandbox {shorten(plan.name_key)}", item_bytes)
               if self.list_budget is not None else contextlib.nullcontext()):
-            self.store.insert(KIND, rec.id, rec.name_key, rec.to_json())
+            with self._index.lock:
+                self.store.insert(KIND, rec.id, rec.name_key, rec.to_json())
+                self._index.put(rec)
         faults.crash_point("runp_record")
         try:
             with self._pod_lock(rec.id):
@@ -419,6 +448,7 @@ class SandboxManager:
             log.info("shim of pod %s did not shut down cleanly (%s); killing it", rec.id, exc)
         shim_process.kill_stale_shim(rec.shim_dir, rec.shim_pid)
         shim_namespaces.unpin_all(rec.ns_dir)
+        self.shim_watch.forget(rec.shim_dir)
 
     # -- RemovePodSandbox ------------------------------------------------------
     def remove(self, pod_id: str) -> None:
@@ -437,7 +467,7 @@ class SandboxManager:
             self._stop_locked(rec)
             self.containers.remove_all_in_pod(rec.id)
             self._remove_files(rec)
-            self.store.delete(KIND, rec.id)
+            self._delete(rec)
         with self._pod_locks_guard:
             self._pod_locks.pop(rec.id, None)
         self._publish(api_pb2.CONTAINER_DELETED_EVENT, rec)
@@ -492,7 +522,7 @@ class SandboxManager:
             rec.state = NOTREADY
             self._save(rec)
             return
-        self.store.delete(KIND, rec.id)
+        self._delete(rec)
         with self._pod_locks_guard:  # kubelet retries failing pods for ever
             self._pod_locks.pop(rec.id, None)
 
@@ -507,6 +537,7 @@ class SandboxManager:
                 log.exception("recovering pod sandbox %s failed", rec.id)
 
         records = [SandboxRecord.from_json(d) for d in self.store.list(KIND)]
+        self._index.load(records)
         with ThreadPoolExecutor(max_workers=RECOVERY_THREADS) as pool:  # hung shims time out
             list(pool.map(one, records))                                 # side by side
         self._collect_orphans({r.id for r in self.list()})
@@ -582,7 +613,15 @@ class SandboxManager:
     def _save(self, rec: SandboxRecord, phase: str | None = None) -> None:
         if phase is not None:
             rec.phase = phase
-        self.store.update(KIND, rec.id, rec.to_json())
+        with self._index.lock:   # the store and the index change together
+            self.store.update(KIND, rec.id, rec.to_json())
+            self._index.put(rec)
+
+    def _delete(self, rec: SandboxRecord) -> None:
+        with self._index.lock:
+            self.store.delete(KIND, rec.id)
+            self._index.drop(rec.id)
+        self.shim_watch.forget(rec.shim_dir)
 
     @contextmanager
     def while_ready(self, pod_id: str) -> Iterator[SandboxRecord]:
@@ -621,8 +660,13 @@ class SandboxManager:
         return sum(sizes.values())
 
     def iter_records(self, flt: api_pb2.PodSandboxFilter | None) -> Iterator[SandboxRecord]:
-        from cri_server.sandboxes.views import matches
-
         for rec in self.list():
             if rec.state != CREATING and matches(rec, flt):
                 yield rec
+
+    def list_items(self, flt: api_pb2.PodSandboxFilter | None
+                   ) -> builtins.list[api_pb2.PodSandbox]:
+        """ListPodSandbox: the PodSandbox items of the pods flt selects, oldest first; each
+        item is built once per version of its record (SandboxIndex)."""
+        recs = sorted(self.iter_records(flt), key=lambda r: r.created_at)
+        return [self._index.item(r) for r in recs]

@@ -8,7 +8,7 @@ import time
 SHIM_COMM = "pycri-shim"
 
 
-def _pid_from_file(shim_dir: str) -> int | None:
+def pid_from_file(shim_dir: str) -> int | None:
     try:
         with open(os.path.join(shim_dir, "shim.pid")) as f:
             return int(f.read().strip())
@@ -41,7 +41,7 @@ def is_shim_of(pid: int, shim_dir: str) -> bool:
                 return True
         except OSError:
             pass
-    return _pid_from_file(shim_dir) == pid
+    return pid_from_file(shim_dir) == pid
 
 
 def kill_stale_shim(shim_dir: str, known_pid: int = 0, timeout: float = 5.0) -> None:
@@ -49,7 +49,7 @@ def kill_stale_shim(shim_dir: str, known_pid: int = 0, timeout: float = 5.0) -> 
 
     Its pause-holder dies with it (PDEATHSIG). Waits until it is gone.
     """
-    pids = {p for p in (_pid_from_file(shim_dir), known_pid) if p}
+    pids = {p for p in (pid_from_file(shim_dir), known_pid) if p}
     for pid in pids:
         if not is_shim_of(pid, shim_dir):
             continue

@@ -13,6 +13,7 @@ from typing import Any
 from cri_server import labels, resources
 from proto import api_pb2
 from pycri_common.errors import InvalidArgument, NotFound
+from runtime.sysctls import sysctl_namespace
 
 _MODE_NAMES = {api_pb2.POD: "pod", api_pb2.CONTAINER: "container", api_pb2.NODE: "node",
                api_pb2.TARGET: "target"}
@@ -133,16 +134,6 @@ def user_namespace(config: api_pb2.PodSandboxConfig, namespaces: dict[str, str]
             raise InvalidArgument(f"a pod with its own user namespace cannot use the host's "
                                   f"{value} namespace")
     return {"mode": "pod", "uids": _id_map(u.uids, "uids"), "gids": _id_map(u.gids, "gids")}
-
-
-def sysctl_namespace(name: str) -> str | None:
-    """net / ipc for the sysctls a pod may set, None for everything else."""
-    dotted = name.replace("/", ".")
-    if dotted.startswith("net."):
-        return "net"
-    if dotted.startswith(("kernel.shm", "kernel.msg", "fs.mqueue.")) or dotted == "kernel.sem":
-        return "ipc"
-    return None
 
 
 def check_sysctl_name(name: str) -> None:

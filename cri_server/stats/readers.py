@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from pycri_common.errors import PycriError
 from runtime import cgroups
+from runtime.cgroups import fsutil
 
 # open_cgroup() parses /proc/self/mounts (several times) to find the hierarchies; the layout
 # does not change while the daemon runs, so each path's manager is made once and kept.
@@ -185,8 +186,7 @@ def interfaces_of(pid: int) -> list[InterfaceCounters]:
     if pid <= 0:
         return []
     try:
-        with open(f"/proc/{pid}/net/dev") as f:
-            text = f.read()
-    except OSError:
+        text = fsutil.read(f"/proc/{pid}/net/dev")   # a raw read: kubelet polls this
+    except (OSError, UnicodeDecodeError):
         return []
     return [i for i in parse_net_dev(text) if i.name != "lo"]

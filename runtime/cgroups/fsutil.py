@@ -8,10 +8,22 @@ import time
 
 from pycri_common.errors import InvalidArgument
 
+_CHUNK = 65536
+
 
 def read(path: str) -> str:
-    with open(path) as f:
-        return f.read()
+    """The whole file as text. Raw os.open/os.read: the stats Lists read a handful of cgroup
+    files per container on every call, and a buffered text open costs several times more."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = [os.read(fd, _CHUNK)]
+        # A short read is the end for these files (seq_file fills the buffer it is given),
+        # which saves a second read(2) per file; a full one may have more behind it.
+        while len(chunks[-1]) == _CHUNK:
+            chunks.append(os.read(fd, _CHUNK))
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode()
 
 
 def read_int(path: str, default: int = 0) -> int:

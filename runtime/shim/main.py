@@ -17,7 +17,7 @@ import socket
 import sys
 from typing import Any, NoReturn
 
-from runtime import syscalls
+from runtime import syscalls, sysctls
 from runtime import userns as userns_mod
 from runtime.pod_spec import IdMaps, PodSpec
 from runtime.shim import namespaces, statusfile
@@ -91,7 +91,7 @@ def run_shim(pod: PodSpec, ready_fd: int) -> NoReturn:
         _refuse_if_running(os.path.join(shim_dir, "shim.sock"))
         namespaces.unpin_all(ns_dir)  # leftovers of a shim that died without cleaning up
         types = namespaces.pod_namespace_types(pod)
-        namespaces.check_sysctls(dict(pod.sysctls), types)
+        sysctls.check_sysctls(dict(pod.sysctls), types)
 
         loop = Loop()
         wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)

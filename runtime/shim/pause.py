@@ -26,6 +26,7 @@ from runtime.cgroups.naming import pause_cgroup_path
 from runtime.pod_spec import PodSpec
 from runtime.shim import namespaces
 from runtime.shim.tinypause import exec_tiny_pause
+from runtime.sysctls import apply_sysctls
 
 
 class PauseError(Exception):
@@ -63,7 +64,7 @@ def _child(name: str, types: list[str], hostname: str, sysctls: dict[str, str], 
             namespaces.loopback_up()
         if "uts" in types and hostname:
             syscalls.sethostname(hostname)
-        namespaces.apply_sysctls(sysctls)
+        apply_sysctls(sysctls)
         _leave_host_root()
         os.write(report_w, b'{"ok": true}\n')
         exec_tiny_pause(name)  # returns only where the tiny program cannot run

@@ -334,3 +334,59 @@ def test_signal_sent_by_kill_is_reported(env: ContainerEnv) -> None:
     st = env.wait_exit(cid)
     assert st.exit_code == 137 and st.reason == "Error"
     env.remove(cid)
+
+
+def test_lists_follow_every_change_at_once(daemon) -> None:  # type: ignore[no-untyped-def]
+    """ListContainers and ListPodSandbox answer from memory (issue #18), yet show a
+    container's own exit, a stop and a dead shim on the next call, without any status call
+    (nor a timer) in between, and their filters select by the new state."""
+    import json
+
+    cri: CriClient = daemon.c
+
+    def listed(**flt: object) -> dict[str, api_pb2.Container]:
+        return {c.id: c for c in cri.ListContainers(api_pb2.ListContainersRequest(
+            filter=api_pb2.ContainerFilter(**flt))).containers}  # type: ignore[arg-type]
+
+    def in_state(state: int) -> api_pb2.ContainerStateValue:
+        return api_pb2.ContainerStateValue(state=state)  # type: ignore[arg-type]
+
+    with ContainerEnv(cri) as env:
+        quits = env.run(["sh", "-c", "sleep 0.5; exit 4"], labels={"t": "quits"})
+        stops = env.run(["sleep", "1000"], labels={"t": "stops"})
+        assert listed(label_selector={"t": "quits"})[quits].state == api_pb2.CONTAINER_RUNNING
+        started = time.monotonic()
+        while listed(id=quits)[quits].state == api_pb2.CONTAINER_RUNNING:
+            assert time.monotonic() - started < 10, "the exit never reached ListContainers"
+            time.sleep(0.02)
+        assert listed(id=quits)[quits].state == api_pb2.CONTAINER_EXITED
+        assert set(listed(label_selector={"t": "quits"},
+                          state=in_state(api_pb2.CONTAINER_EXITED))) == {quits}
+        assert listed(label_selector={"t": "quits"},
+                      state=in_state(api_pb2.CONTAINER_RUNNING)) == {}
+        st = env.status(quits)
+        assert (st.state, st.exit_code, st.reason) == (api_pb2.CONTAINER_EXITED, 4, "Error")
+
+        cri.StopContainer(api_pb2.StopContainerRequest(container_id=stops, timeout=0))
+        assert listed(label_selector={"t": "stops"},
+                      state=in_state(api_pb2.CONTAINER_RUNNING)) == {}
+        assert set(listed(label_selector={"t": "stops"},
+                          state=in_state(api_pb2.CONTAINER_EXITED))) == {stops}
+
+        def pods_listed(**flt: object) -> dict[str, api_pb2.PodSandbox]:
+            return {p.id: p for p in cri.ListPodSandbox(api_pb2.ListPodSandboxRequest(
+                filter=api_pb2.PodSandboxFilter(**flt))).items}  # type: ignore[arg-type]
+
+        ready = api_pb2.PodSandboxStateValue(state=api_pb2.SANDBOX_READY)
+        assert set(pods_listed(id=env.pod_id, state=ready)) == {env.pod_id}
+        running = env.run(["sleep", "1000"], labels={"t": "orphaned"})
+        info = json.loads(cri.PodSandboxStatus(api_pb2.PodSandboxStatusRequest(
+            pod_sandbox_id=env.pod_id, verbose=True)).info["info"])
+        os.kill(info["shimPid"], signal.SIGKILL)
+        started = time.monotonic()
+        while pods_listed(id=env.pod_id)[env.pod_id].state == api_pb2.SANDBOX_READY:
+            assert time.monotonic() - started < 5, "the dead shim never reached ListPodSandbox"
+            time.sleep(0.01)
+        assert pods_listed(id=env.pod_id, state=ready) == {}
+        assert listed(id=running)[running].state == api_pb2.CONTAINER_EXITED
+        assert env.status(running).exit_code == 255

@@ -2,6 +2,7 @@
 daemon's NRI socket watches and adjusts real pods and containers made through the CRI."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -563,9 +564,34 @@ def test_memory_reservation_swappiness_and_cpu_realtime_reach_the_cgroup(
         env.remove(cid)
 
 
+def test_sysctls_are_written_in_the_container_namespaces(
+        daemon: PycriDaemon, container_env: ContainerEnv) -> None:
+    env = container_env
+    host = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text()
+
+    def create(req: nri.CreateContainerRequest) -> nri.CreateContainerResponse:
+        adj = nri.ContainerAdjustment()
+        adj.linux.sysctl["net.ipv4.ip_unprivileged_port_start"] = "81"
+        adj.linux.sysctl["kernel.msgmax"] = "12345"
+        return nri.CreateContainerResponse(adjust=adj)
+
+    with NriTestPlugin(daemon.nri_socket, name="sysctl", handlers={"CreateContainer": create}):
+        cid = env.run(["sleep", "1000"])
+        out = env.exec_sync(cid, ["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start",
+                                  "/proc/sys/kernel/msgmax"]).stdout.decode().split()
+        assert out == ["81", "12345"], out
+        assert Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text() == host
+        status = env.cri.ContainerStatus(api_pb2.ContainerStatusRequest(container_id=cid,
+                                                                        verbose=True))
+        spec = json.loads(status.info["info"])["runtimeSpec"]
+        assert spec["sysctls"]["kernel.msgmax"] == "12345"
+        env.cri.StopContainer(api_pb2.StopContainerRequest(container_id=cid, timeout=0))
+        env.remove(cid)
+
+
 @pytest.mark.parametrize(("linux", "code", "named"), [
-    (nri.LinuxContainerAdjustment(sysctl={"net.ipv4.ip_forward": "1"}),
-     grpc.StatusCode.UNIMPLEMENTED, "linux.sysctl"),
+    (nri.LinuxContainerAdjustment(sysctl={"kernel.pid_max": "4096"}),
+     grpc.StatusCode.INVALID_ARGUMENT, "'kernel.pid_max' is not namespaced"),
     (nri.LinuxContainerAdjustment(scheduler=nri.LinuxScheduler(policy=nri.SCHED_FIFO)),
      grpc.StatusCode.UNIMPLEMENTED, "linux.scheduler"),
     (nri.LinuxContainerAdjustment(resources=nri.LinuxResources(

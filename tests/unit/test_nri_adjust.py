@@ -122,7 +122,6 @@ def _lin(**kw: Any) -> nri.ContainerAdjustment:
 
 
 @pytest.mark.parametrize(("adj", "named"), [
-    (_lin(sysctl={"net.x": "1"}), "linux.sysctl"),
     (_lin(scheduler=nri.LinuxScheduler()), "linux.scheduler"),
     (_lin(io_priority=nri.LinuxIOPriority()), "linux.io_priority"),
     (_lin(memory_policy=nri.LinuxMemoryPolicy()), "linux.memory_policy"),
@@ -134,6 +133,38 @@ def test_what_the_spec_cannot_express_is_unimplemented_naming_the_field(
         adj: nri.ContainerAdjustment, named: str) -> None:
     with pytest.raises(Unimplemented, match=named):
         Merged().add("10-a", adj)
+
+
+def test_sysctls_are_set_removed_and_conflicts_named() -> None:
+    spec = _spec()
+    spec["namespaces"] = [{"type": "network", "path": "/run/netns/p"}, {"type": "ipc"}]
+    spec["sysctls"] = {"net.ipv4.ping_group_range": "0 0"}
+    m = Merged()
+    m.add("10-a", _lin(sysctl={"net.ipv4.ip_unprivileged_port_start": "80",
+                               "-net.ipv4.ping_group_range": ""}))
+    m.add("20-b", _lin(sysctl={"kernel.shmmni": "1000"}))
+    assert m.apply(spec, {}).sysctls == {"net.ipv4.ip_unprivileged_port_start": "80",
+                                         "kernel.shmmni": "1000"}
+    owners = adjust.field_owners(m.owners)
+    assert owners.compound[nri.Sysctl].owners["kernel.shmmni"] == "20-b"
+    with pytest.raises(FailedPrecondition, match=r"10-a and 30-c both adjust sysctl "
+                                                 r"net\.ipv4\.ip_unprivileged_port_start"):
+        m.add("30-c", _lin(sysctl={"net.ipv4.ip_unprivileged_port_start": "1"}))
+
+
+@pytest.mark.parametrize(("sysctl", "why"), [
+    ({"kernel.pid_max": "1"}, "not namespaced"),      # would change the host
+    ({"kernel.shmmni": "1"}, "own ipc namespace"),    # the container shares the host's IPC
+    ({"net.ipv4.ip_forward": "1\n"}, "invalid value"),
+])
+def test_a_sysctl_the_container_may_not_set_is_refused(sysctl: dict[str, str],
+                                                       why: str) -> None:
+    spec = _spec()
+    spec["namespaces"] = [{"type": "network", "path": "/run/netns/p"}]
+    m = Merged()
+    m.add("10-a", _lin(sysctl=sysctl))
+    with pytest.raises(InvalidArgument, match=f"sysctls: .*{why}"):
+        m.apply(spec, {})
 
 
 @pytest.mark.parametrize("name", ["blockio_class", "rdt_class"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from pycri_common.errors import InvalidArgument
+from runtime import sysctls
 from runtime.pod_spec import PodSpec
 from runtime.shim import namespaces as ns
 
@@ -26,19 +27,19 @@ def test_bad_mode_rejected() -> None:
 
 
 def test_sysctl_paths() -> None:
-    assert ns.sysctl_path("net.ipv4.ip_forward") == "/proc/sys/net/ipv4/ip_forward"
-    assert ns.sysctl_path("net/ipv4/conf/eth0.100/rp_filter") == \
+    assert sysctls.sysctl_path("net.ipv4.ip_forward") == "/proc/sys/net/ipv4/ip_forward"
+    assert sysctls.sysctl_path("net/ipv4/conf/eth0.100/rp_filter") == \
         "/proc/sys/net/ipv4/conf/eth0.100/rp_filter"
     for bad in ("net/../../etc", "", "net..x"):
         with pytest.raises(ValueError):
-            ns.sysctl_path(bad)
+            sysctls.sysctl_path(bad)
 
 
 def test_sysctls_must_be_in_a_pod_namespace() -> None:
-    ns.check_sysctls({"net.ipv4.ip_forward": "1", "kernel.shmmax": "100"}, ["net", "ipc", "uts"])
+    sysctls.check_sysctls({"net.ipv4.ip_forward": "1", "kernel.shmmax": "100"}, ["net", "ipc", "uts"])
     with pytest.raises(ValueError, match="host's"):
-        ns.check_sysctls({"net.ipv4.ip_forward": "1"}, ["ipc"])
+        sysctls.check_sysctls({"net.ipv4.ip_forward": "1"}, ["ipc"])
     with pytest.raises(ValueError, match="not namespaced"):
-        ns.check_sysctls({"kernel.panic": "1"}, ["net", "ipc", "uts"])
+        sysctls.check_sysctls({"kernel.panic": "1"}, ["net", "ipc", "uts"])
     with pytest.raises(ValueError, match="invalid value"):
-        ns.check_sysctls({"kernel.shmmax": "1\nkernel.panic=1"}, ["ipc"])
+        sysctls.check_sysctls({"kernel.shmmax": "1\nkernel.panic=1"}, ["ipc"])

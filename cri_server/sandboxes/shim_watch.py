@@ -1,0 +1,83 @@
+"""ShimWatch: which pods' shims are alive, for every List at the cost of one poll(2).
+
+Each watched shim is held by a pidfd (pidfd_open(2), Linux >= 5.3), opened once after the
+/proc check of shim_process.is_shim_of has said the pid is that pod's shim. A pidfd becomes
+readable when its process exits, and it names that process and no other, so a recycled pid
+cannot pass for the shim later. `poll()` asks the kernel once about all of them; `alive()`
+is then a dict lookup. Without pidfds (old kernels) every check is the /proc check itself.
+"""
+from __future__ import annotations
+
+import os
+import select
+import threading
+
+from cri_server.sandboxes import shim_process
+
+
+class ShimWatch:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fds: dict[str, tuple[int, int]] = {}   # shim_dir -> (pid, pidfd)
+        self._dirs: dict[int, str] = {}              # pidfd -> shim_dir
+        self._dead: set[str] = set()                 # shim dirs whose watched shim exited
+        self._poller = select.poll()
+        self._pidfds = hasattr(os, "pidfd_open")
+
+    def poll(self) -> None:
+        """Takes note of every watched shim that has exited since the last call."""
+        with self._lock:
+            if not self._dirs:
+                return
+            for fd, _ in self._poller.poll(0):
+                shim_dir = self._dirs.get(fd)
+                if shim_dir is not None:
+                    self._dead.add(shim_dir)
+
+    def alive(self, shim_dir: str, pid: int | None = None) -> bool:
+        """Whether the shim of shim_dir (pid, or the one its pid file names) was alive at the
+        last poll(); a shim seen for the first time is checked in /proc and then watched."""
+        with self._lock:
+            watched = self._fds.get(shim_dir)
+            if watched is not None and (pid is None or pid == watched[0]):
+                return shim_dir not in self._dead
+        if pid is None:
+            pid = shim_process.pid_from_file(shim_dir)
+        if not pid:
+            return False
+        if not self._pidfds:
+            return shim_process.is_shim_of(pid, shim_dir)
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return False
+        # checked after the open: the pidfd holds the very process that passed the check
+        if not shim_process.is_shim_of(pid, shim_dir):
+            os.close(fd)
+            return False
+        with self._lock:
+            self._forget_locked(shim_dir)
+            self._fds[shim_dir] = (pid, fd)
+            self._dirs[fd] = shim_dir
+            self._poller.register(fd, select.POLLIN)
+        return True
+
+    def forget(self, shim_dir: str) -> None:
+        """Stops watching shim_dir (its pod was stopped or removed); closes the pidfd."""
+        with self._lock:
+            self._forget_locked(shim_dir)
+
+    def _forget_locked(self, shim_dir: str) -> None:
+        watched = self._fds.pop(shim_dir, None)
+        self._dead.discard(shim_dir)
+        if watched is None:
+            return
+        fd = watched[1]
+        self._dirs.pop(fd, None)
+        self._poller.unregister(fd)
+        os.close(fd)
+
+    def close(self) -> None:
+        with self._lock:
+            for shim_dir in list(self._fds):
+                self._forget_locked(shim_dir)

@@ -1,0 +1,344 @@
+"""The List caches: ItemCache (container items), SandboxIndex (pod records and items),
+ShimWatch (shim liveness by pidfd), and the managers' Lists built on them reflecting every
+change at once: a write of the record, a status file the shim wrote, a shim that died.
+
+The shim is a real process (`sleep`) that the /proc identity check is told to accept.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cri_server.config import Config
+from cri_server.containers import record as R
+from cri_server.containers.manager import ContainerManager
+from cri_server.list_cache import ItemCache
+from cri_server.paths import Paths
+from cri_server.sandboxes import manager as sandbox_manager
+from cri_server.sandboxes import shim_process, views
+from cri_server.sandboxes.index import SandboxIndex
+from cri_server.sandboxes.manager import SandboxManager
+from cri_server.sandboxes.record import NOTREADY, READY
+from cri_server.sandboxes.shim_watch import ShimWatch
+from cri_server.store import Store
+from proto import api_pb2
+from runtime.shim import statusfile
+
+
+# -- ItemCache ---------------------------------------------------------------------------
+def test_item_cache_builds_once_per_version() -> None:
+    builds: list[str] = []
+
+    def build(state: dict[str, str]) -> str:
+        builds.append(state["s"])
+        return state["s"]
+
+    cache: ItemCache[dict[str, str], str] = ItemCache(build)
+    obj = {"s": "running"}
+    assert cache.item("a", obj) == cache.item("a", obj) == "running"
+    assert builds == ["running"]
+    obj["s"] = "exited"
+    cache.changed("a")
+    assert cache.item("a", obj) == "exited" and builds == ["running", "exited"]
+    cache.drop("a")
+    assert len(cache) == 0
+    assert cache.item("a", obj) == "exited" and len(builds) == 3
+
+
+def test_item_cache_keeps_no_item_built_while_the_object_changed() -> None:
+    obj = {"s": "running"}
+    racing: ItemCache[dict[str, str], str]
+
+    def build_racing(o: dict[str, str]) -> str:
+        seen = o["s"]
+        if seen == "running":
+            o["s"] = "exited"       # another thread saves a new version meanwhile
+            racing.changed("a")
+        return seen
+
+    racing = ItemCache(build_racing)
+    assert racing.item("a", obj) == "running"          # what this caller saw ...
+    assert len(racing) == 0                            # ... is not kept for the next one
+    assert racing.item("a", obj) == "exited"
+    assert len(racing) == 1
+
+
+# -- SandboxIndex ------------------------------------------------------------------------
+def _pod_record(tmp_path: Path, state: str = READY) -> Any:
+    mgr = SandboxManager(Config(), Paths(tmp_path / "root", tmp_path / "state"),
+                         Store(tmp_path / "index.db"), None, lambda spec: {})
+    plan = sandbox_manager.validate.plan(_request(), [], "node")
+    rec = mgr._new_record(_request(), plan, "digest")
+    rec.state = state
+    return rec
+
+
+def test_sandbox_index_keeps_copies_and_rebuilds_items_per_version(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sandbox_manager.podfiles, "host_hostname", lambda: "node")
+    builds: list[int] = []
+
+    def build(rec: Any) -> api_pb2.PodSandbox:
+        builds.append(1)
+        return views.pod_sandbox(rec)
+
+    index = SandboxIndex(build)
+    rec = _pod_record(tmp_path)
+    index.put(rec)
+    rec.state = NOTREADY                           # the caller's copy, not saved yet
+    [indexed] = index.records()
+    assert indexed.state == READY
+    first = index.item(indexed)
+    assert first.state == api_pb2.SANDBOX_READY and index.item(indexed) is first
+    assert len(builds) == 1
+    index.put(rec)                                 # saved: a new version, a new item
+    [indexed] = index.records()
+    assert index.item(indexed).state == api_pb2.SANDBOX_NOTREADY and len(builds) == 2
+    index.mark_notready(indexed.id, READY, NOTREADY)   # not READY: left as it is
+    assert index.records()[0].state == NOTREADY
+    index.drop(indexed.id)
+    assert index.records() == []
+
+
+def test_sandbox_index_mark_notready_only_changes_a_ready_pod(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sandbox_manager.podfiles, "host_hostname", lambda: "node")
+    index = SandboxIndex(views.pod_sandbox)
+    rec = _pod_record(tmp_path)
+    index.put(rec)
+    [before] = index.records()
+    assert index.item(before).state == api_pb2.SANDBOX_READY
+    index.mark_notready(rec.id, READY, NOTREADY)
+    [after] = index.records()
+    assert after.state == NOTREADY and before.state == READY   # old copies stay as they were
+    assert index.item(after).state == api_pb2.SANDBOX_NOTREADY
+
+
+# -- ShimWatch ---------------------------------------------------------------------------
+@pytest.fixture
+def fake_shim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+              ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A live process standing for a pod's shim, with its shim dir and pid file."""
+    proc = subprocess.Popen(["sleep", "1000"])
+    shim_dir = tmp_path / "shim"
+    shim_dir.mkdir()
+    (shim_dir / "shim.pid").write_text(str(proc.pid))
+    (shim_dir / "containers").mkdir()
+    real = shim_process.is_shim_of
+    monkeypatch.setattr(shim_process, "is_shim_of",
+                        lambda pid, d: (pid == proc.pid and d == str(shim_dir)
+                                        and proc.poll() is None) or real(pid, d))
+    yield proc, str(shim_dir)
+    proc.kill()
+    proc.wait()
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_shim_watch_sees_a_shim_die_at_the_next_poll(
+        fake_shim: tuple[subprocess.Popen[bytes], str]) -> None:
+    proc, shim_dir = fake_shim
+    watch = ShimWatch()
+    fds = _open_fds()
+    watch.poll()
+    assert watch.alive(shim_dir) and watch.alive(shim_dir, proc.pid)
+    assert _open_fds() == fds + 1                  # one pidfd, opened once
+    watch.poll()
+    assert watch.alive(shim_dir)
+    proc.kill()
+    proc.wait()
+    assert watch.alive(shim_dir)                   # until the next poll ...
+    watch.poll()
+    assert not watch.alive(shim_dir)               # ... which sees it gone
+    assert not watch.alive(shim_dir, 1)            # another pid is checked afresh: not a shim
+    watch.forget(shim_dir)
+    assert _open_fds() == fds
+    assert not watch.alive(shim_dir)               # a dead pid is not watched again
+    assert _open_fds() == fds
+    watch.close()
+
+
+def test_shim_watch_unknown_or_missing_shim(tmp_path: Path) -> None:
+    watch = ShimWatch()
+    watch.poll()
+    assert not watch.alive(str(tmp_path))          # no pid file
+    assert not watch.alive(str(tmp_path), os.getpid())  # a live pid that is no shim
+    watch.close()
+
+
+# -- the managers' Lists ---------------------------------------------------------------
+def _request() -> api_pb2.RunPodSandboxRequest:
+    ns = api_pb2.NamespaceOption(network=api_pb2.NODE, ipc=api_pb2.NODE, pid=api_pb2.CONTAINER)
+    return api_pb2.RunPodSandboxRequest(config=api_pb2.PodSandboxConfig(
+        metadata=api_pb2.PodSandboxMetadata(name="p", namespace="ns", uid="u"),
+        labels={"app": "x"},
+        linux=api_pb2.LinuxPodSandboxConfig(
+            security_context=api_pb2.LinuxSandboxSecurityContext(namespace_options=ns))))
+
+
+def _pods(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shim_pid: int) -> SandboxManager:
+    from cri_server.sandboxes import pod_cgroup
+    monkeypatch.setattr(pod_cgroup, "create", lambda cg, resources=None: None)
+    monkeypatch.setattr(sandbox_manager.podfiles, "host_hostname", lambda: "node")
+    return SandboxManager(Config(), Paths(tmp_path / "root", tmp_path / "state"),
+                          Store(tmp_path / "runtime.db"), None,
+                          lambda spec: {"pid": shim_pid})
+
+
+def _ready_filter() -> api_pb2.PodSandboxFilter:
+    return api_pb2.PodSandboxFilter(state=api_pb2.PodSandboxStateValue(
+        state=api_pb2.SANDBOX_READY), label_selector={"app": "x"})
+
+
+def test_pod_list_shows_a_dead_shim_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    proc = subprocess.Popen(["sleep", "1000"])
+    try:
+        pods = _pods(tmp_path, monkeypatch, proc.pid)
+        monkeypatch.setattr(shim_process, "is_shim_of",
+                            lambda pid, d: pid == proc.pid and proc.poll() is None)
+        events: list[int] = []
+        pods.event_sink = lambda kind, rec: events.append(kind)
+        pod_id = pods.run(_request())
+        [item] = pods.list_items(None)
+        assert (item.id, item.state) == (pod_id, api_pb2.SANDBOX_READY)
+        assert [i.id for i in pods.list_items(_ready_filter())] == [pod_id]
+        proc.kill()
+        proc.wait()
+        [item] = pods.list_items(None)             # no status call, no timer: the next List
+        assert item.state == api_pb2.SANDBOX_NOTREADY
+        assert pods.list_items(_ready_filter()) == []
+        assert pods.store.get("sandbox", pod_id)["state"] == NOTREADY  # type: ignore[index]
+        assert events.count(api_pb2.CONTAINER_STOPPED_EVENT) == 1
+        pods.list_items(None)
+        assert events.count(api_pb2.CONTAINER_STOPPED_EVENT) == 1
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_pod_list_index_survives_a_new_manager(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restarted daemon answers from the store's records (recover loads the index)."""
+    proc = subprocess.Popen(["sleep", "1000"])
+    try:
+        pods = _pods(tmp_path, monkeypatch, proc.pid)
+        monkeypatch.setattr(shim_process, "is_shim_of",
+                            lambda pid, d: pid == proc.pid and proc.poll() is None)
+        pod_id = pods.run(_request())
+        again = SandboxManager(Config(), pods.paths, pods.store, None, lambda spec: {})
+        monkeypatch.setattr(again, "_shim_alive", lambda rec: proc.poll() is None)
+        again.recover()
+        assert [(i.id, i.state) for i in again.list_items(None)] == [
+            (pod_id, api_pb2.SANDBOX_READY)]
+        proc.kill()
+        proc.wait()
+        again2 = SandboxManager(Config(), pods.paths, pods.store, None, lambda spec: {})
+        monkeypatch.setattr(again2, "_shim_alive", lambda rec: False)
+        again2.recover()                            # the shim died while the daemon was down
+        assert [i.state for i in again2.list_items(None)] == [api_pb2.SANDBOX_NOTREADY]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_container_list_follows_status_files_and_saves(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        fake_shim: tuple[subprocess.Popen[bytes], str]) -> None:
+    proc, shim_dir = fake_shim
+    store = Store(tmp_path / "runtime.db")
+    paths = Paths(tmp_path / "root", tmp_path / "state")
+    pods = SandboxManager(Config(), paths, store, None, lambda spec: {})
+    cm = ContainerManager(store, paths, pods, images=None)  # type: ignore[arg-type]
+    rec = R.ContainerRecord(id="c" * 64, pod_id="p" * 64, name="c", attempt=0, image="busybox",
+                            labels={"tier": "a"}, shim_dir=shim_dir, state=R.RUNNING,
+                            pid=proc.pid, created_at=1, started_at=2)
+    store.insert(R.KIND, rec.id, rec.name_key, rec.to_json())
+    cm._records[rec.id] = rec
+    running = api_pb2.ContainerFilter(state=api_pb2.ContainerStateValue(
+        state=api_pb2.CONTAINER_RUNNING), label_selector={"tier": "a"})
+    [item] = cm.list_items()
+    assert item.state == api_pb2.CONTAINER_RUNNING
+    assert cm.list_items()[0] is item                    # cached while nothing changed
+    assert [i.id for i in cm.list_items(running)] == [rec.id]
+    # the shim records the exit: the next List shows it, without a ContainerStatus call
+    statusfile.write_state(shim_dir, rec.id, {"state": R.EXITED, "exit_code": 3,
+                                              "finished_at": 5, "reason": "Error"})
+    [item] = cm.list_items()
+    assert item.state == api_pb2.CONTAINER_EXITED
+    assert cm.list_items(running) == []
+    assert store.get(R.KIND, rec.id)["exit_code"] == 3  # type: ignore[index]
+    # a record change that is saved (here: through _save) is listed at once too
+    rec.labels = {"tier": "b"}
+    cm._save(rec)
+    assert dict(cm.list_items()[0].labels) == {"tier": "b"}
+
+
+def test_container_list_shows_a_dead_shim_at_once(
+        tmp_path: Path, fake_shim: tuple[subprocess.Popen[bytes], str]) -> None:
+    proc, shim_dir = fake_shim
+    store = Store(tmp_path / "runtime.db")
+    paths = Paths(tmp_path / "root", tmp_path / "state")
+    pods = SandboxManager(Config(), paths, store, None, lambda spec: {})
+    cm = ContainerManager(store, paths, pods, images=None,  # type: ignore[arg-type]
+                          shim_watch=pods.shim_watch)
+    rec = R.ContainerRecord(id="d" * 64, pod_id="p" * 64, name="c", attempt=0, image="busybox",
+                            shim_dir=shim_dir, state=R.RUNNING, pid=proc.pid, created_at=1)
+    store.insert(R.KIND, rec.id, rec.name_key, rec.to_json())
+    cm._records[rec.id] = rec
+    assert cm.list_items()[0].state == api_pb2.CONTAINER_RUNNING
+    proc.kill()
+    proc.wait()
+    assert cm.list_items()[0].state == api_pb2.CONTAINER_EXITED
+    assert cm.records()[0].exit_code == 255
+
+
+def test_container_list_stats_only_the_status_files_written_since(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        fake_shim: tuple[subprocess.Popen[bytes], str]) -> None:
+    """With inotify on the shims' status directories a List reads no file nobody wrote, and
+    still sees the one that was written."""
+    from cri_server.containers import manager as container_manager
+    proc, shim_dir = fake_shim
+    store = Store(tmp_path / "runtime.db")
+    paths = Paths(tmp_path / "root", tmp_path / "state")
+    pods = SandboxManager(Config(), paths, store, None, lambda spec: {})
+    cm = ContainerManager(store, paths, pods, images=None)  # type: ignore[arg-type]
+    assert cm._status_watch.enabled, "inotify_init1 failed on this host"
+    recs = []
+    for n in range(3):
+        rec = R.ContainerRecord(id=f"{n}" * 64, pod_id="p" * 64, name=f"c{n}", attempt=0,
+                                image="busybox", shim_dir=shim_dir, state=R.RUNNING,
+                                pid=proc.pid, created_at=n + 1)
+        store.insert(R.KIND, rec.id, rec.name_key, rec.to_json())
+        statusfile.write_state(shim_dir, rec.id, {"state": R.RUNNING, "pid": proc.pid})
+        cm._records[rec.id] = rec
+        recs.append(rec)
+    stats: list[str] = []
+    real_stat = os.stat
+
+    def counting_stat(path: Any, *a: Any, **k: Any) -> os.stat_result:
+        stats.append(str(path))
+        return real_stat(path, *a, **k)
+
+    monkeypatch.setattr(container_manager.os, "stat", counting_stat)
+    assert [i.state for i in cm.list_items()] == [api_pb2.CONTAINER_RUNNING] * 3
+    assert len(stats) == 3                       # first List: every file once
+    stats.clear()
+    cm.list_items()
+    assert stats == []                           # nothing written: nothing read
+    statusfile.write_state(shim_dir, recs[1].id, {"state": R.EXITED, "exit_code": 2})
+    assert [i.state for i in cm.list_items()] == [
+        api_pb2.CONTAINER_RUNNING, api_pb2.CONTAINER_EXITED, api_pb2.CONTAINER_RUNNING]
+    assert stats == [statusfile.status_path(shim_dir, recs[1].id)]
+    stats.clear()
+    cm.status(recs[0].id)                        # a single status reads its file as before
+    assert len(stats) == 1
+    cm.close()
