@@ -28,7 +28,7 @@ from runtime.shim.records import Container, ExecProcess, State
 from runtime.shim.reports import Report, take_report_messages
 from runtime.shim.server import Shim
 
-ROUNDS = 16
+ROUNDS = 32
 _DIR = "/nonexistent/pycri-warm-up"
 _NO_PID = 1 << 23  # above PID_MAX_LIMIT (1 << 22)  # never created: nothing here writes to the pod's dirs
 
