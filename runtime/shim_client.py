@@ -1,4 +1,4 @@
-"""Daemon side of the shim control protocol (contract 3).
+"""Daemon side of the shim control protocol (contract 3, docs/architecture.md).
 
 `ShimClient(shim_dir)` has one method per op: it sends the op's request dataclass and
 parses the reply into its dataclass (runtime.shim.protocol, shared with the shim).

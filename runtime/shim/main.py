@@ -127,7 +127,7 @@ def run_shim(pod: PodSpec, ready_fd: int) -> NoReturn:
         statusfile.write_atomic(os.path.join(shim_dir, "shim.pid"), str(os.getpid()).encode(),
                                 durable=False)
 
-        shim = Shim(pod.to_json(), loop, pause_pid, pinned, listener)
+        shim = Shim(pod, loop, pause_pid, pinned, listener)
     except BaseException as e:  # noqa: BLE001 - reported to the zygote
         if listener is not None:
             listener.close()

@@ -28,9 +28,8 @@ def close_fd(fd: int) -> None:
 
 
 class PodState:
-    def __init__(self, pod: PodSpec | dict[str, Any], loop: Loop, pause_pid: int | None) -> None:
-        # a dict: the PodSpec's JSON (runtime.shim.server still passes that on)
-        self.pod = pod if isinstance(pod, PodSpec) else PodSpec.from_json(pod)
+    def __init__(self, pod: PodSpec, loop: Loop, pause_pid: int | None) -> None:
+        self.pod = pod
         self.pod_id = self.pod.pod_id
         self.shim_dir = self.pod.shim_dir
         self.ns_dir = self.pod.ns_dir

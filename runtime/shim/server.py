@@ -1,4 +1,5 @@
-"""The shim's control socket: connections and the dispatch of operations (contract 3).
+"""The shim's control socket: connections and the dispatch of operations (contract 3,
+docs/architecture.md).
 
 Each request line is parsed into its runtime.shim.protocol dataclass before an operation
 sees it; errors are pycri_common.errors classes, replied by class name.
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pycri_common.errors import FailedPrecondition
+from runtime.pod_spec import PodSpec
 from runtime.shim import protocol, stdio
 from runtime.shim.containers import Containers
 from runtime.shim.control import Connection
@@ -36,7 +38,7 @@ Op = Callable[[Connection, Any], "protocol.Reply | None"]
 
 
 class Shim:
-    def __init__(self, pod: dict[str, Any], loop: Loop, pause_pid: int | None,
+    def __init__(self, pod: PodSpec, loop: Loop, pause_pid: int | None,
                  pinned: dict[str, str], listener: socket.socket) -> None:
         self.state = PodState(pod, loop, pause_pid)
         self.loop = loop

@@ -76,7 +76,7 @@ def _warm_pod(loop: Loop, listener: socket.socket) -> Shim:
     pod = PodSpec.from_json({"pod_id": "warm", "hostname": "warm",
                              "namespaces": {"network": "pod", "ipc": "pod", "pid": "pod"},
                              "shim_dir": _DIR, "ns_dir": _DIR})
-    shim = Shim(pod.to_json(), loop, None, {"net": "/n/net"}, listener)
+    shim = Shim(pod, loop, None, {"net": "/n/net"}, listener)
     for cid, state in (("run", State.RUNNING), ("done", State.EXITED)):
         c = Container(cid, container_spec.ContainerSpec.from_json(_spec(cid)))
         c.state = state
