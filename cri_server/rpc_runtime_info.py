@@ -92,6 +92,7 @@ class RuntimeInfoRpcs:
             }),
             "podCIDR": self.svc.pod_cidr,
             "cgroupVersion": host_features.cgroup_mode(),
+            "apparmor": host_features.apparmor_status(),
             "startedAt": str(int(self.svc.started_at)),
         }
         return {k: v if isinstance(v, str) else json.dumps(v) for k, v in info.items()}

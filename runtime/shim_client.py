@@ -17,6 +17,7 @@ import os
 import socket
 from typing import Any
 
+from pycri_common.timeouts import scaled
 from runtime.shim import control, frames, statusfile
 
 DEFAULT_TIMEOUT = 30.0
@@ -154,7 +155,7 @@ class ShimClient:
     def call(self, op: str, fds: list[int] | None = None, timeout: float | None = None,
              **fields: Any) -> dict[str, Any]:
         """One request/reply; fds go with the request by SCM_RIGHTS."""
-        t = timeout or self.timeout
+        t = scaled(timeout or self.timeout)
         sock = self._connect(t)
         try:
             reply, _ = self._roundtrip(sock, {"op": op, **fields}, fds, t)

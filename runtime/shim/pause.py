@@ -21,6 +21,7 @@ import sys
 import time
 from typing import Any, NoReturn
 
+from pycri_common.timeouts import scaled
 from runtime import cgroups, syscalls
 from runtime.cgroups.naming import pause_cgroup_path
 from runtime.shim import namespaces
@@ -95,6 +96,7 @@ def _leave_host_root() -> None:
 
 def start_pause_holder(pod: dict[str, Any], types: list[str], timeout: float = 10.0) -> int:
     """Fork the pause-holder in new namespaces `types`; returns its pid once it is set up."""
+    timeout = scaled(timeout)
     sysctls = dict(pod.get("sysctls") or {})
     hostname = pod.get("hostname") or ""
     shim_pid = os.getpid()
