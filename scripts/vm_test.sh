@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 if [ "$#" -eq 0 ]; then
   set -- tests/vm tests/integration/test_container_init_cgroups.py \
-    tests/integration/test_stats_resources.py
+    tests/integration/test_stats.py
 fi
 # Per-test limit: the guest's CPU is emulated (TCG), 30-60x slower than the host.
 exec bash scripts/vm.sh "$PY" -m pytest -ra -p no:cacheprovider -o timeout=1200 --durations=10 "$@"

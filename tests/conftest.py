@@ -14,7 +14,7 @@ import pytest
 from hypothesis import settings
 
 from tests.support import leaks
-from tests.support.daemon import TEST_BRIDGE, PycriDaemon
+from tests.support.daemon import SLOWDOWN, TEST_BRIDGE, PycriDaemon
 
 IS_ROOT = os.geteuid() == 0
 
@@ -73,7 +73,7 @@ def leak_check(request: pytest.FixtureRequest) -> Iterator[None]:
     before = leaks.Snapshot.take()
     yield
     _remove_test_bridge()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 10 * SLOWDOWN
     while True:  # reaping and unmounting can lag a moment behind the last test
         found = leaks.Snapshot.take().leaked_since(before)
         if not found or time.monotonic() > deadline:

@@ -17,7 +17,7 @@ from tests.support.daemon import PycriDaemon
 
 SP = api_pb2.SecurityProfile
 DENY_WRITE = "pycri-test-deny-write"
-MOUNT = "mount -t tmpfs t /mnt 2>&1 && echo mounted && umount /mnt"
+MOUNT = "mkdir -p /m && mount -t tmpfs t /m 2>&1 && echo mounted && umount /m"
 
 pytestmark = pytest.mark.usefixtures("apparmor_host")
 
