@@ -114,6 +114,8 @@ def apparmor_profile(sc: api_pb2.LinuxContainerSecurityContext) -> str | None:
         return None
     if kind == "runtime_default":
         apparmor.ensure_default_profile()  # FailedPrecondition when it cannot be loaded
+    # kubelet and critest send localhost_ref as "localhost/<name>"; the profile is <name>
+    ref = ref.removeprefix("localhost/")
     value = "runtime/default" if kind == "runtime_default" else f"localhost/{ref}"
     apparmor.resolve_profile(value)  # fails early: not enabled / not loaded
     return value

@@ -78,6 +78,9 @@ def test_localhost_unconfined_and_precedence(env: ContainerEnv) -> None:
     write = ["sh", "-c", "echo x > /tmp/f && echo wrote || echo refused"]
     local = SP(profile_type=SP.Localhost, localhost_ref=DENY_WRITE)
     assert env.output(write, linux=_linux(local)) == "refused\n"
+    # kubelet's form of the reference: "localhost/<name>"
+    prefixed = SP(profile_type=SP.Localhost, localhost_ref=f"localhost/{DENY_WRITE}")
+    assert env.output(write, linux=_linux(prefixed)) == "refused\n"
     assert env.output(write, linux=_linux(legacy=f"localhost/{DENY_WRITE}")) == "refused\n"
     # the new field wins over the deprecated one
     assert env.output(write, linux=_linux(SP(profile_type=SP.Unconfined),
