@@ -16,6 +16,7 @@ import tempfile
 import time
 from typing import Any
 
+from runtime.pod_spec import PodSpec
 from runtime.shim_client import ShimClient
 from runtime.zygote_client import start_zygote
 
@@ -45,7 +46,7 @@ def main() -> None:
                                   "pid": "pod" if i % 2 else "container"},
                    "shim_dir": f"{base}/state/shims/p{i}", "ns_dir": f"{base}/state/ns/p{i}"}
             t0 = time.perf_counter()
-            infos.append((pod, zygote.spawn_shim_info(pod)))
+            infos.append((pod, zygote.spawn_shim_info(PodSpec.from_json(pod))))
             lat.append((time.perf_counter() - t0) * 1000)
         time.sleep(0.5)
         lat.sort()

@@ -81,6 +81,30 @@ class RuntimeConfig:
 
 
 @dataclass
+class CdiConfig:
+    # Resolve CDI devices (ContainerConfig.CDI_devices, cdi.k8s.io/* annotations); when off, a
+    # container asking for one fails instead of starting without it.
+    enable: bool = True
+    # CDI spec directories, lowest priority first: a later one wins on a device name clash.
+    spec_dirs: list[str] = field(default_factory=lambda: ["/etc/cdi", "/var/run/cdi"])
+
+
+@dataclass
+class NriConfig:
+    # NRI (Node Resource Interface) plugins; the names are containerd's.
+    enable: bool = True
+    socket_path: str = "/var/run/nri/nri.sock"
+    # Pre-installed plugins (executables named NN-name), started by pycri.
+    plugin_path: str = "/opt/nri/plugins"
+    # Plugin configs: NN-name.conf or name.conf, handed to the plugin in Configure.
+    plugin_config_path: str = "/etc/nri/conf.d"
+    plugin_registration_timeout: float = 5.0   # seconds
+    plugin_request_timeout: float = 2.0        # seconds, per plugin and event
+    # No socket: only pre-installed plugins.
+    disable_connections: bool = False
+
+
+@dataclass
 class Config:
     socket: str = "/run/pycri/pycri.sock"
     root: str = "/var/lib/pycri"
@@ -95,6 +119,8 @@ class Config:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    cdi: CdiConfig = field(default_factory=CdiConfig)
+    nri: NriConfig = field(default_factory=NriConfig)
 
 
 # -- schema checking ---------------------------------------------------------
@@ -181,8 +207,16 @@ def _validate_semantics(cfg: Config) -> None:
         raise ConfigError("registry.stall_timeout_seconds must be positive")
     if cfg.registry.max_concurrent_downloads < 1:
         raise ConfigError("registry.max_concurrent_downloads must be at least 1")
+    for name in ("plugin_registration_timeout", "plugin_request_timeout"):
+        if getattr(cfg.nri, name) <= 0:
+            raise ConfigError(f"nri.{name} must be positive")
+    if not cfg.nri.socket_path.startswith("/"):
+        raise ConfigError(f"nri.socket_path must be an absolute path, got {cfg.nri.socket_path!r}")
     if cfg.cni.plugin_timeout_seconds <= 0:
         raise ConfigError("cni.plugin_timeout_seconds must be positive")
+    for i, d in enumerate(cfg.cdi.spec_dirs):
+        if not d.startswith("/"):
+            raise ConfigError(f"cdi.spec_dirs[{i}] must be an absolute path, got {d!r}")
     bridge = cfg.cni.default_bridge
     if not 0 < len(bridge) <= 15 or "/" in bridge or any(c.isspace() for c in bridge):
         raise ConfigError(f"cni.default_bridge must be a 1-15 character interface name without "

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import platform
+import threading
 
-from runtime import apparmor
+from runtime import apparmor, userns
 from runtime.cgroups.mode import detect_mode
+
+log = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -72,3 +76,25 @@ def page_size_name(size: int) -> str:
     if size >= 1 << 20:
         return f"{size >> 20}MB"
     return f"{size >> 10}KB"
+
+
+
+
+_userns_lock = threading.Lock()
+_userns_result: dict[tuple[str, ...], tuple[bool, str]] = {}
+
+
+def user_namespaces(*dirs: str) -> tuple[bool, str]:
+    """(supported, reason when not): user namespaces plus idmapped mounts on `dirs` (pycri's
+    root and state), tmpfs and overlayfs; probed once per set of dirs (runtime.userns.probe_host,
+    in a process of its own), the first caller waits for it."""
+    with _userns_lock:
+        found = _userns_result.get(dirs)
+        if found is None:
+            found = userns.probe_host([d for d in dirs if os.path.isdir(d)])
+            _userns_result[dirs] = found
+            if found[0]:
+                log.info("user namespaces (hostUsers: false): supported")
+            else:
+                log.warning("user namespaces (hostUsers: false) are not supported: %s", found[1])
+        return found

@@ -39,9 +39,10 @@ class RuntimeInfoRpcs:
             api_pb2.RuntimeCondition(type="NetworkReady", status=ready, reason=reason,
                                      message=message),
         ]
+        userns_ok, _ = self._user_namespaces()
         handler_features = api_pb2.RuntimeHandlerFeatures(
             recursive_read_only_mounts=host_features.recursive_read_only_mounts(),
-            user_namespaces=False,
+            user_namespaces=userns_ok,
         )
         handlers = [api_pb2.RuntimeHandler(name=name, features=handler_features)
                     for name in ["", *self.svc.config.runtime.handlers]]
@@ -81,7 +82,11 @@ class RuntimeInfoRpcs:
         ready, reason, message = self.svc.cni.status()
         return ready, reason, message
 
+    def _user_namespaces(self) -> tuple[bool, str]:
+        return host_features.user_namespaces(str(self.svc.paths.root), str(self.svc.paths.state))
+
     def _verbose_info(self) -> dict[str, str]:
+        userns_ok, userns_reason = self._user_namespaces()
         info: dict[str, Any] = {
             "config": to_toml(self.svc.config),
             "versions": json.dumps({
@@ -93,6 +98,9 @@ class RuntimeInfoRpcs:
             "podCIDR": self.svc.pod_cidr,
             "cgroupVersion": host_features.cgroup_mode(),
             "apparmor": host_features.apparmor_status(),
+            "userNamespaces": json.dumps({"supported": userns_ok, "reason": userns_reason}),
             "startedAt": str(int(self.svc.started_at)),
         }
+        if self.svc.cdi is not None:
+            info["cdi"] = self.svc.cdi.status()
         return {k: v if isinstance(v, str) else json.dumps(v) for k, v in info.items()}

@@ -12,7 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
 from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
 
-from cri_server import sdnotify, wiring
+from cri_server import host_features, sdnotify, wiring
 from cri_server.config import Config
 from cri_server.interceptor import RpcInterceptor
 from cri_server.locking import LockFile
@@ -65,6 +65,9 @@ class Daemon:
             log.info("pycri listening on %s", self.socket_path)
             wiring.start_endpoints(self.services)
             wiring.recover(self.services)
+            threading.Thread(target=host_features.user_namespaces,
+                             args=(str(self.paths.root), str(self.paths.state)),
+                             name="userns-probe", daemon=True).start()
         except BaseException:
             self.stop()  # stop what was started (zygote, streaming, metrics), release locks
             raise

@@ -11,9 +11,11 @@ from cri_server.paths import Paths
 
 if TYPE_CHECKING:  # types only: importing this module (servicers, `pycri version`) stays cheap
     from cni import CniManager
+    from cri_server.cdi.registry import Registry
     from cri_server.containers.manager import ContainerManager
     from cri_server.events import EventBus
     from cri_server.metrics import Metrics
+    from cri_server.nri.service import NriService
     from cri_server.sandboxes.manager import SandboxManager
     from cri_server.sandboxes.zygote_link import ZygoteLink
     from cri_server.stats.service import StatsService
@@ -36,6 +38,8 @@ class Services:
     streaming: StreamingServer
     stats: StatsService
     metrics: Metrics | None   # None when config.metrics.address is empty
+    cdi: Registry | None = None  # CDI spec registry (also held by the container manager)
+    nri: NriService | None = None  # None when nri.enable is false
     started_at: float = field(default_factory=time.time)
     # Set by UpdateRuntimeConfig; reported back and handed to CNI.
     pod_cidr: str = ""

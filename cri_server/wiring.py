@@ -14,8 +14,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+from typing import Any
 
 from cni import CniManager
+from cri_server.cdi.registry import Registry
 from cri_server.config import Config
 from cri_server.containers.events import make_pod_sink, make_sink
 from cri_server.containers.manager import ContainerManager
@@ -24,6 +26,7 @@ from cri_server.events import EventBus
 from cri_server.image_service import ImageServiceServicer
 from cri_server.list_budget import ListBudget
 from cri_server.metrics import Metrics
+from cri_server.nri.service import NriService, NriSettings, RuntimeState
 from cri_server.paths import Paths
 from cri_server.sandboxes.manager import SandboxManager
 from cri_server.sandboxes.zygote_link import ZygoteLink
@@ -71,6 +74,8 @@ def build_services(config: Config, paths: Paths) -> Services:
         undo.callback(events.close)
         sandboxes = SandboxManager(config, paths, store, cni, zygote.spawn)
         containers = ContainerManager(store, paths, sandboxes, images)
+        cdi = Registry(config.cdi.spec_dirs, enabled=config.cdi.enable)
+        containers.cdi = cdi
         sandboxes.containers = containers
         images.is_image_in_use = containers.is_image_in_use
         containers.event_sink = make_sink(events, sandboxes, containers)
@@ -85,9 +90,19 @@ def build_services(config: Config, paths: Paths) -> Services:
         if config.metrics.address:
             metrics = Metrics()
             metrics.watch_managers(sandboxes, containers)
+        nri = None
+        if config.nri.enable:
+            c = config.nri
+            nri = NriService(NriSettings(
+                socket_path=c.socket_path, plugin_path=c.plugin_path,
+                plugin_config_path=c.plugin_config_path,
+                registration_timeout=c.plugin_registration_timeout,
+                request_timeout=c.plugin_request_timeout,
+                disable_connections=c.disable_connections))
+            sandboxes.nri = containers.nri = nri
         svc = Services(config=config, paths=paths, store=store, images=images, cni=cni,
                        zygote=zygote, events=events, sandboxes=sandboxes, containers=containers,
-                       streaming=streaming, stats=stats, metrics=metrics)
+                       streaming=streaming, stats=stats, metrics=metrics, cdi=cdi, nri=nri)
         undo.pop_all()
     return svc
 
@@ -109,10 +124,28 @@ def recover(svc: Services) -> None:
     svc.streaming.start()
     log.info("streaming server on %s", svc.streaming.base_url)
     svc.sandboxes.recover()
+    if svc.nri is not None:  # after recovery: plugins synchronize with what is there
+        from cri_server.sandboxes.record import READY
+
+        sandboxes, containers = svc.sandboxes, svc.containers
+
+        def update(container_id: str, resources: dict[str, Any]) -> None:
+            containers.update_resources(container_id, resources, nri_hooks=False)
+
+        def evict(container_id: str, reason: str) -> None:  # as containerd: stop it
+            containers.stop(container_id, 0)
+
+        registry = containers.cdi
+        svc.nri.start(RuntimeState(
+            pods=lambda: [p for p in sandboxes.list() if p.state == READY],
+            containers=containers.list, pod=sandboxes.get, update=update, evict=evict,
+            cdi=registry.resolve if registry is not None else None))
 
 
 def shutdown(svc: Services) -> None:
     """Stops the daemon's own helpers; pods and containers keep running."""
+    if svc.nri is not None:
+        svc.nri.stop()
     svc.streaming.stop()
     svc.containers.close()
     svc.zygote.stop()

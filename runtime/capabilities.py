@@ -12,6 +12,7 @@ import os
 
 from runtime import syscalls
 from runtime.capability_names import CAPABILITY_NUMBERS, capabilities_to_mask, last_cap
+from runtime.container_spec import Capabilities
 
 
 def drop_bounding_set(keep: list[str]) -> None:
@@ -36,7 +37,7 @@ def switch_user(uid: int, gid: int, groups: list[int]) -> None:
     syscalls.set_keepcaps(False)
 
 
-def apply_capabilities(caps: dict[str, list[str]]) -> None:
+def apply_capabilities(caps: Capabilities) -> None:
     """capset effective/permitted/inheritable, then raise the ambient set.
 
     Capabilities the runtime itself does not hold (e.g. CAP_SYS_RESOURCE on hosts that deny it
@@ -44,19 +45,19 @@ def apply_capabilities(caps: dict[str, list[str]]) -> None:
     privileged container gets everything the runtime has."""
     have = syscalls.capget().permitted
     syscalls.capset(syscalls.CapSets(
-        effective=capabilities_to_mask(caps.get("effective", [])) & have,
-        permitted=capabilities_to_mask(caps.get("permitted", [])) & have,
-        inheritable=capabilities_to_mask(caps.get("inheritable", [])) & have))
-    for name in caps.get("ambient", []):
+        effective=capabilities_to_mask(list(caps.effective)) & have,
+        permitted=capabilities_to_mask(list(caps.permitted)) & have,
+        inheritable=capabilities_to_mask(list(caps.inheritable)) & have))
+    for name in caps.ambient:
         if not have & (1 << CAPABILITY_NUMBERS[name]):
             continue
         syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_RAISE,
                        CAPABILITY_NUMBERS[name])
 
 
-def setup_process_credentials(caps: dict[str, list[str]], uid: int, gid: int,
+def setup_process_credentials(caps: Capabilities, uid: int, gid: int,
                               groups: list[int]) -> None:
     """The whole sequence for a container process (bounding, user, caps, ambient)."""
-    drop_bounding_set(caps.get("bounding", []))
+    drop_bounding_set(list(caps.bounding))
     switch_user(uid, gid, groups)
     apply_capabilities(caps)

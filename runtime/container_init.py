@@ -1,8 +1,9 @@
-"""Container init (contract 5): runs in a child the shim forks; never starts threads.
+"""Container init (contract 5 of docs/architecture.md): runs in a child the shim forks; never
+starts threads. The spec is a parsed runtime.container_spec.ContainerSpec (contract 4).
 
 run(spec, stdio, gate_fd, report_fd) -> NoReturn
   1. stdio onto 0-2, every other fd closed (report_fd and gate_fd kept, CLOEXEC), setsid.
-  2. cgroup: create spec["cgroup"]["path"], apply resources and device rules, join it.
+  2. cgroup: create spec.cgroup.path, apply resources and device rules, join it.
   3. namespaces: join the listed ones that have a path (setns), unshare the new ones.
      With a "pid" entry the process forks once more: the parent writes {"pid": <child host
      pid>} to report_fd and exits 0 at once (the shim, a child subreaper, reaps it and becomes
@@ -10,11 +11,20 @@ run(spec, stdio, gate_fd, report_fd) -> NoReturn
   4. own mount namespace (+ cgroup namespace when listed without path): overlay rootfs, mounts
      in order, /dev nodes, devices, working dir, pivot_root, masked and read-only paths,
      read-only root, hostname.
+     With spec.userns (a pod user namespace): layers and binds idmapped, what the init
+     creates owned by the mapped root; then setns into the user namespace and a mount
+     namespace of its own (the mounts become locked).
   5. user from the rootfs /etc/passwd,/etc/group; executable looked up in PATH; rlimits,
      oom_score_adj (clamped), AppArmor; seccomp compiled (loaded now when no_new_privs is off,
      since that needs CAP_SYS_ADMIN); bounding set, user, capabilities, ambient, no_new_privs.
   6. {"ready": true, "user": {"uid", "gid", "groups"}} on report_fd, then block on gate_fd:
-     b"s" -> load seccomp (no_new_privs case) and execve; EOF/anything else -> exit 1.
+     b"s" -> startContainer hooks, load seccomp (no_new_privs case) and execve;
+     EOF/anything else -> exit 1.
+  OCI hooks (spec.hooks, runtime.hooks): createRuntime hooks run in a helper forked in step 1
+  (still in the runtime's namespaces and cgroup) when the init asks it to, after the mounts and
+  before pivot_root; createContainer hooks then run from the init itself (container
+  namespaces, host paths still visible); startContainer hooks after the gate opened.
+  spec.intel_rdt: the init joins that resctrl group right after its cgroup (runtime.resctrl).
   Any failure: {"error": msg, "kind": "<errors.py class name>"} on report_fd, exit 1 (before
   ready; the cgroup created in step 2 is removed) or 127/126 when execve fails (not found /
   not executable).
@@ -23,27 +33,34 @@ run(spec, stdio, gate_fd, report_fd) -> NoReturn
 
 exec_into(container_pid, spec, process, stdio, report_fd) -> NoReturn
   Same, for ExecSync/Exec: joins the container's cgroup and the namespaces of
-  /proc/<container_pid>/ns/* (pid ns -> fork as above, {"pid": N}), applies the container's
+  /proc/<container_pid>/ns/* (the user namespace after pid/cgroup, the mount namespace last;
+  pid ns -> fork as above, {"pid": N}), applies the container's
   user (process["user"] overrides), capabilities, no_new_privs, seccomp, rlimits, AppArmor;
   env = process["env"] if given else the container's; cwd = process["cwd"] or the container's
   (must exist); writes {"ready": ...} then execs process["args"] at once (no gate).
+  `process` is the JSON object of the shim's exec operation, parsed by _merge_exec_process.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import fcntl
 import json
 import os
 import signal
+import socket
 import stat
 import termios
 from typing import Any, NoReturn
 
-from pycri_common.errors import InvalidArgument, PycriError
-from runtime import apparmor, capabilities, rlimits, rootfs, syscalls
+from pycri_common.errors import FailedPrecondition, InvalidArgument, PycriError
+from runtime import apparmor, capabilities, hooks, resctrl, rlimits, rootfs, syscalls, userns
+from runtime.cgroups import mode as cgmode
 from runtime.cgroups import open_cgroup
 from runtime.cgroups.manager import Cgroup
-from runtime.container_spec import validate_spec, validate_user
+from runtime.container_spec import ContainerSpec, ProcessSpec, UserSpec
 from runtime.seccomp import SeccompFilter, compiled
+from runtime.syscalls import REAL, Syscalls
 from runtime.users import ResolvedUser, read_text, resolve_user
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -52,10 +69,11 @@ _NS_FLAGS: dict[str, int] = {
     "network": syscalls.CLONE_NEWNET, "ipc": syscalls.CLONE_NEWIPC,
     "uts": syscalls.CLONE_NEWUTS, "pid": syscalls.CLONE_NEWPID,
     "mount": syscalls.CLONE_NEWNS, "cgroup": syscalls.CLONE_NEWCGROUP,
+    "user": syscalls.CLONE_NEWUSER,
 }
 _PROC_NS_NAMES: dict[str, str] = {
     "ipc": "ipc", "uts": "uts", "network": "net", "cgroup": "cgroup", "pid": "pid",
-    "mount": "mnt",
+    "user": "user", "mount": "mnt",
 }
 
 
@@ -78,30 +96,40 @@ class _Reporter:
 
 # --------------------------------------------------------------------------- entry points
 
-def run(spec: dict[str, Any], stdio: tuple[int, int, int], gate_fd: int,
-        report_fd: int) -> NoReturn:
+def run(spec: ContainerSpec, stdio: tuple[int, int, int], gate_fd: int,
+        report_fd: int, calls: Syscalls = REAL) -> NoReturn:
     reporter = _Reporter(report_fd)
     cgroup: Cgroup | None = None
     ready = False
     code = 1
     try:
-        _make_non_dumpable()
-        spec = validate_spec(spec)
+        _make_non_dumpable(calls)
         _setup_stdio(stdio, keep=(gate_fd, report_fd))
+        helper = _HookHelper.start(spec) if spec.hooks.get("createRuntime") else None
         cgroup = _setup_cgroup(spec)
-        _enter_namespaces(spec, reporter)
-        seccomp_filter, argv0, env, user = _build_container(spec)
-        if seccomp_filter is not None and not spec["process"]["no_new_privs"]:
+        idmap = _open_userns(spec)
+        if idmap is not None and cgroup is not None and spec.cgroup is not None:
+            _delegate_cgroup(spec.cgroup.path, idmap)
+        if spec.intel_rdt:  # a host path, before any namespace; children inherit the group
+            resctrl.join(spec.intel_rdt, spec.id, os.getpid())
+        _enter_namespaces(spec, reporter, calls)
+        host_pid = _host_pid()
+        seccomp_filter, argv0, env, user = _build_container(spec, calls, helper, host_pid,
+                                                            idmap)
+        if idmap is not None:
+            _enter_userns(idmap, calls)
+        if seccomp_filter is not None and not spec.process.no_new_privs:
             seccomp_filter.load()
-        _apply_credentials(spec["process"], user)
+        _apply_credentials(spec.process, user, calls)
         reporter.send({"ready": True, "user": user.as_report()})
         ready = True
         if os.read(gate_fd, 1) != b"s":
             os._exit(1)
         os.close(gate_fd)
-        if seccomp_filter is not None and spec["process"]["no_new_privs"]:
+        hooks.run_hooks(spec.hooks, "startContainer", _hook_state(spec, "created", host_pid))
+        if seccomp_filter is not None and spec.process.no_new_privs:
             seccomp_filter.load()
-        _execve(argv0, spec["process"]["args"], env)
+        _execve(argv0, spec.process.args, env)
     except BaseException as e:  # noqa: BLE001 - must never escape a forked child
         code = _report_failure(reporter, e, "container init")
     if cgroup is not None and not ready:
@@ -123,40 +151,41 @@ def _report_failure(reporter: _Reporter, exc: BaseException, what: str) -> int:
         _report_error(reporter, "PycriError", f"{what}: {type(exc).__name__}: {exc}")
     return 1
 
-def exec_into(container_pid: int, spec: dict[str, Any], process: dict[str, Any],
-              stdio: tuple[int, int, int], report_fd: int) -> NoReturn:
+def exec_into(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
+              stdio: tuple[int, int, int], report_fd: int,
+              calls: Syscalls = REAL) -> NoReturn:
     reporter = _Reporter(report_fd)
     code = 1
     try:
-        _make_non_dumpable()
-        spec = validate_spec(spec)
-        proc = _merge_exec_process(spec, process)
+        _make_non_dumpable(calls)
+        proc = _merge_exec_process(spec.process, process)
         _setup_stdio(stdio, keep=(report_fd,))
-        seccomp_filter = compiled(spec["seccomp"]) if spec["seccomp"] else None
-        profile = apparmor.resolve_profile(spec["process"]["apparmor_profile"])
-        if spec.get("cgroup"):
-            open_cgroup(spec["cgroup"]["path"]).attach(os.getpid())
-        _join_container_namespaces(container_pid, reporter)
-        if proc["tty"]:
+        seccomp_filter = compiled(spec.seccomp) if spec.seccomp else None
+        profile = apparmor.resolve_profile(spec.process.apparmor_profile)
+        if spec.cgroup is not None:
+            open_cgroup(spec.cgroup.path).attach(os.getpid())
+        # with the host's privileges: a pod user namespace would not allow raising them
+        rlimits.apply_rlimits(proc.rlimits)
+        rlimits.apply_oom_score_adj(proc.oom_score_adj)
+        _join_container_namespaces(container_pid, reporter, calls)
+        if proc.tty:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-        user = _resolve_container_user(proc["user"])
-        env = _with_home(proc["env"], user)
+        user = _resolve_container_user(proc.user)
+        env = _with_home(proc.env, user)
         try:
-            rootfs.enter_cwd(proc["cwd"])
+            rootfs.enter_cwd(proc.cwd, calls=calls)
         except InvalidArgument as e:
             raise InvalidArgument(f"exec: {e}") from e
-        argv0 = _find_executable(proc["args"][0], env)
-        rlimits.apply_rlimits(spec["process"]["rlimits"])
-        rlimits.apply_oom_score_adj(spec["process"]["oom_score_adj"])
+        argv0 = _find_executable(proc.args[0], env)
         if profile:
             apparmor.set_exec_profile(profile)
-        if seccomp_filter is not None and not proc["no_new_privs"]:
+        if seccomp_filter is not None and not proc.no_new_privs:
             seccomp_filter.load()
-        _apply_credentials(proc, user)
+        _apply_credentials(proc, user, calls)
         reporter.send({"ready": True, "user": user.as_report()})
-        if seccomp_filter is not None and proc["no_new_privs"]:
+        if seccomp_filter is not None and proc.no_new_privs:
             seccomp_filter.load()
-        _execve(argv0, proc["args"], env)
+        _execve(argv0, proc.args, env)
     except BaseException as e:  # noqa: BLE001 - must never escape a forked child
         code = _report_failure(reporter, e, "exec init")
     os._exit(code)
@@ -171,12 +200,12 @@ def _report_error(reporter: _Reporter, kind: str, message: str) -> None:
         pass
 
 
-def _make_non_dumpable() -> None:
+def _make_non_dumpable(calls: Syscalls) -> None:
     """Until execve (which makes the process dumpable again) we run the host's interpreter
     with the shim's pipes, in the container's PID namespace once joined, and from
     _apply_credentials on with the container's uid and capabilities: without this a root
     process of the pod could ptrace us (and e.g. write fake reports to the shim)."""
-    syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
+    calls.prctl(syscalls.PR_SET_DUMPABLE, 0)
 
 
 def _setup_stdio(stdio: tuple[int, int, int], keep: tuple[int, ...]) -> None:
@@ -207,20 +236,60 @@ def _setup_stdio(stdio: tuple[int, int, int], keep: tuple[int, ...]) -> None:
     os.setsid()
 
 
-def _setup_cgroup(spec: dict[str, Any]) -> Cgroup | None:
-    cg_spec = spec.get("cgroup")
-    if not cg_spec:
+def _setup_cgroup(spec: ContainerSpec) -> Cgroup | None:
+    if spec.cgroup is None:
         return None
-    cg = open_cgroup(cg_spec["path"])
-    cg.create(cg_spec.get("resources") or {})
+    cg = open_cgroup(spec.cgroup.path)
+    cg.create(spec.cgroup.resources.to_json())
     try:
-        allow = None if spec["privileged"] else list(rootfs.DEFAULT_DEVICE_RULES)
+        allow = None if spec.privileged else list(rootfs.DEFAULT_DEVICE_RULES)
         cg.set_device_rules(allow)
         cg.attach(os.getpid())
     except BaseException:
         _leave_and_remove(cg)
         raise
     return cg
+
+
+def _open_userns(spec: ContainerSpec) -> userns.Idmap | None:
+    """The pod's user namespace (an fd kept until it is joined), None without one."""
+    u = spec.userns
+    if u is None:
+        return None
+    try:
+        fd = os.open(u.path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise InvalidArgument(f"userns.path: cannot open {u.path}: {e.strerror}") from e
+    return userns.Idmap(fd, u.maps.uid_map, u.maps.gid_map)
+
+
+def _enter_userns(idmap: userns.Idmap, calls: Syscalls) -> None:
+    """Join the pod's user namespace once the filesystem is built (idmapped mounts need the
+    host's privileges), then move to a mount namespace of its own: the container's root
+    gets the namespace's capabilities, and every mount made so far is locked (masked and
+    read-only paths cannot be undone from inside)."""
+    try:
+        calls.setns(idmap.fd, syscalls.CLONE_NEWUSER)
+    except OSError as e:
+        raise InvalidArgument(f"userns.path: cannot join the pod's user namespace: "
+                              f"{e.strerror}") from e
+    finally:
+        os.close(idmap.fd)
+    calls.unshare(syscalls.CLONE_NEWNS)
+
+
+def _delegate_cgroup(cgroup_path: str, idmap: userns.Idmap) -> None:
+    """cgroup v2: the container's cgroup directory and its cgroup.procs, cgroup.threads and
+    cgroup.subtree_control belong to the mapped root, so the container can manage its own
+    sub-cgroups (limits stay enforced from the directory's parent). v1 hierarchies are not
+    delegated (the container sees them read-only)."""
+    if cgmode.detect_mode() != "v2":
+        return
+    base = os.path.join(cgmode.CGROUP_ROOT, cgroup_path.lstrip("/"))
+    for name in ("", "cgroup.procs", "cgroup.threads", "cgroup.subtree_control"):
+        path = os.path.join(base, name) if name else base
+        with contextlib.suppress(FileNotFoundError):
+            os.chown(path, idmap.root_uid, idmap.root_gid)
 
 
 def _leave_and_remove(cg: Cgroup) -> None:
@@ -246,90 +315,179 @@ def _report_pid(reporter: _Reporter, enter_pid_ns: bool) -> None:
     os.setsid()
 
 
-def _enter_namespaces(spec: dict[str, Any], reporter: _Reporter) -> None:
+def _enter_namespaces(spec: ContainerSpec, reporter: _Reporter, calls: Syscalls) -> None:
     """Join/create namespaces; fork for a pid namespace. Returns in the process that execs."""
-    entries = {e["type"]: e["path"] for e in spec["namespaces"]}
+    entries = spec.namespace_paths()
     new_flags = 0
     for ns_type in ("ipc", "uts", "network"):
         if ns_type not in entries:
             continue
-        if entries[ns_type]:
-            _setns(entries[ns_type], _NS_FLAGS[ns_type], ns_type)
+        path = entries[ns_type]
+        if path:
+            _setns(calls, path, _NS_FLAGS[ns_type], ns_type)
         else:
             new_flags |= _NS_FLAGS[ns_type]
-    if entries.get("cgroup"):
-        _setns(entries["cgroup"], syscalls.CLONE_NEWCGROUP, "cgroup")
+    cgroup_path = entries.get("cgroup")
+    if cgroup_path:
+        _setns(calls, cgroup_path, syscalls.CLONE_NEWCGROUP, "cgroup")
     if new_flags:
-        syscalls.unshare(new_flags)
+        calls.unshare(new_flags)
     if "pid" in entries:
-        if entries["pid"]:
-            _setns(entries["pid"], syscalls.CLONE_NEWPID, "pid")
+        pid_path = entries["pid"]
+        if pid_path:
+            _setns(calls, pid_path, syscalls.CLONE_NEWPID, "pid")
         else:
-            syscalls.unshare(syscalls.CLONE_NEWPID)
+            calls.unshare(syscalls.CLONE_NEWPID)
     _report_pid(reporter, enter_pid_ns="pid" in entries)
-    if spec["process"]["tty"]:
+    if spec.process.tty:
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     late = syscalls.CLONE_NEWNS
     if "cgroup" in entries and not entries["cgroup"]:
         late |= syscalls.CLONE_NEWCGROUP  # after joining the cgroup: it becomes our root
-    syscalls.unshare(late)
-    hostname = spec.get("hostname")
+    calls.unshare(late)
+    hostname = spec.hostname
     if hostname and "uts" in entries and not entries["uts"]:
-        syscalls.sethostname(hostname)
+        calls.sethostname(hostname)
 
 
-def _setns(path: str, flag: int, ns_type: str) -> None:
+def _setns(calls: Syscalls, path: str, flag: int, ns_type: str) -> None:
     try:
-        syscalls.setns_path(path, flag)
+        calls.setns_path(path, flag)
     except OSError as e:
         raise InvalidArgument(f"namespaces[{ns_type}].path: cannot join {path}: "
                               f"{e.strerror}") from e
 
 
-def _build_container(spec: dict[str, Any]) -> tuple[SeccompFilter | None, str, list[str],
-                                                    ResolvedUser]:
+def _build_container(spec: ContainerSpec, calls: Syscalls, helper: _HookHelper | None = None,
+                     host_pid: int = 0, idmap: userns.Idmap | None = None
+                     ) -> tuple[SeccompFilter | None, str, list[str], ResolvedUser]:
     """Filesystem, pivot_root and everything that must be checked before `ready`."""
-    proc = spec["process"]
-    mounts = spec["mounts"]
+    proc = spec.process
     # host resources first: libseccomp and /sys/kernel/security are gone after pivot_root
-    seccomp_filter = compiled(spec["seccomp"]) if spec["seccomp"] else None
-    profile = apparmor.resolve_profile(proc["apparmor_profile"])
-    rootfs.check_propagation_sources(mounts)
-    rootfs.set_root_propagation(mounts, spec["rootfs"]["mountpoint"])
-    root = rootfs.mount_rootfs(spec["rootfs"])
-    entries = {e["type"]: e["path"] for e in spec["namespaces"]}
+    seccomp_filter = compiled(spec.seccomp) if spec.seccomp else None
+    profile = apparmor.resolve_profile(proc.apparmor_profile)
+    entries = spec.namespace_paths()
     own_cgroupns = "cgroup" in entries and not entries["cgroup"]
-    host_cg = spec["cgroup"]["path"] if spec.get("cgroup") and not own_cgroupns else None
-    rootfs.apply_mounts(root, mounts, spec["privileged"], host_cg)
-    if rootfs.dev_is_tmpfs(mounts):
-        rootfs.create_default_devices(root)
-    rules = rootfs.create_devices(root, spec["devices"])
-    if rules and spec.get("cgroup") and not spec["privileged"]:
-        cg = open_cgroup(spec["cgroup"]["path"])
+    host_cg = spec.cgroup.path if spec.cgroup is not None and not own_cgroupns else None
+    root, cwd, rules = rootfs.prepare(spec, host_cg, calls, idmap)
+    if rules and spec.cgroup is not None and not spec.privileged:
+        cg = open_cgroup(spec.cgroup.path)
         cg.set_device_rules(list(rootfs.DEFAULT_DEVICE_RULES) + rules)
-    cwd = rootfs.prepare_cwd(root, proc["cwd"])
-    rootfs.pivot_root(root)
-    rootfs.mask_paths(spec["masked_paths"])
-    rootfs.readonly_paths(spec["readonly_paths"])
-    if spec["rootfs"]["readonly"]:
-        rootfs.remount_root_readonly()
-    rootfs.enter_cwd(cwd)
-    user = _resolve_container_user(proc["user"])
-    env = _with_home(proc["env"], user)
-    argv0 = _find_executable(proc["args"][0], env)
-    rlimits.apply_rlimits(proc["rlimits"])
-    rlimits.apply_oom_score_adj(proc["oom_score_adj"])
+    if helper is not None:
+        helper.run(_hook_state(spec, "creating", host_pid))
+    hooks.run_hooks(spec.hooks, "createContainer", _hook_state(spec, "creating", host_pid))
+    rootfs.finish(spec, root, calls)
+    rootfs.enter_cwd(cwd, calls=calls)
+    user = _resolve_container_user(proc.user)
+    env = _with_home(proc.env, user)
+    argv0 = _find_executable(proc.args[0], env)
+    rlimits.apply_rlimits(proc.rlimits)
+    rlimits.apply_oom_score_adj(proc.oom_score_adj)
     if profile:
         apparmor.set_exec_profile(profile)
     return seccomp_filter, argv0, env, user
 
 
-def _resolve_container_user(user: dict[str, Any]) -> ResolvedUser:
+def _host_pid() -> int:
+    """Our pid as the host sees it: /proc is still the host's until pivot_root, and its
+    /proc/self names the reader's pid in the proc mount's (the host's) pid namespace."""
+    try:
+        return int(os.readlink("/proc/self"))
+    except (OSError, ValueError):
+        return os.getpid()
+
+
+def _hook_state(spec: ContainerSpec, status: str, pid: int) -> dict[str, Any]:
+    bundle = os.path.dirname(spec.rootfs.upper.rstrip("/"))
+    return hooks.state(spec.id, status, pid, bundle, spec.annotations)
+
+
+class _HookHelper:
+    """A child forked before the init joins any namespace or cgroup: it runs the createRuntime
+    hooks in the runtime's namespaces when the init sends it the state, and answers once."""
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.sock = sock
+
+    @classmethod
+    def start(cls, spec: ContainerSpec) -> _HookHelper:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the forked helper
+            code = 0
+            try:
+                ours.close()
+                keep = theirs.fileno()
+                null = os.open("/dev/null", os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+                for name in os.listdir("/proc/self/fd"):
+                    if int(name) not in (0, 1, 2, keep):
+                        try:
+                            os.close(int(name))
+                        except OSError:
+                            pass
+                code = cls._serve(spec, theirs)
+            finally:
+                os._exit(code)
+        theirs.close()
+        return cls(pid, ours)
+
+    @staticmethod
+    def _serve(spec: ContainerSpec, sock: socket.socket) -> int:
+        data = _recv_all(sock)
+        if not data:
+            return 0  # the init failed before it got there
+        try:
+            hooks.run_hooks(spec.hooks, "createRuntime", json.loads(data))
+            answer: dict[str, Any] = {"ok": True}
+        except PycriError as e:
+            answer = {"error": str(e), "kind": e.kind}
+        except Exception as e:  # noqa: BLE001 - reported to the init
+            answer = {"error": f"createRuntime hooks: {e}", "kind": "PycriError"}
+        sock.sendall(json.dumps(answer).encode())
+        sock.shutdown(socket.SHUT_WR)
+        return 0
+
+    def run(self, oci_state: dict[str, Any]) -> None:
+        try:
+            self.sock.sendall(json.dumps(oci_state).encode())
+            self.sock.shutdown(socket.SHUT_WR)
+            data = _recv_all(self.sock)
+        finally:
+            self.sock.close()
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                pass  # forked by our parent before the pid-namespace fork: the shim reaps it
+        try:
+            answer = json.loads(data) if data else {}
+        except ValueError:
+            answer = {}
+        if answer.get("ok"):
+            return
+        raise FailedPrecondition(str(answer.get("error") or "createRuntime hooks: the hook "
+                                     "helper died"))
+
+
+def _recv_all(sock: socket.socket, limit: int = 1 << 20) -> bytes:
+    chunks, n = [], 0
+    while n < limit:
+        b = sock.recv(65536)
+        if not b:
+            break
+        chunks.append(b)
+        n += len(b)
+    return b"".join(chunks)
+
+
+def _resolve_container_user(user: UserSpec) -> ResolvedUser:
     """Resolve against the container's /etc (we are inside its root already)."""
     return resolve_user(user, read_text("/etc/passwd"), read_text("/etc/group"))
 
 
-def _with_home(env: list[str], user: ResolvedUser) -> list[str]:
+def _with_home(env: tuple[str, ...], user: ResolvedUser) -> list[str]:
     if any(kv.startswith("HOME=") for kv in env):
         return list(env)
     return [*env, f"HOME={user.home}"]
@@ -354,13 +512,13 @@ def _find_executable(name: str, env: list[str]) -> str:
     raise _ExecFailed(127, f"process.args[0]: executable file {name!r} not found in $PATH")
 
 
-def _apply_credentials(proc: dict[str, Any], user: ResolvedUser) -> None:
-    capabilities.setup_process_credentials(proc["capabilities"], user.uid, user.gid, user.groups)
-    if proc["no_new_privs"]:
-        syscalls.set_no_new_privs()
+def _apply_credentials(proc: ProcessSpec, user: ResolvedUser, calls: Syscalls) -> None:
+    capabilities.setup_process_credentials(proc.capabilities, user.uid, user.gid, user.groups)
+    if proc.no_new_privs:
+        calls.set_no_new_privs()
 
 
-def _execve(path: str, args: list[str], env: list[str]) -> NoReturn:
+def _execve(path: str, args: tuple[str, ...], env: list[str]) -> NoReturn:
     envd = dict(kv.split("=", 1) for kv in env)
     try:
         os.execve(path, args, envd)
@@ -372,33 +530,37 @@ def _execve(path: str, args: list[str], env: list[str]) -> NoReturn:
 
 # --------------------------------------------------------------------------- exec_into
 
-def _merge_exec_process(spec: dict[str, Any], process: dict[str, Any]) -> dict[str, Any]:
+def _merge_exec_process(base: ProcessSpec, process: Any) -> ProcessSpec:
+    """The container's process with what the exec operation gives (args; env, cwd, user, tty
+    when given); capabilities, no_new_privs, rlimits and oom_score_adj stay the container's."""
     if not isinstance(process, dict):
         raise InvalidArgument("exec process: must be an object")
     args = process.get("args")
     if not (isinstance(args, list) and args and all(isinstance(a, str) for a in args)):
         raise InvalidArgument("exec process.args: must be a non-empty list of strings")
-    base = spec["process"]
     env = process.get("env")
     if env is None:
-        env = base["env"]
+        env = base.env
     elif not (isinstance(env, list) and all(isinstance(e, str) and "=" in e for e in env)):
         raise InvalidArgument("exec process.env: must be a list of KEY=VALUE strings")
     user = process.get("user")
-    user = validate_user(dict(user), "exec process.user") if user else base["user"]
-    cwd = process.get("cwd") or base["cwd"]
+    cwd = process.get("cwd") or base.cwd
     if not isinstance(cwd, str) or not cwd.startswith("/"):
         raise InvalidArgument(f"exec process.cwd: must be an absolute path, got {cwd!r}")
-    return {"args": list(args), "env": list(env), "cwd": cwd, "user": user,
-            "tty": bool(process.get("tty", False)), "no_new_privs": base["no_new_privs"],
-            "capabilities": base["capabilities"]}
+    return dataclasses.replace(
+        base, args=tuple(args), env=tuple(env), cwd=cwd,
+        user=UserSpec.from_json(user, "exec process.user") if user else base.user,
+        tty=bool(process.get("tty", False)))
 
 
-def _join_container_namespaces(pid: int, reporter: _Reporter) -> None:
-    """setns into every namespace of `pid` that differs from ours; mount namespace last."""
+def _join_container_namespaces(pid: int, reporter: _Reporter, calls: Syscalls) -> None:
+    """setns into every namespace of `pid` that differs from ours; the user namespace (a pod
+    one) after those owned by the host's (pid, cgroup), the mount namespace (owned by the
+    pod's user namespace then) last."""
     fds: dict[str, int] = {}
+    order = ("ipc", "uts", "network", "cgroup", "pid", "user", "mount")
     try:
-        for ns_type in ("ipc", "uts", "network", "cgroup", "pid", "mount"):
+        for ns_type in order:
             name = _PROC_NS_NAMES[ns_type]
             try:
                 theirs = os.stat(f"/proc/{pid}/ns/{name}")
@@ -407,9 +569,9 @@ def _join_container_namespaces(pid: int, reporter: _Reporter) -> None:
             ours = os.stat(f"/proc/self/ns/{name}")
             if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
                 fds[ns_type] = os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
-        for ns_type in ("ipc", "uts", "network", "cgroup", "pid", "mount"):
+        for ns_type in order:
             if ns_type in fds:
-                syscalls.setns(fds[ns_type], _NS_FLAGS[ns_type])
+                calls.setns(fds[ns_type], _NS_FLAGS[ns_type])
     finally:
         for fd in fds.values():
             os.close(fd)

@@ -7,7 +7,9 @@ instead of failing the container.
 from __future__ import annotations
 
 import resource
-from typing import Any
+from collections.abc import Sequence
+
+from runtime.container_spec import Rlimit
 
 _NAMES: dict[str, int] = {
     name: getattr(resource, name)
@@ -29,12 +31,12 @@ def clamp_rlimit(soft: int, hard: int, cur_hard: int) -> tuple[int, int]:
     return soft, hard
 
 
-def apply_rlimits(rlimits: list[dict[str, Any]]) -> None:
+def apply_rlimits(rlimits: Sequence[Rlimit]) -> None:
     """setrlimit each entry, clamped to what this process may set."""
     for lim in rlimits:
-        res = _NAMES[lim["type"]]
+        res = _NAMES[lim.type]
         _cur_soft, cur_hard = resource.getrlimit(res)
-        soft, hard = clamp_rlimit(int(lim["soft"]), int(lim["hard"]), cur_hard)
+        soft, hard = clamp_rlimit(lim.soft, lim.hard, cur_hard)
         resource.setrlimit(res, (soft, hard))
 
 

@@ -14,7 +14,11 @@ Sequence (ContainerSpec fields in brackets):
   pivot_root
   mask_paths / readonly_paths / remount_root_readonly   [masked_paths, readonly_paths,
                                                           rootfs.readonly]
+prepare() runs the steps before pivot_root, finish() the rest (the init sets the devices
+cgroup rules in between, while the host's /sys/fs/cgroup is still reachable).
 Errors are InvalidArgument naming the spec field (mounts[3].source: ...).
+Every mount, pivot_root, mknod, symlink and chdir goes through a runtime.syscalls.Syscalls
+(`calls`, default the real one), so unit tests can record and fail them.
 """
 from __future__ import annotations
 
@@ -22,11 +26,12 @@ import contextlib
 import errno
 import os
 import stat
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 from pycri_common.errors import InvalidArgument
-from runtime import syscalls
+from runtime import syscalls, userns
 from runtime.cgroups import mode as cgmode
+from runtime.container_spec import ContainerSpec, Device, Mount, RootfsSpec
 from runtime.securejoin import (
     ensure_file_in_root,
     mkdir_all_in_root,
@@ -35,6 +40,7 @@ from runtime.securejoin import (
     relative_in_root,
     secure_join,
 )
+from runtime.syscalls import REAL, Syscalls
 
 _FLAG_WORDS: dict[str, tuple[bool, int]] = {
     "ro": (False, syscalls.MS_RDONLY), "rw": (True, syscalls.MS_RDONLY),
@@ -75,7 +81,53 @@ DEFAULT_DEVICE_RULES: tuple[str, ...] = (
 )
 
 
-def parse_options(options: list[str]) -> tuple[int, int, str]:
+def prepare(spec: ContainerSpec, host_cgroup_path: str | None,
+            calls: Syscalls = REAL, idmap: userns.Idmap | None = None
+            ) -> tuple[str, str, list[str]]:
+    """Up to pivot_root: propagation, overlay, mounts, /dev nodes, devices, working dir.
+    Returns (the rootfs mount point, the working dir inside it, devices-cgroup rules).
+    With `idmap` (a pod user namespace): idmapped layers and binds, and what is created from
+    the mounts on belongs to the container's root (_files_as_mapped_root)."""
+    check_propagation_sources(spec.mounts, calls)
+    set_root_propagation(spec.mounts, spec.rootfs.mountpoint, calls)
+    root = mount_rootfs(spec.rootfs, calls, idmap)
+    with _files_as_mapped_root(idmap, calls):
+        apply_mounts(root, spec.mounts, spec.privileged, host_cgroup_path, calls, idmap)
+        if dev_is_tmpfs(spec.mounts):
+            create_default_devices(root, calls)
+        rules = create_devices(root, spec.devices, calls)
+        return root, prepare_cwd(root, spec.process.cwd), rules
+
+
+@contextlib.contextmanager
+def _files_as_mapped_root(idmap: userns.Idmap | None, calls: Syscalls) -> Iterator[None]:
+    """While the init builds the filesystem for a pod user namespace, what it creates (mount
+    points, the working dir, /dev nodes) belongs to the container's root: fsuid/fsgid are the
+    mapped root's, the file capabilities that drops are raised again (host root keeps its
+    privileges otherwise)."""
+    if idmap is None:
+        yield
+        return
+    calls.setfsgid(idmap.root_gid)
+    calls.setfsuid(idmap.root_uid)
+    try:
+        calls.raise_effective_caps()
+        yield
+    finally:
+        calls.setfsuid(0)
+        calls.setfsgid(0)
+
+
+def finish(spec: ContainerSpec, root: str, calls: Syscalls = REAL) -> None:
+    """pivot_root into `root`, then masked and read-only paths and the read-only root."""
+    new_root = pivot_root(root, calls)
+    mask_paths(spec.masked_paths, new_root, calls)
+    readonly_paths(spec.readonly_paths, new_root, calls)
+    if spec.rootfs.readonly:
+        remount_root_readonly(new_root, calls)
+
+
+def parse_options(options: Sequence[str]) -> tuple[int, int, str]:
     """mount(8)-style words -> (flags, propagation flags, data string)."""
     flags = 0
     prop = 0
@@ -99,14 +151,13 @@ def _fd_path(fd: int) -> str:
 
 # --------------------------------------------------------------------------- propagation
 
-def _mountinfo() -> list[tuple[str, list[str]]]:
+def _mountinfo(calls: Syscalls) -> list[tuple[str, list[str]]]:
     """[(mount point, optional fields)] from /proc/self/mountinfo."""
     out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            parts = line.split()
-            sep = parts.index("-")
-            out.append((parts[4].replace("\\040", " "), parts[6:sep]))
+    for line in calls.mountinfo().splitlines():
+        parts = line.split()
+        sep = parts.index("-")
+        out.append((parts[4].replace("\\040", " "), parts[6:sep]))
     return out
 
 
@@ -118,16 +169,16 @@ def _mount_of(path: str, info: list[tuple[str, list[str]]]) -> tuple[str, list[s
     return best
 
 
-def check_propagation_sources(mounts: list[dict[str, Any]]) -> None:
+def check_propagation_sources(mounts: Sequence[Mount], calls: Syscalls = REAL) -> None:
     """Like containerd: rshared needs a shared source mount, rslave a shared or slave one.
     Must run before set_root_propagation (which turns our copies into slaves)."""
     info: list[tuple[str, list[str]]] | None = None
     for i, m in enumerate(mounts):
-        prop = m.get("propagation")
-        if m["type"] != "bind" or prop not in ("rshared", "rslave"):
+        prop = m.propagation
+        if m.type != "bind" or prop not in ("rshared", "rslave"):
             continue
-        info = info if info is not None else _mountinfo()
-        src = os.path.realpath(m["source"])
+        info = info if info is not None else _mountinfo(calls)
+        src = os.path.realpath(m.source)
         mp, opt = _mount_of(src, info)
         shared = any(o.startswith("shared:") for o in opt)
         slave = any(o.startswith("master:") for o in opt)
@@ -140,123 +191,236 @@ def check_propagation_sources(mounts: list[dict[str, Any]]) -> None:
                                   "propagation)")
 
 
-def set_root_propagation(mounts: list[dict[str, Any]], rootfs_mountpoint: str) -> None:
+def set_root_propagation(mounts: Sequence[Mount], rootfs_mountpoint: str,
+                         calls: Syscalls = REAL) -> None:
     """rslave for everything (rshared when a mount is bidirectional), then make the mount that
     holds the rootfs mountpoint private so the overlay and everything under it never
     propagates back to the host."""
-    any_shared = any(m.get("propagation") == "rshared" for m in mounts)
+    any_shared = any(m.propagation == "rshared" for m in mounts)
     flag = syscalls.MS_SHARED if any_shared else syscalls.MS_SLAVE
-    syscalls.mount(None, "/", None, syscalls.MS_REC | flag)
-    parent, _ = _mount_of(os.path.realpath(rootfs_mountpoint), _mountinfo())
-    syscalls.mount(None, parent, None, syscalls.MS_PRIVATE)
+    calls.mount(None, "/", None, syscalls.MS_REC | flag)
+    parent, _ = _mount_of(os.path.realpath(rootfs_mountpoint), _mountinfo(calls))
+    calls.mount(None, parent, None, syscalls.MS_PRIVATE)
 
 
 # --------------------------------------------------------------------------- rootfs
 
-def mount_rootfs(rootfs: dict[str, Any]) -> str:
-    """Mount the overlay on rootfs["mountpoint"] (created if missing). Returns it."""
-    target: str = rootfs["mountpoint"]
-    for key in ("upper", "work"):
-        if not os.path.isdir(rootfs[key]):
-            raise InvalidArgument(f"rootfs.{key}: {rootfs[key]} is not a directory")
-    for i, d in enumerate(rootfs["lower"]):
+def mount_rootfs(rootfs: RootfsSpec, calls: Syscalls = REAL,
+                 idmap: userns.Idmap | None = None) -> str:
+    """Mount the overlay on rootfs.mountpoint (created if missing). Returns it.
+
+    With `idmap` (a pod user namespace) every image layer is an idmapped copy (the shared
+    snapshots are never chowned) and the writable layer belongs to the mapped root."""
+    target = rootfs.mountpoint
+    for key, path in (("upper", rootfs.upper), ("work", rootfs.work)):
+        if not os.path.isdir(path):
+            raise InvalidArgument(f"rootfs.{key}: {path} is not a directory")
+    for i, d in enumerate(rootfs.lower):
         if not os.path.isdir(d):
             raise InvalidArgument(f"rootfs.lower[{i}]: {d} is not a directory")
     os.makedirs(target, mode=0o755, exist_ok=True)
-    data = (f"lowerdir={':'.join(rootfs['lower'])},upperdir={rootfs['upper']},"
-            f"workdir={rootfs['work']}")
-    if len(data) >= 4096:
-        raise InvalidArgument(f"rootfs: overlay options are {len(data)} bytes (limit 4095): "
-                              "use shorter snapshot paths")
-    try:
-        syscalls.mount("overlay", target, "overlay", 0, data)
-    except OSError as e:
-        raise InvalidArgument(f"rootfs: overlay mount on {target} failed: {e.strerror}") from e
+    if idmap is not None:
+        os.chown(rootfs.upper, idmap.root_uid, idmap.root_gid)
+    upper = f"upperdir={rootfs.upper},workdir={rootfs.work}"
+    with _idmapped_layers(calls, list(rootfs.lower), target + ".idmap", idmap,
+                          "rootfs") as lower:
+        data = f"lowerdir={':'.join(lower)},{upper}"
+        if len(data) >= 4096:
+            raise InvalidArgument(f"rootfs: overlay options are {len(data)} bytes (limit "
+                                  "4095): use shorter snapshot paths")
+        try:
+            calls.mount("overlay", target, "overlay", 0, data)
+        except OSError as e:
+            raise InvalidArgument(f"rootfs: overlay mount on {target} failed: "
+                                  f"{e.strerror}") from e
     return target
+
+
+@contextlib.contextmanager
+def _idmapped_layers(calls: Syscalls, lower: list[str], staging: str,
+                     idmap: userns.Idmap | None, field: str) -> Iterator[list[str]]:
+    """Yields the lower dirs to give overlayfs: `lower` itself without idmap; else idmapped
+    copies 0, 1, ... on a tmpfs at `staging` (private to this mount namespace), named
+    relative to it (the working directory meanwhile: short overlay options). Overlayfs
+    keeps its own references to its layers, so the copies are detached afterwards."""
+    if idmap is None:
+        yield lower
+        return
+    os.makedirs(staging, mode=0o700, exist_ok=True)
+    cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        calls.mount("tmpfs", staging, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV,
+                    "size=16k,mode=0700")
+        try:
+            for i, d in enumerate(lower):
+                layer = os.path.join(staging, str(i))
+                os.mkdir(layer)
+                fd = os.open(layer, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    calls.bind_idmapped(d, idmap.fd, fd, recursive=False)
+                except OSError as e:
+                    raise InvalidArgument(f"{field}: layer {d} cannot be idmapped for the pod's "
+                                          f"user namespace: {e.strerror}") from e
+                finally:
+                    os.close(fd)
+            calls.chdir(staging)
+            yield [str(i) for i in range(len(lower))]
+        finally:
+            calls.fchdir(cwd)
+            calls.umount2(staging, syscalls.MNT_DETACH)
+    finally:
+        os.close(cwd)
+        with contextlib.suppress(OSError):
+            os.rmdir(staging)
 
 
 # --------------------------------------------------------------------------- mounts
 
-def apply_mounts(root: str, mounts: list[dict[str, Any]], privileged: bool,
-                 host_cgroup_path: str | None = None) -> None:
+def apply_mounts(root: str, mounts: Sequence[Mount], privileged: bool,
+                 host_cgroup_path: str | None = None, calls: Syscalls = REAL,
+                 idmap: userns.Idmap | None = None) -> None:
     """Every mount in order. `host_cgroup_path`: the container's cgroup when it shares the
     host's cgroup namespace; "cgroup" mounts then bind that cgroup's own directories (as runc
-    does) instead of exposing the whole hierarchy."""
+    does) instead of exposing the whole hierarchy. `idmap` (a pod user namespace): binds and
+    overlay layers are idmapped, tmpfs/devpts/mqueue uid=/gid= options are container IDs
+    (a tmpfs without them belongs to the container's root)."""
     for i, m in enumerate(mounts):
         field = f"mounts[{i}]"
         try:
-            _apply_mount(root, m, privileged, field, host_cgroup_path)
+            _apply_mount(calls, root, m, privileged, field, host_cgroup_path, idmap)
         except InvalidArgument:
             raise
         except OSError as e:
-            raise InvalidArgument(f"{field} ({m['type']} on {m['destination']}): "
+            raise InvalidArgument(f"{field} ({m.type} on {m.destination}): "
                                   f"{e.strerror or e}") from e
 
 
-def _apply_mount(root: str, m: dict[str, Any], privileged: bool, field: str,
-                 host_cgroup_path: str | None = None) -> None:
-    flags, prop, data = parse_options(m.get("options", []))
-    if m.get("readonly"):
+def userns_data(mtype: str, data: str, idmap: userns.Idmap | None) -> str:
+    """Mount data for a filesystem made for a pod user namespace: uid=/gid= of tmpfs, devpts
+    and mqueue are container IDs (translated to host IDs); a tmpfs without them belongs to
+    the container's root."""
+    if idmap is None or mtype not in ("tmpfs", "devpts", "mqueue"):
+        return data
+    words = [w for w in data.split(",") if w]
+    out = []
+    for w in words:
+        key, sep, value = w.partition("=")
+        if sep and key in ("uid", "gid") and value.isdigit():
+            host = idmap.host_uid(int(value)) if key == "uid" else idmap.host_gid(int(value))
+            w = f"{key}={host}"
+        out.append(w)
+    if mtype == "tmpfs":
+        keys = {w.partition("=")[0] for w in words}
+        out += [f"{k}={v}" for k, v in (("uid", idmap.root_uid), ("gid", idmap.root_gid))
+                if k not in keys]
+    return ",".join(out)
+
+
+def _apply_mount(calls: Syscalls, root: str, m: Mount, privileged: bool, field: str,
+                 host_cgroup_path: str | None = None, idmap: userns.Idmap | None = None) -> None:
+    flags, prop, data = parse_options(m.options)
+    if m.readonly:
         flags |= syscalls.MS_RDONLY
-    mtype = m["type"]
-    if m.get("sub_path"):
-        _sub_path_mount(root, m, flags, prop, data, field)
+    mtype = m.type
+    data = userns_data(mtype, data, idmap)
+    if m.sub_path:
+        _sub_path_mount(calls, root, m, flags, prop, data, field, idmap)
         return
     if mtype == "bind":
-        _bind_mount(root, m, flags, prop, field)
+        _bind_mount(calls, root, m, flags, prop, field, idmap)
         return
-    target = mkdir_all_in_root(root, m["destination"])
+    target = mkdir_all_in_root(root, m.destination)
     if mtype == "cgroup":
-        _mount_cgroupfs(root, target, flags, host_cgroup_path)
+        _mount_cgroupfs(calls, root, target, flags, host_cgroup_path)
+        return
+    if mtype == "overlay" and idmap is not None:
+        _overlay_mount(calls, root, target, m, flags, data, field, idmap)
+        if prop:
+            _set_propagation(calls, root, target, prop)
         return
     fd = open_path_in_root(root, target)
     try:
         try:
-            syscalls.mount(m.get("source") or mtype, _fd_path(fd), mtype, flags, data or None)
+            calls.mount(m.source or mtype, _fd_path(fd), mtype, flags, data or None)
         except OSError as e:
             if mtype == "sysfs" and e.errno == errno.EPERM:
                 # e.g. sharing the host's net namespace without owning it: bind the host's
-                syscalls.mount("/sys", _fd_path(fd), None, syscalls.MS_BIND | syscalls.MS_REC)
-                _remount(root, target, flags | syscalls.MS_BIND)
+                calls.mount("/sys", _fd_path(fd), None, syscalls.MS_BIND | syscalls.MS_REC)
+                _remount(calls, root, target, flags | syscalls.MS_BIND)
                 if flags & syscalls.MS_RDONLY:  # the host's submounts (debugfs, bpf...) too
-                    _setattr_readonly_recursive(root, target)
+                    _setattr_readonly_recursive(calls, root, target)
             else:
                 raise
     finally:
         os.close(fd)
     if prop:
-        _set_propagation(root, target, prop)
+        _set_propagation(calls, root, target, prop)
 
 
-def _bind_mount(root: str, m: dict[str, Any], flags: int, prop: int, field: str) -> None:
-    src = os.path.realpath(m["source"])  # a host path that is a symlink is resolved on the host
+def _overlay_mount(calls: Syscalls, root: str, target: str, m: Mount, flags: int, data: str,
+                   field: str, idmap: userns.Idmap | None) -> None:
+    """An overlay (image volume) whose lowerdir layers are idmapped copies."""
+    words = data.split(",")
+    lower = next((w[len("lowerdir="):] for w in words if w.startswith("lowerdir=")), "")
+    if not lower:
+        raise InvalidArgument(f"{field}: an overlay mount needs lowerdir=")
+    rest = [w for w in words if not w.startswith("lowerdir=")]
+    staging = os.path.join(os.path.dirname(os.path.abspath(root)),
+                           ".idmap-" + field.replace("[", "-").replace("]", ""))
+    fd = open_path_in_root(root, target)
+    try:
+        with _idmapped_layers(calls, lower.split(":"), staging, idmap, field) as layers:
+            calls.mount(m.source or "overlay", _fd_path(fd), "overlay", flags,
+                        ",".join(["lowerdir=" + ":".join(layers), *rest]))
+    finally:
+        os.close(fd)
+
+
+def _bind(calls: Syscalls, src: str, target_fd: int, idmap: userns.Idmap | None,
+          field: str) -> None:
+    """Bind src (recursively) on the directory or file open at target_fd; idmapped with the
+    pod's user namespace when there is one."""
+    if idmap is None:
+        calls.mount(src, _fd_path(target_fd), None, syscalls.MS_BIND | syscalls.MS_REC)
+        return
+    try:
+        calls.bind_idmapped(src, idmap.fd, target_fd, recursive=True)
+    except OSError as e:
+        raise InvalidArgument(f"{field}.source: {src} cannot be idmapped for the pod's user "
+                              f"namespace ({e.strerror}): its filesystem does not support "
+                              "idmapped mounts") from e
+
+
+def _bind_mount(calls: Syscalls, root: str, m: Mount, flags: int, prop: int, field: str,
+                idmap: userns.Idmap | None = None) -> None:
+    src = os.path.realpath(m.source)  # a host path that is a symlink is resolved on the host
     try:
         st = os.stat(src)
     except OSError as e:
-        raise InvalidArgument(f"{field}.source: host path {m['source']!r} does not exist "
+        raise InvalidArgument(f"{field}.source: host path {m.source!r} does not exist "
                               f"({e.strerror})") from e
     if stat.S_ISDIR(st.st_mode):
-        target = mkdir_all_in_root(root, m["destination"])
+        target = mkdir_all_in_root(root, m.destination)
     else:
-        target = ensure_file_in_root(root, m["destination"])
+        target = ensure_file_in_root(root, m.destination)
     fd = open_path_in_root(root, target)
     try:
-        syscalls.mount(src, _fd_path(fd), None, syscalls.MS_BIND | syscalls.MS_REC)
+        _bind(calls, src, fd, idmap, field)
     finally:
         os.close(fd)
     extra = flags & ~(syscalls.MS_BIND | syscalls.MS_REC)
     if extra:
-        _remount(root, target, syscalls.MS_BIND | extra)
-    if m.get("recursive_readonly"):
+        _remount(calls, root, target, syscalls.MS_BIND | extra)
+    if m.recursive_readonly:
         fd = open_path_in_root(root, target)
         try:
-            syscalls.mount_setattr("", syscalls.MOUNT_ATTR_RDONLY, recursive=True, dirfd=fd)
+            calls.mount_setattr("", syscalls.MOUNT_ATTR_RDONLY, recursive=True, dirfd=fd)
         except OSError as e:
             raise InvalidArgument(f"{field}.recursive_readonly: {e.strerror} (kernel needs "
                                   "mount_setattr, Linux >= 5.12)") from e
         finally:
             os.close(fd)
-    _apply_propagation(root, target, m, prop)
+    _apply_propagation(calls, root, target, m, prop)
 
 
 _PROPAGATION = {"rslave": syscalls.MS_SLAVE | syscalls.MS_REC,
@@ -264,41 +428,47 @@ _PROPAGATION = {"rslave": syscalls.MS_SLAVE | syscalls.MS_REC,
                 "private": syscalls.MS_PRIVATE | syscalls.MS_REC}
 
 
-def _apply_propagation(root: str, target: str, m: dict[str, Any], prop: int) -> None:
+def _apply_propagation(calls: Syscalls, root: str, target: str, m: Mount, prop: int) -> None:
     """The mount's "propagation" (rslave/rshared/private), else the one from its options."""
-    propagation = _PROPAGATION.get(m.get("propagation") or "", prop)
+    propagation = _PROPAGATION.get(m.propagation or "", prop)
     if propagation:
-        _set_propagation(root, target, propagation)
+        _set_propagation(calls, root, target, propagation)
 
 
-def _sub_path_mount(root: str, m: dict[str, Any], flags: int, prop: int, data: str,
-                    field: str) -> None:
+def _sub_path_mount(calls: Syscalls, root: str, m: Mount, flags: int, prop: int, data: str,
+                    field: str, idmap: userns.Idmap | None = None) -> None:
     """Mount the filesystem (or bind the source) on a staging directory next to the rootfs
     (private to this mount namespace), resolve `sub_path` inside it without leaving it,
     bind only that onto the destination, then detach the staging mount."""
-    sub = m["sub_path"]
-    dest = m["destination"]
+    sub = m.sub_path or ""
+    dest = m.destination
     staging = os.path.join(os.path.dirname(os.path.abspath(root)),
                            ".sub-path-" + field.replace("[", "-").replace("]", ""))
     os.makedirs(staging, mode=0o700, exist_ok=True)
     try:
-        if m["type"] == "bind":
-            syscalls.mount(os.path.realpath(m["source"]), staging, None,
-                           syscalls.MS_BIND | syscalls.MS_REC)
+        if m.type == "bind":
+            staging_fd = os.open(staging, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                _bind(calls, os.path.realpath(m.source), staging_fd, idmap, field)
+            finally:
+                os.close(staging_fd)
+        elif m.type == "overlay" and idmap is not None:
+            _overlay_mount(calls, "/", staging, m, flags & ~(syscalls.MS_BIND | syscalls.MS_REC),
+                           data, field, idmap)
         else:
-            syscalls.mount(m.get("source") or m["type"], staging, m["type"],
-                           flags & ~(syscalls.MS_BIND | syscalls.MS_REC), data or None)
+            calls.mount(m.source or m.type, staging, m.type,
+                        flags & ~(syscalls.MS_BIND | syscalls.MS_REC), data or None)
         try:
-            target = _bind_sub_path(root, staging, sub, dest, field)
+            target = _bind_sub_path(calls, root, staging, sub, dest, field)
         finally:
-            syscalls.umount2(staging, syscalls.MNT_DETACH)
+            calls.umount2(staging, syscalls.MNT_DETACH)
     finally:
         os.rmdir(staging)
-    _remount(root, target, syscalls.MS_BIND | (flags & ~(syscalls.MS_BIND | syscalls.MS_REC)))
-    _apply_propagation(root, target, m, prop)
+    _remount(calls, root, target, syscalls.MS_BIND | (flags & ~(syscalls.MS_BIND | syscalls.MS_REC)))
+    _apply_propagation(calls, root, target, m, prop)
 
 
-def _bind_sub_path(root: str, staging: str, sub: str, dest: str, field: str) -> str:
+def _bind_sub_path(calls: Syscalls, root: str, staging: str, sub: str, dest: str, field: str) -> str:
     """Bind staging/<sub> (resolved inside staging) onto dest inside root; returns the target."""
     src = secure_join(staging, sub)
     if not os.path.lexists(src):
@@ -312,8 +482,8 @@ def _bind_sub_path(root: str, staging: str, sub: str, dest: str, field: str) -> 
             target = ensure_file_in_root(root, dest)
         dst_fd = open_path_in_root(root, target)
         try:
-            syscalls.mount(_fd_path(src_fd), _fd_path(dst_fd), None,
-                           syscalls.MS_BIND | syscalls.MS_REC)
+            calls.mount(_fd_path(src_fd), _fd_path(dst_fd), None,
+                        syscalls.MS_BIND | syscalls.MS_REC)
         finally:
             os.close(dst_fd)
     finally:
@@ -321,46 +491,47 @@ def _bind_sub_path(root: str, staging: str, sub: str, dest: str, field: str) -> 
     return target
 
 
-def _remount(root: str, target: str, flags: int) -> None:
+def _remount(calls: Syscalls, root: str, target: str, flags: int) -> None:
     fd = open_path_in_root(root, target)  # reopened: now the new mount's root
     try:
-        syscalls.mount(None, _fd_path(fd), None, syscalls.MS_REMOUNT | flags)
+        calls.mount(None, _fd_path(fd), None, syscalls.MS_REMOUNT | flags)
     finally:
         os.close(fd)
 
 
-def _setattr_readonly_recursive(root: str, target: str) -> None:
+def _setattr_readonly_recursive(calls: Syscalls, root: str, target: str) -> None:
     fd = open_path_in_root(root, target)
     try:
-        syscalls.mount_setattr("", syscalls.MOUNT_ATTR_RDONLY, recursive=True, dirfd=fd)
+        calls.mount_setattr("", syscalls.MOUNT_ATTR_RDONLY, recursive=True, dirfd=fd)
     finally:
         os.close(fd)
 
 
-def _set_propagation(root: str, target: str, prop: int) -> None:
+def _set_propagation(calls: Syscalls, root: str, target: str, prop: int) -> None:
     fd = open_path_in_root(root, target)
     try:
-        syscalls.mount(None, _fd_path(fd), None, prop)
+        calls.mount(None, _fd_path(fd), None, prop)
     finally:
         os.close(fd)
 
 
-def _mount_cgroup_dir(root: str, target: str, fstype: str, data: str | None, flags: int,
+def _mount_cgroup_dir(calls: Syscalls, root: str, target: str, fstype: str, data: str | None, flags: int,
                       host_dir: str | None) -> None:
     """A cgroup hierarchy on target: a fresh mount (seen through our cgroup namespace) or, with
     `host_dir`, a bind of the container's own directory of the host hierarchy."""
     fd = open_path_in_root(root, target)
     try:
         if host_dir is None:
-            syscalls.mount(fstype, _fd_path(fd), fstype, flags, data)
+            calls.mount(fstype, _fd_path(fd), fstype, flags, data)
             return
-        syscalls.mount(host_dir, _fd_path(fd), None, syscalls.MS_BIND | syscalls.MS_REC)
+        calls.mount(host_dir, _fd_path(fd), None, syscalls.MS_BIND | syscalls.MS_REC)
     finally:
         os.close(fd)
-    _remount(root, target, syscalls.MS_BIND | flags)
+    _remount(calls, root, target, syscalls.MS_BIND | flags)
 
 
-def _mount_cgroupfs(root: str, target: str, flags: int, host_cgroup_path: str | None) -> None:
+def _mount_cgroupfs(calls: Syscalls, root: str, target: str, flags: int,
+                    host_cgroup_path: str | None) -> None:
     """The cgroup hierarchies: mounted as seen from our cgroup namespace, or (host cgroup
     namespace + a container cgroup) binds of the container's own cgroup directories."""
     base = flags & (syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
@@ -373,11 +544,11 @@ def _mount_cgroupfs(root: str, target: str, flags: int, host_cgroup_path: str | 
         return os.path.join(mount_dir, rel_cg) if rel_cg is not None else None
 
     if mode_ == "v2":
-        _mount_cgroup_dir(root, target, "cgroup2", None, base | ro, host(cgmode.CGROUP_ROOT))
+        _mount_cgroup_dir(calls, root, target, "cgroup2", None, base | ro, host(cgmode.CGROUP_ROOT))
         return
     fd = open_path_in_root(root, target)
     try:
-        syscalls.mount("tmpfs", _fd_path(fd), "tmpfs", base, "mode=755")
+        calls.mount("tmpfs", _fd_path(fd), "tmpfs", base, "mode=755")
     finally:
         os.close(fd)
     by_dir: dict[str, list[str]] = {}
@@ -388,68 +559,81 @@ def _mount_cgroupfs(root: str, target: str, flags: int, host_cgroup_path: str | 
         sub = mkdir_all_in_root(root, relative_in_root(root, target) + "/" + name)
         data = ",".join(["none", *ctrls] if any(c.startswith("name=") for c in ctrls)
                         else ctrls)
-        _mount_cgroup_dir(root, sub, "cgroup", data, base | ro, host(mdir))
+        _mount_cgroup_dir(calls, root, sub, "cgroup", data, base | ro, host(mdir))
         for ctrl in ctrls:  # co-mounted controllers: cpu -> cpu,cpuacct like docker
             link = os.path.join(target, ctrl)
             if ctrl != name and not ctrl.startswith("name=") and not os.path.lexists(link):
-                os.symlink(name, link)
+                calls.symlink(name, link)
     unified = cgmode.unified_root()
     if mode_ == "hybrid" and unified:
         sub = mkdir_all_in_root(root, relative_in_root(root, target) + "/unified")
-        _mount_cgroup_dir(root, sub, "cgroup2", None, base | ro, host(unified))
+        _mount_cgroup_dir(calls, root, sub, "cgroup2", None, base | ro, host(unified))
     if ro:
-        _remount(root, target, syscalls.MS_BIND | syscalls.MS_RDONLY | base)
+        _remount(calls, root, target, syscalls.MS_BIND | syscalls.MS_RDONLY | base)
 
 
 # --------------------------------------------------------------------------- /dev
 
-def dev_is_tmpfs(mounts: list[dict[str, Any]]) -> bool:
-    return any(m["destination"].rstrip("/") == "/dev" and m["type"] == "tmpfs" for m in mounts)
+def dev_is_tmpfs(mounts: Sequence[Mount]) -> bool:
+    return any(m.destination.rstrip("/") == "/dev" and m.type == "tmpfs" for m in mounts)
 
 
-def create_default_devices(root: str) -> None:
+def create_default_devices(root: str, calls: Syscalls = REAL) -> None:
     """Standard nodes and symlinks on the container's /dev tmpfs."""
     dev_fd = open_path_in_root(root, mkdir_all_in_root(root, "/dev"))
     old = os.umask(0)
     try:
         for name, (major, minor) in DEFAULT_DEVICES.items():
             with contextlib.suppress(FileExistsError):
-                os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev_fd)
+                calls.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev_fd)
         for name, target in DEFAULT_DEV_SYMLINKS.items():
             with contextlib.suppress(FileExistsError):
-                os.symlink(target, name, dir_fd=dev_fd)
+                calls.symlink(target, name, dir_fd=dev_fd)
     finally:
         os.umask(old)
         os.close(dev_fd)
 
 
-def create_devices(root: str, devices: list[dict[str, Any]]) -> list[str]:
-    """mknod each requested host device inside the rootfs; returns devices-cgroup rules."""
+def create_devices(root: str, devices: Sequence[Device], calls: Syscalls = REAL) -> list[str]:
+    """mknod each requested device inside the rootfs; returns devices-cgroup rules.
+
+    A device with a `type` (CDI device nodes) is made from its own type/major/minor/file_mode/
+    uid/gid; others copy the host node at host_path. Permissions "" add no cgroup rule."""
     rules = []
     for i, d in enumerate(devices):
         field = f"devices[{i}]"
-        try:
-            st = os.stat(d["host_path"])
-        except OSError as e:
-            raise InvalidArgument(f"{field}.host_path: {d['host_path']}: {e.strerror}") from e
-        if stat.S_ISCHR(st.st_mode):
-            kind, ftype = "c", stat.S_IFCHR
-        elif stat.S_ISBLK(st.st_mode):
-            kind, ftype = "b", stat.S_IFBLK
+        if d.type is not None:
+            kind = d.type
+            ftype = {"c": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[kind]
+            rdev = os.makedev(d.major, d.minor) if kind != "p" else 0
+            mode, uid, gid = d.file_mode, d.uid, d.gid
         else:
-            raise InvalidArgument(f"{field}.host_path: {d['host_path']} is not a device node")
-        parent_fd, name, _ = open_parent_in_root(root, d["container_path"])
+            try:
+                st = os.stat(d.host_path)
+            except OSError as e:
+                raise InvalidArgument(f"{field}.host_path: {d.host_path}: {e.strerror}") from e
+            if stat.S_ISCHR(st.st_mode):
+                kind, ftype = "c", stat.S_IFCHR
+            elif stat.S_ISBLK(st.st_mode):
+                kind, ftype = "b", stat.S_IFBLK
+            else:
+                raise InvalidArgument(f"{field}.host_path: {d.host_path} is not a device node")
+            rdev, mode, uid, gid = st.st_rdev, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
+        parent_fd, name, _ = open_parent_in_root(root, d.container_path)
         old = os.umask(0)
         try:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(name, dir_fd=parent_fd)
-            os.mknod(name, ftype | stat.S_IMODE(st.st_mode), st.st_rdev, dir_fd=parent_fd)
-            os.chown(name, st.st_uid, st.st_gid, dir_fd=parent_fd, follow_symlinks=False)
+                calls.unlink(name, dir_fd=parent_fd)
+            try:
+                calls.mknod(name, ftype | mode, rdev, dir_fd=parent_fd)
+            except OSError as e:
+                raise InvalidArgument(f"{field}: mknod {d.container_path}: {e.strerror}") from e
+            calls.chown(name, uid, gid, dir_fd=parent_fd)
         finally:
             os.umask(old)
             os.close(parent_fd)
-        rules.append(f"{kind} {os.major(st.st_rdev)}:{os.minor(st.st_rdev)} "
-                     f"{d.get('permissions') or 'rwm'}")
+        if kind in ("c", "b") and d.permissions:
+            rules.append(f"{kind} {os.major(rdev)}:{os.minor(rdev)} {d.permissions}")
     return rules
 
 
@@ -473,10 +657,10 @@ def _resolve(root: str, path: str) -> str:
     return secure_join(root, path)
 
 
-def enter_cwd(rel: str, field: str = "process.cwd") -> None:
+def enter_cwd(rel: str, field: str = "process.cwd", calls: Syscalls = REAL) -> None:
     """chdir after pivot_root and check the result is a reachable dir outside procfs."""
     try:
-        os.chdir(rel)
+        calls.chdir(rel)
         os.getcwd()  # ENOENT when the directory is unreachable from our root
     except OSError as e:
         raise InvalidArgument(f"{field}: cannot enter {rel!r}: {e.strerror}") from e
@@ -487,81 +671,83 @@ def enter_cwd(rel: str, field: str = "process.cwd") -> None:
         pass
 
 
-def pivot_root(root: str) -> None:
-    """Make `root` the process's / and detach the old root."""
+def pivot_root(root: str, calls: Syscalls = REAL) -> str:
+    """Make `root` the process's / and detach the old root. Returns the path of the new root
+    from here on ("/"; the root itself for a test double that does not pivot)."""
     old = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
     new = os.open(root, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
     try:
-        os.fchdir(new)
+        calls.fchdir(new)
         try:
-            syscalls.pivot_root(".", ".")
+            calls.pivot_root(".", ".")
         except OSError as e:
             if e.errno != errno.EINVAL:
                 raise
             # "/" is shared (rshared volumes) and the namespace root: binds are done, so
             # making it private now keeps their peers and satisfies pivot_root
-            syscalls.mount(None, "/", None, syscalls.MS_PRIVATE)
-            syscalls.pivot_root(".", ".")
-        os.fchdir(old)
-        syscalls.mount(None, ".", None, syscalls.MS_SLAVE | syscalls.MS_REC)
-        syscalls.umount2(".", syscalls.MNT_DETACH)
-        os.chdir("/")
+            calls.mount(None, "/", None, syscalls.MS_PRIVATE)
+            calls.pivot_root(".", ".")
+        calls.fchdir(old)
+        calls.mount(None, ".", None, syscalls.MS_SLAVE | syscalls.MS_REC)
+        calls.umount2(".", syscalls.MNT_DETACH)
+        calls.chdir("/")
     finally:
         os.close(old)
         os.close(new)
+    return calls.root_after_pivot(root)
 
 
 # --------------------------------------------------------------------------- after pivot
 
-def _open_existing_in_root(path: str, field: str) -> int | None:
+def _open_existing_in_root(root: str, path: str, field: str) -> int | None:
     """An O_PATH fd of path resolved inside the (new) root; None when it does not exist."""
     try:
-        return os.open(_resolve("/", path), os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        return os.open(_resolve(root, path), os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as e:
         raise InvalidArgument(f"{field}: {path}: {e.strerror}") from e
 
 
-def mask_paths(paths: list[str]) -> None:
+def mask_paths(paths: Sequence[str], root: str = "/", calls: Syscalls = REAL) -> None:
     """Files: /dev/null bound over; directories: an empty read-only tmpfs. Missing: skipped.
     Symlinks in the path are resolved inside the (new) root, so the target is masked."""
     for i, p in enumerate(paths):
-        fd = _open_existing_in_root(p, f"masked_paths[{i}]")
+        fd = _open_existing_in_root(root, p, f"masked_paths[{i}]")
         if fd is None:
             continue
         try:
             st = os.fstat(fd)
             if stat.S_ISDIR(st.st_mode):
-                syscalls.mount("tmpfs", _fd_path(fd), "tmpfs", syscalls.MS_RDONLY, "size=0k")
+                calls.mount("tmpfs", _fd_path(fd), "tmpfs", syscalls.MS_RDONLY, "size=0k")
             else:
-                syscalls.mount("/dev/null", _fd_path(fd), None, syscalls.MS_BIND)
+                calls.mount("/dev/null", _fd_path(fd), None, syscalls.MS_BIND)
         except OSError as e:
             raise InvalidArgument(f"masked_paths[{i}]: {p}: {e.strerror}") from e
         finally:
             os.close(fd)
 
 
-def readonly_paths(paths: list[str]) -> None:
+def readonly_paths(paths: Sequence[str], root: str = "/", calls: Syscalls = REAL) -> None:
     """Bind each path onto itself and remount it read-only (recursively). Missing: skipped."""
     for i, p in enumerate(paths):
-        fd = _open_existing_in_root(p, f"readonly_paths[{i}]")
+        fd = _open_existing_in_root(root, p, f"readonly_paths[{i}]")
         if fd is None:
             continue
         try:
-            syscalls.mount(_fd_path(fd), _fd_path(fd), None, syscalls.MS_BIND | syscalls.MS_REC)
+            calls.mount(_fd_path(fd), _fd_path(fd), None, syscalls.MS_BIND | syscalls.MS_REC)
         except OSError as e:
             raise InvalidArgument(f"readonly_paths[{i}]: {p}: {e.strerror}") from e
         finally:
             os.close(fd)
-        fd = os.open(_resolve("/", p), os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)  # the new mount
+        fd = os.open(_resolve(root, p), os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)  # the new mount
         try:
-            syscalls.mount_setattr("", syscalls.MOUNT_ATTR_RDONLY, recursive=True, dirfd=fd)
+            calls.mount_setattr("", syscalls.MOUNT_ATTR_RDONLY, recursive=True, dirfd=fd)
         except OSError as e:
             raise InvalidArgument(f"readonly_paths[{i}]: {p}: {e.strerror}") from e
         finally:
             os.close(fd)
 
 
-def remount_root_readonly() -> None:
-    syscalls.mount(None, "/", None, syscalls.MS_REMOUNT | syscalls.MS_BIND | syscalls.MS_RDONLY)
+def remount_root_readonly(root: str = "/", calls: Syscalls = REAL) -> None:
+    calls.mount(None, root, None, syscalls.MS_REMOUNT | syscalls.MS_BIND | syscalls.MS_RDONLY)

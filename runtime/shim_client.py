@@ -1,24 +1,36 @@
 """Daemon side of the shim control protocol (contract 3).
 
-`ShimClient(shim_dir)` has one method per op. Thread-safe: every call uses its
-own connection. Error replies raise the pycri_common.errors class named by
-"kind" (imported lazily, so importing this module pulls in only the stdlib);
-an unreachable shim raises Unavailable, a reply that does not come in time
-DeadlineExceeded.
+`ShimClient(shim_dir)` has one method per op: it sends the op's request dataclass and
+parses the reply into its dataclass (runtime.shim.protocol, shared with the shim).
+Thread-safe: every call uses its own connection. Error replies raise the
+pycri_common.errors class named by "kind" (protocol.error_from_json; an unknown kind is
+the INTERNAL base class); an unreachable shim raises Unavailable, a reply that does not
+come in time DeadlineExceeded, a malformed reply PycriError.
 
 `read_final_states(shim_dir)` reads the status files when the shim is gone.
 """
 from __future__ import annotations
 
 import array
+import dataclasses
 import errno
 import json
 import os
 import socket
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from pycri_common.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    PycriError,
+    Unavailable,
+)
 from pycri_common.timeouts import scaled
-from runtime.shim import control, frames, statusfile
+from runtime.container_spec import ContainerSpec
+from runtime.lines import recv_line
+from runtime.shim import control, frames, protocol, statusfile
+from runtime.shim.protocol import ContainerState
 
 DEFAULT_TIMEOUT = 30.0
 _SLACK = 15.0
@@ -40,13 +52,7 @@ def send_with_fds(sock: socket.socket, data: bytes, fds: list[int] | None) -> No
         sock.sendall(memoryview(data)[sent:])
 
 
-def _error(kind: str, message: str) -> Exception:
-    from pycri_common import errors
-
-    cls = getattr(errors, kind, None)
-    if not (isinstance(cls, type) and issubclass(cls, errors.PycriError)):
-        cls = errors.PycriError
-    return cls(message)
+_R = TypeVar("_R")
 
 
 class AttachStream:
@@ -78,8 +84,7 @@ class AttachStream:
             try:
                 data = self.sock.recv(65536)
             except TimeoutError:
-                from pycri_common import errors
-                raise errors.DeadlineExceeded("no attach output within the timeout") from None
+                raise DeadlineExceeded("no attach output within the timeout") from None
             if not data:
                 return None
             self._queue.extend(self._decoder.feed(data))
@@ -110,58 +115,70 @@ class ShimClient:
         except OSError as e:
             sock.close()
             if e.errno in (errno.ENOENT, errno.ECONNREFUSED):
-                raise _error("Unavailable", f"the shim of {self.shim_dir} is not running "
-                                            f"({e.strerror})") from None
-            raise _error("Unavailable", f"cannot reach the shim at {self.socket_path}: "
-                                        f"{e}") from None
+                raise Unavailable(f"the shim of {self.shim_dir} is not running "
+                                  f"({e.strerror})") from None
+            raise Unavailable(f"cannot reach the shim at {self.socket_path}: {e}") from None
         return sock
 
     def _roundtrip(self, sock: socket.socket, req: dict[str, Any], fds: list[int] | None,
                    timeout: float) -> tuple[dict[str, Any], bytes]:
         line = json.dumps(req).encode() + b"\n"
         if len(line) > control.MAX_LINE:
-            raise _error("InvalidArgument", f"the {req['op']!r} request is {len(line)} bytes "
-                                            f"encoded, more than the {control.MAX_LINE} the "
-                                            "shim accepts")
+            raise InvalidArgument(f"the {req['op']!r} request is {len(line)} bytes encoded, "
+                                  f"more than the {control.MAX_LINE} the shim accepts")
         try:
             send_with_fds(sock, line, fds)
-            buf = b""
-            while b"\n" not in buf:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    raise _error("Unavailable", f"the shim of {self.shim_dir} closed the "
-                                                f"connection during {req['op']!r}")
-                buf += chunk
+            got = recv_line(sock)
         except TimeoutError:
-            raise _error("DeadlineExceeded", f"the shim of {self.shim_dir} did not answer "
-                                             f"{req['op']!r} within {timeout:.0f}s") from None
+            raise DeadlineExceeded(f"the shim of {self.shim_dir} did not answer "
+                                   f"{req['op']!r} within {timeout:.0f}s") from None
         except (BrokenPipeError, ConnectionResetError) as e:
-            raise _error("Unavailable", f"the shim of {self.shim_dir} went away during "
-                                        f"{req['op']!r}: {e}") from None
-        line_out, rest = buf.split(b"\n", 1)
+            raise Unavailable(f"the shim of {self.shim_dir} went away during "
+                              f"{req['op']!r}: {e}") from None
+        if got is None:
+            raise Unavailable(f"the shim of {self.shim_dir} closed the connection during "
+                              f"{req['op']!r}")
+        line_out, rest = got
         try:
             reply = json.loads(line_out)
         except (ValueError, RecursionError):
             reply = None
         if not isinstance(reply, dict):
-            raise _error("PycriError", f"the shim of {self.shim_dir} answered {req['op']!r} with "
-                                       f"a line that is not a JSON object: {line_out[:100]!r}")
+            raise PycriError(f"the shim of {self.shim_dir} answered {req['op']!r} with a line "
+                             f"that is not a JSON object: {line_out[:100]!r}")
         if not reply.get("ok"):
-            raise _error(str(reply.get("kind") or "PycriError"),
-                         str(reply.get("error") or f"shim op {req['op']!r} failed"))
+            raise protocol.error_from_json(reply, f"shim op {req['op']!r} failed")
         reply.pop("ok", None)
         return reply, rest
 
     def call(self, op: str, fds: list[int] | None = None, timeout: float | None = None,
              **fields: Any) -> dict[str, Any]:
-        """One request/reply; fds go with the request by SCM_RIGHTS."""
-        t = scaled(timeout or self.timeout)
-        sock = self._connect(t)
+        """One request/reply of any op, untyped (tests, debugging); the ops below are typed.
+        fds go with the request by SCM_RIGHTS."""
+        return self._call({"op": op, **fields}, fds, timeout or self.timeout)
+
+    def _call(self, req: dict[str, Any], fds: list[int] | None, timeout: float,
+              connect_timeout: float | None = None) -> dict[str, Any]:
+        timeout = scaled(timeout)
+        sock = self._connect(scaled(connect_timeout) if connect_timeout else timeout)
         try:
-            reply, _ = self._roundtrip(sock, {"op": op, **fields}, fds, t)
+            reply, _ = self._roundtrip(sock, req, fds, timeout)
             return reply
         finally:
             sock.close()
+
+    def _parsed(self, req: protocol.Request, parse: Callable[[dict[str, Any]], _R],
+                reply: dict[str, Any]) -> _R:
+        try:
+            return parse(reply)
+        except InvalidArgument as e:  # the shim's fault, not the caller's
+            raise PycriError(f"the shim of {self.shim_dir} answered {req.op!r} with a "
+                             f"malformed reply: {e}") from None
+
+    def send(self, req: protocol.Request, parse: Callable[[dict[str, Any]], _R],
+             fds: list[int] | None = None, timeout: float | None = None) -> _R:
+        """Send a request, parse its reply with `parse` (a reply class's from_json)."""
+        return self._parsed(req, parse, self._call(req.to_json(), fds, timeout or self.timeout))
 
     # --- ops ----------------------------------------------------------------------
     def alive(self) -> bool:
@@ -171,76 +188,67 @@ class ShimClient:
         except Exception:  # noqa: BLE001 - any failure means "not usable"
             return False
 
-    def hello(self, timeout: float | None = None) -> dict[str, Any]:
-        """{"pod_id", "shim_pid", "pause_pid", "pause_alive", "ns", "containers"}"""
-        return self.call("hello", timeout=timeout)
+    def hello(self, timeout: float | None = None) -> protocol.HelloReply:
+        return self.send(protocol.Hello(), protocol.HelloReply.from_json, timeout=timeout)
 
-    def create(self, container_id: str, spec: dict[str, Any],
-               timeout: float = 150.0) -> dict[str, Any]:
-        """Fork the container init; returns {"pid", "user"} once it waits at its gate."""
-        return self.call("create", container_id=container_id, spec=spec, timeout=timeout)
+    def create(self, container_id: str, spec: ContainerSpec,
+               timeout: float = 150.0) -> protocol.CreateReply:
+        """Fork the container init; replies once it waits at its gate."""
+        return self.send(protocol.Create(container_id, spec), protocol.CreateReply.from_json,
+                         timeout=timeout)
 
     def start(self, container_id: str) -> int:
         """Release the init to exec; returns started_at (ns)."""
-        return int(self.call("start", container_id=container_id)["started_at"])
+        return self.send(protocol.Start(container_id), protocol.StartReply.from_json).started_at
 
     def kill(self, container_id: str, signal: int) -> None:
-        self.call("kill", container_id=container_id, signal=int(signal))
+        self.send(protocol.Kill(container_id, int(signal)), protocol.Empty.from_json)
 
-    def state(self, container_id: str | None = None) -> dict[str, dict[str, Any]]:
-        """{cid: ContainerState}"""
-        if container_id is None:
-            reply = self.call("state")
-        else:
-            reply = self.call("state", container_id=container_id)
-        containers: dict[str, dict[str, Any]] = reply["containers"]
-        return containers
+    def state(self, container_id: str | None = None) -> dict[str, ContainerState]:
+        """{cid: ContainerState} of one container or of every one."""
+        return self.send(protocol.State(container_id), protocol.StateReply.from_json).containers
 
-    def wait(self, container_id: str, timeout: float) -> dict[str, Any]:
-        """ContainerState after the container exited or `timeout` seconds passed."""
-        t = float(timeout)
-        sock = self._connect(t + _SLACK)
-        try:
-            reply, _ = self._roundtrip(sock, {"op": "wait", "container_id": container_id,
-                                              "timeout": t}, None, t + _SLACK)
-            return reply
-        finally:
-            sock.close()
+    def wait(self, container_id: str, timeout: float) -> ContainerState:
+        """The state after the container exited or `timeout` seconds passed."""
+        req = protocol.Wait(container_id, float(timeout))
+        t = float(timeout) + _SLACK
+        return self._parsed(req, ContainerState.from_json, self._call(req.to_json(), None, t))
 
     def delete(self, container_id: str) -> bool:
         """Kill (if running) and forget the container; False if the shim did not know it."""
-        return bool(self.call("delete", container_id=container_id).get("deleted"))
+        return self.send(protocol.Delete(container_id), protocol.DeleteReply.from_json).deleted
 
     def reopen_log(self, container_id: str) -> None:
-        self.call("reopen_log", container_id=container_id)
+        self.send(protocol.ReopenLog(container_id), protocol.Empty.from_json)
 
-    def exec(self, container_id: str, process: dict[str, Any], fds: list[int]) -> dict[str, Any]:
+    def exec(self, container_id: str, process: dict[str, Any],
+             fds: list[int]) -> protocol.ExecReply:
         """Start a process in the container; fds = [stdin, stdout, stderr] or [pty slave].
 
-        Returns {"exec_id", "pid"}. The caller keeps (and closes) its own fds.
+        The caller keeps (and closes) its own fds.
         """
-        return self.call("exec", fds=fds, container_id=container_id, process=process)
+        return self.send(protocol.Exec(container_id, process), protocol.ExecReply.from_json,
+                         fds=fds)
 
-    def exec_wait(self, exec_id: str, timeout: float | None = None) -> dict[str, Any]:
-        """{"exit_code", "timed_out"}; a timeout (> 0) kills the process."""
-        t = float(timeout) if timeout else 0.0
+    def exec_wait(self, exec_id: str, timeout: float | None = None) -> protocol.ExecWaitReply:
+        """The exit code once the exec exited; a timeout (> 0) kills the process."""
+        req = protocol.ExecWait(exec_id, float(timeout) if timeout else 0.0)
         sock = self._connect(self.timeout)
         try:
-            sock.settimeout(None if not t else t + _SLACK)
-            reply, _ = self._roundtrip(sock, {"op": "exec_wait", "exec_id": exec_id,
-                                              "timeout": t}, None, t + _SLACK)
-            return reply
+            sock.settimeout(None if not req.timeout else req.timeout + _SLACK)
+            reply, _ = self._roundtrip(sock, req.to_json(), None, req.timeout + _SLACK)
         finally:
             sock.close()
+        return self._parsed(req, protocol.ExecWaitReply.from_json, reply)
 
     def exec_kill(self, exec_id: str, signal: int) -> None:
-        self.call("exec_kill", exec_id=exec_id, signal=int(signal))
+        self.send(protocol.ExecKill(exec_id, int(signal)), protocol.Empty.from_json)
 
     def attach(self, container_id: str) -> AttachStream:
         sock = self._connect(self.timeout)
         try:
-            _, rest = self._roundtrip(sock, {"op": "attach", "container_id": container_id},
-                                      None, self.timeout)
+            _, rest = self._roundtrip(sock, protocol.Attach(container_id).to_json(), None,
+                                      self.timeout)
         except BaseException:
             sock.close()
             raise
@@ -250,27 +258,45 @@ class ShimClient:
         """Stop every container (SIGTERM, grace, SIGKILL), the pause-holder, unpin namespaces;
         the shim exits. A shim that is already gone is not an error."""
         try:
-            self.call("shutdown", grace=float(grace), timeout=float(grace) + _SLACK)
-        except Exception as e:
-            from pycri_common import errors
-            if isinstance(e, errors.Unavailable) and not os.path.exists(self.socket_path):
+            self.send(protocol.Shutdown(float(grace)), protocol.Empty.from_json,
+                      timeout=float(grace) + _SLACK)
+        except Unavailable:
+            if not os.path.exists(self.socket_path):
                 return
             raise
 
 
-def read_final_states(shim_dir: str) -> dict[str, dict[str, Any]]:
+def read_final_states(shim_dir: str) -> dict[str, ContainerState]:
     """Container states from the status files, for a shim that is gone: a container
     not recorded as exited is reported exited with reason "Error" (its shim died)."""
-    states = statusfile.read_states(shim_dir)
-    for state in states.values():
-        if state.get("state") != "exited":
-            state["state"] = "exited"
-            state["exit_code"] = state.get("exit_code") or 255
-            state["reason"] = "Error"
-            state["message"] = "the pod's shim exited while the container was " + \
-                               ("running" if state.get("started_at") else "created")
-            state["finished_at"] = state.get("finished_at") or 0
+    states = read_states(shim_dir)
+    for cid, state in states.items():
+        if state.state != "exited":
+            states[cid] = dataclasses.replace(
+                state, state="exited", exit_code=state.exit_code or 255, reason="Error",
+                message="the pod's shim exited while the container was "
+                        + ("running" if state.started_at else "created"))
     return states
+
+
+def read_states(shim_dir: str) -> dict[str, ContainerState]:
+    """The status files under shim_dir, parsed (an unreadable or malformed one is skipped)."""
+    states: dict[str, ContainerState] = {}
+    for cid, obj in statusfile.read_states(shim_dir).items():
+        state = parse_state(obj)
+        if state is not None:
+            states[cid] = state
+    return states
+
+
+def parse_state(obj: Any) -> ContainerState | None:
+    """A status file's content as a ContainerState; None when it is not one."""
+    if not isinstance(obj, dict):
+        return None
+    try:
+        return ContainerState.from_json(obj)
+    except InvalidArgument:
+        return None
 
 
 def shim_pid(shim_dir: str) -> int | None:

@@ -12,6 +12,7 @@ import ctypes.util
 import os
 import platform
 import struct
+from collections.abc import Iterator
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -190,15 +191,22 @@ def is_child_subreaper() -> bool:
     return bool(val.value)
 
 
-def reap_children() -> None:
-    """Collects every child that has exited, without blocking; their statuses are dropped."""
+def reaped_children() -> Iterator[tuple[int, int]]:
+    """(pid, wait status) of every child that has exited, reaped without blocking."""
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
+        yield pid, status
+
+
+def reap_children() -> None:
+    """Collects every child that has exited, without blocking; their statuses are dropped."""
+    for _ in reaped_children():
+        pass
 
 
 def set_pdeathsig(sig: int) -> None:
@@ -291,13 +299,16 @@ MOUNT_ATTR_RDONLY = 0x00000001
 MOUNT_ATTR_NOSUID = 0x00000002
 MOUNT_ATTR_NODEV = 0x00000004
 MOUNT_ATTR_NOEXEC = 0x00000008
+MOUNT_ATTR_IDMAP = 0x00100000
 
 
 def mount_setattr(path: str, attr_set: int, attr_clr: int = 0, recursive: bool = True,
-                  dirfd: int = -100) -> None:
+                  dirfd: int = -100, userns_fd: int = 0) -> None:
     """mount_setattr(2) on `path` (relative to dirfd, default AT_FDCWD; "" = dirfd itself); with
-    `recursive` the change applies to every mount below too (MOUNT_ATTR_RDONLY: recursive ro)."""
-    attr = struct.pack("QQQQ", attr_set, attr_clr, 0, 0)
+    `recursive` the change applies to every mount below too (MOUNT_ATTR_RDONLY: recursive ro).
+    MOUNT_ATTR_IDMAP takes the user namespace whose mappings the mount gets in `userns_fd`
+    (only on a detached mount made by open_tree(OPEN_TREE_CLONE) that was never attached)."""
+    attr = struct.pack("QQQQ", attr_set, attr_clr, 0, userns_fd)
     buf = ctypes.create_string_buffer(attr, len(attr))
     flags = (AT_RECURSIVE if recursive else 0) | (AT_EMPTY_PATH if path == "" else 0)
     if _libc.syscall(ctypes.c_long(_NR_MOUNT_SETATTR), ctypes.c_int(dirfd),
@@ -305,6 +316,79 @@ def mount_setattr(path: str, attr_set: int, attr_clr: int = 0, recursive: bool =
                      ctypes.c_size_t(len(attr))) != 0:
         _raise(f"mount_setattr({path!r}, set={attr_set:#x}, clr={attr_clr:#x}, "
                f"recursive={recursive})")
+
+
+# --- detached mounts: open_tree / move_mount (Linux 5.2) ----------------------------------
+_NR_OPEN_TREE = 428
+_NR_MOVE_MOUNT = 429
+OPEN_TREE_CLONE = 0x1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+AT_SYMLINK_NOFOLLOW = 0x100
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+
+
+def open_tree(path: str, flags: int = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC,
+              recursive: bool = False, dirfd: int = -100) -> int:
+    """open_tree(2): an fd of a (with OPEN_TREE_CLONE: detached copy of the) mount at `path`
+    ("" = dirfd itself); `recursive` copies the mounts below it too."""
+    flags |= (AT_RECURSIVE if recursive else 0) | (AT_EMPTY_PATH if path == "" else 0)
+    fd = _libc.syscall(ctypes.c_long(_NR_OPEN_TREE), ctypes.c_int(dirfd),
+                       ctypes.c_char_p(_fs(path)), ctypes.c_uint(flags))
+    if fd < 0:
+        _raise(f"open_tree({path!r}, {flags:#x})")
+    return int(fd)
+
+
+def move_mount(from_fd: int, to_path: str, to_dirfd: int = -100) -> None:
+    """move_mount(2): attach the detached mount `from_fd` at `to_path` (relative to to_dirfd;
+    "" = to_dirfd itself)."""
+    flags = MOVE_MOUNT_F_EMPTY_PATH | (MOVE_MOUNT_T_EMPTY_PATH if to_path == "" else 0)
+    if _libc.syscall(ctypes.c_long(_NR_MOVE_MOUNT), ctypes.c_int(from_fd), ctypes.c_char_p(b""),
+                     ctypes.c_int(to_dirfd), ctypes.c_char_p(_fs(to_path)),
+                     ctypes.c_uint(flags)) != 0:
+        _raise(f"move_mount(fd={from_fd}, {to_path!r})")
+
+
+def bind_idmapped(source: str, userns_fd: int, to_dirfd: int, to_path: str = "",
+                  recursive: bool = True) -> None:
+    """Bind `source` on `to_path` (relative to to_dirfd; "" = to_dirfd itself) through the
+    maps of the user namespace `userns_fd`: a detached copy (open_tree OPEN_TREE_CLONE), made
+    idmapped (mount_setattr MOUNT_ATTR_IDMAP), attached (move_mount). Recursively when every
+    submount allows it, else only the mount itself."""
+    def once(rec: bool) -> None:
+        fd = open_tree(source, recursive=rec)
+        try:
+            mount_setattr("", MOUNT_ATTR_IDMAP, recursive=rec, dirfd=fd, userns_fd=userns_fd)
+            move_mount(fd, to_path, to_dirfd)
+        finally:
+            os.close(fd)
+
+    try:
+        once(recursive)
+    except OSError:
+        if not recursive:
+            raise
+        once(False)
+
+
+def raise_effective_caps() -> None:
+    """Effective capabilities := permitted (after setfsuid dropped the file ones)."""
+    caps = capget()
+    caps.effective = caps.permitted
+    capset(caps)
+
+
+def setfsuid(uid: int) -> int:
+    """setfsuid(2): the uid file operations use (owner of new files); returns the old one.
+    Leaving fsuid 0 drops the file capabilities from the effective set (re-raise them with
+    capset from the permitted set)."""
+    return int(_libc.setfsuid(ctypes.c_uint(uid)))
+
+
+def setfsgid(gid: int) -> int:
+    """setfsgid(2): the gid of new files; returns the old one."""
+    return int(_libc.setfsgid(ctypes.c_uint(gid)))
 
 
 def release_free_heap() -> None:
@@ -316,3 +400,95 @@ def release_free_heap() -> None:
     trim = getattr(_libc, "malloc_trim", None)
     if trim is not None:
         trim(0)
+
+
+class Syscalls:
+    """The calls that build a container's filesystem and enter its namespaces, as one object.
+
+    runtime.rootfs and runtime.container_init make these calls through a Syscalls passed in
+    (default: this real one, which calls the functions above and os); unit tests pass a
+    recording double (tests/support/fake_syscalls.py) to assert the sequence without root and
+    to make chosen calls fail. Everything else they do (opening and creating files below the
+    rootfs, stat) is plain file-system access and stays real.
+    """
+
+    # -- mounts ------------------------------------------------------------------------------
+    def mount(self, source: str | None, target: str, fstype: str | None = None,
+              flags: int = 0, data: str | None = None) -> None:
+        mount(source, target, fstype, flags, data)
+
+    def umount2(self, target: str, flags: int = 0) -> None:
+        umount2(target, flags)
+
+    def mount_setattr(self, path: str, attr_set: int, attr_clr: int = 0,
+                      recursive: bool = True, dirfd: int = -100) -> None:
+        mount_setattr(path, attr_set, attr_clr, recursive, dirfd)
+
+    def mountinfo(self) -> str:
+        """/proc/self/mountinfo: the mount table the propagation checks read."""
+        with open("/proc/self/mountinfo") as f:
+            return f.read()
+
+    def pivot_root(self, new_root: str, put_old: str) -> None:
+        pivot_root(new_root, put_old)
+
+    def root_after_pivot(self, new_root: str) -> str:
+        """Where the new root is seen once rootfs.pivot_root(new_root) is done: "/"."""
+        return "/"
+
+    # -- nodes and directories ------------------------------------------------------------------
+    def mknod(self, name: str, mode: int, device: int, dir_fd: int) -> None:
+        os.mknod(name, mode, device, dir_fd=dir_fd)
+
+    def symlink(self, target: str, name: str, dir_fd: int | None = None) -> None:
+        os.symlink(target, name, dir_fd=dir_fd)
+
+    def chown(self, name: str, uid: int, gid: int, dir_fd: int) -> None:
+        os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+
+    def unlink(self, name: str, dir_fd: int) -> None:
+        os.unlink(name, dir_fd=dir_fd)
+
+    def chdir(self, path: str) -> None:
+        os.chdir(path)
+
+    def fchdir(self, fd: int) -> None:
+        os.fchdir(fd)
+
+    # -- namespaces and the process ----------------------------------------------------------
+    def unshare(self, flags: int) -> None:
+        unshare(flags)
+
+    def setns(self, fd: int, nstype: int = 0) -> None:
+        setns(fd, nstype)
+
+    def setns_path(self, path: str, nstype: int = 0) -> None:
+        setns_path(path, nstype)
+
+    def sethostname(self, name: str) -> None:
+        sethostname(name)
+
+    def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0,
+              arg5: int = 0) -> int:
+        return prctl(option, arg2, arg3, arg4, arg5)
+
+    def set_no_new_privs(self) -> None:
+        set_no_new_privs()
+
+    # -- pod user namespaces -----------------------------------------------------------------
+    def bind_idmapped(self, source: str, userns_fd: int, to_dirfd: int, to_path: str = "",
+                      recursive: bool = True) -> None:
+        bind_idmapped(source, userns_fd, to_dirfd, to_path, recursive)
+
+    def setfsuid(self, uid: int) -> int:
+        return setfsuid(uid)
+
+    def setfsgid(self, gid: int) -> int:
+        return setfsgid(gid)
+
+    def raise_effective_caps(self) -> None:
+        raise_effective_caps()
+
+
+#: the real calls (what production code passes)
+REAL = Syscalls()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pycri_common.errors import InvalidArgument
+from runtime.container_spec import UserSpec
 
 
 @dataclass
@@ -73,13 +74,13 @@ def parse_group(text: str) -> list[GroupEntry]:
     return out
 
 
-def resolve_user(user: dict[str, Any], passwd_text: str, group_text: str) -> ResolvedUser:
-    """Resolve a ContainerSpec process.user object against passwd/group file contents."""
+def resolve_user(user: UserSpec, passwd_text: str, group_text: str) -> ResolvedUser:
+    """Resolve a ContainerSpec process.user against passwd/group file contents."""
     passwd = parse_passwd(passwd_text)
     groups = parse_group(group_text)
     entry: PasswdEntry | None = None
-    if user.get("username") is not None:
-        name = user["username"]
+    if user.username is not None:
+        name = user.username
         entry = next((p for p in passwd if p.name == name), None)
         if entry is None:
             if name.isdigit():  # "1000" given as a name: treat as uid like runc
@@ -92,11 +93,11 @@ def resolve_user(user: dict[str, Any], passwd_text: str, group_text: str) -> Res
                 entry = PasswdEntry(name, uid, 0)
         uid = entry.uid
     else:
-        uid = user.get("uid") or 0
+        uid = user.uid or 0
         entry = next((p for p in passwd if p.uid == uid), None)
     gid = entry.gid if entry is not None else 0
-    if user.get("groupname") is not None:
-        gname = user["groupname"]
+    if user.groupname is not None:
+        gname = user.groupname
         gent = next((g for g in groups if g.name == gname), None)
         if gent is None:
             if not gname.isdigit():
@@ -105,12 +106,12 @@ def resolve_user(user: dict[str, Any], passwd_text: str, group_text: str) -> Res
             gid = int(gname)
         else:
             gid = gent.gid
-    elif user.get("gid") is not None:
-        gid = int(user["gid"])
+    elif user.gid is not None:
+        gid = user.gid
     result = [gid]
-    if user.get("policy", "Merge") == "Merge" and entry is not None:
+    if user.policy == "Merge" and entry is not None:
         result += [g.gid for g in groups if entry.name in g.members]
-    result += [int(g) for g in user.get("supplemental_groups") or []]
+    result += list(user.supplemental_groups)
     seen: set[int] = set()
     uniq = [g for g in result if not (g in seen or seen.add(g))]  # type: ignore[func-returns-value]
     return ResolvedUser(uid, gid, uniq, entry.name if entry else None,

@@ -1,4 +1,5 @@
-"""The zygote: a small single-threaded process that forks pod shims (contract 1).
+"""The zygote: a small single-threaded process that forks pod shims (contract 1 of
+docs/architecture.md).
 
     python3 -m runtime.zygote --socket <state>/zygote.sock
 
@@ -6,7 +7,7 @@ It pre-imports the shim (and runtime.container_init when present), calls
 gc.freeze() so forked shims share those pages, then serves JSON lines on its
 unix socket:
 
-    {"op": "spawn_shim", "pod": <PodSpec>} -> {"ok": true, "pid": <shim pid>,
+    {"op": "spawn_shim", "pod": <PodSpec JSON, runtime.pod_spec>} -> {"ok": true, "pid": <shim pid>,
         "pause_pid": int|null, "ns": {type: path}}  once the shim is ready,
         or {"ok": false, "error": "..."}
     {"op": "ping"} -> {"ok": true, "pid": <zygote pid>}
@@ -38,8 +39,11 @@ import sys
 import time
 from typing import Any
 
+from pycri_common.errors import InvalidArgument
 from runtime import syscalls
+from runtime.pod_spec import PodSpec
 from runtime.shim import main as shim_main
+from runtime.shim import protocol as shim_protocol
 
 SPAWN_TIMEOUT = 60.0
 PARENT_CHECK_INTERVAL = 2.0  # seconds
@@ -51,6 +55,7 @@ def _preimport() -> None:
             importlib.import_module(name)
         except ImportError:
             pass
+    shim_protocol.warm_up()  # the shims share the specialised bytecode (see warm_up)
 
 
 class _Client:
@@ -65,7 +70,7 @@ class Zygote:
         self.sel = selectors.DefaultSelector()
         self.sel.register(listener, selectors.EVENT_READ, self._accept)
         self.spawns: dict[int, tuple[_Client, bytes, float]] = {}  # ready fd -> client
-        self.spawn_pods: dict[int, dict[str, Any]] = {}  # ready fd -> pod spec
+        self.spawn_pods: dict[int, PodSpec] = {}  # ready fd -> pod spec
         self.running = True
         self._clients: dict[int, _Client] = {}
 
@@ -162,17 +167,16 @@ class Zygote:
             self._send(client, {"ok": True})
             self.running = False
         elif op == "spawn_shim":
-            pod = req.get("pod")
             try:
-                shim_main.validate_pod(pod)
-            except ValueError as e:
+                pod = PodSpec.from_json(req.get("pod"))
+            except InvalidArgument as e:
                 self._send(client, {"ok": False, "error": str(e)})
                 return
             self._spawn(client, pod)
         else:
             self._send(client, {"ok": False, "error": f"unknown op {op!r}"})
 
-    def _spawn(self, client: _Client, pod: dict[str, Any]) -> None:
+    def _spawn(self, client: _Client, pod: PodSpec) -> None:
         r, w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
@@ -251,16 +255,16 @@ class Zygote:
             _stop_unwanted_shim(pod)
 
 
-def _stop_unwanted_shim(pod: dict[str, Any]) -> None:
+def _stop_unwanted_shim(pod: PodSpec) -> None:
     """The requester went away before it learnt about the shim: nobody would ever stop it."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     sock.settimeout(5)
     try:
-        sock.connect(os.path.join(pod["shim_dir"], "shim.sock"))
+        sock.connect(pod.socket_path)
         sock.sendall(b'{"op": "shutdown", "grace": 0}\n')
         sock.recv(4096)
     except OSError as e:
-        print(f"zygote: could not stop the unwanted shim of pod {pod.get('pod_id')}: {e}",
+        print(f"zygote: could not stop the unwanted shim of pod {pod.pod_id}: {e}",
               file=sys.stderr)
     finally:
         sock.close()

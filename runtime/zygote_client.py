@@ -1,4 +1,4 @@
-"""Daemon side of the zygote (contract 1). Stdlib only; thread-safe (a
+"""Daemon side of the zygote (contract 1 of docs/architecture.md). Stdlib only; thread-safe (a
 connection per call).
 
     client = start_zygote(state_dir)          # reuses a live zygote on the socket
@@ -16,6 +16,8 @@ import time
 from typing import Any
 
 from pycri_common.timeouts import scaled
+from runtime.lines import recv_line
+from runtime.pod_spec import PodSpec
 
 _PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,15 +41,9 @@ class ZygoteClient:
                 sock.connect(self.socket_path)
             except OSError as e:
                 raise ZygoteError(f"zygote at {self.socket_path} is not reachable: {e}") from None
-            buf = b""
             try:
                 sock.sendall(json.dumps(req).encode() + b"\n")
-                while b"\n" not in buf:
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        raise ZygoteError(f"zygote closed the connection during "
-                                          f"{req.get('op')!r}")
-                    buf += chunk
+                got = recv_line(sock)
             except TimeoutError:
                 raise ZygoteError(f"zygote did not answer {req.get('op')!r} within "
                                   f"{timeout or self.timeout}s") from None
@@ -56,7 +52,9 @@ class ZygoteClient:
                                   f"{e}") from None
         finally:
             sock.close()
-        reply: dict[str, Any] = json.loads(buf.split(b"\n", 1)[0])
+        if got is None:
+            raise ZygoteError(f"zygote closed the connection during {req.get('op')!r}")
+        reply: dict[str, Any] = json.loads(got[0])
         if not reply.get("ok"):
             raise ZygoteError(str(reply.get("error") or "zygote request failed"))
         return reply
@@ -65,14 +63,14 @@ class ZygoteClient:
         """The zygote's pid; raises ZygoteError if it does not answer."""
         return int(self._call({"op": "ping"}, timeout)["pid"])
 
-    def spawn_shim_info(self, pod_spec: dict[str, Any]) -> dict[str, Any]:
+    def spawn_shim_info(self, pod_spec: PodSpec) -> dict[str, Any]:
         """Start a shim for the pod; returns {"pid", "pause_pid", "ns"} once it is ready."""
-        reply = self._call({"op": "spawn_shim", "pod": pod_spec})
+        reply = self._call({"op": "spawn_shim", "pod": pod_spec.to_json()})
         return {"pid": reply["pid"], "pause_pid": reply.get("pause_pid"),
                 "ns": reply.get("ns") or {}}
 
-    def spawn_shim(self, pod_spec: dict[str, Any]) -> int:
-        """Start a shim for the pod; returns its pid once it is ready (contract 1)."""
+    def spawn_shim(self, pod_spec: PodSpec) -> int:
+        """Start a shim for the pod; returns its pid once it is ready."""
         return int(self.spawn_shim_info(pod_spec)["pid"])
 
     def stop(self, timeout: float = 5.0) -> None:

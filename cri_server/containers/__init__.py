@@ -6,7 +6,7 @@
 - security.py        security context -> capabilities, user, seccomp, apparmor, masked paths
 - mounts.py          CRI mounts, pod files, image volumes, devices -> spec mounts
 - pod_view.py        what the container code needs from a pod sandbox record
-- spec_builder.py    CreateContainerRequest + pod + image -> ContainerSpec (contract 4)
+- spec_builder.py    CreateContainerRequest + pod + image -> ContainerSpec (contract 4, docs/architecture.md)
 - manager.py         ContainerManager: create/start/stop/remove/status/list/exec_sync
 - collaborators.py   what ContainerManager needs of the pod and image parts (Protocols)
 - exec_sync.py       ExecSync through the shim (pipes, cap, timeout)

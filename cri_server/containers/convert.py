@@ -66,9 +66,13 @@ def status(rec: ContainerRecord) -> api_pb2.ContainerStatus:
 
 
 def verbose_info(rec: ContainerRecord) -> dict[str, str]:
+    userns = (rec.spec or {}).get("userns")
     info = {"sandboxID": rec.pod_id, "pid": rec.pid, "state": rec.state,
             "logPath": rec.log_path, "runtimeSpec": rec.spec,
-            "user": rec.user, "imageId": rec.image_id}
+            "user": rec.user, "imageId": rec.image_id,
+            "cdiDevices": list((rec.spec or {}).get("cdi_devices") or []),
+            "userNamespace": ({"mode": "pod", "uids": userns["uid_map"],
+                               "gids": userns["gid_map"]} if userns else {"mode": "node"})}
     return {"info": json.dumps(info)}
 
 

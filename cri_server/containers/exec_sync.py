@@ -13,14 +13,23 @@ import os
 import selectors
 import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from pycri_common.errors import DeadlineExceeded
+from runtime.shim.protocol import ExecReply, ExecWaitReply
 
 MAX_OUTPUT = 16 * 1024 * 1024
 # After the process exited, how long to keep reading output that a child it left
 # behind may still hold open.
 DRAIN_AFTER_EXIT = 0.5
+
+
+class ExecShim(Protocol):
+    """What ExecSync needs of runtime.shim_client.ShimClient."""
+
+    def exec(self, container_id: str, process: dict[str, Any], fds: list[int]) -> ExecReply: ...
+
+    def exec_wait(self, exec_id: str, timeout: float | None = None) -> ExecWaitReply: ...
 
 
 class _Capped:
@@ -45,7 +54,7 @@ class _Capped:
         return b"".join(self.chunks)
 
 
-def run(shim: Any, container_id: str, cmd: list[str], timeout: float,
+def run(shim: ExecShim, container_id: str, cmd: list[str], timeout: float,
         max_output: int = MAX_OUTPUT) -> tuple[bytes, bytes, int]:
     """(stdout, stderr, exit code) of cmd in the container; DeadlineExceeded on timeout."""
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
@@ -60,15 +69,15 @@ def run(shim: Any, container_id: str, cmd: list[str], timeout: float,
     finally:
         for fd in (null, out_w, err_w):
             os.close(fd)
-    exec_id = started["exec_id"]
-    result: dict[str, Any] = {}
+    exec_id = started.exec_id
+    result: list[ExecWaitReply | BaseException] = []
     exited = threading.Event()
 
     def waiter() -> None:
         try:
-            result.update(shim.exec_wait(exec_id, timeout if timeout > 0 else None))
+            result.append(shim.exec_wait(exec_id, timeout if timeout > 0 else None))
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            result["error"] = exc
+            result.append(exc)
         finally:
             exited.set()
 
@@ -81,12 +90,13 @@ def run(shim: Any, container_id: str, cmd: list[str], timeout: float,
         for fd in outputs:
             os.close(fd)
     thread.join()
-    if "error" in result:
-        raise result["error"]
-    if result.get("timed_out"):
+    waited = result[0]
+    if isinstance(waited, BaseException):
+        raise waited
+    if waited.timed_out:
         raise DeadlineExceeded(f"command {' '.join(cmd)!r} timed out after {timeout:g}s "
                                "and was killed")
-    return outputs[out_r].value(), outputs[err_r].value(), int(result.get("exit_code", 0))
+    return outputs[out_r].value(), outputs[err_r].value(), waited.exit_code
 
 
 def _read_until_done(outputs: dict[int, _Capped], exited: threading.Event) -> None:

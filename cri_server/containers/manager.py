@@ -30,6 +30,8 @@ from concurrent.futures import Future
 from typing import Any
 
 from cri_server import faults, labels
+from cri_server.cdi import names as cdi_names
+from cri_server.cdi.registry import Registry, Resolved
 from cri_server.containers import convert, exec_sync, spec_builder
 from cri_server.containers import record as R
 from cri_server.containers.collaborators import ImageLookup, PodLookup
@@ -38,6 +40,7 @@ from cri_server.containers.image_config import ImageView, cri_signal_number, par
 from cri_server.containers.pod_view import PodView, from_sandbox
 from cri_server.containers.record import ContainerRecord
 from cri_server.list_budget import ListBudget
+from cri_server.nri.hooks import NO_NRI, NriHooks
 from cri_server.paths import Paths
 from cri_server.sandboxes import shim_process
 from cri_server.store import Store
@@ -53,8 +56,9 @@ from pycri_common.errors import (
     Unavailable,
 )
 from pycri_common.text import shorten
-from runtime import arglimits, cgroups, shim_client
+from runtime import arglimits, cgroups, hooks, resctrl, shim_client
 from runtime.shim import statusfile
+from runtime.shim.protocol import ContainerState
 from runtime.shim_client import ShimClient
 
 log = logging.getLogger(__name__)
@@ -94,6 +98,9 @@ class ContainerManager:
         self._list_sizes: dict[str, int] = {}  # list_bytes: List item size by container id
         # What the Lists may carry (cri_server.list_budget): set by the wiring.
         self.list_budget: ListBudget | None = None
+        # The CDI registry (cri_server.cdi): set by the wiring; None = no CDI devices at all.
+        self.cdi: Registry | None = None
+        self.nri: NriHooks = NO_NRI  # NRI plugins (cri_server.nri): set by the wiring
 
     # ------------------------------------------------------------------ lookup
     def _ctr_lock(self, cid: str) -> threading.Lock:
@@ -186,6 +193,7 @@ class ContainerManager:
             raise FailedPrecondition(f"pod sandbox {pod.id} is not ready ({pod.state}); "
                                      "containers can be created only in a ready pod")
         img = self._resolve_image(config.image.image)
+        cdi_devices = self._cdi_devices(config)  # before anything exists: nothing to undo
         cid = secrets.token_hex(32)
         if config.stop_signal not in api_pb2.Signal.values():
             raise InvalidArgument(f"stop_signal {config.stop_signal} is not a CRI Signal value")
@@ -218,6 +226,7 @@ class ContainerManager:
         faults.crash_point("container_create_reserved")
         shim: ShimClient | None = None
         created_in_shim = False
+        nri_pod = None  # set once NRI plugins have seen the container
 
         def volume_layers(ref: str) -> list[str]:
             """An image volume's layers; from now on the record keeps that image in use."""
@@ -241,10 +250,14 @@ class ContainerManager:
             os.mkdir(dirs.work, 0o700)
             spec = spec_builder.build(cid, request, pod, image, dirs,
                                       target_pid_ns=lambda t: self._target_pid_ns(pod.id, t),
-                                      image_layers=volume_layers)
-            rec.resources = dict((spec.get("cgroup") or {}).get("resources") or {})
-            rec.log_path = spec.get("log_path") or ""  # the shim creates it, never via symlinks
-            rec.spec = _storable_spec(spec)
+                                      image_layers=volume_layers, cdi_devices=cdi_devices)
+            pod_rec = self.sandboxes.get(pod.id)
+            spec = self.nri.create_container(pod_rec, rec, spec)  # plugins adjust the spec
+            nri_pod = pod_rec
+            spec_json = spec.to_json()
+            rec.resources = spec.cgroup.resources.to_json() if spec.cgroup else {}
+            rec.log_path = spec.log_path or ""  # the shim creates it, never via symlinks
+            rec.spec = _storable_spec(spec_json)
             shim = ShimClient(pod.shim_dir)
             with self._pod_ready(pod.id):  # no Stop/RemovePodSandbox of the pod meanwhile
                 t_spec = time.monotonic()
@@ -252,18 +265,46 @@ class ContainerManager:
                 t_shim = time.monotonic()
                 created_in_shim = True
                 faults.crash_point("container_create_shim")
-                rec.pid = int(reply.get("pid") or 0)
-                rec.user = dict(reply.get("user") or {})
+                rec.pid = reply.pid
+                rec.user = dict(reply.user)
                 rec.state = R.CREATED
                 self._save(rec)
         except BaseException:
             self._undo_create(rec, shim if created_in_shim else None)
+            if nri_pod is not None:
+                self.nri.remove_container(nri_pod, rec)
             raise
         self._publish(api_pb2.CONTAINER_CREATED_EVENT, rec)
+        if nri_pod is not None:
+            self.nri.post_create_container(nri_pod, rec)
         log.info("created container %s (%s) in pod %s in %.1f ms (shim %.1f ms)", cid[:12],
                  rec.name, pod.id[:12], (time.monotonic() - t_start) * 1000,
                  (t_shim - t_spec) * 1000)
         return cid
+
+    def _cdi_devices(self, config: api_pb2.ContainerConfig) -> list[Resolved]:
+        requested = cdi_names.requested_devices([d.name for d in config.CDI_devices],
+                                                config.annotations)
+        if not requested:
+            return []
+        if self.cdi is None:
+            raise FailedPrecondition("CDI devices were requested but this runtime has no CDI "
+                                     "registry")
+        return self.cdi.resolve(requested)
+
+    def _run_runtime_hooks(self, rec: ContainerRecord, kind: str, status: str) -> None:
+        """poststart/poststop hooks in the runtime namespace; a failure is logged (OCI)."""
+        spec_hooks = (rec.spec or {}).get("hooks") or {}
+        if not spec_hooks.get(kind):
+            return
+        state = hooks.state(rec.id, status, rec.pid if status == "running" else 0,
+                            str(self.paths.container_dir(rec.id)), rec.annotations)
+        for failure in hooks.run_hooks_logged(spec_hooks, kind, state):
+            log.warning("container %s: %s", rec.id[:12], failure)
+
+    def _remove_rdt_group(self, rec: ContainerRecord) -> None:
+        for failure in resctrl.remove((rec.spec or {}).get("intel_rdt"), rec.id):
+            log.warning("container %s: removing its resctrl group: %s", rec.id[:12], failure)
 
     def _pod_ready(self, pod_id: str) -> contextlib.AbstractContextManager[Any]:
         return self.sandboxes.while_ready(pod_id)
@@ -283,6 +324,7 @@ class ContainerManager:
                 shim.delete(rec.id)
         if rec.shim_dir:
             statusfile.remove_state(rec.shim_dir, rec.id)
+        self._remove_rdt_group(rec)
         shutil.rmtree(self.paths.container_dir(rec.id), ignore_errors=True)
         with self._lock:
             self._records.pop(rec.id, None)
@@ -293,7 +335,7 @@ class ContainerManager:
     def _save(self, rec: ContainerRecord) -> None:
         self.store.update(R.KIND, rec.id, rec.to_json())
 
-    def _apply(self, rec: ContainerRecord, state: dict[str, Any]) -> None:
+    def _apply(self, rec: ContainerRecord, state: ContainerState) -> None:
         """Copies a shim state into the record; persists and publishes a transition."""
         with self._lock:
             before = rec.state
@@ -304,6 +346,7 @@ class ContainerManager:
         if rec.state == R.EXITED and before != R.EXITED:
             log.info("container %s exited with %d (%s)", rec.id[:12], rec.exit_code, rec.reason)
             self._publish(api_pb2.CONTAINER_STOPPED_EVENT, rec)
+            self._nri(self.nri.stop_container, rec)
 
     def _refresh(self, rec: ContainerRecord, alive_cache: dict[str, bool] | None = None) -> None:
         """Brings rec's runtime state up to date from the shim's status file."""
@@ -316,11 +359,11 @@ class ContainerManager:
         path = statusfile.status_path(rec.shim_dir, rec.id)
         if not alive:
             # re-check the file first: the shim may have recorded the exit before dying
-            state = statusfile.read_states(rec.shim_dir).get(rec.id)
-            if state is None or state.get("state") != R.EXITED:
-                state = {"state": R.EXITED, "exit_code": 255, "reason": "Error",
-                         "finished_at": time.time_ns(),
-                         "message": "the pod's shim is gone; the container's fate is unknown"}
+            state = shim_client.read_states(rec.shim_dir).get(rec.id)
+            if state is None or state.state != R.EXITED:
+                state = ContainerState(
+                    R.EXITED, exit_code=255, reason="Error", finished_at=time.time_ns(),
+                    message="the pod's shim is gone; the container's fate is unknown")
             self._apply(rec, state)
             return
         try:
@@ -355,6 +398,7 @@ class ContainerManager:
             if rec.state != R.CREATED:
                 raise FailedPrecondition(f"container {rec.id} is {rec.state}; only a created "
                                          "container can be started")
+            self._nri(self.nri.start_container, rec, required=True)
             shim = ShimClient(rec.shim_dir)
             try:
                 started = shim.start(rec.id)
@@ -367,7 +411,9 @@ class ContainerManager:
                     rec.started_at = started
                     self._save(rec)
             self._shim_state(rec)
+            self._run_runtime_hooks(rec, "poststart", "running")
         self._publish(api_pb2.CONTAINER_STARTED_EVENT, rec)
+        self._nri(self.nri.post_start_container, rec)
 
     def stop(self, container_id: str, timeout: float) -> None:
         """Stops a container; an unknown id is not an error (kubelet and critest retry stops)."""
@@ -389,7 +435,7 @@ class ContainerManager:
             if rec.state == R.RUNNING and timeout > 0:
                 shim.kill(rec.id, rec.kill_signal)
                 state = shim.wait(rec.id, timeout)
-                if state.get("state") == R.EXITED:
+                if state.state == R.EXITED:
                     self._apply(rec, state)
                     return
             shim.kill(rec.id, int(signal.SIGKILL))
@@ -400,12 +446,12 @@ class ContainerManager:
             return
         except NotFound:                  # the shim does not know it (any more)
             self._kill_leftovers(rec)
-            self._apply(rec, {"state": R.EXITED, "exit_code": 255, "reason": "Error",
-                              "finished_at": time.time_ns(),
-                              "message": "the pod's shim no longer knows this container"})
+            self._apply(rec, ContainerState(
+                R.EXITED, exit_code=255, reason="Error", finished_at=time.time_ns(),
+                message="the pod's shim no longer knows this container"))
             return
         self._apply(rec, state)
-        if state.get("state") != R.EXITED:
+        if state.state != R.EXITED:
             raise DeadlineExceeded(f"container {rec.id} did not exit {KILL_WAIT_SECONDS:.0f}s "
                                    "after SIGKILL")
 
@@ -429,6 +475,8 @@ class ContainerManager:
                 pass
             statusfile.remove_state(rec.shim_dir, rec.id)
         self._remove_cgroup(rec)
+        self._remove_rdt_group(rec)
+        self._run_runtime_hooks(rec, "poststop", "stopped")
         shutil.rmtree(self.paths.container_dir(rec.id), ignore_errors=True)
         self.store.delete(R.KIND, rec.id)
         with self._lock:
@@ -438,6 +486,7 @@ class ContainerManager:
         if rec.state != R.EXITED:
             rec.state = R.EXITED
         self._publish(api_pb2.CONTAINER_DELETED_EVENT, rec)
+        self._nri(self.nri.remove_container, rec)
         log.info("removed container %s", rec.id[:12])
 
     @staticmethod
@@ -529,15 +578,22 @@ class ContainerManager:
         with self._lock:
             return [r for r in self._records.values() if r.state != R.CREATING]
 
-    def update_resources(self, container_id: str, update: dict[str, Any]) -> ContainerRecord:
+    def update_resources(self, container_id: str, update: dict[str, Any],
+                         nri_hooks: bool = True) -> ContainerRecord:
         """UpdateContainerResources: merges `update` (ContainerSpec resource names) into the
         container's resources, writes what changed to its live cgroup (created or running;
         an exited container only has its record updated, as containerd does) and keeps the
-        result in the record (ContainerStatus.resources). A failed cgroup write is undone."""
+        result in the record (ContainerStatus.resources). A failed cgroup write is undone.
+        NRI plugins may change the update first (not for their own, unsolicited updates:
+        nri_hooks=False)."""
         from cri_server import resource_update
         rec = self.get(container_id)
         with self._ctr_lock(rec.id):
             self._refresh(rec)
+            if nri_hooks and self.nri is not NO_NRI:
+                pod = self._nri_pod(rec)
+                if pod is not None:
+                    update = self.nri.update_container(pod, rec, update)
             current = dict(rec.resources)
             merged = resource_update.merge(current, update)
             path = self._cgroup_path(rec)
@@ -557,6 +613,8 @@ class ContainerManager:
                     rec.spec = {**rec.spec, "cgroup": {**rec.spec["cgroup"],
                                                        "resources": dict(merged)}}
                 self._save(rec)
+        if nri_hooks:
+            self._nri(self.nri.post_update_container, rec)
         return rec
 
     def is_image_in_use(self, image_id: str) -> bool:
@@ -660,6 +718,28 @@ class ContainerManager:
             self._monitor.join(5)
             self._monitor = None
 
+    def _nri_pod(self, rec: ContainerRecord) -> Any:
+        try:
+            return self.sandboxes.get(rec.pod_id)
+        except NotFound:
+            return None
+
+    def _nri(self, hook: Callable[[Any, ContainerRecord], None], rec: ContainerRecord,
+             required: bool = False) -> None:
+        """Runs an NRI hook for rec; only a required one (StartContainer) may fail the call."""
+        if self.nri is NO_NRI:
+            return
+        pod = self._nri_pod(rec)
+        if pod is None:
+            return
+        if required:
+            hook(pod, rec)
+            return
+        try:
+            hook(pod, rec)
+        except Exception:
+            log.exception("NRI notification for container %s", rec.id[:12])
+
     def _publish(self, event_type: int, rec: ContainerRecord) -> None:
         if self.event_sink is None:
             return
@@ -686,13 +766,13 @@ def _repo_digest(requested: str, img: ImageRecord) -> str:
     return str(digests[0]) if digests else ""
 
 
-def _read_state(path: str) -> dict[str, Any] | None:
+def _read_state(path: str) -> ContainerState | None:
     try:
         with open(path, "rb") as f:
             data = json.loads(f.read())
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    return shim_client.parse_state(data)
 
 
 def _storable_spec(spec: dict[str, Any]) -> dict[str, Any]:

@@ -5,8 +5,8 @@ Rules (containerd's, with the CRI's recursive_read_only checks):
 - PROPAGATION_PRIVATE -> private, HOST_TO_CONTAINER -> rslave (the host mount holding the
   source must be shared or a slave), BIDIRECTIONAL -> rshared (it must be shared);
 - recursive_read_only needs readonly, private propagation and kernel support;
-- selinux_relabel is ignored (no SELinux here); uid/gid mappings are refused (no user
-  namespaces);
+- selinux_relabel is ignored (no SELinux here); per-mount uid/gid mappings are refused (in
+  a pod user namespace the init idmaps every mount with the pod's mappings);
 - /etc/hostname, /etc/hosts, /etc/resolv.conf come from the pod unless the request mounts
   them itself; they are read-only when the root filesystem is;
 - image config VOLUMEs become empty read-write directories of the container (as containerd);
@@ -18,16 +18,17 @@ Rules (containerd's, with the CRI's recursive_read_only checks):
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import posixpath
 import stat
 from collections.abc import Callable
-from typing import Any
 
 from cri_server import host_features
 from proto import api_pb2
 from pycri_common.errors import InvalidArgument, NotFound
 from runtime import container_spec
+from runtime.container_spec import Device, Mount
 
 PROPAGATION = {
     api_pb2.PROPAGATION_PRIVATE: "private",
@@ -73,14 +74,15 @@ def check_propagation(source: str, propagation: str) -> None:
             "to be shared or a slave (mount --make-rshared or --make-rslave)")
 
 
-def cri_mount(m: api_pb2.Mount) -> dict[str, Any]:
+def cri_mount(m: api_pb2.Mount) -> Mount:
     """One CRI host-path mount as a spec bind mount."""
     dest = m.container_path
     if not dest.startswith("/"):
         raise InvalidArgument(f"mount container_path {dest!r} must be an absolute path")
     if m.uidMappings or m.gidMappings:
-        raise InvalidArgument(f"mount {dest!r}: id-mapped mounts need user namespaces, which "
-                              "pycri does not support")
+        raise InvalidArgument(f"mount {dest!r}: per-mount uid/gid mappings are not supported "
+                              "(in a pod with its own user namespace every mount is idmapped "
+                              "with the pod's mappings)")
     if not m.host_path.startswith("/"):
         raise InvalidArgument(f"mount {dest!r}: host_path {m.host_path!r} must be absolute")
     source = os.path.realpath(m.host_path)
@@ -116,8 +118,7 @@ def image_sub_path(m: api_pb2.Mount) -> str | None:
     return posixpath.normpath(sub)
 
 
-def image_mount(m: api_pb2.Mount, image_layers: Callable[[str], list[str]]
-                ) -> dict[str, Any]:
+def image_mount(m: api_pb2.Mount, image_layers: Callable[[str], list[str]]) -> Mount:
     """A Mount.image volume: the image's layers (top first, from `image_layers(ref)`, called
     once the request is checked), read-only, not noexec; with `image_sub_path` only that part
     of the image (resolved inside it by the init). `propagation` is ignored: the image's
@@ -130,42 +131,40 @@ def image_mount(m: api_pb2.Mount, image_layers: Callable[[str], list[str]]
     if m.host_path:
         raise InvalidArgument(f"mount {dest!r}: set either host_path or image, not both")
     if m.uidMappings or m.gidMappings:
-        raise InvalidArgument(f"mount {dest!r}: id-mapped mounts need user namespaces, which "
-                              "pycri does not support")
+        raise InvalidArgument(f"mount {dest!r}: per-mount uid/gid mappings are not supported "
+                              "(in a pod with its own user namespace every mount is idmapped "
+                              "with the pod's mappings)")
     sub = image_sub_path(m)
     lower_dirs = image_layers(m.image.image)
     if not lower_dirs:
         raise InvalidArgument(f"mount {dest!r}: image {m.image.image!r} has no layers")
     if len(lower_dirs) == 1:
         out = container_spec.bind_mount(lower_dirs[0], dest, readonly=True,
-                                        recursive_readonly=m.recursive_read_only)
-        out["options"] = ["rbind", "nodev"]
+                                        recursive_readonly=m.recursive_read_only,
+                                        options=("rbind", "nodev"))
     else:  # overlay with lower dirs only is read-only by construction
-        out = {"destination": dest, "type": "overlay", "source": "overlay",
-               "options": ["ro", "nodev", "lowerdir=" + ":".join(lower_dirs)],
-               "propagation": None, "readonly": True, "recursive_readonly": False}
-    out["sub_path"] = sub
-    return out
+        out = Mount(destination=dest, type="overlay", source="overlay",
+                    options=("ro", "nodev", "lowerdir=" + ":".join(lower_dirs)), readonly=True)
+    return dataclasses.replace(out, sub_path=sub)
 
 
 HOST_SHM = "/dev/shm"
 
 
-def share_pod_shm(spec_mounts: list[dict[str, Any]], ipc_mode: str, pod_shm: str
-                  ) -> list[dict[str, Any]]:
+def share_pod_shm(spec_mounts: list[Mount], ipc_mode: str, pod_shm: str) -> list[Mount]:
     """/dev/shm as containerd does: the host's for host IPC, the pod's tmpfs for a pod IPC
     namespace (shared by the pod's containers); a pod without one keeps the container's own
     tmpfs."""
     source = HOST_SHM if ipc_mode == "node" else pod_shm
     if not source:
         return spec_mounts
-    shared = container_spec.bind_mount(source, "/dev/shm")
-    shared["options"] = ["rbind", "nosuid", "nodev", "noexec"]
-    return [shared if m["destination"] == "/dev/shm" else m for m in spec_mounts]
+    shared = container_spec.bind_mount(source, "/dev/shm",
+                                       options=("rbind", "nosuid", "nodev", "noexec"))
+    return [shared if m.destination == "/dev/shm" else m for m in spec_mounts]
 
 
 def pod_file_mounts(pod_files: dict[str, str], requested: set[str],
-                    readonly: bool) -> list[dict[str, Any]]:
+                    readonly: bool) -> list[Mount]:
     """The pod's hostname/hosts/resolv.conf, unless the request mounts that path itself."""
     out = []
     for dest in POD_FILES:
@@ -176,7 +175,7 @@ def pod_file_mounts(pod_files: dict[str, str], requested: set[str],
 
 
 def volume_mounts(volumes: list[str], requested: set[str], volumes_dir: str
-                  ) -> list[dict[str, Any]]:
+                  ) -> list[Mount]:
     """Image VOLUMEs not covered by a request mount: fresh dirs under volumes_dir."""
     out = []
     for i, dest in enumerate(volumes):
@@ -190,12 +189,11 @@ def volume_mounts(volumes: list[str], requested: set[str], volumes_dir: str
 
 
 def devices(requested: list[api_pb2.Device], privileged: bool,
-            host_devices: Callable[[], list[dict[str, Any]]] | None = None
-            ) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+            host_devices: Callable[[], list[Device]] | None = None) -> list[Device]:
+    out: list[Device] = []
     if privileged:
         out.extend((host_devices or all_host_devices)())
-    seen = {d["container_path"] for d in out}
+    seen = {d.container_path for d in out}
     for d in requested:
         if not d.host_path.startswith("/"):
             raise InvalidArgument(f"device host_path {d.host_path!r} must be absolute")
@@ -213,23 +211,22 @@ def devices(requested: list[api_pb2.Device], privileged: bool,
             raise NotFound(f"device {d.host_path!r} does not exist on the host") from None
         if stat.S_ISDIR(st.st_mode):
             for dev in _devices_under(host):
-                rel = os.path.relpath(dev["host_path"], host)
-                dev["container_path"] = os.path.join(cpath, rel)
-                dev["permissions"] = perms
-                if dev["container_path"] not in seen:
+                rel = os.path.relpath(dev.host_path, host)
+                dev = Device(dev.host_path, os.path.join(cpath, rel), perms)
+                if dev.container_path not in seen:
                     out.append(dev)
-                    seen.add(dev["container_path"])
+                    seen.add(dev.container_path)
             continue
         if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
             raise InvalidArgument(f"device {d.host_path!r} is not a device node")
         if cpath in seen:
-            out = [x for x in out if x["container_path"] != cpath]
-        out.append({"host_path": host, "container_path": cpath, "permissions": perms})
+            out = [x for x in out if x.container_path != cpath]
+        out.append(Device(host_path=host, container_path=cpath, permissions=perms))
         seen.add(cpath)
     return out
 
 
-def _devices_under(top: str) -> list[dict[str, Any]]:
+def _devices_under(top: str) -> list[Device]:
     found = []
     for dirpath, dirnames, filenames in os.walk(top):
         dirnames[:] = [d for d in dirnames if d not in ("pts", "shm", "mqueue", "fd")]
@@ -240,11 +237,11 @@ def _devices_under(top: str) -> list[dict[str, Any]]:
             except OSError:
                 continue
             if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-                found.append({"host_path": path, "container_path": path, "permissions": "rwm"})
-    return sorted(found, key=lambda d: d["host_path"])
+                found.append(Device(host_path=path, container_path=path))
+    return sorted(found, key=lambda d: d.host_path)
 
 
-def all_host_devices() -> list[dict[str, Any]]:
+def all_host_devices() -> list[Device]:
     """Every device node under the host's /dev (what a privileged container gets)."""
     return [d for d in _devices_under("/dev")
-            if d["host_path"] not in ("/dev/console", "/dev/ptmx", "/dev/tty")]
+            if d.host_path not in ("/dev/console", "/dev/ptmx", "/dev/tty")]

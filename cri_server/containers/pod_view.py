@@ -27,6 +27,7 @@ class PodView:
     shim_dir: str = ""
     netns_path: str = ""
     shm_path: str = ""                      # the pod's /dev/shm tmpfs ("" = none)
+    userns: dict[str, Any] = field(default_factory=dict)  # the pod's own user namespace ({} = host)
 
     @property
     def host_network(self) -> bool:
@@ -55,4 +56,5 @@ def from_sandbox(rec: Any) -> PodView:
         cgroup_path=getattr(rec, "cgroup_path", "") or "",
         pod_files=files, shim_dir=getattr(rec, "shim_dir", "") or "",
         netns_path=getattr(rec, "netns_path", "") or "",
-        shm_path=getattr(rec, "shm_path", "") or "")
+        shm_path=getattr(rec, "shm_path", "") or "",
+        userns=dict(getattr(rec, "userns", {}) or {}))

@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from runtime.shim.protocol import ContainerState
+
 KIND = "container"
 
 # Record states. "creating" is written before any side effect so that a daemon
@@ -57,6 +59,8 @@ class ContainerRecord:
     stdin_once: bool = False
     fingerprint: str = ""         # hash of the request, for kubelet retries
     shim_dir: str = ""            # the pod's shim (status files stay readable after it died)
+    #: ContainerSpec.to_json() as sent to the shim, the seccomp rules summarised (kept as JSON:
+    #: it is shown as CRI's verbose "runtimeSpec", and records of older daemons load as is)
     spec: dict[str, Any] = field(default_factory=dict)
     # runtime state
     state: str = CREATING
@@ -81,24 +85,24 @@ class ContainerRecord:
     def name_key(self) -> str:
         return name_key(self.pod_id, self.name, self.attempt)
 
-    def apply_state(self, st: dict[str, Any]) -> bool:
+    def apply_state(self, st: ContainerState) -> bool:
         """Copies a shim ContainerState into the record; True if anything changed."""
         before = (self.state, self.pid, self.started_at, self.finished_at, self.exit_code,
                   self.reason, self.message)
-        state = st.get("state", self.state)
+        state = st.state
         if _PROGRESS.get(state, 0) < _PROGRESS.get(self.state, 0):
             return False   # an older state than the one already applied
         if state in (CREATED, RUNNING, EXITED):
             self.state = state
-        self.pid = int(st.get("pid") or self.pid or 0)
+        self.pid = st.pid or self.pid
         for key in ("created_at", "started_at", "finished_at", "exit_code"):
-            value = st.get(key)
+            value = getattr(st, key)
             if value:
-                setattr(self, key, int(value))
+                setattr(self, key, value)
         if self.state == EXITED:
-            self.exit_code = int(st.get("exit_code") or 0)
-            self.reason = st.get("reason") or self.reason
-            self.message = st.get("message") or self.message
+            self.exit_code = st.exit_code
+            self.reason = st.reason or self.reason
+            self.message = st.message or self.message
         after = (self.state, self.pid, self.started_at, self.finished_at, self.exit_code,
                  self.reason, self.message)
         return before != after

@@ -25,14 +25,14 @@ from runtime import apparmor, container_spec, seccomp
 _SP = api_pb2.SecurityProfile
 
 
-def capabilities(sc: api_pb2.LinuxContainerSecurityContext) -> dict[str, list[str]]:
+def capabilities(sc: api_pb2.LinuxContainerSecurityContext) -> container_spec.Capabilities:
     caps = sc.capabilities
     return container_spec.compute_capabilities(
         add=list(caps.add_capabilities), drop=list(caps.drop_capabilities),
         add_ambient=list(caps.add_ambient_capabilities), privileged=sc.privileged)
 
 
-def user(sc: api_pb2.LinuxContainerSecurityContext, image_user: str) -> dict[str, Any]:
+def user(sc: api_pb2.LinuxContainerSecurityContext, image_user: str) -> container_spec.UserSpec:
     """The spec's process.user: who the process runs as, its groups and the groups policy."""
     username = sc.run_as_username
     uid = sc.run_as_user.value if sc.HasField("run_as_user") else None
@@ -52,8 +52,9 @@ def user(sc: api_pb2.LinuxContainerSecurityContext, image_user: str) -> dict[str
         if not 0 <= g < 2**32 - 1:
             raise InvalidArgument(f"security_context.supplemental_groups: {g} is out of range")
     policy = "Strict" if sc.supplemental_groups_policy == api_pb2.Strict else "Merge"
-    return {"uid": parsed.uid, "gid": parsed.gid, "username": parsed.username,
-            "groupname": parsed.groupname, "supplemental_groups": groups, "policy": policy}
+    return container_spec.UserSpec(uid=parsed.uid, gid=parsed.gid, username=parsed.username,
+                                   groupname=parsed.groupname,
+                                   supplemental_groups=tuple(groups), policy=policy)
 
 
 def masked_and_readonly_paths(sc: api_pb2.LinuxContainerSecurityContext
@@ -87,13 +88,13 @@ def _profile(field: api_pb2.SecurityProfile | None, legacy_path: str) -> tuple[s
 
 
 def seccomp_profile(sc: api_pb2.LinuxContainerSecurityContext,
-                    caps: dict[str, list[str]]) -> dict[str, Any] | None:
+                    caps: container_spec.Capabilities) -> dict[str, Any] | None:
     if sc.privileged:
         return None
     kind, ref = _profile(sc.seccomp if sc.HasField("seccomp") else None,
                          sc.seccomp_profile_path)
     if kind == "runtime_default":
-        return seccomp.runtime_default_profile(caps["bounding"])
+        return seccomp.runtime_default_profile(list(caps.bounding))
     if kind == "localhost":
         if not ref.startswith("/"):
             raise InvalidArgument(f"seccomp Localhost profile {ref!r} must be an absolute "

@@ -1,4 +1,4 @@
-"""CreateContainerRequest + the pod + the image -> ContainerSpec (contract 4).
+"""CreateContainerRequest + the pod + the image -> ContainerSpec (contract 4, docs/architecture.md).
 
 Pure except for reading the host (host paths, mountinfo, device nodes, seccomp
 profile files) and creating the container's volume directories. Every check a
@@ -10,15 +10,27 @@ import os
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from cri_server import host_features, resources
+from cri_server.cdi import inject
+from cri_server.cdi.registry import Resolved
 from cri_server.containers import command, mounts, security
 from cri_server.containers.image_config import ImageView
 from cri_server.containers.pod_view import PodView
 from proto import api_pb2
 from pycri_common.errors import FailedPrecondition, InvalidArgument, Unimplemented
 from runtime import container_spec
+from runtime.container_spec import (
+    CgroupSpec,
+    ContainerSpec,
+    Device,
+    Namespace,
+    ProcessSpec,
+    Resources,
+    RootfsSpec,
+    UsernsSpec,
+)
+from runtime.pod_spec import IdMaps
 
 # TARGET pid mode: container id -> path of that container's pid namespace
 TargetPidNs = Callable[[str], str]
@@ -33,20 +45,20 @@ class ContainerDirs:
 
 
 def _namespaces(pod: PodView, sc: api_pb2.LinuxContainerSecurityContext,
-                target_pid_ns: TargetPidNs | None) -> list[dict[str, Any]]:
-    ns: list[dict[str, Any]] = []
+                target_pid_ns: TargetPidNs | None) -> list[Namespace]:
+    ns: list[Namespace] = []
     if not pod.host_network:
         for kind, key in (("network", "net"), ("uts", "uts")):
             path = pod.ns_paths.get(key)
             if not path:
                 raise FailedPrecondition(f"pod {pod.id} has no pinned {kind} namespace; is the "
                                          "pod still running?")
-            ns.append({"type": kind, "path": path})
+            ns.append(Namespace(kind, path))
     if pod.namespaces.get("ipc", "pod") != "node":
         path = pod.ns_paths.get("ipc")
         if not path:
             raise FailedPrecondition(f"pod {pod.id} has no pinned ipc namespace")
-        ns.append({"type": "ipc", "path": path})
+        ns.append(Namespace("ipc", path))
     opts = sc.namespace_options
     if opts.pid == api_pb2.NODE:
         pass
@@ -55,15 +67,44 @@ def _namespaces(pod: PodView, sc: api_pb2.LinuxContainerSecurityContext,
             raise InvalidArgument("namespace_options.pid is TARGET but target_id is empty")
         if target_pid_ns is None:
             raise FailedPrecondition("TARGET pid namespaces are not available")
-        ns.append({"type": "pid", "path": target_pid_ns(opts.target_id)})
+        ns.append(Namespace("pid", target_pid_ns(opts.target_id)))
     elif opts.pid == api_pb2.POD and pod.ns_paths.get("pid"):
-        ns.append({"type": "pid", "path": pod.ns_paths["pid"]})
+        ns.append(Namespace("pid", pod.ns_paths["pid"]))
     else:  # CONTAINER, or POD in a pod without a pod-wide pid namespace
-        ns.append({"type": "pid", "path": None})
-    ns.append({"type": "mount", "path": None})
+        ns.append(Namespace("pid"))
+    ns.append(Namespace("mount"))
     if host_features.cgroup_mode() == "v2":
-        ns.append({"type": "cgroup", "path": None})
+        ns.append(Namespace("cgroup"))
     return ns
+
+
+def _userns(pod: PodView, sc: api_pb2.LinuxContainerSecurityContext) -> UsernsSpec | None:
+    """The container's user namespace: always its pod's (kubelet repeats the pod's
+    userns_options in the container's; anything else is refused)."""
+    opts = sc.namespace_options
+    if opts.HasField("userns_options"):
+        u = opts.userns_options
+        if u.mode in (api_pb2.CONTAINER, api_pb2.TARGET):
+            raise InvalidArgument(f"user namespace mode {api_pb2.NamespaceMode.Name(u.mode)} is "
+                                  "not supported for a container (it shares its pod's)")
+        asked = ({} if u.mode == api_pb2.NODE else
+                 {"uids": [[m.container_id, m.host_id, m.length] for m in u.uids],
+                  "gids": [[m.container_id, m.host_id, m.length] for m in u.gids]})
+        have = {k: pod.userns[k] for k in ("uids", "gids")} if pod.userns else {}
+        if asked != have:
+            raise InvalidArgument("the container's userns_options differ from its pod's "
+                                  "(a container shares the pod's user namespace)")
+    if not pod.userns:
+        return None
+    path = pod.ns_paths.get("user")
+    if not path:
+        raise FailedPrecondition(f"pod {pod.id} has no pinned user namespace; is the pod still "
+                                 "running?")
+    if sc.privileged:
+        raise InvalidArgument("a privileged container cannot run in a pod user namespace")
+    return UsernsSpec(path=path, maps=IdMaps(
+        uid_map=tuple((c, h, n) for c, h, n in pod.userns["uids"]),
+        gid_map=tuple((c, h, n) for c, h, n in pod.userns["gids"])))
 
 
 def _log_path(log_directory: str, log_path: str) -> str | None:
@@ -95,20 +136,24 @@ def _text(value: bytes | str) -> str:
     return value
 
 
-def _cgroup(pod: PodView, container_id: str, res: dict[str, Any]) -> dict[str, Any] | None:
+def _cgroup(pod: PodView, container_id: str, res: Resources) -> CgroupSpec | None:
     if not pod.cgroup_path:
         return None
     if pod.cgroup_driver == "systemd":
         path = posixpath.join(pod.cgroup_path, f"pycri-{container_id}.scope")
     else:
         path = posixpath.join(pod.cgroup_path, container_id)
-    return {"driver": pod.cgroup_driver, "path": path, "resources": res}
+    return CgroupSpec(driver=pod.cgroup_driver, path=path, resources=res)
 
 
 def build(container_id: str, request: api_pb2.CreateContainerRequest, pod: PodView,
           image: ImageView, dirs: ContainerDirs, target_pid_ns: TargetPidNs | None = None,
-          host_devices: Callable[[], list[dict[str, Any]]] | None = None,
-          image_layers: Callable[[str], list[str]] | None = None) -> dict[str, Any]:
+          host_devices: Callable[[], list[Device]] | None = None,
+          image_layers: Callable[[str], list[str]] | None = None,
+          cdi_devices: list[Resolved] | None = None) -> ContainerSpec:
+    """The spec, checked by the same parse the shim runs (ContainerSpec.from_json), so a
+    request the init would refuse fails here, before the shim is asked for anything.
+    CDI devices' edits are applied to its JSON form (cri_server.cdi.inject) before that."""
     config = request.config
     sc = config.linux.security_context
     pod_sc = pod.config.linux.security_context
@@ -120,7 +165,7 @@ def build(container_id: str, request: api_pb2.CreateContainerRequest, pod: PodVi
     caps = security.capabilities(sc)
     seccomp_profile = security.seccomp_profile(sc, caps)
     masked, readonly_paths = security.masked_and_readonly_paths(sc)
-    res = resources.to_dict(config.linux.resources)
+    res_json = resources.to_dict(config.linux.resources)
     args = command.merge_command(list(config.command), list(config.args), image.entrypoint,
                                  image.cmd)
     hostname = pod.hostname
@@ -142,32 +187,38 @@ def build(container_id: str, request: api_pb2.CreateContainerRequest, pod: PodVi
             continue
         spec_mounts.append(mounts.cri_mount(m))
     log_dir = request.sandbox_config.log_directory or pod.log_directory
-    spec: dict[str, Any] = {
-        "id": container_id,
-        "pod_id": pod.id,
-        "rootfs": {"lower": list(image.lower_dirs), "upper": dirs.upper, "work": dirs.work,
-                   "mountpoint": dirs.rootfs, "readonly": sc.readonly_rootfs},
-        "process": {
-            "args": args, "env": env, "cwd": _working_dir(config, image),
-            "tty": config.tty, "stdin": config.stdin, "stdin_once": config.stdin_once,
-            "user": security.user(sc, image.user),
-            "capabilities": caps, "no_new_privs": sc.no_new_privs,
-            "oom_score_adj": res["oom_score_adj"],
-            "rlimits": container_spec.default_rlimits(),
-            "apparmor_profile": security.apparmor_profile(sc),
-        },
-        "namespaces": _namespaces(pod, sc, target_pid_ns),
-        "hostname": None if pod.host_network else (hostname or None),
-        "mounts": spec_mounts,
-        "devices": mounts.devices(list(config.devices), sc.privileged, host_devices),
-        "masked_paths": masked, "readonly_paths": readonly_paths,
-        "privileged": sc.privileged,
-        "seccomp": seccomp_profile,
-        "cgroup": _cgroup(pod, container_id, res),
-        "log_path": _log_path(log_dir, config.log_path),
-        "log_directory": posixpath.normpath(log_dir) if log_dir and config.log_path else None,
-    }
-    return container_spec.validate_spec(spec)
+    spec = ContainerSpec(
+        id=container_id,
+        pod_id=pod.id,
+        rootfs=RootfsSpec(lower=tuple(image.lower_dirs), upper=dirs.upper, work=dirs.work,
+                          mountpoint=dirs.rootfs, readonly=sc.readonly_rootfs),
+        process=ProcessSpec(
+            args=tuple(args), env=tuple(env), cwd=_working_dir(config, image),
+            tty=config.tty, stdin=config.stdin, stdin_once=config.stdin_once,
+            user=security.user(sc, image.user),
+            capabilities=caps, no_new_privs=sc.no_new_privs,
+            oom_score_adj=res_json["oom_score_adj"],
+            rlimits=tuple(container_spec.default_rlimits()),
+            apparmor_profile=security.apparmor_profile(sc),
+        ),
+        namespaces=tuple(_namespaces(pod, sc, target_pid_ns)),
+        hostname=None if pod.host_network else (hostname or None),
+        userns=_userns(pod, sc),
+        mounts=tuple(spec_mounts),
+        devices=tuple(mounts.devices(list(config.devices), sc.privileged, host_devices)),
+        masked_paths=tuple(masked), readonly_paths=tuple(readonly_paths),
+        privileged=sc.privileged,
+        seccomp=seccomp_profile,
+        cgroup=_cgroup(pod, container_id, Resources.from_json(res_json)),
+        log_path=_log_path(log_dir, config.log_path),
+        log_directory=posixpath.normpath(log_dir) if log_dir and config.log_path else None,
+    )
+    data = spec.to_json()
+    if cdi_devices:
+        inject.apply(data, cdi_devices)
+    if data.get("hooks"):
+        data["annotations"] = dict(config.annotations)  # the OCI state hooks receive
+    return ContainerSpec.from_json(data)
 
 
 def container_dirs(container_dir: str) -> ContainerDirs:

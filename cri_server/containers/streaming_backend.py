@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import pty
@@ -27,6 +26,8 @@ from typing import Any
 from cri_server.streaming.netns_socket import connect_in_netns
 from pycri_common.errors import FailedPrecondition, InvalidArgument
 from runtime.shim import frames
+from runtime.shim.protocol import ContainerState
+from runtime.shim_client import ShimClient
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def _set_winsize(fd: int, width: int, height: int) -> None:
 class ExecSession:
     """One streaming exec: the process runs in the container until it exits or is killed."""
 
-    def __init__(self, shim: Any, container_id: str, cmd: Sequence[str], tty: bool,
+    def __init__(self, shim: ShimClient, container_id: str, cmd: Sequence[str], tty: bool,
                  stdin: bool, stdout: bool, stderr: bool, container_pid: int = 0) -> None:
         self._shim = shim
         self.tty = tty
@@ -111,8 +112,8 @@ class ExecSession:
         finally:
             for fd in passed:
                 _close(fd)
-        self.exec_id = reply["exec_id"]
-        self.pid = reply.get("pid", 0)
+        self.exec_id = reply.exec_id
+        self.pid = reply.pid
         self._waiter = threading.Thread(target=self._wait_exit, daemon=True,
                                         name=f"exec-wait-{self.exec_id}")
         self._waiter.start()
@@ -136,7 +137,7 @@ class ExecSession:
 
     def _wait_exit(self) -> None:
         try:
-            self._exit = int(self._shim.exec_wait(self.exec_id, None).get("exit_code", 255))
+            self._exit = self._shim.exec_wait(self.exec_id, None).exit_code
         except Exception:  # noqa: BLE001 - the shim went away: report a failure
             self._exit = 255
         finally:
@@ -176,7 +177,7 @@ class ExecSession:
 class AttachSession:
     """The container's own stdio through the shim's attach stream."""
 
-    def __init__(self, shim: Any, container_id: str, stdin: bool, stdout: bool, stderr: bool,
+    def __init__(self, shim: ShimClient, container_id: str, stdin: bool, stdout: bool, stderr: bool,
                  tty: bool) -> None:
         self._stream = shim.attach(container_id)
         self.tty = tty
@@ -214,8 +215,8 @@ class AttachSession:
                     break
                 stream, payload = frame
                 if stream == frames.EXITED:
-                    with contextlib.suppress(ValueError, TypeError):
-                        self._exit = int(json.loads(payload).get("exit_code", 0))
+                    with contextlib.suppress(InvalidArgument):
+                        self._exit = ContainerState.from_frame(payload).exit_code
                     break
                 fd = self._out_w.get(stream)
                 if stream == frames.STDERR and fd is None and self.tty:

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cni import CniManager
-from cri_server import faults
+from cri_server import faults, host_features
 from cri_server.config import Config
 from cri_server.list_budget import ListBudget
+from cri_server.nri.hooks import NO_NRI, NriHooks
 from cri_server.paths import Paths
 from cri_server.sandboxes import netns, pod_cgroup, pod_shm, podfiles, shim_process, validate
 from cri_server.sandboxes.record import (
@@ -51,8 +52,10 @@ from pycri_common.errors import (
     NotFound,
     PycriError,
     Unavailable,
+    Unimplemented,
 )
 from pycri_common.text import shorten
+from runtime.pod_spec import IdMaps, PodCgroup, PodNamespaces, PodSpec
 from runtime.shim import namespaces as shim_namespaces
 from runtime.shim_client import ShimClient
 
@@ -97,7 +100,7 @@ class _Pending:
 
 class SandboxManager:
     def __init__(self, config: Config, paths: Paths, store: Store, cni: CniManager | None,
-                 spawn_shim: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+                 spawn_shim: Callable[[PodSpec], dict[str, Any]]) -> None:
         self.config = config
         self.paths = paths
         self.store = store
@@ -117,6 +120,7 @@ class SandboxManager:
         self._list_sizes: dict[str, int] = {}  # list_bytes: List item size by pod id
         # What the Lists may carry (cri_server.list_budget): set by the wiring.
         self.list_budget: ListBudget | None = None
+        self.nri: NriHooks = NO_NRI  # NRI plugins (cri_server.nri): set by the wiring
 
     # -- lookups ---------------------------------------------------------------
     def resolve_id(self, id_or_prefix: str) -> str:
@@ -177,6 +181,12 @@ class SandboxManager:
     def run(self, request: api_pb2.RunPodSandboxRequest) -> str:
         plan = validate.plan(request, list(self.config.runtime.handlers),
                              podfiles.host_hostname())
+        if plan.userns:
+            supported, reason = host_features.user_namespaces(str(self.paths.root),
+                                                              str(self.paths.state))
+            if not supported:
+                raise Unimplemented(f"pods with their own user namespace (userns_options mode "
+                                    f"POD) are not supported on this host: {reason}")
         digest = request_digest(request)
         while True:
             pending, existing = self._reserve(plan.name_key, digest)
@@ -243,7 +253,8 @@ class SandboxManager:
             cgroup_driver=cg.driver, cgroup_parent=cg.parent, cgroup_path=cg.path,
             cgroup_owned=cg.owned, cgroup_prune_to=cg.prune_to,
             shm_path=("" if plan.namespaces.get("ipc") == "node"
-                      else pod_shm.shm_path(self.paths.state, pod_id)))
+                      else pod_shm.shm_path(self.paths.state, pod_id)),
+            userns=dict(plan.userns))
 
     def _create(self, request: api_pb2.RunPodSandboxRequest, plan: validate.SandboxPlan,
                 digest: str, pending: _Pending) -> str:
@@ -284,7 +295,9 @@ class SandboxManager:
         times.append(time.monotonic())
 
         network: Future[Any] | None = None
-        if not rec.host_network:
+        # A pod user namespace must own the network namespace: the shim makes both (the
+        # daemon's threads cannot enter a new user namespace) and CNI runs once it is up.
+        if not rec.host_network and not rec.userns:
             netns.create(rec.netns_path)
             self._save(rec, phase="netns")
             faults.crash_point("runp_netns")
@@ -302,6 +315,8 @@ class SandboxManager:
         self._save(rec, phase="shim")
         faults.crash_point("runp_shim")
         times.append(time.monotonic())
+        if not rec.host_network and rec.userns:
+            network = self._network_pool.submit(self._setup_network, rec, config)
 
         if network is not None:
             result = network.result()
@@ -312,6 +327,7 @@ class SandboxManager:
             faults.crash_point("runp_network")
             podfiles.write_hosts_with_ips(pod_dir, rec.hostname, result.ips)
 
+        self.nri.run_pod_sandbox(rec)  # NRI plugins; the pod is not listed until READY
         rec.state = READY
         self._save(rec, phase="ready")
         faults.crash_point("runp_ready")
@@ -333,16 +349,18 @@ class SandboxManager:
         except Exception as exc:
             raise Unavailable(f"setting up the network of pod {rec.id} failed: {exc}") from exc
 
-    def _pod_spec(self, rec: SandboxRecord) -> dict[str, Any]:
-        """The PodSpec of contract 2."""
-        return {
-            "pod_id": rec.id, "hostname": rec.hostname, "namespaces": dict(rec.namespaces),
-            "sysctls": dict(rec.sysctls), "shim_dir": rec.shim_dir, "ns_dir": rec.ns_dir,
-            "netns_path": rec.netns_path,
-            "cgroup": {"driver": rec.cgroup_driver, "parent": rec.cgroup_parent,
-                       "path": rec.cgroup_path},
-            "log_level": self.config.log_level,
-        }
+    def _pod_spec(self, rec: SandboxRecord) -> PodSpec:
+        """The PodSpec (contract 2 of docs/architecture.md); the zygote parses what it gets."""
+        return PodSpec(
+            pod_id=rec.id, hostname=rec.hostname,
+            namespaces=PodNamespaces.from_json(rec.namespaces), sysctls=dict(rec.sysctls),
+            shim_dir=rec.shim_dir, ns_dir=rec.ns_dir, netns_path=rec.netns_path or "",
+            cgroup=PodCgroup(driver=rec.cgroup_driver, parent=rec.cgroup_parent,
+                             path=rec.cgroup_path),
+            log_level=self.config.log_level,
+            userns=(IdMaps(uid_map=tuple((c, h, n) for c, h, n in rec.userns["uids"]),
+                           gid_map=tuple((c, h, n) for c, h, n in rec.userns["gids"]))
+                    if rec.userns else None))
 
     # -- StopPodSandbox --------------------------------------------------------
     def stop(self, pod_id: str) -> None:
@@ -364,6 +382,7 @@ class SandboxManager:
     def _stop_locked(self, rec: SandboxRecord) -> None:
         t0 = time.monotonic()
         self.containers.stop_all_in_pod(rec.id, self.config.runtime.stop_grace_seconds)
+        self._notify_nri(self.nri.stop_pod_sandbox, rec)
         t1 = time.monotonic()
         if rec.network_ready or self._has_cni_state(rec):
             self._teardown_network(rec, force=False)
@@ -422,7 +441,15 @@ class SandboxManager:
         with self._pod_locks_guard:
             self._pod_locks.pop(rec.id, None)
         self._publish(api_pb2.CONTAINER_DELETED_EVENT, rec)
+        self._notify_nri(self.nri.remove_pod_sandbox, rec)
         log.info("pod sandbox %s removed", rec.id)
+
+    @staticmethod
+    def _notify_nri(hook: Callable[[SandboxRecord], None], rec: SandboxRecord) -> None:
+        try:
+            hook(rec)
+        except Exception:
+            log.exception("NRI notification for pod sandbox %s", rec.id[:12])
 
     def _publish(self, event_type: int, rec: SandboxRecord) -> None:
         if self.event_sink is None:
@@ -499,7 +526,7 @@ class SandboxManager:
             hello = ShimClient(rec.shim_dir).hello(timeout=HELLO_TIMEOUT)
         except PycriError:
             return False
-        return hello.get("pod_id") == rec.id and hello.get("pause_alive", True) is not False
+        return hello.pod_id == rec.id and hello.pause_alive
 
     def _collect_orphans(self, known: set[str]) -> None:
         for base in (self.paths.shims_dir, self.paths.ns_root, self.paths.netns_root):
@@ -540,11 +567,12 @@ class SandboxManager:
         rec = self.get(pod_id)
         if rec.state == CREATING:
             raise FailedPrecondition(f"pod sandbox {rec.id} is still being created")
+        self.nri.update_pod_sandbox(rec, linux)  # a plugin's error fails the update
         res = pod_cgroup.pod_resources(linux)
-        if not rec.cgroup_owned or not res:
-            return
-        from runtime import cgroups
-        cgroups.apply_resources(rec.cgroup_path, res)
+        if rec.cgroup_owned and res:
+            from runtime import cgroups
+            cgroups.apply_resources(rec.cgroup_path, res)
+        self._notify_nri(self.nri.post_update_pod_sandbox, rec)
 
     # -- helpers ---------------------------------------------------------------
     def _cgroup(self, rec: SandboxRecord) -> pod_cgroup.PodCgroup:
@@ -596,5 +624,5 @@ class SandboxManager:
         from cri_server.sandboxes.views import matches
 
         for rec in self.list():
-            if matches(rec, flt):
+            if rec.state != CREATING and matches(rec, flt):
                 yield rec

@@ -7,31 +7,16 @@ thread ever changes namespace. The pause-holder later joins it by path.
 """
 from __future__ import annotations
 
-import fcntl
 import os
-import socket
-import struct
 import threading
 
 from runtime import syscalls
-from runtime.shim.namespaces import unpin
-
-SIOCGIFFLAGS = 0x8913
-SIOCSIFFLAGS = 0x8914
-IFF_UP = 0x1
-
-
-def _loopback_up() -> None:
-    """ip link set lo up, in the calling thread's network namespace."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-        ifreq = fcntl.ioctl(s, SIOCGIFFLAGS, struct.pack("16sH22x", b"lo", 0))
-        flags = struct.unpack("16sH22x", ifreq)[1]
-        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
+from runtime.shim.namespaces import loopback_up, unpin
 
 
 def _make(path: str) -> None:
     syscalls.unshare(syscalls.CLONE_NEWNET)
-    _loopback_up()
+    loopback_up()
     syscalls.mount("/proc/thread-self/ns/net", path, None, syscalls.MS_BIND)
 
 

@@ -52,6 +52,9 @@ class SandboxRecord:
     ns_paths: dict[str, str] = field(default_factory=dict)   # net/ipc/uts/pid -> pinned path
     network_ready: bool = False          # CNI ADD done and not torn down yet
     shm_path: str = ""                   # the pod's /dev/shm tmpfs ("" for host IPC)
+    # the pod's own user namespace: {"mode": "pod", "uids": [[0, host, n]], "gids": [...]};
+    # {} = the host's (validate.user_namespace)
+    userns: dict[str, Any] = field(default_factory=dict)
     _config: Any = field(default=None, repr=False, compare=False)
 
     # -- config --------------------------------------------------------------

@@ -6,11 +6,13 @@ Pure functions (no I/O): runtime handler, metadata, namespace modes, sysctls
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from cri_server import labels, resources
 from proto import api_pb2
-from pycri_common.errors import InvalidArgument, NotFound, Unimplemented
+from pycri_common.errors import InvalidArgument, NotFound
 
 _MODE_NAMES = {api_pb2.POD: "pod", api_pb2.CONTAINER: "container", api_pb2.NODE: "node",
                api_pb2.TARGET: "target"}
@@ -33,6 +35,7 @@ class SandboxPlan:
     hostname: str
     sysctls: dict[str, str] = field(default_factory=dict)
     port_mappings: list[dict[str, object]] = field(default_factory=list)
+    userns: dict[str, Any] = field(default_factory=dict)  # user_namespace(): {} = the host's
 
     @property
     def host_network(self) -> bool:
@@ -79,9 +82,57 @@ def namespace_modes(config: api_pb2.PodSandboxConfig) -> dict[str, str]:
     if pid not in ("pod", "container", "node"):
         raise InvalidArgument(f"pid namespace mode {pid.upper()} is not valid for a pod "
                               "(use POD, CONTAINER or NODE)")
-    if opts.HasField("userns_options") and opts.userns_options.mode == api_pb2.POD:
-        raise Unimplemented("user namespaces (userns_options mode POD) are not supported by pycri")
     return {"network": network, "ipc": ipc, "pid": pid}
+
+
+MAX_ID = (1 << 32) - 1   # (uid_t)-1 is no ID: a range must end below it
+
+
+def _id_map(mappings: Sequence[api_pb2.IDMapping], what: str) -> list[list[int]]:
+    """One CRI mapping list as [[container_id, host_id, length]]: exactly one range (kubelet
+    sends one), container ID 0 mapped, non-empty, inside the 32-bit ID space."""
+    if len(mappings) != 1:
+        raise InvalidArgument(f"userns_options.{what}: a pod user namespace needs exactly one "
+                              f"mapping, got {len(mappings)}")
+    m = mappings[0]
+    if m.length == 0:
+        raise InvalidArgument(f"userns_options.{what}: the mapping's length must not be 0")
+    if m.container_id != 0:
+        raise InvalidArgument(f"userns_options.{what}: container ID 0 must be mapped (the "
+                              f"mapping starts at container ID {m.container_id})")
+    for name, start in (("container_id", m.container_id), ("host_id", m.host_id)):
+        if start + m.length > MAX_ID:
+            raise InvalidArgument(f"userns_options.{what}: {name} {start} + length {m.length} "
+                                  f"goes past the last ID {MAX_ID - 1}")
+    return [[m.container_id, m.host_id, m.length]]
+
+
+def user_namespace(config: api_pb2.PodSandboxConfig, namespaces: dict[str, str]
+                   ) -> dict[str, Any]:
+    """{} for the host's user namespace (NODE, or no userns_options), else {"mode": "pod",
+    "uids": [[0, host, n]], "gids": [[0, host, n]]}."""
+    sc = config.linux.security_context
+    opts = sc.namespace_options
+    if not opts.HasField("userns_options"):
+        return {}
+    u = opts.userns_options
+    mode = _MODE_NAMES.get(u.mode, "?")
+    if mode == "node":
+        if u.uids or u.gids:
+            raise InvalidArgument("userns_options: mode NODE (the host's user namespace) takes "
+                                  "no uid/gid mappings")
+        return {}
+    if mode != "pod":
+        raise InvalidArgument(f"user namespace mode {mode.upper()} is not supported (use POD "
+                              "or NODE)")
+    if sc.privileged:
+        raise InvalidArgument("a privileged pod cannot have its own user namespace "
+                              "(userns_options mode POD)")
+    for kind, value in (("network", "network"), ("ipc", "ipc"), ("pid", "pid")):
+        if namespaces[kind] == "node":
+            raise InvalidArgument(f"a pod with its own user namespace cannot use the host's "
+                                  f"{value} namespace")
+    return {"mode": "pod", "uids": _id_map(u.uids, "uids"), "gids": _id_map(u.gids, "gids")}
 
 
 def sysctl_namespace(name: str) -> str | None:
@@ -168,6 +219,7 @@ def plan(request: api_pb2.RunPodSandboxRequest, known_handlers: list[str],
     labels.check_labels("PodSandboxConfig.labels", config.labels)
     labels.check_annotations("PodSandboxConfig.annotations", config.annotations)
     namespaces = namespace_modes(config)
+    userns = user_namespace(config, namespaces)
     sysctls = check_sysctls(dict(config.linux.sysctls), namespaces)
     check_dns(config.dns_config)
     check_hostname(config.hostname)
@@ -179,4 +231,4 @@ def plan(request: api_pb2.RunPodSandboxRequest, known_handlers: list[str],
         hostname = host_hostname if namespaces["network"] == "node" else config.metadata.name[:63]
     return SandboxPlan(name_key=name_key(config.metadata), runtime_handler=request.runtime_handler,
                        namespaces=namespaces, hostname=hostname, sysctls=sysctls,
-                       port_mappings=port_mappings(config))
+                       port_mappings=port_mappings(config), userns=userns)

@@ -34,12 +34,23 @@ def pod_sandbox_status(rec: SandboxRecord) -> api_pb2.PodSandboxStatus:
         ip=rec.ip, additional_ips=[api_pb2.PodIP(ip=ip) for ip in rec.additional_ips])
     options = api_pb2.NamespaceOption(network=_MODES[rec.namespaces["network"]],
                                       pid=_MODES[rec.namespaces["pid"]],
-                                      ipc=_MODES[rec.namespaces["ipc"]])
+                                      ipc=_MODES[rec.namespaces["ipc"]],
+                                      userns_options=userns_options(rec.userns))
     return api_pb2.PodSandboxStatus(
         id=rec.id, metadata=cfg.metadata, state=cri_state(rec), created_at=rec.created_at,
         network=network,
         linux=api_pb2.LinuxPodSandboxStatus(namespaces=api_pb2.Namespace(options=options)),
         labels=cfg.labels, annotations=cfg.annotations, runtime_handler=rec.runtime_handler)
+
+
+def userns_options(userns: dict[str, Any]) -> api_pb2.UserNamespace:
+    """The CRI UserNamespace of a record's `userns` ({} = the host's: NODE)."""
+    if not userns:
+        return api_pb2.UserNamespace(mode=api_pb2.NODE)
+    return api_pb2.UserNamespace(
+        mode=api_pb2.POD,
+        uids=[api_pb2.IDMapping(container_id=c, host_id=h, length=n) for c, h, n in userns["uids"]],
+        gids=[api_pb2.IDMapping(container_id=c, host_id=h, length=n) for c, h, n in userns["gids"]])
 
 
 def verbose_info(rec: SandboxRecord, cni_result: dict[str, Any] | None) -> dict[str, str]:
@@ -60,6 +71,7 @@ def verbose_info(rec: SandboxRecord, cni_result: dict[str, Any] | None) -> dict[
         "cgroupPath": rec.cgroup_path,
         "runtimeHandler": rec.runtime_handler,
         "sysctls": rec.sysctls,
+        "userNamespace": rec.userns or {"mode": "node"},
         "portMappings": rec.port_mappings,
         "cniResult": cni_result,
         "config": json_format.MessageToDict(rec.config),

@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 from pycri_common.errors import FailedPrecondition, Unavailable
+from runtime.pod_spec import PodSpec
 from runtime.zygote_client import ZygoteClient, ZygoteError, start_zygote
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class ZygoteLink:
         except ZygoteError:
             return False
 
-    def spawn(self, pod_spec: dict[str, Any]) -> dict[str, Any]:
+    def spawn(self, pod_spec: PodSpec) -> dict[str, Any]:
         """{"pid", "pause_pid", "ns"} of the new shim once it is ready."""
         client = self._ensure()
         try:

@@ -40,10 +40,11 @@ MAX_CONNECTIONS = 128
 
 
 def parse_port(value: str) -> int | None:
-    try:
-        port = int(value, 10)
-    except ValueError:
+    """A port header value: 1-5 ASCII digits naming 1..65535, as kubelet's strconv.ParseUint
+    reads it; int() alone would also take "+80", " 80" and "8_0"."""
+    if not (1 <= len(value) <= 5 and value.isascii() and value.isdigit()):
         return None
+    port = int(value, 10)
     return port if 1 <= port <= 65535 else None
 
 

@@ -676,7 +676,12 @@ class SpdyConnection:
         if not self._is_peer_id(sid):
             raise SpdyProtocolError(f"peer opened stream {sid} with our parity")
         if sid <= self._last_peer_stream_id:
+            # A reused id: a stream error. If that stream is still open, the
+            # application must hear that it is gone, not find it forgotten.
+            was_open = sid in self._streams
             self.reset_stream(sid, RstStatus.PROTOCOL_ERROR)
+            if was_open:
+                events.append(StreamReset(sid, RstStatus.PROTOCOL_ERROR, remote=False))
             return
         self._last_peer_stream_id = sid
         if self.goaway_sent or self._peer_stream_count() >= MAX_PEER_STREAMS:

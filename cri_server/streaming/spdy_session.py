@@ -25,7 +25,7 @@ from typing import Protocol
 
 from cri_server.streaming import spdy
 from cri_server.streaming.spdy import FlowControlMode, Headers
-from cri_server.streaming.transport import close_connection
+from cri_server.streaming.transport import ReaderDone, close_connection
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ class SpdyStream:
         return self.reply_headers
 
 
-class SpdySession:
+class SpdySession(ReaderDone):
     """A SPDY session over a connected socket, served by one reader thread."""
 
     def __init__(self, sock: ByteSocket, client_side: bool,
@@ -202,7 +202,7 @@ class SpdySession:
         self.close_reason = ""
         self.goaway_received = False
         self._pings: dict[int, threading.Event] = {}
-        self._done = threading.Event()
+        super().__init__()
         self._reader = threading.Thread(target=self._read_loop, name=f"{name}-reader",
                                         daemon=True)
 
@@ -267,14 +267,6 @@ class SpdySession:
             self.sock.shutdown(socket.SHUT_WR)
         self._done.wait(timeout)
         self.close()
-
-    def wait_closed(self, timeout: float | None = None) -> bool:
-        return self._done.wait(timeout)
-
-    @property
-    def done(self) -> threading.Event:
-        """Set once the reader stopped: the peer closed, failed, or we closed."""
-        return self._done
 
     # -------------------------------------------------------------- reader
 

@@ -22,3 +22,19 @@ def close_connection(sock: ClosableSocket, reader: threading.Thread) -> None:
         reader.join(5)
     with contextlib.suppress(OSError):
         sock.close()
+
+
+class ReaderDone:
+    """A session served by one reader thread, which sets `done` when it stops (the peer
+    closed, failed, or we closed)."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    @property
+    def done(self) -> threading.Event:
+        """Set once the reader stopped: the peer closed, failed, or we closed."""
+        return self._done

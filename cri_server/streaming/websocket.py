@@ -31,7 +31,7 @@ from wsproto.events import (
 from wsproto.utilities import ProtocolError
 
 from cri_server.streaming import k8s_protocols as kp
-from cri_server.streaming.transport import close_connection
+from cri_server.streaming.transport import ReaderDone, close_connection
 
 _RECV_SIZE = 64 * 1024
 MAX_MESSAGE = 16 * 1024 * 1024
@@ -45,7 +45,7 @@ def is_base64_protocol(protocol: str) -> bool:
     return protocol in (kp.BASE64, kp.V4_BASE64)
 
 
-class WsChannelConnection:
+class WsChannelConnection(ReaderDone):
     """A channel-multiplexed WebSocket over a connected socket."""
 
     def __init__(self, sock: socket.socket, protocol: str, client_side: bool = False,
@@ -65,7 +65,7 @@ class WsChannelConnection:
         self.closed = False
         self.close_code: int | None = None
         self.close_reason = ""
-        self._done = threading.Event()
+        super().__init__()
         self._has_trailing = bool(trailing_data)
         self._reader = threading.Thread(target=self._read_loop, name=f"{name}-reader",
                                         daemon=True)
@@ -117,14 +117,6 @@ class WsChannelConnection:
                 self._send_event(CloseConnection(code=code))
         self._done.wait(timeout)
         self.close()
-
-    def wait_closed(self, timeout: float | None = None) -> bool:
-        return self._done.wait(timeout)
-
-    @property
-    def done(self) -> threading.Event:
-        """Set once the reader stopped: the peer closed, failed, or we closed."""
-        return self._done
 
     # ------------------------------------------------------------ receiving
 

@@ -1,8 +1,8 @@
 """cgroups for pods and containers: v1 (and hybrid) and v2; cgroupfs and systemd drivers.
 
-Daemon-facing API (contract 5):
+Who creates and removes which cgroup: contract 5 of docs/architecture.md. API:
 - naming: pod_cgroup_path(driver, cgroup_parent), container_cgroup_path(driver, pod_parent, id),
-  spec_cgroup_path(spec["cgroup"]) (the path to pass to the calls below)
+  spec_cgroup_path(spec JSON's "cgroup") (the path to pass to the calls below)
 - create_cgroup(path, resources) / remove_cgroup(path) / attach(path, pid)
 - apply_resources(path, resources)   (UpdateContainerResources)
 - read_stats(path) -> {"cpu_usage_ns", "memory_usage_bytes", "memory_working_set_bytes",

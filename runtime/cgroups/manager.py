@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from pycri_common.errors import InvalidArgument
+from pycri_common.errors import FailedPrecondition, InvalidArgument
 from runtime.cgroups import devices_bpf, fsutil, mode, resources
 
 V2_CONTROLLERS = ("cpuset", "cpu", "io", "memory", "hugetlb", "pids")
@@ -66,6 +66,10 @@ class V1Cgroup:
             target = os.path.join(self.dir(controller), name)
             if name == "memory.memsw.limit_in_bytes" and not os.path.exists(target):
                 continue  # no swap accounting on this kernel
+            if name.startswith("cpu.rt_") and not os.path.exists(target):
+                raise FailedPrecondition(f"cgroup.resources: realtime CPU ({name}) needs a "
+                                         "kernel with CONFIG_RT_GROUP_SCHED, which this host "
+                                         "lacks")
             if name == "memory.limit_in_bytes":
                 self._order_memory_writes(int(value), res)
             fsutil.write(target, value, f"cgroup.resources ({name})")

@@ -51,6 +51,11 @@ def v1_writes(res: dict[str, Any]) -> list[tuple[str, str, str]]:
     quota = _get(res, "cpu_quota")
     if quota:
         out.append(("cpu", "cpu.cfs_quota_us", str(quota)))
+    rt_period, rt_runtime = res.get("cpu_realtime_period"), res.get("cpu_realtime_runtime")
+    if rt_period:  # the period first: the runtime must fit in it (runc's order)
+        out.append(("cpu", "cpu.rt_period_us", str(rt_period)))
+    if rt_runtime is not None:
+        out.append(("cpu", "cpu.rt_runtime_us", str(rt_runtime)))
     if res.get("cpuset_cpus"):
         out.append(("cpuset", "cpuset.cpus", str(res["cpuset_cpus"])))
     if res.get("cpuset_mems"):
@@ -64,6 +69,15 @@ def v1_writes(res: dict[str, Any]) -> list[tuple[str, str, str]]:
             raise InvalidArgument(f"cgroup.resources.memory_swap_limit_in_bytes ({swap}) must "
                                   f"be >= memory_limit_in_bytes ({mem})")
         out.append(("memory", "memory.memsw.limit_in_bytes", str(swap)))
+    reservation = _get(res, "memory_reservation_in_bytes")
+    if reservation:
+        out.append(("memory", "memory.soft_limit_in_bytes", str(reservation)))
+    swappiness = res.get("memory_swappiness")
+    if swappiness is not None:
+        if not 0 <= int(swappiness) <= 100:
+            raise InvalidArgument(f"cgroup.resources.memory_swappiness: {swappiness} is not "
+                                  "in [0, 100]")
+        out.append(("memory", "memory.swappiness", str(swappiness)))
     pids = _get(res, "pids_limit")
     if pids:
         out.append(("pids", "pids.max", "max" if pids < 0 else str(pids)))
@@ -73,6 +87,12 @@ def v1_writes(res: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def v2_writes(res: dict[str, Any]) -> list[tuple[str, str]]:
+    for key, why in (("memory_swappiness", "cgroup v2 has no per-cgroup swappiness"),
+                     ("cpu_realtime_runtime", "cgroup v2 has no realtime CPU budget"),
+                     ("cpu_realtime_period", "cgroup v2 has no realtime CPU budget")):
+        if res.get(key) is not None:
+            raise InvalidArgument(f"cgroup.resources.{key}: not applicable on this host's "
+                                  f"cgroup v2 ({why})")
     out: list[tuple[str, str]] = []
     weight = shares_to_weight(_get(res, "cpu_shares"))
     if weight:
@@ -87,6 +107,9 @@ def v2_writes(res: dict[str, Any]) -> list[tuple[str, str]]:
     mem = _get(res, "memory_limit_in_bytes")
     if mem:
         out.append(("memory.max", "max" if mem < 0 else str(mem)))
+    reservation = _get(res, "memory_reservation_in_bytes")
+    if reservation:
+        out.append(("memory.low", str(reservation)))
     swap = swap_to_v2(mem, _get(res, "memory_swap_limit_in_bytes"))
     if swap is not None:
         out.append(("memory.swap.max", swap))

@@ -1,7 +1,7 @@
-"""The per-pod shim (contracts 2 and 3).
+"""The per-pod shim (contracts 2 and 3 of docs/architecture.md).
 
-One single-threaded process per pod, forked from runtime.zygote (double fork +
-setsid, so it survives kill -9 of the daemon and of the zygote). It is a child
+One single-threaded process per pod, forked from runtime.zygote (fork + setsid,
+so it survives kill -9 of the daemon and of the zygote). It is a child
 subreaper, owns the pause-holder (runtime.shim.pause, which execs the tiny
 program of runtime.shim.tinypause) that holds the pod's namespaces, pins them
 under ns_dir (runtime.shim.namespaces), forks container inits and exec
@@ -16,7 +16,12 @@ import only the standard library and runtime.*: never grpc, protobuf, httpx.
 Control protocol on <shim_dir>/shim.sock (JSON lines; daemon side: runtime.shim_client)
 ----------------------------------------------------------------------------------------
 request {"op": ..., ...}; reply {"ok": true, ...} or {"ok": false, "kind": <class name in
-pycri_common.errors>, "error": msg}. One outstanding request per connection.
+pycri_common.errors>, "error": msg}. One outstanding request per connection. Each request
+and structured reply below is a dataclass of runtime.shim.protocol (Create, CreateReply,
+ContainerState, ...), which both sides import: the shim parses a line into it before an
+operation runs (a malformed one is InvalidArgument), the daemon builds requests and parses
+replies with it. The shim raises the pycri_common.errors classes themselves; the kind on
+the wire is the class name, as in every earlier version (a shim outlives a daemon upgrade).
 
 - hello -> {"pod_id", "shim_pid", "pause_pid" (null: no new namespaces), "pause_alive",
   "ns": {"net"|"ipc"|"uts"|"pid": pinned path} (only the pod's own namespaces),

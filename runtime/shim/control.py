@@ -14,9 +14,11 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from pycri_common.errors import InvalidArgument, PycriError
 from runtime import arglimits
 from runtime.shim import frames
 from runtime.shim.loop import BufferedWriter, Loop
+from runtime.shim.protocol import Reply, error_to_json
 
 #: The longest request line accepted (bytes, the newline not counted). The daemon's largest
 #: legitimate request is a create whose argv + env fill the kernel's exec limit (at most
@@ -30,15 +32,7 @@ _RECV = 65536
 _ANC = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
 
 
-class ShimError(Exception):
-    """An error reply: kind is a class name from pycri_common.errors."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-Handler = Callable[["Connection", dict[str, Any], list[int]], "dict[str, Any] | None"]
+Handler = Callable[["Connection", dict[str, Any], list[int]], "Reply | dict[str, Any] | None"]
 
 
 class Connection:
@@ -96,7 +90,7 @@ class Connection:
                 self._scanned = len(self._inbuf)  # a long line is scanned once, not per chunk
                 break
             if nl < 0 or nl > MAX_LINE:
-                self.reply_error("InvalidArgument", f"request line longer than {MAX_LINE} bytes")
+                self.reply_error(InvalidArgument(f"request line longer than {MAX_LINE} bytes"))
                 self.close()
                 break
             line = bytes(self._inbuf[:nl])
@@ -117,17 +111,17 @@ class Connection:
             if not isinstance(req, dict):
                 for fd in fds:
                     os.close(fd)
-                self.reply_error("InvalidArgument",
-                                 req if isinstance(req, str) else "request is not a JSON object")
+                self.reply_error(InvalidArgument(
+                    req if isinstance(req, str) else "request is not a JSON object"))
                 continue
             self.pending = True
             try:
                 result = self._handle(self, req, fds)
-            except ShimError as e:
-                self.reply_error(e.kind, str(e))
+            except PycriError as e:
+                self.reply_error(e)
                 continue
             except Exception as e:  # noqa: BLE001 - reported to the client, shim keeps serving
-                self.reply_error("PycriError", f"{type(e).__name__}: {e}")
+                self.reply_error(PycriError(f"{type(e).__name__}: {e}"))
                 continue
             if result is not None:
                 self.reply(result)
@@ -145,21 +139,22 @@ class Connection:
             self.frame_handler(self, stream, payload)
 
     # --- output -----------------------------------------------------------------
-    def reply(self, obj: dict[str, Any]) -> None:
+    def reply(self, obj: Reply | dict[str, Any]) -> None:
         if self.closed:
             return
-        msg = {"ok": True}
-        msg.update(obj)
+        msg: dict[str, Any] = {"ok": True}
+        msg.update(obj if isinstance(obj, dict) else obj.to_json())
         self.pending = False
         self.out.write(json.dumps(msg).encode() + b"\n")
         if not self.pending:
             self._next()
 
-    def reply_error(self, kind: str, message: str) -> None:
+    def reply_error(self, err: PycriError) -> None:
+        """The error reply: its class name as the kind (protocol.error_to_json)."""
         if self.closed:
             return
         self.pending = False
-        self.out.write(json.dumps({"ok": False, "kind": kind, "error": message}).encode() + b"\n")
+        self.out.write(json.dumps(error_to_json(err)).encode() + b"\n")
 
     def enter_attach_mode(self, handler: Callable[[Connection, int, bytes], None]) -> None:
         """Switch to frames; called right after the ok reply to "attach" was queued."""

@@ -16,15 +16,16 @@ import stat
 import time
 from collections.abc import Callable
 
+from pycri_common.errors import FailedPrecondition, InvalidArgument, PycriError
 from runtime import dirfd
-from runtime.shim.control import ShimError
 
 MAX_LINE = 16 * 1024
 _FILE_FLAGS = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
                | os.O_NOCTTY | os.O_NONBLOCK)
 
 
-def open_log_file(path: str, log_dir: str | None, kind: str = "InvalidArgument") -> int:
+def open_log_file(path: str, log_dir: str | None,
+                  refused: type[PycriError] = InvalidArgument) -> int:
     """An O_APPEND fd of the log file `path` (created, with its directories, if missing).
 
     `log_dir` is the pod's log directory (PodSandboxConfig.log_directory): kubelet's, trusted
@@ -34,13 +35,14 @@ def open_log_file(path: str, log_dir: str | None, kind: str = "InvalidArgument")
     Everything below it is not trusted (a container with the log directory mounted can write
     there): each sub-directory of `path` is created and opened one component at a time without
     following symlinks (runtime.dirfd), the file with O_NOFOLLOW, and a symlink anywhere there
-    -- or a file that is not a regular file -- is refused with ShimError(`kind`) naming it.
+    -- or a file that is not a regular file, or one with a second hard link -- is refused with
+    the error class `refused` (a pycri_common.errors class) naming it.
     Without `log_dir`, the file's own directory is the trusted one.
     """
     root = os.path.normpath(log_dir) if log_dir else os.path.dirname(path)
     rel = os.path.relpath(path, root)
     if not os.path.isabs(path) or rel in (".", "..") or rel.startswith("../"):
-        raise ShimError("InvalidArgument", f"log file {path} is not below the log directory {root}")
+        raise InvalidArgument(f"log file {path} is not below the log directory {root}")
     os.makedirs(root, 0o755, exist_ok=True)
     parts = rel.split("/")
     root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -48,9 +50,8 @@ def open_log_file(path: str, log_dir: str | None, kind: str = "InvalidArgument")
         dir_fd = dirfd.open_dirs(root_fd, parts[:-1], create=True)
     except dirfd.UnsafeComponent as e:
         what = "a symlink" if e.symlink else "not a directory"
-        raise ShimError(kind, f"log file {path}: {root}{e.walked} is {what}; the log path below "
-                              f"the pod's log directory is never followed through symlinks"
-                        ) from None
+        raise refused(f"log file {path}: {root}{e.walked} is {what}; the log path below "
+                      f"the pod's log directory is never followed through symlinks") from None
     finally:
         os.close(root_fd)
     try:
@@ -59,15 +60,21 @@ def open_log_file(path: str, log_dir: str | None, kind: str = "InvalidArgument")
         except OSError as e:
             if e.errno != errno.ELOOP:
                 raise
-            raise ShimError(kind, f"log file {path} is a symlink; a log file is never opened "
-                                  "through one") from None
+            raise refused(f"log file {path} is a symlink; a log file is never opened "
+                          "through one") from None
     finally:
         os.close(dir_fd)
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise ShimError(kind, f"log file {path} exists and is not a regular file "
-                              f"({stat.filemode(mode)})")
+        raise refused(f"log file {path} exists and is not a regular file "
+                      f"({stat.filemode(st.st_mode)})")
+    if st.st_nlink > 1:
+        # A hard link made below the log directory would have the shim append to a file
+        # elsewhere on the same filesystem; kubelet's log files never have a second name.
+        os.close(fd)
+        raise refused(f"log file {path} has {st.st_nlink} hard links; a log file with "
+                      "another name elsewhere is never written")
     os.set_blocking(fd, True)
     return fd
 
@@ -100,7 +107,7 @@ class CriLogWriter:
     def reopen(self) -> None:
         """Open the file anew (kubelet renamed it for rotation), then close the old one: when
         the new one cannot be opened (FailedPrecondition for a symlink) the old one stays."""
-        fd = open_log_file(self.path, self.log_dir, kind="FailedPrecondition")
+        fd = open_log_file(self.path, self.log_dir, refused=FailedPrecondition)
         self.close()
         self._fd = fd
 

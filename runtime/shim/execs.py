@@ -10,12 +10,13 @@ import functools
 import os
 import secrets
 import signal
-from typing import Any
 
-from runtime.shim import spawn
-from runtime.shim.control import Connection, ShimError
-from runtime.shim.podstate import PodState, close_fd, read_report, take_report_messages, valid_signal
+from pycri_common.errors import FailedPrecondition, InvalidArgument, NotFound
+from runtime.shim import protocol, spawn
+from runtime.shim.control import Connection
+from runtime.shim.podstate import PodState, close_fd
 from runtime.shim.records import ExecProcess, State, exit_code_of
+from runtime.shim.reports import read_reports
 
 MAX_FINISHED_EXECS = 1024
 
@@ -25,28 +26,23 @@ class Execs:
         self.pod = pod
         self.loop = pod.loop
 
-    def op_exec(self, conn: Connection, req: dict[str, Any], fds: list[int]) -> None:
+    def op_exec(self, conn: Connection, req: protocol.Exec, fds: list[int]) -> None:
         """Takes fds (closes them whatever happens)."""
         try:
-            c = self.pod.container(req)
+            c = self.pod.container(req.container_id)
             if c.state is not State.RUNNING:
-                raise ShimError("FailedPrecondition",
-                                f"container {c.id} is {c.state}; exec needs a running container")
-            process = req.get("process")
-            if not isinstance(process, dict) or not isinstance(process.get("args"), list) \
-                    or not process["args"] or not all(isinstance(a, str) for a in process["args"]):
-                raise ShimError("InvalidArgument", "exec needs process.args, a non-empty list "
-                                                   "of strings")
+                raise FailedPrecondition(f"container {c.id} is {c.state}; exec needs a running "
+                                         "container")
             if len(fds) == 1:
                 stdio = (fds[0], fds[0], fds[0])
             elif len(fds) == 3:
                 stdio = (fds[0], fds[1], fds[2])
             else:
-                raise ShimError("InvalidArgument", f"exec needs 1 (tty) or 3 stdio fds passed "
-                                                   f"with SCM_RIGHTS, got {len(fds)}")
+                raise InvalidArgument(f"exec needs 1 (tty) or 3 stdio fds passed with SCM_RIGHTS, "
+                                      f"got {len(fds)}")
             report_r, report_w = os.pipe2(os.O_CLOEXEC)
             try:
-                forked = spawn.fork_exec(c.pid, c.spec, process, stdio, report_w)
+                forked = spawn.fork_exec(c.pid, c.spec, req.process, stdio, report_w)
             except BaseException:
                 close_fd(report_r)
                 raise
@@ -72,23 +68,17 @@ class Execs:
 
     def read_report(self, e: ExecProcess) -> None:
         """What the exec process reported: its pid (after entering a pid namespace) or an error."""
-        while e.report_fd >= 0:
-            data = read_report(e.report_fd)
-            if data is None:
-                return
-            if not data:
-                self._report_eof(e)
-                return
-            msgs, e.report_buf = take_report_messages(e.report_buf + data)
-            for msg in msgs:
-                pid = msg.get("pid")
-                if isinstance(pid, int) and pid > 0 and pid != e.pid:
-                    if self.pod.pids.get(e.pid, (None, None))[1] is e:
-                        self.pod.pids[e.pid] = ("exec_fork", e)
-                    e.pid = pid
-                    self.pod.track(pid, ("exec", e), functools.partial(self.exited, e))
-                if "error" in msg:
-                    e.error = (str(msg.get("kind") or "PycriError"), str(msg["error"]))
+        reports, eof = read_reports(e)
+        for report in reports:
+            if report.pid and report.pid != e.pid:
+                if self.pod.pids.get(e.pid, (None, None))[1] is e:
+                    self.pod.pids[e.pid] = ("exec_fork", e)
+                e.pid = report.pid
+                self.pod.track(report.pid, ("exec", e), functools.partial(self.exited, e))
+            if report.error is not None:
+                e.error = report.error
+        if eof:
+            self._report_eof(e)
 
     def _report_eof(self, e: ExecProcess) -> None:
         self.loop.forget(e.report_fd)
@@ -97,9 +87,9 @@ class Execs:
         conn, e.pending_reply = e.pending_reply, None
         if conn is not None:
             if e.error:
-                conn.reply_error(*e.error)
+                conn.reply_error(e.error)
             else:
-                conn.reply({"exec_id": e.id, "pid": e.pid})
+                conn.reply(protocol.ExecReply(e.id, e.pid))
         if e.error and e.exited:
             self.pod.execs.pop(e.id, None)
 
@@ -112,41 +102,38 @@ class Execs:
         for conn, timer in waiters:
             if timer:
                 timer.cancel()
-            conn.reply({"exit_code": e.exit_code, "timed_out": e.timed_out})
+            conn.reply(protocol.ExecWaitReply(e.exit_code, e.timed_out))
         if waiters or (e.error and e.report_fd < 0):
             self.pod.execs.pop(e.id, None)
         self.pod.on_settled()
 
-    def _exec(self, req: dict[str, Any]) -> ExecProcess:
-        eid = req.get("exec_id")
-        e = self.pod.execs.get(eid) if isinstance(eid, str) else None
+    def _exec(self, eid: str) -> ExecProcess:
+        e = self.pod.execs.get(eid)
         if e is None:
-            raise ShimError("NotFound", f"exec {eid!r} not found in pod {self.pod.pod_id}")
+            raise NotFound(f"exec {eid!r} not found in pod {self.pod.pod_id}")
         return e
 
-    def op_exec_wait(self, conn: Connection, req: dict[str, Any]) -> dict[str, Any] | None:
-        e = self._exec(req)
+    def op_exec_wait(self, conn: Connection, req: protocol.ExecWait) -> protocol.ExecWaitReply | None:
+        e = self._exec(req.exec_id)
         if e.exited:
             self.pod.execs.pop(e.id, None)
-            return {"exit_code": e.exit_code, "timed_out": e.timed_out}
-        timeout = req.get("timeout")
+            return protocol.ExecWaitReply(e.exit_code, e.timed_out)
         timer = None
-        if isinstance(timeout, (int, float)) and timeout > 0:
+        if req.timeout > 0:
             def expire() -> None:
                 e.timed_out = True
                 self.pod.signal(e.pid, signal.SIGKILL)
                 if e.forked_pid != e.pid:
                     self.pod.signal(e.forked_pid, signal.SIGKILL)
-            timer = self.loop.call_later(float(timeout), expire)
+            timer = self.loop.call_later(req.timeout, expire)
         e.waiters.append((conn, timer))
         return None
 
-    def op_exec_kill(self, conn: Connection, req: dict[str, Any]) -> dict[str, Any]:
-        e = self._exec(req)
-        sig = valid_signal(req)
+    def op_exec_kill(self, conn: Connection, req: protocol.ExecKill) -> protocol.Empty:
+        e = self._exec(req.exec_id)
         if not e.exited:
-            self.pod.signal(e.pid, sig)
-        return {}
+            self.pod.signal(e.pid, req.signal)
+        return protocol.Empty()
 
     def kill_all(self) -> None:
         for e in self.pod.execs.values():

@@ -1,4 +1,4 @@
-"""Attach frame codec (shim control protocol, contract 3).
+"""Attach frame codec (shim control protocol, contract 3 of docs/architecture.md).
 
 frame = 1 byte stream + 4 bytes big-endian payload length + payload.
 shim -> client: STDOUT, STDERR, EXITED (JSON ContainerState).

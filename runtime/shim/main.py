@@ -1,7 +1,10 @@
-"""Entry point of a pod shim: run_shim(pod, ready_fd) (called in the zygote's grandchild).
+"""Entry point of a pod shim: run_shim(pod, ready_fd) (called in the zygote's child, with the
+PodSpec the zygote parsed; contract 2 of docs/architecture.md).
 
-Order: subreaper -> directories -> SIGCHLD wakeup -> pause-holder (new namespaces,
-hostname, sysctls) -> pin namespaces -> control socket -> shim.pid -> report
+Order: subreaper -> directories -> SIGCHLD wakeup -> the pod user namespace when
+pod.userns is set (maps written from here, pinned at <ns_dir>/user) -> pause-holder (new
+namespaces, hostname, sysctls) -> pin namespaces (with a user namespace the network one also
+at pod.netns_path, where the daemon runs CNI) -> control socket -> shim.pid -> report
 ready on ready_fd -> event loop. Any failure undoes what was done and reports
 {"ok": false, "error": ...}. The shim exits after "shutdown" or SIGTERM.
 """
@@ -15,37 +18,14 @@ import sys
 from typing import Any, NoReturn
 
 from runtime import syscalls
+from runtime import userns as userns_mod
+from runtime.pod_spec import IdMaps, PodSpec
 from runtime.shim import namespaces, statusfile
 from runtime.shim.loop import Loop
 from runtime.shim.pause import join_pod_cgroup, start_pause_holder
 from runtime.shim.server import Shim
 
 SHUTDOWN_GRACE_ON_SIGTERM = 10.0
-
-
-class PodSpecError(ValueError):
-    """The PodSpec handed to the zygote is malformed."""
-
-
-def validate_pod(pod: Any) -> dict[str, Any]:
-    """Check the fields the shim relies on; raises PodSpecError naming the field."""
-    if not isinstance(pod, dict):
-        raise PodSpecError("pod spec must be a JSON object")
-    for key in ("pod_id", "shim_dir", "ns_dir"):
-        if not isinstance(pod.get(key), str) or not pod[key]:
-            raise PodSpecError(f"pod spec needs a non-empty string {key!r}")
-    for key in ("shim_dir", "ns_dir"):
-        if not os.path.isabs(pod[key]):
-            raise PodSpecError(f"pod spec {key} must be an absolute path, got {pod[key]!r}")
-    if "/" in pod["pod_id"]:
-        raise PodSpecError(f"pod_id must not contain '/': {pod['pod_id']!r}")
-    sysctls = pod.get("sysctls") or {}
-    if not isinstance(sysctls, dict):
-        raise PodSpecError("sysctls must be an object of name -> value")
-    sock = os.path.join(pod["shim_dir"], "shim.sock")
-    if len(sock.encode()) > 107:
-        raise PodSpecError(f"control socket path {sock!r} is longer than 107 bytes")
-    return pod
 
 
 def _refuse_if_running(sock_path: str) -> None:
@@ -85,22 +65,33 @@ def _report(fd: int, msg: dict[str, Any]) -> bool:
             pass
 
 
-def run_shim(pod: dict[str, Any], ready_fd: int) -> NoReturn:
+def _make_pod_userns(userns: IdMaps, ns_dir: str) -> str:
+    """The pod's user namespace with its maps, pinned at <ns_dir>/user; returns that path."""
+    fd = userns_mod.make_userns(userns.uid_map, userns.gid_map)
+    try:
+        os.makedirs(ns_dir, mode=0o711, exist_ok=True)
+        target = os.path.join(ns_dir, "user")
+        namespaces.pin_path(f"/proc/self/fd/{fd}", target)
+        return target
+    finally:
+        os.close(fd)
+
+
+def run_shim(pod: PodSpec, ready_fd: int) -> NoReturn:
     pause_pid: int | None = None
     pinned: dict[str, str] = {}
     listener: socket.socket | None = None
     sock_path = ""
     try:
-        validate_pod(pod)
         syscalls.set_process_name("pycri-shim")
         syscalls.set_child_subreaper()
-        shim_dir, ns_dir = pod["shim_dir"], pod["ns_dir"]
+        shim_dir, ns_dir = pod.shim_dir, pod.ns_dir
         os.makedirs(statusfile.containers_dir(shim_dir), mode=0o700, exist_ok=True)
         _redirect_stdio(shim_dir)
         _refuse_if_running(os.path.join(shim_dir, "shim.sock"))
         namespaces.unpin_all(ns_dir)  # leftovers of a shim that died without cleaning up
         types = namespaces.pod_namespace_types(pod)
-        namespaces.check_sysctls(dict(pod.get("sysctls") or {}), types)
+        namespaces.check_sysctls(dict(pod.sysctls), types)
 
         loop = Loop()
         wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
@@ -109,14 +100,20 @@ def run_shim(pod: dict[str, Any], ready_fd: int) -> NoReturn:
         signal.signal(signal.SIGTERM, lambda *_: None)
         signal.signal(signal.SIGINT, lambda *_: None)
 
+        userns = pod.userns
+        if userns is not None:
+            pinned = {"user": _make_pod_userns(userns, ns_dir)}
         if types:
-            pause_pid = start_pause_holder(pod, types)
+            pause_pid = start_pause_holder(pod, types, userns_path=pinned.get("user", ""))
             join_pod_cgroup(pod, pause_pid)
-            joined_net = str(pod.get("netns_path") or "") if "net" in types else ""
-            pinned = namespaces.pin(pause_pid, [t for t in types if not (joined_net and t == "net")],
-                                    ns_dir)
+            joined_net = pod.netns_path if "net" in types and userns is None else ""
+            pinned.update(namespaces.pin(
+                pause_pid, [t for t in types if not (joined_net and t == "net")], ns_dir))
             if joined_net:
                 pinned["net"] = joined_net
+            elif userns is not None and "net" in types and pod.netns_path:
+                # where the daemon (CNI, port-forward) finds it, as for the pods it makes
+                namespaces.pin_path(pinned["net"], pod.netns_path)
 
         sock_path = os.path.join(shim_dir, "shim.sock")
         try:
@@ -130,7 +127,7 @@ def run_shim(pod: dict[str, Any], ready_fd: int) -> NoReturn:
         statusfile.write_atomic(os.path.join(shim_dir, "shim.pid"), str(os.getpid()).encode(),
                                 durable=False)
 
-        shim = Shim(pod, loop, pause_pid, pinned, listener)
+        shim = Shim(pod.to_json(), loop, pause_pid, pinned, listener)
     except BaseException as e:  # noqa: BLE001 - reported to the zygote
         if listener is not None:
             listener.close()
@@ -144,9 +141,11 @@ def run_shim(pod: dict[str, Any], ready_fd: int) -> NoReturn:
                 os.waitpid(pause_pid, 0)
             except OSError:
                 pass
-        if isinstance(pod, dict) and isinstance(pod.get("ns_dir"), str) and pinned:
+        if pinned:
             try:
-                namespaces.unpin_all(pod["ns_dir"])
+                namespaces.unpin_all(pod.ns_dir)
+                if pod.userns is not None and pod.netns_path:
+                    namespaces.unpin(pod.netns_path)
             except OSError:
                 pass
         _report(ready_fd, {"ok": False, "error": f"{type(e).__name__}: {e}"})
@@ -176,7 +175,7 @@ def run_shim(pod: dict[str, Any], ready_fd: int) -> NoReturn:
     try:
         loop.run()
     except BaseException as e:  # noqa: BLE001
-        print(f"pycri-shim {pod['pod_id']}: fatal: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"pycri-shim {pod.pod_id}: fatal: {type(e).__name__}: {e}", file=sys.stderr)
         code = 1
         shim.stop_pause()
     sys.stdout.flush()

@@ -8,37 +8,46 @@ when the shim is gone (it only needs stdlib + runtime.syscalls).
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
-from typing import Any
+import socket
+import struct
 
 from runtime import syscalls
+from runtime.pod_spec import PodSpec
 
 #: /proc ns name -> clone flag, in the order they are pinned
 POD_NS_TYPES = ("net", "ipc", "uts", "pid")
 
 
-def pod_namespace_types(pod: dict[str, Any]) -> list[str]:
+def pod_namespace_types(pod: PodSpec) -> list[str]:
     """The namespaces the pause-holder creates for this PodSpec."""
-    ns = pod.get("namespaces") or {}
-    network = ns.get("network", "pod")
-    ipc = ns.get("ipc", "pod")
-    pid = ns.get("pid", "container")
-    for name, value, allowed in (("network", network, ("pod", "node")),
-                                 ("ipc", ipc, ("pod", "node")),
-                                 ("pid", pid, ("pod", "container", "node"))):
-        if value not in allowed:
-            raise ValueError(f"namespaces.{name} must be one of {', '.join(allowed)}, "
-                             f"not {value!r}")
-    types: list[str] = []
-    if network == "pod":
-        types.append("net")
-    if ipc == "pod":
-        types.append("ipc")
-    if network != "node":
-        types.append("uts")
-    if pid == "pod":
-        types.append("pid")
-    return types
+    return pod.namespaces.pause_types()
+
+
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+
+
+def loopback_up() -> None:
+    """ip link set lo up, in the calling thread's network namespace."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+        ifreq = fcntl.ioctl(s, SIOCGIFFLAGS, struct.pack("16sH22x", b"lo", 0))
+        flags = struct.unpack("16sH22x", ifreq)[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
+
+
+def pin_path(source: str, target: str) -> None:
+    """Bind-mount a namespace file (/proc/.../ns/<type>, /proc/self/fd/N) onto target
+    (created empty if missing)."""
+    os.makedirs(os.path.dirname(target), mode=0o711, exist_ok=True)
+    os.close(os.open(target, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o444))
+    try:
+        syscalls.mount(source, target, None, syscalls.MS_BIND)
+    except BaseException:
+        unpin(target)
+        raise
 
 
 def unshare_flags(types: list[str]) -> int:

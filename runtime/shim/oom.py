@@ -1,6 +1,6 @@
 """Container cgroup hooks of the shim (runtime.cgroups; the container init creates the cgroup).
 
-- OOM-kill detection: runtime.cgroups.oom_kill_count(spec["cgroup"]["path"]) is read when
+- OOM-kill detection: runtime.cgroups.oom_kill_count(spec.cgroup.path) is read when
   the container starts and when it exits by SIGKILL; a higher count means "OOMKilled".
   Without a cgroup path an OOM kill is reported as "Error" with exit code 137.
 - remove_container_cgroup(): the container's cgroup is removed once it exited (after the
@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import importlib
 import signal
-from typing import Any
+
+from runtime.container_spec import ContainerSpec
 
 
-def _cgroup_path(spec: dict[str, Any]) -> str | None:
-    cgroup = spec.get("cgroup")
-    path = cgroup.get("path") if isinstance(cgroup, dict) else None
-    return path if isinstance(path, str) and path else None
+def _cgroup_path(spec: ContainerSpec) -> str | None:
+    return spec.cgroup.path if spec.cgroup is not None else None
 
 
-def oom_kill_count(spec: dict[str, Any]) -> int | None:
+def oom_kill_count(spec: ContainerSpec) -> int | None:
     path = _cgroup_path(spec)
     if not path:
         return None
@@ -35,9 +34,9 @@ def oom_kill_count(spec: dict[str, Any]) -> int | None:
         return None
 
 
-def remove_container_cgroup(spec: dict[str, Any]) -> str | None:
+def remove_container_cgroup(spec: ContainerSpec) -> str | None:
     """Remove the container's cgroup after it exited, as runc delete does (the init creates
-    it; contract 5). Returns an error message, or None."""
+    it; contract 5 of docs/architecture.md). Returns an error message, or None."""
     path = _cgroup_path(spec)
     if not path:
         return None
@@ -49,7 +48,7 @@ def remove_container_cgroup(spec: dict[str, Any]) -> str | None:
     return None
 
 
-def was_oom_killed(spec: dict[str, Any], count_at_start: int | None, exit_signal: int) -> bool:
+def was_oom_killed(spec: ContainerSpec, count_at_start: int | None, exit_signal: int) -> bool:
     if exit_signal != signal.SIGKILL:
         return False
     now = oom_kill_count(spec)

@@ -5,7 +5,7 @@ unshares CLONE_NEWPID itself, forks (the child is PID 1 of the new namespace
 and still the shim's direct child, so PR_SET_PDEATHSIG works), then setns()
 back to its own PID namespace for children created later. The child unshares
 net/ipc/uts (or joins the network namespace the daemon already made and pinned
-at pod["netns_path"]), sets the hostname, writes the sysctls from inside, reports on a
+at pod.netns_path), sets the hostname, writes the sysctls from inside, reports on a
 pipe and then execs the tiny pause program (runtime.shim.tinypause: pause() in a
 loop with SIGCHLD ignored, so the kernel reaps the pod's orphans). Where that
 program cannot run it stays in Python and blocks in sigwait(): SIGCHLD -> reap
@@ -19,11 +19,12 @@ import select
 import signal
 import sys
 import time
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from pycri_common.timeouts import scaled
 from runtime import cgroups, syscalls
 from runtime.cgroups.naming import pause_cgroup_path
+from runtime.pod_spec import PodSpec
 from runtime.shim import namespaces
 from runtime.shim.tinypause import exec_tiny_pause
 
@@ -33,7 +34,7 @@ class PauseError(Exception):
 
 
 def _child(name: str, types: list[str], hostname: str, sysctls: dict[str, str], shim_pid: int,
-           report_w: int, join_netns: str = "") -> NoReturn:
+           report_w: int, join_netns: str = "", userns_path: str = "") -> NoReturn:
     code = 1
     try:
         syscalls.set_pdeathsig(signal.SIGKILL)
@@ -48,11 +49,19 @@ def _child(name: str, types: list[str], hostname: str, sysctls: dict[str, str], 
         os.close(null)
         syscalls.set_process_name("pycri-pause")
         other = [t for t in types if t != "pid"]
+        if userns_path:  # first: the namespaces unshared below then belong to it
+            syscalls.setns_path(userns_path, syscalls.CLONE_NEWUSER)
+            os.setgroups([])
+            os.setresgid(0, 0, 0)  # the namespace's root (the mapped host IDs), not host root
+            os.setresuid(0, 0, 0)
+            join_netns = ""  # a network namespace of the pod's user namespace is made here
         if join_netns and "net" in other:  # made and pinned by the daemon (CNI runs meanwhile)
             syscalls.setns_path(join_netns, syscalls.CLONE_NEWNET)
             other.remove("net")
         if other:
             syscalls.unshare(namespaces.unshare_flags(other))
+        if userns_path and "net" in other:
+            namespaces.loopback_up()
         if "uts" in types and hostname:
             syscalls.sethostname(hostname)
         namespaces.apply_sysctls(sysctls)
@@ -94,11 +103,14 @@ def _leave_host_root() -> None:
     syscalls.mount(None, "/", None, syscalls.MS_REMOUNT | syscalls.MS_RDONLY | flags)
 
 
-def start_pause_holder(pod: dict[str, Any], types: list[str], timeout: float = 10.0) -> int:
-    """Fork the pause-holder in new namespaces `types`; returns its pid once it is set up."""
+def start_pause_holder(pod: PodSpec, types: list[str], timeout: float = 10.0,
+                       userns_path: str = "") -> int:
+    """Fork the pause-holder in new namespaces `types`; returns its pid once it is set up.
+    With `userns_path` (the pod's pinned user namespace) it joins that first, so its new
+    net/ipc/uts namespaces belong to it."""
     timeout = scaled(timeout)
-    sysctls = dict(pod.get("sysctls") or {})
-    hostname = pod.get("hostname") or ""
+    sysctls = dict(pod.sysctls)
+    hostname = pod.hostname
     shim_pid = os.getpid()
     r, w = os.pipe2(os.O_CLOEXEC)
     own_pid_ns = -1
@@ -110,8 +122,8 @@ def start_pause_holder(pod: dict[str, Any], types: list[str], timeout: float = 1
             pid = os.fork()
             if pid == 0:
                 os.close(r)
-                _child(str(pod.get("pod_id", "")), types, hostname, sysctls, shim_pid, w,
-                       join_netns=str(pod.get("netns_path") or ""))
+                _child(pod.pod_id, types, hostname, sysctls, shim_pid, w,
+                       join_netns=pod.netns_path, userns_path=userns_path)
         finally:
             if own_pid_ns >= 0:
                 syscalls.setns(own_pid_ns, syscalls.CLONE_NEWPID)
@@ -147,18 +159,16 @@ def start_pause_holder(pod: dict[str, Any], types: list[str], timeout: float = 1
             os.close(own_pid_ns)
 
 
-def _pause_cgroup(pod: dict[str, Any]) -> tuple[str, str] | None:
-    """(pod cgroup, the pause-holder's cgroup) from pod["cgroup"], or None without one. With
+def _pause_cgroup(pod: PodSpec) -> tuple[str, str] | None:
+    """(pod cgroup, the pause-holder's cgroup) from pod.cgroup, or None without one. With
     cgroup v2 the pause-holder gets a leaf of its own (see naming.pause_cgroup_path)."""
-    cgroup = pod.get("cgroup")
-    path = cgroup.get("path") if isinstance(cgroup, dict) else None
-    if not path or not isinstance(cgroup, dict):
+    if pod.cgroup is None or not pod.cgroup.path:
         return None
-    driver = str(cgroup.get("driver") or "cgroupfs")
-    return path, pause_cgroup_path(path, driver, pod["pod_id"], cgroups.detect_mode())
+    path = pod.cgroup.path
+    return path, pause_cgroup_path(path, pod.cgroup.driver, pod.pod_id, cgroups.detect_mode())
 
 
-def join_pod_cgroup(pod: dict[str, Any], pid: int) -> None:
+def join_pod_cgroup(pod: PodSpec, pid: int) -> None:
     """Put the pause-holder into the pod cgroup the daemon made (best effort, like the
     sandbox container of containerd; a failure is logged in shim.log)."""
     found = None
@@ -170,11 +180,11 @@ def join_pod_cgroup(pod: dict[str, Any], pid: int) -> None:
             cgroups.attach(found[1], pid)
     except Exception as e:  # noqa: BLE001
         where = found[1] if found else "of the pod"
-        print(f"pycri-shim {pod['pod_id']}: pause-holder not moved to cgroup {where}: {e}",
+        print(f"pycri-shim {pod.pod_id}: pause-holder not moved to cgroup {where}: {e}",
               file=sys.stderr)
 
 
-def remove_pause_cgroup(pod: dict[str, Any]) -> None:
+def remove_pause_cgroup(pod: PodSpec) -> None:
     """v2: remove the pause-holder's own leaf cgroup once it is gone (best effort; the pod
     cgroup's removal by the daemon recurses anyway)."""
     try:
@@ -182,4 +192,4 @@ def remove_pause_cgroup(pod: dict[str, Any]) -> None:
         if found is not None and found[1] != found[0]:
             cgroups.remove_cgroup(found[1], timeout=1.0)
     except Exception as e:  # noqa: BLE001 - best effort; the pod cgroup removal recurses
-        print(f"pycri-shim {pod['pod_id']}: pause cgroup not removed: {e}", file=sys.stderr)
+        print(f"pycri-shim {pod.pod_id}: pause cgroup not removed: {e}", file=sys.stderr)

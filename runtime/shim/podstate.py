@@ -2,14 +2,13 @@
 it has not reaped yet; shared by the handlers of runtime.shim.server (single-threaded)."""
 from __future__ import annotations
 
-import json
 import os
-import signal
 from collections.abc import Callable
 from typing import Any
 
+from pycri_common.errors import NotFound
+from runtime.pod_spec import PodSpec
 from runtime.shim import statusfile
-from runtime.shim.control import ShimError
 from runtime.shim.loop import Loop
 from runtime.shim.records import Container, ExecProcess, State
 
@@ -20,21 +19,6 @@ READ_CHUNK = 65536
 PidEntry = tuple[str, Any]
 
 
-def valid_id(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not value or "/" in value or value in (".", "..") \
-            or len(value) > 128 or "\0" in value:
-        raise ShimError("InvalidArgument", f"{what} must be a non-empty name without '/', "
-                                           f"got {value!r}")
-    return value
-
-
-def valid_signal(req: dict[str, Any]) -> int:
-    sig = req.get("signal", signal.SIGKILL)
-    if not isinstance(sig, int) or not 1 <= sig <= 64:
-        raise ShimError("InvalidArgument", f"signal must be an integer 1..64, got {sig!r}")
-    return sig
-
-
 def close_fd(fd: int) -> None:
     if fd >= 0:
         try:
@@ -43,36 +27,13 @@ def close_fd(fd: int) -> None:
             pass
 
 
-def take_report_messages(buf: bytes) -> tuple[list[dict[str, Any]], bytes]:
-    """The complete JSON-object lines an init or exec process reported, and the rest."""
-    msgs: list[dict[str, Any]] = []
-    while b"\n" in buf:
-        line, buf = buf.split(b"\n", 1)
-        try:
-            msg = json.loads(line)
-        except (ValueError, RecursionError):  # a report nested past the parser's depth is no report
-            continue
-        if isinstance(msg, dict):
-            msgs.append(msg)
-    return msgs, buf
-
-
-def read_report(fd: int) -> bytes | None:
-    """One chunk of a report pipe: b"" at EOF (or a read error), None when nothing is there."""
-    try:
-        return os.read(fd, READ_CHUNK)
-    except BlockingIOError:
-        return None
-    except OSError:
-        return b""
-
-
 class PodState:
-    def __init__(self, pod: dict[str, Any], loop: Loop, pause_pid: int | None) -> None:
-        self.pod = pod
-        self.pod_id: str = pod["pod_id"]
-        self.shim_dir: str = pod["shim_dir"]
-        self.ns_dir: str = pod["ns_dir"]
+    def __init__(self, pod: PodSpec | dict[str, Any], loop: Loop, pause_pid: int | None) -> None:
+        # a dict: the PodSpec's JSON (runtime.shim.server still passes that on)
+        self.pod = pod if isinstance(pod, PodSpec) else PodSpec.from_json(pod)
+        self.pod_id = self.pod.pod_id
+        self.shim_dir = self.pod.shim_dir
+        self.ns_dir = self.pod.ns_dir
         self.loop = loop
         self.pause_pid = pause_pid
         self.pause_alive = pause_pid is not None
@@ -86,11 +47,10 @@ class PodState:
         if pause_pid is not None:
             self.pids[pause_pid] = ("pause", None)
 
-    def container(self, req: dict[str, Any]) -> Container:
-        cid = valid_id(req.get("container_id"), "container_id")
+    def container(self, cid: str) -> Container:
         c = self.containers.get(cid)
         if c is None or c.state is State.DISCARDED:
-            raise ShimError("NotFound", f"container {cid} not found in pod {self.pod_id}")
+            raise NotFound(f"container {cid} not found in pod {self.pod_id}")
         return c
 
     def signal(self, pid: int, sig: int) -> None:
@@ -116,6 +76,6 @@ class PodState:
 
     def write_status(self, c: Container) -> None:
         try:
-            statusfile.write_state(self.shim_dir, c.id, c.state_dict())
+            statusfile.write_state(self.shim_dir, c.id, c.snapshot().to_json())
         except OSError as e:
             c.message = c.message or f"cannot write status file: {e}"

@@ -1,8 +1,7 @@
 """Reaping the shim's children (it is a child subreaper) and telling whose exit it was."""
 from __future__ import annotations
 
-import os
-
+from runtime import syscalls
 from runtime.shim.containers import Containers
 from runtime.shim.execs import Execs
 from runtime.shim.exits import Exits
@@ -18,13 +17,7 @@ class Reaper:
 
     def reap(self) -> None:
         """Every child that has exited (never blocks)."""
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, status in syscalls.reaped_children():
             self.child_exited(pid, status)
 
     def child_exited(self, pid: int, status: int) -> None:

@@ -6,8 +6,11 @@ import time
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from pycri_common.errors import PycriError
+from runtime.container_spec import ContainerSpec
 from runtime.shim.crilog import CriLogWriter
 from runtime.shim.loop import BufferedWriter, Timer
+from runtime.shim.protocol import ContainerState
 
 if TYPE_CHECKING:
     from runtime.shim.control import Connection
@@ -15,8 +18,8 @@ if TYPE_CHECKING:
 
 class State(StrEnum):
     """A container's state in the shim. The values are the wire and status-file format;
-    "creating" and "discarded" never leave the shim (state_dict() shows "created" for the
-    first, and a discarded container is gone)."""
+    "creating" and "discarded" never leave the shim (snapshot() shows "created" for the
+    first, and a discarded container is gone): protocol.ContainerState.state."""
 
     CREATING = "creating"    # forked; its init has not reported ready yet
     CREATED = "created"      # the init waits at its gate
@@ -35,13 +38,12 @@ def exit_code_of(status: int) -> int:
 
 
 class Container:
-    def __init__(self, container_id: str, spec: dict[str, Any]) -> None:
+    def __init__(self, container_id: str, spec: ContainerSpec) -> None:
         self.id = container_id
         self.spec = spec
-        proc = spec.get("process") or {}
-        self.tty = bool(proc.get("tty"))
-        self.stdin = bool(proc.get("stdin"))
-        self.stdin_once = bool(proc.get("stdin_once"))
+        self.tty = spec.process.tty
+        self.stdin = spec.process.stdin
+        self.stdin_once = spec.process.stdin_once
         self.state = State.CREATING  # -> CREATED -> RUNNING -> EXITED (or -> DISCARDED)
         self.init_pid = 0        # the process the shim forked
         self.pid = 0             # host pid of the process that execs (reported by the init)
@@ -66,14 +68,14 @@ class Container:
         self.pending_start: Connection | None = None
         self.pending_delete: list[Connection] = []
         self.create_timer: Timer | None = None
-        self.start_error: tuple[str, str] | None = None
+        self.start_error: PycriError | None = None
         self.oom_count_at_start: int | None = None
 
-    def state_dict(self) -> dict[str, Any]:
+    def snapshot(self) -> ContainerState:
+        """What the wire and the status file say of it."""
         state = State.CREATED if self.state is State.CREATING else self.state
-        return {"state": state.value, "pid": self.pid, "created_at": self.created_at,
-                "started_at": self.started_at, "finished_at": self.finished_at,
-                "exit_code": self.exit_code, "reason": self.reason, "message": self.message}
+        return ContainerState(state.value, self.pid, self.created_at, self.started_at,
+                              self.finished_at, self.exit_code, self.reason, self.message)
 
     def mark_exited(self, status: int, oom_killed: bool) -> None:
         self.state = State.EXITED
@@ -96,7 +98,7 @@ class ExecProcess:
         self.pid = 0
         self.report_fd = -1
         self.report_buf = b""
-        self.error: tuple[str, str] | None = None
+        self.error: PycriError | None = None
         self.pending_reply: Connection | None = None
         self.exited = False
         self.exit_code = 0

@@ -1,5 +1,7 @@
 """The shim's control socket: connections and the dispatch of operations (contract 3).
 
+Each request line is parsed into its runtime.shim.protocol dataclass before an operation
+sees it; errors are pycri_common.errors classes, replied by class name.
 Single-threaded: everything runs from runtime.shim.loop callbacks. Operations
 that wait (create, start, wait, delete, exec, exec_wait, shutdown) keep the
 connection pending and reply from a later callback; nothing ever blocks the loop.
@@ -14,9 +16,10 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from runtime.shim import stdio
+from pycri_common.errors import FailedPrecondition
+from runtime.shim import protocol, stdio
 from runtime.shim.containers import Containers
-from runtime.shim.control import Connection, ShimError
+from runtime.shim.control import Connection
 from runtime.shim.execs import Execs
 from runtime.shim.exits import Exits
 from runtime.shim.loop import Loop
@@ -28,7 +31,8 @@ from runtime.shim.shutdown import Shutdown
 _ALWAYS_ALLOWED = frozenset({"hello", "state", "wait", "shutdown", "exec_wait", "delete", "kill"})
 _HIDDEN = (State.CREATING, State.DISCARDED)
 
-Op = Callable[[Connection, dict[str, Any]], "dict[str, Any] | None"]
+#: an operation: (connection, its parsed request) -> the reply, or None when it replies later
+Op = Callable[[Connection, Any], "protocol.Reply | None"]
 
 
 class Shim:
@@ -39,18 +43,21 @@ class Shim:
         self.pinned = pinned
         self.listener = listener
         self.conns: set[Connection] = set()
-        exits = Exits(self.state)
-        containers = Containers(self.state, exits)
+        self.exits = Exits(self.state)
+        self.containers = Containers(self.state, self.exits)
         self.execs = Execs(self.state)
-        self.reaper = Reaper(self.state, containers, exits, self.execs)
+        self.reaper = Reaper(self.state, self.containers, self.exits, self.execs)
         self.shutdown = Shutdown(self.state, self.execs, self.reaper, listener)
+        # By op name, not a match over the request classes: each class a request touches
+        # costs a copied page in every shim (the zygote's objects are shared until written,
+        # and a reference count is a write). Each handler's own signature names its class.
+        c, x, e = self.containers, self.exits, self.execs
         self._ops: dict[str, Op] = {
-            "hello": self.op_hello, "create": containers.op_create, "start": containers.op_start,
-            "kill": containers.op_kill, "state": self.op_state, "wait": exits.op_wait,
-            "delete": exits.op_delete, "reopen_log": containers.op_reopen_log,
-            "exec_wait": self.execs.op_exec_wait, "exec_kill": self.execs.op_exec_kill,
-            "attach": containers.op_attach, "shutdown": self.shutdown.op_shutdown,
-        }
+            "hello": self.op_hello, "state": self.op_state, "create": c.op_create,
+            "start": c.op_start, "kill": c.op_kill, "reopen_log": c.op_reopen_log,
+            "attach": c.op_attach, "wait": x.op_wait, "delete": x.op_delete,
+            "exec_wait": e.op_exec_wait, "exec_kill": e.op_exec_kill,
+            "shutdown": self.shutdown.op_shutdown}
         listener.setblocking(False)
         loop.add_reader(listener.fileno(), self._accept)
 
@@ -78,34 +85,37 @@ class Shim:
         for c in self.state.containers.values():
             stdio.detach(c, conn)
 
-    def handle(self, conn: Connection, req: dict[str, Any], fds: list[int]) -> dict[str, Any] | None:
-        op = req.get("op")
-        fn = self._ops.get(op) if isinstance(op, str) else None
+    def handle(self, conn: Connection, line: dict[str, Any],
+               fds: list[int]) -> protocol.Reply | None:
+        """Parse the request line (protocol) and hand it to its operation; None: the
+        operation replies later. Only exec takes fds: any others are closed."""
         try:
-            if fn is None and op != "exec":
-                raise ShimError("InvalidArgument", f"unknown op {op!r}")
+            cls = protocol.request_class(line)
+            op = cls.op
             if self.state.shutting_down and op not in _ALWAYS_ALLOWED:
-                raise ShimError("FailedPrecondition", f"pod {self.state.pod_id} is shutting down")
-            if fn is None:  # exec: the only op that takes fds
+                raise FailedPrecondition(f"pod {self.state.pod_id} is shutting down")
+            req = cls.from_json(line)
+            if op == "exec":
+                assert isinstance(req, protocol.Exec)
                 taken, fds = fds, []
                 self.execs.op_exec(conn, req, taken)
                 return None
-            return fn(conn, req)
+            return self._ops[op](conn, req)
         finally:
             for fd in fds:
                 close_fd(fd)
 
     # --- hello, state ------------------------------------------------------------
-    def op_hello(self, conn: Connection, req: dict[str, Any]) -> dict[str, Any]:
+    def op_hello(self, conn: Connection, req: protocol.Hello) -> protocol.HelloReply:
         s = self.state
-        return {"pod_id": s.pod_id, "shim_pid": os.getpid(), "pause_pid": s.pause_pid,
-                "pause_alive": s.pause_alive, "ns": dict(self.pinned),
-                "containers": sorted(cid for cid, c in s.containers.items()
-                                     if c.state not in _HIDDEN)}
+        return protocol.HelloReply(s.pod_id, os.getpid(), s.pause_pid, s.pause_alive,
+                                   dict(self.pinned),
+                                   sorted(cid for cid, c in s.containers.items()
+                                          if c.state not in _HIDDEN))
 
-    def op_state(self, conn: Connection, req: dict[str, Any]) -> dict[str, Any]:
-        if req.get("container_id") is not None:
-            c = self.state.container(req)
-            return {"containers": {c.id: c.state_dict()}}
-        return {"containers": {cid: c.state_dict() for cid, c in self.state.containers.items()
-                               if c.state not in _HIDDEN}}
+    def op_state(self, conn: Connection, req: protocol.State) -> protocol.StateReply:
+        if req.container_id is not None:
+            c = self.state.container(req.container_id)
+            return protocol.StateReply({c.id: c.snapshot()})
+        return protocol.StateReply({cid: c.snapshot() for cid, c in self.state.containers.items()
+                                    if c.state not in _HIDDEN})

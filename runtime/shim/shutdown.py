@@ -10,10 +10,10 @@ import json
 import os
 import signal
 import socket
-from typing import Any
 
-from runtime.shim import namespaces, pause, stdio
-from runtime.shim.control import Connection, ShimError
+from pycri_common.errors import PycriError
+from runtime.shim import namespaces, pause, protocol, stdio
+from runtime.shim.control import Connection
 from runtime.shim.execs import Execs
 from runtime.shim.podstate import PodState
 from runtime.shim.reaper import Reaper
@@ -34,13 +34,9 @@ class Shutdown:
         self.finished = False
         pod.on_settled = self.check
 
-    def op_shutdown(self, conn: Connection, req: dict[str, Any]) -> None:
-        grace = req.get("grace", 10)
-        if not isinstance(grace, (int, float)) or grace < 0:
-            raise ShimError("InvalidArgument", f"grace must be a number of seconds >= 0, "
-                                               f"got {grace!r}")
+    def op_shutdown(self, conn: Connection, req: protocol.Shutdown) -> None:
         self.conns.append(conn)
-        self.begin(float(grace))
+        self.begin(req.grace)
 
     def begin(self, grace: float) -> None:
         if self.pod.shutting_down:
@@ -86,7 +82,7 @@ class Shutdown:
                 os.unlink(os.path.join(self.pod.shim_dir, name))
             except FileNotFoundError:
                 pass
-        line = (json.dumps({"ok": False, "kind": "PycriError", "error": error}) if error
+        line = (json.dumps(protocol.error_to_json(PycriError(error))) if error
                 else json.dumps({"ok": True})).encode() + b"\n"
         for conn in self.conns:
             if conn.closed:

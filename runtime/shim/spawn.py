@@ -3,7 +3,7 @@
 The child resets what the shim changed (signal dispositions - Python ignores
 SIGPIPE and SIGXFSZ, the wakeup fd, the signal mask), puts its stdio on 0-2,
 closes every other fd except the gate/report pipes (which are O_CLOEXEC) and
-hands over to runtime.container_init (contract 5). It never returns into the
+hands over to runtime.container_init (contract 5, docs/architecture.md). It never returns into the
 shim's code: any failure is reported on report_fd and the child _exits.
 runtime.container_init is imported in the child (the zygote pre-imports it).
 """
@@ -13,6 +13,8 @@ import json
 import os
 import signal
 from typing import Any, NoReturn
+
+from runtime.container_spec import ContainerSpec
 
 _RESET_SIGNALS = (signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM,
                   signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
@@ -44,7 +46,7 @@ def _report_failure(report_w: int, err: BaseException) -> NoReturn:
         os._exit(1)
 
 
-def fork_container_init(spec: dict[str, Any], stdio: tuple[int, int, int], gate_r: int,
+def fork_container_init(spec: ContainerSpec, stdio: tuple[int, int, int], gate_r: int,
                         report_w: int) -> int:
     """Fork; the child runs container_init.run(spec, (0, 1, 2), gate_r, report_w)."""
     pid = os.fork()
@@ -60,7 +62,7 @@ def fork_container_init(spec: dict[str, Any], stdio: tuple[int, int, int], gate_
         _report_failure(report_w, e)
 
 
-def fork_exec(container_pid: int, spec: dict[str, Any], process: dict[str, Any],
+def fork_exec(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
               stdio: tuple[int, int, int], report_w: int) -> int:
     """Fork; the child runs container_init.exec_into(...) with stdio on 0-2."""
     pid = os.fork()

@@ -9,8 +9,9 @@ import struct
 import termios
 from collections.abc import Callable
 
-from runtime.shim import frames
-from runtime.shim.control import Connection, ShimError
+from pycri_common.errors import FailedPrecondition
+from runtime.shim import frames, protocol
+from runtime.shim.control import Connection
 from runtime.shim.crilog import CriLogWriter
 from runtime.shim.loop import BufferedWriter, Loop
 from runtime.shim.podstate import READ_CHUNK, close_fd
@@ -111,11 +112,11 @@ def close_stdin(c: Container) -> None:
 
 def attach(loop: Loop, c: Container, conn: Connection) -> None:
     if c.state not in (State.CREATED, State.RUNNING):
-        raise ShimError("FailedPrecondition",
-                        f"container {c.id} is {c.state}; attach needs a running container")
+        raise FailedPrecondition(f"container {c.id} is {c.state}; attach needs a running "
+                                 "container")
     conn.enter_attach_mode(lambda cn, s, p: _attach_frame(loop, c, cn, s, p))
     c.attached.append(conn)
-    conn.reply({})
+    conn.reply(protocol.Empty())
 
 
 def detach(c: Container, conn: Connection) -> None:

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.integration.shim_support import ShimEnv
 from tests.support.containers import ContainerEnv
 
 
@@ -14,3 +15,13 @@ def container_env(daemon) -> Iterator[ContainerEnv]:  # type: ignore[no-untyped-
     (tests.support.containers.ContainerEnv); removed with everything it made."""
     with ContainerEnv(daemon.c) as env:
         yield env
+
+
+@pytest.fixture(scope="module")
+def shim_env() -> Iterator[ShimEnv]:
+    """A zygote of the module's own for tests that drive pod shims directly (no daemon)."""
+    e = ShimEnv()
+    try:
+        yield e
+    finally:
+        e.close()

@@ -19,6 +19,15 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(_
 ALL_NS = ("ipc", "uts", "pid", "mount", "cgroup", "network")
 
 
+def _spec_json(obj: Any) -> Any:
+    """json.dumps hook: ContainerSpec parts (Mount, Capabilities...) as their JSON form, so a
+    test can put them into a spec dict as they come from runtime.container_spec."""
+    to_json = getattr(obj, "to_json", None)
+    if to_json is None:
+        raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+    return to_json()
+
+
 class Box:
     """A per-test container directory (upper/work/mountpoint) on top of the shared lower."""
 
@@ -55,7 +64,7 @@ class Box:
             "masked_paths": [] if privileged else cs.default_masked_paths(),
             "readonly_paths": [] if privileged else cs.default_readonly_paths(),
             "privileged": privileged,
-            "seccomp": None if privileged else runtime_default_profile(caps["bounding"]),
+            "seccomp": None if privileged else runtime_default_profile(list(caps.bounding)),
             "cgroup": {"driver": "cgroupfs", "path": f"{self.cgroup_parent}/{self.id}",
                        "resources": {}},
         }
@@ -71,7 +80,7 @@ def run_init(spec: dict[str, Any], start: bool = True, timeout: float = 20,
     req = {"spec": spec, "start": start, "timeout": timeout, **extra}
     env = dict(os.environ, PYTHONPATH=PROJECT_ROOT)
     proc = subprocess.run([sys.executable, "-m", "tests.support.init_runner"],
-                          input=json.dumps(req), capture_output=True, text=True, env=env,
+                          input=json.dumps(req, default=_spec_json), capture_output=True, text=True, env=env,
                           cwd=PROJECT_ROOT, timeout=timeout + 15, check=False)
     assert proc.returncode == 0, f"runner failed: {proc.stderr}"
     return json.loads(proc.stdout)
@@ -85,7 +94,7 @@ def start_init(spec: dict[str, Any], timeout: float = 20, **extra: Any) -> subpr
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd=PROJECT_ROOT)
     assert proc.stdin is not None
-    proc.stdin.write(json.dumps(req))
+    proc.stdin.write(json.dumps(req, default=_spec_json))
     proc.stdin.close()
     return proc
 

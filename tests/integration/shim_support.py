@@ -1,17 +1,20 @@
 """Helpers for the shim tests: a busybox rootfs dir, a zygote, pods and container specs."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
 from typing import Any
 
 from runtime import container_spec
+from runtime.pod_spec import PodSpec
 from runtime.shim_client import ShimClient
-from runtime.zygote_client import ZygoteClient, start_zygote
+from runtime.zygote_client import ZygoteClient, ZygoteError, start_zygote
 
 APPLETS = ("sh", "cat", "echo", "sleep", "hostname", "ls", "true", "false", "id", "printf",
            "head", "kill", "stty", "yes", "dd", "wc", "tr", "readlink")
@@ -74,9 +77,29 @@ class ShimEnv:
 
     def spawn(self, pod_id: str, **kw: Any) -> tuple[ShimClient, dict[str, Any]]:
         spec = self.pod_spec(pod_id, **kw)
-        info = self.zygote.spawn_shim_info(spec)
+        info = self.zygote.spawn_shim_info(PodSpec.from_json(spec))
         self.pods[pod_id] = {"spec": spec, "info": info}
         return ShimClient(spec["shim_dir"]), info
+
+    def spawn_json(self, pod: Any) -> dict[str, Any]:
+        """A spawn_shim request with `pod` sent as is (what ZygoteClient's PodSpec cannot
+        carry: malformed specs); raises ZygoteError on an error reply."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        sock.settimeout(30)
+        try:
+            sock.connect(self.zygote.socket_path)
+            sock.sendall(json.dumps({"op": "spawn_shim", "pod": pod}).encode() + b"\n")
+            buf = b""
+            while b"\n" not in buf:
+                chunk = sock.recv(65536)
+                assert chunk, "the zygote closed the connection"
+                buf += chunk
+        finally:
+            sock.close()
+        reply: dict[str, Any] = json.loads(buf.split(b"\n", 1)[0])
+        if not reply.get("ok"):
+            raise ZygoteError(str(reply.get("error")))
+        return reply
 
     @property
     def rootfs(self) -> str:
@@ -87,15 +110,15 @@ class ShimEnv:
     def container_spec(self, cid: str, pod_id: str, args: list[str], tty: bool = False,
                        stdin: bool = False, stdin_once: bool = False,
                        log: bool = True, pid_mode: str | None = None,
-                       cgroup: dict[str, Any] | None = None) -> dict[str, Any]:
+                       cgroup: dict[str, Any] | None = None) -> container_spec.ContainerSpec:
         """pid_mode: "pod" (join the pod's), "container" (new); default: the pod's if it has one."""
         hello = ShimClient(self.pods[pod_id]["spec"]["shim_dir"]).hello()
         if pid_mode is None:
-            pid_mode = "pod" if "pid" in hello["ns"] else "container"
+            pid_mode = "pod" if "pid" in hello.ns else "container"
         namespaces: list[dict[str, Any]] = [{"type": "mount", "path": None}]
         for t, name in (("net", "network"), ("ipc", "ipc"), ("uts", "uts"), ("pid", "pid")):
-            if t in hello["ns"] and (t != "pid" or pid_mode == "pod"):
-                namespaces.append({"type": name, "path": hello["ns"][t]})
+            if t in hello.ns and (t != "pid" or pid_mode == "pod"):
+                namespaces.append({"type": name, "path": hello.ns[t]})
         if pid_mode == "container":
             namespaces.append({"type": "pid", "path": None})
         base = self.base
@@ -116,11 +139,11 @@ class ShimEnv:
         }
         for d in (spec["rootfs"]["upper"], spec["rootfs"]["work"]):
             os.makedirs(d, exist_ok=True)
-        spec["mounts"] = container_spec.default_mounts()
-        spec["process"]["capabilities"] = container_spec.compute_capabilities()
+        spec["mounts"] = [m.to_json() for m in container_spec.default_mounts()]
+        spec["process"]["capabilities"] = container_spec.compute_capabilities().to_json()
         spec["masked_paths"] = container_spec.default_masked_paths()
         spec["readonly_paths"] = container_spec.default_readonly_paths()
-        return container_spec.validate_spec(spec)
+        return container_spec.ContainerSpec.from_json(spec)
 
     def close(self) -> None:
         for pod in self.pods.values():
@@ -162,8 +185,9 @@ def wait_gone(pids: list[int], timeout: float = 10.0) -> bool:
     return False
 
 
-def read_cri_log(path: str) -> list[tuple[str, str, str, str]]:
+def read_cri_log(path: str | None) -> list[tuple[str, str, str, str]]:
     """(timestamp, stream, tag, text) per line."""
+    assert path, "the container has no log file"
     out = []
     with open(path, "rb") as f:
         for raw in f.read().split(b"\n"):

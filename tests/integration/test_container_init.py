@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -405,6 +406,47 @@ def test_devices_and_device_cgroup(box: Box) -> None:
                   "permissions": "rwm"}])))
     assert out.startswith("1:3 character special file\nDEV-OK\n")
     assert "rc=1" in out  # the node can be made (CAP_MKNOD) but the devices cgroup denies it
+
+
+def test_typed_device_nodes_need_no_host_node(box: Box) -> None:
+    """CDI device nodes: made from type/major/minor/mode/uid/gid alone; a rule per node with
+    permissions, none for permissions "" (and none for a FIFO)."""
+    node = {"host_path": "/nonexistent/fuse", "container_path": "/dev/xfuse",
+            "permissions": "rw", "type": "c", "major": 10, "minor": 229, "file_mode": 0o640,
+            "uid": 7, "gid": 8}
+    fifo = {"host_path": "/nonexistent/fifo", "container_path": "/run/xfifo",
+            "permissions": "", "type": "p", "major": 0, "minor": 0, "file_mode": 0o600,
+            "uid": 0, "gid": 0}
+    norule = {**node, "container_path": "/dev/yfuse", "permissions": ""}
+    out = ok(run_init(box.spec(sh(
+        "stat -c '%t:%T %a %u:%g %F' /dev/xfuse /run/xfifo; "
+        "(exec 3<>/dev/xfuse) && echo X-OPEN; (exec 3<>/dev/yfuse) 2>/dev/null || echo Y-DENIED; "
+        "mknod /tmp/lc c 10 237 && { (exec 3</tmp/lc) 2>/dev/null || echo LC-DENIED; }"),
+        devices=[norule, node, fifo])))
+    assert out.splitlines()[:2] == ["a:e5 640 7:8 character special file",
+                                    "0:0 600 0:0 fifo"], out
+    # /dev/yfuse is the same device 10:229 as /dev/xfuse, so its rule allows both
+    assert "X-OPEN" in out and "LC-DENIED" in out, out
+
+
+def test_intel_rdt_group_is_joined_before_the_namespaces(box: Box, tmp_path_factory: Any
+                                                         ) -> None:
+    """resctrl is a host filesystem: the init writes its host pid to the group's tasks (the
+    container's processes inherit the group); schemata lines go to the group. Laid out in a
+    plain directory: the test machine has no resctrl."""
+    root = tmp_path_factory.mktemp("resctrl")
+    (root / "info").mkdir()
+    (root / "gold").mkdir()
+    for name in ("tasks", "schemata"):
+        (root / "gold" / name).write_text("")
+    spec = box.spec(sh("cat /proc/self/status | grep ^NSpid"),
+                    intel_rdt={"root": str(root), "clos_id": "gold",
+                               "schemata": ["L3:0=ff"]})
+    ok(run_init(spec))
+    pid = int((root / "gold" / "tasks").read_text())
+    assert pid > 1 and (root / "gold" / "schemata").read_text() == "L3:0=ff\n"
+    missing = box.spec(["true"], intel_rdt={"root": str(root / "none"), "clos_id": "gold"})
+    assert "resctrl filesystem is not mounted" in error_of(run_init(missing))["error"]
 
 
 def test_join_namespaces_by_path_and_host_pid(box: Box) -> None:

@@ -138,3 +138,48 @@ def test_cgroup2_device_rules_deny_devices_not_allowed() -> None:
             probe.wait()
         V2Cgroup(parent, root).remove()
     assert out.split("\n")[:2] == ["/dev/null ok", f"/dev/kmsg {errno.EPERM}"], out
+
+
+_FUSE_PROBE = """
+import os, stat, sys, tempfile
+d = tempfile.mkdtemp()
+for name, minor in (("fuse", 229), ("loopctl", 237)):
+    os.mknod(os.path.join(d, name), stat.S_IFCHR | 0o600, os.makedev(10, minor))
+sys.stdin.read(1)
+for name in ("fuse", "loopctl"):
+    path = os.path.join(d, name)
+    try:
+        os.close(os.open(path, os.O_RDWR))
+        print(name, "ok")
+    except OSError as e:
+        print(name, e.errno)
+    os.unlink(path)
+os.rmdir(d)
+"""
+
+
+def test_cgroup2_device_filter_allows_added_device_rules() -> None:
+    """A rule added for a device (CDI deviceNodes: "c 10:229 rw") opens that device under the
+    v2 eBPF filter, and only that one."""
+    import errno
+
+    from runtime.rootfs import DEFAULT_DEVICE_RULES
+
+    root = unified_root()
+    if root is None:
+        pytest.skip("no cgroup2 mount")
+    parent = f"/pycri-cg2cdi-{os.getpid()}"
+    cg = V2Cgroup(parent + "/ctr", root)
+    cg.create()
+    probe = subprocess.Popen(["python3", "-c", _FUSE_PROBE], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        cg.set_device_rules(list(DEFAULT_DEVICE_RULES) + ["c 10:229 rw"])
+        cg.attach(probe.pid)
+        out, _ = probe.communicate("g", timeout=20)
+    finally:
+        if probe.poll() is None:
+            probe.kill()
+            probe.wait()
+        V2Cgroup(parent, root).remove()
+    assert out.split("\n")[:2] == ["fuse ok", f"loopctl {errno.EPERM}"], out

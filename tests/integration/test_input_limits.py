@@ -94,7 +94,8 @@ def test_container_labels_and_annotations_are_checked(container_env: ContainerEn
     cid = env.create(env.config(
         labels={"io.kubernetes.container.name": "c", "io.kubernetes.pod.name": POD_NAME_253},
         annotations={"io.kubernetes.container.preStopHandler": '{"exec":{"command":["sh"]}}',
-                     "cdi.k8s.io/vendor_gpu0": "vendor.com/gpu=0"}))
+                     # a key shaped like kubelet's CDI ones (those are resolved: test_cdi.py)
+                     "devices.example.com/vendor_gpu0": "vendor.com/gpu=0"}))
     env.remove(cid)
 
 

@@ -13,19 +13,16 @@ from collections.abc import Iterator
 import pytest
 
 from pycri_common import errors
+from runtime.container_spec import ContainerSpec
 from runtime.shim import frames
-from runtime.shim.statusfile import read_states
-from runtime.shim_client import ShimClient
+from runtime.shim.protocol import ContainerState, ExecWaitReply
+from runtime.shim_client import ShimClient, read_states
 from tests.integration.shim_support import ShimEnv, read_cri_log, wait_gone
 
 
 @pytest.fixture(scope="module")
-def env() -> Iterator[ShimEnv]:
-    e = ShimEnv()
-    try:
-        yield e
-    finally:
-        e.close()
+def env(shim_env: ShimEnv) -> ShimEnv:
+    return shim_env
 
 
 _pods = iter(range(1000))
@@ -44,7 +41,7 @@ def pod(env: ShimEnv) -> Iterator[tuple[ShimClient, str]]:
 
 
 def run_to_exit(env: ShimEnv, client: ShimClient, pod_id: str, cid: str, args: list[str],
-                **kw: object) -> tuple[dict[str, object], dict[str, object]]:
+                **kw: object) -> tuple[ContainerState, ContainerSpec]:
     spec = env.container_spec(cid, pod_id, args, **kw)  # type: ignore[arg-type]
     client.create(cid, spec)
     client.start(cid)
@@ -55,17 +52,17 @@ def test_create_start_exit_code_logs_and_status_file(env: ShimEnv, pod) -> None:
     client, pod_id = pod
     spec = env.container_spec("c1", pod_id, ["sh", "-c", "echo out; echo err >&2; exit 3"])
     created = client.create("c1", spec)
-    assert created["pid"] > 0 and created["user"]["uid"] == 0
+    assert created.pid > 0 and created.user["uid"] == 0
     st = client.state("c1")["c1"]
-    assert st["state"] == "created" and st["created_at"] > 0 and st["started_at"] == 0
+    assert st.state == "created" and st.created_at > 0 and st.started_at == 0
     shim_dir = env.pods[pod_id]["spec"]["shim_dir"]
-    assert read_states(shim_dir)["c1"]["state"] == "created"
+    assert read_states(shim_dir)["c1"].state == "created"
     started = client.start("c1")
     final = client.wait("c1", 10)
-    assert final["state"] == "exited" and final["exit_code"] == 3 and final["reason"] == "Error"
-    assert final["started_at"] == started <= final["finished_at"]
+    assert final.state == "exited" and final.exit_code == 3 and final.reason == "Error"
+    assert final.started_at == started <= final.finished_at
     assert read_states(shim_dir)["c1"] == final
-    logs = read_cri_log(spec["log_path"])
+    logs = read_cri_log(spec.log_path)
     assert sorted((s, t, x) for _, s, t, x in logs) == [("stderr", "F", "err"),
                                                        ("stdout", "F", "out")]
     assert all(ts.endswith("Z") and "T" in ts for ts, *_ in logs)
@@ -82,15 +79,15 @@ def test_create_start_exit_code_logs_and_status_file(env: ShimEnv, pod) -> None:
 def test_exit_zero_is_completed_and_kill_gives_128_plus_signal(env: ShimEnv, pod) -> None:  # type: ignore[no-untyped-def]
     client, pod_id = pod
     final, _ = run_to_exit(env, client, pod_id, "ok", ["true"])
-    assert (final["exit_code"], final["reason"]) == (0, "Completed")
+    assert (final.exit_code, final.reason) == (0, "Completed")
     spec = env.container_spec("sleeper", pod_id, ["sleep", "60"])
     client.create("sleeper", spec)
     client.start("sleeper")
     waited = client.wait("sleeper", 0.2)
-    assert waited["state"] == "running"
+    assert waited.state == "running"
     client.kill("sleeper", signal.SIGKILL)
     final = client.wait("sleeper", 10)
-    assert (final["exit_code"], final["reason"]) == (137, "Error")
+    assert (final.exit_code, final.reason) == (137, "Error")
     client.kill("sleeper", signal.SIGTERM)  # exited: a no-op
 
 
@@ -107,7 +104,7 @@ def test_exec_failure_of_entrypoint_is_reported_at_start(env: ShimEnv, pod) -> N
     with pytest.raises(errors.PycriError, match="no/such/binary"):
         client.start("noexe")
     final = client.wait("noexe", 10)
-    assert final["state"] == "exited" and final["exit_code"] in (126, 127)
+    assert final.state == "exited" and final.exit_code in (126, 127)
 
 
 def test_only_stdio_fds_reach_the_container(env: ShimEnv, pod) -> None:  # type: ignore[no-untyped-def]
@@ -117,7 +114,7 @@ def test_only_stdio_fds_reach_the_container(env: ShimEnv, pod) -> None:  # type:
         client.create(cid, env.container_spec(cid, pod_id, ["sleep", "60"], tty=tty,
                                                stdin=True))
         client.start(cid)
-        pid = client.state(cid)[cid]["pid"]
+        pid = client.state(cid)[cid].pid
         # Start returns once the init is released; its own (close-on-exec) fds go at execve.
         deadline = time.monotonic() + 10
         while "python" in os.readlink(f"/proc/{pid}/exe"):
@@ -131,8 +128,8 @@ def test_long_line_is_split_in_the_log(env: ShimEnv, pod) -> None:  # type: igno
     client, pod_id = pod
     final, spec = run_to_exit(env, client, pod_id, "long",
                               ["sh", "-c", "yes a | head -c 80000 | tr -d '\\n'; echo; echo z"])
-    assert final["exit_code"] == 0
-    logs = read_cri_log(str(spec["log_path"]))
+    assert final.exit_code == 0
+    logs = read_cri_log(spec.log_path)
     assert [t for _, _, t, _ in logs] == ["P", "P", "F", "F"]
     assert "".join(x for _, _, _, x in logs[:3]) == "a" * 40000 and logs[3][3] == "z"
 
@@ -144,13 +141,15 @@ def test_reopen_log_after_rotation(env: ShimEnv, pod) -> None:  # type: ignore[n
                               stdin=True)
     client.create("rot", spec)
     client.start("rot")
-    _wait_for(lambda: "one" in _read(spec["log_path"]))
-    os.rename(spec["log_path"], spec["log_path"] + ".1")
+    log_path = spec.log_path
+    assert log_path
+    _wait_for(lambda: "one" in _read(log_path))
+    os.rename(log_path, f"{log_path}.1")
     client.reopen_log("rot")
     with client.attach("rot") as stream:
         stream.send_stdin(b"go\n")
-        _wait_for(lambda: "two" in _read(spec["log_path"]))
-    assert [x for *_, x in read_cri_log(spec["log_path"] + ".1")] == ["one"]
+        _wait_for(lambda: "two" in _read(log_path))
+    assert [x for *_, x in read_cri_log(f"{log_path}.1")] == ["one"]
     client.kill("rot", signal.SIGKILL)
     client.wait("rot", 10)
     with pytest.raises(errors.FailedPrecondition):
@@ -191,7 +190,7 @@ def test_attach_fan_out_stdin_and_exit_frame(env: ShimEnv, pod) -> None:  # type
     assert b"bye\n" in out[frames.STDERR]
     assert exited is not None and exited["exit_code"] == 5
     first.close()
-    assert [x for _, s, _, x in read_cri_log(spec["log_path"]) if s == "stdout"] == ["got:hello", "got:again"]
+    assert [x for _, s, _, x in read_cri_log(spec.log_path) if s == "stdout"] == ["got:hello", "got:again"]
 
 
 def _collect(stream, want: bytes, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
@@ -228,10 +227,10 @@ def test_attach_client_that_never_reads_does_not_block_the_container(env: ShimEn
     stuck = client.attach("flood")  # never reads: its socket buffer fills up
     client.start("flood")
     final = client.wait("flood", 30)
-    assert final["exit_code"] == 0
-    logs = read_cri_log(spec["log_path"])
+    assert final.exit_code == 0
+    logs = read_cri_log(spec.log_path)
     assert logs[-1][3] == "done" and len(logs) == 60_001
-    assert client.hello()["pod_id"] == pod_id  # the shim still serves
+    assert client.hello().pod_id == pod_id  # the shim still serves
     out, exited = _drain(stuck)  # what was kept for the slow client, then the exit frame
     assert 0 < len(out[frames.STDOUT]) < 6_000_000
     assert exited is not None and exited["exit_code"] == 0
@@ -259,7 +258,7 @@ def test_tty_container_resize_and_output(env: ShimEnv, pod) -> None:  # type: ig
     stream.close()
     assert b"37 91" in out[frames.STDOUT] and out[frames.STDERR] == b""
     assert exited is not None and exited["exit_code"] == 0
-    assert any("37 91" in x for *_, x in read_cri_log(spec["log_path"]))
+    assert any("37 91" in x for *_, x in read_cri_log(spec.log_path))
 
 
 def test_exec_stdio_exit_code_and_timeout(env: ShimEnv, pod) -> None:  # type: ignore[no-untyped-def]
@@ -278,7 +277,7 @@ def test_exec_stdio_exit_code_and_timeout(env: ShimEnv, pod) -> None:  # type: i
         os.close(fd)
     os.write(in_w, b"ping\n")
     os.close(in_w)
-    assert client.exec_wait(res["exec_id"], 10) == {"exit_code": 9, "timed_out": False}
+    assert client.exec_wait(res.exec_id, 10) == ExecWaitReply(9, timed_out=False)
     assert os.read(out_r, 100) == b"out:ping\n" and os.read(err_r, 100) == b"e\n"
     for fd in (out_r, err_r):
         os.close(fd)
@@ -286,14 +285,14 @@ def test_exec_stdio_exit_code_and_timeout(env: ShimEnv, pod) -> None:  # type: i
     try:
         slow = client.exec("svc", {"args": ["sleep", "30"]}, [null, null, null])
         t0 = time.monotonic()
-        assert client.exec_wait(slow["exec_id"], 0.3) == {"exit_code": 137, "timed_out": True}
+        assert client.exec_wait(slow.exec_id, 0.3) == ExecWaitReply(137, timed_out=True)
         assert time.monotonic() - t0 < 5
-        assert wait_gone([slow["pid"]])
+        assert wait_gone([slow.pid])
         killed = client.exec("svc", {"args": ["sleep", "30"]}, [null, null, null])
-        client.exec_kill(killed["exec_id"], signal.SIGTERM)
-        assert client.exec_wait(killed["exec_id"], 10)["exit_code"] == 128 + signal.SIGTERM
+        client.exec_kill(killed.exec_id, signal.SIGTERM)
+        assert client.exec_wait(killed.exec_id, 10).exit_code == 128 + signal.SIGTERM
         with pytest.raises(errors.NotFound):
-            client.exec_wait(killed["exec_id"], 1)
+            client.exec_wait(killed.exec_id, 1)
         with pytest.raises(errors.PycriError, match="no-such-cmd"):
             client.exec("svc", {"args": ["no-such-cmd"]}, [null, null, null])
     finally:
@@ -310,7 +309,7 @@ def test_exec_with_tty(env: ShimEnv, pod) -> None:  # type: ignore[no-untyped-de
                                       "tty": True}, [slave])
         os.close(slave)
         slave = -1
-        assert client.exec_wait(res["exec_id"], 10)["exit_code"] == 0
+        assert client.exec_wait(res.exec_id, 10).exit_code == 0
         assert b"isatty" in os.read(master, 100)
     finally:
         os.close(master)
@@ -323,19 +322,19 @@ def test_delete_running_and_shutdown_with_running_containers(env: ShimEnv) -> No
     for cid in ("a", "b"):
         client.create(cid, env.container_spec(cid, "shutdown-pod", ["sleep", "60"]))
     client.start("a")
-    pid_a = client.state("a")["a"]["pid"]
+    pid_a = client.state("a")["a"].pid
     assert client.delete("a") is True
     assert wait_gone([pid_a])
     client.start("b")
-    pid_b = client.state("b")["b"]["pid"]
+    pid_b = client.state("b")["b"].pid
     client.create("c", env.container_spec("c", "shutdown-pod", ["sleep", "60"]))
-    pid_c = client.state("c")["c"]["pid"]
+    pid_c = client.state("c")["c"].pid
     t0 = time.monotonic()
     client.shutdown(grace=0.5)
     assert time.monotonic() - t0 < 5
     assert wait_gone([pid_b, pid_c, info["pid"], info["pause_pid"]])
     states = read_states(env.pods["shutdown-pod"]["spec"]["shim_dir"])
-    assert states["b"]["state"] == "exited" and states["b"]["exit_code"] == 128 + signal.SIGTERM
+    assert states["b"].state == "exited" and states["b"].exit_code == 128 + signal.SIGTERM
     del env.pods["shutdown-pod"]
 
 
@@ -351,7 +350,7 @@ def test_oom_killed_container_reports_137_and_its_cgroup_is_removed(env: ShimEnv
     assert os.path.isdir(memory_dir)
     client.start("hog")
     final = client.wait("hog", 30)
-    assert (final["exit_code"], final["reason"]) == (137, "OOMKilled")
+    assert (final.exit_code, final.reason) == (137, "OOMKilled")
     assert not os.path.isdir(memory_dir)  # removed once the container exited
 
 
@@ -360,6 +359,6 @@ def test_many_containers_in_one_pod(env: ShimEnv, pod) -> None:  # type: ignore[
     for i in range(10):
         client.create(f"m{i}", env.container_spec(f"m{i}", pod_id, ["sh", "-c", f"exit {i}"]))
         client.start(f"m{i}")
-    codes = {cid: client.wait(cid, 10)["exit_code"] for cid in (f"m{i}" for i in range(10))}
+    codes = {cid: client.wait(cid, 10).exit_code for cid in (f"m{i}" for i in range(10))}
     assert codes == {f"m{i}": i for i in range(10)}
-    assert set(client.hello()["containers"]) == set(codes)
+    assert set(client.hello().containers) == set(codes)

@@ -7,23 +7,19 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from pycri_common import errors
+from runtime.pod_spec import PodSpec
 from runtime.shim_client import ShimClient, read_final_states, shim_pid
 from runtime.zygote_client import ZygoteError, start_zygote
 from tests.integration.shim_support import ShimEnv, process_gone, wait_gone
 
 
 @pytest.fixture(scope="module")
-def env() -> Iterator[ShimEnv]:
-    e = ShimEnv()
-    try:
-        yield e
-    finally:
-        e.close()
+def env(shim_env: ShimEnv) -> ShimEnv:
+    return shim_env
 
 
 def ns_link(pid: int | str, name: str) -> str:
@@ -56,8 +52,8 @@ def test_pod_namespaces_differ_from_host_and_are_pinned(env: ShimEnv) -> None:
         assert (st.st_dev, st.st_ino) != (host_root.st_dev, host_root.st_ino)
     assert os.listdir(f"/proc/{pause}/root") == []
     hello = client.hello()
-    assert hello["pause_pid"] == pause and hello["shim_pid"] == info["pid"]
-    assert hello["pod_id"] == "nsnew" and set(hello["ns"]) == {"net", "ipc", "uts"}
+    assert hello.pause_pid == pause and hello.shim_pid == info["pid"]
+    assert hello.pod_id == "nsnew" and set(hello.ns) == {"net", "ipc", "uts"}
     assert in_pod(pause, "hostname").strip() == "testpod"
     # the shim has a session of its own (kill -9 of the zygote: see the survival test)
     def stat(pid: int) -> list[str]:
@@ -125,7 +121,7 @@ def _pid_in_ns_running(pause: int, cmdline: bytes) -> int | None:
 def test_host_network_pod_shares_host_namespaces(env: ShimEnv) -> None:
     client, info = env.spawn("hostnet", network="node", ipc="node", pid="node")
     assert info["pause_pid"] is None and info["ns"] == {}
-    assert client.hello()["ns"] == {}
+    assert client.hello().ns == {}
     client.shutdown(grace=0)
     assert wait_gone([info["pid"]])
 
@@ -157,7 +153,7 @@ def test_bad_sysctl_fails_spawn_and_leaves_nothing(env: ShimEnv, sysctls: dict[s
                                                    needle: str) -> None:
     spec = env.pod_spec("badsysctl", sysctls=sysctls)
     with pytest.raises(ZygoteError, match=needle):
-        env.zygote.spawn_shim(spec)
+        env.zygote.spawn_shim(PodSpec.from_json(spec))
     assert mounted_under(spec["ns_dir"]) == []
     assert not os.path.exists(spec["ns_dir"])
     assert not os.path.exists(os.path.join(spec["shim_dir"], "shim.sock"))
@@ -165,11 +161,11 @@ def test_bad_sysctl_fails_spawn_and_leaves_nothing(env: ShimEnv, sysctls: dict[s
 
 def test_bad_pod_spec_is_refused_by_zygote(env: ShimEnv) -> None:
     with pytest.raises(ZygoteError, match="shim_dir"):
-        env.zygote.spawn_shim({"pod_id": "x", "ns_dir": "/tmp/x"})
+        env.spawn_json({"pod_id": "x", "ns_dir": "/tmp/x"})
     spec = env.pod_spec("badmode")
     spec["namespaces"]["pid"] = "sideways"
     with pytest.raises(ZygoteError, match=r"namespaces\.pid"):
-        env.zygote.spawn_shim(spec)
+        env.spawn_json(spec)
 
 
 def test_shim_survives_kill_9_of_zygote_and_reconnects() -> None:
@@ -180,7 +176,7 @@ def test_shim_survives_kill_9_of_zygote_and_reconnects() -> None:
         assert wait_gone([e.zygote_pid])
         # a "restarted daemon": new client objects, same shim
         again = ShimClient(e.pods["survivor"]["spec"]["shim_dir"])
-        assert again.hello()["shim_pid"] == info["pid"]
+        assert again.hello().shim_pid == info["pid"]
         assert shim_pid(e.pods["survivor"]["spec"]["shim_dir"]) == info["pid"]
         assert not process_gone(info["pause_pid"])
         # a new zygote can be started on the same state dir
@@ -203,13 +199,13 @@ def test_kill_9_of_shim_kills_pause_and_status_files_remain(env: ShimEnv) -> Non
     with pytest.raises(errors.Unavailable):
         ShimClient(shim_dir).hello()
     final = read_final_states(shim_dir)
-    assert final["c1"]["state"] == "exited" and final["c1"]["reason"] == "Error"
-    assert "shim" in final["c1"]["message"]
+    assert final["c1"].state == "exited" and final["c1"].reason == "Error"
+    assert "shim" in final["c1"].message
     # the daemon's cleanup path for a dead shim
     from runtime.shim import namespaces
     namespaces.unpin_all(env.pods["shimdies"]["spec"]["ns_dir"])
     assert mounted_under(env.pods["shimdies"]["spec"]["ns_dir"]) == []
-    container_pid = final["c1"]["pid"]
+    container_pid = final["c1"].pid
     if not process_gone(container_pid):  # orphaned container: the daemon would kill it
         os.kill(container_pid, signal.SIGKILL)
     assert wait_gone([container_pid])
@@ -224,7 +220,7 @@ def test_pause_holder_joins_the_pod_cgroup(env: ShimEnv) -> None:
     try:
         spec = env.pod_spec("cgpod")
         spec["cgroup"] = {"driver": "cgroupfs", "parent": "/", "path": path}
-        info = env.zygote.spawn_shim_info(spec)
+        info = env.zygote.spawn_shim_info(PodSpec.from_json(spec))
         env.pods["cgpod"] = {"spec": spec, "info": info}
         with open(f"/proc/{info['pause_pid']}/cgroup") as f:
             assert any(line.rstrip().endswith(":" + path) for line in f)
@@ -238,8 +234,8 @@ def test_pause_holder_joins_the_pod_cgroup(env: ShimEnv) -> None:
 def test_second_shim_for_the_same_pod_is_refused(env: ShimEnv) -> None:
     client, info = env.spawn("twice")
     with pytest.raises(ZygoteError, match="already running"):
-        env.zygote.spawn_shim(env.pods["twice"]["spec"])
-    assert client.hello()["shim_pid"] == info["pid"]
+        env.zygote.spawn_shim(PodSpec.from_json(env.pods["twice"]["spec"]))
+    assert client.hello().shim_pid == info["pid"]
     assert len(mounted_under(env.pods["twice"]["spec"]["ns_dir"])) == 3
     client.shutdown(grace=0)
     assert wait_gone([info["pid"], info["pause_pid"]])
@@ -284,10 +280,13 @@ def test_unknown_op_and_bad_requests(env: ShimEnv) -> None:
         client.call("frobnicate")
     with pytest.raises(errors.NotFound):
         client.state("nope")
-    with pytest.raises(errors.InvalidArgument):
-        client.create("../x", {})
-    with pytest.raises(errors.InvalidArgument):
-        client.create("x", "not a spec")  # type: ignore[arg-type]
+    # what a daemon could send wrong: raw lines, past ShimClient's typed ops
+    with pytest.raises(errors.InvalidArgument, match="container_id must be"):
+        client.call("create", container_id="../x", spec={})
+    with pytest.raises(errors.InvalidArgument, match="ContainerSpec object"):
+        client.call("create", container_id="x", spec="not a spec")
+    with pytest.raises(errors.InvalidArgument, match="container spec"):
+        client.call("create", container_id="x", spec={"id": "x"})
     assert client.delete("never-existed") is False
     client.shutdown(grace=0)
     assert wait_gone([info["pid"], info["pause_pid"]])

@@ -68,6 +68,9 @@ class PycriDaemon:
         self.cni_conf_dir = self.base / "cni-conf"
         self.cni_conf_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.base / "daemon.log"
+        self.nri_socket = self.base / "nri.sock"
+        self.nri_plugin_dir = self.base / "nri-plugins"
+        self.nri_config_dir = self.base / "nri-conf.d"
         self.cgroup_parent = f"/pycri-test-{os.getpid()}"
         cfg: dict[str, Any] = {
             "socket": str(self.socket), "root": str(self.root), "state": str(self.state),
@@ -77,6 +80,10 @@ class PycriDaemon:
                     "default_bridge": TEST_BRIDGE},
             "registry": {"config_path": str(self.base / "certs.d"),
                          "auth_file": str(self.base / "docker-config.json")},
+            # never the node's own /etc/cdi: tests that use CDI write specs here
+            "cdi": {"spec_dirs": [str(self.base / "cdi")]},
+            "nri": {"socket_path": str(self.nri_socket), "plugin_path": str(self.nri_plugin_dir),
+                    "plugin_config_path": str(self.nri_config_dir)},
         }
         for key, value in (config or {}).items():
             if isinstance(value, dict) and isinstance(cfg.get(key), dict):

@@ -23,9 +23,11 @@ import tempfile
 import time
 from typing import Any
 
+from pycri_common.errors import PycriError
 from runtime import cgroups, syscalls
 from runtime.capability_names import capabilities_to_mask
 from runtime.container_init import exec_into, run
+from runtime.container_spec import ContainerSpec
 
 
 def _read_reports(fd: int, until: tuple[str, ...], timeout: float) -> list[dict[str, Any]]:
@@ -86,7 +88,7 @@ def _read(path: str) -> str:
 
 def main() -> None:
     req = json.load(sys.stdin)
-    spec = req["spec"]
+    spec_json = req["spec"]
     timeout = float(req.get("timeout", 20))
     syscalls.set_child_subreaper(True)
     tmp = tempfile.mkdtemp(prefix="init-runner-")
@@ -102,6 +104,11 @@ def main() -> None:
     if child == 0:
         os.close(gate_w)
         os.close(rep_r)
+        try:  # the shim's parse (runtime.shim.containers), reported as the init would
+            spec = ContainerSpec.from_json(spec_json)
+        except PycriError as e:
+            os.write(rep_w, json.dumps({"error": str(e), "kind": e.kind}).encode() + b"\n")
+            os._exit(1)
         run(spec, (null_fd, out_fd, err_fd), gate_r, rep_w)
     os.close(gate_r)
     os.close(rep_w)
@@ -110,7 +117,7 @@ def main() -> None:
     pid = next((m["pid"] for m in reports if "pid" in m), child)
     result["pid"] = pid
     if req.get("probe_exe_at_gate") and reports and "ready" in reports[-1]:
-        result["probe_exe"] = _probe_exe(pid, spec)
+        result["probe_exe"] = _probe_exe(pid, spec_json)
     if reports and "ready" in reports[-1] and req.get("start", True):
         os.write(gate_w, b"s")
         os.close(gate_w)
@@ -119,7 +126,8 @@ def main() -> None:
             with open(req["hold_file"], "w") as f:
                 f.write(str(pid))
         for proc in req.get("exec", []):
-            result["exec_results"].append(_exec(pid, spec, proc, tmp, timeout, result))
+            result["exec_results"].append(_exec(pid, ContainerSpec.from_json(spec_json), proc,
+                                                tmp, timeout, result))
         if req.get("exec"):
             os.kill(pid, signal.SIGKILL)
     else:
@@ -137,7 +145,7 @@ def main() -> None:
     _wait_pid(-2, 0.01)  # reap the intermediate process, if any
     result["exit_code"], result["signal"] = _status(status)
     result["stdout"], result["stderr"] = _read(out_path), _read(err_path)
-    cg = spec.get("cgroup")
+    cg = spec_json.get("cgroup")
     if cg:
         path = cgroups.spec_cgroup_path(cg)
         result["oom_kill_count"] = cgroups.oom_kill_count(path)
@@ -166,7 +174,7 @@ def _probe_exe(pid: int, spec: dict[str, Any]) -> str:
     return {0: "allowed", 1: "denied"}.get(os.waitstatus_to_exitcode(status), "error")
 
 
-def _exec(pid: int, spec: dict[str, Any], proc: dict[str, Any], tmp: str, timeout: float,
+def _exec(pid: int, spec: ContainerSpec, proc: dict[str, Any], tmp: str, timeout: float,
           result: dict[str, Any]) -> dict[str, Any]:
     out_path, err_path = os.path.join(tmp, "xout"), os.path.join(tmp, "xerr")
     out_fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pycri_common.errors import InvalidArgument
+from pycri_common.errors import FailedPrecondition, InvalidArgument
 from runtime.cgroups import mode, naming, resources
 from runtime.cgroups.manager import V1Cgroup, V2Cgroup, open_cgroup
 
@@ -192,6 +192,9 @@ def test_v1_manager_on_fake_tree(tmp_path: Path) -> None:
     assert cg.oom_kill_count() == 1
     with pytest.raises(InvalidArgument, match="not mounted"):
         V1Cgroup("/x", {"memory": str(base / "memory")}).apply_resources({"cpu_shares": 5})
+    # no cpu.rt_* files: a kernel without CONFIG_RT_GROUP_SCHED
+    with pytest.raises(FailedPrecondition, match="CONFIG_RT_GROUP_SCHED"):
+        cg.apply_resources({"cpu_realtime_runtime": 1000})
 
 
 def test_open_cgroup_rejects_bad_paths() -> None:
@@ -227,3 +230,22 @@ def test_pause_holder_gets_its_own_leaf_on_cgroup_v2() -> None:
     assert naming.pause_cgroup_path(pod, "cgroupfs", "abc", "v2") == pod + "/abc"
     sl = "/kubepods.slice/kubepods-pod1.slice"
     assert naming.pause_cgroup_path(sl, "systemd", "abc", "v2") == sl + "/pycri-abc.scope"
+
+
+def test_nri_memory_reservation_swappiness_and_realtime_on_v1() -> None:
+    from runtime.cgroups import resources as res_mod
+    writes = res_mod.v1_writes({"memory_reservation_in_bytes": 64, "memory_swappiness": 0,
+                                "cpu_realtime_period": 500000, "cpu_realtime_runtime": 0})
+    assert writes == [("cpu", "cpu.rt_period_us", "500000"), ("cpu", "cpu.rt_runtime_us", "0"),
+                      ("memory", "memory.soft_limit_in_bytes", "64"),
+                      ("memory", "memory.swappiness", "0")]
+    with pytest.raises(InvalidArgument, match="memory_swappiness"):
+        res_mod.v1_writes({"memory_swappiness": 101})
+
+
+def test_nri_reservation_is_memory_low_on_v2_and_swappiness_realtime_do_not_apply() -> None:
+    from runtime.cgroups import resources as res_mod
+    assert res_mod.v2_writes({"memory_reservation_in_bytes": 64}) == [("memory.low", "64")]
+    for key in ("memory_swappiness", "cpu_realtime_runtime", "cpu_realtime_period"):
+        with pytest.raises(InvalidArgument, match=f"{key}: not applicable"):
+            res_mod.v2_writes({key: 0})

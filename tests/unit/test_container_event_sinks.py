@@ -30,7 +30,8 @@ def _pod(state: str = "ready") -> Any:
                                                                           namespace="ns"))
     return SimpleNamespace(id="pod1", config=config, state=state, created_at=1, ip="10.0.0.2",
                            additional_ips=[], runtime_handler="",
-                           namespaces={"network": "pod", "pid": "container", "ipc": "pod"})
+                           namespaces={"network": "pod", "pid": "container", "ipc": "pod"},
+                           userns={})
 
 
 class _Sandboxes:

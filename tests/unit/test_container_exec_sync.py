@@ -10,6 +10,7 @@ import pytest
 
 from cri_server.containers import exec_sync
 from pycri_common.errors import DeadlineExceeded
+from runtime.shim.protocol import ExecReply, ExecWaitReply
 
 
 class FakeShim:
@@ -19,13 +20,13 @@ class FakeShim:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.timed_out: set[str] = set()
 
-    def exec(self, cid: str, process: dict[str, Any], fds: list[int]) -> dict[str, Any]:
+    def exec(self, cid: str, process: dict[str, Any], fds: list[int]) -> ExecReply:
         proc = subprocess.Popen(process["args"], stdin=fds[0], stdout=fds[1], stderr=fds[2])
         eid = f"e{len(self.procs)}"
         self.procs[eid] = proc
-        return {"exec_id": eid, "pid": proc.pid}
+        return ExecReply(eid, proc.pid)
 
-    def exec_wait(self, eid: str, timeout: float | None) -> dict[str, Any]:
+    def exec_wait(self, eid: str, timeout: float | None = None) -> ExecWaitReply:
         proc = self.procs[eid]
         try:
             code = proc.wait(timeout)
@@ -33,8 +34,8 @@ class FakeShim:
             proc.kill()
             proc.wait()
             self.timed_out.add(eid)
-            return {"exit_code": 137, "timed_out": True}
-        return {"exit_code": code if code >= 0 else 128 - code, "timed_out": False}
+            return ExecWaitReply(137, True)
+        return ExecWaitReply(code if code >= 0 else 128 - code, False)
 
 
 def test_output_and_exit_code() -> None:
@@ -71,7 +72,7 @@ def test_no_fd_leaks() -> None:
 
 def test_exec_failure_closes_fds() -> None:
     class Broken(FakeShim):
-        def exec(self, cid: str, process: dict[str, Any], fds: list[int]) -> dict[str, Any]:
+        def exec(self, cid: str, process: dict[str, Any], fds: list[int]) -> ExecReply:
             raise RuntimeError("boom")
 
     before = len(os.listdir("/proc/self/fd"))

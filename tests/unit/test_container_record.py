@@ -5,6 +5,7 @@ from cri_server.containers import convert
 from cri_server.containers import record as R
 from cri_server.containers.record import ContainerRecord
 from proto import api_pb2
+from runtime.shim.protocol import ContainerState
 
 
 def _rec(**kw: object) -> ContainerRecord:
@@ -13,6 +14,10 @@ def _rec(**kw: object) -> ContainerRecord:
                                "labels": {"app": "x", "tier": "web"}, "created_at": 5}
     base.update(kw)
     return ContainerRecord(**base)  # type: ignore[arg-type]
+
+
+def _state(obj: dict[str, object]) -> ContainerState:
+    return ContainerState.from_json(obj)
 
 
 def test_json_round_trip_ignores_unknown_keys() -> None:
@@ -25,11 +30,11 @@ def test_json_round_trip_ignores_unknown_keys() -> None:
 
 def test_apply_state_transitions() -> None:
     rec = _rec(state=R.CREATED)
-    assert rec.apply_state({"state": "running", "pid": 42, "started_at": 10})
+    assert rec.apply_state(_state({"state": "running", "pid": 42, "started_at": 10}))
     assert (rec.state, rec.pid, rec.started_at) == (R.RUNNING, 42, 10)
-    assert not rec.apply_state({"state": "running", "pid": 42, "started_at": 10})
-    assert rec.apply_state({"state": "exited", "exit_code": 0, "reason": "Completed",
-                            "finished_at": 20})
+    assert not rec.apply_state(_state({"state": "running", "pid": 42, "started_at": 10}))
+    assert rec.apply_state(_state({"state": "exited", "exit_code": 0, "reason": "Completed",
+                                   "finished_at": 20}))
     assert (rec.state, rec.exit_code, rec.reason, rec.finished_at) == (R.EXITED, 0,
                                                                         "Completed", 20)
 
@@ -37,10 +42,10 @@ def test_apply_state_transitions() -> None:
 def test_a_stale_state_never_moves_a_container_back() -> None:
     """Two threads refresh at once; the one that read the older status file applies last."""
     rec = _rec(state=R.CREATED)
-    assert rec.apply_state({"state": "exited", "exit_code": 3, "reason": "Error",
-                            "started_at": 10, "finished_at": 20, "pid": 42})
-    assert not rec.apply_state({"state": "running", "pid": 42, "started_at": 10})
-    assert not rec.apply_state({"state": "created", "pid": 42})
+    assert rec.apply_state(_state({"state": "exited", "exit_code": 3, "reason": "Error",
+                                   "started_at": 10, "finished_at": 20, "pid": 42}))
+    assert not rec.apply_state(_state({"state": "running", "pid": 42, "started_at": 10}))
+    assert not rec.apply_state(_state({"state": "created", "pid": 42}))
     assert (rec.state, rec.exit_code, rec.finished_at) == (R.EXITED, 3, 20)
 
 

@@ -1,4 +1,4 @@
-"""ContainerSpec helpers: capability computation, defaults, validation (pure)."""
+"""ContainerSpec helpers: capability computation, defaults, parsing = validation (pure)."""
 from __future__ import annotations
 
 import copy
@@ -15,6 +15,15 @@ from runtime.capability_names import (
 )
 
 
+def validate(spec: Any) -> dict[str, Any]:
+    """The parse the shim runs, as the JSON it would send on."""
+    return cs.ContainerSpec.from_json(spec).to_json()
+
+
+def caps_json(**kw: Any) -> dict[str, list[str]]:
+    return cs.compute_capabilities(**kw).to_json()
+
+
 def minimal_spec() -> dict[str, Any]:
     return {"id": "c1", "rootfs": {"lower": ["/l"], "upper": "/c/upper", "work": "/c/work"},
             "process": {"args": ["sh"]}}
@@ -28,48 +37,48 @@ def test_default_capabilities_match_containerd() -> None:
 
 
 def test_compute_defaults() -> None:
-    caps = cs.compute_capabilities()
+    caps = caps_json()
     assert set(caps["bounding"]) == set(cs.DEFAULT_CAPABILITIES)
     assert caps["effective"] == caps["permitted"] == caps["bounding"]
     assert caps["inheritable"] == [] and caps["ambient"] == []
 
 
 def test_add_and_drop_names_any_form() -> None:
-    caps = cs.compute_capabilities(add=["sys_admin", "CAP_NET_ADMIN"], drop=["KILL", "chown"])
+    caps = caps_json(add=["sys_admin", "CAP_NET_ADMIN"], drop=["KILL", "chown"])
     assert "CAP_SYS_ADMIN" in caps["bounding"] and "CAP_NET_ADMIN" in caps["bounding"]
     assert "CAP_KILL" not in caps["bounding"] and "CAP_CHOWN" not in caps["bounding"]
 
 
 def test_add_all_then_drop_one() -> None:
-    caps = cs.compute_capabilities(add=["ALL"], drop=["CHOWN"])
+    caps = caps_json(add=["ALL"], drop=["CHOWN"])
     assert "CAP_CHOWN" not in caps["bounding"]
     assert set(caps["bounding"]) == set(cs.all_capabilities()) - {"CAP_CHOWN"}
 
 
 def test_drop_all_then_add_one() -> None:
-    assert cs.compute_capabilities(add=["CHOWN"], drop=["all"])["bounding"] == ["CAP_CHOWN"]
+    assert caps_json(add=["CHOWN"], drop=["all"])["bounding"] == ["CAP_CHOWN"]
 
 
 def test_ambient_goes_into_every_set() -> None:
-    caps = cs.compute_capabilities(drop=["ALL"], add_ambient=["NET_BIND_SERVICE"])
+    caps = caps_json(drop=["ALL"], add_ambient=["NET_BIND_SERVICE"])
     for key in cs.CAP_SET_NAMES:
         assert caps[key] == ["CAP_NET_BIND_SERVICE"]
 
 
 def test_privileged_gets_all() -> None:
-    caps = cs.compute_capabilities(drop=["ALL"], privileged=True)
+    caps = caps_json(drop=["ALL"], privileged=True)
     assert caps["bounding"] == cs.all_capabilities()
 
 
 @pytest.mark.parametrize("bad", [["CAP_NOPE"], ["", "CHOWN"], [3]])
 def test_unknown_capability_rejected(bad: list[Any]) -> None:
     with pytest.raises(InvalidArgument, match="add_capabilities"):
-        cs.compute_capabilities(add=bad)
+        caps_json(add=bad)
 
 
 def test_ambient_all_rejected() -> None:
     with pytest.raises(InvalidArgument, match="ALL"):
-        cs.compute_capabilities(add_ambient=["ALL"])
+        caps_json(add_ambient=["ALL"])
 
 
 def test_capability_masks_roundtrip() -> None:
@@ -80,12 +89,12 @@ def test_capability_masks_roundtrip() -> None:
 
 
 def test_default_mounts_and_privileged() -> None:
-    mounts = cs.default_mounts()
+    mounts = [m.to_json() for m in cs.default_mounts()]
     assert [m["destination"] for m in mounts] == [
         "/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/sys/fs/cgroup"]
     sysfs = mounts[5]
     assert "ro" in sysfs["options"] and sysfs["readonly"]
-    priv = cs.default_mounts(privileged=True)
+    priv = [m.to_json() for m in cs.default_mounts(privileged=True)]
     assert "ro" not in priv[5]["options"] and not priv[6]["readonly"]
     assert "newinstance" in mounts[2]["options"]
 
@@ -96,18 +105,18 @@ def test_default_paths_and_rlimits() -> None:
     assert cs.default_readonly_paths() == ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
                                            "/proc/sysrq-trigger"]
     lim = cs.default_rlimits()
-    assert lim[0]["type"] == "RLIMIT_NOFILE" and lim[0]["soft"] <= lim[0]["hard"]
-    lim[0]["soft"] = 1
-    assert cs.default_rlimits()[0]["soft"] == 1024  # a fresh copy each time
+    assert lim[0].type == "RLIMIT_NOFILE" and lim[0].soft <= lim[0].hard
+    lim[0] = cs.Rlimit("RLIMIT_NOFILE", 1, 1)
+    assert cs.default_rlimits()[0].soft == 1024  # a fresh list each time (entries are frozen)
 
 
 def test_validate_fills_defaults() -> None:
-    s = cs.validate_spec(minimal_spec())
+    s = validate(minimal_spec())
     assert s["rootfs"]["mountpoint"] == "/c/rootfs"
     assert s["process"]["cwd"] == "/" and s["process"]["env"] == []
     assert s["process"]["user"]["policy"] == "Merge"
     assert set(s["process"]["capabilities"]["bounding"]) == set(cs.DEFAULT_CAPABILITIES)
-    assert s["process"]["rlimits"] == cs.default_rlimits()
+    assert s["process"]["rlimits"] == [r.to_json() for r in cs.default_rlimits()]
     assert s["mounts"] == [] and s["masked_paths"] == [] and s["seccomp"] is None
     assert s["cgroup"] is None
 
@@ -115,7 +124,7 @@ def test_validate_fills_defaults() -> None:
 def test_validate_does_not_modify_input() -> None:
     spec = minimal_spec()
     before = copy.deepcopy(spec)
-    cs.validate_spec(spec)
+    validate(spec)
     assert spec == before
 
 
@@ -163,7 +172,7 @@ def test_validate_names_the_field(path: tuple[str, ...], value: Any, field: str)
         target = target[key]
     target[path[-1]] = value
     with pytest.raises(InvalidArgument) as exc:
-        cs.validate_spec(spec)
+        validate(spec)
     assert f"container spec: {field}:" in str(exc.value)
 
 
@@ -172,12 +181,12 @@ def test_validate_names_the_field(path: tuple[str, ...], value: Any, field: str)
     ({"propagation": "rslave"}, "requires private propagation"),
 ])
 def test_recursive_readonly_rules(change: dict[str, Any], msg: str) -> None:
-    m = cs.bind_mount("/src", "/dst", recursive_readonly=True)
+    m = cs.bind_mount("/src", "/dst", recursive_readonly=True).to_json()
     m.update(change)
     spec = minimal_spec()
     spec["mounts"] = [m]
     with pytest.raises(InvalidArgument, match=msg):
-        cs.validate_spec(spec)
+        validate(spec)
 
 
 def test_recursive_readonly_only_for_bind() -> None:
@@ -185,19 +194,19 @@ def test_recursive_readonly_only_for_bind() -> None:
     spec["mounts"] = [{"destination": "/t", "type": "tmpfs", "readonly": True,
                        "recursive_readonly": True}]
     with pytest.raises(InvalidArgument, match="only for bind"):
-        cs.validate_spec(spec)
+        validate(spec)
 
 
 def test_systemd_cgroup_path_converted() -> None:
     spec = minimal_spec()
     spec["cgroup"] = {"driver": "systemd", "path": "kubepods-pod1.slice:pycri:c1"}
-    assert cs.validate_spec(spec)["cgroup"]["path"] == \
+    assert validate(spec)["cgroup"]["path"] == \
         "/kubepods.slice/kubepods-pod1.slice/pycri-c1.scope"
 
 
 @pytest.mark.parametrize("log_path", ["/logs/pod/c.log", "/logs/pod/a/b/c.log"])
 def test_log_path_below_log_directory(log_path: str) -> None:
-    s = cs.validate_spec({**minimal_spec(), "log_path": log_path, "log_directory": "/logs/pod/"})
+    s = validate({**minimal_spec(), "log_path": log_path, "log_directory": "/logs/pod/"})
     assert s["log_path"] == log_path and s["log_directory"] == "/logs/pod/"
 
 
@@ -205,9 +214,9 @@ def test_log_path_below_log_directory(log_path: str) -> None:
                                       "/logs/other/c.log"])
 def test_log_path_outside_log_directory_refused(log_path: str) -> None:
     with pytest.raises(InvalidArgument, match="log_path: must be a normalized path below"):
-        cs.validate_spec({**minimal_spec(), "log_path": log_path, "log_directory": "/logs/pod"})
+        validate({**minimal_spec(), "log_path": log_path, "log_directory": "/logs/pod"})
 
 
 def test_no_log_path() -> None:
-    s = cs.validate_spec({**minimal_spec(), "log_path": "", "log_directory": ""})
+    s = validate({**minimal_spec(), "log_path": "", "log_directory": ""})
     assert s["log_path"] is None and s["log_directory"] is None

@@ -48,9 +48,10 @@ def _req(**config: Any) -> api_pb2.CreateContainerRequest:
 
 def _build(tmp: Path, req: api_pb2.CreateContainerRequest, pod: PodView | None = None,
            image: ImageView | None = None, **kw: Any) -> dict[str, Any]:
+    """The spec as sent to the shim (its JSON form)."""
     dirs = spec_builder.container_dirs(str(tmp / "ctr"))
     return spec_builder.build("c" * 64, req, pod or _pod(tmp), image or _image(), dirs,
-                              host_devices=list, **kw)
+                              host_devices=list, **kw).to_json()
 
 
 def _sc(**kw: Any) -> api_pb2.LinuxContainerConfig:

@@ -18,10 +18,10 @@ from typing import Any
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from pycri_common.errors import PycriError
+from pycri_common.errors import NotFound, PycriError
 from runtime.shim import control, frames
 from runtime.shim.loop import Loop
-from runtime.shim.podstate import take_report_messages
+from runtime.shim.reports import take_report_messages
 from runtime.shim_client import ShimClient
 from tests.support.fuzz import chunked, fuzz_settings, mutated
 
@@ -60,7 +60,7 @@ def _serve(data_chunks: list[bytes]) -> tuple[list[dict[str, Any]], list[tuple[i
             conn.enter_attach_mode(on_frame)
             return None
         if op == "kill":
-            raise control.ShimError("NotFound", "no such container")
+            raise NotFound("no such container")
         if op == "delete":
             raise KeyError("a handler's bug")
         return {"echo": op}

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pycri_common.errors import InvalidArgument
+from runtime.container_spec import UserSpec
 from runtime.securejoin import (
     ensure_file_in_root,
     mkdir_all_in_root,
@@ -160,11 +161,11 @@ def test_parse_files() -> None:
     assert groups[3].members == ["alice", "bob"]
 
 
-def user(**kw: object) -> dict[str, object]:
+def user(**kw: object) -> UserSpec:
     base: dict[str, object] = {"uid": None, "gid": None, "username": None, "groupname": None,
                                "supplemental_groups": [], "policy": "Merge"}
     base.update(kw)
-    return base
+    return UserSpec.from_json(base)
 
 
 def test_username_merge() -> None:

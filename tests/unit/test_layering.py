@@ -1,4 +1,5 @@
-"""Layers point one way: cri_server -> imageservice, cni, runtime -> pycri_common.
+"""Layers point one way: cri_server -> imageservice, cni, runtime, nri -> pycri_common
+(and nri -> proto, for the generated NRI and ttrpc messages).
 
 Every .py under the lower packages is parsed (not imported) and each import in
 it is checked, wherever it sits: module level, inside a function, under
@@ -7,6 +8,8 @@ TYPE_CHECKING, or as importlib.import_module("literal").
 - pycri_common imports only the standard library.
 - runtime, cni and imageservice import themselves and pycri_common, never
   cri_server or proto (plus the one sideways edge listed in SIDEWAYS).
+- nri (the ttrpc and multiplexer protocol layers) imports itself, pycri_common and proto,
+  never cri_server or the runtime.
 - The shim (runtime/shim/*) and the container init (runtime/container_init.py)
   run in small processes of their own: everything they import, followed through
   runtime.* and pycri_common.*, is the standard library.
@@ -22,14 +25,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PROJECT = {"cri_server", "runtime", "imageservice", "cni", "pycri_common", "proto"}
-LOWER = ("runtime", "cni", "imageservice", "pycri_common")
+PROJECT = {"cri_server", "runtime", "imageservice", "cni", "pycri_common", "proto", "nri"}
+LOWER = ("runtime", "cni", "imageservice", "pycri_common", "nri")
 # What each lower package may import of the project (besides itself).
 ALLOWED = {
     "pycri_common": set(),
     "runtime": {"pycri_common"},
     "cni": {"pycri_common"},
     "imageservice": {"pycri_common"},
+    "nri": {"pycri_common", "proto"},
 }
 # Known sideways edges, by exact module: (importing package, imported module).
 SIDEWAYS = {("imageservice", "runtime.dirfd")}

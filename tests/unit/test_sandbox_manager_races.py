@@ -21,6 +21,9 @@ from imageservice.manifest import ImageConfig
 from imageservice.metadata import ImageRecord
 from proto import api_pb2
 from pycri_common.errors import AlreadyExists, FailedPrecondition
+from runtime.container_spec import ContainerSpec
+from runtime.pod_spec import PodSpec
+from runtime.shim.protocol import CreateReply
 
 
 def _row(store: Store, pod_id: str) -> dict[str, Any]:
@@ -48,7 +51,7 @@ def test_failed_undo_leaves_a_removable_pod(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(pod_cgroup, "remove", remove_cgroup)
     monkeypatch.setattr(sandbox_manager.podfiles, "host_hostname", lambda: "node")
 
-    def spawn_shim(spec: dict[str, Any]) -> dict[str, Any]:
+    def spawn_shim(spec: PodSpec) -> dict[str, Any]:
         raise FailedPrecondition("starting the pod's shim failed: boom")
 
     store = Store(tmp_path / "runtime.db")
@@ -89,7 +92,7 @@ def test_failed_run_keeps_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(pod_cgroup, "remove", lambda cg, timeout=5.0: None)
     monkeypatch.setattr(sandbox_manager.podfiles, "host_hostname", lambda: "node")
 
-    def spawn_shim(spec: dict[str, Any]) -> dict[str, Any]:
+    def spawn_shim(spec: PodSpec) -> dict[str, Any]:
         raise FailedPrecondition("starting the pod's shim failed: boom")
 
     store = Store(tmp_path / "runtime.db")
@@ -132,8 +135,10 @@ def test_pod_removal_waits_for_a_container_being_created(
     monkeypatch.setattr(pod_cgroup, "remove", lambda cg, timeout=5.0: None)
     monkeypatch.setattr(sandbox_manager.podfiles, "host_hostname", lambda: "node")
     monkeypatch.setattr(sandbox_manager.shim_process, "is_shim_of", lambda pid, d: True)
-    monkeypatch.setattr(container_manager.spec_builder, "build",
-                        lambda *a, **k: {"log_path": ""})
+    spec = ContainerSpec.from_json({"id": "c", "rootfs": {"lower": ["/l"], "upper": "/c/u",
+                                                          "work": "/c/w"},
+                                    "process": {"args": ["sh"]}})
+    monkeypatch.setattr(container_manager.spec_builder, "build", lambda *a, **k: spec)
     store = Store(tmp_path / "runtime.db")
     paths = Paths(tmp_path / "root", tmp_path / "state")
     pods = SandboxManager(Config(), paths, store, None, lambda spec: {"pid": 1})
@@ -151,10 +156,10 @@ def test_pod_removal_waits_for_a_container_being_created(
         def __init__(self, shim_dir: str, timeout: float = 0) -> None:
             pass
 
-        def create(self, cid: str, spec: dict[str, Any]) -> dict[str, Any]:
+        def create(self, cid: str, spec: dict[str, Any]) -> CreateReply:
             threading.Thread(target=remove_pod, daemon=True).start()
             remover_done.wait(0.5)  # without the guard the removal ends meanwhile
-            return {"pid": 0}
+            return CreateReply(0)
 
         def delete(self, cid: str) -> bool:
             return True

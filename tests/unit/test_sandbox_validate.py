@@ -5,7 +5,7 @@ import pytest
 
 from cri_server.sandboxes import pod_cgroup, podfiles, validate
 from proto import api_pb2
-from pycri_common.errors import InvalidArgument, NotFound, Unimplemented
+from pycri_common.errors import InvalidArgument, NotFound
 
 
 def _request(**linux_kw: object) -> api_pb2.RunPodSandboxRequest:
@@ -53,11 +53,60 @@ def test_bad_namespace_modes(mode_field: str, mode: int) -> None:
         validate.plan(_request(**{mode_field: mode}), [], "n")
 
 
-def test_user_namespaces_unsupported() -> None:
-    req = _request()
-    req.config.linux.security_context.namespace_options.userns_options.mode = api_pb2.POD
-    with pytest.raises(Unimplemented):
+def _userns_request(mode: int = api_pb2.POD, uids: list[tuple[int, int, int]] | None = None,
+                    gids: list[tuple[int, int, int]] | None = None,
+                    **linux_kw: object) -> api_pb2.RunPodSandboxRequest:
+    req = _request(**linux_kw)
+    u = req.config.linux.security_context.namespace_options.userns_options
+    u.mode = mode  # type: ignore[assignment]
+    for target, maps in ((u.uids, uids), (u.gids, gids)):
+        for c, h, n in maps if maps is not None else [(0, 65536, 65536)]:
+            target.add(container_id=c, host_id=h, length=n)
+    return req
+
+
+def test_user_namespace_pod_plan() -> None:
+    plan = validate.plan(_userns_request(uids=[(0, 131072, 65536)], gids=[(0, 1000, 100000)]),
+                         [], "n")
+    assert plan.userns == {"mode": "pod", "uids": [[0, 131072, 65536]],
+                           "gids": [[0, 1000, 100000]]}
+
+
+def test_user_namespace_node_is_the_hosts() -> None:
+    assert validate.plan(_request(), [], "n").userns == {}
+    assert validate.plan(_userns_request(api_pb2.NODE, uids=[], gids=[]), [], "n").userns == {}
+    with pytest.raises(InvalidArgument, match="NODE"):
+        validate.plan(_userns_request(api_pb2.NODE), [], "n")
+
+
+@pytest.mark.parametrize("uids,gids,match", [
+    ([(0, 65536, 1000), (1000, 200000, 10)], None, "exactly one"),   # two ranges
+    ([], None, "exactly one"),
+    ([(1, 65536, 65536)], None, "container ID 0"),                   # 0 unmapped
+    (None, [(0, 65536, 0)], "length"),                                # empty range
+    ([(0, 4294967295 - 10, 65536)], None, "host_id"),                 # past the last ID
+    ([(0, 65536, 4294967295)], None, "past the last ID"),
+])
+def test_user_namespace_bad_mappings(uids: list[tuple[int, int, int]] | None,
+                                     gids: list[tuple[int, int, int]] | None, match: str) -> None:
+    with pytest.raises(InvalidArgument, match=match):
+        validate.plan(_userns_request(uids=uids, gids=gids), [], "n")
+
+
+@pytest.mark.parametrize("mode", [api_pb2.CONTAINER, api_pb2.TARGET])
+def test_user_namespace_container_and_target_modes_refused(mode: int) -> None:
+    with pytest.raises(InvalidArgument, match="not supported"):
+        validate.plan(_userns_request(mode), [], "n")
+
+
+def test_user_namespace_not_with_privileged_or_host_namespaces() -> None:
+    req = _userns_request()
+    req.config.linux.security_context.privileged = True
+    with pytest.raises(InvalidArgument, match="privileged"):
         validate.plan(req, [], "n")
+    for field in ("network", "ipc", "pid"):
+        with pytest.raises(InvalidArgument, match=field):
+            validate.plan(_userns_request(**{field: api_pb2.NODE}), [], "n")  # type: ignore[arg-type]
 
 
 def test_metadata_required() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.shim.control import ShimError
+from pycri_common.errors import FailedPrecondition, InvalidArgument
 from runtime.shim.crilog import MAX_LINE, CriLogWriter, open_log_file, rfc3339nano
 
 T0 = 1_795_000_000_123_456_789  # 2026-11-18T...
@@ -99,11 +99,11 @@ def test_log_file_symlink_is_refused(tmp_path: Path) -> None:
     log_dir = tmp_path / "pod"
     log_dir.mkdir()
     (log_dir / "c.log").symlink_to(victim)
-    with pytest.raises(ShimError, match=r"c\.log is a symlink") as exc:
+    with pytest.raises(InvalidArgument, match=r"c\.log is a symlink") as exc:
         CriLogWriter(str(log_dir / "c.log"), log_dir=str(log_dir))
     assert exc.value.kind == "InvalidArgument"
     (log_dir / "d.log").symlink_to(tmp_path / "missing")  # dangling: not created through
-    with pytest.raises(ShimError, match="symlink"):
+    with pytest.raises(InvalidArgument, match="symlink"):
         open_log_file(str(log_dir / "d.log"), str(log_dir))
     assert victim.read_text() == "keep\n" and not (tmp_path / "missing").exists()
 
@@ -114,7 +114,7 @@ def test_symlinked_sub_directory_is_refused_and_nothing_made_through_it(tmp_path
     log_dir = tmp_path / "pod"
     (log_dir / "a").mkdir(parents=True)
     (log_dir / "a" / "b").symlink_to(outside)
-    with pytest.raises(ShimError, match=f"{log_dir}/a/b is a symlink"):
+    with pytest.raises(InvalidArgument, match=f"{log_dir}/a/b is a symlink"):
         open_log_file(str(log_dir / "a/b/c/0.log"), str(log_dir))
     assert list(outside.iterdir()) == []
 
@@ -139,14 +139,14 @@ def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
         open_log_file(str(tmp_path / "c.log"), str(tmp_path))
     reader = os.open(tmp_path / "c.log", os.O_RDONLY | os.O_NONBLOCK)
     try:
-        with pytest.raises(ShimError, match="not a regular file"):
+        with pytest.raises(InvalidArgument, match="not a regular file"):
             open_log_file(str(tmp_path / "c.log"), str(tmp_path))
     finally:
         os.close(reader)
 
 
 def test_path_outside_the_log_directory_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ShimError, match="not below the log directory"):
+    with pytest.raises(InvalidArgument, match="not below the log directory"):
         open_log_file(str(tmp_path / "other/c.log"), str(tmp_path / "pod"))
 
 
@@ -159,10 +159,22 @@ def test_reopen_onto_a_symlink_keeps_the_old_file(tmp_path: Path) -> None:
     rotated = tmp_path / "logs" / "c.log.1"
     os.rename(path, rotated)
     path.symlink_to(victim)
-    with pytest.raises(ShimError, match="symlink") as exc:
+    with pytest.raises(FailedPrecondition, match="symlink") as exc:
         w.reopen()
     assert exc.value.kind == "FailedPrecondition"
     w.write("stdout", b"still old\n")
     assert [ln[3] for ln in lines(rotated)] == ["before", "still old"]
     assert victim.read_text() == "keep\n"
     w.close()
+
+
+def test_a_hard_link_to_another_file_is_refused_and_that_file_kept(tmp_path: Path) -> None:
+    victim = tmp_path / "host-file"
+    victim.write_text("keep\n")
+    log_dir = tmp_path / "pod"
+    log_dir.mkdir()
+    os.link(victim, log_dir / "c.log")
+    with pytest.raises(InvalidArgument, match="2 hard links") as exc:
+        CriLogWriter(str(log_dir / "c.log"), log_dir=str(log_dir))
+    assert exc.value.kind == "InvalidArgument"
+    assert victim.read_text() == "keep\n"

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import pytest
 
+from pycri_common.errors import InvalidArgument
+from runtime.pod_spec import PodSpec
 from runtime.shim import namespaces as ns
 
 
-def pod(network: str = "pod", ipc: str = "pod", pid: str = "container") -> dict[str, object]:
-    return {"namespaces": {"network": network, "ipc": ipc, "pid": pid}}
+def pod(network: str = "pod", ipc: str = "pod", pid: str = "container") -> PodSpec:
+    return PodSpec.from_json({"pod_id": "p", "shim_dir": "/run/s", "ns_dir": "/run/n",
+                              "namespaces": {"network": network, "ipc": ipc, "pid": pid}})
 
 
 def test_namespace_types_per_mode() -> None:
@@ -18,8 +21,8 @@ def test_namespace_types_per_mode() -> None:
 
 
 def test_bad_mode_rejected() -> None:
-    with pytest.raises(ValueError, match=r"namespaces\.pid"):
-        ns.pod_namespace_types(pod(pid="target"))
+    with pytest.raises(InvalidArgument, match=r"namespaces\.pid"):
+        pod(pid="target")
 
 
 def test_sysctl_paths() -> None:

@@ -360,3 +360,22 @@ def test_random_frames_only_ever_raise_protocol_errors() -> None:
                 assert conn.closed
                 break
             conn.data_to_send()
+
+
+def test_second_syn_stream_for_an_open_stream_resets_it_and_says_so() -> None:
+    """A peer reusing the id of an open stream gets RST_STREAM(PROTOCOL_ERROR), and the
+    application hears that the stream it holds is gone (it used to be forgotten silently)."""
+    client, server = pair()
+    sid = client.open_stream([("streamType", "stdout")])
+    assert of_type(pump(client, server), spdy.StreamOpened)
+    # The client's encoder has moved on; forge a second SYN_STREAM with the same id.
+    client._next_stream_id = sid
+    client.open_stream([("streamType", "stderr")])
+    events = pump(client, server)
+    assert events == [spdy.StreamReset(sid, spdy.RstStatus.PROTOCOL_ERROR, remote=False)]
+    assert of_type(pump(server, client), spdy.StreamReset) == [
+        spdy.StreamReset(sid, spdy.RstStatus.PROTOCOL_ERROR, remote=True)]
+    # A stale id of a stream that is already gone is refused, and nothing is reported.
+    client._next_stream_id = sid
+    client.open_stream([("streamType", "stdin")])
+    assert pump(client, server) == []

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from cri_server.sandboxes import zygote_link
+from runtime.pod_spec import PodSpec
 from runtime.zygote_client import ZygoteError
 
 
@@ -16,7 +17,7 @@ class _Zygote:
         self.barrier = barrier
         self.process = None
 
-    def spawn_shim_info(self, spec: dict[str, Any]) -> dict[str, Any]:
+    def spawn_shim_info(self, spec: PodSpec) -> dict[str, Any]:
         if self.dead:
             self.barrier.wait(5)  # both callers see the dead zygote before either restarts it
             raise ZygoteError("connection refused")
@@ -40,7 +41,8 @@ def test_concurrent_spawns_restart_a_dead_zygote_once(monkeypatch: pytest.Monkey
     link = zygote_link.ZygoteLink("/nonexistent")
     link.start()
     results: list[Any] = []
-    threads = [threading.Thread(target=lambda: results.append(link.spawn({}))) for _ in range(2)]
+    spec = PodSpec("p", "/run/s", "/run/n")
+    threads = [threading.Thread(target=lambda: results.append(link.spawn(spec))) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:

@@ -1,0 +1,141 @@
+"""User namespace helpers: ID maps, mount data for a pod user namespace, cgroup v2 delegation."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pycri_common.errors import InvalidArgument
+from runtime import container_init, rootfs, userns
+from runtime.cgroups import mode as cgmode
+from runtime.container_spec import ContainerSpec
+from runtime.pod_spec import PodSpec
+
+IDMAP = userns.Idmap(fd=-1, uid_map=[[0, 131072, 65536]], gid_map=[[0, 196608, 65536]])
+
+
+def test_map_text_and_translation() -> None:
+    assert userns.map_text([[0, 1000, 100000]]) == "0 1000 100000\n"
+    assert userns.to_host([[0, 1000, 10]], 9) == 1009
+    assert userns.to_host([[0, 1000, 10]], 10) is None
+    assert (IDMAP.root_uid, IDMAP.root_gid) == (131072, 196608)
+    assert IDMAP.host_gid(5) == 196613
+
+
+@pytest.mark.parametrize("mtype,data,expected", [
+    ("tmpfs", "mode=755,size=65536k", "mode=755,size=65536k,uid=131072,gid=196608"),
+    ("tmpfs", "uid=1000,mode=1777", "uid=132072,mode=1777,gid=196608"),
+    ("devpts", "newinstance,ptmxmode=0666,mode=0620,gid=5",
+     "newinstance,ptmxmode=0666,mode=0620,gid=196613"),
+    ("mqueue", "", ""),
+    ("proc", "", ""),
+])
+def test_userns_mount_data(mtype: str, data: str, expected: str) -> None:
+    assert rootfs.userns_data(mtype, data, IDMAP) == expected
+    assert rootfs.userns_data(mtype, data, None) == data
+
+
+def test_cgroup_v2_directory_is_delegated_to_the_mapped_root(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("needs root (chown)")
+    cg = tmp_path / "kubepods" / "pod" / "ctr"
+    cg.mkdir(parents=True)
+    for name in ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control", "memory.max"):
+        (cg / name).write_text("")
+    monkeypatch.setattr(cgmode, "CGROUP_ROOT", str(tmp_path))
+    monkeypatch.setattr(cgmode, "detect_mode", lambda: "v2")
+    container_init._delegate_cgroup("/kubepods/pod/ctr", IDMAP)
+    owners = {p.name: (p.stat().st_uid, p.stat().st_gid) for p in [cg, *cg.iterdir()]}
+    assert owners == {"ctr": (131072, 196608), "cgroup.procs": (131072, 196608),
+                      "cgroup.threads": (131072, 196608),
+                      "cgroup.subtree_control": (131072, 196608),
+                      "memory.max": (0, 0)}  # limits stay the host's
+    assert (cg.parent.stat().st_uid, cg.parent.stat().st_gid) == (0, 0)
+    monkeypatch.setattr(cgmode, "detect_mode", lambda: "hybrid")
+    os.chown(cg, 0, 0)
+    container_init._delegate_cgroup("/kubepods/pod/ctr", IDMAP)
+    assert cg.stat().st_uid == 0  # v1: not delegated
+
+
+# -- the contracts' userns fields (docs/architecture.md, contracts 2 and 4) --------------------
+
+POD = {"pod_id": "p1", "shim_dir": "/run/pycri/shims/p1", "ns_dir": "/run/pycri/ns/p1",
+       "netns_path": "/run/pycri/netns/p1"}
+CTR = {"id": "c", "rootfs": {"lower": ["/l"], "upper": "/c/u", "work": "/c/w"},
+       "process": {"args": ["sh"]}}
+MAPS = {"uid_map": [[0, 131072, 65536]], "gid_map": [[0, 196608, 65536]]}
+
+
+def test_pod_and_container_spec_userns_round_trip() -> None:
+    pod = PodSpec.from_json({**POD, "userns": MAPS})
+    assert pod.userns is not None and pod.userns.uid_map == ((0, 131072, 65536),)
+    assert PodSpec.from_json(pod.to_json()) == pod
+    assert "userns" not in PodSpec.from_json(POD).to_json()
+    ctr = ContainerSpec.from_json({**CTR, "userns": {"path": "/run/pycri/ns/p1/user", **MAPS}})
+    assert ctr.userns is not None and ctr.userns.maps.gid_map == ((0, 196608, 65536),)
+    assert ctr.to_json()["userns"] == {"path": "/run/pycri/ns/p1/user", **MAPS}
+    assert ContainerSpec.from_json(ctr.to_json()) == ctr
+    assert "userns" not in ContainerSpec.from_json(CTR).to_json()
+
+
+@pytest.mark.parametrize("maps,match", [
+    ({"uid_map": [], "gid_map": [[0, 1, 1]]}, "userns.uid_map"),
+    ({"uid_map": [[0, 1, 0]], "gid_map": [[0, 1, 1]]}, "userns.uid_map"),
+    ({"uid_map": [[1, 1, 5]], "gid_map": [[0, 1, 1]]}, "container ID 0"),
+    ({"uid_map": [[0, 1, 1]], "gid_map": [[0, -1, 1]]}, "userns.gid_map"),
+    ({"uid_map": [[0, 1, 1]]}, "userns.gid_map"),
+])
+def test_bad_userns_maps_are_refused_naming_the_field(maps: dict[str, Any], match: str) -> None:
+    with pytest.raises(InvalidArgument, match=f"pod spec: .*{match}"):
+        PodSpec.from_json({**POD, "userns": maps})
+    with pytest.raises(InvalidArgument, match=f"container spec: .*{match}"):
+        ContainerSpec.from_json({**CTR, "userns": {"path": "/u", **maps}})
+
+
+def test_privileged_container_spec_with_userns_refused() -> None:
+    with pytest.raises(InvalidArgument, match="privileged"):
+        ContainerSpec.from_json({**CTR, "privileged": True,
+                                 "userns": {"path": "/u", **MAPS}})
+
+
+# -- the idmapped filesystem sequence (recorded: nothing is mounted) ---------------------------
+
+def test_prepare_with_a_pod_user_namespace_idmaps_layers_and_binds(tmp_path: Path) -> None:
+    from runtime import syscalls as sc
+    from tests.support.fake_syscalls import RecordingSyscalls
+    from tests.unit.test_rootfs_sequence import Box
+    if os.geteuid() != 0:
+        pytest.fail("needs root (the writable layer is chowned)")
+    box = Box(tmp_path)
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    spec = box.spec(mounts=[
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "mode=755"]},
+        {"destination": "/data", "type": "bind", "source": str(vol), "options": ["rbind"]}])
+    calls = RecordingSyscalls()
+    idmap = userns.Idmap(fd=-1, uid_map=[[0, 131072, 65536]], gid_map=[[0, 196608, 65536]])
+    root, _cwd, _rules = rootfs.prepare(spec, None, calls, idmap)
+    staging = root + ".idmap"
+    seq = [c for c in calls.calls if c[0] in ("mount", "umount2", "bind_idmapped", "chdir",
+                                                "setfsuid", "setfsgid", "raise_effective_caps")]
+    rootfs_part = seq[seq.index(("mount", "tmpfs", staging, "tmpfs",
+                                 sc.MS_NOSUID | sc.MS_NODEV, "size=16k,mode=0700")):]
+    assert rootfs_part[1:4] == [
+        ("bind_idmapped", str(tmp_path / "lower"), staging + "/0", False),
+        ("chdir", staging),
+        ("mount", "overlay", root, "overlay", 0,
+         f"lowerdir=0,upperdir={tmp_path / 'upper'},workdir={tmp_path / 'work'}")]
+    assert rootfs_part[4] == ("umount2", staging, sc.MNT_DETACH)
+    assert rootfs_part[5:8] == [("setfsgid", 196608), ("setfsuid", 131072),
+                                ("raise_effective_caps",)]
+    assert ("mount", "tmpfs", root + "/dev", "tmpfs", sc.MS_NOSUID,
+            "mode=755,uid=131072,gid=196608") in rootfs_part
+    assert ("bind_idmapped", str(vol), root + "/data", True) in rootfs_part
+    assert rootfs_part[-2:] == [("setfsuid", 0), ("setfsgid", 0)]
+    upper = (tmp_path / "upper").stat()
+    assert (upper.st_uid, upper.st_gid) == (131072, 196608)
+    assert (tmp_path / "lower").stat().st_uid == 0  # the shared layer is never chowned
