@@ -37,6 +37,14 @@ def apparmor_enabled() -> bool:
     return apparmor.apparmor_enabled()
 
 
+def apparmor_status() -> dict[str, object]:
+    """For Status' verbose info: whether the kernel enforces AppArmor, and pycri's profile."""
+    enabled = apparmor.apparmor_enabled()
+    return {"enabled": enabled, "defaultProfile": apparmor.DEFAULT_PROFILE,
+            "defaultProfileLoaded": enabled
+            and apparmor.DEFAULT_PROFILE in apparmor.loaded_profiles()}
+
+
 HUGEPAGES_DIR = "/sys/kernel/mm/hugepages"
 
 

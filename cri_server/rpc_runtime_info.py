@@ -97,6 +97,7 @@ class RuntimeInfoRpcs:
             }),
             "podCIDR": self.svc.pod_cidr,
             "cgroupVersion": host_features.cgroup_mode(),
+            "apparmor": host_features.apparmor_status(),
             "userNamespaces": json.dumps({"supported": userns_ok, "reason": userns_reason}),
             "startedAt": str(int(self.svc.started_at)),
         }

@@ -36,12 +36,25 @@ from cri_server.store import Store
 from cri_server.streaming.server import StreamingServer
 from imageservice.manager import ImageManager
 from proto import api_pb2_grpc
+from pycri_common.errors import PycriError
+from runtime import apparmor
 
 log = logging.getLogger(__name__)
 
 
+def load_apparmor_default() -> None:
+    """Where the kernel has AppArmor, pycri's default profile is loaded at start-up (a failure
+    is logged: RuntimeDefault containers then fail with the reason, as in containerd)."""
+    try:
+        if apparmor.ensure_default_profile():
+            log.info("AppArmor: default profile %s loaded", apparmor.DEFAULT_PROFILE)
+    except PycriError as exc:
+        log.warning("AppArmor: %s", exc)
+
+
 def build_services(config: Config, paths: Paths) -> Services:
     """Every part, built in order; if one fails, those already started are stopped."""
+    load_apparmor_default()
     with contextlib.ExitStack() as undo:
         store = Store(paths.runtime_db)
         images = ImageManager(root_dir=paths.images_dir,

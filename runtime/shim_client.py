@@ -26,6 +26,7 @@ from pycri_common.errors import (
     PycriError,
     Unavailable,
 )
+from pycri_common.timeouts import scaled
 from runtime.container_spec import ContainerSpec
 from runtime.lines import recv_line
 from runtime.shim import control, frames, protocol, statusfile
@@ -158,7 +159,8 @@ class ShimClient:
 
     def _call(self, req: dict[str, Any], fds: list[int] | None, timeout: float,
               connect_timeout: float | None = None) -> dict[str, Any]:
-        sock = self._connect(connect_timeout or timeout)
+        timeout = scaled(timeout)
+        sock = self._connect(scaled(connect_timeout) if connect_timeout else timeout)
         try:
             reply, _ = self._roundtrip(sock, req, fds, timeout)
             return reply

@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any
 
+from pycri_common.timeouts import scaled
 from runtime.lines import recv_line
 from runtime.pod_spec import PodSpec
 
@@ -34,7 +35,7 @@ class ZygoteClient:
 
     def _call(self, req: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        sock.settimeout(timeout or self.timeout)
+        sock.settimeout(scaled(timeout or self.timeout))
         try:
             try:
                 sock.connect(self.socket_path)
@@ -114,6 +115,7 @@ def start_zygote(state_dir: str, python: str = sys.executable, log_path: str | N
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True, close_fds=True, cwd="/", env=child_env)
     client.process = proc
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:

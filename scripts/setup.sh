@@ -13,6 +13,8 @@ APT_PACKAGES=(
   skopeo openssl               # image import and registry TLS tests
   nginx-light gcc libc6-dev    # critest images: nginx, static pause and setuid test binaries
   containerd runc              # the benchmark's baseline (its smoke test runs one round)
+  # the VM leg (scripts/vm.sh): a guest kernel with cgroup v2 only and AppArmor, under QEMU
+  qemu-system-x86 linux-image-amd64 apparmor sudo
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -31,5 +33,18 @@ if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$own_policy" = 1 ]; then rm -f "$policy"; fi
 fi
 
+# virtme-ng wants a static busybox, but busybox-static conflicts with the dynamic busybox the
+# test images use: take the binary out of the package instead of installing it.
+VM_BUSYBOX=/var/cache/pycri-vm/busybox
+if [ ! -x "$VM_BUSYBOX" ]; then
+  tmp=$(mktemp -d)
+  (cd "$tmp" && { apt-get download -qq busybox-static 2>/dev/null \
+     || { apt-get update -qq && apt-get download -qq busybox-static 2>/dev/null; }; } \
+   && dpkg-deb -x busybox-static_*.deb x)
+  mkdir -p "$(dirname "$VM_BUSYBOX")"
+  install -m 0755 "$tmp/x/bin/busybox" "$VM_BUSYBOX"
+  rm -rf "$tmp"
+fi
+
 PY=${PYTHON:-python3}
-"$PY" -m pip install -q --disable-pip-version-check -e ".[test]"
+"$PY" -m pip install -q --disable-pip-version-check -e ".[test,vm]"

@@ -8,7 +8,10 @@
 - masked/readonly paths: exactly as sent (an empty list means none), cleared when privileged.
 - seccomp: `seccomp` field, else the deprecated `seccomp_profile_path`; unset = unconfined;
   RuntimeDefault = the project's profile; Localhost = a JSON file on the host.
-- AppArmor: the same fallback order; a named profile needs AppArmor and the profile loaded.
+- AppArmor: the same fallback order (`apparmor` wins over `apparmor_profile`), but with neither
+  set RuntimeDefault applies, as in Kubernetes and containerd; RuntimeDefault loads pycri's
+  default profile first if it is not loaded (a no-op where AppArmor is off); a Localhost
+  profile needs AppArmor and the profile loaded.
 """
 from __future__ import annotations
 
@@ -103,10 +106,17 @@ def seccomp_profile(sc: api_pb2.LinuxContainerSecurityContext,
 def apparmor_profile(sc: api_pb2.LinuxContainerSecurityContext) -> str | None:
     if sc.privileged:
         return None
-    kind, ref = _profile(sc.apparmor if sc.HasField("apparmor") else None,
-                         sc.apparmor_profile)
+    if sc.HasField("apparmor") or sc.apparmor_profile:
+        kind, ref = _profile(sc.apparmor if sc.HasField("apparmor") else None,
+                             sc.apparmor_profile)
+    else:
+        kind, ref = "runtime_default", ""
     if kind == "unconfined":
         return None
+    if kind == "runtime_default":
+        apparmor.ensure_default_profile()  # FailedPrecondition when it cannot be loaded
+    # kubelet and critest send localhost_ref as "localhost/<name>"; the profile is <name>
+    ref = ref.removeprefix("localhost/")
     value = "runtime/default" if kind == "runtime_default" else f"localhost/{ref}"
     apparmor.resolve_profile(value)  # fails early: not enabled / not loaded
     return value

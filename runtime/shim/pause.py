@@ -21,6 +21,7 @@ import sys
 import time
 from typing import NoReturn
 
+from pycri_common.timeouts import scaled
 from runtime import cgroups, syscalls
 from runtime.cgroups.naming import pause_cgroup_path
 from runtime.pod_spec import PodSpec
@@ -108,6 +109,7 @@ def start_pause_holder(pod: PodSpec, types: list[str], timeout: float = 10.0,
     """Fork the pause-holder in new namespaces `types`; returns its pid once it is set up.
     With `userns_path` (the pod's pinned user namespace) it joins that first, so its new
     net/ipc/uts namespaces belong to it."""
+    timeout = scaled(timeout)
     sysctls = dict(pod.sysctls)
     hostname = pod.hostname
     shim_pid = os.getpid()

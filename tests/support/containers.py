@@ -25,6 +25,7 @@ from proto import api_pb2
 from tests.support import oci_build as ob
 from tests.support import pods
 from tests.support.cri_client import CriClient
+from tests.support.daemon import SLOWDOWN
 from tests.support.registry import Registry
 
 CRI_LOG_LINE = re.compile(
@@ -147,7 +148,7 @@ class ContainerEnv:
         return dict(json.loads(resp.info["info"]))
 
     def wait_exit(self, cid: str, timeout: float = 10.0) -> api_pb2.ContainerStatus:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * SLOWDOWN
         while True:
             st = self.status(cid)
             if st.state == api_pb2.CONTAINER_EXITED:
@@ -171,7 +172,7 @@ class ContainerEnv:
 
     def exec_sync(self, cid: str, cmd: list[str], timeout: int = 10) -> api_pb2.ExecSyncResponse:
         return self.cri.ExecSync(api_pb2.ExecSyncRequest(container_id=cid, cmd=cmd,
-                                                         timeout=timeout))
+                                                         timeout=int(timeout * SLOWDOWN)))
 
     def log_path(self, cid: str) -> Path:
         return Path(self.status(cid).log_path)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from proto import api_pb2
+from pycri_common.timeouts import SCALE
 from tests.support.cri_client import CriClient
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -19,6 +20,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # Test pods use their own bridge and subnet so they never touch a real node's network.
 TEST_BRIDGE = "pycritest0"
 TEST_SUBNET = "10.233.0.0/16"
+
+# How much slower than this machine the tests run: the VM leg (scripts/vm.sh) emulates its CPU
+# without KVM, so waits for the daemon and containers stretch by the factor that stretches the
+# daemon's own internal waits (pycri_common.timeouts).
+SLOWDOWN = SCALE
 
 
 def _toml_value(value: Any) -> str:
@@ -98,7 +104,7 @@ class PycriDaemon:
                 cwd=REPO_ROOT, env={**self.env, **(extra_env or {})}, stdout=log, stderr=log,
                 stdin=subprocess.DEVNULL)
         self.client = CriClient(str(self.socket))
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * SLOWDOWN
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"pycri exited with {self.proc.returncode}:\n{self.log_tail()}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pycri_common.errors import InvalidArgument
+from pycri_common.errors import FailedPrecondition, InvalidArgument
 from runtime import apparmor, rlimits, seccomp
 from runtime.container_spec import default_capabilities
 
@@ -98,6 +98,32 @@ def test_apparmor_resolution(tmp_path: Path) -> None:
     assert apparmor.resolve_profile("runtime/default", str(present)) == "pycri-default"
     with pytest.raises(InvalidArgument, match="not loaded"):
         apparmor.resolve_profile("localhost/bar", str(present))
+    # enabled but the default profile is not loaded: an error, never silently unconfined
+    (present / "profiles").write_text("foo (enforce)\n")
+    with pytest.raises(InvalidArgument, match="'pycri-default' is not loaded"):
+        apparmor.resolve_profile("runtime/default", str(present))
+
+
+def test_apparmor_default_profile_loading(tmp_path: Path) -> None:
+    text = apparmor.default_profile_text()
+    assert text.count("profile pycri-default ") == 1 and "deny mount," in text
+    assert apparmor.ensure_default_profile(str(tmp_path / "none")) is False  # AppArmor off
+    present = tmp_path / "aa"
+    present.mkdir()
+    (present / "profiles").write_text("pycri-default (enforce)\n")
+    assert apparmor.ensure_default_profile(str(present), parser="no-such-parser") is True
+    (present / "profiles").write_text("")
+    with pytest.raises(FailedPrecondition, match="no-such-parser is missing"):
+        apparmor.ensure_default_profile(str(present), parser="no-such-parser")
+    fake = tmp_path / "fake_parser"   # records what it was given, as apparmor_parser -K -r
+    fake.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/args; cat > {tmp_path}/stdin\n")
+    fake.chmod(0o755)
+    assert apparmor.ensure_default_profile(str(present), parser=str(fake)) is True
+    assert (tmp_path / "args").read_text().split() == ["-K", "-r"]
+    assert (tmp_path / "stdin").read_text() == text
+    fake.write_text("#!/bin/sh\necho 'syntax error' >&2; exit 1\n")
+    with pytest.raises(FailedPrecondition, match="syntax error"):
+        apparmor.ensure_default_profile(str(present), parser=str(fake))
 
 
 def test_compiled_filters_are_cached_by_content() -> None:

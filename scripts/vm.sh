@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs CMD... as root in a throw-away VM and returns its exit code:
+#   bash scripts/vm.sh python3 -m pytest tests/vm
+# The guest boots Debian's kernel (linux-image-amd64) with cgroup v2 as its only hierarchy
+# (every controller) and AppArmor, over the host's root filesystem shared read-only with
+# copy-on-write overlays (virtme-ng), this checkout as its working directory. QEMU runs
+# without KVM (TCG): this machine's /dev/kvm cannot run stock kernels. Installed by
+# scripts/setup.sh. PYCRI_VM_MEMORY / PYCRI_VM_CPUS / PYCRI_VM_KERNEL override the defaults.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+[ "$#" -gt 0 ] || { echo "usage: scripts/vm.sh CMD [ARG...]" >&2; exit 2; }
+
+KERNEL=${PYCRI_VM_KERNEL:-$(ls /boot/vmlinuz-*-amd64 2>/dev/null | sort -V | tail -n 1)}
+[ -n "$KERNEL" ] && [ -r "$KERNEL" ] || { echo "vm.sh: no /boot/vmlinuz-*-amd64 (apt-get install linux-image-amd64)" >&2; exit 2; }
+BUSYBOX=${PYCRI_VM_BUSYBOX:-/var/cache/pycri-vm/busybox}
+[ -x "$BUSYBOX" ] || { echo "vm.sh: no static busybox at $BUSYBOX (run scripts/setup.sh)" >&2; exit 2; }
+PY=${PYTHON:-python3}
+# The real interpreter, not a pyenv shim: a shim costs seconds per start under TCG.
+PYBIN=$(dirname "$("$PY" -c 'import sys; print(sys.executable)')")
+VNG=$PYBIN/vng
+[ -x "$VNG" ] || VNG=$(command -v vng) || { echo "vm.sh: vng missing (pip install virtme-ng)" >&2; exit 2; }
+
+# Emulated q35 devices the guest never uses: not probing them saves seconds of boot under TCG.
+BLACKLIST=iTCO_wdt,iTCO_vendor_support,i6300esb,lpc_ich,i2c_i801,pcspkr,ahci,libahci,sr_mod,cdrom,psmouse,serio_raw,evdev,joydev,floppy,parport_pc,bochs,drm,drm_kms_helper,ttm,intel_rapl_msr,intel_rapl_common
+APPEND="cgroup_no_v1=all systemd.unified_cgroup_hierarchy=1 modprobe.blacklist=$BLACKLIST"
+
+# The guest gets the command as one shell string; the environment it needs goes with it.
+cmd=$(printf '%q ' env "PATH=$PYBIN:$PATH" "CI=${CI:-}" PYTHONDONTWRITEBYTECODE=1 \
+  "PYCRI_VM=1" "PYCRI_TIMEOUT_SCALE=${PYCRI_TIMEOUT_SCALE:-20}" bash "$REPO/scripts/vm_guest.sh" "$@")
+exec nice -n 5 "$VNG" --run "$KERNEL" --disable-kvm ${PYCRI_VM_FS_OPT---force-9p} \
+  --memory "${PYCRI_VM_MEMORY:-4G}" --cpus "${PYCRI_VM_CPUS:-2}" \
+  --busybox "$BUSYBOX" --cwd "$REPO" --append "$APPEND" -- "$cmd" </dev/null

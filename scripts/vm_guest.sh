@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Inside the VM of scripts/vm.sh, as root: gives pycri writable tmpfs directories (an overlay
+# upper dir cannot sit on the guest's overlayfs /tmp), mounts securityfs for AppArmor, then
+# runs CMD... and returns its exit code.
+set -euo pipefail
+for d in /tmp /var/lib/pycri /run/pycri; do
+  mkdir -p "$d"
+  mount -t tmpfs -o mode=1777 tmpfs "$d"
+done
+if ! mountpoint -q /sys/kernel/security; then
+  mount -t securityfs securityfs /sys/kernel/security 2>/dev/null || true
+fi
+exec "$@"

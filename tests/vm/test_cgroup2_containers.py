@@ -1,0 +1,153 @@
+"""cgroup v2 with every controller, cgroupfs driver, through the real gRPC API (VM leg).
+
+Each check reads the live cgroup files the daemon wrote, or what a process inside a container
+sees; the fake-tree unit tests (tests/unit/test_cgroups_logic.py) cover the same code paths
+without a kernel.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from proto import api_pb2
+from runtime.cgroups.resources import shares_to_weight
+from tests.support.containers import ContainerEnv
+from tests.support.daemon import PycriDaemon
+
+MiB = 1 << 20
+ROOT = Path("/sys/fs/cgroup")
+CONTROLLERS = {"cpuset", "cpu", "io", "memory", "hugetlb", "pids"}
+
+
+@pytest.fixture(scope="module")
+def env(daemon: PycriDaemon) -> Iterator[ContainerEnv]:
+    with ContainerEnv(daemon.c) as e:
+        yield e
+
+
+def _cg(env: ContainerEnv, cid: str) -> Path:
+    return ROOT / env.info(cid)["runtimeSpec"]["cgroup"]["path"].lstrip("/")
+
+
+def _read(d: Path, name: str) -> str:
+    return (d / name).read_text().strip()
+
+
+
+
+def test_resources_controllers_and_leaves(env: ContainerEnv, daemon: PycriDaemon) -> None:
+    res = api_pb2.LinuxContainerResources(
+        cpu_shares=512, cpu_period=100000, cpu_quota=50000, cpuset_cpus="0", cpuset_mems="0",
+        memory_limit_in_bytes=64 * MiB, memory_swap_limit_in_bytes=96 * MiB,
+        hugepage_limits=[api_pb2.HugepageLimit(page_size="2MB", limit=4 * MiB)],
+        unified={"memory.high": str(60 * MiB), "io.weight": "default 50", "pids.max": "77"})
+    cid = env.run(["sleep", "1000"], linux=api_pb2.LinuxContainerConfig(resources=res))
+    cg = _cg(env, cid)
+    assert _read(cg, "cpu.weight") == str(shares_to_weight(512))
+    assert _read(cg, "cpu.max") == "50000 100000"
+    assert _read(cg, "cpuset.cpus") == "0" and _read(cg, "cpuset.mems") == "0"
+    assert _read(cg, "memory.max") == str(64 * MiB)
+    assert _read(cg, "memory.swap.max") == str(32 * MiB)       # v2 counts swap alone
+    assert _read(cg, "hugetlb.2MB.max") == str(4 * MiB)
+    assert _read(cg, "memory.high") == str(60 * MiB)           # unified keys win
+    assert _read(cg, "io.weight") == "default 50"
+    assert _read(cg, "pids.max") == "77"
+    pid = env.info(cid)["pid"]
+    assert _read(cg, "cgroup.procs").split() == [str(pid)]
+    # every level from the root down delegates the controllers; no process in an inner node
+    parent = Path(daemon.cgroup_parent.lstrip("/"))
+    inner = [ROOT / parent, *[p for p in cg.parents if (ROOT / parent) in p.parents]]
+    for node in [ROOT, *sorted(set(inner), key=lambda p: len(p.parts))]:
+        enabled = set(_read(node, "cgroup.subtree_control").split())
+        assert enabled >= CONTROLLERS, (node, enabled)
+        if node != ROOT:
+            assert _read(node, "cgroup.procs") == "", node
+    env.remove(cid)
+    assert not cg.exists()
+
+
+def test_update_container_resources_live(env: ContainerEnv) -> None:
+    res = api_pb2.LinuxContainerResources(cpu_shares=1024, memory_limit_in_bytes=128 * MiB)
+    cid = env.run(["sleep", "1000"], linux=api_pb2.LinuxContainerConfig(resources=res))
+    cg = _cg(env, cid)
+    env.cri.UpdateContainerResources(api_pb2.UpdateContainerResourcesRequest(
+        container_id=cid, linux=api_pb2.LinuxContainerResources(
+            memory_limit_in_bytes=256 * MiB, cpu_shares=2048, cpu_quota=20000,
+            cpu_period=100000, unified={"memory.low": str(8 * MiB)})))
+    assert _read(cg, "memory.max") == str(256 * MiB)
+    assert _read(cg, "cpu.weight") == str(shares_to_weight(2048))
+    assert _read(cg, "cpu.max") == "20000 100000"
+    assert _read(cg, "memory.low") == str(8 * MiB)
+    linux = env.status(cid).resources.linux
+    assert (linux.memory_limit_in_bytes, linux.cpu_shares, linux.cpu_quota) == \
+        (256 * MiB, 2048, 20000)
+    env.remove(cid)
+
+
+def test_cgroup_namespace_and_oom_killed(env: ContainerEnv) -> None:
+    assert env.output(["cat", "/proc/self/cgroup"]) == "0::/\n"
+    # /sys/fs/cgroup inside is the container's own cgroup
+    out = env.output(["sh", "-c", "cat /sys/fs/cgroup/memory.max"], linux=api_pb2.LinuxContainerConfig(
+        resources=api_pb2.LinuxContainerResources(memory_limit_in_bytes=48 * MiB)))
+    assert out == f"{48 * MiB}\n"
+    res = api_pb2.LinuxContainerResources(memory_limit_in_bytes=32 * MiB,
+                                          memory_swap_limit_in_bytes=32 * MiB)
+    cid = env.run(["dd", "if=/dev/zero", "of=/dev/null", "bs=128M", "count=1"],
+                  linux=api_pb2.LinuxContainerConfig(resources=res))
+    st = env.wait_exit(cid, timeout=60)
+    assert (st.exit_code, st.reason) == (137, "OOMKilled")
+    env.remove(cid)
+
+
+# Opening /dev/kmsg write-only needs no capability (reading it needs CAP_SYSLOG where
+# dmesg_restrict is set), so "denied" here can only be the device filter.
+_PROBE = ("for d in /dev/null /dev/kmsg; do if [ ! -c $d ]; then echo $d missing; "
+          "elif (: > $d) 2>/dev/null; then echo $d ok; else echo $d denied; fi; done; "
+          "mknod /tmp/k c 1 11 && "
+          "( (: > /tmp/k) 2>/dev/null && echo mknod ok || echo mknod denied)")
+
+
+def test_device_filter_allows_and_denies_real_nodes(env: ContainerEnv) -> None:
+    assert os.path.exists("/dev/kmsg")
+    plain = env.output(["sh", "-c", _PROBE])
+    assert plain.split("\n")[:3] == ["/dev/null ok", "/dev/kmsg missing", "mknod denied"], plain
+    # a requested device is allowed (rule from its real major:minor), others still denied
+    dev = api_pb2.Device(host_path="/dev/kmsg", container_path="/dev/kmsg", permissions="w")
+    given = env.output(["sh", "-c", _PROBE], devices=[dev])
+    assert given.split("\n")[:3] == ["/dev/null ok", "/dev/kmsg ok", "mknod ok"], given
+
+
+def test_stats_from_v2_files(env: ContainerEnv) -> None:
+    # 8 MiB in a file of the writable layer (tmpfs below it in the VM: charged as shmem)
+    cid = env.run(["sh", "-c", "head -c 8388608 /dev/zero > /tmp/blob; while :; do :; done"])
+    try:
+        cg = _cg(env, cid)
+        deadline = time.monotonic() + 120
+        while int(_read(cg, "memory.current")) < 8 * MiB and time.monotonic() < deadline:
+            time.sleep(0.5)
+        st = env.cri.ContainerStats(api_pb2.ContainerStatsRequest(container_id=cid)).stats
+        usage_usec = int(next(line.split()[1] for line in _read(cg, "cpu.stat").splitlines()
+                              if line.startswith("usage_usec")))
+        assert 0 < st.cpu.usage_core_nano_seconds.value <= usage_usec * 1000 + 10**9
+        current = int(_read(cg, "memory.current"))
+        assert 8 * MiB < st.memory.working_set_bytes.value <= current + 4 * MiB
+        assert st.memory.rss_bytes.value > 0
+        listed = env.cri.ListContainerStats(api_pb2.ListContainerStatsRequest()).stats
+        assert cid in {s.attributes.id for s in listed}
+        resp = env.cri.ListPodSandboxMetrics(api_pb2.ListPodSandboxMetricsRequest())
+        ours = next(p for p in resp.pod_metrics if p.pod_sandbox_id == env.pod_id)
+        ctr = next(c for c in ours.container_metrics if c.container_id == cid)
+        by_name = {m.name: m.value.value for m in ctr.metrics}
+        assert by_name["container_cpu_usage_seconds_total"] > 0
+        assert by_name["container_memory_working_set_bytes"] > 8 * MiB
+        pod_stats = env.cri.PodSandboxStats(api_pb2.PodSandboxStatsRequest(
+            pod_sandbox_id=env.pod_id)).stats
+        assert pod_stats.linux.memory.working_set_bytes.value >= \
+            st.memory.working_set_bytes.value - MiB
+    finally:
+        env.remove(cid)
+    assert not cg.exists()
