@@ -3,10 +3,20 @@
 # upper dir cannot sit on the guest's overlayfs /tmp), mounts securityfs for AppArmor, then
 # runs CMD... and returns its exit code.
 set -euo pipefail
+REPO=$PWD
+# The checkout may itself lie below one of those directories (a CI clone in /tmp): hold it by
+# an fd, and bind it back at the same path once the tmpfs is over it.
+exec 9<"$REPO"
 for d in /tmp /var/lib/pycri /run/pycri; do
   mkdir -p "$d"
   mount -t tmpfs -o mode=1777 tmpfs "$d"
 done
+if [ ! -d "$REPO/tests" ]; then
+  mkdir -p "$REPO"
+  mount --bind /proc/self/fd/9 "$REPO"
+fi
+exec 9<&-
+cd "$REPO"
 if ! mountpoint -q /sys/kernel/security; then
   mount -t securityfs securityfs /sys/kernel/security 2>/dev/null || true
 fi
