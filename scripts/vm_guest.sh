@@ -5,17 +5,20 @@
 set -euo pipefail
 REPO=$PWD
 # The checkout may itself lie below one of those directories (a CI clone in /tmp): hold it by
-# an fd, and bind it back at the same path once the tmpfs is over it.
-exec 9<"$REPO"
+# a bind mount under /run (the guest's /run is a tmpfs), and bind it back at the same path once
+# the tmpfs is over it.
+HOLD=/run/pycri-checkout
+mkdir -p "$HOLD"
+mount --bind "$REPO" "$HOLD"
 for d in /tmp /var/lib/pycri /run/pycri; do
   mkdir -p "$d"
   mount -t tmpfs -o mode=1777 tmpfs "$d"
 done
 if [ ! -d "$REPO/tests" ]; then
   mkdir -p "$REPO"
-  mount --bind /proc/self/fd/9 "$REPO"
+  mount --bind "$HOLD" "$REPO"
 fi
-exec 9<&-
+umount "$HOLD"
 cd "$REPO"
 if ! mountpoint -q /sys/kernel/security; then
   mount -t securityfs securityfs /sys/kernel/security 2>/dev/null || true
