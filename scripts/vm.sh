@@ -28,8 +28,9 @@ APPEND="cgroup_no_v1=all systemd.unified_cgroup_hierarchy=1 modprobe.blacklist=$
 # The guest gets the command as one shell string; the environment it needs goes with it.
 cmd=$(printf '%q ' env "PATH=$PYBIN:$PATH" "CI=${CI:-}" PYTHONDONTWRITEBYTECODE=1 \
   "PYCRI_VM=1" "PYCRI_TIMEOUT_SCALE=${PYCRI_TIMEOUT_SCALE:-20}" bash "$REPO/scripts/vm_guest.sh" "$@")
-# Through a pipe: QEMU reopens a regular-file stdout from its start, which would overwrite
+# Through a pipe (stdout and stderr): QEMU reopens a regular-file output from its start,
+# which would overwrite
 # what came before in a log (the host suite's output, in CI). pipefail keeps vng's status.
 nice -n 5 "$VNG" --run "$KERNEL" --disable-kvm ${PYCRI_VM_FS_OPT---force-9p} \
   --memory "${PYCRI_VM_MEMORY:-4G}" --cpus "${PYCRI_VM_CPUS:-2}" \
-  --busybox "$BUSYBOX" --cwd "$REPO" --append "$APPEND" -- "$cmd" </dev/null | cat
+  --busybox "$BUSYBOX" --cwd "$REPO" --append "$APPEND" -- "$cmd" </dev/null 2>&1 | cat
