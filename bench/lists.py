@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -21,8 +19,8 @@ from typing import Any
 
 from bench import images as bench_images
 from bench import report
-from bench.run import Samples, measure_scale
-from bench.runtimes import BENCH_BRIDGE, Containerd, Pycri, make_base, write_cni_conf
+from bench.run import Samples, measure_scale, tear_down
+from bench.runtimes import Containerd, Pycri, make_base, write_cni_conf
 from proto import api_pb2
 from tests.support.registry import Registry
 
@@ -59,14 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             rt.stop()
         runtimes = []
     finally:
-        for rt in runtimes:
-            try:
-                rt.stop()
-            except Exception as exc:  # noqa: BLE001 - keep tearing down the others
-                print(f"stopping {rt.name}: {exc}", file=sys.stderr)
-        registry.stop()
-        subprocess.run(["ip", "link", "del", BENCH_BRIDGE], check=False, capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
+        tear_down(runtimes, registry, base)
 
     rows = report.summarise(samples)
     print()

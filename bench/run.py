@@ -58,6 +58,21 @@ def measure_scale(rt: Any, c: Any, image: str, log_dir: Path, pods: int, idle: f
     workloads.remove_pods(c, started)
 
 
+def tear_down(runtimes: list[Any], registry: Registry, base: Path) -> None:
+    """Stops every runtime (one failing does not keep the others running), the registry, the
+    bench bridge and the work directory."""
+    import shutil
+    import subprocess
+    for rt in runtimes:
+        try:
+            rt.stop()
+        except Exception as exc:  # noqa: BLE001 - keep tearing down the others
+            print(f"stopping {rt.name}: {exc}", file=sys.stderr)
+    registry.stop()
+    subprocess.run(["ip", "link", "del", BENCH_BRIDGE], check=False, capture_output=True)
+    shutil.rmtree(base, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rounds", type=int, default=30)
@@ -119,16 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             measure_scale(rt, clients[rt.name], imgs.busybox, log_dir, args.pods, args.idle,
                           samples, args.list_calls)
     finally:
-        for rt in runtimes:
-            try:
-                rt.stop()
-            except Exception as exc:  # noqa: BLE001 - keep tearing down the others
-                print(f"stopping {rt.name}: {exc}", file=sys.stderr)
-        registry.stop()
-        import shutil
-        import subprocess
-        subprocess.run(["ip", "link", "del", BENCH_BRIDGE], check=False, capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
+        tear_down(runtimes, registry, base)
 
     rows = report.summarise(samples)
     print()
