@@ -50,31 +50,27 @@ _NS_TYPES = {"net": "network", "network": "network", "ipc": "ipc", "uts": "uts",
 CdiResolver = Callable[[list[str]], list[Resolved]]
 
 
+# NRI LinuxMemory / LinuxCPU optional fields -> ContainerSpec resource names
+_MEMORY_FIELDS = (("limit", "memory_limit_in_bytes"), ("swap", "memory_swap_limit_in_bytes"),
+                  ("reservation", "memory_reservation_in_bytes"),
+                  ("swappiness", "memory_swappiness"))
+_CPU_FIELDS = (("shares", "cpu_shares"), ("quota", "cpu_quota"), ("period", "cpu_period"),
+               ("realtime_runtime", "cpu_realtime_runtime"),
+               ("realtime_period", "cpu_realtime_period"))
+
+
 def resource_update(r: nri.LinuxResources) -> dict[str, Any]:
     """NRI LinuxResources as ContainerSpec resource names; only what is set."""
     out: dict[str, Any] = {}
     if r.HasField("memory"):
-        m = r.memory
-        if m.HasField("limit"):
-            out["memory_limit_in_bytes"] = m.limit.value
-        if m.HasField("swap"):
-            out["memory_swap_limit_in_bytes"] = m.swap.value
-        if m.HasField("reservation"):
-            out["memory_reservation_in_bytes"] = m.reservation.value
-        if m.HasField("swappiness"):
-            out["memory_swappiness"] = m.swappiness.value
+        for name, key in _MEMORY_FIELDS:
+            if r.memory.HasField(name):
+                out[key] = getattr(r.memory, name).value
     if r.HasField("cpu"):
         c = r.cpu
-        if c.HasField("shares"):
-            out["cpu_shares"] = c.shares.value
-        if c.HasField("quota"):
-            out["cpu_quota"] = c.quota.value
-        if c.HasField("period"):
-            out["cpu_period"] = c.period.value
-        if c.HasField("realtime_runtime"):
-            out["cpu_realtime_runtime"] = c.realtime_runtime.value
-        if c.HasField("realtime_period"):
-            out["cpu_realtime_period"] = c.realtime_period.value
+        for name, key in _CPU_FIELDS:
+            if c.HasField(name):
+                out[key] = getattr(c, name).value
         if c.cpus:
             out["cpuset_cpus"] = c.cpus
         if c.mems:

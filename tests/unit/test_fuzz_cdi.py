@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from cri_server.cdi import document, names, spec
 from pycri_common.errors import InvalidArgument
+from tests.support.fuzz import json_paths
 
 SAMPLE: dict[str, Any] = {
     "cdiVersion": "0.7.0", "kind": "vendor.com/gpu", "annotations": {"a": "b"},
@@ -32,18 +33,7 @@ json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
                            max_leaves=20)
 
 
-def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix]
-    if isinstance(doc, dict):
-        for k, v in doc.items():
-            out += _paths(v, (*prefix, k))
-    elif isinstance(doc, list):
-        for i, v in enumerate(doc):
-            out += _paths(v, (*prefix, i))
-    return out
-
-
-PATHS = _paths(SAMPLE)[1:]
+PATHS = json_paths(SAMPLE)[1:]
 
 
 def _replace(doc: Any, path: tuple[Any, ...], value: Any) -> Any:

@@ -19,6 +19,7 @@ from imageservice.manifest import (
     user_fields,
 )
 from pycri_common.errors import PycriError
+from tests.support.fuzz import json_paths
 
 D1, D2, D3 = ("sha256:" + c * 64 for c in "abc")
 
@@ -65,22 +66,11 @@ _JSON = st.recursive(
     max_leaves=12)
 
 
-def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix]
-    if isinstance(doc, dict):
-        for k, v in doc.items():
-            out += _paths(v, (*prefix, k))
-    elif isinstance(doc, list):
-        for i, v in enumerate(doc):
-            out += _paths(v, (*prefix, i))
-    return out
-
-
 @st.composite
 def _mutated(draw: st.DrawFn) -> bytes:
     """A real sample with one node replaced (or deleted), as JSON bytes."""
     doc = json.loads(json.dumps(draw(st.sampled_from(SAMPLES))))
-    path = draw(st.sampled_from(_paths(doc)))
+    path = draw(st.sampled_from(json_paths(doc)))
     value = draw(_JSON)
     if not path:
         doc = value
