@@ -144,7 +144,8 @@ def run(spec: ContainerSpec, stdio: tuple[int, int, int], gate_fd: int,
     except BaseException as e:  # noqa: BLE001 - must never escape a forked child
         code = _report_failure(reporter, e, "container init")
     if cgroup is not None and not ready:
-        _leave_and_remove(cgroup)
+        # a systemd scope is the daemon's to stop (it holds the daemon's placeholder too)
+        _leave_and_remove(cgroup, remove=spec.cgroup is None or spec.cgroup.driver != "systemd")
     os._exit(code)
 
 
@@ -248,16 +249,21 @@ def _setup_stdio(stdio: tuple[int, int, int], keep: tuple[int, ...]) -> None:
 
 
 def _setup_cgroup(spec: ContainerSpec) -> Cgroup | None:
+    """Creates (cgroupfs) or finds (systemd: the daemon started the scope) the container's
+    cgroup, writes its resource files and device filter and joins it."""
     if spec.cgroup is None:
         return None
+    systemd = spec.cgroup.driver == "systemd"
     cg = open_cgroup(spec.cgroup.path)
+    if systemd and not cg.exists():
+        raise FailedPrecondition(f"the systemd scope of cgroup {spec.cgroup.path} is not there")
     cg.create(spec.cgroup.resources.to_json())
     try:
         allow = None if spec.privileged else list(rootfs.DEFAULT_DEVICE_RULES)
         cg.set_device_rules(allow)
         cg.attach(os.getpid())
     except BaseException:
-        _leave_and_remove(cg)
+        _leave_and_remove(cg, remove=not systemd)
         raise
     return cg
 
@@ -303,11 +309,12 @@ def _delegate_cgroup(cgroup_path: str, idmap: userns.Idmap) -> None:
             os.chown(path, idmap.root_uid, idmap.root_gid)
 
 
-def _leave_and_remove(cg: Cgroup) -> None:
+def _leave_and_remove(cg: Cgroup, remove: bool = True) -> None:
     """Error path: move this process back to the root cgroup and remove what we created."""
     try:
         open_cgroup("/").attach(os.getpid())
-        cg.remove(timeout=0.5)
+        if remove:
+            cg.remove(timeout=0.5)
     except (OSError, PycriError):
         pass
 

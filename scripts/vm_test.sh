@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # The VM leg, as root: the tests that need a real cgroup v2 host with every controller and
 # AppArmor (tests/vm, plus the runtime.cgroups integration tests against the real hierarchy), in
-# the guest of scripts/vm.sh. Arguments replace the default selection. Runs scripts/setup.sh
-# first unless PYCRI_SKIP_SETUP=1 (scripts/test.sh has just run it).
-set -euo pipefail
+# the guest of scripts/vm.sh; then a second boot with systemd as PID 1 for the systemd cgroup
+# driver (tests/vm/test_systemd_driver.py, PYCRI_VM_SYSTEMD=1). Arguments replace the default
+# selection (one boot, PYCRI_VM_SYSTEMD as set). Runs scripts/setup.sh first unless
+# PYCRI_SKIP_SETUP=1 (scripts/test.sh has just run it).
+set -uo pipefail
 cd "$(dirname "$0")/.."
-[ "${PYCRI_SKIP_SETUP:-0}" = 1 ] || bash scripts/setup.sh
+[ "${PYCRI_SKIP_SETUP:-0}" = 1 ] || bash scripts/setup.sh || exit $?
 PY=${PYTHON:-python3}
-if [ "$#" -eq 0 ]; then
-  set -- tests/vm tests/integration/test_container_init_cgroups.py
-fi
 # Per-test limit: the guest's CPU is emulated (TCG), 30-60x slower than the host.
-exec bash scripts/vm.sh "$PY" -m pytest -ra -p no:cacheprovider -o timeout=1200 --durations=10 "$@"
+PYTEST=("$PY" -m pytest -ra -p no:cacheprovider -o timeout=1200 --durations=10)
+if [ "$#" -gt 0 ]; then
+  exec bash scripts/vm.sh "${PYTEST[@]}" "$@"
+fi
+PYCRI_VM_SYSTEMD=0 bash scripts/vm.sh "${PYTEST[@]}" tests/vm tests/integration/test_container_init_cgroups.py
+cgroupfs=$?
+PYCRI_VM_SYSTEMD=1 bash scripts/vm.sh "${PYTEST[@]}" tests/vm/test_systemd_driver.py
+systemd=$?
+echo "VM leg: cgroupfs boot exit $cgroupfs; systemd (PID 1) boot exit $systemd"
+[ "$cgroupfs" = 0 ] && [ "$systemd" = 0 ]

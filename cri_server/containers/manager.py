@@ -32,7 +32,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from cri_server import faults, labels
+from cri_server import faults, labels, systemd_units
 from cri_server.cdi import names as cdi_names
 from cri_server.cdi.registry import Registry, Resolved
 from cri_server.containers import convert, exec_sync, spec_builder
@@ -72,6 +72,20 @@ KILL_WAIT_SECONDS = 30.0
 MONITOR_INTERVAL = 1.0
 
 EventSink = Callable[[int, ContainerRecord], None]
+
+
+def _driver(rec: ContainerRecord) -> str:
+    cg = rec.spec.get("cgroup") if rec.spec else None
+    return str((cg or {}).get("driver") or "cgroupfs")
+
+
+def _systemd_scope(spec: Any) -> contextlib.AbstractContextManager[None]:
+    """systemd driver: the container's scope exists (with a placeholder) while the shim creates
+    the container, so that the init joins a unit systemd knows (cri_server.systemd_units)."""
+    cg = spec.cgroup
+    if cg is None or cg.driver != "systemd":
+        return contextlib.nullcontext()
+    return systemd_units.container_scope(cg.path, spec.id, cg.resources.to_json())
 
 
 def _fingerprint(request: api_pb2.CreateContainerRequest) -> str:
@@ -274,7 +288,8 @@ class ContainerManager:
             shim = ShimClient(pod.shim_dir)
             with self._pod_ready(pod.id):  # no Stop/RemovePodSandbox of the pod meanwhile
                 t_spec = time.monotonic()
-                reply = shim.create(cid, spec)
+                with _systemd_scope(spec):
+                    reply = shim.create(cid, spec)
                 t_shim = time.monotonic()
                 created_in_shim = True
                 faults.crash_point("container_create_shim")
@@ -337,6 +352,8 @@ class ContainerManager:
                 shim.delete(rec.id)
         if rec.shim_dir:
             statusfile.remove_state(rec.shim_dir, rec.id)
+        if _driver(rec) == "systemd":  # a scope started for a create that failed later
+            self._remove_cgroup(rec)
         self._remove_rdt_group(rec)
         shutil.rmtree(self.paths.container_dir(rec.id), ignore_errors=True)
         with self._lock:
@@ -568,6 +585,8 @@ class ContainerManager:
         if not path:
             return
         try:
+            if _driver(rec) == "systemd":
+                systemd_units.stop_container_scope(path)  # StopUnit + ResetFailedUnit
             cgroups.remove_cgroup(path)   # SIGKILLs anything still inside
         except (OSError, PycriError) as exc:
             log.warning("removing the cgroup %s of container %s: %s", path, rec.id[:12], exc)
@@ -666,13 +685,18 @@ class ContainerManager:
             path = self._cgroup_path(rec)
             if path and rec.state in (R.CREATED, R.RUNNING):
                 writes = resource_update.changed_only(current, merged)
+                systemd = _driver(rec) == "systemd"
                 try:
+                    if writes and systemd:  # the unit's properties first, as runc does
+                        systemd_units.update_container_scope(path, writes)
                     if writes:
                         cgroups.apply_resources(path, writes)
                 except PycriError:
+                    undo = resource_update.changed_only(merged, current)
                     with contextlib.suppress(PycriError, OSError):
-                        cgroups.apply_resources(path, resource_update.changed_only(merged,
-                                                                                   current))
+                        if systemd:
+                            systemd_units.update_container_scope(path, undo)
+                        cgroups.apply_resources(path, undo)
                     raise
             with self._lock:
                 rec.resources = merged

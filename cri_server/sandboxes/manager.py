@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cni import CniManager
-from cri_server import faults, host_features
+from cri_server import faults, host_features, systemd_units
 from cri_server.config import Config
 from cri_server.list_budget import ListBudget
 from cri_server.nri.hooks import NO_NRI, NriHooks
@@ -208,6 +208,7 @@ class SandboxManager:
     def run(self, request: api_pb2.RunPodSandboxRequest) -> str:
         plan = validate.plan(request, list(self.config.runtime.handlers),
                              podfiles.host_hostname())
+        systemd_units.require(self.config.cgroup_driver)  # before anything is made
         if plan.userns:
             supported, reason = host_features.user_namespaces(str(self.paths.root),
                                                               str(self.paths.state))
@@ -342,6 +343,7 @@ class SandboxManager:
         rec.pause_pid = int(info.get("pause_pid") or 0)
         rec.ns_paths = dict(info.get("ns") or {})
         self._save(rec, phase="shim")
+        pod_cgroup.start_pause_scope(self._cgroup(rec), rec.id, rec.pause_pid)
         faults.crash_point("runp_shim")
         times.append(time.monotonic())
         if not rec.host_network and rec.userns:
@@ -491,7 +493,7 @@ class SandboxManager:
 
     def _remove_files(self, rec: SandboxRecord) -> None:
         try:
-            pod_cgroup.remove(self._cgroup(rec))
+            pod_cgroup.remove(self._cgroup(rec), rec.id)
         except OSError as exc:
             raise FailedPrecondition(f"cannot remove the cgroup {rec.cgroup_path} of pod "
                                      f"{rec.id}: {exc.strerror}") from None
@@ -601,8 +603,7 @@ class SandboxManager:
         self.nri.update_pod_sandbox(rec, linux)  # a plugin's error fails the update
         res = pod_cgroup.pod_resources(linux)
         if rec.cgroup_owned and res:
-            from runtime import cgroups
-            cgroups.apply_resources(rec.cgroup_path, res)
+            pod_cgroup.update(self._cgroup(rec), res)
         self._notify_nri(self.nri.post_update_pod_sandbox, rec)
 
     # -- helpers ---------------------------------------------------------------

@@ -5,7 +5,8 @@ linux.cgroup_parent (it creates and removes it itself); without one (crictl) the
 pod gets a cgroup of its own under the configured cgroup_parent, named like
 kubelet names pods but by sandbox id (pod<id> / <parent>-pod<id>.slice), which pycri owns and
 removes again together with any empty parents up to the configured parent.
-No systemd on these hosts: the systemd driver manages the same paths directly.
+The systemd driver makes the pod slice and the pause-holder's scope systemd units
+(cri_server.systemd_units) and fails with FAILED_PRECONDITION where systemd is not PID 1.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from cri_server import systemd_units
 from proto import api_pb2
 from pycri_common.errors import FailedPrecondition, InvalidArgument
 from runtime import cgroups
@@ -103,9 +105,11 @@ def pod_resources(linux: api_pb2.LinuxPodSandboxConfig) -> dict[str, Any]:
 
 def create(cg: PodCgroup, resources: dict[str, Any] | None = None) -> None:
     """Creates the pod cgroup in every hierarchy; resources only for an owned one (kubelet
-    configures the pod cgroups it names itself)."""
+    configures the pod cgroups it names itself). systemd driver: the slice unit first."""
     with _lock:
         try:
+            if cg.driver == "systemd":
+                systemd_units.start_pod_slice(cg.path, cg.owned, resources)
             cgroups.create_cgroup(cg.path, resources if cg.owned else None)
         except InvalidArgument as exc:
             raise InvalidArgument(f"pod cgroup {cg.path}: {exc}") from None
@@ -113,8 +117,29 @@ def create(cg: PodCgroup, resources: dict[str, Any] | None = None) -> None:
             raise FailedPrecondition(f"cannot create the pod cgroup {cg.path}: {exc}") from None
 
 
-def remove(cg: PodCgroup, timeout: float = 5.0) -> None:
-    """Removes an owned pod cgroup (waiting for exiting processes) and its empty parents."""
+def pause_path(cg: PodCgroup, pod_id: str) -> str:
+    return naming.pause_cgroup_path(cg.path, cg.driver, pod_id, mode.detect_mode())
+
+
+def start_pause_scope(cg: PodCgroup, pod_id: str, pause_pid: int) -> None:
+    """systemd driver: the pause-holder's own scope (the shim leaves it where it is)."""
+    if cg.driver == "systemd" and cg.path and pause_pid > 0:
+        systemd_units.start_pause_scope(cg.path, pause_path(cg, pod_id), pod_id, pause_pid)
+
+
+def update(cg: PodCgroup, resources: dict[str, Any]) -> None:
+    if cg.driver == "systemd":
+        systemd_units.update_pod_slice(cg.path, resources)
+    cgroups.apply_resources(cg.path, resources)
+
+
+def remove(cg: PodCgroup, pod_id: str = "", timeout: float = 5.0) -> None:
+    """Removes an owned pod cgroup (waiting for exiting processes) and its empty parents.
+    systemd driver: the pause-holder's scope and an owned slice are stopped through systemd."""
+    if cg.driver == "systemd" and cg.path:
+        with _lock:
+            systemd_units.stop_pod(cg.path, pause_path(cg, pod_id) if pod_id else cg.path,
+                                   cg.owned, cg.prune_to)
     if not cg.owned:
         return
     with _lock:

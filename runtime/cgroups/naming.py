@@ -5,8 +5,8 @@ cgroup is <pod cgroup>/<container id>.
 systemd: kubelet's cgroup_parent is a slice name like kubepods-burstable-pod<uid>.slice; slices
 nest by their dash-separated prefix (a-b-c.slice lives at /a.slice/a-b.slice/a-b-c.slice) and a
 container is a scope "<prefix>-<id>.scope" inside its pod slice. runc-style "slice:prefix:name"
-strings are accepted too. (No systemd on this machine: the systemd driver computes the same
-filesystem paths systemd would use and manages them directly; no D-Bus transient units.)
+strings are accepted too. The systemd driver's units themselves (slices and scopes started over
+D-Bus) are runtime.cgroups.systemd_units and cri_server.systemd_units.
 """
 from __future__ import annotations
 

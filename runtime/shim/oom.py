@@ -17,8 +17,18 @@ def _cgroup_path(spec: ContainerSpec) -> str | None:
     return spec.cgroup.path if spec.cgroup is not None else None
 
 
-def oom_kill_count(spec: ContainerSpec) -> int | None:
+def _oom_count_path(spec: ContainerSpec) -> str | None:
+    """systemd driver: systemd removes a scope's cgroup as soon as it is empty, which can be
+    before the shim reads it after the exit, so the count is the pod slice's (cgroup v2's
+    memory.events is hierarchical): a SIGKILLed container whose pod saw an OOM kill meanwhile."""
     path = _cgroup_path(spec)
+    if path and spec.cgroup is not None and spec.cgroup.driver == "systemd":
+        return path.rsplit("/", 1)[0] or "/"
+    return path
+
+
+def oom_kill_count(spec: ContainerSpec) -> int | None:
+    path = _oom_count_path(spec)
     if not path:
         return None
     try:
@@ -38,8 +48,8 @@ def remove_container_cgroup(spec: ContainerSpec) -> str | None:
     """Remove the container's cgroup after it exited, as runc delete does (the init creates
     it; contract 5 of docs/architecture.md). Returns an error message, or None."""
     path = _cgroup_path(spec)
-    if not path:
-        return None
+    if not path or (spec.cgroup is not None and spec.cgroup.driver == "systemd"):
+        return None  # systemd removes an empty scope's cgroup; the daemon stops the unit
     try:
         cgroups = importlib.import_module("runtime.cgroups")
         cgroups.remove_cgroup(path, timeout=1.0)

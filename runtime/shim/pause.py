@@ -173,6 +173,8 @@ def join_pod_cgroup(pod: PodSpec, pid: int) -> None:
     """Put the pause-holder into the pod cgroup the daemon made (best effort, like the
     sandbox container of containerd; a failure is logged in shim.log)."""
     found = None
+    if pod.cgroup is not None and pod.cgroup.driver == "systemd":
+        return  # the daemon starts its scope with this pid (cri_server.systemd_units)
     try:
         found = _pause_cgroup(pod)
         if found is not None:
@@ -188,6 +190,8 @@ def join_pod_cgroup(pod: PodSpec, pid: int) -> None:
 def remove_pause_cgroup(pod: PodSpec) -> None:
     """v2: remove the pause-holder's own leaf cgroup once it is gone (best effort; the pod
     cgroup's removal by the daemon recurses anyway)."""
+    if pod.cgroup is not None and pod.cgroup.driver == "systemd":
+        return  # systemd removes the scope's cgroup once it is empty
     try:
         found = _pause_cgroup(pod)
         if found is not None and found[1] != found[0]:

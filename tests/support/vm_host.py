@@ -11,6 +11,19 @@ def in_vm_leg() -> bool:
     return os.environ.get("PYCRI_VM") == "1"
 
 
+def in_systemd_leg() -> bool:
+    return in_vm_leg() and os.environ.get("PYCRI_VM_SYSTEMD") == "1"
+
+
+def systemd_problem() -> str:
+    """'' when systemd is PID 1 and answers on the system bus (the systemd cgroup driver)."""
+    with open("/proc/1/comm") as f:
+        if f.read().strip() != "systemd":
+            return "PID 1 is not systemd"
+    from runtime.cgroups.systemd_dbus import systemd_problem as problem
+    return problem()
+
+
 def cgroup2_problem() -> str:
     """'' when /sys/fs/cgroup is a cgroup2 mount offering every controller pycri uses."""
     with open("/proc/self/mounts") as f:
