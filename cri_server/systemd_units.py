@@ -112,8 +112,13 @@ def _placeholder_argv() -> tuple[list[str], tuple[int, ...]]:
     with _placeholder_lock:
         if _placeholder_fd < 0:
             fd = os.memfd_create("pycri-scope-holder", os.MFD_CLOEXEC)
-            os.write(fd, image)
-            _placeholder_fd = fd
+            try:
+                os.write(fd, image)
+                # a read-only descriptor of its own: a file open for writing cannot be
+                # executed (ETXTBSY)
+                _placeholder_fd = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+            finally:
+                os.close(fd)
     return [f"/proc/self/fd/{_placeholder_fd}"], (_placeholder_fd,)
 
 

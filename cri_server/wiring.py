@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 from cni import CniManager
+from cri_server import systemd_units
 from cri_server.cdi.registry import Registry
 from cri_server.config import Config
 from cri_server.containers.events import make_pod_sink, make_sink
@@ -52,9 +53,22 @@ def load_apparmor_default() -> None:
         log.warning("AppArmor: %s", exc)
 
 
+def check_systemd_driver(driver: str) -> None:
+    """cgroup_driver = "systemd" where systemd is not there: said once at start-up; each
+    RunPodSandbox then fails with FAILED_PRECONDITION (as in containerd)."""
+    if driver != "systemd":
+        return
+    try:
+        systemd_units.check_available()
+        log.info("cgroup driver systemd: connected to systemd")
+    except PycriError as exc:
+        log.warning("%s (RunPodSandbox fails until then)", exc)
+
+
 def build_services(config: Config, paths: Paths) -> Services:
     """Every part, built in order; if one fails, those already started are stopped."""
     load_apparmor_default()
+    check_systemd_driver(config.cgroup_driver)
     with contextlib.ExitStack() as undo:
         store = Store(paths.runtime_db)
         images = ImageManager(root_dir=paths.images_dir,

@@ -17,6 +17,7 @@ for d in /etc /var /root /home /opt /srv; do
   mkdir -p "/run/pycri-vm-ov$d/upper" "/run/pycri-vm-ov$d/work"
   mount -t overlay -o "lowerdir=$d,upperdir=/run/pycri-vm-ov$d/upper,workdir=/run/pycri-vm-ov$d/work" overlay "$d"
 done
+ip link set lo up
 systemctl start dbus.socket dbus.service
 cd "$(cat "$OUT/cwd")"
 bash "$OUT/cmd"

@@ -118,6 +118,9 @@ def create(cg: PodCgroup, resources: dict[str, Any] | None = None) -> None:
 
 
 def pause_path(cg: PodCgroup, pod_id: str) -> str:
+    """The pause-holder's cgroup; under systemd always its own scope (v1 and v2)."""
+    if cg.driver == "systemd":
+        return posixpath.join(cg.path, f"{naming.SCOPE_PREFIX}-{pod_id}.scope")
     return naming.pause_cgroup_path(cg.path, cg.driver, pod_id, mode.detect_mode())
 
 

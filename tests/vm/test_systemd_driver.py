@@ -32,8 +32,14 @@ def show(unit: str) -> dict[str, str]:
 
 
 def gone(unit: str) -> bool:
-    """systemd has no unit of that name loaded (stopped and reset, or never there)."""
-    return show(unit)["LoadState"] == "not-found"
+    """systemd has no unit of that name loaded (stopped and reset, or never there); an
+    emptied scope stops by itself and is unloaded a moment later."""
+    deadline = time.monotonic() + 5 * SLOWDOWN
+    while show(unit)["LoadState"] != "not-found":
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def _read(d: Path, name: str) -> str:
@@ -86,9 +92,9 @@ def test_pod_slice_and_pause_scope_are_units(env: ContainerEnv, sd_daemon: Pycri
 def test_container_scope_properties_and_files(env: ContainerEnv) -> None:
     res = api_pb2.LinuxContainerResources(
         cpu_shares=512, cpu_period=100000, cpu_quota=50000, cpuset_cpus="0", cpuset_mems="0",
-        memory_limit_in_bytes=64 * MiB, memory_swap_limit_in_bytes=96 * MiB, pids_limit=77,
+        memory_limit_in_bytes=64 * MiB, memory_swap_limit_in_bytes=96 * MiB,
         hugepage_limits=[api_pb2.HugepageLimit(page_size="2MB", limit=4 * MiB)],
-        unified={"memory.high": str(60 * MiB)})
+        unified={"memory.high": str(60 * MiB), "pids.max": "77"})
     cid = env.run(["sleep", "1000"], linux=api_pb2.LinuxContainerConfig(resources=res))
     unit = f"pycri-{cid}.scope"
     u = show(unit)
@@ -126,7 +132,7 @@ def test_update_container_resources_sets_unit_properties(env: ContainerEnv) -> N
     env.cri.UpdateContainerResources(api_pb2.UpdateContainerResourcesRequest(
         container_id=cid, linux=api_pb2.LinuxContainerResources(
             memory_limit_in_bytes=256 * MiB, cpu_shares=2048, cpu_quota=20000,
-            cpu_period=100000, pids_limit=99)))
+            cpu_period=100000, unified={"pids.max": "99"})))
     u = show(unit)
     assert u["MemoryMax"] == str(256 * MiB) and u["CPUWeight"] == str(shares_to_weight(2048))
     assert u["CPUQuotaPerSecUSec"] == "200ms" and u["TasksMax"] == "99"
