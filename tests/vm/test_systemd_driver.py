@@ -31,11 +31,18 @@ def show(unit: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
+def loaded(unit: str) -> bool:
+    """systemd has a unit of that name loaded (list-units, unlike show, never loads one)."""
+    out = subprocess.run(["systemctl", "list-units", "--all", "--plain", "--no-legend",
+                          "--no-pager", unit], check=True, capture_output=True, text=True).stdout
+    return any(line.split()[:1] == [unit] for line in out.splitlines())
+
+
 def gone(unit: str) -> bool:
     """systemd has no unit of that name loaded (stopped and reset, or never there); an
     emptied scope stops by itself and is unloaded a moment later."""
     deadline = time.monotonic() + 5 * SLOWDOWN
-    while show(unit)["LoadState"] != "not-found":
+    while loaded(unit):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.2)
@@ -66,7 +73,7 @@ def env(sd_daemon: PycriDaemon) -> Iterator[ContainerEnv]:
     with ContainerEnv(sd_daemon.c) as e:
         yield e
     # the last pod gone: pycri's parent slice is stopped too, no cgroup is left
-    assert gone(_top_slice(sd_daemon)), show(_top_slice(sd_daemon))
+    assert gone(_top_slice(sd_daemon)), show(_top_slice(sd_daemon))  # not loaded any more
     assert not (ROOT / _top_slice(sd_daemon)).exists()
 
 
