@@ -15,6 +15,7 @@ APT_PACKAGES=(
   containerd runc              # the benchmark's baseline (its smoke test runs one round)
   # the VM leg (scripts/vm.sh): a guest kernel with cgroup v2 only and AppArmor, under QEMU
   qemu-system-x86 linux-image-amd64 apparmor sudo
+  systemd dbus                 # its second boot: systemd as PID 1 with the D-Bus system bus
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
