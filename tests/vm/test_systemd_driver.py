@@ -4,7 +4,6 @@ every check asks systemd (systemctl show) and reads the cgroup files systemd and
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -180,28 +179,24 @@ def test_stats_from_the_scope(env: ContainerEnv) -> None:
     env.remove(cid)
 
 
-def test_stop_remove_and_restart_leave_no_unit() -> None:
-    parent = f"/pycri-test-{os.getpid()}-restart"   # not the module daemon's parent slice
-    d = PycriDaemon(config={"cgroup_driver": "systemd", "cgroup_parent": parent})
-    d.cgroup_parent = parent
-    d.start()
-    try:
-        with ContainerEnv(d.c) as e:
-            cid = e.run(["sleep", "1000"])
-            units = [f"pycri-{cid}.scope", f"pycri-{e.pod_id}.scope", _pod_slice(e)]
-            cgroup = ROOT / str(pods.info(e.cri, e.pod_id)["cgroupPath"]).lstrip("/")
-            assert all(show(u)["ActiveState"] == "active" for u in units)
-            d.kill9()               # the units are systemd's: they outlive the daemon
-            assert all(show(u)["ActiveState"] == "active" for u in units)
-            d.start()
-            e.cri = d.c
-            e.cri.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=e.pod_id))
-            assert gone(units[0]) and gone(units[1]), [show(u) for u in units[:2]]
-            e.cri.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=e.pod_id))
-            e.pod_id = ""
-            assert all(gone(u) for u in units), [show(u) for u in units]
-            assert not cgroup.exists()
-        assert gone(_top_slice(d)) and not (ROOT / _top_slice(d)).exists()
-    finally:
-        d.stop()
-        d.cleanup_dirs()
+def test_stop_remove_and_restart_leave_no_unit(env: ContainerEnv,
+                                              sd_daemon: PycriDaemon) -> None:
+    cfg = pods.pod_config(hostname="restart-pod")
+    cfg.log_directory = str(env.log_dir)
+    pod_id = pods.run_pod(env.cri, cfg)
+    cid = env.create(env.config(["sleep", "1000"]), pod_id=pod_id, pod_config=cfg)
+    env.start_container(cid)
+    units = [f"pycri-{cid}.scope", f"pycri-{pod_id}.scope",
+             str(pods.info(env.cri, pod_id)["cgroupPath"]).rsplit("/", 1)[-1]]
+    cgroup = ROOT / str(pods.info(env.cri, pod_id)["cgroupPath"]).lstrip("/")
+    assert all(show(u)["ActiveState"] == "active" for u in units)
+    sd_daemon.kill9()               # the units are systemd's: they outlive the daemon
+    assert all(show(u)["ActiveState"] == "active" for u in units)
+    sd_daemon.start()
+    env.cri = sd_daemon.c
+    env.cri.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod_id))
+    assert gone(units[0]) and gone(units[1]), [show(u) for u in units[:2]]
+    env.cri.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
+    env.created.remove(cid)
+    assert all(gone(u) for u in units), [show(u) for u in units]
+    assert not cgroup.exists()
