@@ -14,6 +14,18 @@ from runtime.cgroups.manager import open_cgroup
 from runtime.cgroups.resources import parse_flat_keyed, pick_flat_keyed
 
 
+def _count_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths KeptFiles opens from now on."""
+    opens: list[str] = []
+    real_open = os.open
+
+    def counting_open(path: str, flags: int, *args: int) -> int:
+        opens.append(path)
+        return real_open(path, flags, *args)
+    monkeypatch.setattr(kept_files.os, "open", counting_open)
+    return opens
+
+
 def _files(tmp_path: Path, **texts: str) -> dict[str, str]:
     out = {}
     for name, text in texts.items():
@@ -28,9 +40,7 @@ def test_each_read_gives_the_current_content_without_opening_again(
     kept = KeptFiles()
     assert kept.read_group("g", files) == {"a": "1\n", "b": "x 2\n"}
     assert kept.open_fds() == 2
-    opens: list[str] = []
-    real_open = os.open
-    monkeypatch.setattr(kept_files.os, "open", lambda p, *a: opens.append(p) or real_open(p, *a))
+    opens = _count_opens(monkeypatch)
     with open(files["a"], "r+") as f:   # same inode, new content (as the kernel's files)
         f.write("7\n")
     assert kept.read_group("g", files) == {"a": "7\n", "b": "x 2\n"}
@@ -126,9 +136,7 @@ def test_second_reading_of_a_cgroup_opens_no_file(tmp_path: Path,
     monkeypatch.setitem(readers._cgroups, "/pod/c", cg)
     kept = KeptFiles()
     first = readers.cgroup_stats("/pod/c", CONTAINER_PARTS, kept)
-    opens: list[str] = []
-    real_open = os.open
-    monkeypatch.setattr(kept_files.os, "open", lambda p, *a: opens.append(p) or real_open(p, *a))
+    opens = _count_opens(monkeypatch)
     assert readers.cgroup_stats("/pod/c", CONTAINER_PARTS, kept) == first
     assert opens == [] and first["cpu_usage_ns"] == 123456
 
