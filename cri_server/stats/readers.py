@@ -189,10 +189,15 @@ def parse_net_dev(text: str) -> list[InterfaceCounters]:
     out = []
     for line in text.splitlines()[2:]:
         name, _, rest = line.partition(":")
-        f = [int(x) for x in rest.split()]
+        f = rest.split()
         if len(f) < 16:
             continue
-        out.append(InterfaceCounters(name.strip(), f[0], f[1], f[2], f[3], f[8], f[9], f[10], f[11]))
+        try:  # only the eight counters kept (the stats Lists parse this for every pod)
+            out.append(InterfaceCounters(name.strip(), int(f[0]), int(f[1]), int(f[2]),
+                                         int(f[3]), int(f[8]), int(f[9]), int(f[10]),
+                                         int(f[11])))
+        except ValueError:
+            continue
     return out
 
 
