@@ -31,6 +31,7 @@ from cni import CniManager
 from cri_server import faults, host_features
 from cri_server.config import Config
 from cri_server.list_budget import ListBudget
+from cri_server.list_cache import AnswerCache
 from cri_server.nri.hooks import NO_NRI, NriHooks
 from cri_server.paths import Paths
 from cri_server.sandboxes import netns, pod_cgroup, pod_shm, podfiles, shim_process, validate
@@ -130,6 +131,8 @@ class SandboxManager:
         self.nri: NriHooks = NO_NRI  # NRI plugins (cri_server.nri): set by the wiring
         # Every record as last written, with its List item: what the Lists answer from.
         self._index = SandboxIndex(pod_sandbox)
+        self._answer: AnswerCache[api_pb2.ListPodSandboxResponse] = AnswerCache(
+            lambda: self._index.generation)
         # Liveness of the pods' shims (pidfds): shared with the ContainerManager by the wiring.
         self.shim_watch = shim_watch if shim_watch is not None else ShimWatch()
 
@@ -691,3 +694,14 @@ class SandboxManager:
         item is built once per version of its record (SandboxIndex)."""
         recs = sorted(self.iter_records(flt), key=lambda r: r.created_at)
         return [self._index.item(r) for r in recs]
+
+    def list_response(self, flt: api_pb2.PodSandboxFilter | None
+                      ) -> api_pb2.ListPodSandboxResponse:
+        """ListPodSandbox's answer; without a filter the same message while no pod changed
+        (list_cache.AnswerCache: shared, never to be changed by the caller)."""
+        if flt is not None:
+            return api_pb2.ListPodSandboxResponse(items=self.list_items(flt))
+        before = self._index.generation
+        recs = list(self.iter_records(None))  # pods whose shim died turn NOTREADY on the way
+        return self._answer.answer(before, lambda: api_pb2.ListPodSandboxResponse(
+            items=[self._index.item(r) for r in sorted(recs, key=lambda r: r.created_at)]))
