@@ -121,6 +121,8 @@ class Systemd:
         try:
             reply = self._router.send_and_get_reply(msg, timeout=CALL_TIMEOUT)
         except (OSError, TimeoutError) as exc:
+            if not isinstance(exc, TimeoutError):  # the connection broke (a bus restart):
+                self._closed = True                 # shared() opens a new one next time
             raise SystemdError(f"systemd {method}: {exc}") from None
         if reply.header.message_type.name == "error":
             raise DBusErrorResponse(reply)
