@@ -95,8 +95,24 @@ class _ExecFailed(Exception):
 
 
 class _Reporter:
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, keeper_fd: int = -1) -> None:
         self.fd = fd
+        self.keeper_fd = keeper_fd  # the pid pipe to our keeper (runtime/keeper/keeper.c)
+
+    def tell_keeper(self, pid: int) -> None:
+        """The keeper (our parent) learns which of its children is the container; every copy
+        of the pipe is closed then, so it reads EOF."""
+        if self.keeper_fd < 0:
+            return
+        try:
+            os.write(self.keeper_fd, str(pid).encode())
+        finally:
+            self.close_keeper()
+
+    def close_keeper(self) -> None:
+        if self.keeper_fd >= 0:
+            os.close(self.keeper_fd)
+            self.keeper_fd = -1
 
     def send(self, msg: dict[str, Any]) -> None:
         data = (json.dumps(msg) + "\n").encode()
@@ -108,14 +124,14 @@ class _Reporter:
 # --------------------------------------------------------------------------- entry points
 
 def run(spec: ContainerSpec, stdio: tuple[int, int, int], gate_fd: int,
-        report_fd: int, calls: Syscalls = REAL) -> NoReturn:
-    reporter = _Reporter(report_fd)
+        report_fd: int, calls: Syscalls = REAL, keeper_fd: int = -1) -> NoReturn:
+    reporter = _Reporter(report_fd, keeper_fd)
     cgroup: Cgroup | None = None
     ready = False
     code = 1
     try:
         _make_non_dumpable(calls)
-        _setup_stdio(stdio, keep=(gate_fd, report_fd))
+        _setup_stdio(stdio, keep=(gate_fd, report_fd, *([keeper_fd] if keeper_fd >= 0 else [])))
         helper = _HookHelper.start(spec) if spec.hooks.get("createRuntime") else None
         cgroup = _setup_cgroup(spec)
         idmap = _open_userns(spec)
@@ -313,16 +329,20 @@ def _leave_and_remove(cg: Cgroup) -> None:
 
 
 def _report_pid(reporter: _Reporter, enter_pid_ns: bool) -> None:
-    """Reports the host pid of the process that will exec. Joining or creating a pid namespace
-    only moves children into it: fork, report the child and exit (the shim, a child subreaper,
-    adopts it)."""
+    """Reports the host pid of the process that will exec (to the shim and to the keeper).
+    Joining or creating a pid namespace only moves children into it: fork, report the child
+    and exit (the keeper - or without one the shim -, a child subreaper, adopts it)."""
     if not enter_pid_ns:
         reporter.send({"pid": os.getpid()})
+        reporter.tell_keeper(os.getpid())
+        syscalls.set_pdeathsig(0)  # from now on the keeper knows us: we outlive it
         return
     child = os.fork()
     if child:
         reporter.send({"pid": child})
+        reporter.tell_keeper(child)
         os._exit(0)
+    reporter.close_keeper()
     os.setsid()
 
 

@@ -1,0 +1,150 @@
+"""pycri-keeper: the tiny static parent of each container process (keeper.c, docs/architecture.md).
+
+The program is pycri's own C (no libc, raw syscalls: about 9 KiB on disk, 20 KiB PSS). It is
+built from keeper.c with the C compiler: `python3 -m runtime.keeper` (scripts/setup.sh runs
+it) writes build/pycri-keeper-<hash of the source> next to this file; `binary()` builds it on
+first use when it is missing (the zygote calls it at start, so a missing compiler is a clear
+start-up error of the zygote, not of a container). PYCRI_KEEPER=<path> names a prebuilt one
+instead (a read-only install).
+
+Its interface (argv, the fds 3-7, the exit file) is described at the top of keeper.c;
+runtime.container_init execs it and runtime.shim reads what it writes (`read_exit`).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = os.path.join(HERE, "keeper.c")
+CFLAGS = ("-Os", "-nostdlib", "-static", "-no-pie", "-ffreestanding", "-fno-builtin",
+          "-fno-stack-protector", "-fno-asynchronous-unwind-tables",
+          "-fno-tree-loop-distribute-patterns", "-Wall", "-Wextra", "-Werror",
+          "-Wl,--build-id=none", "-s")
+COMM = "pycri-keeper"
+
+# fds of the keeper (keeper.c)
+PID_FD = 3
+EXIT_W_FD = 4
+EXIT_R_FD = 5
+STDOUT_FD = 6
+STDERR_FD = 7
+
+
+class KeeperUnavailable(RuntimeError):
+    pass
+
+
+def _built_path() -> str:
+    with open(SOURCE, "rb") as f:
+        digest = hashlib.sha256(f.read() + " ".join(CFLAGS).encode()).hexdigest()[:12]
+    return os.path.join(HERE, "build", f"{COMM}-{digest}")
+
+
+def build() -> str:
+    """Compile keeper.c (if that build is not there yet); returns the binary's path."""
+    target = _built_path()
+    if os.access(target, os.X_OK):
+        return target
+    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    if not cc:
+        raise KeeperUnavailable(f"no C compiler to build {SOURCE} (install gcc and libc6-dev, "
+                                "or run scripts/setup.sh, or set PYCRI_KEEPER to a built keeper)")
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".keeper")
+    os.close(fd)
+    try:
+        done = subprocess.run([cc, *CFLAGS, "-o", tmp, SOURCE], capture_output=True, text=True,
+                              check=False)
+        if done.returncode != 0:
+            raise KeeperUnavailable(f"building {SOURCE} failed: {done.stderr.strip()[-2000:]}")
+        os.chmod(tmp, 0o755)
+        os.rename(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+@functools.cache
+def binary() -> str:
+    """The keeper to exec: $PYCRI_KEEPER, else our build (built now when missing)."""
+    path = os.environ.get("PYCRI_KEEPER", "")
+    if path:
+        if not os.access(path, os.X_OK):
+            raise KeeperUnavailable(f"PYCRI_KEEPER={path} is not an executable file")
+        return path
+    try:
+        return build()
+    except OSError as e:
+        raise KeeperUnavailable(f"cannot build the keeper from {SOURCE}: {e}") from None
+
+
+def exit_path(containers_dir: str, container_id: str) -> str:
+    return os.path.join(containers_dir, container_id + ".exit")
+
+
+def pid_path(containers_dir: str, container_id: str) -> str:
+    return os.path.join(containers_dir, container_id + ".keeper")
+
+
+def read_exit(path: str) -> dict[str, Any] | None:
+    """{"pid", "status" (a wait status), "finished_at" (ns)} once the keeper recorded the exit."""
+    try:
+        with open(path, "rb") as f:
+            obj = json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(obj, dict) or not all(isinstance(obj.get(k), int)
+                                            for k in ("pid", "status", "finished_at")):
+        return None
+    return obj
+
+
+def _argv(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def open_keeper(pid: int, container_id: str) -> int:
+    """A pidfd of the keeper `pid` of container_id, or -1 when that process is not it (gone,
+    or a recycled pid): checked by its command line after the pidfd is open, so the pidfd
+    names the very process that passed the check."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return -1
+    argv = _argv(pid)
+    if argv[:2] != [COMM, container_id]:
+        os.close(fd)
+        return -1
+    return fd
+
+
+def kill_keeper(containers_dir: str, container_id: str) -> None:
+    """SIGKILL the keeper of container_id named by its pid file (<cid>.keeper), if it is still
+    there: for a container whose shim is gone (nobody else will tell it to go)."""
+    try:
+        with open(pid_path(containers_dir, container_id)) as f:
+            pid = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return
+    fd = open_keeper(pid, container_id) if pid > 0 else -1
+    if fd < 0:
+        return
+    try:
+        signal.pidfd_send_signal(fd, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    finally:
+        os.close(fd)
