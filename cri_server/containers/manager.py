@@ -406,7 +406,12 @@ class ContainerManager:
             # re-check the file first: the shim may have recorded the exit before dying
             state = shim_client.read_states(rec.shim_dir).get(rec.id)
             if state is not None and state.state != R.EXITED:
-                state = shim_client.recorded_exit(rec.shim_dir, rec.id, state) or state
+                recorded = shim_client.recorded_exit(rec.shim_dir, rec.id, state)
+                if recorded is None and keeper.keeper_alive(
+                        statusfile.containers_dir(rec.shim_dir), rec.id):
+                    self._apply(rec, state)  # it runs on under its keeper, which records
+                    return                   # its end (runtime.keeper)
+                state = recorded or state
             if state is None or state.state != R.EXITED:
                 state = ContainerState(
                     R.EXITED, exit_code=255, reason="Error", finished_at=time.time_ns(),

@@ -131,6 +131,26 @@ def open_keeper(pid: int, container_id: str) -> int:
     return fd
 
 
+def keeper_alive(containers_dir: str, container_id: str) -> bool:
+    """Whether the keeper named by <cid>.keeper still runs (so the container's end will be
+    recorded even though no shim watches it)."""
+    try:
+        with open(pid_path(containers_dir, container_id)) as f:
+            pid = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return False
+    fd = open_keeper(pid, container_id) if pid > 0 else -1
+    if fd < 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+    finally:
+        os.close(fd)
+
+
 def kill_keeper(containers_dir: str, container_id: str) -> None:
     """SIGKILL the keeper of container_id named by its pid file (<cid>.keeper), if it is still
     there: for a container whose shim is gone (nobody else will tell it to go)."""
