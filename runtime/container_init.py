@@ -7,8 +7,11 @@ run(spec, stdio, gate_fd, report_fd) -> NoReturn
   3. namespaces: join the listed ones that have a path (setns), unshare the new ones (then
      the hostname and spec.sysctls are set in them).
      With a "pid" entry the process forks once more: the parent writes {"pid": <child host
-     pid>} to report_fd and exits 0 at once (the shim, a child subreaper, reaps it and becomes
-     the container's parent); otherwise {"pid": own pid} is written.
+     pid>} to report_fd and exits 0 at once (the keeper - runtime/keeper/keeper.c, our parent
+     and a child subreaper - or without one the shim reaps it and becomes the container's
+     parent); otherwise {"pid": own pid} is written. With keeper_fd (the pid pipe to the
+     keeper, runtime.shim.spawn) the same pid goes there as decimal text, then every copy of
+     that pipe is closed; the PDEATHSIG the init got from its keeper's fork is cleared then.
   4. own mount namespace (+ cgroup namespace when listed without path): overlay rootfs, mounts
      in order, /dev nodes, devices, working dir, pivot_root, masked and read-only paths,
      read-only root, hostname.
@@ -334,8 +337,9 @@ def _report_pid(reporter: _Reporter, enter_pid_ns: bool) -> None:
     and exit (the keeper - or without one the shim -, a child subreaper, adopts it)."""
     if not enter_pid_ns:
         reporter.send({"pid": os.getpid()})
-        reporter.tell_keeper(os.getpid())
-        syscalls.set_pdeathsig(0)  # from now on the keeper knows us: we outlive it
+        if reporter.keeper_fd >= 0:
+            reporter.tell_keeper(os.getpid())
+            syscalls.set_pdeathsig(0)  # from now on the keeper knows us: we outlive it
         return
     child = os.fork()
     if child:
