@@ -12,6 +12,7 @@ runtime.container_init execs it and runtime.shim reads what it writes (`read_exi
 """
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import json
@@ -20,7 +21,8 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(HERE, "keeper.c")
@@ -40,6 +42,78 @@ STDERR_FD = 7
 
 class KeeperUnavailable(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What the keeper of one container gets (keeper.c): its program, the container id, where
+    it records the exit, both ends of the exit pipe and the shim's ends of the container's
+    output (stdout, stderr; a tty: the pty master twice)."""
+
+    binary: str
+    container_id: str
+    exit_path: str
+    exit_w: int
+    exit_r: int
+    outputs: tuple[int, int]
+
+    def fds(self) -> tuple[int, ...]:
+        return (self.exit_w, self.exit_r, *self.outputs)
+
+
+def exec_keeper(launch: Launch, container_pid: int, cgroups_text: str = "") -> NoReturn:
+    """In the process that forked the container's process: back into the cgroups of
+    `cgroups_text` (a /proc/self/cgroup read before the init joined the container's: a keeper
+    is never counted, frozen or killed with its container), the pid on a pipe at fd 3, fds
+    4-7 from `launch`, 0-2 /dev/null, everything else closed, execve the keeper."""
+    try:
+        if cgroups_text:
+            return_to_cgroups(cgroups_text)
+        pid_r, pid_w = os.pipe2(os.O_CLOEXEC)
+        os.write(pid_w, str(container_pid).encode())
+        os.close(pid_w)
+        srcs = [pid_r, *launch.fds()]
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 64) for fd in srcs]
+        null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+        for target in (0, 1, 2):
+            os.dup2(null, target, inheritable=True)
+        for target, fd in enumerate(high, start=PID_FD):
+            os.dup2(fd, target, inheritable=True)
+        os.closerange(STDERR_FD + 1, 1 << 20)
+        os.execv(launch.binary, [COMM, launch.container_id, launch.exit_path])
+    finally:
+        os._exit(127)  # the container is re-parented to the shim, which reaps it then
+
+
+def return_to_cgroups(cgroups_text: str, mounts_text: str | None = None) -> None:
+    """Move this process into the cgroups named by `cgroups_text` (/proc/<pid>/cgroup lines
+    `id:controllers:path`), each hierarchy found by its mount (/proc/self/mounts: cgroup2,
+    or the cgroup mount whose options name the controllers); best effort."""
+    if mounts_text is None:
+        with open("/proc/self/mounts") as f:
+            mounts_text = f.read()
+    mounts: list[tuple[str, str, set[str]]] = []
+    for line in mounts_text.splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[2] in ("cgroup", "cgroup2"):
+            mounts.append((parts[1].replace("\\040", " "), parts[2], set(parts[3].split(","))))
+    pid = str(os.getpid())
+    for line in cgroups_text.splitlines():
+        hid, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if not path.startswith("/"):
+            continue
+        if hid == "0" and not controllers:
+            dirs = [m for m, t, _ in mounts if t == "cgroup2"]
+        else:
+            want = set(controllers.split(","))
+            dirs = [m for m, t, opts in mounts if t == "cgroup" and want <= opts]
+        for mount in dirs[:1]:
+            try:
+                with open(os.path.join(mount, path.lstrip("/"), "cgroup.procs"), "w") as f:
+                    f.write(pid)
+            except OSError:
+                pass
 
 
 def _built_path() -> str:

@@ -1,12 +1,13 @@
 /* pycri-keeper: the parent of one container process (docs/architecture.md, "Process model").
  *
  * Written for pycri; no libc (-nostdlib -static, raw syscalls), so a keeper costs a few
- * pages. The container init (runtime/container_init.py) forks at its very start: the child
- * goes on to become the container, the parent execs this program with
+ * pages. The container init (runtime/container_init.py) forks the process that will exec the
+ * container (in the container's pid namespace when it has one): the child goes on, the parent
+ * goes back to the cgroups the init started in and execs this program with
  *
  *     argv: pycri-keeper <container id> <exit file>
- *     fd 3: read end of the pid pipe: the init writes the host pid of the process that execs
- *           the container (decimal), then closes it. EOF without a pid: the set-up failed.
+ *     fd 3: read end of the pid pipe, which holds the child's host pid (decimal) and no
+ *           writer any more. EOF without a pid: nothing to keep (exit 1, nothing recorded).
  *     fd 4: write end of the exit pipe; fd 5 its read end (kept for a restarted monitor)
  *     fd 6, 7: the monitor's ends of the container's stdout/stderr pipes (or the pty master),
  *           held only so that they outlive the monitor: the container blocks on a full pipe

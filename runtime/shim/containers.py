@@ -75,7 +75,7 @@ class Containers:
         c.create_timer = self.loop.call_later(CREATE_TIMEOUT, lambda: self.exits.fail_create(
             c, DeadlineExceeded(f"container init did not get ready in {CREATE_TIMEOUT:.0f}s")))
 
-    def _keeper_launch(self, c: Container, child_fds: list[int]) -> spawn.KeeperLaunch:
+    def _keeper_launch(self, c: Container, child_fds: list[int]) -> keeper_mod.Launch:
         """The exit pipe (our end in c.exit_fd, the keeper's in child_fds) and what the keeper
         of c gets (runtime/keeper/keeper.c); a stale exit record of that id goes first."""
         c.exit_path = keeper_mod.exit_path(statusfile.containers_dir(self.pod.shim_dir), c.id)
@@ -86,8 +86,8 @@ class Containers:
         c.exit_fd, exit_w = os.pipe2(os.O_CLOEXEC)
         child_fds.append(exit_w)
         outs = list(c.outputs)
-        return spawn.KeeperLaunch(keeper_mod.binary(), c.id, c.exit_path, exit_w, c.exit_fd,
-                                  (outs[0], outs[-1]))
+        return keeper_mod.Launch(keeper_mod.binary(), c.id, c.exit_path, exit_w, c.exit_fd,
+                                 (outs[0], outs[-1]))
 
     def keeper_recorded(self, c: Container) -> None:
         """EOF on the exit pipe: the keeper recorded the container's exit (or died)."""

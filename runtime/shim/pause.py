@@ -2,7 +2,7 @@
 
 start_pause_holder() forks it. With a pod PID namespace the shim briefly
 unshares CLONE_NEWPID itself, forks (the child is PID 1 of the new namespace
-and still the shim's direct child, so PR_SET_PDEATHSIG works), then setns()
+and still the shim's direct child), then setns()
 back to its own PID namespace for children created later. The child unshares
 net/ipc/uts (or joins the network namespace the daemon already made and pinned
 at pod.netns_path), sets the hostname, writes the sysctls from inside, reports on a

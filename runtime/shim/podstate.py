@@ -79,7 +79,8 @@ class PodState:
 
     def signal_container(self, c: Container, sig: int) -> None:
         """Signal the container's process: by its pidfd; before its pid is known, SIGKILL goes
-        to the keeper (the init dies with it, PDEATHSIG); without a keeper as ever."""
+        to the init the shim forked (it has not become the keeper yet); without a keeper (it
+        died: the container is our child then) by pid."""
         if c.pidfd >= 0:
             try:
                 signal_mod.pidfd_send_signal(c.pidfd, sig)

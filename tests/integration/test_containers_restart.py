@@ -98,6 +98,10 @@ def test_container_outlives_kill9_of_its_shim_and_its_exit_is_recorded(
     pid, other_pid = env.info(cid)["pid"], env.info(other)["pid"]
     keepers = [int((shim_dir / "containers" / f"{c}.keeper").read_text()) for c in (cid, other)]
     pause_pid = int((shim_dir / "pause.pid").read_text())
+    container_cg = Path(f"/proc/{pid}/cgroup").read_text()
+    assert cid in container_cg  # the container's own cgroup (its id names it)
+    for k in keepers:  # back in the cgroups the init started in: never the container's
+        assert Path(f"/proc/{k}/cgroup").read_text() != container_cg
     os.kill(int((shim_dir / "shim.pid").read_text()), signal.SIGKILL)
     time.sleep(0.5)
     for p in (pid, other_pid, pause_pid, *keepers):
