@@ -7,8 +7,13 @@ run(spec, stdio, gate_fd, report_fd) -> NoReturn
   3. namespaces: join the listed ones that have a path (setns), unshare the new ones (then
      the hostname and spec.sysctls are set in them).
      With a "pid" entry the process forks once more: the parent writes {"pid": <child host
-     pid>} to report_fd and exits 0 at once (the shim, a child subreaper, reaps it and becomes
-     the container's parent); otherwise {"pid": own pid} is written.
+     pid>} to report_fd and exits 0 at once (the keeper - runtime/keeper/keeper.c, our parent
+     and a child subreaper - or without one the shim reaps it and becomes the container's
+     parent); otherwise {"pid": own pid} is written. With `keeper` (runtime.keeper.Launch)
+     the process always forks there (pid namespace or not): its child is reported and goes
+     on, the parent moves back to the cgroups the init started in and execs the keeper, the
+     container's parent from then on (runtime/keeper/keeper.c; the fork the pid namespace needs
+     anyway, so a keeper costs no extra fork on that path).
   4. own mount namespace (+ cgroup namespace when listed without path): overlay rootfs, mounts
      in order, /dev nodes, devices, working dir, pivot_root, masked and read-only paths,
      read-only root, hostname.
@@ -66,6 +71,9 @@ from runtime import (
     sysctls,
     userns,
 )
+from runtime import (
+    keeper as keeper_mod,
+)
 from runtime.cgroups import mode as cgmode
 from runtime.cgroups import open_cgroup
 from runtime.cgroups.manager import Cgroup
@@ -95,8 +103,10 @@ class _ExecFailed(Exception):
 
 
 class _Reporter:
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, keeper: keeper_mod.Launch | None = None) -> None:
         self.fd = fd
+        self.keeper = keeper  # what the parent of the container's process execs (_report_pid)
+        self.cgroups_text = ""
 
     def send(self, msg: dict[str, Any]) -> None:
         data = (json.dumps(msg) + "\n").encode()
@@ -108,14 +118,17 @@ class _Reporter:
 # --------------------------------------------------------------------------- entry points
 
 def run(spec: ContainerSpec, stdio: tuple[int, int, int], gate_fd: int,
-        report_fd: int, calls: Syscalls = REAL) -> NoReturn:
-    reporter = _Reporter(report_fd)
+        report_fd: int, calls: Syscalls = REAL, keeper: keeper_mod.Launch | None = None
+        ) -> NoReturn:
+    reporter = _Reporter(report_fd, keeper)
     cgroup: Cgroup | None = None
     ready = False
     code = 1
     try:
         _make_non_dumpable(calls)
-        _setup_stdio(stdio, keep=(gate_fd, report_fd))
+        _setup_stdio(stdio, keep=(gate_fd, report_fd, *(keeper.fds() if keeper else ())))
+        if keeper is not None:  # where the keeper goes back to (never the container's cgroup)
+            reporter.cgroups_text = read_text("/proc/self/cgroup")
         helper = _HookHelper.start(spec) if spec.hooks.get("createRuntime") else None
         cgroup = _setup_cgroup(spec)
         idmap = _open_userns(spec)
@@ -320,9 +333,24 @@ def _leave_and_remove(cg: Cgroup, remove: bool = True) -> None:
 
 
 def _report_pid(reporter: _Reporter, enter_pid_ns: bool) -> None:
-    """Reports the host pid of the process that will exec. Joining or creating a pid namespace
-    only moves children into it: fork, report the child and exit (the shim, a child subreaper,
-    adopts it)."""
+    """Reports the host pid of the process that will exec (to the shim and to the keeper).
+    Joining or creating a pid namespace only moves children into it: fork, report the child
+    and exit (the keeper - or without one the shim -, a child subreaper, adopts it)."""
+    launch = reporter.keeper
+    if launch is not None:
+        # the parent of the container's process becomes its keeper (runtime/keeper/keeper.c):
+        # a subreaper from before the fork (kept across execve), out of the container's
+        # cgroup, then execve; the child goes on, in the pid namespace when there is one
+        syscalls.set_child_subreaper()
+        child = os.fork()
+        if child:
+            reporter.send({"pid": child})
+            keeper_mod.exec_keeper(launch, child, reporter.cgroups_text)
+        for fd in set(launch.fds()):
+            os.close(fd)
+        reporter.keeper = None
+        os.setsid()
+        return
     if not enter_pid_ns:
         reporter.send({"pid": os.getpid()})
         return

@@ -27,6 +27,7 @@ from pycri_common.errors import (
     Unavailable,
 )
 from pycri_common.timeouts import scaled
+from runtime import keeper
 from runtime.container_spec import ContainerSpec
 from runtime.lines import recv_line
 from runtime.shim import control, frames, protocol, statusfile
@@ -271,12 +272,35 @@ def read_final_states(shim_dir: str) -> dict[str, ContainerState]:
     not recorded as exited is reported exited with reason "Error" (its shim died)."""
     states = read_states(shim_dir)
     for cid, state in states.items():
-        if state.state != "exited":
+        recorded = recorded_exit(shim_dir, cid, state)
+        if recorded is not None:
+            states[cid] = recorded
+        elif state.state != "exited":
             states[cid] = dataclasses.replace(
                 state, state="exited", exit_code=state.exit_code or 255, reason="Error",
                 message="the pod's shim exited while the container was "
                         + ("running" if state.started_at else "created"))
     return states
+
+
+def recorded_exit(shim_dir: str, container_id: str,
+                  state: ContainerState) -> ContainerState | None:
+    """The exit the container's keeper recorded (runtime.keeper) while its shim could not:
+    `state` (its status file) turned exited; None when there is no record or it was exited."""
+    if state.state == "exited":
+        return None
+    record = keeper.read_exit(keeper.exit_path(statusfile.containers_dir(shim_dir),
+                                               container_id))
+    if record is None or record["pid"] != state.pid:
+        return None
+    status = record["status"]
+    code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else (
+        os.WEXITSTATUS(status) if os.WIFEXITED(status) else 255)
+    return dataclasses.replace(state, state="exited", exit_code=code,
+                               finished_at=record["finished_at"],
+                               reason="Completed" if code == 0 else "Error",
+                               message=state.message or "exit recorded by the container's "
+                                                        "keeper while its shim was gone")
 
 
 def read_states(shim_dir: str) -> dict[str, ContainerState]:

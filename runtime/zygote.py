@@ -41,7 +41,7 @@ import time
 from typing import Any
 
 from pycri_common.errors import InvalidArgument
-from runtime import syscalls
+from runtime import keeper, syscalls
 from runtime.pod_spec import PodSpec
 from runtime.shim import main as shim_main
 from runtime.shim import warmup as shim_warmup
@@ -56,6 +56,7 @@ def _preimport() -> None:
             importlib.import_module(name)
         except ImportError:
             pass
+    keeper.binary()  # built now when missing: a missing compiler fails the zygote's start
     shim_warmup.warm_up()  # the shims share the specialised request path (runtime.shim.warmup)
 
 

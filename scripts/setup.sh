@@ -49,3 +49,6 @@ fi
 
 PY=${PYTHON:-python3}
 "$PY" -m pip install -q --disable-pip-version-check -e ".[test,vm]"
+# the containers' keeper (runtime/keeper/keeper.c, pycri's own C, no libc): built once here;
+# the zygote builds it on first start when this was skipped (gcc and libc6-dev above)
+"$PY" -m runtime.keeper >/dev/null

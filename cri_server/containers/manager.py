@@ -61,7 +61,7 @@ from pycri_common.errors import (
     Unavailable,
 )
 from pycri_common.text import shorten
-from runtime import arglimits, cgroups, hooks, resctrl, shim_client
+from runtime import arglimits, cgroups, hooks, keeper, resctrl, shim_client
 from runtime.shim import statusfile
 from runtime.shim.protocol import ContainerState
 from runtime.shim_client import ShimClient
@@ -424,6 +424,13 @@ class ContainerManager:
         if not alive:
             # re-check the file first: the shim may have recorded the exit before dying
             state = shim_client.read_states(rec.shim_dir).get(rec.id)
+            if state is not None and state.state != R.EXITED:
+                recorded = shim_client.recorded_exit(rec.shim_dir, rec.id, state)
+                if recorded is None and keeper.keeper_alive(
+                        statusfile.containers_dir(rec.shim_dir), rec.id):
+                    self._apply(rec, state)  # it runs on under its keeper, which records
+                    return                   # its end (runtime.keeper)
+                state = recorded or state
             if state is None or state.state != R.EXITED:
                 state = ContainerState(
                     R.EXITED, exit_code=255, reason="Error", finished_at=time.time_ns(),
@@ -543,7 +550,9 @@ class ContainerManager:
         if rec.shim_dir:
             try:
                 ShimClient(rec.shim_dir).delete(rec.id)
-            except (Unavailable, NotFound):
+            except Unavailable:  # its keeper outlives the shim and waits to be told to go
+                keeper.kill_keeper(statusfile.containers_dir(rec.shim_dir), rec.id)
+            except NotFound:
                 pass
             statusfile.remove_state(rec.shim_dir, rec.id)
         self._remove_cgroup(rec)

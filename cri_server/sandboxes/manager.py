@@ -473,6 +473,7 @@ class SandboxManager:
         except PycriError as exc:
             log.info("shim of pod %s did not shut down cleanly (%s); killing it", rec.id, exc)
         shim_process.kill_stale_shim(rec.shim_dir, rec.shim_pid)
+        shim_process.kill_pod_processes(rec.shim_dir, rec.pause_pid)  # outlive a dead shim
         shim_namespaces.unpin_all(rec.ns_dir)
         self.shim_watch.forget(rec.shim_dir)
 
@@ -602,6 +603,7 @@ class SandboxManager:
                     except PycriError:
                         pass
                     shim_process.kill_stale_shim(str(path))
+                    shim_process.kill_pod_processes(str(path))
                     shutil.rmtree(path, ignore_errors=True)
                 elif base == self.paths.netns_root:
                     netns.remove(str(path))

@@ -5,6 +5,8 @@ import os
 import signal
 import time
 
+from runtime import keeper
+
 SHIM_COMM = "pycri-shim"
 
 
@@ -60,3 +62,48 @@ def kill_stale_shim(shim_dir: str, known_pid: int = 0, timeout: float = 5.0) -> 
         deadline = time.monotonic() + timeout
         while is_shim(pid) and time.monotonic() < deadline:
             time.sleep(0.01)
+
+
+
+def kill_pod_processes(shim_dir: str, pause_pid: int = 0) -> None:
+    """After the pod's shim is gone: SIGKILL what outlives it by design, the containers'
+    keepers (<shim_dir>/containers/<cid>.keeper, runtime.keeper) and the pause-holder
+    (<shim_dir>/pause.pid or `pause_pid`). Each pid is held by a pidfd and checked by its
+    command line (pycri-keeper <cid> / pycri-pause <pod>) before the signal, so a recycled pid
+    is never hit."""
+    cdir = os.path.join(shim_dir, "containers")
+    try:
+        names = os.listdir(cdir)
+    except OSError:
+        names = []
+    for name in names:
+        if name.endswith(".keeper"):
+            keeper.kill_keeper(cdir, name[:-len(".keeper")])
+    for pid in {p for p in (_int_file(os.path.join(shim_dir, "pause.pid")), pause_pid) if p}:
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            continue
+        try:
+            if _cmdline(pid)[:1] == ["pycri-pause"]:
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def _int_file(path: str) -> int:
+    try:
+        with open(path) as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0

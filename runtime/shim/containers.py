@@ -17,7 +17,8 @@ from pycri_common.errors import (
     InvalidArgument,
     PycriError,
 )
-from runtime.shim import oom, protocol, spawn, stdio
+from runtime import keeper as keeper_mod
+from runtime.shim import oom, protocol, spawn, statusfile, stdio
 from runtime.shim.control import Connection
 from runtime.shim.crilog import CriLogWriter
 from runtime.shim.exits import Exits
@@ -53,22 +54,65 @@ class Containers:
             report_r, report_w = os.pipe2(os.O_CLOEXEC)
             child_fds.append(report_w)
             c.report_fd = report_r
-            c.init_pid = spawn.fork_container_init(spec, child_stdio, gate_r, report_w)
+            launch = self._keeper_launch(c, child_fds)
+            c.init_pid = spawn.fork_container_init(spec, child_stdio, gate_r, report_w, launch)
         except BaseException:
             stdio.release_fds(self.loop, c)
             raise
         finally:
             for fd in child_fds:
                 close_fd(fd)
-        c.pid = c.init_pid
-        self.pod.pids[c.init_pid] = ("container", c)
+        self.pod.pids[c.init_pid] = ("keeper", c)
+        c.keeper_alive = True
+        self.pod.write_keeper_pid(c)
         self.pod.containers[cid] = c
         os.set_blocking(c.report_fd, False)
         self.loop.add_reader(c.report_fd, lambda: self.read_report(c))
+        os.set_blocking(c.exit_fd, False)
+        self.loop.add_reader(c.exit_fd, lambda: self.keeper_recorded(c))
         stdio.watch_outputs(self.loop, c)
         c.pending_create = conn
         c.create_timer = self.loop.call_later(CREATE_TIMEOUT, lambda: self.exits.fail_create(
             c, DeadlineExceeded(f"container init did not get ready in {CREATE_TIMEOUT:.0f}s")))
+
+    def _keeper_launch(self, c: Container, child_fds: list[int]) -> keeper_mod.Launch:
+        """The exit pipe (our end in c.exit_fd, the keeper's in child_fds) and what the keeper
+        of c gets (runtime/keeper/keeper.c); a stale exit record of that id goes first."""
+        c.exit_path = keeper_mod.exit_path(statusfile.containers_dir(self.pod.shim_dir), c.id)
+        try:
+            os.unlink(c.exit_path)
+        except FileNotFoundError:
+            pass
+        c.exit_fd, exit_w = os.pipe2(os.O_CLOEXEC)
+        child_fds.append(exit_w)
+        outs = list(c.outputs)
+        return keeper_mod.Launch(keeper_mod.binary(), c.id, c.exit_path, exit_w, c.exit_fd,
+                                 (outs[0], outs[-1]))
+
+    def keeper_recorded(self, c: Container) -> None:
+        """EOF on the exit pipe: the keeper recorded the container's exit (or died)."""
+        if c.exit_fd < 0:
+            return
+        try:
+            if os.read(c.exit_fd, 64):
+                return
+        except BlockingIOError:
+            return
+        except OSError:
+            pass
+        self.loop.forget(c.exit_fd)
+        close_fd(c.exit_fd)
+        c.exit_fd = -1
+        if c.report_fd >= 0:
+            self.read_report(c)  # a pid or error report may still be queued
+        record = keeper_mod.read_exit(c.exit_path)
+        if record is not None:
+            self.exits.container_exited(c, record["status"], record["finished_at"])
+        elif c.pid and c.state not in (State.EXITED, State.DISCARDED):
+            # the keeper died (SIGKILL) before the container: we are the nearest subreaper,
+            # the container is re-parented to us and reaped here as without a keeper
+            self.pod.track(c.pid, ("container", c),
+                           lambda status: self.exits.container_exited(c, status))
 
     def read_report(self, c: Container) -> None:
         """What the init reported: its pid (after a pid-namespace fork), ready, or an error."""
@@ -90,10 +134,8 @@ class Containers:
     def _set_pid(self, c: Container, pid: int) -> None:
         if pid == c.pid:
             return
-        if self.pod.pids.get(c.pid, (None, None))[1] is c:
-            self.pod.pids[c.pid] = ("init", c)
         c.pid = pid
-        self.pod.track(pid, ("container", c), lambda status: self.exits.container_exited(c, status))
+        self.pod.open_pidfd(c)
 
     def _ready(self, c: Container) -> None:
         if c.state is not State.CREATING:
@@ -147,7 +189,7 @@ class Containers:
     def op_kill(self, conn: Connection, req: protocol.Kill) -> protocol.Empty:
         c = self.pod.container(req.container_id)
         if c.state in (State.CREATED, State.RUNNING, State.CREATING):
-            self.pod.signal(c.pid or c.init_pid, req.signal)
+            self.pod.signal_container(c, req.signal)
         return protocol.Empty()
 
     def op_reopen_log(self, conn: Connection, req: protocol.ReopenLog) -> protocol.Empty:

@@ -26,8 +26,8 @@ class Exits:
         c.state = State.DISCARDED
         if c.create_timer:
             c.create_timer.cancel()
-        self.pod.signal(c.pid, signal.SIGKILL)
-        self.pod.signal(c.init_pid, signal.SIGKILL)
+        self.pod.signal_container(c, signal.SIGKILL)
+        self.pod.signal(c.init_pid, signal.SIGKILL)  # the keeper (or the init without one)
         if self.pod.containers.get(c.id) is c:
             del self.pod.containers[c.id]
         stdio.release_fds(self.loop, c)
@@ -36,7 +36,9 @@ class Exits:
             conn.reply_error(err)
         self.pod.on_settled()
 
-    def container_exited(self, c: Container, status: int) -> None:
+    def container_exited(self, c: Container, status: int, finished_at: int = 0) -> None:
+        """c's process ended with wait status `status` (as its keeper recorded it, at
+        `finished_at`, or reaped here)."""
         if c.state is State.EXITED:
             return
         if c.state in (State.CREATING, State.DISCARDED):
@@ -49,6 +51,8 @@ class Exits:
         c.mark_exited(status, oom.was_oom_killed(c.spec, c.oom_count_at_start,
                                                  os.WTERMSIG(status) if os.WIFSIGNALED(status)
                                                  else 0))
+        if finished_at:
+            c.finished_at = finished_at
         if c.start_error and not c.message:
             c.message = str(c.start_error)
         self._remove_cgroup(c)
@@ -56,6 +60,8 @@ class Exits:
         c.gate_w = -1
         stdio.close_stdin(c)
         self.pod.write_status(c)
+        if c.keeper_alive:  # it waits for this once it recorded the exit; the pipes are drained
+            self.pod.signal(c.init_pid, signal.SIGTERM)
         state = c.snapshot()
         payload = state.to_frame()
         for conn in list(c.attached):
@@ -107,8 +113,7 @@ class Exits:
             self._forget(c)
             return protocol.DeleteReply(True)
         c.pending_delete.append(conn)
-        self.pod.signal(c.pid, signal.SIGKILL)
-        self.pod.signal(c.init_pid, signal.SIGKILL)
+        self.pod.signal_container(c, signal.SIGKILL)
         self.loop.call_later(DELETE_KILL_TIMEOUT, lambda: self._delete_timeout(c))
         return None
 

@@ -126,6 +126,9 @@ def run_shim(pod: PodSpec, ready_fd: int) -> NoReturn:
         listener.listen(128)
         statusfile.write_atomic(os.path.join(shim_dir, "shim.pid"), str(os.getpid()).encode(),
                                 durable=False)
+        if pause_pid is not None:  # the pause-holder outlives us: who stops it finds it here
+            statusfile.write_atomic(os.path.join(shim_dir, "pause.pid"),
+                                    str(pause_pid).encode(), durable=False)
 
         shim = Shim(pod, loop, pause_pid, pinned, listener)
     except BaseException as e:  # noqa: BLE001 - reported to the zygote

@@ -2,14 +2,15 @@
 
 start_pause_holder() forks it. With a pod PID namespace the shim briefly
 unshares CLONE_NEWPID itself, forks (the child is PID 1 of the new namespace
-and still the shim's direct child, so PR_SET_PDEATHSIG works), then setns()
+and still the shim's direct child), then setns()
 back to its own PID namespace for children created later. The child unshares
 net/ipc/uts (or joins the network namespace the daemon already made and pinned
 at pod.netns_path), sets the hostname, writes the sysctls from inside, reports on a
 pipe and then execs the tiny pause program (runtime.shim.tinypause: pause() in a
 loop with SIGCHLD ignored, so the kernel reaps the pod's orphans). Where that
 program cannot run it stays in Python and blocks in sigwait(): SIGCHLD -> reap
-zombies, SIGTERM/SIGINT -> exit. Either way it dies with the shim (PDEATHSIG).
+zombies, SIGTERM/SIGINT -> exit. It does not die with the shim (no PDEATHSIG): a pod
+outlives kill -9 of its shim; the shim's shutdown, or the daemon after a dead shim, stops it.
 """
 from __future__ import annotations
 
@@ -38,7 +39,9 @@ def _child(name: str, types: list[str], hostname: str, sysctls: dict[str, str], 
            report_w: int, join_netns: str = "", userns_path: str = "") -> NoReturn:
     code = 1
     try:
-        syscalls.set_pdeathsig(signal.SIGKILL)
+        # no PDEATHSIG: the pod's namespaces (and, as PID 1 of a pod PID namespace, its
+        # processes) outlive a shim killed with -9; whoever cleans the pod up stops it
+        # (runtime.shim.shutdown, or the daemon by <shim_dir>/pause.pid)
         if "pid" not in types and os.getppid() != shim_pid:
             os._exit(1)  # the shim died while forking us
         signal.set_wakeup_fd(-1)

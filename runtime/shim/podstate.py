@@ -3,10 +3,12 @@ it has not reaped yet; shared by the handlers of runtime.shim.server (single-thr
 from __future__ import annotations
 
 import os
+import signal as signal_mod
 from collections.abc import Callable
 from typing import Any
 
 from pycri_common.errors import NotFound
+from runtime import keeper as keeper_mod
 from runtime.pod_spec import PodSpec
 from runtime.shim import statusfile
 from runtime.shim.loop import Loop
@@ -59,6 +61,44 @@ class PodState:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
+
+    def open_pidfd(self, c: Container) -> None:
+        """A pidfd of the container process c.pid (its keeper's child, not ours), for signals:
+        opened while the keeper has not recorded its exit yet, so it is that very process
+        (alive, or a zombie the keeper has not reaped). None when it is gone already."""
+        if c.pidfd >= 0 or c.pid <= 0 or not c.exit_path:
+            return
+        try:
+            fd = os.pidfd_open(c.pid)
+        except OSError:
+            return
+        if os.path.exists(c.exit_path):
+            os.close(fd)  # reaped by the keeper already: the pid may be another process now
+            return
+        c.pidfd = fd
+
+    def signal_container(self, c: Container, sig: int) -> None:
+        """Signal the container's process: by its pidfd; before its pid is known, SIGKILL goes
+        to the init the shim forked (it has not become the keeper yet); without a keeper (it
+        died: the container is our child then) by pid."""
+        if c.pidfd >= 0:
+            try:
+                signal_mod.pidfd_send_signal(c.pidfd, sig)
+            except ProcessLookupError:
+                pass
+        elif c.pid and c.pid in self.pids:
+            self.signal(c.pid, sig)
+        elif not c.pid and sig == signal_mod.SIGKILL:
+            self.signal(c.init_pid, sig)
+
+    def write_keeper_pid(self, c: Container) -> None:
+        """<cid>.keeper: the keeper's pid, for whoever cleans up after a dead shim."""
+        try:
+            statusfile.write_atomic(keeper_mod.pid_path(statusfile.containers_dir(self.shim_dir),
+                                                        c.id), str(c.init_pid).encode(),
+                                    durable=False)
+        except OSError as e:
+            c.message = c.message or f"cannot write the keeper's pid file: {e}"
 
     def track(self, pid: int, entry: PidEntry, exited: Callable[[int], None]) -> None:
         """Say whose pid is; when it was already reaped, exited(status) runs on the next turn."""

@@ -31,7 +31,12 @@ class Reaper:
             self.pod.unclaimed_exit(pid, status)  # its pid report may come later
             return
         kind, obj = entry
-        if kind == "pause":
+        if kind == "keeper":
+            obj.keeper_alive = False
+            if obj.exit_fd >= 0:  # its exit pipe is at EOF now: take the record first
+                self.containers.keeper_recorded(obj)
+            self.pod.on_settled()
+        elif kind == "pause":
             self.pod.pause_alive = False
         elif kind == "container":
             self.exits.container_exited(obj, status)

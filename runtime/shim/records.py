@@ -45,7 +45,11 @@ class Container:
         self.stdin = spec.process.stdin
         self.stdin_once = spec.process.stdin_once
         self.state = State.CREATING  # -> CREATED -> RUNNING -> EXITED (or -> DISCARDED)
-        self.init_pid = 0        # the process the shim forked
+        self.init_pid = 0        # the process the shim forked: the init, then the keeper
+        self.keeper_alive = False
+        self.exit_fd = -1        # read end of the keeper's exit pipe: EOF once it recorded
+        self.exit_path = ""      # where the keeper records the exit (runtime.keeper)
+        self.pidfd = -1          # the container process (pid), for signals
         self.pid = 0             # host pid of the process that execs (reported by the init)
         self.created_at = 0
         self.started_at = 0

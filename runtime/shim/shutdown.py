@@ -45,10 +45,9 @@ class Shutdown:
         self.pod.shutting_down = True
         for c in list(self.pod.containers.values()):
             if c.state is State.RUNNING:
-                self.pod.signal(c.pid, signal.SIGTERM)
+                self.pod.signal_container(c, signal.SIGTERM)
             elif c.state in (State.CREATED, State.CREATING):
-                self.pod.signal(c.pid, signal.SIGKILL)
-                self.pod.signal(c.init_pid, signal.SIGKILL)
+                self.pod.signal_container(c, signal.SIGKILL)
         self.execs.kill_all()
         self.loop.call_later(grace, self._kill)
         self.check()
@@ -56,15 +55,14 @@ class Shutdown:
     def _kill(self) -> None:
         for c in self.pod.containers.values():
             if c.state not in _ENDED:
-                self.pod.signal(c.pid, signal.SIGKILL)
-                self.pod.signal(c.init_pid, signal.SIGKILL)
+                self.pod.signal_container(c, signal.SIGKILL)
         self.execs.kill_all()
 
     def check(self) -> None:
         """Finish the shutdown once every container has ended."""
         if not self.pod.shutting_down or self.finished:
             return
-        if any(c.state not in _ENDED for c in self.pod.containers.values()):
+        if any(c.state not in _ENDED or c.keeper_alive for c in self.pod.containers.values()):
             return
         self.finished = True
         for c in list(self.pod.containers.values()):
@@ -77,7 +75,7 @@ class Shutdown:
             error = f"unpinning namespaces under {self.pod.ns_dir}: {e}"
         self.loop.forget(self.listener.fileno())
         self.listener.close()
-        for name in ("shim.sock", "shim.pid"):
+        for name in ("shim.sock", "shim.pid", "pause.pid"):
             try:
                 os.unlink(os.path.join(self.pod.shim_dir, name))
             except FileNotFoundError:

@@ -14,6 +14,7 @@ import os
 import signal
 from typing import Any, NoReturn
 
+from runtime import keeper as keeper_mod
 from runtime.container_spec import ContainerSpec
 
 _RESET_SIGNALS = (signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM,
@@ -47,16 +48,19 @@ def _report_failure(report_w: int, err: BaseException) -> NoReturn:
 
 
 def fork_container_init(spec: ContainerSpec, stdio: tuple[int, int, int], gate_r: int,
-                        report_w: int) -> int:
-    """Fork; the child runs container_init.run(spec, (0, 1, 2), gate_r, report_w)."""
+                        report_w: int, keeper: keeper_mod.Launch | None = None) -> int:
+    """Fork; the child runs container_init.run(spec, (0, 1, 2), gate_r, report_w, keeper).
+
+    With `keeper` the init's fork for the container's process (container_init._report_pid)
+    makes the keeper of its child: the pid returned here is the keeper's then."""
     pid = os.fork()
     if pid:
         return pid
     try:
-        _prepare_child(stdio, (gate_r, report_w))
+        _prepare_child(stdio, (gate_r, report_w, *(keeper.fds() if keeper else ())))
         from runtime import container_init
 
-        container_init.run(spec, (0, 1, 2), gate_r, report_w)
+        container_init.run(spec, (0, 1, 2), gate_r, report_w, keeper=keeper)
         raise RuntimeError("container_init.run returned")
     except BaseException as e:  # noqa: BLE001
         _report_failure(report_w, e)

@@ -53,10 +53,13 @@ def write_state(shim_dir: str, container_id: str, state: dict[str, Any]) -> None
 
 
 def remove_state(shim_dir: str, container_id: str) -> None:
-    try:
-        os.unlink(status_path(shim_dir, container_id))
-    except FileNotFoundError:
-        pass
+    """The status file and what the container's keeper left (its exit record and pid file)."""
+    base = os.path.join(containers_dir(shim_dir), container_id)
+    for suffix in (".json", ".exit", ".keeper"):
+        try:
+            os.unlink(base + suffix)
+        except FileNotFoundError:
+            pass
 
 
 def read_states(shim_dir: str) -> dict[str, dict[str, Any]]:

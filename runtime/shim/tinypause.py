@@ -8,8 +8,8 @@ The program (x86-64, written for pycri; no libc):
             jmp _start         # eb f7
 
 It is started with SIGCHLD set to SIG_IGN (kept across execve), so the kernel
-reaps the children of the pod's PID 1 at once (no zombies), and with
-PR_SET_PDEATHSIG(SIGKILL) (also kept), so it dies with the shim. It has no
+reaps the children of the pod's PID 1 at once (no zombies). It has no PDEATHSIG: it
+outlives its shim (runtime.shim.pause). It has no
 signal handlers: SIGKILL stops it (as PID 1 of a pod PID namespace, only SIGKILL
 from the shim's namespace can). Other architectures keep the Python pause loop.
 """

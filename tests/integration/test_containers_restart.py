@@ -60,20 +60,74 @@ def test_daemon_kill9_keeps_containers_and_records_exits(
     assert env.status(long).exit_code == 137
 
 
-def test_dead_shim_makes_containers_exited(started: tuple[PycriDaemon, ContainerEnv]) -> None:
+def test_dead_shim_leaves_containers_running_until_stopped(
+        started: tuple[PycriDaemon, ContainerEnv]) -> None:
+    """A container whose shim died runs on under its keeper: RUNNING (not a made-up exit)
+    until StopContainer kills it through its cgroup; its keeper records the 137."""
     _, env = started
     cid = env.run(["sleep", "1000"])
+    pid = env.info(cid)["pid"]
     shim_pid = int((_shim_dir(env) / "shim.pid").read_text())
     os.kill(shim_pid, signal.SIGKILL)
+    time.sleep(0.5)
+    st = env.status(cid)
+    assert st.state == api_pb2.CONTAINER_RUNNING and env.info(cid)["pid"] == pid
+    err = rpc_error(env.exec_sync, cid, ["true"])
+    assert err.code() == grpc.StatusCode.UNAVAILABLE
+    env.cri.StopContainer(api_pb2.StopContainerRequest(container_id=cid, timeout=0))
     deadline = time.monotonic() + 10
     while env.status(cid).state != api_pb2.CONTAINER_EXITED:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     st = env.status(cid)
-    assert st.reason == "Error" and st.exit_code != 0 and "shim" in st.message
-    err = rpc_error(env.exec_sync, cid, ["true"])
-    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert (st.exit_code, st.reason) == (137, "Error")
     env.remove(cid)
+
+
+def test_container_outlives_kill9_of_its_shim_and_its_exit_is_recorded(
+        started: tuple[PycriDaemon, ContainerEnv]) -> None:
+    """Its keeper, not the shim, is the container's parent: kill -9 of the shim leaves the
+    container and the pod's pause-holder running, and an exit while no shim runs reaches
+    ContainerStatus with its real code (not the 255 of a container whose fate is unknown).
+    Stopping the pod then leaves no keeper or pause-holder behind."""
+    _, env = started
+    script = "trap 'exit 9' TERM; while :; do sleep 0.05; done"
+    cid = env.run(["sh", "-c", script])
+    other = env.run(["sleep", "1000"])
+    shim_dir = _shim_dir(env)
+    pid, other_pid = env.info(cid)["pid"], env.info(other)["pid"]
+    keepers = [int((shim_dir / "containers" / f"{c}.keeper").read_text()) for c in (cid, other)]
+    pause_pid = int((shim_dir / "pause.pid").read_text())
+    container_cg = Path(f"/proc/{pid}/cgroup").read_text()
+    assert cid in container_cg  # the container's own cgroup (its id names it)
+    for k in keepers:  # back in the cgroups the init started in: never the container's
+        assert Path(f"/proc/{k}/cgroup").read_text() != container_cg
+    os.kill(int((shim_dir / "shim.pid").read_text()), signal.SIGKILL)
+    time.sleep(0.5)
+    for p in (pid, other_pid, pause_pid, *keepers):
+        assert os.path.exists(f"/proc/{p}"), p
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while env.status(cid).exit_code != 9:
+        assert time.monotonic() < deadline, env.status(cid)
+        time.sleep(0.1)
+    st = env.status(cid)
+    assert (st.state, st.reason) == (api_pb2.CONTAINER_EXITED, "Error")
+    assert st.finished_at >= st.started_at > 0
+    env.cri.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=env.pod_id))
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{p}") and not _zombie(p)
+              for p in (other_pid, pause_pid, *keepers)):
+        assert time.monotonic() < deadline, "a keeper or the pause-holder outlived StopPodSandbox"
+        time.sleep(0.05)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
 
 
 def test_crash_during_create_leaves_nothing(started: tuple[PycriDaemon, ContainerEnv]) -> None:

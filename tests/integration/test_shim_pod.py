@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -188,28 +189,62 @@ def test_shim_survives_kill_9_of_zygote_and_reconnects() -> None:
         e.close()
 
 
-def test_kill_9_of_shim_kills_pause_and_status_files_remain(env: ShimEnv) -> None:
+def test_kill_9_of_shim_leaves_pod_and_containers_running_and_keepers_record_exits(
+        env: ShimEnv) -> None:
+    """The pause-holder and the containers outlive kill -9 of the shim (no PDEATHSIG; each
+    container's parent is its keeper, runtime/keeper/keeper.c), and the exit of a container
+    that ends while no shim runs is recorded by its keeper with the right code."""
     client, info = env.spawn("shimdies")
     shim_dir = env.pods["shimdies"]["spec"]["shim_dir"]
-    spec = env.container_spec("c1", "shimdies", ["sleep", "30"], log=False)
+    ns_dir = env.pods["shimdies"]["spec"]["ns_dir"]
+    script = "trap 'exit 7' TERM; while :; do sleep 0.05; done"
+    spec = env.container_spec("c1", "shimdies", ["sh", "-c", script], log=False)
     client.create("c1", spec)
     client.start("c1")
+    client.create("c2", env.container_spec("c2", "shimdies", ["sleep", "300"], log=False))
+    client.start("c2")
+    states = client.state()
+    pids = {cid: states[cid].pid for cid in ("c1", "c2")}
+    keepers = {cid: int(Path(shim_dir, "containers", f"{cid}.keeper").read_text())
+               for cid in pids}
+    for cid, pid in pids.items():  # the keeper is the container's parent, not the shim
+        with open(f"/proc/{pid}/status") as f:
+            ppid = int(next(ln for ln in f if ln.startswith("PPid:")).split()[1])
+        assert ppid == keepers[cid]
     os.kill(info["pid"], signal.SIGKILL)
-    assert wait_gone([info["pid"], info["pause_pid"]])
-    with pytest.raises(errors.Unavailable):
-        ShimClient(shim_dir).hello()
-    final = read_final_states(shim_dir)
-    assert final["c1"].state == "exited" and final["c1"].reason == "Error"
-    assert "shim" in final["c1"].message
-    # the daemon's cleanup path for a dead shim
-    from runtime.shim import namespaces
-    namespaces.unpin_all(env.pods["shimdies"]["spec"]["ns_dir"])
-    assert mounted_under(env.pods["shimdies"]["spec"]["ns_dir"]) == []
-    container_pid = final["c1"].pid
-    if not process_gone(container_pid):  # orphaned container: the daemon would kill it
-        os.kill(container_pid, signal.SIGKILL)
-    assert wait_gone([container_pid])
-    del env.pods["shimdies"]
+    try:
+        assert wait_gone([info["pid"]])
+        with pytest.raises(errors.Unavailable):
+            ShimClient(shim_dir).hello()
+        time.sleep(0.3)
+        assert not any(process_gone(p) for p in [info["pause_pid"], *pids.values(),
+                                                 *keepers.values()])
+        assert ns_link(info["pause_pid"], "net") == ns_link(pids["c2"], "net")
+        os.kill(pids["c1"], signal.SIGTERM)  # c1 exits while its shim is gone
+        assert wait_gone([pids["c1"]])
+        deadline = time.monotonic() + 10
+        while read_final_states(shim_dir)["c1"].exit_code != 7:
+            assert time.monotonic() < deadline, read_final_states(shim_dir)["c1"]
+            time.sleep(0.05)
+        final = read_final_states(shim_dir)
+        assert (final["c1"].state, final["c1"].exit_code, final["c1"].reason) == (
+            "exited", 7, "Error")
+        assert final["c1"].finished_at >= final["c1"].started_at > 0
+        assert final["c2"].state == "exited" and "shim" in final["c2"].message
+        assert not process_gone(pids["c2"]) and not process_gone(info["pause_pid"])
+    finally:
+        # the daemon's cleanup path for a dead shim: containers (by cgroup), then keepers
+        # and the pause-holder, then the pins
+        from cri_server.sandboxes.shim_process import kill_pod_processes
+        from runtime.shim import namespaces
+        for pid in pids.values():
+            if not process_gone(pid):
+                os.kill(pid, signal.SIGKILL)
+        kill_pod_processes(shim_dir)
+        assert wait_gone([info["pause_pid"], *pids.values(), *keepers.values()])
+        namespaces.unpin_all(ns_dir)
+        assert mounted_under(ns_dir) == []
+        del env.pods["shimdies"]
 
 
 def test_pause_holder_joins_the_pod_cgroup(env: ShimEnv) -> None:
