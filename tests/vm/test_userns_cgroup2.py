@@ -122,17 +122,25 @@ def test_container_root_builds_sub_cgroups_but_cannot_raise_limits(env: UsernsEn
 def test_memory_limit_holds_below_a_delegated_cgroup(env: UsernsEnv) -> None:
     res = api_pb2.LinuxContainerResources(memory_limit_in_bytes=32 * MiB,
                                           memory_swap_limit_in_bytes=32 * MiB)
-    cid = env.run(["sh", "-c", ("mkdir /sys/fs/cgroup/hog && echo $$ > /sys/fs/cgroup/hog/cgroup.procs"
-                   " && exec dd if=/dev/zero of=/dev/null bs=128M count=1")],
-                  linux=api_pb2.LinuxContainerConfig(resources=res))
+    cid = _sleeper(env, linux=api_pb2.LinuxContainerConfig(resources=res))
     cg = _cg(env, cid)
-    st = env.wait_exit(cid, timeout=120)
     try:
-        assert (st.exit_code, st.reason) == (137, "OOMKilled")
-        assert (cg / "hog").is_dir()  # it really ran in its own sub-cgroup
-        events = dict(line.split() for line in (cg / "hog" / "memory.events").read_text()
-                      .splitlines())
+        script = (
+            "set -e; mkdir /sys/fs/cgroup/hog /sys/fs/cgroup/init; "
+            "echo 1 > /sys/fs/cgroup/init/cgroup.procs; echo $$ > /sys/fs/cgroup/hog/cgroup.procs; "
+            # its own child's limit may be lifted; the host-set one above it still holds
+            "echo +memory > /sys/fs/cgroup/cgroup.subtree_control; "
+            "echo max > /sys/fs/cgroup/hog/memory.max; cat /proc/self/cgroup; "
+            "dd if=/dev/zero of=/dev/null bs=128M count=1 2>/dev/null && echo survived "
+            "|| echo dd exit $?")
+        out = env.exec_sync(cid, ["sh", "-c", script], timeout=120)
+        assert out.exit_code == 0, (out.stdout, out.stderr)
+        assert out.stdout.decode().splitlines() == ["0::/hog", "dd exit 137"]
+        assert (cg / "hog" / "memory.max").read_text().strip() == "max"
+        assert (cg / "memory.max").read_text().strip() == str(32 * MiB)
+        events = dict(line.split() for line in (cg / "memory.events").read_text().splitlines())
         assert int(events["oom_kill"]) >= 1
+        assert env.status(cid).state == api_pb2.CONTAINER_RUNNING  # only the hog died
     finally:
         env.remove(cid)
     assert not cg.exists()
