@@ -6,7 +6,7 @@ cgroup.procs after fork (what container_init.exec_into does) or being cloned str
 
 Makes a parent cgroup `pycri-bench-join-<pid>` under --root (with the root's controllers
 enabled for it when --root is the hierarchy's root) and a leaf inside it; then, interleaved,
-N times each: fork + exec /bin/true (no join, the baseline), fork + the child writes its
+N rounds in a random order each: fork + exec /bin/true (no join, the baseline), fork + the child writes its
 pid to the leaf's cgroup.procs + exec, clone3 into the leaf + exec; each timed from fork to
 reaping the child. Prints median and p90 per method (ms) and removes both cgroups. Run it on
 a cgroup v2 host (the VM leg: `bash scripts/vm.sh python3 -m bench.exec_cgroup_join`).
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -109,7 +110,8 @@ def main() -> None:
     os.mkdir(parent)
     fd = -1
     try:
-        available = open(os.path.join(args.root, "cgroup.controllers")).read().split()
+        with open(os.path.join(args.root, "cgroup.controllers")) as f:
+            available = f.read().split()
         wanted = [c for c in ("cpu", "memory", "pids", "io") if c in available]
         if wanted:
             with open(os.path.join(args.root, "cgroup.subtree_control"), "w") as f:
@@ -121,10 +123,12 @@ def main() -> None:
         if not _in_leaf(leaf):
             raise SystemExit("a child did not start in the leaf cgroup")
         times: dict[str, list[float]] = {name: [] for name in METHODS}
-        for name, method in METHODS.items():  # warm-up
+        for method in METHODS.values():  # warm-up
             _time_one(method, leaf, fd)
+        order = list(METHODS.items())
         for _ in range(args.execs):
-            for name, method in METHODS.items():
+            random.shuffle(order)  # no method always runs right after another
+            for name, method in order:
                 times[name].append(_time_one(method, leaf, fd))
         result = {}
         for name, ts in times.items():

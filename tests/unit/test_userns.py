@@ -197,3 +197,32 @@ def test_prepare_with_a_pod_user_namespace_idmaps_layers_and_binds(tmp_path: Pat
     upper = (tmp_path / "upper").stat()
     assert (upper.st_uid, upper.st_gid) == (131072, 196608)
     assert (tmp_path / "lower").stat().st_uid == 0  # the shared layer is never chowned
+
+
+def test_idmapped_image_volume_with_sub_path_is_staged_in_the_container_dir(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An overlay image volume with a sub_path in a pod user namespace: its idmapped layers
+    are staged beside the rootfs, never in "/" (read-only on the VM leg's guest; found there:
+    EROFS at CreateContainer)."""
+    import contextlib
+    from collections.abc import Iterator
+
+    from runtime.container_spec import Mount
+    from tests.support.fake_syscalls import RecordingSyscalls
+    staged: list[str] = []
+
+    @contextlib.contextmanager
+    def layers(calls: object, lower: list[str], staging: str, idmap: object,
+               field: str) -> Iterator[list[str]]:
+        staged.append(staging)
+        yield lower
+
+    monkeypatch.setattr(rootfs, "_idmapped_layers", layers)
+    root = tmp_path / "rootfs"
+    root.mkdir()
+    m = Mount(destination="/ivs", type="overlay", source="overlay",
+              options=("ro", "lowerdir=/l2:/l1"), readonly=True, sub_path="etc")
+    with pytest.raises(InvalidArgument, match="sub_path"):  # nothing is really mounted
+        rootfs._sub_path_mount(RecordingSyscalls(), str(root), m, 0, 0, "ro,lowerdir=/l2:/l1",
+                               "mounts[11]", IDMAP)
+    assert staged == [str(tmp_path / ".idmap-mounts-11")]
