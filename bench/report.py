@@ -11,9 +11,17 @@ from typing import Any
 # figure -> (unit, target ratio pycri/containerd or None)
 TARGETS: dict[str, tuple[str, float | None]] = {
     "runp": ("ms", 0.7), "create": ("ms", None), "start": ("ms", None),
-    "create+start": ("ms", 0.7), "stop": ("ms", None), "stopp+rmp": ("ms", None),
+    "create+start": ("ms", 0.7), "stop": ("ms", None), "stopp": ("ms", None),
+    "rmp": ("ms", None), "stopp+rmp": ("ms", None),
+    "runp (pod only)": ("ms", None), "stopp (pod only)": ("ms", None),
+    "rmp (pod only)": ("ms", None),
     "execsync": ("ms", 1.0), "pod-to-running": ("ms", 0.7), "cold pull 50MB": ("s", 1.0),
 }
+
+# Absolute p50 targets (ms) of issue #18 for figures without a pod count.
+ABSOLUTE_TARGETS_MS: dict[str, float] = {
+    "runp": 40.0, "stopp": 40.0, "create+start": 25.0, "runp (pod only)": 40.0,
+    "stopp (pod only)": 40.0}
 
 
 # The Lists kubelet polls (bench.workloads.LISTS) and their absolute targets (issue #18):
@@ -54,7 +62,9 @@ def p90(values: list[float]) -> float:
 
 
 def absolute_target(figure: str) -> float | None:
-    """The absolute p50 target (in the figure's unit) of a List figure, if it has one."""
+    """The absolute p50 target (in the figure's unit) of a figure, if it has one."""
+    if figure in ABSOLUTE_TARGETS_MS:
+        return ABSOLUTE_TARGETS_MS[figure]
     name, _, at = figure.partition(" @")
     targets = LIST_TARGETS_MS.get(name)
     return targets.get(int(at)) if targets and at.isdigit() else None

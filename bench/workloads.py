@@ -67,10 +67,29 @@ def lifecycle_round(c: CriClient, image: str, log_dir: Path) -> dict[str, float]
     with Timer() as t:
         c.StopContainer(api_pb2.StopContainerRequest(container_id=cid, timeout=0))
     out["stop"] = t.seconds
+    out.update(stop_and_remove_timed(c, pod))
+    return out
+
+
+def stop_and_remove_timed(c: CriClient, pod: str, suffix: str = "") -> dict[str, float]:
     with Timer() as t:
         c.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod))
+    out = {"stopp" + suffix: t.seconds}
+    with Timer() as t:
         c.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod))
-    out["stopp+rmp"] = t.seconds
+    out["rmp" + suffix] = t.seconds
+    if not suffix:
+        out["stopp+rmp"] = out["stopp"] + out["rmp"]
+    return out
+
+
+def pod_round(c: CriClient, log_dir: Path) -> dict[str, float]:
+    """A pod without containers through its life (critest's PodSandbox benchmark)."""
+    cfg = pod_config(log_dir)
+    with Timer() as t:
+        pod = c.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=cfg)).pod_sandbox_id
+    out = {"runp (pod only)": t.seconds}
+    out.update(stop_and_remove_timed(c, pod, " (pod only)"))
     return out
 
 

@@ -48,7 +48,7 @@ class ContainerRpcs:
     def ListContainers(self, request: api_pb2.ListContainersRequest,
                        context: grpc.ServicerContext) -> api_pb2.ListContainersResponse:
         flt = request.filter if request.HasField("filter") else None
-        return api_pb2.ListContainersResponse(containers=self._containers.list_items(flt))
+        return self._containers.list_response(flt)
 
     def StreamContainers(self, request: api_pb2.StreamContainersRequest,
                          context: grpc.ServicerContext

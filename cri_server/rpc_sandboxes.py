@@ -52,7 +52,7 @@ class SandboxRpcs:
     def ListPodSandbox(self, request: api_pb2.ListPodSandboxRequest,
                        context: grpc.ServicerContext) -> api_pb2.ListPodSandboxResponse:
         flt = request.filter if request.HasField("filter") else None
-        return api_pb2.ListPodSandboxResponse(items=self._sandboxes().list_items(flt))
+        return self._sandboxes().list_response(flt)
 
     def StreamPodSandboxes(self, request: api_pb2.StreamPodSandboxesRequest,
                            context: grpc.ServicerContext

@@ -38,13 +38,13 @@ class StatsRpcs:
     def ListContainerStats(self, request: api_pb2.ListContainerStatsRequest,
                            context: grpc.ServicerContext) -> api_pb2.ListContainerStatsResponse:
         flt = request.filter if request.HasField("filter") else None
-        return api_pb2.ListContainerStatsResponse(stats=self._stats.list_container_stats(flt))
+        return self._stats.list_container_stats(flt)
 
     def StreamContainerStats(self, request: api_pb2.StreamContainerStatsRequest,
                              context: grpc.ServicerContext
                              ) -> Iterator[api_pb2.StreamContainerStatsResponse]:
         flt = request.filter if request.HasField("filter") else None
-        for batch in _batches(self._stats.list_container_stats(flt)):
+        for batch in _batches(list(self._stats.list_container_stats(flt).stats)):
             yield api_pb2.StreamContainerStatsResponse(container_stats=batch)
 
     # -- pods --------------------------------------------------------------------
@@ -57,13 +57,13 @@ class StatsRpcs:
                             context: grpc.ServicerContext
                             ) -> api_pb2.ListPodSandboxStatsResponse:
         flt = request.filter if request.HasField("filter") else None
-        return api_pb2.ListPodSandboxStatsResponse(stats=self._stats.list_pod_stats(flt))
+        return self._stats.list_pod_stats(flt)
 
     def StreamPodSandboxStats(self, request: api_pb2.StreamPodSandboxStatsRequest,
                               context: grpc.ServicerContext
                               ) -> Iterator[api_pb2.StreamPodSandboxStatsResponse]:
         flt = request.filter if request.HasField("filter") else None
-        for batch in _batches(self._stats.list_pod_stats(flt)):
+        for batch in _batches(list(self._stats.list_pod_stats(flt).stats)):
             yield api_pb2.StreamPodSandboxStatsResponse(pod_sandbox_stats=batch)
 
     # -- cAdvisor-style metrics ----------------------------------------------------

@@ -336,16 +336,23 @@ class ImageManager:
         lease.add(*chains, *(la.digest for la in manifest.layers))
         need = [i for i, c in enumerate(chains) if self.snapshots.get(c) is None]
         futures: dict[int, Future[None]] = {}
+
+        def layer(i: int) -> None:
+            # each layer unpacks into its own snapshot as soon as it is here, beside the
+            # other downloads (zlib, sha256 and writes release the GIL); a snapshot names
+            # its parent but does not need it to exist yet
+            self._ensure_blob(manifest.layers[i], fetch)
+            if cancel.is_set():
+                raise Cancelled("pull cancelled")
+            self._unpack(manifest.layers[i], chains[i], chains[i - 1] if i else "", diff_ids[i])
         if need:
             pool = ThreadPoolExecutor(max_workers=min(self.max_downloads, len(need)),
                                       thread_name_prefix="pycri-pull")
             try:
                 for i in need:
-                    futures[i] = pool.submit(self._ensure_blob, manifest.layers[i], fetch)
+                    futures[i] = pool.submit(layer, i)
                 for i in need:
                     futures[i].result()
-                    self._unpack(manifest.layers[i], chains[i],
-                                 chains[i - 1] if i else "", diff_ids[i])
             except BaseException:
                 cancel.set()
                 for f in futures.values():

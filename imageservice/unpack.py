@@ -39,6 +39,7 @@ from typing import Any, BinaryIO
 import zstandard
 
 from imageservice.content_store import disk_error
+from imageservice.gzip_stream import GzipStream
 from pycri_common.errors import InvalidArgument, PycriError
 from runtime import dirfd
 
@@ -92,7 +93,7 @@ def decompressed(raw: BinaryIO) -> BinaryIO:
     buf: Any = raw if hasattr(raw, "peek") else io.BufferedReader(raw, 1024 * 1024)  # type: ignore[type-var]
     head = buf.peek(4)[:4]
     if head[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=buf, mode="rb")  # type: ignore[return-value]
+        return GzipStream(buf)  # type: ignore[return-value]
     if head == b"\x28\xb5\x2f\xfd":
         return zstandard.ZstdDecompressor().stream_reader(buf, read_across_frames=True)  # type: ignore[return-value]
     return buf  # type: ignore[return-value]

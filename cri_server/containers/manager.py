@@ -44,7 +44,7 @@ from cri_server.containers.pod_view import PodView, from_sandbox
 from cri_server.containers.record import ContainerRecord
 from cri_server.containers.status_watch import StatusWatch
 from cri_server.list_budget import ListBudget
-from cri_server.list_cache import ItemCache
+from cri_server.list_cache import AnswerCache, ItemCache
 from cri_server.nri.hooks import NO_NRI, NriHooks
 from cri_server.paths import Paths
 from cri_server.sandboxes.shim_watch import ShimWatch
@@ -111,6 +111,8 @@ class ContainerManager:
         self.shim_watch = shim_watch if shim_watch is not None else ShimWatch()
         # Each container's List item, rebuilt after each write of its record (_save).
         self._items: ItemCache[ContainerRecord, api_pb2.Container] = ItemCache(convert.container)
+        self._answer: AnswerCache[api_pb2.ListContainersResponse] = AnswerCache(
+            lambda: self._items.generation)
         # The CDI registry (cri_server.cdi): set by the wiring; None = no CDI devices at all.
         self.cdi: Registry | None = None
         self.nri: NriHooks = NO_NRI  # NRI plugins (cri_server.nri): set by the wiring
@@ -629,6 +631,17 @@ class ContainerManager:
         """ListContainers: the Container items of list(flt), each built once per version."""
         return [self._items.item(r.id, r) for r in self.list(flt)]
 
+    def list_response(self, flt: api_pb2.ContainerFilter | None
+                      ) -> api_pb2.ListContainersResponse:
+        """ListContainers' answer; without a filter the same message while no container
+        changed (list_cache.AnswerCache: shared, never to be changed by the caller)."""
+        if flt is not None:
+            return api_pb2.ListContainersResponse(containers=self.list_items(flt))
+        before = self._items.generation
+        recs = self.list(None)   # states brought up to date first (which may move it)
+        return self._answer.answer(before, lambda: api_pb2.ListContainersResponse(
+            containers=[self._items.item(r.id, r) for r in recs]))
+
     def list_bytes(self) -> int:
         """What the Container items of every container take in a List (cri_server.list_budget)."""
         with self._lock:
@@ -734,6 +747,7 @@ class ContainerManager:
             rec = ContainerRecord.from_json(data)
             with self._lock:
                 self._records[rec.id] = rec
+            self._items.changed(rec.id)
         alive: dict[str, bool] = {}
         self.shim_watch.poll()
         for rec in list(self._records.values()):

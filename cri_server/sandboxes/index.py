@@ -30,16 +30,19 @@ class SandboxIndex:
         self._build_item = build_item
         self._entries: dict[str, _Entry] = {}
         self.loaded = False
+        self.generation = 0   # moves with every change of the entries (list_cache.AnswerCache)
 
     def load(self, records: Iterable[SandboxRecord]) -> None:
         with self.lock:
             self._entries = {r.id: _Entry(_copy(r)) for r in records}
             self.loaded = True
+            self.generation += 1
 
     def put(self, rec: SandboxRecord) -> None:
         """rec as just written to the store (a copy is kept; its old item is dropped)."""
         with self.lock:
             self._entries[rec.id] = _Entry(_copy(rec))
+            self.generation += 1
 
     def mark_notready(self, pod_id: str, ready: str, notready: str) -> None:
         """The index side of the store's compare-and-set of a READY pod's state."""
@@ -49,10 +52,12 @@ class SandboxIndex:
                 rec = _copy(entry.rec)
                 rec.state = notready
                 self._entries[pod_id] = _Entry(rec)
+                self.generation += 1
 
     def drop(self, pod_id: str) -> None:
         with self.lock:
             self._entries.pop(pod_id, None)
+            self.generation += 1
 
     def records(self) -> list[SandboxRecord]:
         """Every pod's record (shared copies: read them, do not change them)."""

@@ -31,6 +31,7 @@ from cni import CniManager
 from cri_server import faults, host_features
 from cri_server.config import Config
 from cri_server.list_budget import ListBudget
+from cri_server.list_cache import AnswerCache
 from cri_server.nri.hooks import NO_NRI, NriHooks
 from cri_server.paths import Paths
 from cri_server.sandboxes import netns, pod_cgroup, pod_shm, podfiles, shim_process, validate
@@ -118,6 +119,9 @@ class SandboxManager:
         self._pod_locks_guard = threading.Lock()
         # CNI ADD of each new pod runs here while its shim starts.
         self._network_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="cni-add")
+        # CNI DEL of each stopping pod runs here while its shim shuts down (a pool of its own:
+        # a burst of ADDs must not hold a Stop back).
+        self._teardown_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="cni-del")
         # Pod lifecycle events (GetContainerEvents, with the pod id as container id, as
         # containerd sends them): set by the wiring; (CRI ContainerEventType, record).
         self.event_sink: Callable[[int, SandboxRecord], None] | None = None
@@ -127,6 +131,8 @@ class SandboxManager:
         self.nri: NriHooks = NO_NRI  # NRI plugins (cri_server.nri): set by the wiring
         # Every record as last written, with its List item: what the Lists answer from.
         self._index = SandboxIndex(pod_sandbox)
+        self._answer: AnswerCache[api_pb2.ListPodSandboxResponse] = AnswerCache(
+            lambda: self._index.generation)
         # Liveness of the pods' shims (pidfds): shared with the ContainerManager by the wiring.
         self.shim_watch = shim_watch if shim_watch is not None else ShimWatch()
 
@@ -413,20 +419,38 @@ class SandboxManager:
         self.containers.stop_all_in_pod(rec.id, self.config.runtime.stop_grace_seconds)
         self._notify_nri(self.nri.stop_pod_sandbox, rec)
         t1 = time.monotonic()
+        # CNI DEL (plugin execs, and the kernel removing the pod's interfaces) is most of a
+        # Stop: it runs beside the shim's shutdown, which needs none of it (the netns stays
+        # pinned until both are done). Both are done before Stop returns, as kubelet expects;
+        # a failed DEL fails the Stop (kubelet retries; every step here is idempotent).
+        network: Future[float] | None = None
         if rec.network_ready or self._has_cni_state(rec):
-            self._teardown_network(rec, force=False)
+            network = self._teardown_pool.submit(self._timed_teardown, rec)
+        try:
+            self._stop_shim(rec)
+        finally:
+            if network is not None:
+                wait([network])
+        t2 = time.monotonic()
+        del_ms = 0.0
+        if network is not None:
+            del_ms = network.result()
             rec.network_ready = False
             self._save(rec)
-        t2 = time.monotonic()
-        self._stop_shim(rec)
         netns.remove(rec.netns_path)
         pod_shm.remove(rec.shm_path)
         if rec.state != NOTREADY:
             rec.state = NOTREADY
             self._save(rec)
         self._publish(api_pb2.CONTAINER_STOPPED_EVENT, rec)  # repeats are dropped by the sink
-        log.debug("pod sandbox %s stopped: containers %.1f ms, network %.1f ms, shim %.1f ms",
-                  rec.id, (t1 - t0) * 1000, (t2 - t1) * 1000, (time.monotonic() - t2) * 1000)
+        log.debug("pod sandbox %s stopped: containers %.1f ms, shim and network %.1f ms "
+                  "(CNI DEL %.1f ms), rest %.1f ms", rec.id, (t1 - t0) * 1000, (t2 - t1) * 1000,
+                  del_ms, (time.monotonic() - t2) * 1000)
+
+    def _timed_teardown(self, rec: SandboxRecord) -> float:
+        started = time.monotonic()
+        self._teardown_network(rec, force=False)
+        return (time.monotonic() - started) * 1000
 
     def _has_cni_state(self, rec: SandboxRecord) -> bool:
         return (not rec.host_network and self.cni is not None
@@ -670,3 +694,14 @@ class SandboxManager:
         item is built once per version of its record (SandboxIndex)."""
         recs = sorted(self.iter_records(flt), key=lambda r: r.created_at)
         return [self._index.item(r) for r in recs]
+
+    def list_response(self, flt: api_pb2.PodSandboxFilter | None
+                      ) -> api_pb2.ListPodSandboxResponse:
+        """ListPodSandbox's answer; without a filter the same message while no pod changed
+        (list_cache.AnswerCache: shared, never to be changed by the caller)."""
+        if flt is not None:
+            return api_pb2.ListPodSandboxResponse(items=self.list_items(flt))
+        before = self._index.generation
+        recs = list(self.iter_records(None))  # pods whose shim died turn NOTREADY on the way
+        return self._answer.answer(before, lambda: api_pb2.ListPodSandboxResponse(
+            items=[self._index.item(r) for r in sorted(recs, key=lambda r: r.created_at)]))

@@ -7,6 +7,7 @@ pod's cgroup and pause-holder pid from the sandbox record.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from cri_server.stats.sources import ContainerSource, PodSource
@@ -28,7 +29,7 @@ def container_source(rec: Any) -> ContainerSource:
     resources = rec.resources or {}
     return ContainerSource(
         id=rec.id, pod_id=rec.pod_id, name=rec.name, attempt=rec.attempt,
-        labels=dict(rec.labels), annotations=dict(rec.annotations),
+        labels=rec.labels, annotations=rec.annotations,   # read only
         cgroup_path=container_cgroup_path(rec),
         upper_dir=str((spec.get("rootfs") or {}).get("upper") or ""),
         image=rec.image, created_at=rec.created_at, started_at=rec.started_at,
@@ -40,12 +41,12 @@ def pod_source(rec: Any, containers: list[ContainerSource]) -> PodSource:
     ready = rec.state == "ready"
     return PodSource(
         id=rec.id, name=meta.name, uid=meta.uid, namespace=meta.namespace,
-        attempt=meta.attempt, labels=dict(rec.config.labels),
-        annotations=dict(rec.config.annotations), cgroup_path=rec.cgroup_path,
+        attempt=meta.attempt, labels=rec.config.labels,   # read only (protobuf maps)
+        annotations=rec.config.annotations, cgroup_path=rec.cgroup_path,
         # a stopped pod's pause-holder is gone and its pid may belong to someone else now
         pause_pid=rec.pause_pid if ready else 0,
         host_network=rec.host_network, containers=containers)
 
 
-def labels_match(labels: dict[str, str], selector: Any) -> bool:
+def labels_match(labels: Mapping[str, str], selector: Any) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())

@@ -4,8 +4,10 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
+from cri_server.stats.kept_files import KeptFiles
 from pycri_common.errors import PycriError
 from runtime import cgroups
 from runtime.cgroups import fsutil
@@ -15,6 +17,7 @@ from runtime.cgroups import fsutil
 _CGROUP_CACHE_LIMIT = 4096
 _cgroups: dict[str, cgroups.Cgroup] = {}
 _cgroups_lock = threading.Lock()
+_stat_files: dict[tuple[str, frozenset[str]], dict[str, str]] = {}  # same, per parts
 
 
 def _open(path: str) -> cgroups.Cgroup:
@@ -29,15 +32,27 @@ def _open(path: str) -> cgroups.Cgroup:
     return cg
 
 
-def cgroup_stats(path: str) -> dict[str, int]:
-    """The cgroup's counters, or {} when it does not exist (not made yet, or gone)."""
+def cgroup_stats(path: str, parts: Collection[str] = cgroups.STAT_PARTS,
+                 files: KeptFiles | None = None) -> dict[str, int]:
+    """The cgroup's counters of `parts` (runtime.cgroups STAT_PARTS), or {} when it does not
+    exist (not made yet, or gone). With `files` the cgroup's files stay open between calls."""
     if not path:
         return {}
     try:
         cg = _open(path)
-        if not cg.exists():
-            return {}
-        return cg.stats()
+        if files is None:
+            if not cg.exists():
+                return {}
+            return cg.stats(parts)
+        key = (path, frozenset(parts))
+        names = _stat_files.get(key)
+        if names is None:
+            names = cg.stat_files(parts)
+            if len(_stat_files) >= _CGROUP_CACHE_LIMIT:
+                _stat_files.clear()
+            _stat_files[key] = names
+        texts = files.read_group(path, names) if names else None
+        return {} if texts is None else cg.parse_stats(texts, parts)
     except (OSError, ValueError, PycriError):
         return {}
 
@@ -174,10 +189,15 @@ def parse_net_dev(text: str) -> list[InterfaceCounters]:
     out = []
     for line in text.splitlines()[2:]:
         name, _, rest = line.partition(":")
-        f = [int(x) for x in rest.split()]
+        f = rest.split()
         if len(f) < 16:
             continue
-        out.append(InterfaceCounters(name.strip(), f[0], f[1], f[2], f[3], f[8], f[9], f[10], f[11]))
+        try:  # only the eight counters kept (the stats Lists parse this for every pod)
+            out.append(InterfaceCounters(name.strip(), int(f[0]), int(f[1]), int(f[2]),
+                                         int(f[3]), int(f[8]), int(f[9]), int(f[10]),
+                                         int(f[11])))
+        except ValueError:
+            continue
     return out
 
 

@@ -1,6 +1,7 @@
 """What the stats code needs to know about a container or a pod (filled from records)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -10,8 +11,8 @@ class ContainerSource:
     pod_id: str
     name: str
     attempt: int
-    labels: dict[str, str]
-    annotations: dict[str, str]
+    labels: Mapping[str, str]       # read only
+    annotations: Mapping[str, str]
     cgroup_path: str          # "" when the container has no cgroup (yet)
     upper_dir: str            # writable layer
     image: str = ""
@@ -27,8 +28,8 @@ class PodSource:
     uid: str
     namespace: str
     attempt: int
-    labels: dict[str, str]
-    annotations: dict[str, str]
+    labels: Mapping[str, str]       # read only
+    annotations: Mapping[str, str]
     cgroup_path: str
     pause_pid: int            # its /proc/<pid>/net/dev shows the pod's interfaces
     host_network: bool = False

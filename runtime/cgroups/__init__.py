@@ -7,7 +7,8 @@ Who creates and removes which cgroup: contract 5 of docs/architecture.md. API:
 - apply_resources(path, resources)   (UpdateContainerResources)
 - read_stats(path) -> {"cpu_usage_ns", "memory_usage_bytes", "memory_working_set_bytes",
   "memory_rss_bytes", "page_faults", "major_page_faults", "swap_usage_bytes", "pids_current",
-  "oom_kill_count", "memory_failcnt"}
+  "oom_kill_count", "memory_failcnt"}; Cgroup.stat_files(parts)/parse_stats(texts, parts)
+  split a reading of some STAT_PARTS into the files it needs and their parsing
 - oom_kill_count(path) (OOMKilled detection: compare before/after the container ran)
 Resources use the ContainerSpec names (container_spec.py).
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runtime.cgroups.manager import Cgroup, V1Cgroup, V2Cgroup, open_cgroup
+from runtime.cgroups.manager import STAT_PARTS, Cgroup, V1Cgroup, V2Cgroup, open_cgroup
 from runtime.cgroups.mode import detect_mode
 from runtime.cgroups.naming import (
     container_cgroup_path,
@@ -25,7 +26,7 @@ from runtime.cgroups.naming import (
 )
 
 __all__ = [
-    "Cgroup", "V1Cgroup", "V2Cgroup", "apply_resources", "attach", "container_cgroup_path",
+    "STAT_PARTS", "Cgroup", "V1Cgroup", "V2Cgroup", "apply_resources", "attach", "container_cgroup_path",
     "create_cgroup", "detect_mode", "expand_slice", "oom_kill_count", "open_cgroup",
     "pod_cgroup_path", "read_stats", "remove_cgroup", "spec_cgroup_path",
 ]

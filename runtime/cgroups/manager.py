@@ -6,12 +6,22 @@ to the hierarchy root (e.g. /kubepods/besteffort/pod<uid>/<id>, see naming.py).
 from __future__ import annotations
 
 import os
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from pycri_common.errors import FailedPrecondition, InvalidArgument
 from runtime.cgroups import devices_bpf, fsutil, mode, resources
 
 V2_CONTROLLERS = ("cpuset", "cpu", "io", "memory", "hugetlb", "pids")
+
+# The parts of a stats reading (stat_files/parse_stats): "memory" (usage is always read),
+# "cpu", "swap", "pids", "events" (OOM kills, limit hits). CRI's container stats need the
+# first three, its pod stats pids too; read_stats() and the cAdvisor set all of them.
+STAT_PARTS = frozenset({"memory", "cpu", "swap", "pids", "events"})
+# What the "memory" part takes from memory.stat (v1: hierarchical total_* first).
+_V1_MEMORY_KEYS = ("total_inactive_file", "inactive_file", "total_rss", "rss",
+                   "total_pgfault", "pgfault", "total_pgmajfault", "pgmajfault")
+_V2_MEMORY_KEYS = ("inactive_file", "anon", "pgfault", "pgmajfault")
 
 
 class V1Cgroup:
@@ -108,27 +118,56 @@ class V1Cgroup:
     def pids(self) -> list[int]:
         return fsutil.procs(self.dir("pids" if "pids" in self.hierarchies else "memory"))
 
-    def stats(self) -> dict[str, int]:
+    def stat_files(self, parts: Collection[str] = STAT_PARTS) -> dict[str, str]:
+        """The files a stats reading of `parts` needs, by name; the memory usage file first
+        (the anchor: the cgroup is gone when it cannot be read). Empty: no memory controller."""
+        if "memory" not in self.hierarchies:
+            return {}
         mem = self.dir("memory")
-        mstat = resources.parse_flat_keyed(_read_or_empty(os.path.join(mem, "memory.stat")))
-        usage = fsutil.read_int(os.path.join(mem, "memory.usage_in_bytes"))
-        memsw = fsutil.read_int(os.path.join(mem, "memory.memsw.usage_in_bytes"), usage)
-        inactive = mstat.get("total_inactive_file", mstat.get("inactive_file", 0))
-        cpuacct = (os.path.join(self.dir("cpuacct"), "cpuacct.usage")
-                   if "cpuacct" in self.hierarchies else "")
-        return {
-            "cpu_usage_ns": fsutil.read_int(cpuacct) if cpuacct else 0,
-            "memory_usage_bytes": usage,
-            "memory_working_set_bytes": max(0, usage - inactive),
-            "memory_rss_bytes": mstat.get("total_rss", mstat.get("rss", 0)),
-            "page_faults": mstat.get("total_pgfault", mstat.get("pgfault", 0)),
-            "major_page_faults": mstat.get("total_pgmajfault", mstat.get("pgmajfault", 0)),
-            "swap_usage_bytes": max(0, memsw - usage),
-            "pids_current": (fsutil.read_int(os.path.join(self.dir("pids"), "pids.current"))
-                             if "pids" in self.hierarchies else len(self.pids())),
-            "oom_kill_count": self.oom_kill_count(),
-            "memory_failcnt": fsutil.read_int(os.path.join(mem, "memory.failcnt")),
-        }
+        files = {"usage": os.path.join(mem, "memory.usage_in_bytes")}
+        if "memory" in parts:
+            files["memory.stat"] = os.path.join(mem, "memory.stat")
+        if "cpu" in parts and "cpuacct" in self.hierarchies:
+            files["cpu"] = os.path.join(self.dir("cpuacct"), "cpuacct.usage")
+        if "swap" in parts:
+            files["memsw"] = os.path.join(mem, "memory.memsw.usage_in_bytes")
+        if "pids" in parts and "pids" in self.hierarchies:
+            files["pids"] = os.path.join(self.dir("pids"), "pids.current")
+        if "events" in parts:
+            files["oom_control"] = os.path.join(mem, "memory.oom_control")
+            files["failcnt"] = os.path.join(mem, "memory.failcnt")
+        return files
+
+    def parse_stats(self, texts: Mapping[str, str | None],
+                    parts: Collection[str] = STAT_PARTS) -> dict[str, int]:
+        """The counters of `parts` from the texts of stat_files() (None: a file that could
+        not be read); keys of parts not asked for are left out."""
+        usage = _int(texts.get("usage"))
+        out = {"memory_usage_bytes": usage}
+        if "memory" in parts:
+            mstat = resources.pick_flat_keyed(texts.get("memory.stat") or "", _V1_MEMORY_KEYS)
+            inactive = mstat.get("total_inactive_file", mstat.get("inactive_file", 0))
+            out.update({
+                "memory_working_set_bytes": max(0, usage - inactive),
+                "memory_rss_bytes": mstat.get("total_rss", mstat.get("rss", 0)),
+                "page_faults": mstat.get("total_pgfault", mstat.get("pgfault", 0)),
+                "major_page_faults": mstat.get("total_pgmajfault", mstat.get("pgmajfault", 0)),
+            })
+        if "cpu" in parts:
+            out["cpu_usage_ns"] = _int(texts.get("cpu"))
+        if "swap" in parts:
+            out["swap_usage_bytes"] = max(0, _int(texts.get("memsw"), usage) - usage)
+        if "pids" in parts:
+            out["pids_current"] = (_int(texts.get("pids")) if "pids" in self.hierarchies
+                                   else len(self.pids()))
+        if "events" in parts:
+            out["oom_kill_count"] = resources.parse_flat_keyed(
+                texts.get("oom_control") or "").get("oom_kill", 0)
+            out["memory_failcnt"] = _int(texts.get("failcnt"))
+        return out
+
+    def stats(self, parts: Collection[str] = STAT_PARTS) -> dict[str, int]:
+        return self.parse_stats(_read_files(self.stat_files(parts)), parts)
 
     def oom_kill_count(self) -> int:
         text = _read_or_empty(os.path.join(self.dir("memory"), "memory.oom_control"))
@@ -187,24 +226,50 @@ class V2Cgroup:
     def pids(self) -> list[int]:
         return fsutil.procs(self.dir)
 
-    def stats(self) -> dict[str, int]:
-        cpu = resources.parse_flat_keyed(_read_or_empty(os.path.join(self.dir, "cpu.stat")))
-        mstat = resources.parse_flat_keyed(_read_or_empty(os.path.join(self.dir, "memory.stat")))
-        usage = fsutil.read_int(os.path.join(self.dir, "memory.current"))
-        return {
-            "cpu_usage_ns": cpu.get("usage_usec", 0) * 1000,
-            "memory_usage_bytes": usage,
-            "memory_working_set_bytes": max(0, usage - mstat.get("inactive_file", 0)),
-            "memory_rss_bytes": mstat.get("anon", 0),
-            "page_faults": mstat.get("pgfault", 0),
-            "major_page_faults": mstat.get("pgmajfault", 0),
-            "swap_usage_bytes": fsutil.read_int(os.path.join(self.dir, "memory.swap.current")),
-            "pids_current": fsutil.read_int(os.path.join(self.dir, "pids.current"),
-                                            len(self.pids())),
-            "oom_kill_count": self.oom_kill_count(),
-            "memory_failcnt": resources.parse_flat_keyed(
-                _read_or_empty(os.path.join(self.dir, "memory.events"))).get("max", 0),
-        }
+    def stat_files(self, parts: Collection[str] = STAT_PARTS) -> dict[str, str]:
+        """As V1Cgroup.stat_files: memory.current first (the anchor)."""
+        d = self.dir
+        files = {"usage": os.path.join(d, "memory.current")}
+        if "memory" in parts:
+            files["memory.stat"] = os.path.join(d, "memory.stat")
+        if "cpu" in parts:
+            files["cpu.stat"] = os.path.join(d, "cpu.stat")
+        if "swap" in parts:
+            files["swap"] = os.path.join(d, "memory.swap.current")
+        if "pids" in parts:
+            files["pids"] = os.path.join(d, "pids.current")
+        if "events" in parts:
+            files["events"] = os.path.join(d, "memory.events")
+        return files
+
+    def parse_stats(self, texts: Mapping[str, str | None],
+                    parts: Collection[str] = STAT_PARTS) -> dict[str, int]:
+        usage = _int(texts.get("usage"))
+        out = {"memory_usage_bytes": usage}
+        if "memory" in parts:
+            mstat = resources.pick_flat_keyed(texts.get("memory.stat") or "", _V2_MEMORY_KEYS)
+            out.update({
+                "memory_working_set_bytes": max(0, usage - mstat.get("inactive_file", 0)),
+                "memory_rss_bytes": mstat.get("anon", 0),
+                "page_faults": mstat.get("pgfault", 0),
+                "major_page_faults": mstat.get("pgmajfault", 0),
+            })
+        if "cpu" in parts:
+            cpu = resources.parse_flat_keyed(texts.get("cpu.stat") or "")
+            out["cpu_usage_ns"] = cpu.get("usage_usec", 0) * 1000
+        if "swap" in parts:
+            out["swap_usage_bytes"] = _int(texts.get("swap"))
+        if "pids" in parts:
+            pids = texts.get("pids")
+            out["pids_current"] = _int(pids) if pids is not None else len(self.pids())
+        if "events" in parts:
+            events = resources.parse_flat_keyed(texts.get("events") or "")
+            out["oom_kill_count"] = events.get("oom_kill", 0)
+            out["memory_failcnt"] = events.get("max", 0)
+        return out
+
+    def stats(self, parts: Collection[str] = STAT_PARTS) -> dict[str, int]:
+        return self.parse_stats(_read_files(self.stat_files(parts)), parts)
 
     def oom_kill_count(self) -> int:
         text = _read_or_empty(os.path.join(self.dir, "memory.events"))
@@ -215,6 +280,29 @@ class V2Cgroup:
 
 
 Cgroup = V1Cgroup | V2Cgroup
+
+
+def _read_files(files: Mapping[str, str]) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name, path in files.items():
+        try:
+            out[name] = fsutil.read(path)
+        except OSError:
+            out[name] = None
+    return out
+
+
+def _int(text: str | None, default: int = 0) -> int:
+    """A cgroup file's number ("max" is -1, as fsutil.read_int); default when unreadable."""
+    if text is None:
+        return default
+    value = text.strip()
+    if value == "max":
+        return -1
+    try:
+        return int(value)
+    except ValueError:
+        return default
 
 
 def _read_or_empty(path: str) -> str:

@@ -6,6 +6,7 @@ before quota, v2 `unified` keys last (they override).
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from pycri_common.errors import InvalidArgument
@@ -125,8 +126,37 @@ def v2_writes(res: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+def pick_flat_keyed(text: str, keys: Iterable[str]) -> dict[str, int]:
+    """parse_flat_keyed(text) limited to `keys`, for long files of which a few keys are
+    needed (the stats Lists read memory.stat, ~40 lines on v1, for every container on
+    every poll: a find per key is about twice as fast as splitting every line)."""
+    padded = "\n" + text
+    out: dict[str, int] = {}
+    for key in keys:
+        at = padded.find("\n" + key + " ")
+        if at < 0:
+            continue
+        start = at + len(key) + 2
+        end = padded.find("\n", start)
+        try:
+            out[key] = int(padded[start:end] if end >= 0 else padded[start:])
+        except ValueError:
+            continue
+    return out
+
+
 def parse_flat_keyed(text: str) -> dict[str, int]:
     """'key value' lines (memory.stat, cpu.stat, memory.events, memory.oom_control)."""
+    # The kernel's own layout, one pair a line, first (the stats Lists parse memory.stat of
+    # every container on every poll); anything else line by line, skipping what is not a pair.
+    fast: dict[str, int] = {}
+    try:
+        for line in text.splitlines():
+            key, value = line.split()
+            fast[key] = int(value)
+        return fast
+    except ValueError:
+        pass
     out: dict[str, int] = {}
     for line in text.splitlines():
         parts = line.split()

@@ -48,6 +48,17 @@ if cmd == "ADD":
         shutil.rmtree(os.path.join(ctl["remove_pod_dir"], os.environ["CNI_CONTAINERID"]))
     print(json.dumps(conf.get("prevResult") or {{"cniVersion": conf["cniVersion"]}}))
 elif cmd == "DEL":
+    if ctl.get("sleep_del"):  # then notes whether the pod's pause-holder outlived the sleep
+        time.sleep(ctl["sleep_del"])
+        mark = ("pycri-pause " + os.environ["CNI_CONTAINERID"]).encode()
+        alive = False
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                alive |= open(f"/proc/{{pid}}/cmdline", "rb").read().replace(b"\\0", b" ").startswith(mark)
+            except OSError:
+                pass
+        with open(conf["control"] + ".pause", "a") as log:
+            log.write(("alive" if alive else "gone") + "\\n")
     if ctl.get("fail_del"):
         fail("fake plugin fails DEL as told")
 """
@@ -277,6 +288,25 @@ def test_cni_del_failure_is_retried(fake_daemon) -> None:  # type: ignore[no-unt
     net.set()
     pods.stop(d.c, pod_id)
     assert pods.status(d.c, pod_id).status.state == api_pb2.SANDBOX_NOTREADY
+    pods.remove(d.c, pod_id)
+    _assert_clean(d, net)
+
+
+def test_stop_runs_cni_del_beside_the_shim_shutdown_and_returns_after_both(
+        fake_daemon) -> None:  # type: ignore[no-untyped-def]
+    d, net = fake_daemon
+    d.start()
+    pod_id = pods.run_pod(d.c)
+    net.set(sleep_del=1.0)
+    started = time.monotonic()
+    pods.stop(d.c, pod_id)
+    took = time.monotonic() - started
+    assert took >= 1.0                                # DEL was done when Stop returned
+    assert net.calls("DEL") == [pod_id]
+    # the shim (and with it the pause-holder) was shut down while DEL ran, not after it
+    assert Path(str(net.control) + ".pause").read_text().split() == ["gone"]
+    assert pods.status(d.c, pod_id).status.state == api_pb2.SANDBOX_NOTREADY
+    net.set()
     pods.remove(d.c, pod_id)
     _assert_clean(d, net)
 

@@ -17,7 +17,7 @@ import pytest
 from cri_server.config import Config
 from cri_server.containers import record as R
 from cri_server.containers.manager import ContainerManager
-from cri_server.list_cache import ItemCache
+from cri_server.list_cache import AnswerCache, ItemCache
 from cri_server.paths import Paths
 from cri_server.sandboxes import manager as sandbox_manager
 from cri_server.sandboxes import shim_process, views
@@ -66,6 +66,37 @@ def test_item_cache_keeps_no_item_built_while_the_object_changed() -> None:
     assert len(racing) == 0                            # ... is not kept for the next one
     assert racing.item("a", obj) == "exited"
     assert len(racing) == 1
+
+
+# -- AnswerCache -------------------------------------------------------------------------
+def test_answer_cache_reuses_an_answer_while_its_generation_holds() -> None:
+    gen = [0]
+    cache: AnswerCache[list[int]] = AnswerCache(lambda: gen[0])
+    builds: list[int] = []
+
+    def build() -> list[int]:
+        builds.append(gen[0])
+        return [gen[0]]
+
+    first = cache.answer(gen[0], build)
+    assert cache.answer(gen[0], build) is first and builds == [0]
+    before = gen[0]
+    gen[0] += 1                                   # a change while the List looked at things
+    assert cache.answer(before, build) is not first and builds == [0, 1]
+    assert cache.answer(gen[0], build) == [1] and builds == [0, 1, 1]  # that one was not kept
+    assert cache.answer(gen[0], build) is cache.answer(gen[0], build)
+    assert len(builds) == 3
+
+
+def test_answer_cache_keeps_no_answer_built_while_something_changed() -> None:
+    gen = [5]
+    cache: AnswerCache[str] = AnswerCache(lambda: gen[0])
+
+    def racing() -> str:
+        gen[0] += 1                               # a save lands while the answer is built
+        return "old"
+    assert cache.answer(5, racing) == "old"
+    assert cache.answer(6, lambda: "new") == "new"
 
 
 # -- SandboxIndex ------------------------------------------------------------------------
@@ -224,6 +255,32 @@ def test_pod_list_shows_a_dead_shim_at_once(
         proc.wait()
 
 
+def test_pod_list_answer_is_reused_until_a_pod_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    proc = subprocess.Popen(["sleep", "1000"])
+    try:
+        pods = _pods(tmp_path, monkeypatch, proc.pid)
+        monkeypatch.setattr(shim_process, "is_shim_of",
+                            lambda pid, d: pid == proc.pid and proc.poll() is None)
+        assert list(pods.list_response(None).items) == []
+        pod_id = pods.run(_request())
+        answer = pods.list_response(None)
+        assert [(i.id, i.state) for i in answer.items] == [(pod_id, api_pb2.SANDBOX_READY)]
+        assert pods.list_response(None) is answer           # nothing changed: same message
+        assert pods.list_response(_ready_filter()) is not answer
+        proc.kill()
+        proc.wait()
+        again = pods.list_response(None)                    # the dead shim, at the next List
+        assert [i.state for i in again.items] == [api_pb2.SANDBOX_NOTREADY]
+        kept = pods.list_response(None)   # (not the one built while its List marked it)
+        assert kept == again and pods.list_response(None) is kept
+        pods.remove(pod_id)
+        assert list(pods.list_response(None).items) == []
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_pod_list_index_survives_a_new_manager(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A restarted daemon answers from the store's records (recover loads the index)."""
@@ -279,6 +336,41 @@ def test_container_list_follows_status_files_and_saves(
     rec.labels = {"tier": "b"}
     cm._save(rec)
     assert dict(cm.list_items()[0].labels) == {"tier": "b"}
+
+
+def test_container_list_answer_is_reused_until_a_container_changes(
+        tmp_path: Path, fake_shim: tuple[subprocess.Popen[bytes], str]) -> None:
+    proc, shim_dir = fake_shim
+    store = Store(tmp_path / "runtime.db")
+    paths = Paths(tmp_path / "root", tmp_path / "state")
+    pods = SandboxManager(Config(), paths, store, None, lambda spec: {})
+    cm = ContainerManager(store, paths, pods, images=None,  # type: ignore[arg-type]
+                          shim_watch=pods.shim_watch)
+    recs = [R.ContainerRecord(id=c * 64, pod_id="p" * 64, name=c, attempt=0, image="busybox",
+                              shim_dir=shim_dir, state=R.RUNNING, pid=proc.pid, created_at=n)
+            for n, c in enumerate("ef")]
+    for rec in recs:
+        store.insert(R.KIND, rec.id, rec.name_key, rec.to_json())
+        cm._records[rec.id] = rec
+        cm._items.changed(rec.id)          # what every write of the manager does (_save)
+    answer = cm.list_response(None)
+    assert [i.id for i in answer.containers] == [r.id for r in recs]
+    assert cm.list_response(None) is answer
+    # the shim records an exit: the next List sees the status file and answers anew
+    statusfile.write_state(shim_dir, recs[1].id, {"state": R.EXITED, "exit_code": 3,
+                                                  "finished_at": 5, "reason": "Error"})
+    again = cm.list_response(None)
+    assert [i.state for i in again.containers] == [api_pb2.CONTAINER_RUNNING,
+                                                   api_pb2.CONTAINER_EXITED]
+    kept = cm.list_response(None)     # (not the one built while its List saved the exit)
+    assert kept == again and cm.list_response(None) is kept
+    recs[0].labels = {"tier": "b"}
+    cm._save(recs[0])
+    assert dict(cm.list_response(None).containers[0].labels) == {"tier": "b"}
+    proc.kill()                                      # the shim dies: both are gone at once
+    proc.wait()
+    assert [i.state for i in cm.list_response(None).containers] == [
+        api_pb2.CONTAINER_EXITED] * 2
 
 
 def test_container_list_shows_a_dead_shim_at_once(

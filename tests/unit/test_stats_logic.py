@@ -110,7 +110,7 @@ def test_nano_cores_come_from_the_previous_sample(monkeypatch: pytest.MonkeyPatc
                                                   tmp_path: Path) -> None:
     readings = iter([{"cpu_usage_ns": 1_000_000_000, "memory_working_set_bytes": 10 * MiB},
                      {"cpu_usage_ns": 1_500_000_000, "memory_working_set_bytes": 10 * MiB}])
-    monkeypatch.setattr(readers, "cgroup_stats", lambda path: next(readings))
+    monkeypatch.setattr(readers, "cgroup_stats", lambda path, *_: next(readings))
     now = [10_000_000_000]
     monkeypatch.setattr(collector.time, "time_ns", lambda: now[0])
     c = StatsCollector(str(tmp_path))
@@ -127,14 +127,14 @@ def test_nano_cores_come_from_the_previous_sample(monkeypatch: pytest.MonkeyPatc
 def test_counter_going_backwards_gives_no_rate(monkeypatch: pytest.MonkeyPatch,
                                                tmp_path: Path) -> None:
     readings = iter([{"cpu_usage_ns": 5000}, {"cpu_usage_ns": 10}])
-    monkeypatch.setattr(readers, "cgroup_stats", lambda path: next(readings))
+    monkeypatch.setattr(readers, "cgroup_stats", lambda path, *_: next(readings))
     c = StatsCollector(str(tmp_path))
     c.container_stats(_src())
     assert not c.container_stats(_src()).cpu.HasField("usage_nano_cores")
 
 
 def test_old_samples_are_forgotten(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(readers, "cgroup_stats", lambda path: {"cpu_usage_ns": 1})
+    monkeypatch.setattr(readers, "cgroup_stats", lambda path, *_: {"cpu_usage_ns": 1})
     now = [0]
     monkeypatch.setattr(collector.time, "time_ns", lambda: now[0])
     c = StatsCollector(str(tmp_path))
@@ -149,7 +149,7 @@ def test_pod_without_own_cgroup_adds_up_its_containers(monkeypatch: pytest.Monke
     per_path = {"/cg/a": {"cpu_usage_ns": 10, "memory_working_set_bytes": 100,
                           "pids_current": 1},
                 "/cg/b": {"cpu_usage_ns": 5, "memory_working_set_bytes": 50, "pids_current": 2}}
-    monkeypatch.setattr(readers, "cgroup_stats", lambda path: per_path.get(path, {}))
+    monkeypatch.setattr(readers, "cgroup_stats", lambda path, *_: per_path.get(path, {}))
     monkeypatch.setattr(readers, "interfaces_of", lambda pid: [
         readers.InterfaceCounters("net1", 1, 1, 0, 0, 2, 2, 0, 0),
         readers.InterfaceCounters("eth0", 7, 1, 0, 0, 9, 2, 0, 0)])
@@ -244,7 +244,7 @@ class _FakeSandboxes:
 
 def test_service_lists_live_containers_and_ready_pods_with_filters(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(readers, "cgroup_stats", lambda path: {})
+    monkeypatch.setattr(readers, "cgroup_stats", lambda path, *_: {})
     recs = [_record("aa1", "running", labels={"app": "x"}, created_at=2),
             _record("aa2", "created", created_at=1),
             _record("bb1", "exited", labels={"app": "x"}),
@@ -255,16 +255,16 @@ def test_service_lists_live_containers_and_ready_pods_with_filters(
 
     def ids(**flt: Any) -> list[str]:
         f = api_pb2.ContainerStatsFilter(**flt) if flt else None
-        return [s.attributes.id for s in svc.list_container_stats(f)]
+        return [s.attributes.id for s in svc.list_container_stats(f).stats]
 
     assert ids() == ["aa2", "aa1", "cc1"]      # exited left out, oldest first
     assert ids(id="aa") == ["aa2", "aa1"]
     assert ids(pod_sandbox_id="pod2") == ["cc1"]
     assert ids(label_selector={"app": "x"}) == ["aa1"]
-    pods = svc.list_pod_stats(None)
+    pods = svc.list_pod_stats(None).stats
     assert [p.attributes.id for p in pods] == ["pod1"]          # ready pods only
     assert [c.attributes.id for c in pods[0].linux.containers] == ["aa2", "aa1"]
-    assert svc.list_pod_stats(api_pb2.PodSandboxStatsFilter(label_selector={"t": "2"})) == []
+    assert not svc.list_pod_stats(api_pb2.PodSandboxStatsFilter(label_selector={"t": "2"})).stats
     metrics = svc.pod_metrics()
     assert [m.pod_sandbox_id for m in metrics] == ["pod1"]
     assert [c.container_id for c in metrics[0].container_metrics] == ["aa2", "aa1"]
