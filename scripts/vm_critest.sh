@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # critest (critest/run: the whole CRI conformance suite, offline) against pycri inside the VM
 # of scripts/vm.sh: cgroup v2 with every controller and AppArmor, so the cgroup v2, AppArmor
-# and UserNamespaces specs run for real. Not part of CI (too slow under TCG; see README,
-# "The VM leg"). Arguments go to critest/run (e.g. --focus UserNamespaces, --keep).
+# and UserNamespaces specs run for real. Measured 2026-12-03 (kernel 6.12.95, 2 shared cores
+# busy with another VM): 135 passed, 1 failed (the digest-pinned image, expected), 6 skipped;
+# critest 867 s, 24 min with boot and set-up. Not part of CI: that would triple the CI time.
+# Arguments go to critest/run (e.g. --focus UserNamespaces, --keep).
 # CRITEST names the binary (default: critest on PATH, else /opt/cri-tools-bin/critest).
 # Runs scripts/setup.sh first unless PYCRI_SKIP_SETUP=1.
 set -euo pipefail
