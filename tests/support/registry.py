@@ -41,6 +41,8 @@ from typing import Self
 
 import httpx
 
+from pycri_common.timeouts import SCALE
+
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 
 _ACCESS_RE = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[\d.]+" (?P<status>\d{3})')
@@ -154,7 +156,7 @@ class Registry:
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, close_fds=True)
         finally:
             log.close()
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * SCALE  # stretched on an emulated CPU (VM leg)
         while True:
             if self.proc.poll() is not None:
                 self.proc = None
