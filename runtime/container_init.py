@@ -48,11 +48,12 @@ exec_into(container_pid, spec, process, stdio, report_fd) -> NoReturn
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import errno
 import fcntl
 import json
 import os
+import posixpath
 import signal
 import socket
 import stat
@@ -74,8 +75,8 @@ from runtime import (
 from runtime import (
     keeper as keeper_mod,
 )
+from runtime.cgroups import delegation, open_cgroup
 from runtime.cgroups import mode as cgmode
-from runtime.cgroups import open_cgroup
 from runtime.cgroups.manager import Cgroup
 from runtime.container_spec import ContainerSpec, ProcessSpec, UserSpec
 from runtime.seccomp import SeccompFilter, compiled
@@ -132,7 +133,8 @@ def run(spec: ContainerSpec, stdio: tuple[int, int, int], gate_fd: int,
         helper = _HookHelper.start(spec) if spec.hooks.get("createRuntime") else None
         cgroup = _setup_cgroup(spec)
         idmap = _open_userns(spec)
-        if idmap is not None and cgroup is not None and spec.cgroup is not None:
+        if (idmap is not None and cgroup is not None and spec.cgroup is not None
+                and cgroup_delegation(spec)):
             _delegate_cgroup(spec.cgroup.path, idmap)
         if spec.intel_rdt:  # a host path, before any namespace; children inherit the group
             resctrl.join(spec.intel_rdt, spec.id, os.getpid())
@@ -188,7 +190,7 @@ def exec_into(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
         seccomp_filter = compiled(spec.seccomp) if spec.seccomp else None
         profile = apparmor.resolve_profile(spec.process.apparmor_profile)
         if spec.cgroup is not None:
-            open_cgroup(spec.cgroup.path).attach(os.getpid())
+            _join_exec_cgroup(spec.cgroup.path, container_pid)
         # with the host's privileges: a pod user namespace would not allow raising them
         rlimits.apply_rlimits(proc.rlimits)
         rlimits.apply_oom_score_adj(proc.oom_score_adj)
@@ -308,18 +310,57 @@ def _enter_userns(idmap: userns.Idmap, calls: Syscalls) -> None:
     calls.unshare(syscalls.CLONE_NEWNS)
 
 
+def cgroup_delegation(spec: ContainerSpec) -> bool:
+    """Whether the container's cgroup is delegated to its root (runtime.cgroups.delegation):
+    cgroup v2, a pod user namespace, a new cgroup namespace and a read-write cgroup mount at
+    /sys/fs/cgroup (the OCI runtime spec's conditions, as runc checks them; the CRI layer makes
+    that mount read-write for these containers). v1 hierarchies are never delegated (the
+    container sees them read-only)."""
+    if spec.userns is None or spec.cgroup is None or cgmode.detect_mode() != "v2":
+        return False
+    if not any(ns.type == "cgroup" and ns.path is None for ns in spec.namespaces):
+        return False
+    return any(m.type == "cgroup" and posixpath.normpath(m.destination) == "/sys/fs/cgroup"
+               and not m.readonly and "ro" not in m.options for m in spec.mounts)
+
+
 def _delegate_cgroup(cgroup_path: str, idmap: userns.Idmap) -> None:
-    """cgroup v2: the container's cgroup directory and its cgroup.procs, cgroup.threads and
-    cgroup.subtree_control belong to the mapped root, so the container can manage its own
-    sub-cgroups (limits stay enforced from the directory's parent). v1 hierarchies are not
-    delegated (the container sees them read-only)."""
-    if cgmode.detect_mode() != "v2":
-        return
+    """The container's cgroup directory and its delegatable files (cgroup.procs,
+    cgroup.threads, cgroup.subtree_control, ...) belong to the mapped root, so the container
+    can manage its own sub-cgroups; limits stay enforced from the host-owned files."""
     base = os.path.join(cgmode.CGROUP_ROOT, cgroup_path.lstrip("/"))
-    for name in ("", "cgroup.procs", "cgroup.threads", "cgroup.subtree_control"):
-        path = os.path.join(base, name) if name else base
-        with contextlib.suppress(FileNotFoundError):
-            os.chown(path, idmap.root_uid, idmap.root_gid)
+    delegation.delegate(base, idmap.root_uid, idmap.root_gid)
+
+
+def _join_exec_cgroup(cgroup_path: str, container_pid: int) -> None:
+    """An exec'd process joins the container's cgroup. A delegated v2 cgroup may have become
+    an inner node (the container moved itself into sub-cgroups and enabled controllers
+    there: EBUSY, no processes in inner nodes): then it joins the cgroup of the container's
+    init, as runc does."""
+    cg = open_cgroup(cgroup_path)
+    try:
+        cg.attach(os.getpid())
+        return
+    except InvalidArgument as e:
+        cause = e.__cause__
+        if cg.version != 2 or not (isinstance(cause, OSError) and cause.errno == errno.EBUSY):
+            raise
+        init_cgroup = _v2_cgroup_of(container_pid)
+        if init_cgroup is None or not init_cgroup.startswith(cgroup_path.rstrip("/") + "/"):
+            raise
+    open_cgroup(init_cgroup).attach(os.getpid())
+
+
+def _v2_cgroup_of(pid: int) -> str | None:
+    """The unified-hierarchy cgroup of `pid` as this process's cgroup namespace sees it."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            for line in f:
+                if line.startswith("0::"):
+                    return line[3:].strip() or None
+    except OSError:
+        pass
+    return None
 
 
 def _leave_and_remove(cg: Cgroup, remove: bool = True) -> None:

@@ -796,11 +796,15 @@ def compute_capabilities(add: list[str] | None = None, drop: list[str] | None = 
                         ambient=amb)
 
 
-def default_mounts(privileged: bool = False) -> list[Mount]:
+def default_mounts(privileged: bool = False, delegated_cgroup: bool = False) -> list[Mount]:
     """The mounts every container gets first (containerd's defaults): proc, /dev tmpfs, devpts,
-    shm, mqueue, sysfs (read-only unless privileged), cgroup (read-only unless privileged)."""
+    shm, mqueue, sysfs (read-only unless privileged), cgroup (read-only unless privileged, or
+    `delegated_cgroup`: a container of a pod user namespace on cgroup v2 whose cgroup the init
+    delegates to its root, see container_init.cgroup_delegation)."""
     ro = not privileged
     sys_opts = ("nosuid", "noexec", "nodev") + (("ro",) if ro else ())
+    cg_ro = ro and not delegated_cgroup
+    cg_opts = ("nosuid", "noexec", "nodev") + (("ro",) if cg_ro else ())
     return [
         Mount("/proc", "proc", "proc", ("nosuid", "noexec", "nodev")),
         Mount("/dev", "tmpfs", "tmpfs", ("nosuid", "strictatime", "mode=755", "size=65536k")),
@@ -810,7 +814,7 @@ def default_mounts(privileged: bool = False) -> list[Mount]:
                                            "size=65536k")),
         Mount("/dev/mqueue", "mqueue", "mqueue", ("nosuid", "noexec", "nodev")),
         Mount("/sys", "sysfs", "sysfs", sys_opts, readonly=ro),
-        Mount("/sys/fs/cgroup", "cgroup", "cgroup", (*sys_opts, "relatime"), readonly=ro),
+        Mount("/sys/fs/cgroup", "cgroup", "cgroup", (*cg_opts, "relatime"), readonly=cg_ro),
     ]
 
 

@@ -358,14 +358,15 @@ def _apply_mount(calls: Syscalls, root: str, m: Mount, privileged: bool, field: 
 
 
 def _overlay_mount(calls: Syscalls, root: str, target: str, m: Mount, flags: int, data: str,
-                   field: str, idmap: userns.Idmap | None) -> None:
-    """An overlay (image volume) whose lowerdir layers are idmapped copies."""
+                   field: str, idmap: userns.Idmap | None, work_dir: str | None = None) -> None:
+    """An overlay (image volume) whose lowerdir layers are idmapped copies, staged in
+    `work_dir` (default: the directory holding `root`, the container's own)."""
     words = data.split(",")
     lower = next((w[len("lowerdir="):] for w in words if w.startswith("lowerdir=")), "")
     if not lower:
         raise InvalidArgument(f"{field}: an overlay mount needs lowerdir=")
     rest = [w for w in words if not w.startswith("lowerdir=")]
-    staging = os.path.join(os.path.dirname(os.path.abspath(root)),
+    staging = os.path.join(work_dir or os.path.dirname(os.path.abspath(root)),
                            ".idmap-" + field.replace("[", "-").replace("]", ""))
     fd = open_path_in_root(root, target)
     try:
@@ -453,8 +454,10 @@ def _sub_path_mount(calls: Syscalls, root: str, m: Mount, flags: int, prop: int,
             finally:
                 os.close(staging_fd)
         elif m.type == "overlay" and idmap is not None:
+            # the idmapped layers are staged beside it, in the container's directory (not
+            # in the dirname of "/": the host's root directory, read-only on some hosts)
             _overlay_mount(calls, "/", staging, m, flags & ~(syscalls.MS_BIND | syscalls.MS_REC),
-                           data, field, idmap)
+                           data, field, idmap, work_dir=os.path.dirname(staging))
         else:
             calls.mount(m.source or m.type, staging, m.type,
                         flags & ~(syscalls.MS_BIND | syscalls.MS_REC), data or None)

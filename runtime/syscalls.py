@@ -92,8 +92,8 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 # --- syscall numbers for calls libc may not wrap ----------------------------
 _MACHINE = platform.machine()
 _SYSCALLS: dict[str, dict[str, int]] = {
-    "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126},
-    "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91},
+    "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126, "clone3": 435},
+    "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91, "clone3": 435},
 }
 
 _libc.syscall.restype = ctypes.c_long
@@ -492,3 +492,26 @@ class Syscalls:
 
 #: the real calls (what production code passes)
 REAL = Syscalls()
+
+
+# --- clone3 -------------------------------------------------------------------
+CLONE_INTO_CGROUP = 0x200000000
+_SIGCHLD = 17
+_CLONE_ARGS = struct.Struct("=11Q")  # struct clone_args up to .cgroup (CLONE_ARGS_SIZE_VER2)
+# The call keeps the GIL (a PyDLL function): the child must come back holding it.
+_libc_gil = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc_gil.syscall.restype = ctypes.c_long
+
+
+def fork_into_cgroup(cgroup_fd: int) -> int:
+    """fork(), the child starting in the cgroup v2 directory `cgroup_fd` (clone3 with
+    CLONE_INTO_CGROUP, Linux >= 5.7): no cgroup.procs write, no migration. Returns 0 in the
+    child, its pid in the parent. Unlike os.fork() it runs no at-fork handlers, so only a
+    single-threaded process may call it, and the child should exec or _exit soon."""
+    args = ctypes.create_string_buffer(_CLONE_ARGS.pack(
+        CLONE_INTO_CGROUP, 0, 0, 0, _SIGCHLD, 0, 0, 0, 0, 0, cgroup_fd), _CLONE_ARGS.size)
+    pid = _libc_gil.syscall(ctypes.c_long(_syscall_number("clone3")), args,
+                            ctypes.c_size_t(_CLONE_ARGS.size))
+    if pid < 0:
+        _raise(f"clone3(CLONE_INTO_CGROUP, cgroup fd {cgroup_fd})")
+    return int(pid)

@@ -13,10 +13,19 @@ APT_PACKAGES=(
   skopeo openssl               # image import and registry TLS tests
   nginx-light gcc libc6-dev    # critest images: nginx, static pause and setuid test binaries
   containerd runc              # the benchmark's baseline (its smoke test runs one round)
-  # the VM leg (scripts/vm.sh): a guest kernel with cgroup v2 only and AppArmor, under QEMU
-  qemu-system-x86 linux-image-amd64 apparmor sudo
-  systemd dbus                 # its second boot: systemd as PID 1 with the D-Bus system bus
+  # the VM leg (scripts/vm.sh): QEMU, AppArmor in the guest; its kernel: below
+  qemu-system-x86 apparmor sudo
+  # its systemd boot: Debian 12's 6.1 kernel (systemd 252 stalls on 6.12 under TCG),
+  # systemd as PID 1 with the D-Bus system bus
+  linux-image-amd64 systemd dbus
 )
+# The VM leg's guest kernel: one exact package from bookworm-backports (scripts/vm_kernel.sh),
+# its source in a file of its own (backports packages are only installed by name).
+. scripts/vm_kernel.sh
+APT_PACKAGES+=("$VM_KERNEL_PACKAGE")
+if [ "$(cat "$VM_KERNEL_SOURCE_FILE" 2>/dev/null)" != "$VM_KERNEL_SOURCE" ]; then
+  printf '%s\n' "$VM_KERNEL_SOURCE" > "$VM_KERNEL_SOURCE_FILE"
+fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

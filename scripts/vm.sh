@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs CMD... as root in a throw-away VM and returns its exit code:
 #   bash scripts/vm.sh python3 -m pytest tests/vm
-# The guest boots Debian's kernel (linux-image-amd64) with cgroup v2 as its only hierarchy
+# The guest boots Debian's 6.12 kernel (scripts/vm_kernel.sh) with cgroup v2 as its only hierarchy
 # (every controller) and AppArmor, over the host's root filesystem shared read-only with
 # copy-on-write overlays (virtme-ng), this checkout as its working directory. QEMU runs
 # without KVM (TCG): this machine's /dev/kvm cannot run stock kernels. Installed by
@@ -13,14 +13,15 @@ cd "$(dirname "$0")/.."
 REPO=$PWD
 [ "$#" -gt 0 ] || { echo "usage: scripts/vm.sh CMD [ARG...]" >&2; exit 2; }
 
-KERNEL=${PYCRI_VM_KERNEL:-$(ls /boot/vmlinuz-*-amd64 2>/dev/null | sort -V | tail -n 1)}
+# The kernel scripts/setup.sh installs (scripts/vm_kernel.sh), not whatever is newest in /boot.
+. scripts/vm_kernel.sh
+KERNEL=${PYCRI_VM_KERNEL:-/boot/vmlinuz-$VM_KERNEL_VERSION}
 if [ "${PYCRI_VM_SYSTEMD:-0}" = 1 ] && [ -z "${PYCRI_VM_KERNEL:-}" ]; then
   # systemd 252 stalls right after its first message on bookworm-backports' 6.12 under TCG;
   # Debian 12's own 6.1 kernel boots it (PYCRI_VM_SYSTEMD_KERNEL overrides).
   KERNEL=${PYCRI_VM_SYSTEMD_KERNEL:-$(ls /boot/vmlinuz-6.1.*-amd64 2>/dev/null | sort -V | tail -n 1)}
-  KERNEL=${KERNEL:-$(ls /boot/vmlinuz-*-amd64 2>/dev/null | sort -V | tail -n 1)}
 fi
-[ -n "$KERNEL" ] && [ -r "$KERNEL" ] || { echo "vm.sh: no /boot/vmlinuz-*-amd64 (apt-get install linux-image-amd64)" >&2; exit 2; }
+[ -r "$KERNEL" ] || { echo "vm.sh: no $KERNEL (run scripts/setup.sh: $VM_KERNEL_PACKAGE)" >&2; exit 2; }
 BUSYBOX=${PYCRI_VM_BUSYBOX:-/var/cache/pycri-vm/busybox}
 [ -x "$BUSYBOX" ] || { echo "vm.sh: no static busybox at $BUSYBOX (run scripts/setup.sh)" >&2; exit 2; }
 PY=${PYTHON:-python3}

@@ -174,8 +174,13 @@ def build(container_id: str, request: api_pb2.CreateContainerRequest, pod: PodVi
         [f"{kv.key}={_text(kv.value)}" for kv in config.envs])
     requested = {posixpath.normpath(m.container_path) for m in config.mounts
                  if m.container_path.startswith("/")}
-    spec_mounts = mounts.share_pod_shm(container_spec.default_mounts(privileged=sc.privileged),
-                                       pod.namespaces.get("ipc", "pod"), pod.shm_path)
+    userns = _userns(pod, sc)
+    # cgroup v2 + a pod user namespace: the container's cgroup is delegated to its root
+    # (runtime.container_init.cgroup_delegation), so its cgroupfs is read-write
+    delegated = userns is not None and host_features.cgroup_mode() == "v2"
+    spec_mounts = mounts.share_pod_shm(
+        container_spec.default_mounts(privileged=sc.privileged, delegated_cgroup=delegated),
+        pod.namespaces.get("ipc", "pod"), pod.shm_path)
     spec_mounts += mounts.pod_file_mounts(pod.pod_files, requested, readonly=sc.readonly_rootfs)
     spec_mounts += mounts.volume_mounts(image.volumes, requested, dirs.volumes)
     for m in config.mounts:
@@ -203,7 +208,7 @@ def build(container_id: str, request: api_pb2.CreateContainerRequest, pod: PodVi
         ),
         namespaces=tuple(_namespaces(pod, sc, target_pid_ns)),
         hostname=None if pod.host_network else (hostname or None),
-        userns=_userns(pod, sc),
+        userns=userns,
         mounts=tuple(spec_mounts),
         devices=tuple(mounts.devices(list(config.devices), sc.privileged, host_devices)),
         masked_paths=tuple(masked), readonly_paths=tuple(readonly_paths),

@@ -183,3 +183,43 @@ def test_cgroup2_device_filter_allows_added_device_rules() -> None:
             probe.wait()
         V2Cgroup(parent, root).remove()
     assert out.split("\n")[:2] == ["fuse ok", f"loopctl {errno.EPERM}"], out
+
+
+def test_fork_into_cgroup_starts_the_child_in_a_cgroup2_directory() -> None:
+    """runtime.syscalls.fork_into_cgroup (clone3 CLONE_INTO_CGROUP) on this host's cgroup2
+    hierarchy (v2, or hybrid's controller-less /sys/fs/cgroup/unified)."""
+    from runtime import syscalls
+    root = "/sys/fs/cgroup" if detect_mode() == "v2" else unified_root()
+    if not root:
+        pytest.fail("no cgroup2 hierarchy on this host (v1 only)")
+    leaf = os.path.join(root, f"pycri-test-clone3-{os.getpid()}")
+    os.mkdir(leaf)
+    try:
+        fd = os.open(leaf, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        r, w = os.pipe()
+        try:
+            pid = syscalls.fork_into_cgroup(fd)
+            if pid == 0:
+                try:
+                    with open("/proc/self/cgroup") as f:
+                        os.write(w, f.read().encode())
+                finally:
+                    os._exit(0)
+            os.close(w)
+            seen = os.read(r, 4096).decode()
+            _, status = os.waitpid(pid, 0)
+        finally:
+            os.close(r)
+            os.close(fd)
+        assert os.waitstatus_to_exitcode(status) == 0
+        here = [ln[3:] for ln in seen.splitlines() if ln.startswith("0::")]
+        assert here and here[0].endswith("/" + os.path.basename(leaf)), seen
+        not_cgroup = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            with pytest.raises(OSError) as e:  # not a cgroup2 directory: refused, no child
+                syscalls.fork_into_cgroup(not_cgroup)
+        finally:
+            os.close(not_cgroup)
+        assert "clone3" in str(e.value)
+    finally:
+        os.rmdir(leaf)

@@ -287,9 +287,12 @@ def test_host_root_actions_fail_inside(env: UsernsEnv) -> None:
     the pod's user namespace."""
     caps = api_pb2.Capability(add_capabilities=["SYS_ADMIN", "SYS_MODULE", "MKNOD",
                                                 "NET_ADMIN"])
+    # Unconfined: on an AppArmor host (the VM leg) the default profile denies every mount,
+    # which would hide what the user namespace itself allows and refuses
     sc = api_pb2.LinuxContainerSecurityContext(
         capabilities=caps, namespace_options=env.pod_config.linux.security_context
-        .namespace_options)
+        .namespace_options,
+        apparmor=api_pb2.SecurityProfile(profile_type=api_pb2.SecurityProfile.Unconfined))
     out = env.output(["sh", "-c",
                       ("mknod /tmp/disk b 253 0 2>/dev/null && echo mknod-ok || echo no-mknod; "
                       "mount -o remount,rw /proc/sys 2>/dev/null && echo rw || echo no-remount; "

@@ -156,7 +156,7 @@ class Registry:
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, close_fds=True)
         finally:
             log.close()
-        deadline = time.monotonic() + timeout * SCALE  # the VM leg's emulated CPU
+        deadline = time.monotonic() + timeout * SCALE  # stretched on an emulated CPU (VM leg)
         while True:
             if self.proc.poll() is not None:
                 self.proc = None

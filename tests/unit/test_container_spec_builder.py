@@ -248,3 +248,20 @@ def test_resources_and_devices(tmp_path: Path) -> None:
     assert spec["process"]["oom_score_adj"] == 500
     assert spec["devices"] == [{"host_path": "/dev/null", "container_path": "/dev/mynull",
                                 "permissions": "rw"}]
+
+
+@pytest.mark.parametrize("userns,mode,writable", [
+    (True, "v2", True), (True, "v1", False), (False, "v2", False)])
+def test_cgroupfs_is_writable_for_a_pod_user_namespace_on_v2(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, userns: bool, mode: str,
+        writable: bool) -> None:
+    from cri_server import host_features
+    monkeypatch.setattr(host_features, "cgroup_mode", lambda: mode)
+    maps = [[0, 131072, 65536]]
+    pod = _pod(tmp_path, userns={"uids": maps, "gids": maps} if userns else {},
+               ns_paths={"user": "/run/ns/user"})
+    spec = _build(tmp_path, _req(), pod=pod)
+    cg = next(m for m in spec["mounts"] if m["destination"] == "/sys/fs/cgroup")
+    assert cg["readonly"] is not writable and ("ro" in cg["options"]) is not writable
+    sysfs = next(m for m in spec["mounts"] if m["destination"] == "/sys")
+    assert sysfs["readonly"] is True

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from pycri_common.errors import InvalidArgument
-from runtime import container_init, rootfs, userns
+from runtime import container_init, container_spec, rootfs, userns
+from runtime.cgroups import delegation
 from runtime.cgroups import mode as cgmode
 from runtime.container_spec import ContainerSpec
 from runtime.pod_spec import PodSpec
@@ -43,21 +44,78 @@ def test_cgroup_v2_directory_is_delegated_to_the_mapped_root(
         pytest.fail("needs root (chown)")
     cg = tmp_path / "kubepods" / "pod" / "ctr"
     cg.mkdir(parents=True)
-    for name in ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control", "memory.max"):
+    for name in ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control", "memory.max",
+                 "memory.reclaim"):
         (cg / name).write_text("")
+    listing = tmp_path / "delegate"
+    # the kernel's list; memory.oom.group is listed but this cgroup lacks it
+    listing.write_text("cgroup.procs\ncgroup.threads\ncgroup.subtree_control\n"
+                       "memory.oom.group\nmemory.reclaim\n")
     monkeypatch.setattr(cgmode, "CGROUP_ROOT", str(tmp_path))
-    monkeypatch.setattr(cgmode, "detect_mode", lambda: "v2")
+    monkeypatch.setattr(delegation, "DELEGATE_LIST", str(listing))
     container_init._delegate_cgroup("/kubepods/pod/ctr", IDMAP)
     owners = {p.name: (p.stat().st_uid, p.stat().st_gid) for p in [cg, *cg.iterdir()]}
-    assert owners == {"ctr": (131072, 196608), "cgroup.procs": (131072, 196608),
-                      "cgroup.threads": (131072, 196608),
-                      "cgroup.subtree_control": (131072, 196608),
+    mapped = (131072, 196608)
+    assert owners == {"ctr": mapped, "cgroup.procs": mapped, "cgroup.threads": mapped,
+                      "cgroup.subtree_control": mapped, "memory.reclaim": mapped,
                       "memory.max": (0, 0)}  # limits stay the host's
+    assert not (cg / "memory.oom.group").exists()
     assert (cg.parent.stat().st_uid, cg.parent.stat().st_gid) == (0, 0)
-    monkeypatch.setattr(cgmode, "detect_mode", lambda: "hybrid")
-    os.chown(cg, 0, 0)
-    container_init._delegate_cgroup("/kubepods/pod/ctr", IDMAP)
-    assert cg.stat().st_uid == 0  # v1: not delegated
+
+
+def test_delegatable_files_fall_back_to_the_three_core_files(tmp_path: Path) -> None:
+    fallback = ("cgroup.procs", "cgroup.subtree_control", "cgroup.threads")
+    assert delegation.read_delegatable_files(str(tmp_path / "absent")) == fallback
+    assert delegation.delegatable_files("") == fallback
+    assert delegation.delegatable_files("cgroup.procs\n../x\nmemory.reclaim\n") == (
+        "cgroup.procs", "memory.reclaim")
+
+
+def _delegation_spec(**kw: Any) -> ContainerSpec:
+    data: dict[str, Any] = {
+        "id": "c", "rootfs": {"lower": ["/l"], "upper": "/c/u", "work": "/c/w"},
+        "process": {"args": ["sh"]},
+        "namespaces": [{"type": "mount"}, {"type": "cgroup"}],
+        "mounts": [m.to_json() for m in container_spec.default_mounts(delegated_cgroup=True)],
+        "userns": {"path": "/run/pycri/ns/p/user", **MAPS},
+        "cgroup": {"driver": "cgroupfs", "path": "/kubepods/pod/c"}}
+    data.update(kw)
+    return ContainerSpec.from_json(data)
+
+
+@pytest.mark.parametrize("case,mode,expected", [
+    ("delegated", "v2", True),
+    ("cgroup v1", "hybrid", False),
+    ("no user namespace", "v2", False),
+    ("read-only cgroupfs", "v2", False),
+    ("host cgroup namespace", "v2", False),
+    ("no cgroup", "v2", False),
+])
+def test_cgroup_delegation_needs_every_oci_condition(
+        case: str, mode: str, expected: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cgmode, "detect_mode", lambda: mode)
+    kw: dict[str, Any] = {}
+    if case == "no user namespace":
+        kw["userns"] = None
+    elif case == "read-only cgroupfs":
+        kw["mounts"] = [m.to_json() for m in container_spec.default_mounts()]
+    elif case == "host cgroup namespace":
+        kw["namespaces"] = [{"type": "mount"}]
+    elif case == "no cgroup":
+        kw["cgroup"] = None
+    assert container_init.cgroup_delegation(_delegation_spec(**kw)) is expected
+
+
+def test_default_mounts_cgroupfs_is_writable_only_when_delegated() -> None:
+    def cgroup_mount(**kw: bool) -> container_spec.Mount:
+        return next(m for m in container_spec.default_mounts(**kw)
+                    if m.destination == "/sys/fs/cgroup")
+    assert cgroup_mount().readonly and "ro" in cgroup_mount().options
+    delegated = cgroup_mount(delegated_cgroup=True)
+    assert not delegated.readonly and "ro" not in delegated.options
+    sysfs = next(m for m in container_spec.default_mounts(delegated_cgroup=True)
+                 if m.destination == "/sys")
+    assert sysfs.readonly  # only the cgroupfs
 
 
 # -- the contracts' userns fields (docs/architecture.md, contracts 2 and 4) --------------------
@@ -139,3 +197,32 @@ def test_prepare_with_a_pod_user_namespace_idmaps_layers_and_binds(tmp_path: Pat
     upper = (tmp_path / "upper").stat()
     assert (upper.st_uid, upper.st_gid) == (131072, 196608)
     assert (tmp_path / "lower").stat().st_uid == 0  # the shared layer is never chowned
+
+
+def test_idmapped_image_volume_with_sub_path_is_staged_in_the_container_dir(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An overlay image volume with a sub_path in a pod user namespace: its idmapped layers
+    are staged beside the rootfs, never in "/" (read-only on the VM leg's guest; found there:
+    EROFS at CreateContainer)."""
+    import contextlib
+    from collections.abc import Iterator
+
+    from runtime.container_spec import Mount
+    from tests.support.fake_syscalls import RecordingSyscalls
+    staged: list[str] = []
+
+    @contextlib.contextmanager
+    def layers(calls: object, lower: list[str], staging: str, idmap: object,
+               field: str) -> Iterator[list[str]]:
+        staged.append(staging)
+        yield lower
+
+    monkeypatch.setattr(rootfs, "_idmapped_layers", layers)
+    root = tmp_path / "rootfs"
+    root.mkdir()
+    m = Mount(destination="/ivs", type="overlay", source="overlay",
+              options=("ro", "lowerdir=/l2:/l1"), readonly=True, sub_path="etc")
+    with pytest.raises(InvalidArgument, match="sub_path"):  # nothing is really mounted
+        rootfs._sub_path_mount(RecordingSyscalls(), str(root), m, 0, 0, "ro,lowerdir=/l2:/l1",
+                               "mounts[11]", IDMAP)
+    assert staged == [str(tmp_path / ".idmap-mounts-11")]
