@@ -11,7 +11,6 @@ the same run, on the same images, network and client.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -59,17 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         tear_down(runtimes, registry, base)
 
-    rows = report.summarise(samples)
-    print()
-    print(report.table(rows))
+    rows = report.publish(args, samples)
     print()
     for r in rows:
         if r["unit"] == "ms":
             print(f"{r['figure']:<26} pycri p50 {r['pycri_median']:8.2f} p95 {r['pycri_p95']:8.2f}"
                   f"   containerd p50 {r['containerd_median']:8.2f} p95 {r['containerd_p95']:8.2f}")
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    report.write(args.out, rows, json.loads(json.dumps(samples)), settings)
-    print(f"\nwritten to {args.out}/results.json, results.txt, ratios.png")
     return 0
 
 

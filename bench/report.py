@@ -155,3 +155,15 @@ def write(out_dir: Path, rows: list[dict[str, Any]], samples: dict[str, Any],
     ax.invert_yaxis()
     fig.tight_layout()
     fig.savefig(out_dir / "ratios.png", dpi=110)
+
+
+def publish(args: Any, samples: dict[str, Any]) -> list[dict[str, Any]]:
+    """Summarises samples, prints the table and writes it with the run's settings to
+    args.out; the rows, for a caller that prints more."""
+    rows = summarise(samples)
+    print()
+    print(table(rows))
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    write(args.out, rows, json.loads(json.dumps(samples)), settings)
+    print(f"\nwritten to {args.out}/results.json, results.txt, ratios.png")
+    return rows

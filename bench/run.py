@@ -10,7 +10,6 @@ pycri/containerd, and writes results.json, results.txt and ratios.png.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections import defaultdict
@@ -136,12 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         tear_down(runtimes, registry, base)
 
-    rows = report.summarise(samples)
-    print()
-    print(report.table(rows))
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    report.write(args.out, rows, json.loads(json.dumps(samples)), settings)
-    print(f"\nwritten to {args.out}/results.json, results.txt, ratios.png")
+    report.publish(args, samples)
     return 0
 
 

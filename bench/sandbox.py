@@ -11,7 +11,6 @@ network (bridge + host-local + portmap, no port mappings) and client for both ru
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -64,12 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         tear_down(runtimes, registry, base)
 
-    rows = report.summarise(samples)
-    print()
-    print(report.table(rows))
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    report.write(args.out, rows, json.loads(json.dumps(samples)), settings)
-    print(f"\nwritten to {args.out}/results.json, results.txt, ratios.png")
+    report.publish(args, samples)
     return 0
 
 

@@ -26,17 +26,25 @@ def read(path: str) -> str:
     return b"".join(chunks).decode()
 
 
-def read_int(path: str, default: int = 0) -> int:
-    try:
-        value = read(path).strip()
-    except OSError:
+def parse_int(text: str | None, default: int = 0) -> int:
+    """A cgroup file's number: "max" is -1; default for None (unreadable) or no number."""
+    if text is None:
         return default
+    value = text.strip()
     if value == "max":
         return -1
     try:
         return int(value)
     except ValueError:
         return default
+
+
+def read_int(path: str, default: int = 0) -> int:
+    try:
+        text = read(path)
+    except OSError:
+        return default
+    return parse_int(text, default)
 
 
 def write(path: str, value: str, field: str) -> None:

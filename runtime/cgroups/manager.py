@@ -142,7 +142,7 @@ class V1Cgroup:
                     parts: Collection[str] = STAT_PARTS) -> dict[str, int]:
         """The counters of `parts` from the texts of stat_files() (None: a file that could
         not be read); keys of parts not asked for are left out."""
-        usage = _int(texts.get("usage"))
+        usage = fsutil.parse_int(texts.get("usage"))
         out = {"memory_usage_bytes": usage}
         if "memory" in parts:
             mstat = resources.pick_flat_keyed(texts.get("memory.stat") or "", _V1_MEMORY_KEYS)
@@ -154,16 +154,16 @@ class V1Cgroup:
                 "major_page_faults": mstat.get("total_pgmajfault", mstat.get("pgmajfault", 0)),
             })
         if "cpu" in parts:
-            out["cpu_usage_ns"] = _int(texts.get("cpu"))
+            out["cpu_usage_ns"] = fsutil.parse_int(texts.get("cpu"))
         if "swap" in parts:
-            out["swap_usage_bytes"] = max(0, _int(texts.get("memsw"), usage) - usage)
+            out["swap_usage_bytes"] = max(0, fsutil.parse_int(texts.get("memsw"), usage) - usage)
         if "pids" in parts:
-            out["pids_current"] = (_int(texts.get("pids")) if "pids" in self.hierarchies
+            out["pids_current"] = (fsutil.parse_int(texts.get("pids")) if "pids" in self.hierarchies
                                    else len(self.pids()))
         if "events" in parts:
             out["oom_kill_count"] = resources.parse_flat_keyed(
                 texts.get("oom_control") or "").get("oom_kill", 0)
-            out["memory_failcnt"] = _int(texts.get("failcnt"))
+            out["memory_failcnt"] = fsutil.parse_int(texts.get("failcnt"))
         return out
 
     def stats(self, parts: Collection[str] = STAT_PARTS) -> dict[str, int]:
@@ -244,7 +244,7 @@ class V2Cgroup:
 
     def parse_stats(self, texts: Mapping[str, str | None],
                     parts: Collection[str] = STAT_PARTS) -> dict[str, int]:
-        usage = _int(texts.get("usage"))
+        usage = fsutil.parse_int(texts.get("usage"))
         out = {"memory_usage_bytes": usage}
         if "memory" in parts:
             mstat = resources.pick_flat_keyed(texts.get("memory.stat") or "", _V2_MEMORY_KEYS)
@@ -258,10 +258,10 @@ class V2Cgroup:
             cpu = resources.parse_flat_keyed(texts.get("cpu.stat") or "")
             out["cpu_usage_ns"] = cpu.get("usage_usec", 0) * 1000
         if "swap" in parts:
-            out["swap_usage_bytes"] = _int(texts.get("swap"))
+            out["swap_usage_bytes"] = fsutil.parse_int(texts.get("swap"))
         if "pids" in parts:
             pids = texts.get("pids")
-            out["pids_current"] = _int(pids) if pids is not None else len(self.pids())
+            out["pids_current"] = fsutil.parse_int(pids) if pids is not None else len(self.pids())
         if "events" in parts:
             events = resources.parse_flat_keyed(texts.get("events") or "")
             out["oom_kill_count"] = events.get("oom_kill", 0)
@@ -291,18 +291,6 @@ def _read_files(files: Mapping[str, str]) -> dict[str, str | None]:
             out[name] = None
     return out
 
-
-def _int(text: str | None, default: int = 0) -> int:
-    """A cgroup file's number ("max" is -1, as fsutil.read_int); default when unreadable."""
-    if text is None:
-        return default
-    value = text.strip()
-    if value == "max":
-        return -1
-    try:
-        return int(value)
-    except ValueError:
-        return default
 
 
 def _read_or_empty(path: str) -> str:
