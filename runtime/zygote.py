@@ -1,29 +1,27 @@
-"""The zygote: a small single-threaded process that forks pod shims (contract 1 of
-docs/architecture.md).
+"""The zygote: a small single-threaded process that starts the node monitor and hands it
+pods (contract 1 of docs/architecture.md).
 
     python3 -m runtime.zygote --socket <state>/zygote.sock
 
 It pre-imports the shim (and runtime.container_init when present), runs the shim's
 request path once (runtime.shim.warmup: specialised bytecode is shared), calls
-gc.freeze() so forked shims share those pages, then serves JSON lines on its
-unix socket:
+gc.freeze(), then serves JSON lines on its unix socket:
 
-    {"op": "spawn_shim", "pod": <PodSpec JSON, runtime.pod_spec>} -> {"ok": true, "pid": <shim pid>,
-        "pause_pid": int|null, "ns": {type: path}}  once the shim is ready,
-        or {"ok": false, "error": "..."}
-    {"op": "ping"} -> {"ok": true, "pid": <zygote pid>}
-    {"op": "exit"} -> {"ok": true}, then the zygote exits (shims keep running)
+    {"op": "spawn_shim", "pod": <PodSpec JSON, runtime.pod_spec>} -> {"ok": true, "pid": <pid
+        of the monitor serving the pod>, "pause_pid": int|null, "ns": {type: path}} once the
+        pod is served, or {"ok": false, "error": "..."}
+    {"op": "ping"} -> {"ok": true, "pid": <zygote pid>, "monitor_pid": int|null}
+    {"op": "exit"} -> {"ok": true}, then the zygote exits (the monitor and pods keep running)
 
-Each shim is forked once and calls setsid(): a session of its own, no signal
-from the daemon's or the zygote's process group or terminal reaches it, and
-kill -9 of the daemon or the zygote does not touch pods (shims are then
-re-parented like any orphan). The zygote reaps shims that exit while it lives,
-and exits itself within PARENT_CHECK_INTERVAL once the daemon that started it
-is gone (a restarted daemon starts a zygote of its own).
-One fork instead of the classic double fork saves the intermediate process
-(≈ 4 ms of RunPodSandbox: its fork and the teardown of its copied address
-space). Several spawns may be in flight at once; replies come as each shim
-reports ready.
+Every pod is served by one node monitor (runtime.shim.monitor) on <state>/monitor.sock. The
+zygote links to a live one (a connection kept open: the monitor's "zygote" op) or, when none
+answers, forks one from its frozen heap (fork + setsid: a session of its own, so no signal of
+the daemon's or the zygote's process group reaches it, and kill -9 of either leaves it
+running, re-parented like any orphan). Each spawn_shim is forwarded to the monitor as
+spawn_pod on a connection of its own; several may be in flight; replies are passed on as
+they come. The zygote reaps a monitor that exits while it lives, and exits itself within
+PARENT_CHECK_INTERVAL once the daemon that started it is gone (a restarted daemon starts a
+zygote of its own, which links to the same monitor).
 """
 from __future__ import annotations
 
@@ -42,12 +40,14 @@ from typing import Any
 
 from pycri_common.errors import InvalidArgument
 from runtime import keeper, syscalls
+from runtime.lines import recv_line
 from runtime.pod_spec import PodSpec
-from runtime.shim import main as shim_main
+from runtime.shim import monitor as monitor_mod
 from runtime.shim import warmup as shim_warmup
 
 SPAWN_TIMEOUT = 60.0
 PARENT_CHECK_INTERVAL = 2.0  # seconds
+MONITOR_LINK_TIMEOUT = 10.0  # a live monitor answers its "zygote" op within this
 
 
 def _preimport() -> None:
@@ -67,18 +67,107 @@ class _Client:
 
 
 class Zygote:
-    def __init__(self, listener: socket.socket) -> None:
+    def __init__(self, listener: socket.socket, state_dir: str) -> None:
         self.listener = listener
+        self.state_dir = state_dir
         self.sel = selectors.DefaultSelector()
         self.sel.register(listener, selectors.EVENT_READ, self._accept)
-        self.spawns: dict[int, tuple[_Client, bytes, float]] = {}  # ready fd -> client
-        self.spawn_pods: dict[int, PodSpec] = {}  # ready fd -> pod spec
+        self.spawns: dict[int, tuple[_Client, bytes, float]] = {}  # monitor conn fd -> client
+        self.spawn_pods: dict[int, PodSpec] = {}  # monitor conn fd -> pod spec
+        self.spawn_socks: dict[int, socket.socket] = {}
         self.running = True
         self._clients: dict[int, _Client] = {}
+        self.link: socket.socket | None = None   # to the monitor (runtime.shim.monitor)
+        self.monitor_pid: int | None = None
+
+    # --- the monitor ----------------------------------------------------------------
+    def _connect_monitor(self, req: dict[str, Any], timeout: float) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(monitor_mod.socket_path(self.state_dir))
+            sock.sendall(json.dumps(req).encode() + b"\n")
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def _try_link(self) -> bool:
+        try:
+            sock = self._connect_monitor({"op": "zygote"}, MONITOR_LINK_TIMEOUT)
+        except OSError:
+            return False
+        try:
+            got = recv_line(sock)
+            reply = json.loads(got[0]) if got else {}
+        except (OSError, ValueError):
+            reply = {}
+        if not isinstance(reply, dict) or not reply.get("ok"):
+            sock.close()
+            return False
+        self.link = sock
+        self.monitor_pid = int(reply.get("pid") or 0) or None
+        sock.setblocking(False)
+        self.sel.register(sock, selectors.EVENT_READ, self._link_readable)
+        return True
+
+    def _link_readable(self, sock: socket.socket) -> None:
+        try:
+            data = sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the monitor is gone: the next spawn starts a new one
+            self._drop_link()
+
+    def _drop_link(self) -> None:
+        if self.link is not None:
+            self.sel.unregister(self.link)
+            self.link.close()
+            self.link = None
+            self.monitor_pid = None
+
+    def _start_monitor(self) -> None:
+        """Fork the monitor on a listener bound here (so the socket answers at once)."""
+        path = monitor_mod.socket_path(self.state_dir)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            listener.bind(path)
+            os.chmod(path, 0o600)
+            listener.listen(128)
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    signal.set_wakeup_fd(-1)
+                    os.setsid()
+                    fd = listener.fileno()
+                    os.closerange(3, fd)
+                    os.closerange(fd + 1, 1 << 20)
+                    monitor_mod.run_monitor(listener, self.state_dir)
+                finally:
+                    os._exit(1)
+        finally:
+            listener.close()
+
+    def ensure_monitor(self) -> None:
+        """Linked to a live monitor, started when none answers (OSError when that fails)."""
+        if self.link is not None:
+            return
+        if self._try_link():
+            return
+        self._start_monitor()
+        if not self._try_link():
+            raise OSError(f"the monitor started on {monitor_mod.socket_path(self.state_dir)} "
+                          "does not answer (see monitor.log there)")
 
     def _reap(self, wakeup: int) -> None:
-        """Shims are our children (one fork + setsid; no intermediate to wait for): reap the
-        ones that exit while we live. Once we are gone they are re-parented like orphans."""
+        """The monitor is our child (one fork + setsid): reaped if it exits while we live.
+        Once we are gone it is re-parented like any orphan."""
         try:
             while os.read(wakeup, 512):
                 pass
@@ -91,6 +180,10 @@ class Zygote:
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         self.sel.register(wake_r, selectors.EVENT_READ, self._reap)
+        try:
+            self.ensure_monitor()  # now, not in the first RunPodSandbox
+        except OSError as e:
+            print(f"zygote: no monitor yet (retried per spawn): {e}", file=sys.stderr)
         daemon = os.getppid()
         while self.running:
             if os.getppid() != daemon:
@@ -164,7 +257,7 @@ class Zygote:
             self._send(client, {"ok": False, "error": f"bad request: {e}"})
             return
         if op == "ping":
-            self._send(client, {"ok": True, "pid": os.getpid()})
+            self._send(client, {"ok": True, "pid": os.getpid(), "monitor_pid": self.monitor_pid})
         elif op == "exit":
             self._send(client, {"ok": True})
             self.running = False
@@ -179,22 +272,25 @@ class Zygote:
             self._send(client, {"ok": False, "error": f"unknown op {op!r}"})
 
     def _spawn(self, client: _Client, pod: PodSpec) -> None:
-        r, w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:
+        req = {"op": "spawn_pod", "pod": pod.to_json()}
+        sock = None
+        for _attempt in range(2):  # a monitor that just died: once more with a new one
             try:
-                signal.set_wakeup_fd(-1)
-                os.setsid()
-                os.closerange(3, w)
-                os.closerange(w + 1, 1 << 20)
-                shim_main.run_shim(pod, w)
-            finally:
-                os._exit(1)
-        os.close(w)
-        os.set_blocking(r, False)
-        self.spawns[r] = (client, b"", time.monotonic() + SPAWN_TIMEOUT)
-        self.spawn_pods[r] = pod
-        self.sel.register(r, selectors.EVENT_READ, self._ready_data)
+                self.ensure_monitor()
+                sock = self._connect_monitor(req, 5.0)
+                break
+            except OSError as e:
+                self._drop_link()
+                error = f"cannot reach the monitor: {e}"
+        if sock is None:
+            self._send(client, {"ok": False, "error": error})
+            return
+        sock.setblocking(False)
+        fd = sock.fileno()
+        self.spawn_socks[fd] = sock
+        self.spawns[fd] = (client, b"", time.monotonic() + SPAWN_TIMEOUT)
+        self.spawn_pods[fd] = pod
+        self.sel.register(fd, selectors.EVENT_READ, self._ready_data)
 
     def _ready_data(self, fd: int) -> None:
         client, buf, deadline = self.spawns[fd]
@@ -212,8 +308,8 @@ class Zygote:
             except ValueError:
                 msg = None
             if not isinstance(msg, dict):
-                msg = {"ok": False, "error": "shim exited during start-up without a report "
-                                             "(see shim.log in its shim_dir)"}
+                msg = {"ok": False, "error": "the monitor closed the connection without a "
+                                             "reply (see monitor.log and the pod's shim.log)"}
             self._finish_spawn(fd, msg)
             return
         self.spawns[fd] = (client, buf, deadline)
@@ -243,7 +339,7 @@ class Zygote:
                 ok = False
             self.spawns.pop(fd)
             pod = self.spawn_pods.pop(fd)
-            os.close(fd)
+            self.spawn_socks.pop(fd).close()
             if ok:
                 _stop_unwanted_shim(pod)
 
@@ -251,7 +347,7 @@ class Zygote:
         client, _, _ = self.spawns.pop(fd)
         pod = self.spawn_pods.pop(fd)
         self.sel.unregister(fd)
-        os.close(fd)  # a shim still starting up sees EPIPE on its report and undoes itself
+        self.spawn_socks.pop(fd).close()  # a reply after this: the monitor undoes the pod
         delivered = client.sock.fileno() >= 0 and self._send(client, msg)
         if msg.get("ok") and not delivered:
             _stop_unwanted_shim(pod)
@@ -289,11 +385,12 @@ def main(argv: list[str] | None = None) -> int:
     listener.setblocking(False)
     gc.collect()
     gc.freeze()
-    zygote = Zygote(listener)
+    zygote = Zygote(listener, os.path.dirname(os.path.abspath(args.socket)))
     try:
         zygote.serve()
     finally:
         zygote.abandon_pending()
+        zygote._drop_link()
         listener.close()
         try:
             os.unlink(args.socket)

@@ -63,6 +63,11 @@ class ZygoteClient:
         """The zygote's pid; raises ZygoteError if it does not answer."""
         return int(self._call({"op": "ping"}, timeout)["pid"])
 
+    def monitor_pid(self, timeout: float = 2.0) -> int | None:
+        """The pid of the monitor the zygote is linked to (None: none yet)."""
+        pid = self._call({"op": "ping"}, timeout).get("monitor_pid")
+        return int(pid) if pid else None
+
     def spawn_shim_info(self, pod_spec: PodSpec) -> dict[str, Any]:
         """Start a shim for the pod; returns {"pid", "pause_pid", "ns"} once it is ready."""
         reply = self._call({"op": "spawn_shim", "pod": pod_spec.to_json()})

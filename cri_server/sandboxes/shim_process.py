@@ -1,13 +1,24 @@
-"""Finding and ending a pod's shim when its control socket no longer answers."""
+"""Finding what serves a pod, and ending what a pod leaves when its control socket no longer
+answers.
+
+A pod is served by the node monitor (runtime.shim.monitor, comm "pycri-monitor"), which
+serves every other pod too: `shim.pid` in the pod's shim_dir names it. A per-pod shim
+("pycri-shim") is what daemons before the monitor started; both count as "the shim of" a
+pod here, but only a per-pod shim is ever killed.
+"""
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import time
 
 from runtime import keeper
 
 SHIM_COMM = "pycri-shim"
+MONITOR_COMM = "pycri-monitor"   # runtime.shim.monitor.MONITOR_COMM
+_SERVING = (SHIM_COMM, MONITOR_COMM)
 
 
 def pid_from_file(shim_dir: str) -> int | None:
@@ -18,11 +29,20 @@ def pid_from_file(shim_dir: str) -> int | None:
         return None
 
 
-def is_shim(pid: int) -> bool:
-    """True while pid is a live (non-zombie) pycri shim process."""
+def _comm(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/comm") as f:
-            if f.read().strip() != SHIM_COMM:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def is_shim(pid: int) -> bool:
+    """True while pid is a live (non-zombie) process serving pods: the monitor, or a per-pod
+    shim of an older daemon."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            if f.read().strip() not in _SERVING:
                 return False
         with open(f"/proc/{pid}/stat") as f:
             state = f.read().rsplit(")", 1)[1].split()[0]
@@ -32,8 +52,8 @@ def is_shim(pid: int) -> bool:
 
 
 def is_shim_of(pid: int, shim_dir: str) -> bool:
-    """pid is a live shim serving shim_dir (its stdout is <shim_dir>/shim.log, or its pid file
-    names it): guards against a recycled pid that now belongs to another pod's shim."""
+    """pid is a live process serving shim_dir (its pid file names it, or, for a per-pod shim,
+    its stdout is <shim_dir>/shim.log): guards against a recycled pid."""
     if not is_shim(pid):
         return False
     log = os.path.join(shim_dir, "shim.log")
@@ -47,13 +67,16 @@ def is_shim_of(pid: int, shim_dir: str) -> bool:
 
 
 def kill_stale_shim(shim_dir: str, known_pid: int = 0, timeout: float = 5.0) -> None:
-    """SIGKILLs the shim of shim_dir (pid file or the recorded pid) if it is still alive.
-
-    Its pause-holder dies with it (PDEATHSIG). Waits until it is gone.
-    """
+    """Ends what serves shim_dir (pid file or the recorded pid) if it is still alive: a
+    per-pod shim is SIGKILLed (and waited for); the monitor, which serves other pods too, is
+    never killed: it is asked to stop serving this pod (drop_pod) instead. Its pod's processes
+    are then kill_pod_processes' to end."""
     pids = {p for p in (pid_from_file(shim_dir), known_pid) if p}
     for pid in pids:
         if not is_shim_of(pid, shim_dir):
+            continue
+        if _comm(pid) == MONITOR_COMM:
+            _drop_from_monitor(shim_dir)
             continue
         try:
             os.kill(pid, signal.SIGKILL)
@@ -63,6 +86,26 @@ def kill_stale_shim(shim_dir: str, known_pid: int = 0, timeout: float = 5.0) -> 
         while is_shim(pid) and time.monotonic() < deadline:
             time.sleep(0.01)
 
+
+def monitor_socket(shim_dir: str) -> str:
+    """<state>/monitor.sock for <state>/shims/<pod> (cri_server.paths lays them out so)."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(shim_dir))),
+                        "monitor.sock")
+
+
+def _drop_from_monitor(shim_dir: str, timeout: float = 5.0) -> None:
+    """Best effort: the monitor forgets the pod (its socket, fds and objects)."""
+    req = {"op": "drop_pod", "pod_id": os.path.basename(os.path.abspath(shim_dir))}
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(monitor_socket(shim_dir))
+        sock.sendall(json.dumps(req).encode() + b"\n")
+        sock.recv(4096)
+    except OSError:
+        pass
+    finally:
+        sock.close()
 
 
 def kill_pod_processes(shim_dir: str, pause_pid: int = 0) -> None:

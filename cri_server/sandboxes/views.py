@@ -59,7 +59,7 @@ def verbose_info(rec: SandboxRecord, cni_result: dict[str, Any] | None) -> dict[
         "id": rec.id,
         "state": rec.state,
         "pid": rec.pause_pid,
-        "shimPid": rec.shim_pid,
+        "shimPid": rec.shim_pid,   # the monitor serving the pod (runtime.shim.monitor)
         "netnsPath": rec.netns_path,
         "namespacePaths": rec.ns_paths,
         "pidMode": rec.pid_mode,

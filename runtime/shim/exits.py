@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 
 from pycri_common.errors import DeadlineExceeded, FailedPrecondition, PycriError
 from runtime.shim import frames, oom, protocol, statusfile, stdio
@@ -80,7 +79,7 @@ class Exits:
     def _remove_cgroup(self, c: Container) -> None:
         error = oom.remove_container_cgroup(c.spec)
         if error:
-            print(f"pycri-shim {self.pod.pod_id}: container {c.id}: {error}", file=sys.stderr)
+            self.pod.log(f"pod {self.pod.pod_id}: container {c.id}: {error}")
 
     def op_wait(self, conn: Connection, req: protocol.Wait) -> protocol.ContainerState | None:
         c = self.pod.container(req.container_id)

@@ -1,5 +1,11 @@
 """A small single-threaded event loop: epoll readiness callbacks + timers.
 
+Owners (runtime.shim.monitor serves every pod from one loop): each callback is registered
+with the loop's current `owner` (whatever was running when it was added: a pod's callbacks
+register more callbacks of that pod) and runs with `owner` set to it again. With an
+`on_error(owner, exc)` handler an exception in a callback goes there instead of out of
+run(), and a reader that raised is dropped (so it cannot spin); without one it propagates.
+
 Also BufferedWriter, which writes to a non-blocking fd without ever blocking the
 loop: data is queued and flushed when the fd is writable, with a byte limit.
 """
@@ -17,25 +23,48 @@ Callback = Callable[[], None]
 
 
 class Timer:
-    __slots__ = ("callback", "cancelled", "deadline")
+    __slots__ = ("callback", "cancelled", "deadline", "owner")
 
-    def __init__(self, deadline: float, callback: Callback) -> None:
+    def __init__(self, deadline: float, callback: Callback, owner: object = None) -> None:
         self.deadline = deadline
         self.callback = callback
         self.cancelled = False
+        self.owner = owner
 
     def cancel(self) -> None:
         self.cancelled = True
 
 
+ErrorHandler = Callable[[object, Exception], None]
+
+
 class Loop:
-    def __init__(self) -> None:
+    def __init__(self, on_error: ErrorHandler | None = None) -> None:
         self._sel = selectors.DefaultSelector()
-        self._readers: dict[int, Callback] = {}
-        self._writers: dict[int, Callback] = {}
+        self._readers: dict[int, tuple[Callback, object]] = {}
+        self._writers: dict[int, tuple[Callback, object]] = {}
         self._timers: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
         self.running = False
+        #: whose callbacks run now (and are registered now); see the module docstring
+        self.owner: object = None
+        self._on_error = on_error
+
+    def call_as(self, owner: object, cb: Callback) -> bool:
+        """Run cb with `owner` current; False when it raised and on_error took it."""
+        prev, self.owner = self.owner, owner
+        try:
+            if self._on_error is None:
+                cb()
+                return True
+            try:
+                cb()
+                return True
+            except Exception as e:  # noqa: BLE001 - one owner's failure, not the loop's
+                self._on_error(owner, e)
+                return False
+        finally:
+            self.owner = prev
 
     # --- fd callbacks -------------------------------------------------------
     def _update(self, fd: int) -> None:
@@ -55,7 +84,7 @@ class Loop:
             self._sel.register(fd, mask)
 
     def add_reader(self, fd: int, cb: Callback) -> None:
-        self._readers[fd] = cb
+        self._readers[fd] = (cb, self.owner)
         self._update(fd)
 
     def remove_reader(self, fd: int) -> None:
@@ -63,7 +92,7 @@ class Loop:
             self._update(fd)
 
     def add_writer(self, fd: int, cb: Callback) -> None:
-        self._writers[fd] = cb
+        self._writers[fd] = (cb, self.owner)
         self._update(fd)
 
     def remove_writer(self, fd: int) -> None:
@@ -78,7 +107,7 @@ class Loop:
 
     # --- timers ---------------------------------------------------------------
     def call_later(self, delay: float, cb: Callback) -> Timer:
-        t = Timer(time.monotonic() + max(0.0, delay), cb)
+        t = Timer(time.monotonic() + max(0.0, delay), cb, self.owner)
         heapq.heappush(self._timers, (t.deadline, next(self._seq), t))
         return t
 
@@ -93,15 +122,19 @@ class Loop:
         for key, mask in events:
             fd = key.fd
             if mask & selectors.EVENT_READ and fd in self._readers:
-                self._readers[fd]()
+                cb, owner = self._readers[fd]
+                if not self.call_as(owner, cb) and self._readers.get(fd, (None,))[0] is cb:
+                    self.remove_reader(fd)  # it raised: it would raise again on the next turn
             if mask & selectors.EVENT_WRITE and fd in self._writers:
-                self._writers[fd]()
+                cb, owner = self._writers[fd]
+                if not self.call_as(owner, cb) and self._writers.get(fd, (None,))[0] is cb:
+                    self.remove_writer(fd)
         now = time.monotonic()
         while self._timers and self._timers[0][0] <= now:
             _, _, t = heapq.heappop(self._timers)
             if not t.cancelled:
                 t.cancelled = True
-                t.callback()
+                self.call_as(t.owner, t.callback)
 
     def run(self) -> None:
         self.running = True

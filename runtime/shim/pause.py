@@ -18,8 +18,8 @@ import json
 import os
 import select
 import signal
-import sys
 import time
+from collections.abc import Callable
 from typing import NoReturn
 
 from pycri_common.timeouts import scaled
@@ -46,7 +46,7 @@ def _child(name: str, types: list[str], hostname: str, sysctls: dict[str, str], 
             os._exit(1)  # the shim died while forking us
         signal.set_wakeup_fd(-1)
         os.closerange(3, report_w)
-        os.closerange(report_w + 1, 65536)
+        os.closerange(report_w + 1, 1 << 20)  # a monitor's fds go high (RLIMIT_NOFILE)
         null = os.open("/dev/null", os.O_RDWR)  # do not keep the shim's log open
         for target in (0, 1, 2):
             os.dup2(null, target)
@@ -172,7 +172,7 @@ def _pause_cgroup(pod: PodSpec) -> tuple[str, str] | None:
     return path, pause_cgroup_path(path, pod.cgroup.driver, pod.pod_id, cgroups.detect_mode())
 
 
-def join_pod_cgroup(pod: PodSpec, pid: int) -> None:
+def join_pod_cgroup(pod: PodSpec, pid: int, log: Callable[[str], None]) -> None:
     """Put the pause-holder into the pod cgroup the daemon made (best effort, like the
     sandbox container of containerd; a failure is logged in shim.log)."""
     found = None
@@ -186,11 +186,10 @@ def join_pod_cgroup(pod: PodSpec, pid: int) -> None:
             cgroups.attach(found[1], pid)
     except Exception as e:  # noqa: BLE001
         where = found[1] if found else "of the pod"
-        print(f"pycri-shim {pod.pod_id}: pause-holder not moved to cgroup {where}: {e}",
-              file=sys.stderr)
+        log(f"pod {pod.pod_id}: pause-holder not moved to cgroup {where}: {e}")
 
 
-def remove_pause_cgroup(pod: PodSpec) -> None:
+def remove_pause_cgroup(pod: PodSpec, log: Callable[[str], None]) -> None:
     """v2: remove the pause-holder's own leaf cgroup once it is gone (best effort; the pod
     cgroup's removal by the daemon recurses anyway)."""
     if pod.cgroup is not None and pod.cgroup.driver == "systemd":
@@ -200,4 +199,4 @@ def remove_pause_cgroup(pod: PodSpec) -> None:
         if found is not None and found[1] != found[0]:
             cgroups.remove_cgroup(found[1], timeout=1.0)
     except Exception as e:  # noqa: BLE001 - best effort; the pod cgroup removal recurses
-        print(f"pycri-shim {pod.pod_id}: pause cgroup not removed: {e}", file=sys.stderr)
+        log(f"pod {pod.pod_id}: pause cgroup not removed: {e}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal as signal_mod
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -29,8 +30,14 @@ def close_fd(fd: int) -> None:
             pass
 
 
+def log_to_stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
 class PodState:
-    def __init__(self, pod: PodSpec, loop: Loop, pause_pid: int | None) -> None:
+    def __init__(self, pod: PodSpec, loop: Loop, pause_pid: int | None,
+                 log: Callable[[str], None] = log_to_stderr,
+                 unclaimed: dict[int, int] | None = None) -> None:
         self.pod = pod
         self.pod_id = self.pod.pod_id
         self.shim_dir = self.pod.shim_dir
@@ -41,7 +48,11 @@ class PodState:
         self.containers: dict[str, Container] = {}
         self.execs: dict[str, ExecProcess] = {}
         self.pids: dict[int, PidEntry] = {}
-        self.unclaimed: dict[int, int] = {}  # reaped before anyone said whose they are
+        #: reaped before anyone said whose they are (one dict for every pod of a monitor: a
+        #: pid reaped there is not known to be this pod's until it is tracked)
+        self.unclaimed: dict[int, int] = {} if unclaimed is None else unclaimed
+        #: one line to this pod's shim.log (runtime.shim.monitor: never the process's stdout)
+        self.log = log
         self.shutting_down = False
         #: called whenever a container or exec ended (runtime.shim.shutdown finishes then)
         self.on_settled: Callable[[], None] = lambda: None

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import os
 import socket
+import traceback
 from collections.abc import Callable
 from typing import Any
 
-from pycri_common.errors import FailedPrecondition
+from pycri_common.errors import FailedPrecondition, PycriError
 from runtime.pod_spec import PodSpec
 from runtime.shim import protocol, stdio
 from runtime.shim.containers import Containers
@@ -25,7 +26,7 @@ from runtime.shim.control import Connection
 from runtime.shim.execs import Execs
 from runtime.shim.exits import Exits
 from runtime.shim.loop import Loop
-from runtime.shim.podstate import PodState, close_fd
+from runtime.shim.podstate import PodState, close_fd, log_to_stderr
 from runtime.shim.reaper import Reaper
 from runtime.shim.records import State
 from runtime.shim.shutdown import Shutdown
@@ -38,9 +39,17 @@ Op = Callable[[Connection, Any], "protocol.Reply | None"]
 
 
 class Shim:
+    """One pod's objects and its control socket. `log`, `unclaimed`, `on_done` and `dispatch`
+    are what runtime.shim.monitor gives each pod it hosts (PodState, Shutdown say what they
+    are); the defaults are those of a process serving one pod."""
+
     def __init__(self, pod: PodSpec, loop: Loop, pause_pid: int | None,
-                 pinned: dict[str, str], listener: socket.socket) -> None:
-        self.state = PodState(pod, loop, pause_pid)
+                 pinned: dict[str, str], listener: socket.socket, *,
+                 log: Callable[[str], None] = log_to_stderr,
+                 unclaimed: dict[int, int] | None = None,
+                 on_done: Callable[[], None] | None = None,
+                 dispatch: Callable[[int, int], None] | None = None) -> None:
+        self.state = PodState(pod, loop, pause_pid, log, unclaimed)
         self.loop = loop
         self.pinned = pinned
         self.listener = listener
@@ -49,7 +58,7 @@ class Shim:
         self.containers = Containers(self.state, self.exits)
         self.execs = Execs(self.state)
         self.reaper = Reaper(self.state, self.containers, self.exits, self.execs)
-        self.shutdown = Shutdown(self.state, self.execs, self.reaper, listener)
+        self.shutdown = Shutdown(self.state, self.execs, self.reaper, listener, on_done, dispatch)
         # By op name, not a match over the request classes: each class a request touches
         # costs a copied page in every shim (the zygote's objects are shared until written,
         # and a reference count is a write). Each handler's own signature names its class.
@@ -72,6 +81,11 @@ class Shim:
 
     def stop_pause(self) -> None:
         self.shutdown.stop_pause()
+
+    def close_connections(self) -> None:
+        """Close every client connection (the pod is done; replies were sent)."""
+        for conn in list(self.conns):
+            conn.close()
 
     # --- connections ----------------------------------------------------------
     def _accept(self) -> None:
@@ -103,6 +117,12 @@ class Shim:
                 self.execs.op_exec(conn, req, taken)
                 return None
             return self._ops[op](conn, req)
+        except PycriError:
+            raise
+        except Exception as e:  # a bug: INTERNAL to the caller (control.py), logged here
+            self.state.log(f"pod {self.state.pod_id}: {line.get('op')!r} failed:\n"
+                           + "".join(traceback.format_exception(type(e), e, e.__traceback__)))
+            raise
         finally:
             for fd in fds:
                 close_fd(fd)

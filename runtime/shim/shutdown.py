@@ -2,7 +2,8 @@
 
 SIGTERM to running containers, SIGKILL after the grace period, SIGKILL at once to created
 ones and to execs; once every container has ended: stop the pause-holder, unpin the
-namespaces, remove shim.sock and shim.pid (status files stay), reply, stop the loop.
+namespaces, remove shim.sock and shim.pid (status files stay), reply, then `on_done` (the
+standalone loop stops; runtime.shim.monitor forgets the pod).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 import os
 import signal
 import socket
+from collections.abc import Callable
 
 from pycri_common.errors import PycriError
 from runtime.shim import namespaces, pause, protocol, stdio
@@ -24,12 +26,16 @@ _ENDED = (State.EXITED, State.DISCARDED)
 
 class Shutdown:
     def __init__(self, pod: PodState, execs: Execs, reaper: Reaper,
-                 listener: socket.socket) -> None:
+                 listener: socket.socket, on_done: Callable[[], None] | None = None,
+                 dispatch: Callable[[int, int], None] | None = None) -> None:
         self.pod = pod
         self.loop = pod.loop
         self.execs = execs
         self.reaper = reaper
         self.listener = listener
+        self.on_done = on_done if on_done is not None else self.loop.stop
+        #: who gets a child reaped while waiting for the pause-holder (a monitor: its pod)
+        self.dispatch = dispatch if dispatch is not None else reaper.child_exited
         self.conns: list[Connection] = []
         self.finished = False
         pod.on_settled = self.check
@@ -91,7 +97,7 @@ class Shutdown:
                 conn.sock.sendall(line)
             except OSError:
                 pass
-        self.loop.stop()
+        self.on_done()
 
     def stop_pause(self) -> None:
         """SIGKILL the pause-holder and reap until it is gone. With a pod PID namespace the
@@ -101,17 +107,26 @@ class Shutdown:
         if pause_pid is None or not self.pod.pause_alive:
             return
         self.pod.pids.pop(pause_pid, None)
+        ours = _parent_of(pause_pid) == os.getpid()  # not after a successor took the pod over
         try:
             os.kill(pause_pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        while True:
+        while ours:
             try:
                 pid, status = os.waitpid(-1, 0)
             except ChildProcessError:
                 break
             if pid == pause_pid:
                 break
-            self.reaper.child_exited(pid, status)
+            self.dispatch(pid, status)
         self.pod.pause_alive = False
-        pause.remove_pause_cgroup(self.pod.pod)
+        pause.remove_pause_cgroup(self.pod.pod, self.pod.log)
+
+
+def _parent_of(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 from typing import Any, NoReturn
 
 from runtime import keeper as keeper_mod
 from runtime.container_spec import ContainerSpec
+
+#: the RLIMIT_NOFILE children get back (runtime.shim.monitor raised its own; None: unchanged)
+child_nofile: tuple[int, int] | None = None
 
 _RESET_SIGNALS = (signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM,
                   signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
@@ -26,6 +30,8 @@ def _prepare_child(stdio: tuple[int, int, int], keep: tuple[int, ...]) -> None:
     for sig in _RESET_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    if child_nofile is not None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, child_nofile)
     # stdio fds are >= 3 (the shim's own 0-2 are always open), so no clobbering
     for target, fd in enumerate(stdio):
         os.dup2(fd, target, inheritable=True)

@@ -37,7 +37,7 @@ def pod(env: ShimEnv) -> Iterator[tuple[ShimClient, str]]:
     finally:
         client.shutdown(grace=0)
         del env.pods[pod_id]
-        assert wait_gone([info["pid"], info["pause_pid"]])
+        assert wait_gone([info["pause_pid"]])
 
 
 def run_to_exit(env: ShimEnv, client: ShimClient, pod_id: str, cid: str, args: list[str],
@@ -332,7 +332,7 @@ def test_delete_running_and_shutdown_with_running_containers(env: ShimEnv) -> No
     t0 = time.monotonic()
     client.shutdown(grace=0.5)
     assert time.monotonic() - t0 < 5
-    assert wait_gone([pid_b, pid_c, info["pid"], info["pause_pid"]])
+    assert wait_gone([pid_b, pid_c, info["pause_pid"]])
     states = read_states(env.pods["shutdown-pod"]["spec"]["shim_dir"])
     assert states["b"].state == "exited" and states["b"].exit_code == 128 + signal.SIGTERM
     del env.pods["shutdown-pod"]

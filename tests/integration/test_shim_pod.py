@@ -67,7 +67,8 @@ def test_pod_namespaces_differ_from_host_and_are_pinned(env: ShimEnv) -> None:
     ns_dir = env.pods["nsnew"]["spec"]["ns_dir"]
     assert len(mounted_under(ns_dir)) == 3
     client.shutdown(grace=0)
-    assert wait_gone([info["pid"], pause])
+    assert wait_gone([pause])
+    assert not process_gone(info["pid"])  # the pod ended, not the monitor
     assert mounted_under(ns_dir) == []
     assert not os.path.exists(ns_dir)
     assert not os.path.exists(os.path.join(env.pods["nsnew"]["spec"]["shim_dir"], "shim.sock"))
@@ -103,7 +104,7 @@ def test_pid_pod_mode_makes_pause_holder_pid_1_and_it_reaps(env: ShimEnv) -> Non
         assert time.monotonic() < deadline, "orphan not reaped by the pause-holder"
         time.sleep(0.02)
     client.shutdown(grace=0)
-    assert wait_gone([info["pid"], pause])
+    assert wait_gone([pause])
 
 
 def _pid_in_ns_running(pause: int, cmdline: bytes) -> int | None:
@@ -124,7 +125,8 @@ def test_host_network_pod_shares_host_namespaces(env: ShimEnv) -> None:
     assert info["pause_pid"] is None and info["ns"] == {}
     assert client.hello().ns == {}
     client.shutdown(grace=0)
-    assert wait_gone([info["pid"]])
+    assert not os.path.exists(os.path.join(env.pods["hostnet"]["spec"]["shim_dir"], "shim.sock"))
+    assert not process_gone(info["pid"])  # the monitor serves on (with zero pods)
 
 
 def test_sysctls_applied_inside_the_pod_only(env: ShimEnv) -> None:
@@ -143,7 +145,7 @@ def test_sysctls_applied_inside_the_pod_only(env: ShimEnv) -> None:
     with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
         assert f.read().strip() == host_port_start
     client.shutdown(grace=0)
-    assert wait_gone([info["pid"], info["pause_pid"]])
+    assert wait_gone([info["pause_pid"]])
 
 
 @pytest.mark.parametrize("sysctls,needle", [
@@ -261,7 +263,7 @@ def test_pause_holder_joins_the_pod_cgroup(env: ShimEnv) -> None:
             assert any(line.rstrip().endswith(":" + path) for line in f)
         ShimClient(spec["shim_dir"]).shutdown(grace=0)
         del env.pods["cgpod"]
-        assert wait_gone([info["pid"], info["pause_pid"]])
+        assert wait_gone([info["pause_pid"]])
     finally:
         cgroups.remove_cgroup(path)
 
@@ -273,7 +275,7 @@ def test_second_shim_for_the_same_pod_is_refused(env: ShimEnv) -> None:
     assert client.hello().shim_pid == info["pid"]
     assert len(mounted_under(env.pods["twice"]["spec"]["ns_dir"])) == 3
     client.shutdown(grace=0)
-    assert wait_gone([info["pid"], info["pause_pid"]])
+    assert wait_gone([info["pause_pid"]])
 
 
 def _zygote_children(env: ShimEnv) -> list[int]:
@@ -324,4 +326,4 @@ def test_unknown_op_and_bad_requests(env: ShimEnv) -> None:
         client.call("create", container_id="x", spec={"id": "x"})
     assert client.delete("never-existed") is False
     client.shutdown(grace=0)
-    assert wait_gone([info["pid"], info["pause_pid"]])
+    assert wait_gone([info["pause_pid"]])
