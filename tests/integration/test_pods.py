@@ -212,7 +212,7 @@ def test_status_fields(cri, pod_ids) -> None:  # type: ignore[no-untyped-def]
     assert st.linux.namespaces.options.network == api_pb2.POD
     info = json.loads(resp.info["info"])
     assert info["pid"] > 0 and info["shimPid"] > 0
-    assert Path(f"/proc/{info['shimPid']}/comm").read_text().strip() == "pycri-shim"
+    assert Path(f"/proc/{info['shimPid']}/comm").read_text().strip() == "pycri-monitor"
     assert info["config"]["metadata"]["name"] == cfg.metadata.name
     assert info["cniResult"]["ips"][0]["address"].startswith(st.network.ip + "/")
     assert pods.status(cri, pod_id).info == {}

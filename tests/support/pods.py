@@ -154,16 +154,15 @@ def tcp_hello_from_netns(netns: str, ip: str, port: int = 8080) -> str:
     return r.stdout.strip()
 
 
-def shim_pids_of(base: Path) -> list[int]:
-    """Live pycri shims whose files live under a test daemon's dir (their pause-holders die
-    with them)."""
+def _serving_processes(base: Path) -> list[tuple[int, list[str]]]:
+    """(pid, the paths of its fds) of every live monitor or per-pod shim with an fd under base."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             comm = Path(f"/proc/{entry}/comm").read_text().strip()
-            if comm != "pycri-shim":
+            if comm not in ("pycri-shim", "pycri-monitor"):
                 continue
             stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
             if stat == "Z":
@@ -172,8 +171,20 @@ def shim_pids_of(base: Path) -> list[int]:
         except OSError:
             continue
         if any(str(base) in fd for fd in fds):
-            found.append(int(entry))
+            found.append((int(entry), fds))
     return found
+
+
+def shim_pids_of(base: Path) -> list[int]:
+    """Live processes serving a pod of a test daemon's dir: the monitor while it holds some
+    pod's shim.log (it serves that pod), a per-pod shim. A monitor with no pods is not one."""
+    return [pid for pid, fds in _serving_processes(base)
+            if any(str(base) in fd and fd.endswith("/shim.log") for fd in fds)]
+
+
+def monitor_pids_of(base: Path) -> list[int]:
+    """Every live monitor (or per-pod shim) of a test daemon's dir, serving pods or not."""
+    return [pid for pid, _ in _serving_processes(base)]
 
 
 def wait_until(cond: Any, timeout: float = 10.0, interval: float = 0.05) -> bool:
