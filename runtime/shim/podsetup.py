@@ -27,6 +27,10 @@ from runtime.shim.loop import Loop
 from runtime.shim.pause import join_pod_cgroup, remove_pause_cgroup, start_pause_holder
 from runtime.shim.server import Shim
 
+#: test hook: a pod whose hostname this names fails its set-up once its socket is bound (the
+#: last step), so tests see every step before it undone
+FAULT_ENV = "PYCRI_TEST_FAIL_POD_SETUP"
+
 #: the files of a served pod under its shim_dir that go with it (status files stay)
 SERVED_FILES = ("shim.sock", "shim.pid", "pause.pid")
 
@@ -111,6 +115,8 @@ def start_pod(pod: PodSpec, loop: Loop, log: Callable[[str], None],
         if pause_pid is not None:  # the pause-holder outlives us: who stops it finds it here
             statusfile.write_atomic(os.path.join(shim_dir, "pause.pid"),
                                     str(pause_pid).encode(), durable=False)
+        if pod.hostname and os.environ.get(FAULT_ENV) == pod.hostname:
+            raise RuntimeError(f"{FAULT_ENV}: failing the set-up of pod {pod.pod_id}")
         shim = Shim(pod, loop, pause_pid, pinned, listener, log=log, **shim_kw)
     except BaseException:
         if listener is not None:

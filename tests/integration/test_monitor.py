@@ -1,0 +1,221 @@
+"""One node monitor serves every pod (runtime.shim.monitor), through the real gRPC API:
+one process answers every pod's shim.sock; a pod's failed set-up, its stop and the churn of
+pods leave the monitor and the other pods as they were (and its fd count level); kill -9
+of the daemon keeps the monitor for new pods; kill -9 of the monitor leaves containers
+running with their exits recorded, and new pods get a new monitor."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from proto import api_pb2
+from runtime.shim import podsetup
+from runtime.shim_client import ShimClient
+from tests.support import pods
+from tests.support.containers import ContainerEnv
+from tests.support.cri_client import rpc_error
+from tests.support.daemon import PycriDaemon
+
+FAIL_HOST = "failme"
+
+
+@pytest.fixture
+def started(fresh_daemon: PycriDaemon) -> Iterator[tuple[PycriDaemon, ContainerEnv]]:
+    fresh_daemon.start(extra_env={podsetup.FAULT_ENV: FAIL_HOST})
+    env = ContainerEnv(fresh_daemon.c)
+    with env:
+        yield fresh_daemon, env
+        if fresh_daemon.proc is None:
+            fresh_daemon.start()
+        env.cri = fresh_daemon.c
+    for pid in pods.monitor_pids_of(fresh_daemon.base):  # only after a failed test
+        if pods.shim_pids_of(fresh_daemon.base):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _monitor(cri: object, pod_id: str) -> int:
+    return int(pods.info(cri, pod_id)["shimPid"])  # type: ignore[arg-type]
+
+
+def _fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _children(pid: int) -> set[int]:
+    return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except OSError:
+        return False
+
+
+def _wait(cond: object, what: str, timeout: float = 10.0) -> None:
+    assert pods.wait_until(cond, timeout=timeout), what
+
+
+def _pod_with_container(env: ContainerEnv, cmd: list[str],
+                        **cfg: object) -> tuple[str, str, api_pb2.PodSandboxConfig]:
+    config = pods.pod_config(**cfg)  # type: ignore[arg-type]
+    config.log_directory = str(env.log_dir)
+    pod_id = pods.run_pod(env.cri, config)
+    cid = env.create(env.config(cmd), pod_id=pod_id, pod_config=config)
+    env.start_container(cid)
+    return pod_id, cid, config
+
+
+def _stop_remove(env: ContainerEnv, pod_id: str, cids: list[str]) -> None:
+    for cid in cids:
+        env.cri.RemoveContainer(api_pb2.RemoveContainerRequest(container_id=cid))
+        env.created.remove(cid)
+    pods.stop_and_remove(env.cri, pod_id)
+
+
+def test_one_monitor_serves_every_pod_and_churn_leaves_its_fds_level(
+        started: tuple[PycriDaemon, ContainerEnv]) -> None:
+    d, env = started
+    extra = [pods.run_pod(d.c, pods.pod_config(pid=api_pb2.POD)) for _ in range(3)]
+    extra.append(pods.run_pod(d.c, pods.pod_config(host_network=True)))
+    every = [env.pod_id, *extra]
+    monitor = _monitor(d.c, env.pod_id)
+    try:
+        assert {_monitor(d.c, p) for p in every} == {monitor}
+        assert Path(f"/proc/{monitor}/comm").read_text().strip() == "pycri-monitor"
+        for p in every:  # every pod's own socket, answered by that one process
+            hello = ShimClient(pods.info(d.c, p)["shimDir"]).hello()
+            assert (hello.pod_id, hello.shim_pid) == (p, monitor)
+        cid = env.run(["sleep", "1000"])
+        assert env.exec_sync(cid, ["echo", "hi"]).stdout == b"hi\n"
+
+        def cycle() -> None:
+            pod_id, c, _ = _pod_with_container(env, ["sleep", "1000"], pid=api_pb2.POD)
+            assert _monitor(d.c, pod_id) == monitor
+            assert env.exec_sync(c, ["echo", "x"]).stdout == b"x\n"
+            _stop_remove(env, pod_id, [c])
+
+        cycle()  # the first one may open what stays open (caches, the log dir)
+        time.sleep(0.2)
+        before = _fds(monitor)
+        for _ in range(4):
+            cycle()
+        _wait(lambda: _fds(monitor) <= before,
+              f"monitor fds grew over pod cycles: {before} -> {_fds(monitor)}")
+        assert _alive(monitor) and env.exec_sync(cid, ["true"]).exit_code == 0
+    finally:
+        for p in extra:
+            pods.stop_and_remove(d.c, p)
+
+
+def test_failed_pod_set_up_leaves_monitor_and_other_pods_alone(
+        started: tuple[PycriDaemon, ContainerEnv]) -> None:
+    d, env = started
+    cid = env.run(["sleep", "1000"])
+    monitor = _monitor(d.c, env.pod_id)
+    fds = _fds(monitor)
+    children = _children(monitor)  # the pod's pause-holder and the container's keeper
+    assert len(children) == 2
+    states = d.base / "state"
+    for cfg, why in ((pods.pod_config(hostname=FAIL_HOST, pid=api_pb2.POD),  # fails last
+                      podsetup.FAULT_ENV),
+                     (pods.pod_config(sysctls={"net.ipv4.no_such_knob": "1"}),  # in the pause
+                      "no_such_knob")):
+        err = rpc_error(pods.run_pod, d.c, cfg)
+        assert why in (err.details() or ""), err.details()
+        assert _alive(monitor)
+        assert env.exec_sync(cid, ["echo", "on"]).stdout == b"on\n"
+    ready = api_pb2.PodSandboxFilter(
+        state=api_pb2.PodSandboxStateValue(state=api_pb2.SANDBOX_READY))
+    assert [p.id for p in pods.list_pods(d.c, ready)] == [env.pod_id]
+    # nothing of the failed pods: no pause-holder, pins, sockets, and no fd kept
+    assert sorted(os.listdir(states / "ns")) == [env.pod_id]
+    assert [p.name for p in (states / "shims").glob("*/shim.sock")] == ["shim.sock"]
+    _wait(lambda: _children(monitor) == children, f"children {children} -> {_children(monitor)}")
+    _wait(lambda: _fds(monitor) <= fds, f"fds {fds} -> {_fds(monitor)}")
+    new = pods.run_pod(d.c)  # and the monitor still takes new pods
+    try:
+        assert _monitor(d.c, new) == monitor
+    finally:
+        pods.stop_and_remove(d.c, new)
+
+
+def test_stopping_one_pod_leaves_the_others_running(
+        started: tuple[PycriDaemon, ContainerEnv]) -> None:
+    d, env = started
+    keep = env.run(["sleep", "1000"])
+    keep_pid = env.info(keep)["pid"]
+    gone, gone_cid, _ = _pod_with_container(env, ["sleep", "1000"], pid=api_pb2.POD)
+    gone_info = pods.info(d.c, gone)
+    monitor = _monitor(d.c, env.pod_id)
+    assert gone_info["shimPid"] == monitor
+    pods.stop(d.c, gone)
+    assert not os.path.exists(os.path.join(gone_info["shimDir"], "shim.sock"))
+    _wait(lambda: not _alive(gone_info["pid"]), "the stopped pod's pause-holder runs on")
+    assert _alive(monitor) and _alive(keep_pid)
+    assert pods.status(d.c, env.pod_id).status.state == api_pb2.SANDBOX_READY
+    assert env.status(keep).state == api_pb2.CONTAINER_RUNNING
+    assert env.exec_sync(keep, ["echo", "still"]).stdout == b"still\n"
+    assert env.status(gone_cid).state == api_pb2.CONTAINER_EXITED
+    _stop_remove(env, gone, [gone_cid])
+    assert ShimClient(pods.info(d.c, env.pod_id)["shimDir"]).hello().shim_pid == monitor
+
+
+def test_daemon_kill9_keeps_the_monitor_and_new_pods_use_it(
+        started: tuple[PycriDaemon, ContainerEnv]) -> None:
+    d, env = started
+    cid = env.run(["sleep", "1000"])
+    pid = env.info(cid)["pid"]
+    monitor = _monitor(d.c, env.pod_id)
+    d.restart(crash=True)
+    env.cri = d.c
+    assert _alive(monitor) and _alive(pid)
+    assert pods.status(d.c, env.pod_id).status.state == api_pb2.SANDBOX_READY
+    assert env.exec_sync(cid, ["echo", "back"]).stdout == b"back\n"
+    new, new_cid, _ = _pod_with_container(env, ["sleep", "1000"])
+    assert _monitor(d.c, new) == monitor  # the restarted daemon's zygote found it
+    assert env.exec_sync(new_cid, ["true"]).exit_code == 0
+    _stop_remove(env, new, [new_cid])
+
+
+def test_monitor_kill9_containers_run_on_exits_recorded_new_pods_get_a_new_monitor(
+        started: tuple[PycriDaemon, ContainerEnv]) -> None:
+    d, env = started
+    script = "trap 'exit 7' TERM; while :; do sleep 0.05; done"
+    cid = env.run(["sh", "-c", script])
+    other, other_cid, _ = _pod_with_container(env, ["sleep", "1000"], pid=api_pb2.POD)
+    monitor = _monitor(d.c, env.pod_id)
+    assert _monitor(d.c, other) == monitor
+    pid, other_pid = env.info(cid)["pid"], env.info(other_cid)["pid"]
+    pauses = [pods.info(d.c, p)["pid"] for p in (env.pod_id, other)]
+    shim_dirs = [Path(pods.info(d.c, p)["shimDir"]) for p in (env.pod_id, other)]
+    keepers = [int((sd / "containers" / f"{c}.keeper").read_text())
+               for sd, c in zip(shim_dirs, (cid, other_cid))]
+    os.kill(monitor, signal.SIGKILL)
+    _wait(lambda: not _alive(monitor), "the monitor survived SIGKILL")
+    for p in (env.pod_id, other):
+        _wait(lambda p=p: pods.status(d.c, p).status.state == api_pb2.SANDBOX_NOTREADY,
+              f"pod {p} still READY")
+    time.sleep(0.3)
+    assert all(_alive(p) for p in (pid, other_pid, *pauses, *keepers))
+    assert env.status(cid).state == api_pb2.CONTAINER_RUNNING
+    assert rpc_error(env.exec_sync, cid, ["true"]).code() == grpc.StatusCode.UNAVAILABLE
+    os.kill(pid, signal.SIGTERM)  # exits while no monitor serves its pod
+    _wait(lambda: env.status(cid).exit_code == 7, "the keeper's record was not reported")
+    assert env.status(cid).state == api_pb2.CONTAINER_EXITED
+    new, new_cid, _ = _pod_with_container(env, ["sleep", "1000"])
+    new_monitor = _monitor(d.c, new)
+    assert new_monitor not in (0, monitor) and _alive(new_monitor)
+    assert env.exec_sync(new_cid, ["echo", "new"]).stdout == b"new\n"
+    _stop_remove(env, other, [other_cid])
+    env.cri.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=env.pod_id))
+    _wait(lambda: not any(_alive(p) for p in (other_pid, *pauses, *keepers)),
+          "the old pods' processes outlived StopPodSandbox")
+    assert _alive(new_monitor) and env.exec_sync(new_cid, ["true"]).exit_code == 0
+    _stop_remove(env, new, [new_cid])
