@@ -10,7 +10,9 @@ runtime.container_init and overlay rootfs), then the PSS (/proc/PID/smaps_rollup
 process the runtime started for them - the zygote's descendants (shims, pause-holders, the
 containers' keepers where there are keepers), the workload (each container's process and its
 descendants) excluded - minus the zygote's PSS before the first pod, divided by N.
-Then kill -9 of one pod's shim: does its container (and its pause-holder) keep running?
+The total is also broken down by process kind (comm: the monitor or per-pod shims, the
+pause-holders, the keepers, the zygote). Then kill -9 of one pod's shim (with the monitor:
+of the monitor): does its container (and its pause-holder) keep running?
 Everything is shut down and removed afterwards.
 """
 from __future__ import annotations
@@ -59,6 +61,25 @@ def _pss(pid: int) -> int:
         return 0
 
 
+_KINDS = {"pycri-monitor": "monitor", "pycri-shim": "shims", "pycri-pause": "pause",
+          "pycri-keeper": "keepers"}
+
+
+def _kind(pid: int, zygote: int) -> str:
+    if pid == zygote:
+        return "zygote"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv0 = f.read().split(b"\0")[0].decode(errors="replace")
+        with open(f"/proc/{pid}/comm") as f:
+            comm = f.read().strip()
+    except OSError:
+        return "other"
+    if argv0.startswith("pycri-keeper") or os.path.basename(argv0).startswith("pycri-keeper"):
+        return "keepers"
+    return _KINDS.get(argv0, _KINDS.get(comm, "other"))
+
+
 def measure(pods: int) -> dict[str, Any]:
     env = ShimEnv()
     try:
@@ -81,11 +102,17 @@ def measure(pods: int) -> dict[str, Any]:
         time.sleep(1.0)
         kids = _children()
         procs = _descendants(env.zygote_pid, kids, workload)
-        total = sum(_pss(p) for p in procs)
+        by_kind: dict[str, int] = {}
+        for p in procs:
+            k = _kind(p, env.zygote_pid)
+            by_kind[k] = by_kind.get(k, 0) + _pss(p)
+        total = sum(by_kind.values())
+        by_kind["zygote"] = by_kind.get("zygote", 0) - base  # its growth only
         survived = _shim_kill_survival(env)
         return {"pods": pods, "runtime_processes": len(procs),
                 "pss_total_kib": total, "zygote_base_kib": base,
                 "per_pod_kib": round((total - base) / pods, 1),
+                "per_pod_kib_by_kind": {k: round(v / pods, 1) for k, v in sorted(by_kind.items())},
                 "pod_start_ms_mean": round(spent * 1000 / pods, 1),
                 "create_start_ms_median": round(statistics.median(starts), 1),
                 "shim_kill9_container_and_pause_survive": survived}
@@ -113,6 +140,8 @@ def _shim_kill_survival(env: ShimEnv) -> bool:
     else:
         kill_pod_processes(pod["spec"]["shim_dir"], pause)
     wait_gone([cpid, pause])
+    # with one monitor every pod lost its server: env.close() ends them as the daemon would
+    # (tests.integration.shim_support.kill_orphaned_pod)
     return survived
 
 
@@ -131,6 +160,8 @@ def main() -> None:
               f"({r['runtime_processes']} runtime processes), pod start {r['pod_start_ms_mean']} "
               f"ms, create+start {r['create_start_ms_median']} ms, shim kill -9 survived: "
               f"{r['shim_kill9_container_and_pause_survive']}")
+        print("      per pod KiB: " + ", ".join(f"{k} {v}" for k, v in
+                                                 r["per_pod_kib_by_kind"].items()))
 
 
 if __name__ == "__main__":

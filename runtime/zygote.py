@@ -322,7 +322,9 @@ class Zygote:
         for fd in list(self.spawns):
             client, buf, _ = self.spawns[fd]
             while b"\n" not in buf:
-                ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+                poller = select.poll()
+                poller.register(fd, select.POLLIN)
+                ready = poller.poll(max(0.0, deadline - time.monotonic()) * 1000)
                 if not ready:
                     break
                 try:

@@ -32,6 +32,7 @@ starts a new one when there is none; runtime.zygote). SIGTERM/SIGINT: exit, pods
 """
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import signal
@@ -116,7 +117,8 @@ class Monitor:
             close_fd(fd)
         op = line.get("op")
         if op == "spawn_pod":
-            return self._spawn(conn, line.get("pod"))
+            self._spawn(conn, line.get("pod"))  # replies itself
+            return None
         if op == "ping":
             return {"pid": os.getpid(), "pods": sorted(self.pods)}
         if op == "zygote":
@@ -148,7 +150,7 @@ class Monitor:
             shim, info = podsetup.start_pod(pod, self.loop, hp.log, unclaimed=self.unclaimed,
                                             on_done=lambda: self._pod_done(hp),
                                             dispatch=self.dispatch)
-        except Exception as e:  # noqa: BLE001 - this pod's failure: undone, reported
+        except Exception as e:  # this pod's failure: undone by start_pod, reported
             hp.log(f"pod {pod.pod_id}: set-up failed: {type(e).__name__}: {e}")
             hp.close_log()
             if isinstance(e, PycriError):
@@ -161,7 +163,6 @@ class Monitor:
         conn.reply(info)
         if conn.closed:  # the requester gave up before it heard of the pod: undo it
             self.loop.call_as(hp, lambda: shim.begin_shutdown(0))
-        return None
 
     def _pod_done(self, hp: HostedPod) -> None:
         """The pod's shutdown finished (its Shutdown replied): forget it."""
@@ -214,7 +215,7 @@ class Monitor:
         for hp in self.pods.values():
             shim = hp.shim
             if shim is not None and pid in shim.state.pids:
-                self.loop.call_as(hp, lambda: shim.reaper.child_exited(pid, status))
+                self.loop.call_as(hp, functools.partial(shim.reaper.child_exited, pid, status))
                 return
         self.unclaimed[pid] = status
         while len(self.unclaimed) > MAX_UNCLAIMED:

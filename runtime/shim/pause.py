@@ -137,7 +137,10 @@ def start_pause_holder(pod: PodSpec, types: list[str], timeout: float = 10.0,
         deadline = time.monotonic() + timeout
         ready = True
         while ready:  # until EOF: the report pipe closes when the pause-holder has exec'd
-            ready = bool(select.select([r], [], [], max(0.0, deadline - time.monotonic()))[0])
+            # poll, not select: a monitor's fds go past FD_SETSIZE (1024)
+            poller = select.poll()
+            poller.register(r, select.POLLIN)
+            ready = bool(poller.poll(max(0.0, deadline - time.monotonic()) * 1000))
             if ready:
                 chunk = os.read(r, 65536)
                 if not chunk:

@@ -150,14 +150,9 @@ class ShimEnv:
             client = ShimClient(pod["spec"]["shim_dir"])
             try:
                 client.shutdown(grace=0)
-            except Exception:  # noqa: BLE001
-                pid = pod["info"]["pid"]
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                from runtime.shim import namespaces
-                namespaces.unpin_all(pod["spec"]["ns_dir"])
+            except Exception:  # noqa: BLE001 - its monitor is gone (or hangs): what the
+                # daemon does for a pod without a shim - containers, keepers, pause, pins
+                kill_orphaned_pod(pod["spec"]["shim_dir"], pod["spec"]["ns_dir"])
         self.zygote.stop()
         try:
             os.kill(self.zygote_pid, signal.SIGKILL)
@@ -165,6 +160,28 @@ class ShimEnv:
             pass
         wait_gone([p["info"]["pid"] for p in self.pods.values()] + [self.zygote_pid])
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def kill_orphaned_pod(shim_dir: str, ns_dir: str) -> None:
+    """End a pod nothing serves any more: its containers (pids from their status files; they
+    have no cgroup here), then its keepers and pause-holder, then the pins."""
+    from cri_server.sandboxes.shim_process import kill_pod_processes
+    from runtime.shim import namespaces
+    from runtime.shim_client import read_states
+    for state in read_states(shim_dir).values():
+        if state.pid and state.state == "running":
+            try:
+                fd = os.pidfd_open(state.pid)
+            except OSError:
+                continue
+            try:
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            finally:
+                os.close(fd)
+    kill_pod_processes(shim_dir)
+    namespaces.unpin_all(ns_dir)
 
 
 def process_gone(pid: int) -> bool:

@@ -196,7 +196,7 @@ def test_monitor_kill9_containers_run_on_exits_recorded_new_pods_get_a_new_monit
     pauses = [pods.info(d.c, p)["pid"] for p in (env.pod_id, other)]
     shim_dirs = [Path(pods.info(d.c, p)["shimDir"]) for p in (env.pod_id, other)]
     keepers = [int((sd / "containers" / f"{c}.keeper").read_text())
-               for sd, c in zip(shim_dirs, (cid, other_cid))]
+               for sd, c in zip(shim_dirs, (cid, other_cid), strict=True)]
     os.kill(monitor, signal.SIGKILL)
     _wait(lambda: not _alive(monitor), "the monitor survived SIGKILL")
     for p in (env.pod_id, other):
