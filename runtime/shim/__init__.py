@@ -1,8 +1,10 @@
-"""The per-pod shim (contracts 2 and 3 of docs/architecture.md).
+"""The per-pod shim objects and the node monitor that hosts them (contracts 2 and 3 of
+docs/architecture.md).
 
-One single-threaded process per pod, forked from runtime.zygote (fork + setsid,
-so it survives kill -9 of the daemon and of the zygote). It is a child
-subreaper, owns the pause-holder (runtime.shim.pause, which execs the tiny
+One single-threaded process for every pod, runtime.shim.monitor, forked once from
+runtime.zygote (fork + setsid, so it survives kill -9 of the daemon and of the zygote),
+sets each pod up (runtime.shim.podsetup) and serves its shim.sock with the pod's own
+objects (runtime.shim.server.Shim). It is a child subreaper; per pod it owns the pause-holder (runtime.shim.pause, which execs the tiny
 program of runtime.shim.tinypause) that holds the pod's namespaces, pins them
 under ns_dir (runtime.shim.namespaces), forks container inits and exec
 processes (runtime.shim.spawn -> runtime.container_init), relays their stdio to

@@ -171,7 +171,6 @@ class Monitor:
         if hp.shim is not None:
             hp.shim.close_connections()
         hp.close_log()
-        syscalls.release_free_heap()
         self._maybe_exit()
 
     def drop_pod(self, pod_id: str) -> bool:
