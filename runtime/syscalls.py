@@ -92,8 +92,10 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 # --- syscall numbers for calls libc may not wrap ----------------------------
 _MACHINE = platform.machine()
 _SYSCALLS: dict[str, dict[str, int]] = {
-    "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126, "clone3": 435},
-    "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91, "clone3": 435},
+    "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126, "clone3": 435,
+               "pidfd_getfd": 438},
+    "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91, "clone3": 435,
+                "pidfd_getfd": 438},
 }
 
 _libc.syscall.restype = ctypes.c_long
@@ -168,6 +170,17 @@ def pivot_root(new_root: str, put_old: str) -> None:
     if _libc.syscall(ctypes.c_long(nr), ctypes.c_char_p(_fs(new_root)),
                      ctypes.c_char_p(_fs(put_old))) != 0:
         _raise(f"pivot_root({new_root!r}, {put_old!r})")
+
+
+def pidfd_getfd(pidfd: int, target_fd: int) -> int:
+    """pidfd_getfd(2) (Linux >= 5.6): a copy, in this process, of fd `target_fd` of the
+    process `pidfd` names (close-on-exec; the same open file description)."""
+    nr = _syscall_number("pidfd_getfd")
+    fd = _libc.syscall(ctypes.c_long(nr), ctypes.c_int(pidfd), ctypes.c_int(target_fd),
+                       ctypes.c_uint(0))
+    if fd < 0:
+        _raise(f"pidfd_getfd(pidfd {pidfd}, fd {target_fd})")
+    return int(fd)
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:

@@ -11,6 +11,9 @@ unix socket:
     {"op": "spawn_shim", "pod": <PodSpec JSON, runtime.pod_spec>} -> {"ok": true, "pid": <shim pid>,
         "pause_pid": int|null, "ns": {type: path}}  once the shim is ready,
         or {"ok": false, "error": "..."}
+    {"op": "spawn_shim", "pod": ..., "adopt": true} -> the same, from a successor shim that
+        takes back the running pod of a shim that died (runtime.shim.adopt); never stopped
+        by the zygote when its requester went away
     {"op": "ping"} -> {"ok": true, "pid": <zygote pid>}
     {"op": "exit"} -> {"ok": true}, then the zygote exits (shims keep running)
 
@@ -73,6 +76,7 @@ class Zygote:
         self.sel.register(listener, selectors.EVENT_READ, self._accept)
         self.spawns: dict[int, tuple[_Client, bytes, float]] = {}  # ready fd -> client
         self.spawn_pods: dict[int, PodSpec] = {}  # ready fd -> pod spec
+        self.adopting: set[int] = set()  # ready fds of adopting spawns
         self.running = True
         self._clients: dict[int, _Client] = {}
 
@@ -174,11 +178,11 @@ class Zygote:
             except InvalidArgument as e:
                 self._send(client, {"ok": False, "error": str(e)})
                 return
-            self._spawn(client, pod)
+            self._spawn(client, pod, adopt=req.get("adopt") is True)
         else:
             self._send(client, {"ok": False, "error": f"unknown op {op!r}"})
 
-    def _spawn(self, client: _Client, pod: PodSpec) -> None:
+    def _spawn(self, client: _Client, pod: PodSpec, adopt: bool = False) -> None:
         r, w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
@@ -187,13 +191,15 @@ class Zygote:
                 os.setsid()
                 os.closerange(3, w)
                 os.closerange(w + 1, 1 << 20)
-                shim_main.run_shim(pod, w)
+                shim_main.run_shim(pod, w, adopt=adopt)
             finally:
                 os._exit(1)
         os.close(w)
         os.set_blocking(r, False)
         self.spawns[r] = (client, b"", time.monotonic() + SPAWN_TIMEOUT)
         self.spawn_pods[r] = pod
+        if adopt:
+            self.adopting.add(r)
         self.sel.register(r, selectors.EVENT_READ, self._ready_data)
 
     def _ready_data(self, fd: int) -> None:
@@ -244,16 +250,18 @@ class Zygote:
             self.spawns.pop(fd)
             pod = self.spawn_pods.pop(fd)
             os.close(fd)
-            if ok:
+            if ok and fd not in self.adopting:
                 _stop_unwanted_shim(pod)
 
     def _finish_spawn(self, fd: int, msg: dict[str, Any]) -> None:
         client, _, _ = self.spawns.pop(fd)
         pod = self.spawn_pods.pop(fd)
+        adopting = fd in self.adopting
+        self.adopting.discard(fd)
         self.sel.unregister(fd)
         os.close(fd)  # a shim still starting up sees EPIPE on its report and undoes itself
         delivered = client.sock.fileno() >= 0 and self._send(client, msg)
-        if msg.get("ok") and not delivered:
+        if msg.get("ok") and not delivered and not adopting:
             _stop_unwanted_shim(pod)
 
 

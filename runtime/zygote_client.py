@@ -63,9 +63,13 @@ class ZygoteClient:
         """The zygote's pid; raises ZygoteError if it does not answer."""
         return int(self._call({"op": "ping"}, timeout)["pid"])
 
-    def spawn_shim_info(self, pod_spec: PodSpec) -> dict[str, Any]:
-        """Start a shim for the pod; returns {"pid", "pause_pid", "ns"} once it is ready."""
-        reply = self._call({"op": "spawn_shim", "pod": pod_spec.to_json()})
+    def spawn_shim_info(self, pod_spec: PodSpec, adopt: bool = False) -> dict[str, Any]:
+        """Start a shim for the pod; returns {"pid", "pause_pid", "ns"} once it is ready. With
+        adopt, a successor that takes back the running pod of a shim that died."""
+        req: dict[str, Any] = {"op": "spawn_shim", "pod": pod_spec.to_json()}
+        if adopt:
+            req["adopt"] = True
+        reply = self._call(req)
         return {"pid": reply["pid"], "pause_pid": reply.get("pause_pid"),
                 "ns": reply.get("ns") or {}}
 

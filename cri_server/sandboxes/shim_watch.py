@@ -5,12 +5,15 @@ Each watched shim is held by a pidfd (pidfd_open(2), Linux >= 5.3), opened once 
 readable when its process exits, and it names that process and no other, so a recycled pid
 cannot pass for the shim later. `poll()` asks the kernel once about all of them; `alive()`
 is then a dict lookup. Without pidfds (old kernels) every check is the /proc check itself.
+`on_dead(shim_dir)` is called (outside the lock) from the poll() that first sees a watched
+shim gone: the SandboxManager starts a successor shim that adopts the pod then.
 """
 from __future__ import annotations
 
 import os
 import select
 import threading
+from collections.abc import Callable
 
 from cri_server.sandboxes import shim_process
 
@@ -23,16 +26,21 @@ class ShimWatch:
         self._dead: set[str] = set()                 # shim dirs whose watched shim exited
         self._poller = select.poll()
         self._pidfds = hasattr(os, "pidfd_open")
+        self.on_dead: Callable[[str], None] = lambda shim_dir: None
 
     def poll(self) -> None:
         """Takes note of every watched shim that has exited since the last call."""
+        died: list[str] = []
         with self._lock:
             if not self._dirs:
                 return
             for fd, _ in self._poller.poll(0):
                 shim_dir = self._dirs.get(fd)
-                if shim_dir is not None:
+                if shim_dir is not None and shim_dir not in self._dead:
                     self._dead.add(shim_dir)
+                    died.append(shim_dir)
+        for shim_dir in died:
+            self.on_dead(shim_dir)
 
     def alive(self, shim_dir: str, pid: int | None = None) -> bool:
         """Whether the shim of shim_dir (pid, or the one its pid file names) was alive at the

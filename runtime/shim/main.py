@@ -7,6 +7,10 @@ namespaces, hostname, sysctls) -> pin namespaces (with a user namespace the netw
 at pod.netns_path, where the daemon runs CNI) -> control socket -> shim.pid -> report
 ready on ready_fd -> event loop. Any failure undoes what was done and reports
 {"ok": false, "error": ...}. The shim exits after "shutdown" or SIGTERM.
+
+With adopt=True the shim is the successor of one that died (kill -9): it makes nothing,
+runtime.shim.adopt builds the pod's state from disk and from the processes that outlived
+the dead shim (pause-holder, keepers), and it serves the same control socket.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from typing import Any, NoReturn
 from runtime import syscalls, sysctls
 from runtime import userns as userns_mod
 from runtime.pod_spec import IdMaps, PodSpec
+from runtime.shim import adopt as adopt_mod
 from runtime.shim import namespaces, statusfile
 from runtime.shim.loop import Loop
 from runtime.shim.pause import join_pod_cgroup, start_pause_holder
@@ -77,7 +82,7 @@ def _make_pod_userns(userns: IdMaps, ns_dir: str) -> str:
         os.close(fd)
 
 
-def run_shim(pod: PodSpec, ready_fd: int) -> NoReturn:
+def run_shim(pod: PodSpec, ready_fd: int, adopt: bool = False) -> NoReturn:
     pause_pid: int | None = None
     pinned: dict[str, str] = {}
     listener: socket.socket | None = None
@@ -89,8 +94,9 @@ def run_shim(pod: PodSpec, ready_fd: int) -> NoReturn:
         os.makedirs(statusfile.containers_dir(shim_dir), mode=0o700, exist_ok=True)
         _redirect_stdio(shim_dir)
         _refuse_if_running(os.path.join(shim_dir, "shim.sock"))
-        namespaces.unpin_all(ns_dir)  # leftovers of a shim that died without cleaning up
-        types = namespaces.pod_namespace_types(pod)
+        if not adopt:
+            namespaces.unpin_all(ns_dir)  # leftovers of a shim that died without cleaning up
+        types = [] if adopt else namespaces.pod_namespace_types(pod)
         sysctls.check_sysctls(dict(pod.sysctls), types)
 
         loop = Loop()
@@ -100,7 +106,7 @@ def run_shim(pod: PodSpec, ready_fd: int) -> NoReturn:
         signal.signal(signal.SIGTERM, lambda *_: None)
         signal.signal(signal.SIGINT, lambda *_: None)
 
-        userns = pod.userns
+        userns = None if adopt else pod.userns
         if userns is not None:
             pinned = {"user": _make_pod_userns(userns, ns_dir)}
         if types:
@@ -124,13 +130,18 @@ def run_shim(pod: PodSpec, ready_fd: int) -> NoReturn:
         listener.bind(sock_path)
         os.chmod(sock_path, 0o600)
         listener.listen(128)
+        if adopt:
+            shim = adopt_mod.adopt(pod, loop, listener)
+            pinned_reply, pause_reply = dict(shim.pinned), shim.state.pause_pid
         statusfile.write_atomic(os.path.join(shim_dir, "shim.pid"), str(os.getpid()).encode(),
                                 durable=False)
         if pause_pid is not None:  # the pause-holder outlives us: who stops it finds it here
             statusfile.write_atomic(os.path.join(shim_dir, "pause.pid"),
                                     str(pause_pid).encode(), durable=False)
 
-        shim = Shim(pod, loop, pause_pid, pinned, listener)
+        if not adopt:
+            shim = Shim(pod, loop, pause_pid, pinned, listener)
+            pinned_reply, pause_reply = pinned, pause_pid
     except BaseException as e:  # noqa: BLE001 - reported to the zygote
         if listener is not None:
             listener.close()
@@ -169,10 +180,10 @@ def run_shim(pod: PodSpec, ready_fd: int) -> NoReturn:
         shim.reap()
 
     loop.add_reader(wake_r, on_wakeup)
-    if not _report(ready_fd, {"ok": True, "pid": os.getpid(), "pause_pid": pause_pid,
-                              "ns": pinned}):
+    if not _report(ready_fd, {"ok": True, "pid": os.getpid(), "pause_pid": pause_reply,
+                              "ns": pinned_reply}) and not adopt:
         shim.begin_shutdown(0)  # the spawn was given up (timeout): undo everything
-        os._exit(1)
+        os._exit(1)  # (an adopting shim serves on: the daemon finds it by its socket)
     syscalls.release_free_heap()  # the zygote's freed heap pages: not this pod's cost
     code = 0
     try:

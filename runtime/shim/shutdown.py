@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
+import time
 
 from pycri_common.errors import PycriError
 from runtime.shim import namespaces, pause, protocol, stdio
@@ -100,6 +102,9 @@ class Shutdown:
         pause_pid = self.pod.pause_pid
         if pause_pid is None or not self.pod.pause_alive:
             return
+        if self.pod.pause_pidfd >= 0:
+            self._stop_adopted_pause()
+            return
         self.pod.pids.pop(pause_pid, None)
         try:
             os.kill(pause_pid, signal.SIGKILL)
@@ -113,5 +118,24 @@ class Shutdown:
             if pid == pause_pid:
                 break
             self.reaper.child_exited(pid, status)
+        self.pod.pause_alive = False
+        pause.remove_pause_cgroup(self.pod.pod)
+
+    def _stop_adopted_pause(self, timeout: float = 10.0) -> None:
+        """The pause-holder of an adopted pod is not our child (runtime.shim.adopt): SIGKILL by
+        its pidfd, reaping our own children (exec processes in its pid namespace) until the
+        pidfd says it is gone."""
+        fd = self.pod.pause_pidfd
+        try:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout
+        while not select.select([fd], [], [], 0.02)[0] and time.monotonic() < deadline:
+            self.reaper.reap()
+        self.reaper.reap()
+        self.loop.forget(fd)
+        os.close(fd)
+        self.pod.pause_pidfd = -1
         self.pod.pause_alive = False
         pause.remove_pause_cgroup(self.pod.pod)
