@@ -189,11 +189,14 @@ def test_zygote_does_not_outlive_its_daemon(fresh_daemon) -> None:  # type: igno
     assert pods.wait_until(lambda: not _zygotes(d), timeout=10)
 
 
-def test_dead_shim_shows_notready_and_can_be_removed(fresh_daemon) -> None:  # type: ignore[no-untyped-def]
+def test_dead_shim_and_pause_show_notready_and_can_be_removed(fresh_daemon) -> None:  # type: ignore[no-untyped-def]
+    """With its pause-holder gone too no successor shim can take the pod back (a dead shim
+    alone is adopted: test_shim_adopt): the pod is NOTREADY, before and after a restart."""
     d = fresh_daemon.start()
     pod_id = pods.run_pod(d.c)
     other = pods.run_pod(d.c)
     info = pods.info(d.c, pod_id)
+    os.kill(info["pid"], signal.SIGKILL)
     os.kill(info["shimPid"], signal.SIGKILL)
     try:
         assert pods.wait_until(lambda: pods.status(d.c, pod_id).status.state
