@@ -164,6 +164,7 @@ def shutdown(svc: Services) -> None:
         svc.nri.stop()
     svc.streaming.stop()
     svc.containers.close()
+    svc.sandboxes.close()
     svc.zygote.stop()
     svc.images.close()
     svc.events.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 import platform
 import struct
@@ -181,6 +182,23 @@ def pidfd_getfd(pidfd: int, target_fd: int) -> int:
     if fd < 0:
         _raise(f"pidfd_getfd(pidfd {pidfd}, fd {target_fd})")
     return int(fd)
+
+
+SPLICE_F_NONBLOCK = 0x02
+_libc.tee.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint]
+_libc.tee.restype = ctypes.c_ssize_t
+
+
+def tee(fd_in: int, fd_out: int, length: int, flags: int = SPLICE_F_NONBLOCK) -> int:
+    """tee(2): copy up to `length` bytes from pipe fd_in to pipe fd_out without consuming
+    them; 0 at EOF. BlockingIOError when fd_in is empty (or fd_out full) with
+    SPLICE_F_NONBLOCK."""
+    n = _libc.tee(fd_in, fd_out, length, flags)
+    if n < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"tee: {os.strerror(err)}") if err != errno.EAGAIN else \
+            BlockingIOError(err, "tee: no data")
+    return int(n)
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:

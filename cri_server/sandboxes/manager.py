@@ -660,6 +660,13 @@ class SandboxManager:
         with ThreadPoolExecutor(max_workers=RECOVERY_THREADS) as pool:  # hung shims time out
             list(pool.map(one, records))                                 # side by side
         self._collect_orphans({r.id for r in self.list()})
+        if self._adopt_shim is not None:
+            self.shim_watch.start_death_watch()   # a shim's death is noticed at once
+
+    def close(self) -> None:
+        """Stops noticing shim deaths and waits for adoptions in flight."""
+        self.shim_watch.stop_death_watch()
+        self._adopt_pool.shutdown(wait=True)
 
     def _recover_one(self, rec: SandboxRecord) -> None:
         if rec.state == CREATING:
