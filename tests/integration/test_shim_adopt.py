@@ -106,6 +106,20 @@ def _assert_gone(pids: list[int]) -> None:
         time.sleep(0.05)
 
 
+def _shims_of(shim_dir: Path) -> list[int]:
+    """Live processes whose stdout is the pod's shim.log: its shims (one, never two)."""
+    log = str(shim_dir / "shim.log")
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.readlink(f"/proc/{name}/fd/1").startswith(log) and _alive(int(name)):
+                    found.append(int(name))
+            except OSError:
+                pass
+    return found
+
+
 def _stop_writer(env: ContainerEnv, cid: str) -> None:
     env.cri.StopContainer(api_pb2.StopContainerRequest(container_id=cid, timeout=0))
     assert env.wait_exit(cid).exit_code == 137
@@ -126,6 +140,8 @@ def test_kill9_of_the_shim_a_successor_takes_the_pod_back(
     new, took = _wait_adopted(env, shim_dir, old)
     print(f"successor up {took * 1000:.0f} ms after the kill")
     assert new == _shim_pid(shim_dir) and not _alive(old)
+    time.sleep(0.3)
+    assert _shims_of(shim_dir) == [new]   # adopted once
     pods.wait_until(lambda: _pod_state(env) == api_pb2.SANDBOX_READY)
     assert _pod_state(env) == api_pb2.SANDBOX_READY
     st = env.wait_exit(ender)
@@ -181,6 +197,7 @@ def test_kill9_of_daemon_and_shim_the_restarted_daemon_adopts(
     d, env = started
     writer = env.run(["sh", "-c", WRITER])
     ender = env.run(["sh", "-c", "trap 'echo bye; exit 7' TERM; while :; do sleep 0.05; done"])
+    created = env.create(env.config(["sleep", "1000"]))
     shim_dir = _shim_dir(env)
     time.sleep(0.5)
     old = _shim_pid(shim_dir)
@@ -200,6 +217,10 @@ def test_kill9_of_daemon_and_shim_the_restarted_daemon_adopts(
     assert ("stdout", "bye\n") in env.log_lines(ender)
     assert env.status(writer).state == api_pb2.CONTAINER_RUNNING
     assert env.exec_sync(writer, ["echo", "alive"]).stdout == b"alive\n"
+    # a created container's init gave up when its gate closed with the shim (rule: exit 1)
+    st = env.wait_exit(created)
+    assert (st.exit_code, st.reason) == (1, "Error")
+    env.remove(created)
     # and once more, the shim alone, under the restarted daemon
     os.kill(new, signal.SIGKILL)
     _wait_adopted(env, shim_dir, new)
@@ -210,3 +231,21 @@ def test_kill9_of_daemon_and_shim_the_restarted_daemon_adopts(
     pods.stop_and_remove(env.cri, env.pod_id)
     env.pod_id = ""
     _assert_gone(procs)
+
+
+def test_stop_and_remove_right_after_the_shim_died_leave_nothing(
+        started: tuple[PycriDaemon, ContainerEnv]) -> None:
+    """StopPodSandbox racing the adoption (it takes the pod lock first, or stops the
+    successor): no shim, keeper or pause-holder is left, the pod is not adopted afterwards."""
+    _, env = started
+    env.run(["sh", "-c", WRITER])
+    env.run(["sleep", "1000"])
+    shim_dir = _shim_dir(env)
+    procs = _pod_processes(shim_dir)
+    os.kill(_shim_pid(shim_dir), signal.SIGKILL)
+    pods.stop_and_remove(env.cri, env.pod_id)
+    env.pod_id = ""
+    env.created.clear()
+    _assert_gone(procs)
+    time.sleep(1.0)
+    assert _shims_of(shim_dir) == [] and not shim_dir.exists()
