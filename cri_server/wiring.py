@@ -86,7 +86,8 @@ def build_services(config: Config, paths: Paths) -> Services:
         undo.callback(zygote.stop)
         events = EventBus()
         undo.callback(events.close)
-        sandboxes = SandboxManager(config, paths, store, cni, zygote.spawn)
+        sandboxes = SandboxManager(config, paths, store, cni, zygote.spawn,
+                                   adopt_shim=zygote.adopt)
         containers = ContainerManager(store, paths, sandboxes, images,
                                       shim_watch=sandboxes.shim_watch)
         cdi = Registry(config.cdi.spec_dirs, enabled=config.cdi.enable)
@@ -163,6 +164,7 @@ def shutdown(svc: Services) -> None:
         svc.nri.stop()
     svc.streaming.stop()
     svc.containers.close()
+    svc.sandboxes.close()
     svc.zygote.stop()
     svc.images.close()
     svc.events.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 import platform
 import struct
@@ -92,8 +93,10 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 # --- syscall numbers for calls libc may not wrap ----------------------------
 _MACHINE = platform.machine()
 _SYSCALLS: dict[str, dict[str, int]] = {
-    "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126, "clone3": 435},
-    "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91, "clone3": 435},
+    "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126, "clone3": 435,
+               "pidfd_getfd": 438},
+    "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91, "clone3": 435,
+                "pidfd_getfd": 438},
 }
 
 _libc.syscall.restype = ctypes.c_long
@@ -168,6 +171,34 @@ def pivot_root(new_root: str, put_old: str) -> None:
     if _libc.syscall(ctypes.c_long(nr), ctypes.c_char_p(_fs(new_root)),
                      ctypes.c_char_p(_fs(put_old))) != 0:
         _raise(f"pivot_root({new_root!r}, {put_old!r})")
+
+
+def pidfd_getfd(pidfd: int, target_fd: int) -> int:
+    """pidfd_getfd(2) (Linux >= 5.6): a copy, in this process, of fd `target_fd` of the
+    process `pidfd` names (close-on-exec; the same open file description)."""
+    nr = _syscall_number("pidfd_getfd")
+    fd = _libc.syscall(ctypes.c_long(nr), ctypes.c_int(pidfd), ctypes.c_int(target_fd),
+                       ctypes.c_uint(0))
+    if fd < 0:
+        _raise(f"pidfd_getfd(pidfd {pidfd}, fd {target_fd})")
+    return int(fd)
+
+
+SPLICE_F_NONBLOCK = 0x02
+_libc.tee.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint]
+_libc.tee.restype = ctypes.c_ssize_t
+
+
+def tee(fd_in: int, fd_out: int, length: int, flags: int = SPLICE_F_NONBLOCK) -> int:
+    """tee(2): copy up to `length` bytes from pipe fd_in to pipe fd_out without consuming
+    them; 0 at EOF. BlockingIOError when fd_in is empty (or fd_out full) with
+    SPLICE_F_NONBLOCK."""
+    n = _libc.tee(fd_in, fd_out, length, flags)
+    if n < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"tee: {os.strerror(err)}") if err != errno.EAGAIN else \
+            BlockingIOError(err, "tee: no data")
+    return int(n)
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:

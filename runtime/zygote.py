@@ -10,6 +10,9 @@ gc.freeze(), then serves JSON lines on its unix socket:
     {"op": "spawn_shim", "pod": <PodSpec JSON, runtime.pod_spec>} -> {"ok": true, "pid": <pid
         of the monitor serving the pod>, "pause_pid": int|null, "ns": {type: path}} once the
         pod is served, or {"ok": false, "error": "..."}
+    {"op": "spawn_shim", "pod": ..., "adopt": true} -> the same, once the monitor has taken
+        back the running pod of a monitor that died (runtime.shim.adopt); never stopped by
+        the zygote when its requester went away
     {"op": "ping"} -> {"ok": true, "pid": <zygote pid>, "monitor_pid": int|null}
     {"op": "exit"} -> {"ok": true}, then the zygote exits (the monitor and pods keep running)
 
@@ -75,6 +78,7 @@ class Zygote:
         self.spawns: dict[int, tuple[_Client, bytes, float]] = {}  # monitor conn fd -> client
         self.spawn_pods: dict[int, PodSpec] = {}  # monitor conn fd -> pod spec
         self.spawn_socks: dict[int, socket.socket] = {}
+        self.adopting: set[int] = set()  # monitor conn fds of adopting spawns
         self.running = True
         self._clients: dict[int, _Client] = {}
         self.link: socket.socket | None = None   # to the monitor (runtime.shim.monitor)
@@ -267,12 +271,14 @@ class Zygote:
             except InvalidArgument as e:
                 self._send(client, {"ok": False, "error": str(e)})
                 return
-            self._spawn(client, pod)
+            self._spawn(client, pod, adopt=req.get("adopt") is True)
         else:
             self._send(client, {"ok": False, "error": f"unknown op {op!r}"})
 
-    def _spawn(self, client: _Client, pod: PodSpec) -> None:
-        req = {"op": "spawn_pod", "pod": pod.to_json()}
+    def _spawn(self, client: _Client, pod: PodSpec, adopt: bool = False) -> None:
+        req: dict[str, Any] = {"op": "spawn_pod", "pod": pod.to_json()}
+        if adopt:
+            req["adopt"] = True
         sock = None
         for _attempt in range(2):  # a monitor that just died: once more with a new one
             try:
@@ -290,6 +296,8 @@ class Zygote:
         self.spawn_socks[fd] = sock
         self.spawns[fd] = (client, b"", time.monotonic() + SPAWN_TIMEOUT)
         self.spawn_pods[fd] = pod
+        if adopt:
+            self.adopting.add(fd)
         self.sel.register(fd, selectors.EVENT_READ, self._ready_data)
 
     def _ready_data(self, fd: int) -> None:
@@ -342,16 +350,20 @@ class Zygote:
             self.spawns.pop(fd)
             pod = self.spawn_pods.pop(fd)
             self.spawn_socks.pop(fd).close()
-            if ok:
+            adopting = fd in self.adopting
+            self.adopting.discard(fd)
+            if ok and not adopting:
                 _stop_unwanted_shim(pod)
 
     def _finish_spawn(self, fd: int, msg: dict[str, Any]) -> None:
         client, _, _ = self.spawns.pop(fd)
         pod = self.spawn_pods.pop(fd)
+        adopting = fd in self.adopting
+        self.adopting.discard(fd)
         self.sel.unregister(fd)
         self.spawn_socks.pop(fd).close()  # a reply after this: the monitor undoes the pod
         delivered = client.sock.fileno() >= 0 and self._send(client, msg)
-        if msg.get("ok") and not delivered:
+        if msg.get("ok") and not delivered and not adopting:
             _stop_unwanted_shim(pod)
 
 

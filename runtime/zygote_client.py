@@ -68,9 +68,13 @@ class ZygoteClient:
         pid = self._call({"op": "ping"}, timeout).get("monitor_pid")
         return int(pid) if pid else None
 
-    def spawn_shim_info(self, pod_spec: PodSpec) -> dict[str, Any]:
-        """Start a shim for the pod; returns {"pid", "pause_pid", "ns"} once it is ready."""
-        reply = self._call({"op": "spawn_shim", "pod": pod_spec.to_json()})
+    def spawn_shim_info(self, pod_spec: PodSpec, adopt: bool = False) -> dict[str, Any]:
+        """Serve the pod; returns {"pid", "pause_pid", "ns"} once it is served. With adopt, the
+        monitor takes back the running pod of a monitor that died."""
+        req: dict[str, Any] = {"op": "spawn_shim", "pod": pod_spec.to_json()}
+        if adopt:
+            req["adopt"] = True
+        reply = self._call(req)
         return {"pid": reply["pid"], "pause_pid": reply.get("pause_pid"),
                 "ns": reply.get("ns") or {}}
 

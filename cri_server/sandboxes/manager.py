@@ -9,6 +9,12 @@ while the first is in flight or done) get the first pod's id.
 
 A pod's containers (PodContainers, the ContainerManager once cri_server.wiring has built
 it) are stopped with the pod and removed with it.
+
+When a READY pod's shim dies (kill -9; ShimWatch sees it), a successor shim takes the pod
+back (`adopt_shim`: contract 1's spawn_shim in adopt mode, runtime.shim.adopt), in the
+background under the pod lock, so it never races StopPodSandbox and never runs twice; the
+pod stays READY meanwhile and turns NOTREADY only if the adoption fails. Start-up recovery
+does the same for a READY pod whose shim is gone.
 """
 from __future__ import annotations
 
@@ -105,7 +111,8 @@ class _Pending:
 class SandboxManager:
     def __init__(self, config: Config, paths: Paths, store: Store, cni: CniManager | None,
                  spawn_shim: Callable[[PodSpec], dict[str, Any]],
-                 shim_watch: ShimWatch | None = None) -> None:
+                 shim_watch: ShimWatch | None = None,
+                 adopt_shim: Callable[[PodSpec], dict[str, Any]] | None = None) -> None:
         self.config = config
         self.paths = paths
         self.store = store
@@ -135,6 +142,13 @@ class SandboxManager:
             lambda: self._index.generation)
         # Liveness of the pods' shims (pidfds): shared with the ContainerManager by the wiring.
         self.shim_watch = shim_watch if shim_watch is not None else ShimWatch()
+        # A successor shim for a pod whose shim died (None: such a pod turns NOTREADY).
+        self._adopt_shim = adopt_shim
+        self._adopting: set[str] = set()   # pod ids with an adoption queued or running
+        self._adopt_lock = threading.Lock()
+        self._adopt_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="adopt")
+        if adopt_shim is not None:
+            self.shim_watch.on_dead = self._shim_died
 
     # -- lookups ---------------------------------------------------------------
     def resolve_id(self, id_or_prefix: str) -> str:
@@ -184,6 +198,12 @@ class SandboxManager:
             self.shim_watch.poll()
         if self.shim_watch.alive(rec.shim_dir, rec.shim_pid):
             return rec
+        if self._request_adoption(rec.id):
+            return rec   # READY while a successor shim takes the pod back
+        return self._mark_notready(rec)
+
+    def _mark_notready(self, rec: SandboxRecord) -> SandboxRecord:
+        """rec (READY, its shim gone) turned NOTREADY, unless it changed meanwhile."""
         with self._index.lock:
             replaced = self.store.replace_field(KIND, rec.id, "state", READY, NOTREADY)
             if replaced:
@@ -200,6 +220,77 @@ class SandboxManager:
             rec.state = NOTREADY
             return rec
         return SandboxRecord.from_json(data)
+
+    # -- a successor shim for a pod whose shim died ----------------------------------
+    def _shim_died(self, shim_dir: str) -> None:
+        """ShimWatch saw the shim of shim_dir exit."""
+        with self._index.lock:
+            found = [r.id for r in self._index.records()
+                     if r.shim_dir == shim_dir and r.state == READY]
+        for pod_id in found:
+            self._request_adoption(pod_id)
+
+    def _request_adoption(self, pod_id: str) -> bool:
+        """Queues the adoption of pod_id by a successor shim (once: a request while one is
+        queued or running is the same); False without an adopt_shim."""
+        if self._adopt_shim is None:
+            return False
+        with self._adopt_lock:
+            if pod_id in self._adopting:
+                return True
+            self._adopting.add(pod_id)
+        try:
+            self._adopt_pool.submit(self._adopt_queued, pod_id)
+        except RuntimeError:  # shutting down
+            with self._adopt_lock:
+                self._adopting.discard(pod_id)
+            return False
+        return True
+
+    def _adopt_queued(self, pod_id: str) -> None:
+        try:
+            with self._pod_lock(pod_id):
+                data = self.store.get(KIND, pod_id)
+                if data is None:
+                    return   # removed meanwhile
+                rec = SandboxRecord.from_json(data)
+                self.shim_watch.poll()
+                if rec.state != READY or self.shim_watch.alive(rec.shim_dir, rec.shim_pid):
+                    return   # stopped meanwhile, or adopted already
+                self._adopt_locked(rec)
+        except Exception:  # logged; the pod stays as it is
+            log.exception("adopting pod sandbox %s failed", pod_id)
+        finally:
+            with self._adopt_lock:
+                self._adopting.discard(pod_id)
+
+    def _adopt_locked(self, rec: SandboxRecord) -> bool:
+        """Under the pod lock, rec READY and its shim gone: a successor shim takes the pod
+        back (runtime.shim.adopt); on failure the pod turns NOTREADY. True when adopted."""
+        assert self._adopt_shim is not None
+        started = time.monotonic()
+        try:
+            try:   # a successor already serving (the daemon died after it was started)
+                hello = ShimClient(rec.shim_dir).hello(timeout=HELLO_TIMEOUT)
+                info: dict[str, Any] = ({"pid": hello.shim_pid, "pause_pid": hello.pause_pid}
+                                        if hello.pod_id == rec.id else {})
+            except PycriError:
+                info = {}
+            if not info:
+                shim_process.kill_stale_shim(rec.shim_dir, rec.shim_pid)  # a hung one
+                info = self._adopt_shim(self._pod_spec(rec))
+        except PycriError as exc:
+            log.warning("pod sandbox %s: no successor shim could take it back (%s); marking it "
+                        "NOTREADY", rec.id, exc)
+            self._mark_notready(rec)
+            return False
+        rec.shim_pid = int(info.get("pid") or 0)
+        rec.pause_pid = int(info.get("pause_pid") or rec.pause_pid or 0)
+        self._save(rec)
+        self.shim_watch.alive(rec.shim_dir, rec.shim_pid)   # watched from now on
+        log.warning("pod sandbox %s: its shim died; the successor shim (pid %d) took it back "
+                    "in %.1f ms", rec.id, rec.shim_pid, (time.monotonic() - started) * 1000)
+        return True
 
     def shim(self, pod_id: str) -> ShimClient:
         return ShimClient(self.get(pod_id).shim_dir)
@@ -349,6 +440,7 @@ class SandboxManager:
         rec.pause_pid = int(info.get("pause_pid") or 0)
         rec.ns_paths = dict(info.get("ns") or {})
         self._save(rec, phase="shim")
+        self.shim_watch.alive(rec.shim_dir, rec.shim_pid)  # watched: its death is noticed
         pod_cgroup.start_pause_scope(self._cgroup(rec), rec.id, rec.pause_pid)
         faults.crash_point("runp_shim")
         times.append(time.monotonic())
@@ -568,6 +660,13 @@ class SandboxManager:
         with ThreadPoolExecutor(max_workers=RECOVERY_THREADS) as pool:  # hung shims time out
             list(pool.map(one, records))                                 # side by side
         self._collect_orphans({r.id for r in self.list()})
+        if self._adopt_shim is not None:
+            self.shim_watch.start_death_watch()   # a shim's death is noticed at once
+
+    def close(self) -> None:
+        """Stops noticing shim deaths and waits for adoptions in flight."""
+        self.shim_watch.stop_death_watch()
+        self._adopt_pool.shutdown(wait=True)
 
     def _recover_one(self, rec: SandboxRecord) -> None:
         if rec.state == CREATING:
@@ -575,6 +674,10 @@ class SandboxManager:
             self._undo_half_made(rec)
             return
         if rec.state == READY and not self._shim_alive(rec):
+            if self._adopt_shim is not None:
+                with self._pod_lock(rec.id):
+                    self._adopt_locked(rec)
+                return
             log.warning("the shim of pod sandbox %s is gone; marking it NOTREADY", rec.id)
             rec.state = NOTREADY
             self._save(rec)

@@ -49,16 +49,24 @@ class ZygoteLink:
 
     def spawn(self, pod_spec: PodSpec) -> dict[str, Any]:
         """{"pid", "pause_pid", "ns"} of the new shim once it is ready."""
+        return self._spawn(pod_spec, adopt=False)
+
+    def adopt(self, pod_spec: PodSpec) -> dict[str, Any]:
+        """{"pid", "pause_pid", "ns"} of a successor shim that took the running pod back from
+        its dead shim (runtime.shim.adopt)."""
+        return self._spawn(pod_spec, adopt=True)
+
+    def _spawn(self, pod_spec: PodSpec, adopt: bool) -> dict[str, Any]:
         client = self._ensure()
         try:
-            return client.spawn_shim_info(pod_spec)
+            return client.spawn_shim_info(pod_spec, adopt=adopt)
         except ZygoteError as exc:
             if self._alive(client):
                 raise FailedPrecondition(f"starting the pod's shim failed: {exc}") from None
             log.warning("the zygote is gone (%s); restarting it", exc)
         client = self._ensure(failed=client)
         try:
-            return client.spawn_shim_info(pod_spec)
+            return client.spawn_shim_info(pod_spec, adopt=adopt)
         except ZygoteError as exc:
             raise FailedPrecondition(f"starting the pod's shim failed: {exc}") from None
 

@@ -8,6 +8,7 @@ succeeded (EOF of its report pipe). The end of a container is runtime.shim.exits
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 from pycri_common.errors import (
@@ -65,6 +66,7 @@ class Containers:
         self.pod.pids[c.init_pid] = ("keeper", c)
         c.keeper_alive = True
         self.pod.write_keeper_pid(c)
+        self._write_spec(c)  # while the init sets up: off the reply's path
         self.pod.containers[cid] = c
         os.set_blocking(c.report_fd, False)
         self.loop.add_reader(c.report_fd, lambda: self.read_report(c))
@@ -74,6 +76,14 @@ class Containers:
         c.pending_create = conn
         c.create_timer = self.loop.call_later(CREATE_TIMEOUT, lambda: self.exits.fail_create(
             c, DeadlineExceeded(f"container init did not get ready in {CREATE_TIMEOUT:.0f}s")))
+
+    def _write_spec(self, c: Container) -> None:
+        """<cid>.spec, for a successor shim that adopts the pod (runtime.shim.adopt)."""
+        try:
+            statusfile.write_spec(self.pod.shim_dir, c.id, c.spec.to_json())
+        except OSError as e:
+            print(f"pycri-shim {self.pod.pod_id}: container {c.id}: cannot write its spec "
+                  f"(a successor shim could not adopt it): {e}", file=sys.stderr)
 
     def _keeper_launch(self, c: Container, child_fds: list[int]) -> keeper_mod.Launch:
         """The exit pipe (our end in c.exit_fd, the keeper's in child_fds) and what the keeper

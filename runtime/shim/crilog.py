@@ -4,7 +4,11 @@ Each line: `<RFC3339Nano UTC> <stdout|stderr> <F|P> <text>\n`. A line longer
 than `max_line` bytes (16 KiB, containerd's default max_container_log_line_size)
 is written as P (partial) chunks followed by an F chunk. A trailing "\r\n" loses
 its "\r" like Go's bufio.ReadLine does in containerd. Text without a newline is
-held until the newline, the size limit, or flush() (end of stream: written as F).
+written at once as a P chunk (its line goes on in the next chunk; flush(), the end of the
+stream, ends an open line with an F chunk): the shim never holds output it read but did
+not write, so a shim killed with -9 loses nothing it had read (docs/architecture.md, "What
+survives kill -9 of what"). Only a lone trailing "\r" is held (it may be the first half of
+"\r\n"), and written by the next chunk or flush().
 
 The file is opened by `open_log_file`, never through a symlink below the pod's log directory.
 """
@@ -97,7 +101,8 @@ class CriLogWriter:
         self.log_dir = log_dir
         self.max_line = max_line
         self._clock = clock
-        self._pending: dict[str, bytes] = {"stdout": b"", "stderr": b""}
+        self._pending: dict[str, bytes] = {"stdout": b"", "stderr": b""}  # a held "\r"
+        self._open: dict[str, bool] = {"stdout": False, "stderr": False}  # P written last
         self._fd = -1
         self.open()
 
@@ -136,15 +141,21 @@ class CriLogWriter:
                 line = line[:-1]
             out.append(b"%s %s F %s\n" % (ts, tag, line))
             start = nl + 1
-        self._pending[stream] = buf[start:]
+        rest = buf[start:]
+        held = b"\r" if rest.endswith(b"\r") else b""
+        if len(rest) > len(held):
+            out.append(b"%s %s P %s\n" % (ts, tag, rest[:len(rest) - len(held)]))
+        self._pending[stream] = held
         if out:
+            self._open[stream] = out[-1].startswith(b"%s %s P " % (ts, tag))
             self._emit(b"".join(out))
 
     def flush(self, stream: str) -> None:
         """End of `stream`: write what is held as a full line."""
         rest = self._pending[stream]
-        if rest:
+        if rest or self._open[stream]:
             self._pending[stream] = b""
+            self._open[stream] = False
             ts = rfc3339nano(self._clock()).encode()
             self._emit(b"%s %s F %s\n" % (ts, stream.encode(), rest))
 

@@ -60,7 +60,7 @@ class Exits:
         stdio.close_stdin(c)
         self.pod.write_status(c)
         if c.keeper_alive:  # it waits for this once it recorded the exit; the pipes are drained
-            self.pod.signal(c.init_pid, signal.SIGTERM)
+            self.pod.signal_keeper(c, signal.SIGTERM)
         state = c.snapshot()
         payload = state.to_frame()
         for conn in list(c.attached):

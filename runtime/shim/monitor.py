@@ -20,6 +20,8 @@ framing of runtime.shim.control; errors as in contract 3):
 
     {"op": "spawn_pod", "pod": <PodSpec JSON>} -> {"ok": true, "pid", "pause_pid", "ns"} once
         the pod is served (a requester gone before the reply: the pod is shut down again)
+    {"op": "spawn_pod", "pod": ..., "adopt": true} -> the same, for a running pod whose
+        monitor died: taken back (runtime.shim.adopt), never shut down for a lost requester
     {"op": "ping"} -> {"ok": true, "pid", "pods": [pod ids]}
     {"op": "zygote"} -> {"ok": true, "pid"}; the connection stays open: the zygote's link
     {"op": "drop_pod", "pod_id"} -> {"ok": true, "dropped": bool}: stop serving the pod
@@ -41,7 +43,7 @@ import sys
 import traceback
 from typing import Any, NoReturn
 
-from pycri_common.errors import FailedPrecondition, InvalidArgument, PycriError, Unimplemented
+from pycri_common.errors import FailedPrecondition, InvalidArgument, PycriError
 from runtime import syscalls
 from runtime.pod_spec import PodSpec
 from runtime.shim import podsetup, spawn, stdio
@@ -117,7 +119,7 @@ class Monitor:
             close_fd(fd)
         op = line.get("op")
         if op == "spawn_pod":
-            self._spawn(conn, line.get("pod"))  # replies itself
+            self._spawn(conn, line.get("pod"), adopt=line.get("adopt") is True)  # replies itself
             return None
         if op == "ping":
             return {"pid": os.getpid(), "pods": sorted(self.pods)}
@@ -139,7 +141,7 @@ class Monitor:
             self.loop.stop()
 
     # --- pods --------------------------------------------------------------------------
-    def _spawn(self, conn: Connection, raw: Any) -> None:
+    def _spawn(self, conn: Connection, raw: Any, adopt: bool = False) -> None:
         pod = PodSpec.from_json(raw)
         if pod.pod_id in self.pods:
             raise FailedPrecondition(f"a shim is already running for pod {pod.pod_id} (this "
@@ -147,11 +149,13 @@ class Monitor:
         hp = HostedPod(pod, podsetup.open_log(pod.shim_dir))
         prev, self.loop.owner = self.loop.owner, hp   # what it registers is the pod's
         try:
-            shim, info = podsetup.start_pod(pod, self.loop, hp.log, unclaimed=self.unclaimed,
+            shim, info = podsetup.start_pod(pod, self.loop, hp.log, adopt=adopt,
+                                            unclaimed=self.unclaimed,
                                             on_done=lambda: self._pod_done(hp),
                                             dispatch=self.dispatch)
         except Exception as e:  # this pod's failure: undone by start_pod, reported
-            hp.log(f"pod {pod.pod_id}: set-up failed: {type(e).__name__}: {e}")
+            hp.log(f"pod {pod.pod_id}: {'adoption' if adopt else 'set-up'} failed: "
+                   f"{type(e).__name__}: {e}")
             hp.close_log()
             if isinstance(e, PycriError):
                 raise
@@ -161,7 +165,9 @@ class Monitor:
         hp.shim = shim
         self.pods[pod.pod_id] = hp
         conn.reply(info)
-        if conn.closed:  # the requester gave up before it heard of the pod: undo it
+        if adopt:
+            hp.log(f"pod {pod.pod_id}: adopted by monitor {os.getpid()}")
+        elif conn.closed:  # the requester gave up before it heard of the pod: undo it
             self.loop.call_as(hp, lambda: shim.begin_shutdown(0))
 
     def _pod_done(self, hp: HostedPod) -> None:
@@ -196,13 +202,6 @@ class Monitor:
         hp.close_log()
         self._maybe_exit()
         return True
-
-    def adopt_pod(self, pod: PodSpec) -> dict[str, Any]:
-        """The seam for re-adoption after a monitor died (issue 18, stage 3): take a running
-        pod back (keepers verified by pidfd + command line, their exit pipes and output ends
-        taken with pidfd_getfd, CRI logs reopened for appending, recorded exits read) and
-        serve it like a pod set up here. Not done yet."""
-        raise Unimplemented(f"re-adopting pod {pod.pod_id} is not implemented")
 
     # --- reaping -----------------------------------------------------------------------
     def reap(self) -> None:

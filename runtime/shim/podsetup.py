@@ -22,6 +22,7 @@ from typing import Any
 from runtime import sysctls
 from runtime import userns as userns_mod
 from runtime.pod_spec import IdMaps, PodSpec
+from runtime.shim import adopt as adopt_mod
 from runtime.shim import namespaces, statusfile
 from runtime.shim.loop import Loop
 from runtime.shim.pause import join_pod_cgroup, remove_pause_cgroup, start_pause_holder
@@ -74,10 +75,15 @@ def remove_served_files(shim_dir: str) -> None:
             pass
 
 
-def start_pod(pod: PodSpec, loop: Loop, log: Callable[[str], None],
+def start_pod(pod: PodSpec, loop: Loop, log: Callable[[str], None], adopt: bool = False,
               **shim_kw: Any) -> tuple[Shim, dict[str, Any]]:
     """Set the pod up and serve it on loop; returns its Shim and the ready reply
-    ({"pid", "pause_pid", "ns"}). shim_kw goes to Shim (unclaimed, on_done, dispatch)."""
+    ({"pid", "pause_pid", "ns"}). shim_kw goes to Shim (unclaimed, on_done, dispatch).
+
+    With adopt the pod runs already (the monitor that served it died): nothing is made, only
+    its socket; runtime.shim.adopt builds its objects from disk and from the processes that
+    outlived the dead monitor (pause-holder, keepers). A failure then leaves the pod as it
+    was (nothing is killed or unpinned)."""
     pause_pid: int | None = None
     pinned: dict[str, str] = {}
     listener: socket.socket | None = None
@@ -85,10 +91,11 @@ def start_pod(pod: PodSpec, loop: Loop, log: Callable[[str], None],
     sock_path = os.path.join(shim_dir, "shim.sock")
     try:
         _refuse_if_running(sock_path)
-        namespaces.unpin_all(ns_dir)  # leftovers of a shim that died without cleaning up
-        types = namespaces.pod_namespace_types(pod)
+        if not adopt:
+            namespaces.unpin_all(ns_dir)  # leftovers of a shim that died without cleaning up
+        types = [] if adopt else namespaces.pod_namespace_types(pod)
         sysctls.check_sysctls(dict(pod.sysctls), types)
-        userns = pod.userns
+        userns = None if adopt else pod.userns
         if userns is not None:
             pinned = {"user": _make_pod_userns(userns, ns_dir)}
         if types:
@@ -110,6 +117,12 @@ def start_pod(pod: PodSpec, loop: Loop, log: Callable[[str], None],
         listener.bind(sock_path)
         os.chmod(sock_path, 0o600)
         listener.listen(128)
+        if adopt:
+            shim = adopt_mod.adopt(pod, loop, listener, log=log, **shim_kw)
+            statusfile.write_atomic(os.path.join(shim_dir, "shim.pid"),
+                                    str(os.getpid()).encode(), durable=False)
+            return shim, {"pid": os.getpid(), "pause_pid": shim.state.pause_pid,
+                          "ns": dict(shim.pinned)}
         statusfile.write_atomic(os.path.join(shim_dir, "shim.pid"), str(os.getpid()).encode(),
                                 durable=False)
         if pause_pid is not None:  # the pause-holder outlives us: who stops it finds it here

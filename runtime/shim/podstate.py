@@ -45,6 +45,7 @@ class PodState:
         self.loop = loop
         self.pause_pid = pause_pid
         self.pause_alive = pause_pid is not None
+        self.pause_pidfd = -1  # the pause-holder when it is not our child (runtime.shim.adopt)
         self.containers: dict[str, Container] = {}
         self.execs: dict[str, ExecProcess] = {}
         self.pids: dict[int, PidEntry] = {}
@@ -100,6 +101,17 @@ class PodState:
         elif c.pid and c.pid in self.pids:
             self.signal(c.pid, sig)
         elif not c.pid and sig == signal_mod.SIGKILL:
+            self.signal(c.init_pid, sig)
+
+    def signal_keeper(self, c: Container, sig: int) -> None:
+        """Signal c's keeper: by its pidfd when it is not our child (an adopted pod), else as
+        one of our children."""
+        if c.keeper_pidfd >= 0:
+            try:
+                signal_mod.pidfd_send_signal(c.keeper_pidfd, sig)
+            except ProcessLookupError:
+                pass
+        else:
             self.signal(c.init_pid, sig)
 
     def write_keeper_pid(self, c: Container) -> None:

@@ -47,6 +47,7 @@ class Container:
         self.state = State.CREATING  # -> CREATED -> RUNNING -> EXITED (or -> DISCARDED)
         self.init_pid = 0        # the process the shim forked: the init, then the keeper
         self.keeper_alive = False
+        self.keeper_pidfd = -1   # the keeper, when it is not our child (adopted: runtime.shim.adopt)
         self.exit_fd = -1        # read end of the keeper's exit pipe: EOF once it recorded
         self.exit_path = ""      # where the keeper records the exit (runtime.keeper)
         self.pidfd = -1          # the container process (pid), for signals

@@ -72,7 +72,7 @@ class Shim:
         listener.setblocking(False)
         loop.add_reader(listener.fileno(), self._accept)
 
-    # --- what runtime.shim.main drives ---------------------------------------------
+    # --- what runtime.shim.monitor drives ------------------------------------------
     def reap(self) -> None:
         self.reaper.reap()
 

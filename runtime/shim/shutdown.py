@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
+import time
 from collections.abc import Callable
 
 from pycri_common.errors import PycriError
+from runtime import syscalls
 from runtime.shim import namespaces, pause, protocol, stdio
 from runtime.shim.control import Connection
 from runtime.shim.execs import Execs
@@ -106,6 +109,9 @@ class Shutdown:
         pause_pid = self.pod.pause_pid
         if pause_pid is None or not self.pod.pause_alive:
             return
+        if self.pod.pause_pidfd >= 0:
+            self._stop_adopted_pause()
+            return
         self.pod.pids.pop(pause_pid, None)
         ours = _parent_of(pause_pid) == os.getpid()  # not after a successor took the pod over
         try:
@@ -122,6 +128,31 @@ class Shutdown:
             self.dispatch(pid, status)
         self.pod.pause_alive = False
         pause.remove_pause_cgroup(self.pod.pod, self.pod.log)
+
+    def _stop_adopted_pause(self, timeout: float = 10.0) -> None:
+        """The pause-holder of an adopted pod is not our child (runtime.shim.adopt): SIGKILL by
+        its pidfd, reaping our own children (exec processes in its pid namespace; a monitor's
+        go to their pods) until the pidfd says it is gone."""
+        fd = self.pod.pause_pidfd
+        try:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        poller = select.poll()  # not select(): a monitor's fds go past 1024
+        poller.register(fd, select.POLLIN)
+        deadline = time.monotonic() + timeout
+        while not poller.poll(20) and time.monotonic() < deadline:
+            self._reap()
+        self._reap()
+        self.loop.forget(fd)
+        os.close(fd)
+        self.pod.pause_pidfd = -1
+        self.pod.pause_alive = False
+        pause.remove_pause_cgroup(self.pod.pod, self.pod.log)
+
+    def _reap(self) -> None:
+        for pid, status in syscalls.reaped_children():
+            self.dispatch(pid, status)
 
 
 def _parent_of(pid: int) -> int:

@@ -52,10 +52,30 @@ def write_state(shim_dir: str, container_id: str, state: dict[str, Any]) -> None
                  durable=False)
 
 
+def spec_path(shim_dir: str, container_id: str) -> str:
+    """<cid>.spec: the ContainerSpec JSON the shim got (contract 4), for a successor shim
+    that adopts the pod (runtime.shim.adopt)."""
+    return os.path.join(containers_dir(shim_dir), container_id + ".spec")
+
+
+def write_spec(shim_dir: str, container_id: str, spec: dict[str, Any]) -> None:
+    write_atomic(spec_path(shim_dir, container_id), json.dumps(spec).encode(), durable=False)
+
+
+def read_spec(shim_dir: str, container_id: str) -> Any:
+    """The JSON of <cid>.spec, or None when it is missing or unreadable."""
+    try:
+        with open(spec_path(shim_dir, container_id), "rb") as f:
+            return json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+
+
 def remove_state(shim_dir: str, container_id: str) -> None:
-    """The status file and what the container's keeper left (its exit record and pid file)."""
+    """The status file, the spec and what the container's keeper left (its exit record and
+    pid file)."""
     base = os.path.join(containers_dir(shim_dir), container_id)
-    for suffix in (".json", ".exit", ".keeper"):
+    for suffix in (".json", ".spec", ".exit", ".keeper"):
         try:
             os.unlink(base + suffix)
         except FileNotFoundError:

@@ -10,6 +10,7 @@ import termios
 from collections.abc import Callable
 
 from pycri_common.errors import FailedPrecondition
+from runtime import syscalls
 from runtime.shim import frames, protocol
 from runtime.shim.control import Connection
 from runtime.shim.crilog import CriLogWriter
@@ -61,17 +62,53 @@ def _output_reader(loop: Loop, c: Container, fd: int) -> Callable[[], None]:
     return on_readable
 
 
+_scratch: tuple[int, int, int] = (0, -1, -1)  # (pid, read end, write end) of peek()'s pipe
+
+
+def _scratch_pipe() -> tuple[int, int]:
+    """This process's scratch pipe for peek() (made after any fork: never shared)."""
+    global _scratch
+    pid = os.getpid()
+    if _scratch[0] != pid:
+        r, w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        _scratch = (pid, r, w)
+    return _scratch[1], _scratch[2]
+
+
+def peek(fd: int, limit: int = READ_CHUNK) -> bytes:
+    """Up to `limit` bytes at the head of the pipe fd, left in it (tee(2) into the scratch
+    pipe, read back from there); b"" at EOF, BlockingIOError when it is empty."""
+    r, w = _scratch_pipe()
+    n = syscalls.tee(fd, w, limit)
+    return os.read(r, n) if n else b""
+
+
+def _take(c: Container, fd: int) -> tuple[bytes, int]:
+    """(a chunk of fd's output, how much of it is still to be consumed from the pipe). A
+    pipe is only peeked at: the caller consumes the chunk once it is in the log, so a shim
+    killed meanwhile leaves it to its successor. A pty (the master of a tty container) cannot
+    be peeked at: read at once."""
+    if not c.tty:
+        data = peek(fd)
+        return data, len(data)
+    try:
+        return os.read(fd, READ_CHUNK), 0
+    except BlockingIOError:
+        raise
+    except OSError:  # EIO: pty without slave
+        return b"", 0
+
+
 def relay_output(loop: Loop, c: Container, fd: int) -> bool:
-    """Relay one chunk to the log and the attached clients; False when nothing was there."""
+    """Relay one chunk to the log, then (consumed from the pipe) to the attached clients;
+    False when nothing was there."""
     stream = c.outputs.get(fd)
     if stream is None:
         return False
     try:
-        data = os.read(fd, READ_CHUNK)
+        data, unconsumed = _take(c, fd)
     except BlockingIOError:
         return False
-    except OSError:  # EIO: pty without slave
-        data = b""
     if not data:
         loop.forget(fd)
         close_fd(fd)
@@ -81,6 +118,8 @@ def relay_output(loop: Loop, c: Container, fd: int) -> bool:
         return False
     if c.log is not None:
         _log(c, lambda log: log.write(stream, data))
+    if unconsumed:
+        os.read(fd, unconsumed)  # in the log now: only we read the pipe, so all of it is there
     frame = frames.STDOUT if stream == "stdout" else frames.STDERR
     for conn in list(c.attached):
         conn.send_frame(frame, data)
@@ -166,7 +205,7 @@ def release_fds(loop: Loop, c: Container) -> None:
     if c.stdin_writer is not None:
         c.stdin_writer.close()
         c.stdin_writer = None
-    for name in ("report_fd", "gate_w", "pty_master", "exit_fd", "pidfd"):
+    for name in ("report_fd", "gate_w", "pty_master", "exit_fd", "pidfd", "keeper_pidfd"):
         fd = getattr(c, name)
         if fd >= 0:
             loop.forget(fd)

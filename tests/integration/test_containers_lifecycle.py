@@ -382,6 +382,9 @@ def test_lists_follow_every_change_at_once(daemon) -> None:  # type: ignore[no-u
         running = env.run(["sleep", "1000"], labels={"t": "orphaned"})
         info = json.loads(cri.PodSandboxStatus(api_pb2.PodSandboxStatusRequest(
             pod_sandbox_id=env.pod_id, verbose=True)).info["info"])
+        # the pause-holder first, then the shim: no successor can take the pod back
+        # (runtime.shim.adopt), so the pod turns NOTREADY
+        os.kill(info["pid"], signal.SIGKILL)
         os.kill(info["shimPid"], signal.SIGKILL)
         started = time.monotonic()
         while pods_listed(id=env.pod_id)[env.pod_id].state == api_pb2.SANDBOX_READY:

@@ -62,12 +62,14 @@ def test_daemon_kill9_keeps_containers_and_records_exits(
 
 def test_dead_shim_leaves_containers_running_until_stopped(
         started: tuple[PycriDaemon, ContainerEnv]) -> None:
-    """A container whose shim died runs on under its keeper: RUNNING (not a made-up exit)
-    until StopContainer kills it through its cgroup; its keeper records the 137."""
+    """A container whose shim died and could not be adopted (its pause-holder is gone too)
+    runs on under its keeper: RUNNING (not a made-up exit) until StopContainer kills it
+    through its cgroup; its keeper records the 137."""
     _, env = started
     cid = env.run(["sleep", "1000"])
     pid = env.info(cid)["pid"]
     shim_pid = int((_shim_dir(env) / "shim.pid").read_text())
+    os.kill(int((_shim_dir(env) / "pause.pid").read_text()), signal.SIGKILL)
     os.kill(shim_pid, signal.SIGKILL)
     time.sleep(0.5)
     st = env.status(cid)

@@ -189,32 +189,34 @@ def test_zygote_does_not_outlive_its_daemon(fresh_daemon) -> None:  # type: igno
     assert pods.wait_until(lambda: not _zygotes(d), timeout=10)
 
 
-def test_dead_shim_shows_notready_and_can_be_removed(fresh_daemon) -> None:  # type: ignore[no-untyped-def]
-    """kill -9 of the monitor: every pod it served turns NOTREADY (and stays so across a
-    daemon restart); a new pod gets a new monitor; the old pods stop and go cleanly."""
+def test_dead_shim_and_pause_show_notready_and_can_be_removed(fresh_daemon) -> None:  # type: ignore[no-untyped-def]
+    """kill -9 of the monitor: a successor monitor takes back every pod it served, except one
+    whose pause-holder is gone too (a dead monitor alone is adopted: test_shim_adopt): that
+    one is NOTREADY, before and after a restart; new pods go to the successor."""
     d = fresh_daemon.start()
     pod_id = pods.run_pod(d.c)
     other = pods.run_pod(d.c)
     info = pods.info(d.c, pod_id)
     assert pods.info(d.c, other)["shimPid"] == info["shimPid"]  # one monitor serves both
+    os.kill(info["pid"], signal.SIGKILL)
     os.kill(info["shimPid"], signal.SIGKILL)
     new = ""
     try:
-        for p in (pod_id, other):
-            assert pods.wait_until(lambda p=p: pods.status(d.c, p).status.state
-                                   == api_pb2.SANDBOX_NOTREADY)
+        assert pods.wait_until(lambda: pods.status(d.c, pod_id).status.state
+                               == api_pb2.SANDBOX_NOTREADY)
+        assert pods.wait_until(lambda: pods.info(d.c, other)["shimPid"] != info["shimPid"])
+        successor = pods.info(d.c, other)["shimPid"]
         d.restart(crash=True)
         assert pods.status(d.c, pod_id).status.state == api_pb2.SANDBOX_NOTREADY
+        assert pods.status(d.c, other).status.state == api_pb2.SANDBOX_READY
         new = pods.run_pod(d.c)
-        assert pods.status(d.c, new).status.state == api_pb2.SANDBOX_READY
-        assert pods.info(d.c, new)["shimPid"] not in (0, info["shimPid"])
+        assert pods.info(d.c, new)["shimPid"] == successor
         ready = api_pb2.PodSandboxFilter(
             state=api_pb2.PodSandboxStateValue(state=api_pb2.SANDBOX_READY))
-        assert [p.id for p in pods.list_pods(d.c, ready)] == [new]
+        assert sorted(p.id for p in pods.list_pods(d.c, ready)) == sorted([other, new])
         pods.stop(d.c, pod_id)
         pods.stop(d.c, pod_id)
         pods.remove(d.c, pod_id)
-        assert pods.status(d.c, new).status.state == api_pb2.SANDBOX_READY
     finally:
         pods.stop_and_remove(d.c, other)
         if new:

@@ -55,5 +55,5 @@ def test_log_lines_are_well_formed_and_lose_nothing(chunks: list[tuple[str, byte
     for stream in _STREAMS:
         wrote = b"".join(d for s, d in chunks if s == stream)
         if wrote and not wrote.endswith(b"\n"):
-            wrote += b"\n"   # flush(): what was held is written as a full line
+            wrote += b"\n"   # flush(): the open line ends with an F record
         assert got[stream].replace(b"\r", b"") == wrote.replace(b"\r", b"")

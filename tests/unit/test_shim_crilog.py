@@ -37,14 +37,29 @@ def test_full_lines_per_stream(tmp_path: Path) -> None:
                            [rfc3339nano(T0), "stderr", "F", "bad"]]
 
 
-def test_partial_line_is_held_until_newline_or_flush(tmp_path: Path) -> None:
+def test_partial_line_is_written_at_once_as_p_and_ended_by_newline_or_flush(
+        tmp_path: Path) -> None:
+    """Nothing read is held (a shim killed with -9 must not lose it): an unterminated chunk
+    is a P record at once, its line ends with the next newline or flush()."""
     w, path = writer(tmp_path)
     w.write("stdout", b"hel")
-    assert path.read_text() == ""
+    assert [(ln[2], ln[3]) for ln in lines(path)] == [("P", "hel")]
     w.write("stdout", b"lo\nwor")
-    assert [ln[3] for ln in lines(path)] == ["hello"]
+    assert [(ln[2], ln[3]) for ln in lines(path)] == [("P", "hel"), ("F", "lo"), ("P", "wor")]
     w.flush("stdout")
-    assert [(ln[2], ln[3]) for ln in lines(path)] == [("F", "hello"), ("F", "wor")]
+    assert [(ln[2], ln[3] if len(ln) > 3 else "") for ln in lines(path)][3:] == [("F", "")]
+    w.flush("stdout")  # nothing open: nothing more
+    assert len(lines(path)) == 4
+
+
+def test_a_lone_cr_is_held_for_crlf(tmp_path: Path) -> None:
+    w, path = writer(tmp_path)
+    w.write("stdout", b"ab\r")
+    w.write("stdout", b"\ncd\r")
+    w.flush("stdout")
+    assert path.read_bytes().decode().split("\n") == [
+        f"{rfc3339nano(T0)} stdout P ab", f"{rfc3339nano(T0)} stdout F ",
+        f"{rfc3339nano(T0)} stdout P cd", f"{rfc3339nano(T0)} stdout F \r", ""]
 
 
 def test_crlf_loses_cr_and_empty_lines_are_kept(tmp_path: Path) -> None:
@@ -62,8 +77,8 @@ def test_long_line_split_into_partials_at_16k(tmp_path: Path) -> None:
     w.write("stdout", data[:5000])
     w.write("stdout", data[5000:] + b"\n")
     got = lines(path)
-    assert [ln[2] for ln in got] == ["P", "P", "F"]
-    assert [len(ln[3]) for ln in got] == [MAX_LINE, MAX_LINE, 10]
+    assert [ln[2] for ln in got] == ["P", "P", "F"]  # the first chunk at once
+    assert [len(ln[3]) for ln in got] == [5000, MAX_LINE, len(data) - 5000 - MAX_LINE]
     assert "".join(ln[3] for ln in got).encode() == data
 
 

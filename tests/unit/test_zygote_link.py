@@ -17,7 +17,7 @@ class _Zygote:
         self.barrier = barrier
         self.process = None
 
-    def spawn_shim_info(self, spec: PodSpec) -> dict[str, Any]:
+    def spawn_shim_info(self, spec: PodSpec, adopt: bool = False) -> dict[str, Any]:
         if self.dead:
             self.barrier.wait(5)  # both callers see the dead zygote before either restarts it
             raise ZygoteError("connection refused")
