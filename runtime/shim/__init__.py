@@ -4,17 +4,17 @@ docs/architecture.md).
 One single-threaded process for every pod, runtime.shim.monitor, forked once from
 runtime.zygote (fork + setsid, so it survives kill -9 of the daemon and of the zygote),
 sets each pod up (runtime.shim.podsetup) and serves its shim.sock with the pod's own
-objects (runtime.shim.server.Shim). It is a child subreaper; per pod it owns the
-pause-holder (runtime.shim.pause, which execs the tiny program of
-runtime.shim.tinypause)
-that holds the pod's namespaces, pins them under ns_dir (runtime.shim.namespaces), forks container inits and exec
-processes (runtime.shim.spawn -> runtime.container_init), relays their stdio to
-CRI log files (runtime.shim.crilog) and attached clients (runtime.shim.frames),
-and records exit states in status files (runtime.shim.statusfile). The control
-server (runtime.shim.server) hands each operation to the module of its concern:
-containers (create, start, kill, attach), exits (wait, delete), execs, shutdown;
-runtime.shim.reaper tells whose exit a reaped child was. Modules here
-import only the standard library and runtime.*: never grpc, protobuf, httpx.
+objects (runtime.shim.server.Shim), or takes a running pod back after its monitor died
+(runtime.shim.adopt). It is a child subreaper; per pod it owns the pause-holder
+(runtime.shim.pause, which execs the tiny program of runtime.shim.tinypause) that holds
+the pod's namespaces, pins them under ns_dir (runtime.shim.namespaces), forks container
+inits and exec processes (runtime.shim.spawn -> runtime.container_init), relays their
+stdio to CRI log files (runtime.shim.crilog) and attached clients (runtime.shim.frames),
+and records exit states in status files (runtime.shim.statusfile). The control server
+(runtime.shim.server) hands each operation to the module of its concern: containers
+(create, start, kill, attach), exits (wait, delete), execs, shutdown; runtime.shim.reaper
+tells whose exit a reaped child was. Modules here import only the standard library and
+runtime.*: never grpc, protobuf, httpx.
 
 Control protocol on <shim_dir>/shim.sock (JSON lines; daemon side: runtime.shim_client)
 ----------------------------------------------------------------------------------------

@@ -28,9 +28,11 @@ Rules (what a dead shim cannot hand over):
   with it: StopContainer kills its cgroup); their ExecSync/Exec calls have failed already.
 - a container whose keeper died too (SIGKILL) while no shim ran cannot be watched any more:
   it is recorded exited with 255 and what is left in its cgroup is killed.
-- output: the shim writes every chunk it reads at once (runtime.shim.crilog writes an
-  unterminated chunk as a P record), so the only output a kill -9 can lose is one chunk
-  (<= 64 KiB) read by read(2) whose write(2) to the log had not happened yet.
+- output: the shim consumes a chunk from a pipe only after it wrote it to the log
+  (runtime.shim.stdio.peek: tee(2), then read(2); runtime.shim.crilog writes an unterminated
+  chunk as a P record at once), so a kill -9 loses nothing; one that lands between the log's
+  write(2) and the consuming read(2) logs that chunk twice. A pty cannot be peeked at: a
+  tty container can lose the one chunk between read(2) and write(2).
 """
 from __future__ import annotations
 

@@ -231,7 +231,10 @@ def test_attach_client_that_never_reads_does_not_block_the_container(env: ShimEn
     final = client.wait("flood", 30)
     assert final.exit_code == 0
     logs = read_cri_log(spec.log_path)
-    assert logs[-1][3] == "done" and len(logs) == 60_001
+    full = [t for _, _, t, _ in logs].count("F")  # a line cut by a read is P then F
+    assert logs[-1][3] == "done" and full == 60_001
+    assert "".join(x + ("\n" if t == "F" else "") for _, _, t, x in logs) == (
+        f"{line}\n" * 60_000 + "done\n")
     assert client.hello().pod_id == pod_id  # the shim still serves
     out, exited = _drain(stuck)  # what was kept for the slow client, then the exit frame
     assert 0 < len(out[frames.STDOUT]) < 6_000_000
