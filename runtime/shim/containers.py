@@ -8,7 +8,6 @@ succeeded (EOF of its report pipe). The end of a container is runtime.shim.exits
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 from pycri_common.errors import (
@@ -82,8 +81,8 @@ class Containers:
         try:
             statusfile.write_spec(self.pod.shim_dir, c.id, c.spec.to_json())
         except OSError as e:
-            print(f"pycri-shim {self.pod.pod_id}: container {c.id}: cannot write its spec "
-                  f"(a successor shim could not adopt it): {e}", file=sys.stderr)
+            self.pod.log(f"pod {self.pod.pod_id}: container {c.id}: cannot write its spec "
+                         f"(a successor monitor could not adopt it): {e}")
 
     def _keeper_launch(self, c: Container, child_fds: list[int]) -> keeper_mod.Launch:
         """The exit pipe (our end in c.exit_fd, the keeper's in child_fds) and what the keeper
