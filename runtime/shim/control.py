@@ -35,6 +35,17 @@ _ANC = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
 Handler = Callable[["Connection", dict[str, Any], list[int]], "Reply | dict[str, Any] | None"]
 
 
+def accept(loop: Loop, listener: socket.socket, handle: Handler,
+           on_close: Callable[[Connection], None]) -> Connection | None:
+    """The next client of a non-blocking listener as a Connection (None: nobody waits)."""
+    try:
+        sock, _ = listener.accept()
+    except (BlockingIOError, InterruptedError):
+        return None
+    sock.setblocking(False)
+    return Connection(loop, sock, handle, on_close)
+
+
 class Connection:
     def __init__(self, loop: Loop, sock: socket.socket, handle: Handler,
                  on_close: Callable[[Connection], None]) -> None:

@@ -46,7 +46,7 @@ from typing import Any, NoReturn
 from pycri_common.errors import FailedPrecondition, InvalidArgument, PycriError
 from runtime import syscalls
 from runtime.pod_spec import PodSpec
-from runtime.shim import podsetup, spawn, stdio
+from runtime.shim import control, podsetup, spawn, stdio
 from runtime.shim.control import Connection
 from runtime.shim.loop import Loop
 from runtime.shim.podstate import MAX_UNCLAIMED, close_fd
@@ -100,12 +100,9 @@ class Monitor:
 
     # --- the control socket ------------------------------------------------------------
     def _accept(self) -> None:
-        try:
-            sock, _ = self.listener.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        sock.setblocking(False)
-        self.conns.add(Connection(self.loop, sock, self._handle, self._closed))
+        conn = control.accept(self.loop, self.listener, self._handle, self._closed)
+        if conn is not None:
+            self.conns.add(conn)
 
     def _closed(self, conn: Connection) -> None:
         self.conns.discard(conn)

@@ -20,7 +20,7 @@ from typing import Any
 
 from pycri_common.errors import FailedPrecondition, PycriError
 from runtime.pod_spec import PodSpec
-from runtime.shim import protocol, stdio
+from runtime.shim import control, protocol, stdio
 from runtime.shim.containers import Containers
 from runtime.shim.control import Connection
 from runtime.shim.execs import Execs
@@ -89,12 +89,9 @@ class Shim:
 
     # --- connections ----------------------------------------------------------
     def _accept(self) -> None:
-        try:
-            sock, _ = self.listener.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        sock.setblocking(False)
-        self.conns.add(Connection(self.loop, sock, self.handle, self._conn_closed))
+        conn = control.accept(self.loop, self.listener, self.handle, self._conn_closed)
+        if conn is not None:
+            self.conns.add(conn)
 
     def _conn_closed(self, conn: Connection) -> None:
         self.conns.discard(conn)
