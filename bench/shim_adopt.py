@@ -6,8 +6,9 @@ For each container count N: a zygote in a temp state dir, one pod with N busybox
 writing a line every 10 ms to their CRI logs (--idle: that only sleep); then R rounds of:
 kill -9 of the pod's shim, the zygote's spawn_shim in adopt mode (runtime.shim.adopt) until
 its reply (`adopt_ms`), and the first `state` answer of the successor naming every container
-RUNNING (`serving_ms`, from the kill). At the end: every container's log has every line once (`lines_ok`), and the
-PSS of the last successor beside a fresh shim's (`successor_pss_kib`, `fresh_pss_kib`).
+RUNNING (`serving_ms`, from the kill). At the end: every container's log has every line
+once (`lines_ok`), and the PSS of the last successor beside a fresh shim's
+(`successor_pss_kib`, `fresh_pss_kib`).
 """
 from __future__ import annotations
 
