@@ -1,13 +1,14 @@
 """How long a successor shim takes to adopt a pod after kill -9 of its shim (no daemon).
 
-    sudo python3 bench/shim_adopt.py [--containers 1,10] [--rounds 10] [--json]
+    sudo PYTHONPATH=. python3 bench/shim_adopt.py [--containers 1,10] [--rounds 10] [--idle]
 
 For each container count N: a zygote in a temp state dir, one pod with N busybox containers
-writing a line every 10 ms to their CRI logs; then R rounds of: kill -9 of the pod's shim,
-the zygote's spawn_shim in adopt mode (runtime.shim.adopt) until its reply (`adopt_ms`), and
-the first `state` answer of the successor naming every container RUNNING (`serving_ms`,
-from the kill). At the end: every container's log has every line once (`lines_ok`), and the
-PSS of the last successor beside a fresh shim's (`successor_pss_kib`, `fresh_pss_kib`).
+writing a line every 10 ms to their CRI logs (--idle: that only sleep); then R rounds of:
+kill -9 of the pod's shim, the zygote's spawn_shim in adopt mode (runtime.shim.adopt) until
+its reply (`adopt_ms`), and the first `state` answer of the successor naming every container
+RUNNING (`serving_ms`, from the kill). At the end: every container's log has every line
+once (`lines_ok`), and the PSS of the last successor beside a fresh shim's
+(`successor_pss_kib`, `fresh_pss_kib`).
 """
 from __future__ import annotations
 
@@ -25,9 +26,10 @@ from runtime.shim_client import ShimClient
 from tests.integration.shim_support import ShimEnv, read_cri_log, wait_gone
 
 WRITER = "i=0; while :; do i=$((i+1)); echo l$i; sleep 0.01; done"
+IDLE = "echo l1; exec sleep 1000"
 
 
-def measure(containers: int, rounds: int) -> dict[str, Any]:
+def measure(containers: int, rounds: int, idle: bool = False) -> dict[str, Any]:
     env = ShimEnv()
     try:
         client, info = env.spawn("adopt")
@@ -35,7 +37,7 @@ def measure(containers: int, rounds: int) -> dict[str, Any]:
         cids, logs = [], []
         for i in range(containers):
             cid = f"c{i}"
-            cspec = env.container_spec(cid, "adopt", ["sh", "-c", WRITER])
+            cspec = env.container_spec(cid, "adopt", ["sh", "-c", IDLE if idle else WRITER])
             client.create(cid, cspec)
             client.start(cid)
             cids.append(cid)
@@ -90,9 +92,11 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--containers", default="1,10")
     ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--idle", action="store_true",
+                    help="containers that only sleep (no writer forking `sleep` 100 times/s)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    results = [measure(int(n), args.rounds) for n in args.containers.split(",")]
+    results = [measure(int(n), args.rounds, args.idle) for n in args.containers.split(",")]
     if args.json:
         print(json.dumps(results, indent=1))
         return

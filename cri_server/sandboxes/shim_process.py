@@ -14,7 +14,7 @@ import signal
 import socket
 import time
 
-from runtime import keeper
+from runtime import keeper, proc
 
 SHIM_COMM = "pycri-shim"
 MONITOR_COMM = "pycri-monitor"   # runtime.shim.monitor.MONITOR_COMM
@@ -122,31 +122,15 @@ def kill_pod_processes(shim_dir: str, pause_pid: int = 0) -> None:
     for name in names:
         if name.endswith(".keeper"):
             keeper.kill_keeper(cdir, name[:-len(".keeper")])
-    for pid in {p for p in (_int_file(os.path.join(shim_dir, "pause.pid")), pause_pid) if p}:
+    for pid in {p for p in (proc.read_pid_file(os.path.join(shim_dir, "pause.pid")), pause_pid) if p}:
         try:
             fd = os.pidfd_open(pid)
         except OSError:
             continue
         try:
-            if _cmdline(pid)[:1] == ["pycri-pause"]:
+            if proc.cmdline(pid)[:1] == ["pycri-pause"]:
                 signal.pidfd_send_signal(fd, signal.SIGKILL)
         except ProcessLookupError:
             pass
         finally:
             os.close(fd)
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().decode(errors="replace").split("\0")
-    except OSError:
-        return []
-
-
-def _int_file(path: str) -> int:
-    try:
-        with open(path) as f:
-            return int(f.read().strip() or 0)
-    except (OSError, ValueError):
-        return 0

@@ -24,6 +24,8 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from runtime import proc
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(HERE, "keeper.c")
 CFLAGS = ("-Os", "-nostdlib", "-static", "-no-pie", "-ffreestanding", "-fno-builtin",
@@ -182,14 +184,6 @@ def read_exit(path: str) -> dict[str, Any] | None:
     return obj
 
 
-def _argv(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().decode(errors="replace").split("\0")
-    except OSError:
-        return []
-
-
 def open_keeper(pid: int, container_id: str) -> int:
     """A pidfd of the keeper `pid` of container_id, or -1 when that process is not it (gone,
     or a recycled pid): checked by its command line after the pidfd is open, so the pidfd
@@ -198,7 +192,7 @@ def open_keeper(pid: int, container_id: str) -> int:
         fd = os.pidfd_open(pid)
     except OSError:
         return -1
-    argv = _argv(pid)
+    argv = proc.cmdline(pid)
     if argv[:2] != [COMM, container_id]:
         os.close(fd)
         return -1
@@ -208,19 +202,12 @@ def open_keeper(pid: int, container_id: str) -> int:
 def keeper_alive(containers_dir: str, container_id: str) -> bool:
     """Whether the keeper named by <cid>.keeper still runs (so the container's end will be
     recorded even though no shim watches it)."""
-    try:
-        with open(pid_path(containers_dir, container_id)) as f:
-            pid = int(f.read().strip() or 0)
-    except (OSError, ValueError):
-        return False
+    pid = proc.read_pid_file(pid_path(containers_dir, container_id))
     fd = open_keeper(pid, container_id) if pid > 0 else -1
     if fd < 0:
         return False
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
+        return not proc.ended(pid)
     finally:
         os.close(fd)
 
@@ -228,11 +215,7 @@ def keeper_alive(containers_dir: str, container_id: str) -> bool:
 def kill_keeper(containers_dir: str, container_id: str) -> None:
     """SIGKILL the keeper of container_id named by its pid file (<cid>.keeper), if it is still
     there: for a container whose shim is gone (nobody else will tell it to go)."""
-    try:
-        with open(pid_path(containers_dir, container_id)) as f:
-            pid = int(f.read().strip() or 0)
-    except (OSError, ValueError):
-        return
+    pid = proc.read_pid_file(pid_path(containers_dir, container_id))
     fd = open_keeper(pid, container_id) if pid > 0 else -1
     if fd < 0:
         return

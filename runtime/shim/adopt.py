@@ -43,7 +43,7 @@ from typing import Any
 
 from pycri_common.errors import InvalidArgument
 from runtime import keeper as keeper_mod
-from runtime import syscalls
+from runtime import proc, syscalls
 from runtime.container_spec import ContainerSpec
 from runtime.pod_spec import PodSpec
 from runtime.shim import namespaces, statusfile, stdio
@@ -76,13 +76,31 @@ def adopt(pod: PodSpec, loop: Loop, listener: socket.socket, **shim_kw: Any) -> 
         state.pids.pop(pause_pid, None)  # not our child: its pidfd says when it is gone
         state.pause_pidfd = pause_fd
         loop.add_reader(pause_fd, lambda: _pause_gone(shim))
-    for cid, obj in sorted(statusfile.read_states(pod.shim_dir).items()):
+    states = statusfile.read_states(pod.shim_dir)
+    for cid, obj in sorted(states.items()):
         try:
             _adopt_container(shim, cid, obj)
         except Exception as e:  # noqa: BLE001 - one container must not stop the pod's adoption
             state.log(f"pod {pod.pod_id}: container {cid} not adopted: "
                       f"{type(e).__name__}: {e}")
+    _end_unfinished_creates(pod.shim_dir, set(states))
     return shim
+
+
+def _end_unfinished_creates(shim_dir: str, known: set[str]) -> None:
+    """A keeper without a status file is a create the dead shim never finished (its init had
+    not reported ready; the daemon's CreateContainer failed): nobody will start it, so its
+    keeper is killed (its init, at the gate, exits with the gate closed) and its files go."""
+    cdir = statusfile.containers_dir(shim_dir)
+    try:
+        names = os.listdir(cdir)
+    except OSError:
+        return
+    for name in names:
+        cid = name[:-len(".keeper")] if name.endswith(".keeper") else ""
+        if cid and cid not in known:
+            keeper_mod.kill_keeper(cdir, cid)
+            statusfile.remove_state(shim_dir, cid)
 
 
 def _take_pause(pod: PodSpec) -> tuple[int | None, int]:
@@ -100,7 +118,7 @@ def _take_pause(pod: PodSpec) -> tuple[int | None, int]:
         fd = os.pidfd_open(pid)
     except OSError:
         raise AdoptError(f"pod {pod.pod_id}: its pause-holder (pid {pid}) is gone") from None
-    if _argv(pid)[:2] != [PAUSE_COMM, pod.pod_id] or _zombie(pid):
+    if proc.cmdline(pid)[:2] != [PAUSE_COMM, pod.pod_id] or proc.ended(pid):
         os.close(fd)
         raise AdoptError(f"pod {pod.pod_id}: pid {pid} is not its pause-holder any more")
     return pid, fd
@@ -142,9 +160,9 @@ def _adopt_container(shim: Shim, cid: str, obj: dict[str, Any]) -> None:
                                                        st.reason, st.message)
     cdir = statusfile.containers_dir(pod.shim_dir)
     c.exit_path = keeper_mod.exit_path(cdir, cid)
-    c.init_pid = _int_file(keeper_mod.pid_path(cdir, cid))
+    c.init_pid = proc.read_pid_file(keeper_mod.pid_path(cdir, cid))
     kfd = keeper_mod.open_keeper(c.init_pid, cid) if c.init_pid > 0 else -1
-    if kfd >= 0 and _zombie(c.init_pid):
+    if kfd >= 0 and proc.ended(c.init_pid):
         close_fd(kfd)
         kfd = -1
     pod.containers[cid] = c
@@ -211,27 +229,3 @@ def _keeper_gone(shim: Shim, c: Container) -> None:
         c.message = "its keeper was killed; the container was killed"
         shim.exits.container_exited(c, 255 << 8)  # its cgroup removed: what is left killed
     shim.state.on_settled()
-
-
-def _argv(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().decode(errors="replace").split("\0")
-    except OSError:
-        return []
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except (OSError, IndexError):
-        return True
-
-
-def _int_file(path: str) -> int:
-    try:
-        with open(path) as f:
-            return int(f.read().strip() or 0)
-    except (OSError, ValueError):
-        return 0

@@ -7,6 +7,7 @@ import pytest
 
 from tests.integration.shim_support import ShimEnv
 from tests.support.containers import ContainerEnv
+from tests.support.daemon import PycriDaemon
 
 
 @pytest.fixture(scope="module")
@@ -25,3 +26,16 @@ def shim_env() -> Iterator[ShimEnv]:
         yield e
     finally:
         e.close()
+
+
+@pytest.fixture
+def started(fresh_daemon: PycriDaemon) -> Iterator[tuple[PycriDaemon, ContainerEnv]]:
+    """A daemon of the test's own with a ContainerEnv (images, one pod): for tests that kill
+    and restart the daemon (restarted at the end if the test left it down)."""
+    fresh_daemon.start()
+    env = ContainerEnv(fresh_daemon.c)
+    with env:
+        yield fresh_daemon, env
+        if fresh_daemon.proc is None:
+            fresh_daemon.start()
+        env.cri = fresh_daemon.c

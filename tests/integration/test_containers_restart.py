@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -21,17 +20,6 @@ from tests.support.daemon import PycriDaemon
 
 def _shim_dir(env: ContainerEnv) -> Path:
     return Path(pods.info(env.cri, env.pod_id)["shimDir"])
-
-
-@pytest.fixture
-def started(fresh_daemon: PycriDaemon) -> Iterator[tuple[PycriDaemon, ContainerEnv]]:
-    fresh_daemon.start()
-    env = ContainerEnv(fresh_daemon.c)
-    with env:
-        yield fresh_daemon, env
-        if fresh_daemon.proc is None:
-            fresh_daemon.start()
-        env.cri = fresh_daemon.c
 
 
 def test_daemon_kill9_keeps_containers_and_records_exits(

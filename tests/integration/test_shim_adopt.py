@@ -8,10 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from proto import api_pb2
 from runtime.shim_client import ShimClient
@@ -23,17 +20,6 @@ from tests.support.spdy_client import SpdyExec
 # numbered lines on stdout and stderr, a short pause every 20 (a few thousand lines a second)
 WRITER = ("i=0; while :; do i=$((i+1)); echo out$i; echo err$i >&2; "
           "if [ $((i % 20)) -eq 0 ]; then sleep 0.01; fi; done")
-
-
-@pytest.fixture
-def started(fresh_daemon: PycriDaemon) -> Iterator[tuple[PycriDaemon, ContainerEnv]]:
-    fresh_daemon.start()
-    env = ContainerEnv(fresh_daemon.c)
-    with env:
-        yield fresh_daemon, env
-        if fresh_daemon.proc is None:
-            fresh_daemon.start()
-        env.cri = fresh_daemon.c
 
 
 def _shim_dir(env: ContainerEnv) -> Path:
@@ -124,9 +110,17 @@ def _shims_of(shim_dir: Path) -> list[int]:
     return found
 
 
-def _stop_writer(env: ContainerEnv, cid: str) -> None:
-    env.cri.StopContainer(api_pb2.StopContainerRequest(container_id=cid, timeout=0))
-    assert env.wait_exit(cid).exit_code == 137
+def _finish(env: ContainerEnv, writer: str, shim_dir: Path) -> None:
+    """Stop the writer (137), check its log line by line, remove the pod: no shim, keeper or
+    pause-holder of it is left."""
+    env.cri.StopContainer(api_pb2.StopContainerRequest(container_id=writer, timeout=0))
+    assert env.wait_exit(writer).exit_code == 137
+    _assert_complete(env, writer, at_least=100)
+    procs = _pod_processes(shim_dir)
+    pods.stop_and_remove(env.cri, env.pod_id)
+    env.pod_id = ""
+    env.created.clear()
+    _assert_gone(procs)
 
 
 def test_kill9_of_the_shim_a_successor_takes_the_pod_back(
@@ -164,12 +158,7 @@ def test_kill9_of_the_shim_a_successor_takes_the_pod_back(
     raw = env.log_path(tty).read_text()
     assert " P no newline yet" in raw
     env.cri.ReopenContainerLog(api_pb2.ReopenContainerLogRequest(container_id=writer))
-    _stop_writer(env, writer)
-    _assert_complete(env, writer, at_least=100)
-    procs = _pod_processes(shim_dir)
-    pods.stop_and_remove(env.cri, env.pod_id)
-    env.pod_id = ""
-    _assert_gone(procs)
+    _finish(env, writer, shim_dir)
 
 
 def test_repeated_kill9_of_the_shim_stays_consistent(
@@ -187,13 +176,7 @@ def test_repeated_kill9_of_the_shim_stays_consistent(
         assert env.exec_sync(writer, ["echo", str(new)]).stdout == f"{new}\n".encode()
     print("successor up after (ms):", [round(t * 1000) for t in took])
     assert _pod_state(env) == api_pb2.SANDBOX_READY
-    _stop_writer(env, writer)
-    _assert_complete(env, writer, at_least=100)
-    procs = _pod_processes(shim_dir)
-    env.remove(writer)
-    pods.stop_and_remove(env.cri, env.pod_id)
-    env.pod_id = ""
-    _assert_gone(procs)
+    _finish(env, writer, shim_dir)
 
 
 def test_kill9_of_daemon_and_shim_the_restarted_daemon_adopts(
@@ -229,12 +212,7 @@ def test_kill9_of_daemon_and_shim_the_restarted_daemon_adopts(
     os.kill(new, signal.SIGKILL)
     _wait_adopted(env, shim_dir, new)
     assert env.exec_sync(writer, ["echo", "again"]).stdout == b"again\n"
-    _stop_writer(env, writer)
-    _assert_complete(env, writer, at_least=100)
-    procs = _pod_processes(shim_dir)
-    pods.stop_and_remove(env.cri, env.pod_id)
-    env.pod_id = ""
-    _assert_gone(procs)
+    _finish(env, writer, shim_dir)
 
 
 def test_stop_and_remove_right_after_the_shim_died_leave_nothing(
