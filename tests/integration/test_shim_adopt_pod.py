@@ -1,5 +1,6 @@
 """Adoption at the shim's level (runtime.shim.adopt through the zygote's spawn_shim in adopt
-mode, no daemon): the rules for what a dead shim cannot hand over, and a pod PID namespace."""
+mode, no daemon; a shim here is the monitor serving the pod): the rules for what a dead
+monitor cannot hand over, and a pod PID namespace."""
 from __future__ import annotations
 
 import json
@@ -65,7 +66,7 @@ def test_tty_stdin_goes_on_pipes_stdin_is_closed_and_pid_namespace(shim_env: Shi
     assert client.wait("tty", 10).exit_code == 137
     ShimClient(env.pods["adtty"]["spec"]["shim_dir"]).shutdown(grace=0)
     info = env.pods.pop("adtty")["info"]
-    assert wait_gone([info["pid"], info["pause_pid"], *pids])
+    assert wait_gone([info["pause_pid"], *pids])
 
 
 def test_keeper_killed_while_no_shim_ran_and_an_unfinished_create(shim_env: ShimEnv) -> None:
@@ -104,4 +105,4 @@ def test_keeper_killed_while_no_shim_ran_and_an_unfinished_create(shim_env: Shim
         os.kill(lost_pid, signal.SIGKILL)
     client.shutdown(grace=0)
     info = env.pods.pop("adkeep")["info"]
-    assert wait_gone([info["pid"], info["pause_pid"], lost_pid])
+    assert wait_gone([info["pause_pid"], lost_pid])
