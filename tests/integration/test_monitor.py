@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from proto import api_pb2
@@ -26,16 +27,23 @@ FAIL_HOST = "failme"
 
 @pytest.fixture
 def started(fresh_daemon: PycriDaemon) -> Iterator[tuple[PycriDaemon, ContainerEnv]]:
-    fresh_daemon.start(extra_env={podsetup.FAULT_ENV: FAIL_HOST})
-    env = ContainerEnv(fresh_daemon.c)
-    with env:
-        yield fresh_daemon, env
-        if fresh_daemon.proc is None:
-            fresh_daemon.start()
-        env.cri = fresh_daemon.c
-    for pid in pods.monitor_pids_of(fresh_daemon.base):  # only after a failed test
-        if pods.shim_pids_of(fresh_daemon.base):
-            os.kill(pid, signal.SIGKILL)
+    d = fresh_daemon.start(extra_env={podsetup.FAULT_ENV: FAIL_HOST})
+    env = ContainerEnv(d.c)
+    try:
+        with env:
+            yield d, env
+            if d.proc is None:
+                d.start()
+            env.cri = d.c
+    finally:  # after a failed test: the pods it left, then a monitor still serving one
+        if d.proc is not None and d.proc.poll() is None:
+            try:
+                pods.remove_all(d.c, [p.id for p in pods.list_pods(d.c)])
+            except grpc.RpcError:
+                pass
+        if pods.shim_pids_of(d.base):
+            for pid in pods.monitor_pids_of(d.base):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _monitor(cri: object, pod_id: str) -> int:
