@@ -352,10 +352,12 @@ class ContainerManager:
         if shim is not None:
             with contextlib.suppress(Exception):
                 shim.delete(rec.id)
+        elif rec.shim_dir:  # its shim is gone: the keeper it forked waits for nobody
+            keeper.kill_keeper(statusfile.containers_dir(rec.shim_dir), rec.id)
         if rec.shim_dir:
             statusfile.remove_state(rec.shim_dir, rec.id)
-        if _driver(rec) == "systemd":  # a scope started for a create that failed later
-            self._remove_cgroup(rec)
+        if _driver(rec) == "systemd" or shim is None:  # a scope started for a create that
+            self._remove_cgroup(rec)                     # failed later; an init's cgroup
         self._remove_rdt_group(rec)
         shutil.rmtree(self.paths.container_dir(rec.id), ignore_errors=True)
         with self._lock:

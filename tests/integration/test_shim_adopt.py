@@ -15,8 +15,10 @@ from runtime.shim_client import ShimClient
 from tests.support import pods
 from tests.support.containers import ContainerEnv
 from tests.support.daemon import SLOWDOWN, PycriDaemon
-from tests.support.spdy_client import SpdyExec
+from tests.support.spdy_client import SpdyExec, SpdyPortForward
 
+HTTPD = ("mkdir -p /tmp/www && echo pod-body > /tmp/www/index.html && "
+         "exec httpd -f -p 8080 -h /tmp/www")
 # numbered lines on stdout and stderr, a short pause every 20 (a few thousand lines a second)
 WRITER = ("i=0; while :; do i=$((i+1)); echo out$i; echo err$i >&2; "
           "if [ $((i % 20)) -eq 0 ]; then sleep 0.01; fi; done")
@@ -52,8 +54,12 @@ def _wait_adopted(env: ContainerEnv, shim_dir: Path, old_pid: int,
 
 
 def _numbers(env: ContainerEnv, cid: str) -> dict[str, list[int]]:
+    """The numbers of the writer's lines per stream, rotated log files (.1) first."""
     got: dict[str, list[int]] = {"stdout": [], "stderr": []}
-    for stream, text in env.log_lines(cid):
+    current = env.log_path(cid)
+    rotated = current.with_name(current.name + ".1")
+    records = env.log_lines(cid, rotated) if rotated.exists() else []
+    for stream, text in records + env.log_lines(cid):
         prefix = "out" if stream == "stdout" else "err"
         assert text.startswith(prefix) and text.endswith("\n"), (stream, text)
         got[stream].append(int(text[len(prefix):-1]))
@@ -129,6 +135,7 @@ def test_kill9_of_the_shim_a_successor_takes_the_pod_back(
     writer = env.run(["sh", "-c", WRITER])
     ender = env.run(["sh", "-c", "trap 'echo bye; exit 7' TERM; while :; do sleep 0.05; done"])
     tty = env.run(["sh", "-c", "printf 'no newline yet'; sleep 1000"], tty=True)
+    env.run(["sh", "-c", HTTPD])
     shim_dir = _shim_dir(env)
     time.sleep(0.5)
     old = _shim_pid(shim_dir)
@@ -157,7 +164,15 @@ def test_kill9_of_the_shim_a_successor_takes_the_pod_back(
     assert env.log_lines(tty) == [] or "no newline yet" in env.log_lines(tty)[0][1]
     raw = env.log_path(tty).read_text()
     assert " P no newline yet" in raw
+    log = env.log_path(writer)   # kubelet's rotation: rename, then ReopenContainerLog
+    os.rename(log, log.with_name(log.name + ".1"))
     env.cri.ReopenContainerLog(api_pb2.ReopenContainerLogRequest(container_id=writer))
+    assert pods.wait_until(lambda: log.exists() and log.stat().st_size > 0)
+    url = str(env.cri.PortForward(api_pb2.PortForwardRequest(pod_sandbox_id=env.pod_id,
+                                                             port=[8080])).url)
+    with SpdyPortForward(url) as pf:
+        body, err = pf.request(8080, b"GET /index.html HTTP/1.0\r\n\r\n")
+        assert b"200 OK" in body and body.endswith(b"pod-body\n"), (body, err)
     _finish(env, writer, shim_dir)
 
 

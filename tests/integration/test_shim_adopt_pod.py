@@ -30,6 +30,11 @@ def _adopt(env: ShimEnv, pod_id: str) -> dict[str, object]:
     return info
 
 
+def _text(path: str | None) -> str:
+    """The log's text, records joined (a line may be P records then an F)."""
+    return "".join(x + ("\n" if t == "F" else "") for _, _, t, x in read_cri_log(path))
+
+
 def test_tty_stdin_goes_on_pipes_stdin_is_closed_and_pid_namespace(shim_env: ShimEnv) -> None:
     env = shim_env
     client, info = env.spawn("adtty", pid="pod")
@@ -58,10 +63,10 @@ def test_tty_stdin_goes_on_pipes_stdin_is_closed_and_pid_namespace(shim_env: Shi
             got += frame[1]
     stream.close()
     deadline = time.monotonic() + 10
-    while not any(x == "stdin-closed" for *_, x in read_cri_log(piped.log_path)):
+    while "stdin-closed" not in _text(piped.log_path):
         assert time.monotonic() < deadline, "the dead shim's stdin pipe did not close"
         time.sleep(0.05)
-    assert any("got:hello" in x for *_, x in read_cri_log(tty.log_path))
+    assert "got:hello" in _text(tty.log_path)
     client.kill("tty", signal.SIGKILL)
     assert client.wait("tty", 10).exit_code == 137
     ShimClient(env.pods["adtty"]["spec"]["shim_dir"]).shutdown(grace=0)
