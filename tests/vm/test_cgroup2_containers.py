@@ -200,3 +200,17 @@ def test_stats_mean_what_the_v2_files_say(env: ContainerEnv) -> None:
                 assert st.process.process_count.value == int(_read(d, "pids.current"))
     finally:
         env.remove(cid)
+
+
+
+def test_exec_is_cloned_into_the_container_cgroup(env: ContainerEnv) -> None:
+    """ExecSync on v2: the shim clones the process straight into the container's cgroup
+    (clone3 CLONE_INTO_CGROUP, no cgroup.procs write); it is where the init is, the root of
+    the container's cgroup namespace."""
+    cid = env.run(["sleep", "1000"])
+    try:
+        out = env.exec_sync(cid, ["sh", "-c", "cat /proc/self/cgroup /proc/1/cgroup"])
+        assert out.exit_code == 0, out
+        assert out.stdout.decode().split() == ["0::/", "0::/"], out
+    finally:
+        env.remove(cid)
