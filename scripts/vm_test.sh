@@ -18,7 +18,7 @@ fi
 # four that kill and restart daemons: under TCG each takes 5 minutes (the other 23: ~2.5).
 UNS=tests/integration/test_user_namespaces.py
 # The stats and metrics tests whose figures come from the cgroup files run here too (cpu,
-# memory, pod cgroup and network, cAdvisor metrics: +~2.5 min); the three about List filters
+# memory, pod cgroup and network, cAdvisor metrics: ~1 min of pytest); the three about List filters
 # and states read no cgroup file and stay on the host.
 STATS=tests/integration/test_stats.py
 PYCRI_VM_SYSTEMD=0 bash scripts/vm.sh "${PYTEST[@]}" tests/vm \
