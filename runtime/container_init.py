@@ -180,7 +180,9 @@ def _report_failure(reporter: _Reporter, exc: BaseException, what: str) -> int:
 
 def exec_into(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
               stdio: tuple[int, int, int], report_fd: int,
-              calls: Syscalls = REAL) -> NoReturn:
+              calls: Syscalls = REAL, in_cgroup: bool = False) -> NoReturn:
+    """in_cgroup: the shim cloned this process into the container's cgroup already
+    (runtime.shim.spawn.fork_in_cgroup)."""
     reporter = _Reporter(report_fd)
     code = 1
     try:
@@ -189,7 +191,7 @@ def exec_into(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
         _setup_stdio(stdio, keep=(report_fd,))
         seccomp_filter = compiled(spec.seccomp) if spec.seccomp else None
         profile = apparmor.resolve_profile(spec.process.apparmor_profile)
-        if spec.cgroup is not None:
+        if spec.cgroup is not None and not in_cgroup:
             _join_exec_cgroup(spec.cgroup.path, container_pid)
         # with the host's privileges: a pod user namespace would not allow raising them
         rlimits.apply_rlimits(proc.rlimits)

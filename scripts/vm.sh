@@ -7,7 +7,8 @@
 # without KVM (TCG): this machine's /dev/kvm cannot run stock kernels. Installed by
 # scripts/setup.sh. PYCRI_VM_MEMORY / PYCRI_VM_CPUS / PYCRI_VM_KERNEL override the defaults.
 # PYCRI_VM_SYSTEMD=1 boots systemd as PID 1 instead (scripts/vm_systemd_run.sh runs CMD as the
-# unit of the kernel command line, with the D-Bus system bus up), for the systemd cgroup driver.
+# unit of the kernel command line, with the D-Bus system bus up), for the systemd cgroup driver;
+# with PYCRI_VM_CGROUP=hybrid it boots cgroup v1 (systemd's hybrid layout) instead of v2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -33,10 +34,16 @@ VNG=$PYBIN/vng
 # Emulated q35 devices the guest never uses: not probing them saves seconds of boot under TCG.
 BLACKLIST=iTCO_wdt,iTCO_vendor_support,i6300esb,lpc_ich,i2c_i801,pcspkr,ahci,libahci,sr_mod,cdrom,psmouse,serio_raw,evdev,joydev,floppy,parport_pc,bochs,drm,drm_kms_helper,ttm,intel_rapl_msr,intel_rapl_common
 APPEND="cgroup_no_v1=all systemd.unified_cgroup_hierarchy=1 modprobe.blacklist=$BLACKLIST"
+if [ "${PYCRI_VM_CGROUP:-v2}" = hybrid ]; then
+  # cgroup v1 controllers with systemd's own cgroup2 at /sys/fs/cgroup/unified (systemd's
+  # "hybrid" layout; only a systemd PID 1 mounts it): the systemd driver on cgroup v1.
+  [ "${PYCRI_VM_SYSTEMD:-0}" = 1 ] || { echo "vm.sh: PYCRI_VM_CGROUP=hybrid needs PYCRI_VM_SYSTEMD=1" >&2; exit 2; }
+  APPEND="systemd.unified_cgroup_hierarchy=0 modprobe.blacklist=$BLACKLIST"
+fi
 
 # The guest gets the command as one shell string; the environment it needs goes with it.
 cmd=$(printf '%q ' env "PATH=$PYBIN:$PATH" "CI=${CI:-}" PYTHONDONTWRITEBYTECODE=1 \
-  "PYCRI_VM=1" "PYCRI_VM_SYSTEMD=${PYCRI_VM_SYSTEMD:-0}" \
+  "PYCRI_VM=1" "PYCRI_VM_SYSTEMD=${PYCRI_VM_SYSTEMD:-0}" "PYCRI_VM_CGROUP=${PYCRI_VM_CGROUP:-v2}" \
   "PYCRI_TIMEOUT_SCALE=${PYCRI_TIMEOUT_SCALE:-20}" bash "$REPO/scripts/vm_guest.sh" "$@")
 if [ "${PYCRI_VM_SYSTEMD:-0}" = 1 ]; then
   # systemd 252 in this guest: the host's /.dockerenv would make it think it runs in a
@@ -65,9 +72,16 @@ if [ "${PYCRI_VM_SYSTEMD:-0}" = 1 ]; then
   [ -s "$OUT/rc" ] || { echo "vm.sh: the guest ended without an exit code (systemd did not run the command)" >&2; exit 255; }
   exit "$(cat "$OUT/rc")"
 fi
+# The command goes in as a file of a shared directory, not on the kernel command line: the
+# kernel keeps only its first 2048 bytes, and a cut command line loses init= with the rest
+# (the guest then idles for ever without a word).
+CMDDIR=$(mktemp -d /tmp/pycri-vm-cmd.XXXXXX)
+trap 'rm -rf "$CMDDIR"' EXIT
+printf '%s\n' "$cmd" > "$CMDDIR/cmd"
 # Through a pipe (stdout and stderr): QEMU reopens a regular-file output from its start,
 # which would overwrite
 # what came before in a log (the host suite's output, in CI). pipefail keeps vng's status.
 nice -n 5 "$VNG" --run "$KERNEL" --disable-kvm ${PYCRI_VM_FS_OPT---force-9p} \
   --memory "${PYCRI_VM_MEMORY:-4G}" --cpus "${PYCRI_VM_CPUS:-2}" \
-  --busybox "$BUSYBOX" --cwd "$REPO" --append "$APPEND" -- "$cmd" </dev/null 2>&1 | cat
+  --busybox "$BUSYBOX" --cwd "$REPO" --rwdir "/run/pycri-vm-cmd=$CMDDIR" \
+  --append "$APPEND" -- "bash /run/pycri-vm-cmd/cmd" </dev/null 2>&1 | cat

@@ -5,6 +5,8 @@
 # busy with another VM): 135 passed, 1 failed (the digest-pinned image, expected), 6 skipped;
 # critest 867 s, 24 min with boot and set-up. Not part of CI: that would triple the CI time.
 # Arguments go to critest/run (e.g. --focus UserNamespaces, --keep).
+# PYCRI_VM_SYSTEMD=1: the guest boots systemd as PID 1 (scripts/vm.sh) and pycri runs with
+# cgroup_driver = "systemd" (critest then gives its pods the cgroup parent /test.slice).
 # CRITEST names the binary (default: critest on PATH, else /opt/cri-tools-bin/critest).
 # Runs scripts/setup.sh first unless PYCRI_SKIP_SETUP=1.
 set -euo pipefail
@@ -15,5 +17,7 @@ CRITEST=${CRITEST:-$(command -v critest || echo /opt/cri-tools-bin/critest)}
 PY=${PYTHON:-python3}
 # the real interpreter first (not a pyenv shim: seconds per start under TCG), then critest's dir
 PYBIN=$(dirname "$("$PY" -c 'import sys; print(sys.executable)')")
+DRIVER=()
+[ "${PYCRI_VM_SYSTEMD:-0}" = 1 ] && DRIVER=(--cgroup-driver systemd)
 exec bash scripts/vm.sh env "PATH=$PYBIN:$(dirname "$CRITEST"):$PATH" "CRITEST=$CRITEST" \
-  "$PYBIN/python3" critest/run "$@"
+  "$PYBIN/python3" critest/run "${DRIVER[@]}" "$@"

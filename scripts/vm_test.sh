@@ -17,10 +17,17 @@ fi
 # The user namespace tests run here too (cgroup v2, a 6.12 kernel, AppArmor), but not the
 # four that kill and restart daemons: under TCG each takes 5 minutes (the other 23: ~2.5).
 UNS=tests/integration/test_user_namespaces.py
+# The stats and metrics tests whose figures come from the cgroup files run here too (cpu,
+# memory, pod cgroup and network, cAdvisor metrics: ~1 min of pytest); the three about List filters
+# and states read no cgroup file and stay on the host.
+STATS=tests/integration/test_stats.py
 PYCRI_VM_SYSTEMD=0 bash scripts/vm.sh "${PYTEST[@]}" tests/vm \
-  tests/integration/test_container_init_cgroups.py "$UNS" \
+  tests/integration/test_container_init_cgroups.py "$UNS" "$STATS" \
   --deselect "$UNS::test_kill9_restart_keeps_userns_pods_ready_and_execable" \
-  --deselect "$UNS::test_crash_during_userns_run_pod_sandbox"
+  --deselect "$UNS::test_crash_during_userns_run_pod_sandbox" \
+  --deselect "$STATS::test_list_container_stats_filters_and_states" \
+  --deselect "$STATS::test_list_pod_stats_filters_and_only_ready_pods" \
+  --deselect "$STATS::test_list_container_stats_covers_many_containers"
 cgroupfs=$?
 PYCRI_VM_SYSTEMD=1 bash scripts/vm.sh "${PYTEST[@]}" tests/vm/test_systemd_driver.py
 systemd=$?

@@ -431,18 +431,13 @@ class SandboxManager:
             # CNI ADD and the shim's start are most of RunPodSandbox: run them side by side.
             network = self._network_pool.submit(self._setup_network, rec, config)
         try:
-            info = self._spawn_shim(self._pod_spec(rec))
+            self._start_shim(rec)
         except BaseException:
+            # An ADD still running would allocate the pod's IP after the clean-up looked for
+            # CNI state (and found none yet): let it finish, so that the clean-up DELs it.
             if network is not None:
-                wait([network])  # let ADD finish so that the clean-up sees its cached result
+                wait([network])
             raise
-        rec.shim_pid = int(info.get("pid") or 0)
-        rec.pause_pid = int(info.get("pause_pid") or 0)
-        rec.ns_paths = dict(info.get("ns") or {})
-        self._save(rec, phase="shim")
-        self.shim_watch.alive(rec.shim_dir, rec.shim_pid)  # watched: its death is noticed
-        pod_cgroup.start_pause_scope(self._cgroup(rec), rec.id, rec.pause_pid)
-        faults.crash_point("runp_shim")
         times.append(time.monotonic())
         if not rec.host_network and rec.userns:
             network = self._network_pool.submit(self._setup_network, rec, config)
@@ -464,6 +459,17 @@ class SandboxManager:
         steps = ("files", "cgroup", "shim", "network")
         log.debug("pod sandbox %s built: %s", rec.id, ", ".join(
             f"{name} {(b - a) * 1000:.1f} ms" for name, a, b in zip(steps, times, times[1:], strict=False)))
+
+    def _start_shim(self, rec: SandboxRecord) -> None:
+        """The pod's shim and pause-holder (and, systemd driver, the pause-holder's scope)."""
+        info = self._spawn_shim(self._pod_spec(rec))
+        rec.shim_pid = int(info.get("pid") or 0)
+        rec.pause_pid = int(info.get("pause_pid") or 0)
+        rec.ns_paths = dict(info.get("ns") or {})
+        self._save(rec, phase="shim")
+        self.shim_watch.alive(rec.shim_dir, rec.shim_pid)  # watched: its death is noticed
+        pod_cgroup.start_pause_scope(self._cgroup(rec), rec.id, rec.pause_pid)
+        faults.crash_point("runp_shim")
 
     def _setup_network(self, rec: SandboxRecord, config: api_pb2.PodSandboxConfig) -> Any:
         if self.cni is None:

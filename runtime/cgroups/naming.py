@@ -76,10 +76,18 @@ def systemd_scope_path(slice_name: str, prefix: str, name: str) -> str:
     return posixpath.join(expand_slice(slice_name), unit)
 
 
+def parent_slice(cgroup_parent: str) -> str:
+    """The slice a systemd-driver cgroup_parent names: kubelet gives a slice name, others
+    (critest: '/test.slice') a path whose last component is the slice, as containerd reads it."""
+    base = posixpath.basename(cgroup_parent.rstrip("/")) if "/" in cgroup_parent else cgroup_parent
+    expand_slice(base)  # validates
+    return base
+
+
 def pod_cgroup_path(driver: str, cgroup_parent: str) -> str:
     """The pod cgroup's filesystem path from CRI's cgroup_parent (kubelet names the pod)."""
     if driver == "systemd":
-        return expand_slice(cgroup_parent)
+        return expand_slice(parent_slice(cgroup_parent))
     if driver == "cgroupfs":
         return cgroupfs_path(cgroup_parent)
     raise InvalidArgument(f"cgroup driver {driver!r}: must be cgroupfs or systemd")

@@ -93,6 +93,18 @@ def test_exec_sync_output_exit_code_and_context(env: ContainerEnv, box: str) -> 
         assert "/no/such/cmd" in (exc.details() or "")
 
 
+def test_exec_sync_process_is_in_the_container_cgroup(env: ContainerEnv, box: str) -> None:
+    """An exec'd process is in the container's cgroup in every hierarchy, where its init is
+    (v1 here: it writes its pid to each cgroup.procs; on v2, tests/vm, the shim clones it
+    straight into the cgroup: runtime.shim.spawn.fork_in_cgroup)."""
+    out = env.exec_sync(box, ["sh", "-c", "cat /proc/self/cgroup; echo --; cat /proc/1/cgroup"])
+    assert out.exit_code == 0, out.stderr
+    mine, _, init = out.stdout.decode().partition("--\n")
+    assert mine == init and mine.strip(), out.stdout
+    # the container's own cgroup (its id), or "/" inside a cgroup namespace (v2)
+    assert all(line.endswith((":/", "/" + box)) for line in mine.splitlines()), mine
+
+
 def test_exec_sync_large_output_is_capped(env: ContainerEnv, box: str) -> None:
     r = env.exec_sync(box, ["head", "-c", str(20 << 20), "/dev/zero"], timeout=30)
     assert r.exit_code == 0 and len(r.stdout) == 16 << 20 and set(r.stdout) == {0}

@@ -170,6 +170,18 @@ class ContainerEnv:
         assert st.exit_code == 0, f"exit {st.exit_code}: {text}"
         return text
 
+    def run_until_oom_killed(self, limit: int = 32 << 20) -> str:
+        """A container that allocates 128 MiB under a `limit` without swap: it must end
+        137 OOMKilled. Returns its id, removed."""
+        res = api_pb2.LinuxContainerResources(memory_limit_in_bytes=limit,
+                                              memory_swap_limit_in_bytes=limit)
+        cid = self.run(["dd", "if=/dev/zero", "of=/dev/null", "bs=128M", "count=1"],
+                       linux=api_pb2.LinuxContainerConfig(resources=res))
+        st = self.wait_exit(cid, timeout=60)
+        assert (st.exit_code, st.reason) == (137, "OOMKilled"), st
+        self.remove(cid)
+        return cid
+
     def exec_sync(self, cid: str, cmd: list[str], timeout: int = 10) -> api_pb2.ExecSyncResponse:
         return self.cri.ExecSync(api_pb2.ExecSyncRequest(container_id=cid, cmd=cmd,
                                                          timeout=int(timeout * SLOWDOWN)))

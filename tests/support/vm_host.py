@@ -15,6 +15,22 @@ def in_systemd_leg() -> bool:
     return in_vm_leg() and os.environ.get("PYCRI_VM_SYSTEMD") == "1"
 
 
+def in_v1_leg() -> bool:
+    """The systemd boot with cgroup v1 (PYCRI_VM_CGROUP=hybrid scripts/vm.sh)."""
+    return in_systemd_leg() and os.environ.get("PYCRI_VM_CGROUP") == "hybrid"
+
+
+def v1_problem() -> str:
+    """'' when the v1 controllers pycri uses are mounted, with systemd's cgroup2 beside them."""
+    from runtime.cgroups import mode
+    if mode.detect_mode() != "hybrid":
+        return f"the cgroup layout is {mode.detect_mode()}, not hybrid"
+    have = mode.v1_hierarchies()
+    missing = [c for c in ("cpu", "cpuacct", "memory", "pids", "cpuset", "devices", "freezer")
+               if c not in have]
+    return f"v1 controllers missing: {' '.join(missing)}" if missing else ""
+
+
 def systemd_problem() -> str:
     """'' when systemd is PID 1 and answers on the system bus (the systemd cgroup driver)."""
     with open("/proc/1/comm") as f:

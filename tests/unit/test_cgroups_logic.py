@@ -55,6 +55,13 @@ def test_systemd_pod_and_container() -> None:
     assert naming.spec_cgroup_path({"driver": "cgroupfs", "path": "/x/y"}) == "/x/y"
     with pytest.raises(InvalidArgument):
         naming.container_cgroup_path("systemd", "/kubepods/pod1", "abc")
+    # a path names its last component (critest sends '/test.slice' under the systemd driver)
+    assert naming.pod_cgroup_path("systemd", "/test.slice") == "/test.slice"
+    assert naming.pod_cgroup_path("systemd", f"/kubepods.slice/{pod}/") == (
+        "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod12_34_56.slice")
+    for bad in ("/kubepods/pod1", "/", "/a/"):
+        with pytest.raises(InvalidArgument):
+            naming.pod_cgroup_path("systemd", bad)
     with pytest.raises(InvalidArgument):
         naming.pod_cgroup_path("nope", "/x")
 

@@ -201,3 +201,64 @@ def test_a_reader_noticing_a_dead_shim_never_overwrites_a_newer_record(
     store.update(KIND, rec.id, fresh.to_json())
     assert mgr._refresh(fresh).state == NOTREADY
     assert _row(store, rec.id)["state"] == NOTREADY and events == [api_pb2.CONTAINER_STOPPED_EVENT]
+
+
+class _SlowCni:
+    """A CNI whose ADD is still running when the shim side of RunPodSandbox fails."""
+
+    def __init__(self, may_finish: Any) -> None:
+        self.may_finish = may_finish
+        self.cached: set[str] = set()
+        self.allocated: set[str] = set()   # pod ids holding an IP
+
+    def setup(self, pod_id: str, netns: str, meta: Any, ports: Any) -> Any:
+        import time
+        assert self.may_finish.wait(10)
+        time.sleep(0.2)   # the ADD's last plugin: the IP is allocated, the result cached
+        self.allocated.add(pod_id)
+        self.cached.add(pod_id)
+        return None
+
+    def teardown(self, pod_id: str, netns: Any, meta: Any = None, ports: Any = None, *,
+                 force: bool = False) -> list[Any]:
+        self.allocated.discard(pod_id)
+        self.cached.discard(pod_id)
+        return []
+
+    def cached_pod_ids(self) -> set[str]:
+        return set(self.cached)
+
+    def cached_result(self, pod_id: str) -> Any:
+        return None
+
+
+def test_failure_after_the_shim_waits_for_add_and_releases_the_ip(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shim is up, the step after it fails (systemd: the pause-holder's scope) while CNI
+    ADD still runs beside it: the undo must wait for the ADD, or it finds no CNI state to DEL
+    and the ADD then allocates an IP nobody ever releases (the VM leg's leaked host-local IP)."""
+    import threading
+
+    may_finish = threading.Event()
+
+    def scope_fails(cg: Any, pod_id: str, pid: int) -> None:
+        may_finish.set()
+        raise FailedPrecondition("the pause-holder's scope did not start: job timed out")
+
+    monkeypatch.setattr(pod_cgroup, "create", lambda cg, resources=None: None)
+    monkeypatch.setattr(pod_cgroup, "remove", lambda cg, pod_id="", timeout=5.0: None)
+    monkeypatch.setattr(pod_cgroup, "start_pause_scope", scope_fails)
+    monkeypatch.setattr(sandbox_manager.netns, "create", lambda path: None)
+    monkeypatch.setattr(sandbox_manager.netns, "remove", lambda path: None)
+    monkeypatch.setattr(sandbox_manager.podfiles, "host_hostname", lambda: "node")
+    cni = _SlowCni(may_finish)
+    store = Store(tmp_path / "runtime.db")
+    mgr = SandboxManager(Config(), Paths(tmp_path / "root", tmp_path / "state"), store,
+                         cni, lambda spec: {})  # type: ignore[arg-type]
+    request = _request()
+    request.config.linux.security_context.namespace_options.network = api_pb2.POD
+    with pytest.raises(FailedPrecondition, match="job timed out"):
+        mgr.run(request)
+    mgr._network_pool.shutdown(wait=True)   # whatever ADD was left running has ended now
+    assert cni.allocated == set() and cni.cached == set()
+    assert store.list(KIND) == []

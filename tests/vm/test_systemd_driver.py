@@ -152,13 +152,7 @@ def test_update_container_resources_sets_unit_properties(env: ContainerEnv) -> N
 
 def test_oom_device_filter_and_cgroup_namespace(env: ContainerEnv) -> None:
     assert env.output(["cat", "/proc/self/cgroup"]) == "0::/\n"
-    res = api_pb2.LinuxContainerResources(memory_limit_in_bytes=32 * MiB,
-                                          memory_swap_limit_in_bytes=32 * MiB)
-    cid = env.run(["dd", "if=/dev/zero", "of=/dev/null", "bs=128M", "count=1"],
-                  linux=api_pb2.LinuxContainerConfig(resources=res))
-    st = env.wait_exit(cid, timeout=60)
-    assert (st.exit_code, st.reason) == (137, "OOMKilled")
-    env.remove(cid)
+    cid = env.run_until_oom_killed()
     assert gone(f"pycri-{cid}.scope")
     probe = ("(: > /dev/null) && echo null ok; [ -c /dev/kmsg ] || echo kmsg missing; "
              "mknod /tmp/k c 1 11 && ( (: > /tmp/k) 2>/dev/null && echo mknod ok "

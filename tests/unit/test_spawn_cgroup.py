@@ -1,0 +1,81 @@
+"""runtime.shim.spawn.fork_in_cgroup: when an exec'd process is cloned into its container's
+cgroup (clone3 CLONE_INTO_CGROUP) and when it falls back to a fork plus its own cgroup.procs
+write. The clone itself is faked; the kernel's side is tested in the VM leg (tests/vm) and by
+tests/integration/test_container_init_cgroups.py."""
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from runtime import syscalls
+from runtime.cgroups import mode as cgmode
+from runtime.shim import spawn
+
+
+@pytest.fixture
+def v2_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    (tmp_path / "pod" / "ctr").mkdir(parents=True)
+    monkeypatch.setattr(cgmode, "CGROUP_ROOT", str(tmp_path))
+    monkeypatch.setattr(cgmode, "detect_mode", lambda *a, **k: "v2")
+    monkeypatch.setattr(spawn, "_clone_into_cgroup", True)
+    yield tmp_path
+
+
+def _fork(path: str | None) -> tuple[int, bool]:
+    pid, joined = spawn.fork_in_cgroup(path)
+    if pid == 0:
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return pid, joined
+
+
+def _fake_clone(monkeypatch: pytest.MonkeyPatch, seen: list[str],
+                error: int | None = None) -> None:
+    def fork_into_cgroup(fd: int) -> int:
+        seen.append(os.readlink(f"/proc/self/fd/{fd}"))
+        if error is not None:
+            raise OSError(error, os.strerror(error))
+        return os.fork()
+    monkeypatch.setattr(syscalls, "fork_into_cgroup", fork_into_cgroup)
+
+
+def test_v2_clones_into_the_container_cgroup(v2_root: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+    _fake_clone(monkeypatch, seen)
+    assert _fork("/pod/ctr")[1] is True
+    assert seen == [str(v2_root / "pod" / "ctr")]
+    assert _fork(None)[1] is False and len(seen) == 1   # no cgroup in the spec
+
+
+def test_busy_cgroup_falls_back_for_this_exec_only(v2_root: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """EBUSY: the container made its cgroup an inner node; container_init joins the init's."""
+    seen: list[str] = []
+    _fake_clone(monkeypatch, seen, errno.EBUSY)
+    assert _fork("/pod/ctr")[1] is False
+    assert _fork("/pod/ctr")[1] is False and len(seen) == 2   # tried again next time
+    assert _fork("/pod/gone")[1] is False and len(seen) == 2  # no such cgroup: no clone3
+
+
+def test_kernel_without_clone3_is_not_asked_again(v2_root: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+    _fake_clone(monkeypatch, seen, errno.ENOSYS)
+    assert _fork("/pod/ctr")[1] is False
+    assert _fork("/pod/ctr")[1] is False and len(seen) == 1
+
+
+def test_v1_and_hybrid_fork_and_write_cgroup_procs(v2_root: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+    _fake_clone(monkeypatch, seen)
+    for mode in ("v1", "hybrid"):
+        monkeypatch.setattr(cgmode, "detect_mode", lambda *a, m=mode, **k: m)
+        assert _fork("/pod/ctr")[1] is False
+    assert seen == []
