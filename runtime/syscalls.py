@@ -538,7 +538,9 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
     """fork(), the child starting in the cgroup v2 directory `cgroup_fd` (clone3 with
     CLONE_INTO_CGROUP, Linux >= 5.7): no cgroup.procs write, no migration. Returns 0 in the
     child, its pid in the parent. Unlike os.fork() it runs no at-fork handlers, so only a
-    single-threaded process may call it, and the child should exec or _exit soon."""
+    single-threaded process may call it (runtime.shim.spawn checks), and the child must not
+    rely on at-fork state: the shim's exec child runs container_init.exec_into (setns,
+    seccomp, rlimits) and execs or _exits."""
     args = ctypes.create_string_buffer(_CLONE_ARGS.pack(
         CLONE_INTO_CGROUP, 0, 0, 0, _SIGCHLD, 0, 0, 0, 0, 0, cgroup_fd), _CLONE_ARGS.size)
     pid = _libc_gil.syscall(ctypes.c_long(_syscall_number("clone3")), args,

@@ -42,6 +42,7 @@ import time
 from typing import Any
 
 from pycri_common.errors import InvalidArgument
+from pycri_common.timeouts import scaled
 from runtime import keeper, syscalls
 from runtime.lines import recv_line
 from runtime.pod_spec import PodSpec
@@ -96,24 +97,34 @@ class Zygote:
             raise
         return sock
 
-    def _try_link(self) -> bool:
+    def _try_link(self) -> str:
+        """"linked"; "absent": nobody listens on monitor.sock; "closing": a monitor hung up
+        (on its way out, with no pods and no zygote); "silent": one is there but did not
+        answer in time (busy: never replaced by a second monitor)."""
         try:
-            sock = self._connect_monitor({"op": "zygote"}, MONITOR_LINK_TIMEOUT)
+            sock = self._connect_monitor({"op": "zygote"}, scaled(MONITOR_LINK_TIMEOUT))
+        except (FileNotFoundError, ConnectionRefusedError):
+            return "absent"
+        except TimeoutError:
+            return "silent"
         except OSError:
-            return False
+            return "closing"
         try:
             got = recv_line(sock)
             reply = json.loads(got[0]) if got else {}
+        except TimeoutError:
+            sock.close()
+            return "silent"
         except (OSError, ValueError):
             reply = {}
         if not isinstance(reply, dict) or not reply.get("ok"):
             sock.close()
-            return False
+            return "closing"
         self.link = sock
         self.monitor_pid = int(reply.get("pid") or 0) or None
         sock.setblocking(False)
         self.sel.register(sock, selectors.EVENT_READ, self._link_readable)
-        return True
+        return "linked"
 
     def _link_readable(self, sock: socket.socket) -> None:
         try:
@@ -162,10 +173,20 @@ class Zygote:
         """Linked to a live monitor, started when none answers (OSError when that fails)."""
         if self.link is not None:
             return
-        if self._try_link():
-            return
+        path = monitor_mod.socket_path(self.state_dir)
+        for _ in range(3):
+            got = self._try_link()
+            if got == "linked":
+                return
+            if got == "silent":
+                raise OSError(f"the monitor on {path} does not answer within "
+                              f"{scaled(MONITOR_LINK_TIMEOUT):.0f} s (see monitor.log there); "
+                              "a second one is not started beside it")
+            if got == "absent":
+                break
+            time.sleep(0.1)  # closing: it is going, and its socket with it
         self._start_monitor()
-        if not self._try_link():
+        if self._try_link() != "linked":
             raise OSError(f"the monitor started on {monitor_mod.socket_path(self.state_dir)} "
                           "does not answer (see monitor.log there)")
 

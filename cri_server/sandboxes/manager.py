@@ -672,7 +672,7 @@ class SandboxManager:
     def close(self) -> None:
         """Stops noticing shim deaths and waits for adoptions in flight."""
         self.shim_watch.stop_death_watch()
-        self._adopt_pool.shutdown(wait=True)
+        self._adopt_pool.shutdown(wait=True, cancel_futures=True)
 
     def _recover_one(self, rec: SandboxRecord) -> None:
         if rec.state == CREATING:

@@ -11,6 +11,8 @@ import array
 import json
 import os
 import socket
+import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +34,8 @@ _RECV = 65536
 _ANC = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
 
 
+_accept_error_told = -1e9  # when accept()'s last error was logged (once per 10 s)
+
 Handler = Callable[["Connection", dict[str, Any], list[int]], "Reply | dict[str, Any] | None"]
 
 
@@ -41,6 +45,13 @@ def accept(loop: Loop, listener: socket.socket, handle: Handler,
     try:
         sock, _ = listener.accept()
     except (BlockingIOError, InterruptedError):
+        return None
+    except OSError as e:  # EMFILE, ECONNABORTED...: the listener stays; the client retries
+        global _accept_error_told
+        now = time.monotonic()
+        if now - _accept_error_told > 10.0:
+            _accept_error_told = now
+            print(f"accept on {listener.getsockname()!r}: {e}", file=sys.stderr)
         return None
     sock.setblocking(False)
     return Connection(loop, sock, handle, on_close)

@@ -191,6 +191,10 @@ class Monitor:
                 close_fd(e.report_fd)
                 e.report_fd = -1
         shim.state.pids.clear()
+        if shim.state.pause_pidfd >= 0:  # an adopted pod's pause-holder
+            self.loop.forget(shim.state.pause_pidfd)
+            close_fd(shim.state.pause_pidfd)
+            shim.state.pause_pidfd = -1
         self.loop.forget(shim.listener.fileno())
         shim.listener.close()
         podsetup.remove_served_files(hp.pod.shim_dir)

@@ -14,6 +14,7 @@ import json
 import os
 import resource
 import signal
+import threading
 from typing import Any, NoReturn
 
 from runtime import keeper as keeper_mod
@@ -89,7 +90,8 @@ def fork_in_cgroup(cgroup_path: str | None) -> tuple[int, bool]:
     anyway), without clone3, and where the kernel refuses the cgroup (EBUSY: the container
     made it an inner node; container_init then joins the init's cgroup)."""
     global _clone_into_cgroup
-    if not cgroup_path or not _clone_into_cgroup or cgmode.detect_mode() != "v2":
+    if not cgroup_path or not _clone_into_cgroup or cgmode.detect_mode() != "v2" \
+            or threading.active_count() > 1:  # clone3 runs no at-fork handlers: one thread only
         return os.fork(), False
     try:
         fd = os.open(os.path.join(cgmode.CGROUP_ROOT, cgroup_path.lstrip("/")),

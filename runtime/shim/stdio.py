@@ -62,17 +62,23 @@ def _output_reader(loop: Loop, c: Container, fd: int) -> Callable[[], None]:
     return on_readable
 
 
-_scratch: tuple[int, int, int] = (0, -1, -1)  # (pid, read end, write end) of peek()'s pipe
+_scratch: tuple[int, int] | None = None  # (read end, write end) of peek()'s pipe
+
+
+def _forget_scratch() -> None:
+    global _scratch
+    _scratch = None  # a forked child makes its own: never shared
+
+
+os.register_at_fork(after_in_child=_forget_scratch)
 
 
 def _scratch_pipe() -> tuple[int, int]:
-    """This process's scratch pipe for peek() (made after any fork: never shared)."""
+    """This process's scratch pipe for peek()."""
     global _scratch
-    pid = os.getpid()
-    if _scratch[0] != pid:
-        r, w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        _scratch = (pid, r, w)
-    return _scratch[1], _scratch[2]
+    if _scratch is None:
+        _scratch = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    return _scratch
 
 
 def peek(fd: int, limit: int = READ_CHUNK) -> bytes:
@@ -88,7 +94,7 @@ def _take(c: Container, fd: int) -> tuple[bytes, int]:
     pipe is only peeked at: the caller consumes the chunk once it is in the log, so a shim
     killed meanwhile leaves it to its successor. A pty (the master of a tty container) cannot
     be peeked at: read at once."""
-    if not c.tty:
+    if not c.tty and c.log is not None:  # without a log nothing is kept to protect
         data = peek(fd)
         return data, len(data)
     try:
