@@ -91,7 +91,8 @@ def _notified(loop: Loop, c: Container, memory_dir: str) -> None:
     except BlockingIOError:
         return
     except OSError:
-        signals = 0
+        unwatch(loop, c)
+        return
     try:
         with open(os.path.join(memory_dir, "memory.oom_control"), "rb") as f:
             f.read()
