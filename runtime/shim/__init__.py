@@ -60,5 +60,6 @@ the wire is the class name, as in every earlier version (a shim outlives a daemo
   shim.pid (status files stay), reply, exit. SIGTERM to the shim does the same (grace 10 s).
 
 Exit codes: exit status, or 128 + signal. Reason: "Completed" (0), "Error", "OOMKilled"
-(SIGKILL and the cgroup's oom-kill count rose since start, runtime.shim.oom).
+(SIGKILL and the cgroup's oom-kill count rose since start, or on cgroup v1 the OOM watcher
+saw an OOM: runtime.shim.oom).
 """

@@ -46,7 +46,7 @@ from runtime import keeper as keeper_mod
 from runtime import proc, syscalls
 from runtime.container_spec import ContainerSpec
 from runtime.pod_spec import PodSpec
-from runtime.shim import namespaces, statusfile, stdio
+from runtime.shim import namespaces, oom, statusfile, stdio
 from runtime.shim.crilog import CriLogWriter
 from runtime.shim.loop import BufferedWriter, Loop
 from runtime.shim.podstate import close_fd
@@ -187,6 +187,8 @@ def _adopt_container(shim: Shim, cid: str, obj: dict[str, Any]) -> None:
     os.set_blocking(c.exit_fd, False)
     loop.add_reader(c.exit_fd, lambda: shim.containers.keeper_recorded(c))
     stdio.watch_outputs(loop, c)
+    if c.state is State.RUNNING:
+        oom.watch(loop, c)  # from now on: an OOM before the adoption shows in the count only
 
 
 def _take_pipes(c: Container, kfd: int, loop: Loop) -> None:

@@ -179,6 +179,7 @@ class Containers:
             raise FailedPrecondition(f"container {c.id} is {c.state}; only a created container "
                                      "can start")
         c.oom_count_at_start = oom.oom_kill_count(c.spec)
+        oom.watch(self.loop, c)
         try:
             os.write(c.gate_w, b"s")
         except OSError as e:

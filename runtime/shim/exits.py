@@ -47,9 +47,8 @@ class Exits:
             self._remove_cgroup(c)
             return
         stdio.drain_outputs(self.loop, c)
-        c.mark_exited(status, oom.was_oom_killed(c.spec, c.oom_count_at_start,
-                                                 os.WTERMSIG(status) if os.WIFSIGNALED(status)
-                                                 else 0))
+        c.mark_exited(status, oom.was_oom_killed(self.loop, c, os.WTERMSIG(status)
+                                                 if os.WIFSIGNALED(status) else 0))
         if finished_at:
             c.finished_at = finished_at
         if c.start_error and not c.message:

@@ -75,6 +75,8 @@ class Container:
         self.create_timer: Timer | None = None
         self.start_error: PycriError | None = None
         self.oom_count_at_start: int | None = None
+        self.oom_efd = -1        # cgroup v1 OOM eventfd (runtime.shim.oom.watch)
+        self.oom_seen = False
 
     def snapshot(self) -> ContainerState:
         """What the wire and the status file say of it."""

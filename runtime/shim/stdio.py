@@ -211,7 +211,8 @@ def release_fds(loop: Loop, c: Container) -> None:
     if c.stdin_writer is not None:
         c.stdin_writer.close()
         c.stdin_writer = None
-    for name in ("report_fd", "gate_w", "pty_master", "exit_fd", "pidfd", "keeper_pidfd"):
+    for name in ("report_fd", "gate_w", "pty_master", "exit_fd", "pidfd", "keeper_pidfd",
+                 "oom_efd"):
         fd = getattr(c, name)
         if fd >= 0:
             loop.forget(fd)

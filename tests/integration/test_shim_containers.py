@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from pycri_common import errors
+from runtime import cgroups
 from runtime.container_spec import ContainerSpec
 from runtime.shim import frames
 from runtime.shim.protocol import ContainerState, ExecWaitReply
@@ -357,6 +358,28 @@ def test_oom_killed_container_reports_137_and_its_cgroup_is_removed(env: ShimEnv
     final = client.wait("hog", 30)
     assert (final.exit_code, final.reason) == (137, "OOMKilled")
     assert not os.path.isdir(memory_dir)  # removed once the container exited
+
+
+def test_oom_killed_under_the_systemd_driver_on_cgroup_v1(env: ShimEnv, pod) -> None:  # type: ignore[no-untyped-def]
+    """v1's oom_kill count is per cgroup, so the pod slice's (what the systemd driver reads,
+    the scope may be gone) never counts it: the shim's v1 OOM watcher on the scope does."""
+    if cgroups.detect_mode() == "v2":
+        pytest.skip("the cgroup v1 OOM watcher: this host is cgroup v2")
+    client, pod_id = pod
+    slice_path = f"/pycri-shimtest-oomsd-{os.getpid()}.slice"
+    path = f"{slice_path}/hog.scope"
+    cgroups.create_cgroup(path)  # what systemd does for the daemon's scope
+    try:
+        hog = "x=$(yes aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa | head -c 300000000); echo survived"
+        spec = env.container_spec("hog", pod_id, ["sh", "-c", hog], cgroup={
+            "driver": "systemd", "path": path,
+            "resources": {"memory_limit_in_bytes": 24 << 20}})
+        client.create("hog", spec)
+        client.start("hog")
+        final = client.wait("hog", 30)
+        assert (final.exit_code, final.reason) == (137, "OOMKilled")
+    finally:
+        cgroups.remove_cgroup(slice_path)
 
 
 def test_many_containers_in_one_pod(env: ShimEnv, pod) -> None:  # type: ignore[no-untyped-def]

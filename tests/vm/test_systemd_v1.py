@@ -8,8 +8,6 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from proto import api_pb2
 from tests.support import pods
 from tests.support.containers import ContainerEnv
@@ -65,10 +63,6 @@ def test_units_and_v1_files(env: ContainerEnv) -> None:
     assert not any((ROOT / c / path.lstrip("/")).exists() for c in CONTROLLERS)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug: on cgroup v1 an OOM-killed container under the systemd driver reads exit 137 "
-    "reason Error: v1's memory.oom_control oom_kill is not hierarchical, so the pod slice does "
-    "not count the kill, and systemd removes the emptied scope (with its count) at once"))
 def test_oom_killed_and_no_unit_left(env: ContainerEnv) -> None:
     cid = env.run_until_oom_killed()
     assert gone(f"pycri-{cid}.scope")
