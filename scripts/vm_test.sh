@@ -2,7 +2,8 @@
 # The VM leg, as root: the tests that need a real cgroup v2 host with every controller and
 # AppArmor (tests/vm, plus the runtime.cgroups and user namespace integration tests against the
 # real hierarchy and kernel), in the guest of scripts/vm.sh; then a second boot with systemd as
-# PID 1 for the systemd cgroup driver (tests/vm/test_systemd_driver.py, PYCRI_VM_SYSTEMD=1).
+# PID 1 for the systemd cgroup driver (tests/vm/test_systemd_driver.py, PYCRI_VM_SYSTEMD=1), and
+# a third with systemd on cgroup v1 (tests/vm/test_systemd_v1.py, PYCRI_VM_CGROUP=hybrid).
 # Arguments replace the default selection (one boot, PYCRI_VM_SYSTEMD as set). Runs
 # scripts/setup.sh first unless PYCRI_SKIP_SETUP=1 (scripts/test.sh has just run it).
 set -uo pipefail
@@ -31,5 +32,10 @@ PYCRI_VM_SYSTEMD=0 bash scripts/vm.sh "${PYTEST[@]}" tests/vm \
 cgroupfs=$?
 PYCRI_VM_SYSTEMD=1 bash scripts/vm.sh "${PYTEST[@]}" tests/vm/test_systemd_driver.py
 systemd=$?
-echo "VM leg: cgroupfs boot exit $cgroupfs; systemd (PID 1) boot exit $systemd"
-[ "$cgroupfs" = 0 ] && [ "$systemd" = 0 ]
+# The systemd driver on cgroup v1 (systemd's hybrid layout): ~5 min with its boot.
+PYCRI_VM_SYSTEMD=1 PYCRI_VM_CGROUP=hybrid bash scripts/vm.sh "${PYTEST[@]}" \
+  tests/vm/test_systemd_v1.py
+systemd_v1=$?
+echo "VM leg: cgroupfs boot exit $cgroupfs; systemd (PID 1) boot exit $systemd;" \
+  "systemd on cgroup v1 boot exit $systemd_v1"
+[ "$cgroupfs" = 0 ] && [ "$systemd" = 0 ] && [ "$systemd_v1" = 0 ]
