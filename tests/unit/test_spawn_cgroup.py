@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,8 @@ def v2_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setattr(cgmode, "CGROUP_ROOT", str(tmp_path))
     monkeypatch.setattr(cgmode, "detect_mode", lambda *a, **k: "v2")
     monkeypatch.setattr(spawn, "_clone_into_cgroup", True)
+    # the shim and monitor are single-threaded; pytest's process may not be
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
     yield tmp_path
 
 
@@ -79,3 +82,12 @@ def test_v1_and_hybrid_fork_and_write_cgroup_procs(v2_root: Path,
         monkeypatch.setattr(cgmode, "detect_mode", lambda *a, m=mode, **k: m)
         assert _fork("/pod/ctr")[1] is False
     assert seen == []
+
+
+def test_a_process_with_threads_forks_and_writes_cgroup_procs(
+        v2_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """clone3 runs no at-fork handlers: only a single-threaded process clones."""
+    seen: list[str] = []
+    _fake_clone(monkeypatch, seen)
+    monkeypatch.setattr(threading, "active_count", lambda: 2)
+    assert _fork("/pod/ctr")[1] is False and seen == []
