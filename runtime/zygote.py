@@ -47,6 +47,7 @@ from runtime import keeper, syscalls
 from runtime.lines import recv_line
 from runtime.pod_spec import PodSpec
 from runtime.shim import monitor as monitor_mod
+from runtime.shim import names as monitor_names
 from runtime.shim import warmup as shim_warmup
 
 SPAWN_TIMEOUT = 60.0
@@ -90,7 +91,7 @@ class Zygote:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         sock.settimeout(timeout)
         try:
-            sock.connect(monitor_mod.socket_path(self.state_dir))
+            sock.connect(monitor_names.socket_path(self.state_dir))
             sock.sendall(json.dumps(req).encode() + b"\n")
         except OSError:
             sock.close()
@@ -145,7 +146,7 @@ class Zygote:
 
     def _start_monitor(self) -> None:
         """Fork the monitor on a listener bound here (so the socket answers at once)."""
-        path = monitor_mod.socket_path(self.state_dir)
+        path = monitor_names.socket_path(self.state_dir)
         try:
             os.unlink(path)
         except FileNotFoundError:
@@ -173,7 +174,7 @@ class Zygote:
         """Linked to a live monitor, started when none answers (OSError when that fails)."""
         if self.link is not None:
             return
-        path = monitor_mod.socket_path(self.state_dir)
+        path = monitor_names.socket_path(self.state_dir)
         for _ in range(3):
             got = self._try_link()
             if got == "linked":
@@ -187,7 +188,7 @@ class Zygote:
             time.sleep(0.1)  # closing: it is going, and its socket with it
         self._start_monitor()
         if self._try_link() != "linked":
-            raise OSError(f"the monitor started on {monitor_mod.socket_path(self.state_dir)} "
+            raise OSError(f"the monitor started on {monitor_names.socket_path(self.state_dir)} "
                           "does not answer (see monitor.log there)")
 
     def _reap(self, wakeup: int) -> None:

@@ -77,6 +77,10 @@ CRASH_POINTS = ("runp_record", "runp_files", "runp_cgroup", "runp_netns", "runp_
 MAX_UNIX_SOCKET_PATH = 107
 SHIM_SHUTDOWN_GRACE = 2.0
 HELLO_TIMEOUT = 2.0
+#: a failed adoption whose pod still lives (its pause-holder runs: the failure may pass, e.g.
+#: a successor monitor out of fds or busy) is tried again after each of these delays (s); a
+#: pod whose pause-holder is gone is NOTREADY at once (kubelet makes a new one)
+ADOPT_RETRY_DELAYS = (0.5, 2.0)
 RECOVERY_THREADS = 8
 
 
@@ -230,24 +234,47 @@ class SandboxManager:
         for pod_id in found:
             self._request_adoption(pod_id)
 
-    def _request_adoption(self, pod_id: str) -> bool:
+    def _request_adoption(self, pod_id: str, attempt: int = 0) -> bool:
         """Queues the adoption of pod_id by a successor shim (once: a request while one is
-        queued or running is the same); False without an adopt_shim."""
+        queued or running is the same); False without an adopt_shim. `attempt` > 0: a retry,
+        after its delay (ADOPT_RETRY_DELAYS)."""
         if self._adopt_shim is None:
             return False
         with self._adopt_lock:
             if pod_id in self._adopting:
                 return True
             self._adopting.add(pod_id)
-        try:
-            self._adopt_pool.submit(self._adopt_queued, pod_id)
-        except RuntimeError:  # shutting down
-            with self._adopt_lock:
-                self._adopting.discard(pod_id)
-            return False
+        if self._queue_adoption(pod_id, attempt):
+            return True
+        with self._adopt_lock:
+            self._adopting.discard(pod_id)
+        return False
+
+    def _queue_adoption(self, pod_id: str, attempt: int) -> bool:
+        """Runs _adopt_queued in the pool, now or (a retry) after its delay; False when the
+        manager is closing."""
+        def submit() -> bool:
+            try:
+                self._adopt_pool.submit(self._adopt_queued, pod_id, attempt)
+                return True
+            except RuntimeError:  # shutting down
+                return False
+
+        if attempt == 0:
+            return submit()
+
+        def later() -> None:
+            if not submit():
+                with self._adopt_lock:
+                    self._adopting.discard(pod_id)
+
+        timer = threading.Timer(ADOPT_RETRY_DELAYS[attempt - 1], later)
+        timer.daemon = True
+        timer.start()
         return True
 
-    def _adopt_queued(self, pod_id: str) -> None:
+    def _adopt_queued(self, pod_id: str, attempt: int = 0) -> None:
+        retry = False
         try:
             with self._pod_lock(pod_id):
                 data = self.store.get(KIND, pod_id)
@@ -257,16 +284,20 @@ class SandboxManager:
                 self.shim_watch.poll()
                 if rec.state != READY or self.shim_watch.alive(rec.shim_dir, rec.shim_pid):
                     return   # stopped meanwhile, or adopted already
-                self._adopt_locked(rec)
+                retry = self._adopt_locked(rec, attempt) is None
         except Exception:  # logged; the pod stays as it is
             log.exception("adopting pod sandbox %s failed", pod_id)
         finally:
-            with self._adopt_lock:
-                self._adopting.discard(pod_id)
+            if not (retry and self._queue_adoption(pod_id, attempt + 1)):
+                with self._adopt_lock:
+                    self._adopting.discard(pod_id)
 
-    def _adopt_locked(self, rec: SandboxRecord) -> bool:
+    def _adopt_locked(self, rec: SandboxRecord, attempt: int = 0) -> bool | None:
         """Under the pod lock, rec READY and its shim gone: a successor shim takes the pod
-        back (runtime.shim.adopt); on failure the pod turns NOTREADY. True when adopted."""
+        back (runtime.shim.adopt). True when adopted; None when it failed but may work on a
+        retry (attempt < len(ADOPT_RETRY_DELAYS) and the pod's pause-holder lives: the pod
+        stays READY meanwhile); False when it failed for good: the pod turned NOTREADY, the
+        reason in its record (PodSandboxStatus verbose info "adoptionError")."""
         assert self._adopt_shim is not None
         started = time.monotonic()
         try:
@@ -280,12 +311,24 @@ class SandboxManager:
                 shim_process.kill_stale_shim(rec.shim_dir, rec.shim_pid)  # a hung one
                 info = self._adopt_shim(self._pod_spec(rec))
         except PycriError as exc:
-            log.warning("pod sandbox %s: no successor shim could take it back (%s); marking it "
-                        "NOTREADY", rec.id, exc)
+            gone = shim_process.pause_holder_gone(rec.shim_dir, rec.id, rec.pause_pid)
+            if not gone and attempt < len(ADOPT_RETRY_DELAYS):
+                log.warning("pod sandbox %s: adoption attempt %d failed (%s); trying again in "
+                            "%.1f s", rec.id, attempt + 1, exc, ADOPT_RETRY_DELAYS[attempt])
+                return None
+            why = (f"{gone}: it cannot be taken back (kubelet recreates the pod)" if gone else
+                   f"no successor monitor could take it back in {attempt + 1} attempts")
+            log.warning("pod sandbox %s: %s (%s); marking it NOTREADY", rec.id, why, exc)
             self._mark_notready(rec)
+            data = self.store.get(KIND, rec.id)   # under the pod lock: nobody else writes it
+            if data is not None:
+                failed = SandboxRecord.from_json(data)
+                failed.adopt_error = f"{why}: {exc}"
+                self._save(failed)
             return False
         rec.shim_pid = int(info.get("pid") or 0)
         rec.pause_pid = int(info.get("pause_pid") or rec.pause_pid or 0)
+        rec.adopt_error = ""
         self._save(rec)
         self.shim_watch.alive(rec.shim_dir, rec.shim_pid)   # watched from now on
         log.warning("pod sandbox %s: its shim died; the successor shim (pid %d) took it back "
@@ -682,7 +725,8 @@ class SandboxManager:
         if rec.state == READY and not self._shim_alive(rec):
             if self._adopt_shim is not None:
                 with self._pod_lock(rec.id):
-                    self._adopt_locked(rec)
+                    if self._adopt_locked(rec) is None:   # stays READY until the retry
+                        self._request_adoption(rec.id, attempt=1)
                 return
             log.warning("the shim of pod sandbox %s is gone; marking it NOTREADY", rec.id)
             rec.state = NOTREADY

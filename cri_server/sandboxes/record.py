@@ -55,6 +55,9 @@ class SandboxRecord:
     # the pod's own user namespace: {"mode": "pod", "uids": [[0, host, n]], "gids": [...]};
     # {} = the host's (validate.user_namespace)
     userns: dict[str, Any] = field(default_factory=dict)
+    # why no successor monitor could take the pod back after its monitor died ("" : none
+    # failed, or the last one succeeded); shown in PodSandboxStatus's verbose info
+    adopt_error: str = ""
     _config: Any = field(default=None, repr=False, compare=False)
 
     # -- config --------------------------------------------------------------

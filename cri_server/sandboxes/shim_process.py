@@ -15,9 +15,8 @@ import socket
 import time
 
 from runtime import keeper, proc
+from runtime.shim.names import MONITOR_COMM, SHIM_COMM, socket_of_shim_dir
 
-SHIM_COMM = "pycri-shim"
-MONITOR_COMM = "pycri-monitor"   # runtime.shim.monitor.MONITOR_COMM
 _SERVING = (SHIM_COMM, MONITOR_COMM)
 
 
@@ -40,10 +39,9 @@ def _comm(pid: int) -> str:
 def is_shim(pid: int) -> bool:
     """True while pid is a live (non-zombie) process serving pods: the monitor, or a per-pod
     shim of an older daemon."""
+    if _comm(pid) not in _SERVING:
+        return False
     try:
-        with open(f"/proc/{pid}/comm") as f:
-            if f.read().strip() not in _SERVING:
-                return False
         with open(f"/proc/{pid}/stat") as f:
             state = f.read().rsplit(")", 1)[1].split()[0]
         return state not in ("Z", "X")
@@ -87,19 +85,13 @@ def kill_stale_shim(shim_dir: str, known_pid: int = 0, timeout: float = 5.0) -> 
             time.sleep(0.01)
 
 
-def monitor_socket(shim_dir: str) -> str:
-    """<state>/monitor.sock for <state>/shims/<pod> (cri_server.paths lays them out so)."""
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(shim_dir))),
-                        "monitor.sock")
-
-
 def _drop_from_monitor(shim_dir: str, timeout: float = 5.0) -> None:
     """Best effort: the monitor forgets the pod (its socket, fds and objects)."""
     req = {"op": "drop_pod", "pod_id": os.path.basename(os.path.abspath(shim_dir))}
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     sock.settimeout(timeout)
     try:
-        sock.connect(monitor_socket(shim_dir))
+        sock.connect(socket_of_shim_dir(shim_dir))
         sock.sendall(json.dumps(req).encode() + b"\n")
         sock.recv(4096)
     except OSError:
@@ -134,3 +126,22 @@ def kill_pod_processes(shim_dir: str, pause_pid: int = 0) -> None:
             pass
         finally:
             os.close(fd)
+
+
+def pause_holder_gone(shim_dir: str, pod_id: str, pause_pid: int = 0) -> str:
+    """Why the pod cannot be taken back by a successor monitor for good: its pause-holder
+    (<shim_dir>/pause.pid or `pause_pid`; checked by pidfd and command line
+    `pycri-pause <pod id>`) is gone; "" while it lives (or the pod has none)."""
+    pid = proc.read_pid_file(os.path.join(shim_dir, "pause.pid")) or pause_pid
+    if not pid:
+        return ""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return f"its pause-holder (pid {pid}) is gone"
+    try:
+        if proc.cmdline(pid)[:2] != ["pycri-pause", pod_id] or proc.ended(pid):
+            return f"its pause-holder (pid {pid}) is gone"
+        return ""
+    finally:
+        os.close(fd)

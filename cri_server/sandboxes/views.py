@@ -76,6 +76,8 @@ def verbose_info(rec: SandboxRecord, cni_result: dict[str, Any] | None) -> dict[
         "cniResult": cni_result,
         "config": json_format.MessageToDict(rec.config),
     }
+    if rec.adopt_error:
+        info["adoptionError"] = rec.adopt_error
     return {"info": json.dumps(info)}
 
 

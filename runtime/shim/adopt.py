@@ -57,13 +57,19 @@ from runtime.shim.server import Shim
 PAUSE_COMM = "pycri-pause"
 
 
+#: test hook: the first adoption (in this process) of a pod whose hostname this names fails
+#: once everything of it is registered on the loop; the next one succeeds (a transient failure)
+FAULT_ENV = "PYCRI_TEST_FAIL_ADOPT_ONCE"
+_faulted: set[str] = set()
+
+
 class AdoptError(RuntimeError):
     """The pod cannot be adopted (its pause-holder or a pinned namespace is gone)."""
 
 
 def adopt(pod: PodSpec, loop: Loop, listener: socket.socket, **shim_kw: Any) -> Shim:
     """The Shim of `pod`, rebuilt from disk and from its live keepers, serving `listener`
-    (shim_kw goes to Shim: the monitor's log, unclaimed, on_done, dispatch)."""
+    (shim_kw goes to Shim: the monitor's log, unclaimed, on_done)."""
     pause_pid, pause_fd = _take_pause(pod)
     try:
         pinned = pinned_namespaces(pod)
@@ -72,18 +78,26 @@ def adopt(pod: PodSpec, loop: Loop, listener: socket.socket, **shim_kw: Any) -> 
         close_fd(pause_fd)
         raise
     state = shim.state
-    if pause_pid is not None:
-        state.pids.pop(pause_pid, None)  # not our child: its pidfd says when it is gone
-        state.pause_pidfd = pause_fd
-        loop.add_reader(pause_fd, lambda: _pause_gone(shim))
-    states = statusfile.read_states(pod.shim_dir)
-    for cid, obj in sorted(states.items()):
-        try:
-            _adopt_container(shim, cid, obj)
-        except Exception as e:  # noqa: BLE001 - one container must not stop the pod's adoption
-            state.log(f"pod {pod.pod_id}: container {cid} not adopted: "
-                      f"{type(e).__name__}: {e}")
-    _end_unfinished_creates(pod.shim_dir, set(states))
+    try:
+        if pause_pid is not None:
+            state.pids.pop(pause_pid, None)  # not our child: its pidfd says when it is gone
+            state.pause_pidfd = pause_fd
+            loop.add_reader(pause_fd, lambda: _pause_gone(shim))
+        states = statusfile.read_states(pod.shim_dir)
+        for cid, obj in sorted(states.items()):
+            try:
+                _adopt_container(shim, cid, obj)
+            except Exception as e:  # noqa: BLE001 - one container must not stop the adoption
+                state.log(f"pod {pod.pod_id}: container {cid} not adopted: "
+                          f"{type(e).__name__}: {e}")
+        _end_unfinished_creates(pod.shim_dir, set(states))
+        if pod.hostname and os.environ.get(FAULT_ENV) == pod.hostname \
+                and pod.pod_id not in _faulted:
+            _faulted.add(pod.pod_id)
+            raise AdoptError(f"{FAULT_ENV}: failing the first adoption of pod {pod.pod_id}")
+    except BaseException:
+        shim.release()  # whatever it registered goes: no half-adopted pod stays behind
+        raise
     return shim
 
 
@@ -193,17 +207,25 @@ def _adopt_container(shim: Shim, cid: str, obj: dict[str, Any]) -> None:
 
 def _take_pipes(c: Container, kfd: int, loop: Loop) -> None:
     """Copies of the keeper's exit pipe read end and of the container's output ends."""
-    c.exit_fd = syscalls.pidfd_getfd(kfd, keeper_mod.EXIT_R_FD)
-    out = syscalls.pidfd_getfd(kfd, keeper_mod.STDOUT_FD)
+    taken: list[int] = []   # all or nothing: a copy that fails closes those taken before
+    try:
+        for fd in (keeper_mod.EXIT_R_FD, keeper_mod.STDOUT_FD) + \
+                (() if c.tty else (keeper_mod.STDERR_FD,)):
+            taken.append(syscalls.pidfd_getfd(kfd, fd))
+        if c.tty:
+            taken += [os.dup(taken[1])] + ([os.dup(taken[1])] if c.stdin else [])
+    except BaseException:
+        for fd in taken:
+            close_fd(fd)
+        raise
+    c.exit_fd = taken[0]
     if c.tty:
-        c.pty_master = out
-        reader = os.dup(out)
+        c.pty_master, reader = taken[1], taken[2]
         os.set_blocking(reader, False)
         c.outputs[reader] = "stdout"
-        c.stdin_writer = BufferedWriter(loop, os.dup(out)) if c.stdin else None
+        c.stdin_writer = BufferedWriter(loop, taken[3]) if c.stdin else None
         return
-    err = syscalls.pidfd_getfd(kfd, keeper_mod.STDERR_FD)
-    for fd, stream in ((out, "stdout"), (err, "stderr")):
+    for fd, stream in ((taken[1], "stdout"), (taken[2], "stderr")):
         os.set_blocking(fd, False)
         c.outputs[fd] = stream
 

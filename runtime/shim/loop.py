@@ -100,10 +100,33 @@ class Loop:
             self._update(fd)
 
     def forget(self, fd: int) -> None:
-        """Drop every callback of fd (call before closing it)."""
+        """Drop every callback of fd (call before closing it; -1 is nothing)."""
+        if fd < 0:
+            return
         self._readers.pop(fd, None)
         self._writers.pop(fd, None)
         self._update(fd)
+
+    def drop_owner(self, owner: object) -> int:
+        """Forget every reader, writer and timer `owner` registered (a pod that is gone: what
+        it left on the loop must never run); the fds are not closed. Returns how many."""
+        dropped = 0
+        for table in (self._readers, self._writers):
+            for fd in [fd for fd, (_, o) in table.items() if o is owner]:
+                del table[fd]
+                self._update(fd)
+                dropped += 1
+        for _, _, t in self._timers:
+            if t.owner is owner and not t.cancelled:
+                t.cancel()
+                dropped += 1
+        return dropped
+
+    def owned(self, owner: object) -> int:
+        """How many readers, writers and live timers `owner` has on the loop."""
+        return (sum(o is owner for _, o in self._readers.values())
+                + sum(o is owner for _, o in self._writers.values())
+                + sum(t.owner is owner and not t.cancelled for _, _, t in self._timers))
 
     # --- timers ---------------------------------------------------------------
     def call_later(self, delay: float, cb: Callback) -> Timer:

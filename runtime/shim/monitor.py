@@ -46,21 +46,15 @@ from typing import Any, NoReturn
 from pycri_common.errors import FailedPrecondition, InvalidArgument, PycriError
 from runtime import syscalls
 from runtime.pod_spec import PodSpec
-from runtime.shim import control, podsetup, spawn, stdio
+from runtime.shim import control, podsetup, spawn
 from runtime.shim.control import Connection
 from runtime.shim.loop import Loop
+from runtime.shim.names import LOG_NAME, MONITOR_COMM, socket_path
 from runtime.shim.podstate import MAX_UNCLAIMED, close_fd
 from runtime.shim.server import Shim
 
-MONITOR_COMM = "pycri-monitor"
-SOCKET_NAME = "monitor.sock"
-LOG_NAME = "monitor.log"
 #: a monitor nobody linked to within this time, with no pods, exits
 UNLINKED_GRACE = 30.0
-
-
-def socket_path(state_dir: str) -> str:
-    return os.path.join(state_dir, SOCKET_NAME)
 
 
 class HostedPod:
@@ -91,6 +85,7 @@ class Monitor:
         self.loop = Loop(on_error=self._callback_failed)
         self.listener = listener
         self.pods: dict[str, HostedPod] = {}
+        self.starting: dict[str, HostedPod] = {}  # being set up (podsetup: loop-driven)
         self.unclaimed: dict[int, int] = {}
         self.links: set[Connection] = set()   # zygotes' connections
         self.conns: set[Connection] = set()
@@ -134,75 +129,74 @@ class Monitor:
         raise InvalidArgument(f"unknown monitor op {op!r}")
 
     def _maybe_exit(self) -> None:
-        if not self.pods and not self.links:
+        if not self.pods and not self.starting and not self.links:
             self.loop.stop()
 
     # --- pods --------------------------------------------------------------------------
     def _spawn(self, conn: Connection, raw: Any, adopt: bool = False) -> None:
+        """Set the pod up (or adopt it); the reply comes once it is served, maybe from a later
+        loop turn (runtime.shim.podsetup never blocks on a pod: the others are served
+        meanwhile)."""
         pod = PodSpec.from_json(raw)
-        if pod.pod_id in self.pods:
+        if pod.pod_id in self.pods or pod.pod_id in self.starting:
             raise FailedPrecondition(f"a shim is already running for pod {pod.pod_id} (this "
                                      "monitor serves it)")
         hp = HostedPod(pod, podsetup.open_log(pod.shim_dir))
-        prev, self.loop.owner = self.loop.owner, hp   # what it registers is the pod's
-        try:
-            shim, info = podsetup.start_pod(pod, self.loop, hp.log, adopt=adopt,
-                                            unclaimed=self.unclaimed,
-                                            on_done=lambda: self._pod_done(hp),
-                                            dispatch=self.dispatch)
-        except Exception as e:  # this pod's failure: undone by start_pod, reported
+        self.starting[pod.pod_id] = hp
+
+        def ready(shim: Shim, info: dict[str, Any]) -> None:
+            del self.starting[pod.pod_id]
+            hp.shim = shim
+            self.pods[pod.pod_id] = hp
+            conn.reply(info)
+            if adopt:
+                hp.log(f"pod {pod.pod_id}: adopted by monitor {os.getpid()}")
+            elif conn.closed:  # the requester gave up before it heard of the pod: undo it
+                self.loop.call_as(hp, lambda: shim.begin_shutdown(0))
+
+        def failed(e: Exception) -> None:  # this pod's failure: undone by start_pod
+            self.starting.pop(pod.pod_id, None)
             hp.log(f"pod {pod.pod_id}: {'adoption' if adopt else 'set-up'} failed: "
                    f"{type(e).__name__}: {e}")
-            hp.close_log()
-            if isinstance(e, PycriError):
-                raise
-            raise PycriError(f"{type(e).__name__}: {e}") from None
+            self._release(hp)
+            conn.reply_error(e if isinstance(e, PycriError)
+                             else PycriError(f"{type(e).__name__}: {e}"))
+
+        prev, self.loop.owner = self.loop.owner, hp   # what it registers is the pod's
+        try:
+            podsetup.start_pod(pod, self.loop, hp.log, adopt=adopt, on_ready=ready,
+                               on_failed=failed, unclaimed=self.unclaimed,
+                               on_done=lambda: self._pod_done(hp))
         finally:
             self.loop.owner = prev
-        hp.shim = shim
-        self.pods[pod.pod_id] = hp
-        conn.reply(info)
-        if adopt:
-            hp.log(f"pod {pod.pod_id}: adopted by monitor {os.getpid()}")
-        elif conn.closed:  # the requester gave up before it heard of the pod: undo it
-            self.loop.call_as(hp, lambda: shim.begin_shutdown(0))
 
     def _pod_done(self, hp: HostedPod) -> None:
         """The pod's shutdown finished (its Shutdown replied): forget it."""
-        if self.pods.get(hp.pod.pod_id) is hp:
-            del self.pods[hp.pod.pod_id]
-        if hp.shim is not None:
-            hp.shim.close_connections()
-        hp.close_log()
-        self._maybe_exit()
+        self._release(hp)
 
     def drop_pod(self, pod_id: str) -> bool:
         """Stop serving a pod without signalling anything: its socket, fds and objects go;
         its keepers keep their copies of the output pipes."""
-        hp = self.pods.pop(pod_id, None)
+        hp = self.pods.get(pod_id)
         if hp is None or hp.shim is None:
             return False
-        shim = hp.shim
-        for c in list(shim.state.containers.values()):
-            stdio.release_fds(self.loop, c)
-        for e in shim.state.execs.values():
-            if e.report_fd >= 0:
-                self.loop.forget(e.report_fd)
-                close_fd(e.report_fd)
-                e.report_fd = -1
-        shim.state.pids.clear()
-        if shim.state.pause_pidfd >= 0:  # an adopted pod's pause-holder
-            self.loop.forget(shim.state.pause_pidfd)
-            close_fd(shim.state.pause_pidfd)
-            shim.state.pause_pidfd = -1
-        self.loop.forget(shim.listener.fileno())
-        shim.listener.close()
         podsetup.remove_served_files(hp.pod.shim_dir)
-        shim.close_connections()
         hp.log(f"pod {pod_id}: dropped by the monitor (no longer served)")
+        self._release(hp)
+        return True
+
+    def _release(self, hp: HostedPod) -> None:
+        """The one way out of the monitor for a pod (its shutdown finished, drop_pod, a
+        failed set-up or adoption): its objects let go of every fd (Shim.release), whatever
+        it still has on the loop is dropped (readers, writers, timers), it leaves `pods` and
+        its shim.log closes. The monitor is then as it was before the pod."""
+        if self.pods.get(hp.pod.pod_id) is hp:
+            del self.pods[hp.pod.pod_id]
+        if hp.shim is not None:
+            hp.shim.release()
+        self.loop.drop_owner(hp)
         hp.close_log()
         self._maybe_exit()
-        return True
 
     # --- reaping -----------------------------------------------------------------------
     def reap(self) -> None:

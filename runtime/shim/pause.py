@@ -1,8 +1,8 @@
 """The pause-holder: a child of the shim that owns the pod's namespaces.
 
-start_pause_holder() forks it. With a pod PID namespace the shim briefly
-unshares CLONE_NEWPID itself, forks (the child is PID 1 of the new namespace
-and still the shim's direct child), then setns()
+fork_pause_holder() forks it (its report is read on the loop: runtime.shim.podsetup).
+With a pod PID namespace the shim briefly unshares CLONE_NEWPID itself, forks (the child
+is PID 1 of the new namespace and still the shim's direct child), then setns()
 back to its own PID namespace for children created later. The child unshares
 net/ipc/uts (or joins the network namespace the daemon already made and pinned
 at pod.netns_path), sets the hostname, writes the sysctls from inside, reports on a
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from runtime import cgroups, syscalls
 from runtime.cgroups.naming import pause_cgroup_path
 from runtime.pod_spec import PodSpec
 from runtime.shim import namespaces
+from runtime.shim.loop import Loop, Timer
 from runtime.shim.tinypause import exec_tiny_pause
 from runtime.sysctls import apply_sysctls
 
@@ -107,14 +107,20 @@ def _leave_host_root() -> None:
     syscalls.mount(None, "/", None, syscalls.MS_REMOUNT | syscalls.MS_RDONLY | flags)
 
 
-def start_pause_holder(pod: PodSpec, types: list[str], timeout: float = 10.0,
-                       userns_path: str = "") -> int:
-    """Fork the pause-holder in new namespaces `types`; returns its pid once it is set up.
-    With `userns_path` (the pod's pinned user namespace) it joins that first, so its new
-    net/ipc/uts namespaces belong to it."""
-    timeout = scaled(timeout)
-    sysctls = dict(pod.sysctls)
-    hostname = pod.hostname
+#: test hook: the pause-holder of a pod whose hostname this names waits SLOW_PAUSE_S before
+#: it reports (a set-up that hangs: the monitor serves its other pods meanwhile)
+SLOW_ENV = "PYCRI_TEST_SLOW_PAUSE"
+SLOW_PAUSE_S = 4.0
+#: how long the monitor waits for a new pause-holder's report (s, scaled)
+REPORT_TIMEOUT = 10.0
+
+
+def fork_pause_holder(pod: PodSpec, types: list[str], userns_path: str = "") -> tuple[int, int]:
+    """Fork the pause-holder in new namespaces `types`; returns (pid, report_r) at once: the
+    caller reads report_r until EOF (it closes when the pause-holder has exec'd, or exited)
+    and hands what it read to pause_report(), without blocking (runtime.shim.podsetup reads
+    it on the loop). With `userns_path` (the pod's pinned user namespace) it joins that
+    first, so its new net/ipc/uts namespaces belong to it."""
     shim_pid = os.getpid()
     r, w = os.pipe2(os.O_CLOEXEC)
     own_pid_ns = -1
@@ -126,44 +132,73 @@ def start_pause_holder(pod: PodSpec, types: list[str], timeout: float = 10.0,
             pid = os.fork()
             if pid == 0:
                 os.close(r)
-                _child(pod.pod_id, types, hostname, sysctls, shim_pid, w,
+                if pod.hostname and os.environ.get(SLOW_ENV) == pod.hostname:
+                    time.sleep(SLOW_PAUSE_S)
+                _child(pod.pod_id, types, pod.hostname, dict(pod.sysctls), shim_pid, w,
                        join_netns=pod.netns_path, userns_path=userns_path)
         finally:
             if own_pid_ns >= 0:
                 syscalls.setns(own_pid_ns, syscalls.CLONE_NEWPID)
-        os.close(w)
-        w = -1
-        data = b""
-        deadline = time.monotonic() + timeout
-        ready = True
-        while ready:  # until EOF: the report pipe closes when the pause-holder has exec'd
-            # poll, not select: a monitor's fds go past FD_SETSIZE (1024)
-            poller = select.poll()
-            poller.register(r, select.POLLIN)
-            ready = bool(poller.poll(max(0.0, deadline - time.monotonic()) * 1000))
-            if ready:
-                chunk = os.read(r, 65536)
-                if not chunk:
-                    break
-                data += chunk
-        try:
-            msg = json.loads(data.split(b"\n")[0]) if data else None
-        except ValueError:
-            msg = None
-        if not msg or not msg.get("ok"):
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            err = (msg or {}).get("error") or ("pause-holder did not report within "
-                                               f"{timeout}s" if not ready else
-                                               "pause-holder exited during set-up")
-            raise PauseError(err)
-        return pid
-    finally:
+    except BaseException:
         os.close(r)
-        if w >= 0:
-            os.close(w)
+        raise
+    finally:
+        os.close(w)
         if own_pid_ns >= 0:
             os.close(own_pid_ns)
+    os.set_blocking(r, False)
+    return pid, r
+
+
+def pause_report(data: bytes) -> str:
+    """What the report pipe said: "" when the pause-holder is set up, else why not."""
+    try:
+        msg = json.loads(data.split(b"\n")[0]) if data else None
+    except ValueError:
+        msg = None
+    if msg and msg.get("ok"):
+        return ""
+    return str((msg or {}).get("error") or "pause-holder exited during set-up")
+
+
+def kill_child(loop: Loop, pid: int, pod: PodSpec, log: Callable[[str], None],
+               unclaimed: dict[int, int], timeout: float = 5.0) -> None:
+    """SIGKILL our child `pid` (a pause-holder whose pod's set-up failed) and, on the loop,
+    reap it once its pidfd says it exited (bounded by `timeout`), then remove its cgroup.
+    Registered as nobody's (the pod is gone by then); its exit goes nowhere else."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        fd = -1
+    try:
+        if fd >= 0:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    if fd < 0:
+        unclaimed.pop(pid, None)
+        return
+    timer: list[Timer] = []
+
+    def gone() -> None:
+        loop.forget(fd)
+        os.close(fd)
+        if timer:
+            timer[0].cancel()
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # reaped by the monitor already
+            unclaimed.pop(pid, None)
+        remove_pause_cgroup(pod, log)
+
+    prev, loop.owner = loop.owner, None
+    try:
+        loop.add_reader(fd, gone)
+        timer.append(loop.call_later(scaled(timeout), gone))
+    finally:
+        loop.owner = prev
 
 
 def _pause_cgroup(pod: PodSpec) -> tuple[str, str] | None:

@@ -14,18 +14,25 @@ and raises; nothing process-wide changes per pod: its messages go to its own shi
 from __future__ import annotations
 
 import os
-import signal
 import socket
 from collections.abc import Callable
 from typing import Any
 
+from pycri_common.timeouts import scaled
 from runtime import sysctls
 from runtime import userns as userns_mod
 from runtime.pod_spec import IdMaps, PodSpec
 from runtime.shim import adopt as adopt_mod
 from runtime.shim import namespaces, statusfile
-from runtime.shim.loop import Loop
-from runtime.shim.pause import join_pod_cgroup, remove_pause_cgroup, start_pause_holder
+from runtime.shim.loop import Loop, Timer
+from runtime.shim.pause import (
+    REPORT_TIMEOUT,
+    PauseError,
+    fork_pause_holder,
+    join_pod_cgroup,
+    kill_child,
+    pause_report,
+)
 from runtime.shim.server import Shim
 
 #: test hook: a pod whose hostname this names fails its set-up once its socket is bound (the
@@ -67,88 +74,178 @@ def _make_pod_userns(userns: IdMaps, ns_dir: str) -> str:
         os.close(fd)
 
 
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def remove_served_files(shim_dir: str) -> None:
     for name in SERVED_FILES:
-        try:
-            os.unlink(os.path.join(shim_dir, name))
-        except FileNotFoundError:
-            pass
+        _unlink(os.path.join(shim_dir, name))
 
 
-def start_pod(pod: PodSpec, loop: Loop, log: Callable[[str], None], adopt: bool = False,
-              **shim_kw: Any) -> tuple[Shim, dict[str, Any]]:
-    """Set the pod up and serve it on loop; returns its Shim and the ready reply
-    ({"pid", "pause_pid", "ns"}). shim_kw goes to Shim (unclaimed, on_done, dispatch).
+OnReady = Callable[[Shim, dict[str, Any]], None]
+OnFailed = Callable[[Exception], None]
+
+
+def start_pod(pod: PodSpec, loop: Loop, log: Callable[[str], None], adopt: bool = False, *,
+              on_ready: OnReady, on_failed: OnFailed, **shim_kw: Any) -> None:
+    """Set the pod up and serve it on loop; then on_ready(its Shim, the ready reply {"pid",
+    "pause_pid", "ns"}), or on_failed(error) with everything done for it undone. Never
+    blocks on the pod: the pause-holder's report is read on the loop (bounded by
+    pause.REPORT_TIMEOUT), so either may come from a later loop turn. shim_kw goes to Shim
+    (unclaimed, on_done).
 
     With adopt the pod runs already (the monitor that served it died): nothing is made, only
     its socket; runtime.shim.adopt builds its objects from disk and from the processes that
-    outlived the dead monitor (pause-holder, keepers). A failure then leaves the pod as it
-    was (nothing is killed or unpinned)."""
-    pause_pid: int | None = None
-    pinned: dict[str, str] = {}
-    listener: socket.socket | None = None
-    shim_dir, ns_dir = pod.shim_dir, pod.ns_dir
-    sock_path = os.path.join(shim_dir, "shim.sock")
-    try:
-        _refuse_if_running(sock_path)
-        if not adopt:
-            namespaces.unpin_all(ns_dir)  # leftovers of a shim that died without cleaning up
-        types = [] if adopt else namespaces.pod_namespace_types(pod)
-        sysctls.check_sysctls(dict(pod.sysctls), types)
-        userns = None if adopt else pod.userns
-        if userns is not None:
-            pinned = {"user": _make_pod_userns(userns, ns_dir)}
-        if types:
-            pause_pid = start_pause_holder(pod, types, userns_path=pinned.get("user", ""))
-            join_pod_cgroup(pod, pause_pid, log)
-            joined_net = pod.netns_path if "net" in types and userns is None else ""
-            pinned.update(namespaces.pin(
-                pause_pid, [t for t in types if not (joined_net and t == "net")], ns_dir))
-            if joined_net:
-                pinned["net"] = joined_net
-            elif userns is not None and "net" in types and pod.netns_path:
-                # where the daemon (CNI, port-forward) finds it, as for the pods it makes
-                namespaces.pin_path(pinned["net"], pod.netns_path)
+    outlived the dead monitor (pause-holder, keepers), at once. A failure then leaves the
+    pod as it was (nothing is killed or unpinned; pause.pid stays)."""
+    _PodSetup(pod, loop, log, adopt, on_ready, on_failed, shim_kw).begin()
+
+
+class _PodSetup:
+    """One pod's set-up in steps (begin -> the pause-holder's report -> _serve), with what
+    it made so far for the undo (_fail)."""
+
+    def __init__(self, pod: PodSpec, loop: Loop, log: Callable[[str], None], adopt: bool,
+                 on_ready: OnReady, on_failed: OnFailed, shim_kw: dict[str, Any]) -> None:
+        self.pod, self.loop, self.log, self.adopt = pod, loop, log, adopt
+        self.on_ready, self.on_failed, self.shim_kw = on_ready, on_failed, shim_kw
+        unclaimed = shim_kw.get("unclaimed")
+        self.unclaimed: dict[int, int] = {} if unclaimed is None else unclaimed
+        self.sock_path = os.path.join(pod.shim_dir, "shim.sock")
+        self.types: list[str] = []
+        self.userns: IdMaps | None = None
+        self.pause_pid: int | None = None
+        self.pinned: dict[str, str] = {}
+        self.listener: socket.socket | None = None
+        self.report_r = -1
+        self.report = b""
+        self.timer: Timer | None = None
+        self.done = False
+
+    def begin(self) -> None:
+        pod = self.pod
         try:
-            os.unlink(sock_path)
-        except FileNotFoundError:
-            pass
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        listener.bind(sock_path)
-        os.chmod(sock_path, 0o600)
-        listener.listen(128)
-        if adopt:
-            shim = adopt_mod.adopt(pod, loop, listener, log=log, **shim_kw)
+            _refuse_if_running(self.sock_path)
+            if self.adopt:
+                self._serve()
+                return
+            namespaces.unpin_all(pod.ns_dir)  # leftovers of a shim that died without cleaning up
+            self.types = namespaces.pod_namespace_types(pod)
+            sysctls.check_sysctls(dict(pod.sysctls), self.types)
+            self.userns = pod.userns
+            if self.userns is not None:
+                self.pinned = {"user": _make_pod_userns(self.userns, pod.ns_dir)}
+            if not self.types:
+                self._serve()
+                return
+            self.pause_pid, self.report_r = fork_pause_holder(
+                pod, self.types, userns_path=self.pinned.get("user", ""))
+            self.loop.add_reader(self.report_r, self._on_report)
+            self.timer = self.loop.call_later(scaled(REPORT_TIMEOUT), self._report_late)
+        except Exception as e:  # noqa: BLE001 - this pod's failure
+            self._fail(e)
+
+    def _on_report(self) -> None:
+        try:
+            try:
+                chunk = os.read(self.report_r, 65536)
+            except BlockingIOError:
+                return
+            if chunk:
+                self.report += chunk
+                return
+            self._close_report()   # EOF: it exec'd the pause program, or exited
+            error = pause_report(self.report)
+            if error:
+                raise PauseError(error)
+            self._pause_up()
+            self._serve()
+        except Exception as e:  # noqa: BLE001 - this pod's failure
+            self._fail(e)
+
+    def _report_late(self) -> None:
+        self._fail(PauseError(f"pause-holder did not report within {scaled(REPORT_TIMEOUT)}s"))
+
+    def _close_report(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.report_r >= 0:
+            self.loop.forget(self.report_r)
+            os.close(self.report_r)
+            self.report_r = -1
+
+    def _pause_up(self) -> None:
+        """The pause-holder is set up: its cgroup, the namespace pins."""
+        pod, pause_pid, userns = self.pod, self.pause_pid, self.userns
+        assert pause_pid is not None
+        if pause_pid in self.unclaimed:  # reaped by the monitor meanwhile
+            raise PauseError("pause-holder exited during set-up")
+        join_pod_cgroup(pod, pause_pid, self.log)
+        joined_net = pod.netns_path if "net" in self.types and userns is None else ""
+        self.pinned.update(namespaces.pin(
+            pause_pid, [t for t in self.types if not (joined_net and t == "net")], pod.ns_dir))
+        if joined_net:
+            self.pinned["net"] = joined_net
+        elif userns is not None and "net" in self.types and pod.netns_path:
+            # where the daemon (CNI, port-forward) finds it, as for the pods it makes
+            namespaces.pin_path(self.pinned["net"], pod.netns_path)
+
+    def _serve(self) -> None:
+        """The control socket, shim.pid and pause.pid, the pod's Shim: on_ready."""
+        pod, shim_dir = self.pod, self.pod.shim_dir
+        _unlink(self.sock_path)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        self.listener.bind(self.sock_path)
+        os.chmod(self.sock_path, 0o600)
+        self.listener.listen(128)
+        if self.adopt:
+            shim = adopt_mod.adopt(pod, self.loop, self.listener, log=self.log, **self.shim_kw)
             statusfile.write_atomic(os.path.join(shim_dir, "shim.pid"),
                                     str(os.getpid()).encode(), durable=False)
-            return shim, {"pid": os.getpid(), "pause_pid": shim.state.pause_pid,
-                          "ns": dict(shim.pinned)}
-        statusfile.write_atomic(os.path.join(shim_dir, "shim.pid"), str(os.getpid()).encode(),
-                                durable=False)
-        if pause_pid is not None:  # the pause-holder outlives us: who stops it finds it here
-            statusfile.write_atomic(os.path.join(shim_dir, "pause.pid"),
-                                    str(pause_pid).encode(), durable=False)
-        if pod.hostname and os.environ.get(FAULT_ENV) == pod.hostname:
-            raise RuntimeError(f"{FAULT_ENV}: failing the set-up of pod {pod.pod_id}")
-        shim = Shim(pod, loop, pause_pid, pinned, listener, log=log, **shim_kw)
-    except BaseException:
+            info = {"pid": os.getpid(), "pause_pid": shim.state.pause_pid,
+                    "ns": dict(shim.pinned)}
+        else:
+            statusfile.write_atomic(os.path.join(shim_dir, "shim.pid"),
+                                    str(os.getpid()).encode(), durable=False)
+            if self.pause_pid is not None:  # it outlives us: who stops it finds it here
+                statusfile.write_atomic(os.path.join(shim_dir, "pause.pid"),
+                                        str(self.pause_pid).encode(), durable=False)
+            if pod.hostname and os.environ.get(FAULT_ENV) == pod.hostname:
+                raise RuntimeError(f"{FAULT_ENV}: failing the set-up of pod {pod.pod_id}")
+            shim = Shim(pod, self.loop, self.pause_pid, self.pinned, self.listener, log=self.log,
+                        **self.shim_kw)
+            info = {"pid": os.getpid(), "pause_pid": self.pause_pid, "ns": self.pinned}
+        self.done = True
+        self.on_ready(shim, info)
+
+    def _fail(self, error: Exception) -> None:
+        """Undo what was made for this pod (only that), then on_failed."""
+        if self.done:
+            raise error   # on_ready itself failed: the caller's to handle
+        self.done = True
+        pod = self.pod
+        self._close_report()
+        listener = self.listener
         if listener is not None:
-            loop.forget(listener.fileno())
-            listener.close()
-            remove_served_files(shim_dir)
-        if pause_pid is not None:
-            try:
-                os.kill(pause_pid, signal.SIGKILL)
-                os.waitpid(pause_pid, 0)
-            except OSError:
-                pass
-            remove_pause_cgroup(pod, log)
-        if pinned:
+            if listener.fileno() >= 0:  # (a failed adoption's Shim.release closed it)
+                self.loop.forget(listener.fileno())
+                listener.close()
+            if self.adopt:  # the pod runs on: pause.pid (and the dead monitor's shim.pid) stay
+                _unlink(self.sock_path)
+            else:
+                remove_served_files(pod.shim_dir)
+        if self.pause_pid is not None:
+            kill_child(self.loop, self.pause_pid, pod, self.log, self.unclaimed)
+        if self.pinned:
             try:
                 namespaces.unpin_all(pod.ns_dir)
                 if pod.userns is not None and pod.netns_path:
                     namespaces.unpin(pod.netns_path)
             except OSError:
                 pass
-        raise
-    return shim, {"pid": os.getpid(), "pause_pid": pause_pid, "ns": pinned}
+        self.on_failed(error)

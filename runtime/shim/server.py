@@ -39,7 +39,7 @@ Op = Callable[[Connection, Any], "protocol.Reply | None"]
 
 
 class Shim:
-    """One pod's objects and its control socket. `log`, `unclaimed`, `on_done` and `dispatch`
+    """One pod's objects and its control socket. `log`, `unclaimed` and `on_done`
     are what runtime.shim.monitor gives each pod it hosts (PodState, Shutdown say what they
     are); the defaults are those of a process serving one pod."""
 
@@ -47,8 +47,7 @@ class Shim:
                  pinned: dict[str, str], listener: socket.socket, *,
                  log: Callable[[str], None] = log_to_stderr,
                  unclaimed: dict[int, int] | None = None,
-                 on_done: Callable[[], None] | None = None,
-                 dispatch: Callable[[int, int], None] | None = None) -> None:
+                 on_done: Callable[[], None] | None = None) -> None:
         self.state = PodState(pod, loop, pause_pid, log, unclaimed)
         self.loop = loop
         self.pinned = pinned
@@ -58,7 +57,7 @@ class Shim:
         self.containers = Containers(self.state, self.exits)
         self.execs = Execs(self.state)
         self.reaper = Reaper(self.state, self.containers, self.exits, self.execs)
-        self.shutdown = Shutdown(self.state, self.execs, self.reaper, listener, on_done, dispatch)
+        self.shutdown = Shutdown(self.state, self.execs, self.reaper, listener, on_done)
         # By op name, not a match over the request classes: each class a request touches
         # costs a copied page in every shim (the zygote's objects are shared until written,
         # and a reference count is a write). Each handler's own signature names its class.
@@ -79,13 +78,33 @@ class Shim:
     def begin_shutdown(self, grace: float) -> None:
         self.shutdown.begin(grace)
 
-    def stop_pause(self) -> None:
-        self.shutdown.stop_pause()
-
     def close_connections(self) -> None:
         """Close every client connection (the pod is done; replies were sent)."""
         for conn in list(self.conns):
             conn.close()
+
+    def release(self) -> None:
+        """Let go of everything the pod holds in this process, on every way out (its
+        shutdown finished, drop_pod, a failed adoption): each container's fds (pipes, pty,
+        log, pidfds, exit pipe, OOM eventfd), the exec report pipes, the pause-holder's
+        pidfd, the listener and the client connections; the pids it tracks are forgotten.
+        Nothing is signalled. Idempotent. The owner's timers are the caller's
+        (Loop.drop_owner: runtime.shim.monitor)."""
+        loop = self.loop
+        for c in list(self.state.containers.values()):
+            stdio.release_fds(loop, c)
+        for e in self.state.execs.values():
+            loop.forget(e.report_fd)
+            close_fd(e.report_fd)
+            e.report_fd = -1
+        self.state.pids.clear()
+        loop.forget(self.state.pause_pidfd)
+        close_fd(self.state.pause_pidfd)
+        self.state.pause_pidfd = -1
+        if self.listener.fileno() >= 0:
+            loop.forget(self.listener.fileno())
+            self.listener.close()
+        self.close_connections()
 
     # --- connections ----------------------------------------------------------
     def _accept(self) -> None:

@@ -1,44 +1,43 @@
 """Shutting a pod's shim down: the shutdown operation (and SIGTERM to the shim).
 
 SIGTERM to running containers, SIGKILL after the grace period, SIGKILL at once to created
-ones and to execs; once every container has ended: stop the pause-holder, unpin the
-namespaces, remove shim.sock and shim.pid (status files stay), reply, then `on_done` (the
-standalone loop stops; runtime.shim.monitor forgets the pod).
+ones and to execs; once every container has ended: stop the pause-holder (SIGKILL, then its
+pidfd says it exited, or PAUSE_STOP_TIMEOUT passes: a wait on the loop, so the monitor's
+other pods are served meanwhile), unpin the namespaces, remove shim.sock and shim.pid
+(status files stay), reply (queued, never a blocking send), then `on_done` (the standalone
+loop stops; runtime.shim.monitor forgets the pod).
 """
 from __future__ import annotations
 
-import json
 import os
-import select
 import signal
 import socket
-import time
 from collections.abc import Callable
 
 from pycri_common.errors import PycriError
-from runtime import syscalls
+from pycri_common.timeouts import scaled
 from runtime.shim import namespaces, pause, protocol, stdio
 from runtime.shim.control import Connection
 from runtime.shim.execs import Execs
-from runtime.shim.podstate import PodState
+from runtime.shim.loop import Timer
+from runtime.shim.podstate import PodState, close_fd
 from runtime.shim.reaper import Reaper
 from runtime.shim.records import State
 
 _ENDED = (State.EXITED, State.DISCARDED)
+#: how long a stopping pod waits for its SIGKILLed pause-holder to exit (s, scaled)
+PAUSE_STOP_TIMEOUT = 10.0
 
 
 class Shutdown:
     def __init__(self, pod: PodState, execs: Execs, reaper: Reaper,
-                 listener: socket.socket, on_done: Callable[[], None] | None = None,
-                 dispatch: Callable[[int, int], None] | None = None) -> None:
+                 listener: socket.socket, on_done: Callable[[], None] | None = None) -> None:
         self.pod = pod
         self.loop = pod.loop
         self.execs = execs
         self.reaper = reaper
         self.listener = listener
         self.on_done = on_done if on_done is not None else self.loop.stop
-        #: who gets a child reaped while waiting for the pause-holder (a monitor: its pod)
-        self.dispatch = dispatch if dispatch is not None else reaper.child_exited
         self.conns: list[Connection] = []
         self.finished = False
         pod.on_settled = self.check
@@ -68,7 +67,9 @@ class Shutdown:
         self.execs.kill_all()
 
     def check(self) -> None:
-        """Finish the shutdown once every container has ended."""
+        """Finish the shutdown once every container has ended: their fds go, the
+        pause-holder is stopped (loop-driven: the other pods are served meanwhile), then
+        _finish."""
         if not self.pod.shutting_down or self.finished:
             return
         if any(c.state not in _ENDED or c.keeper_alive for c in self.pod.containers.values()):
@@ -76,7 +77,9 @@ class Shutdown:
         self.finished = True
         for c in list(self.pod.containers.values()):
             stdio.release_fds(self.loop, c)
-        self.stop_pause()
+        self.stop_pause(self._finish)
+
+    def _finish(self) -> None:
         error = ""
         try:
             namespaces.unpin_all(self.pod.ns_dir)
@@ -89,70 +92,71 @@ class Shutdown:
                 os.unlink(os.path.join(self.pod.shim_dir, name))
             except FileNotFoundError:
                 pass
-        line = (json.dumps(protocol.error_to_json(PycriError(error))) if error
-                else json.dumps({"ok": True})).encode() + b"\n"
-        for conn in self.conns:
-            if conn.closed:
-                continue
-            try:
-                conn.sock.setblocking(True)
-                conn.sock.settimeout(2)
-                conn.sock.sendall(line)
-            except OSError:
-                pass
+        for conn in self.conns:  # queued without blocking (a line fits a socket's buffer)
+            if error:
+                conn.reply_error(PycriError(error))
+            else:
+                conn.reply(protocol.Empty())
         self.on_done()
 
-    def stop_pause(self) -> None:
-        """SIGKILL the pause-holder and reap until it is gone. With a pod PID namespace the
-        kernel holds PID 1 until every process of the namespace is reaped, and some of those
-        are our children: so reap everything here, never just the pause pid."""
+    def stop_pause(self, then: Callable[[], None]) -> None:
+        """SIGKILL the pause-holder, then `then()` once it has exited (its pidfd says so) or
+        PAUSE_STOP_TIMEOUT passed (it hangs in its exit: with a pod PID namespace the kernel
+        holds PID 1 until every process of the namespace is reaped, and whoever is the
+        parent of one may not reap it). Never blocks the loop: the monitor reaps its
+        children (exec processes in that namespace) as they exit, meanwhile."""
         pause_pid = self.pod.pause_pid
         if pause_pid is None or not self.pod.pause_alive:
+            then()
             return
-        if self.pod.pause_pidfd >= 0:
-            self._stop_adopted_pause()
-            return
-        self.pod.pids.pop(pause_pid, None)
-        ours = _parent_of(pause_pid) == os.getpid()  # not after a successor took the pod over
-        try:
-            os.kill(pause_pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        while ours:
+        fd = self.pod.pause_pidfd   # an adopted pod's pause-holder: not our child
+        ours = fd < 0 and _parent_of(pause_pid) == os.getpid()  # not when a successor has it
+        if ours:
             try:
-                pid, status = os.waitpid(-1, 0)
-            except ChildProcessError:
-                break
-            if pid == pause_pid:
-                break
-            self.dispatch(pid, status)
-        self.pod.pause_alive = False
-        pause.remove_pause_cgroup(self.pod.pod, self.pod.log)
-
-    def _stop_adopted_pause(self, timeout: float = 10.0) -> None:
-        """The pause-holder of an adopted pod is not our child (runtime.shim.adopt): SIGKILL by
-        its pidfd, reaping our own children (exec processes in its pid namespace; a monitor's
-        go to their pods) until the pidfd says it is gone."""
-        fd = self.pod.pause_pidfd
+                fd = os.pidfd_open(pause_pid)   # our child, not reaped yet: that very process
+            except OSError:
+                fd = -1
+        if fd < 0:
+            self.pod.pause_alive = False
+            then()
+            return
         try:
             signal.pidfd_send_signal(fd, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        poller = select.poll()  # not select(): a monitor's fds go past 1024
-        poller.register(fd, select.POLLIN)
-        deadline = time.monotonic() + timeout
-        while not poller.poll(20) and time.monotonic() < deadline:
-            self._reap()
-        self._reap()
-        self.loop.forget(fd)
-        os.close(fd)
-        self.pod.pause_pidfd = -1
-        self.pod.pause_alive = False
-        pause.remove_pause_cgroup(self.pod.pod, self.pod.log)
+        timer: list[Timer] = []
 
-    def _reap(self) -> None:
-        for pid, status in syscalls.reaped_children():
-            self.dispatch(pid, status)
+        def gone(exited: bool) -> None:
+            self.loop.forget(fd)
+            close_fd(fd)
+            if self.pod.pause_pidfd == fd:
+                self.pod.pause_pidfd = -1
+            if timer:
+                timer[0].cancel()
+            self.pod.pause_alive = False
+            if ours and exited:
+                self._reap_pause(pause_pid)
+            if exited:
+                pause.remove_pause_cgroup(self.pod.pod, self.pod.log)
+            else:
+                self.pod.log(f"pod {self.pod.pod_id}: pause-holder {pause_pid} did not exit "
+                             f"within {PAUSE_STOP_TIMEOUT} s of SIGKILL; the pod stops without "
+                             "waiting for it")
+            then()
+
+        self.loop.forget(fd)   # an adopted pod's pidfd: its watcher is replaced by this one
+        self.loop.add_reader(fd, lambda: gone(True))
+        timer.append(self.loop.call_later(scaled(PAUSE_STOP_TIMEOUT), lambda: gone(False)))
+
+    def _reap_pause(self, pause_pid: int) -> None:
+        """The pause-holder (our child) has exited: reap it here, so its exit goes nowhere
+        else (it may have been reaped by the monitor already: then it is tracked, or waits
+        unclaimed)."""
+        self.pod.pids.pop(pause_pid, None)
+        try:
+            os.waitpid(pause_pid, os.WNOHANG)
+        except ChildProcessError:
+            self.pod.unclaimed.pop(pause_pid, None)
 
 
 def _parent_of(pid: int) -> int:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +17,7 @@ import grpc
 import pytest
 
 from proto import api_pb2
-from runtime.shim import podsetup
+from runtime.shim import adopt, pause, podsetup
 from runtime.shim_client import ShimClient
 from tests.support import pods
 from tests.support.containers import ContainerEnv
@@ -23,11 +25,15 @@ from tests.support.cri_client import rpc_error
 from tests.support.daemon import PycriDaemon
 
 FAIL_HOST = "failme"
+FLAKY_HOST = "adoptflaky"   # its first adoption in a monitor fails (adopt.FAULT_ENV)
+SLOW_HOST = "slowpause"     # its pause-holder reports after pause.SLOW_PAUSE_S
 
 
 @pytest.fixture
 def started(fresh_daemon: PycriDaemon) -> Iterator[tuple[PycriDaemon, ContainerEnv]]:
-    d = fresh_daemon.start(extra_env={podsetup.FAULT_ENV: FAIL_HOST})
+    d = fresh_daemon.start(extra_env={podsetup.FAULT_ENV: FAIL_HOST,
+                                      adopt.FAULT_ENV: FLAKY_HOST,
+                                      pause.SLOW_ENV: SLOW_HOST})
     env = ContainerEnv(d.c)
     try:
         with env:
@@ -238,3 +244,136 @@ def test_monitor_kill9_a_successor_adopts_every_pod_and_serves_new_ones(
           "the old pods' processes outlived StopPodSandbox")
     assert _alive(successor) and env.exec_sync(new_cid, ["true"]).exit_code == 0
     _stop_remove(env, new, [new_cid])
+
+
+def _served_by(shim_dir: str) -> int:
+    try:
+        return ShimClient(shim_dir).hello(timeout=1).shim_pid
+    except Exception:  # noqa: BLE001 - not adopted (yet)
+        return 0
+
+
+def test_a_transient_adoption_failure_is_retried_and_leaves_no_ghost(
+        started: tuple[PycriDaemon, ContainerEnv]) -> None:
+    """The first adoption of the pod fails once everything of it is on the successor's loop
+    (a fault point): the daemon tries again, the pod is READY and served, and the failed
+    attempt left nothing in the successor (one copy of the container's log and pipes)."""
+    d, env = started
+    pod_id, cid, _ = _pod_with_container(env, ["sleep", "1000"], hostname=FLAKY_HOST)
+    monitor = _monitor(d.c, pod_id)
+    shim_dir = pods.info(d.c, pod_id)["shimDir"]
+    log_path = str(env.log_path(cid))
+    os.kill(monitor, signal.SIGKILL)
+    _wait(lambda: _served_by(shim_dir) not in (0, monitor), "the pod was not adopted",
+          timeout=30)
+    successor = _served_by(shim_dir)
+    shim_log = Path(shim_dir, "shim.log").read_text()
+    assert adopt.FAULT_ENV in shim_log and f"adopted by monitor {successor}" in shim_log
+    assert pods.status(d.c, pod_id).status.state == api_pb2.SANDBOX_READY
+    assert "adoptionError" not in pods.info(d.c, pod_id)
+    assert env.exec_sync(cid, ["echo", "back"]).stdout == b"back\n"
+    links = []
+    for fd in os.listdir(f"/proc/{successor}/fd"):
+        try:
+            links.append(os.readlink(f"/proc/{successor}/fd/{fd}"))
+        except OSError:
+            pass
+    assert links.count(log_path) == 1, links
+    _stop_remove(env, pod_id, [cid])
+
+
+def test_a_pod_whose_pause_holder_died_with_its_monitor_is_notready_and_says_why(
+        started: tuple[PycriDaemon, ContainerEnv]) -> None:
+    d, env = started
+    pod_id = pods.run_pod(d.c, pods.pod_config())
+    try:
+        info = pods.info(d.c, pod_id)
+        os.kill(info["pid"], signal.SIGKILL)      # the pause-holder
+        os.kill(info["shimPid"], signal.SIGKILL)  # and its monitor
+        _wait(lambda: pods.status(d.c, pod_id).status.state == api_pb2.SANDBOX_NOTREADY,
+              "the pod stayed READY without its pause-holder", timeout=30)
+        why = pods.info(d.c, pod_id).get("adoptionError", "")
+        assert "pause-holder" in why and "kubelet recreates" in why, why
+        # the other pod of that monitor was taken back by the successor
+        assert pods.status(d.c, env.pod_id).status.state == api_pb2.SANDBOX_READY
+    finally:
+        pods.stop_and_remove(d.c, pod_id)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def _answered_while(cond: threading.Thread, call: object, timeout: float = 10.0) -> object:
+    """call() in a thread of its own: its result, asserting it came while `cond` still ran."""
+    got: list[object] = []
+    t = threading.Thread(target=lambda: got.append(call()), daemon=True)  # type: ignore[operator]
+    t.start()
+    t.join(timeout)
+    assert got, f"not answered within {timeout} s while another pod hangs"
+    assert cond.is_alive(), "the hung pod's operation finished first: nothing was shown"
+    return got[0]
+
+
+def test_a_pod_whose_stop_hangs_does_not_hold_up_the_other_pods(
+        started: tuple[PycriDaemon, ContainerEnv]) -> None:
+    """StopPodSandbox of a pod whose pause-holder (PID 1 of the pod's PID namespace) cannot
+    finish its exit: a process of that namespace has a parent outside it (an nsenter,
+    SIGSTOPped) that does not reap it. The monitor waits for that pause-holder on its loop:
+    another pod's ExecSync is answered meanwhile, and the stop ends once it has exited."""
+    d, env = started
+    cid = env.run(["sleep", "1000"])
+    hung = pods.run_pod(d.c, pods.pod_config(pid=api_pb2.POD))
+    pause = int(pods.info(d.c, hung)["pid"])
+    holder = subprocess.Popen(["nsenter", "-t", str(pause), "-p", "--", "sleep", "1000"])
+    stopping = threading.Thread(target=pods.stop, args=(d.c, hung), daemon=True)
+    try:
+        _wait(lambda: _children(holder.pid), "nsenter did not fork into the pod")
+        inside = _children(holder.pid).pop()
+        os.kill(holder.pid, signal.SIGSTOP)
+        stopping.start()
+        _wait(lambda: _state(inside) == "Z", "the stop did not SIGKILL the pod's processes")
+        time.sleep(0.2)   # the monitor waits for the pause-holder now
+        res = _answered_while(stopping, lambda: env.exec_sync(cid, ["echo", "served"]))
+        assert res.stdout == b"served\n"  # type: ignore[attr-defined]
+        assert _alive(pause)
+    finally:
+        os.kill(holder.pid, signal.SIGCONT)
+        holder.wait(timeout=10)
+        if stopping.is_alive() or stopping.ident is not None:
+            stopping.join(timeout=60)
+    _wait(lambda: not _alive(pause), "the pause-holder outlived the stop")
+    assert pods.status(d.c, hung).status.state == api_pb2.SANDBOX_NOTREADY
+    pods.stop_and_remove(d.c, hung)
+
+
+def test_a_pod_whose_set_up_hangs_does_not_hold_up_the_other_pods(
+        started: tuple[PycriDaemon, ContainerEnv]) -> None:
+    """RunPodSandbox of a pod whose pause-holder takes its time to report (a fault point:
+    pause.SLOW_PAUSE_S): the monitor reads that report on its loop, so another pod's
+    ExecSync is answered meanwhile, and the slow pod is READY once it reported."""
+    d, env = started
+    cid = env.run(["sleep", "1000"])
+    monitor = _monitor(d.c, env.pod_id)
+    children = len(_children(monitor))
+    made: list[str] = []
+    starting = threading.Thread(
+        target=lambda: made.append(pods.run_pod(d.c, pods.pod_config(hostname=SLOW_HOST))),
+        daemon=True)
+    starting.start()
+    try:
+        _wait(lambda: len(_children(monitor)) > children, "the slow pause-holder was not forked")
+        res = _answered_while(starting, lambda: env.exec_sync(cid, ["echo", "served"]),
+                              timeout=pause.SLOW_PAUSE_S / 2)
+        assert res.stdout == b"served\n"  # type: ignore[attr-defined]
+    finally:
+        starting.join(timeout=60)
+    assert made, "RunPodSandbox of the slow pod failed"
+    try:
+        assert pods.status(d.c, made[0]).status.state == api_pb2.SANDBOX_READY
+        assert _monitor(d.c, made[0]) == monitor
+    finally:
+        pods.stop_and_remove(d.c, made[0])
