@@ -3,7 +3,9 @@ starts threads. The spec is a parsed runtime.container_spec.ContainerSpec (contr
 
 run(spec, stdio, gate_fd, report_fd) -> NoReturn
   1. stdio onto 0-2, every other fd closed (report_fd and gate_fd kept, CLOEXEC), setsid.
-  2. cgroup: create spec.cgroup.path, apply resources and device rules, join it.
+  2. cgroup: create spec.cgroup.path, apply resources and device rules, join it (on cgroup
+     v2 with a keeper the init does not join: step 3's fork clones the container's process
+     straight into it, runtime.cgroups.clone_into).
   3. namespaces: join the listed ones that have a path (setns), unshare the new ones (then
      the hostname and spec.sysctls are set in them).
      With a "pid" entry the process forks once more: the parent writes {"pid": <child host
@@ -11,7 +13,8 @@ run(spec, stdio, gate_fd, report_fd) -> NoReturn
      and a child subreaper - or without one the shim reaps it and becomes the container's
      parent); otherwise {"pid": own pid} is written. With `keeper` (runtime.keeper.Launch)
      the process always forks there (pid namespace or not): its child is reported and goes
-     on, the parent moves back to the cgroups the init started in and execs the keeper, the
+     on, the parent moves back to the cgroups the init started in (v2: it never left them)
+     and execs the keeper, the
      container's parent from then on (runtime/keeper/keeper.c; the fork the pid namespace needs
      anyway, so a keeper costs no extra fork on that path).
   4. own mount namespace (+ cgroup namespace when listed without path): overlay rootfs, mounts
@@ -75,7 +78,7 @@ from runtime import (
 from runtime import (
     keeper as keeper_mod,
 )
-from runtime.cgroups import delegation, open_cgroup
+from runtime.cgroups import clone_into, delegation, open_cgroup
 from runtime.cgroups import mode as cgmode
 from runtime.cgroups.manager import Cgroup
 from runtime.container_spec import ContainerSpec, ProcessSpec, UserSpec
@@ -108,6 +111,10 @@ class _Reporter:
         self.fd = fd
         self.keeper = keeper  # what the parent of the container's process execs (_report_pid)
         self.cgroups_text = ""
+        # the container's cgroup, when the fork in _report_pid clones the container's process
+        # into it (cgroup v2: runtime.cgroups.clone_into) instead of the init joining it first
+        self.clone_into: Cgroup | None = None
+        self.in_cgroup = False  # this process is in the container's cgroup (cleanup leaves it)
 
     def send(self, msg: dict[str, Any]) -> None:
         data = (json.dumps(msg) + "\n").encode()
@@ -128,10 +135,19 @@ def run(spec: ContainerSpec, stdio: tuple[int, int, int], gate_fd: int,
     try:
         _make_non_dumpable(calls)
         _setup_stdio(stdio, keep=(gate_fd, report_fd, *(keeper.fds() if keeper else ())))
-        if keeper is not None:  # where the keeper goes back to (never the container's cgroup)
+        # v2: the container's process is cloned into its cgroup, the init (the keeper to be)
+        # never enters it: no cgroup.procs write either way (each can wait for an RCU grace
+        # period). Otherwise the init joins, and the keeper goes back to where the init started
+        # (never counted, frozen or killed with its container).
+        clone = keeper is not None and spec.cgroup is not None \
+            and clone_into.may_clone_into(spec.cgroup.path)
+        if keeper is not None and not clone:
             reporter.cgroups_text = read_text("/proc/self/cgroup")
         helper = _HookHelper.start(spec) if spec.hooks.get("createRuntime") else None
-        cgroup = _setup_cgroup(spec)
+        cgroup = _setup_cgroup(spec, join=not clone)
+        reporter.in_cgroup = cgroup is not None and not clone
+        if clone:
+            reporter.clone_into = cgroup
         idmap = _open_userns(spec)
         if (idmap is not None and cgroup is not None and spec.cgroup is not None
                 and cgroup_delegation(spec)):
@@ -160,7 +176,8 @@ def run(spec: ContainerSpec, stdio: tuple[int, int, int], gate_fd: int,
         code = _report_failure(reporter, e, "container init")
     if cgroup is not None and not ready:
         # a systemd scope is the daemon's to stop (it holds the daemon's placeholder too)
-        _leave_and_remove(cgroup, remove=spec.cgroup is None or spec.cgroup.driver != "systemd")
+        _leave_and_remove(cgroup, remove=spec.cgroup is None or spec.cgroup.driver != "systemd",
+                          joined=reporter.in_cgroup)
     os._exit(code)
 
 
@@ -182,7 +199,7 @@ def exec_into(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
               stdio: tuple[int, int, int], report_fd: int,
               calls: Syscalls = REAL, in_cgroup: bool = False) -> NoReturn:
     """in_cgroup: the shim cloned this process into the container's cgroup already
-    (runtime.shim.spawn.fork_in_cgroup)."""
+    (runtime.cgroups.clone_into)."""
     reporter = _Reporter(report_fd)
     code = 1
     try:
@@ -265,9 +282,9 @@ def _setup_stdio(stdio: tuple[int, int, int], keep: tuple[int, ...]) -> None:
     os.setsid()
 
 
-def _setup_cgroup(spec: ContainerSpec) -> Cgroup | None:
+def _setup_cgroup(spec: ContainerSpec, join: bool = True) -> Cgroup | None:
     """Creates (cgroupfs) or finds (systemd: the daemon started the scope) the container's
-    cgroup, writes its resource files and device filter and joins it."""
+    cgroup, writes its resource files and device filter and (join) joins it."""
     if spec.cgroup is None:
         return None
     systemd = spec.cgroup.driver == "systemd"
@@ -278,9 +295,10 @@ def _setup_cgroup(spec: ContainerSpec) -> Cgroup | None:
     try:
         allow = None if spec.privileged else list(rootfs.DEFAULT_DEVICE_RULES)
         cg.set_device_rules(allow)
-        cg.attach(os.getpid())
+        if join:
+            cg.attach(os.getpid())
     except BaseException:
-        _leave_and_remove(cg, remove=not systemd)
+        _leave_and_remove(cg, remove=not systemd, joined=join)
         raise
     return cg
 
@@ -365,10 +383,12 @@ def _v2_cgroup_of(pid: int) -> str | None:
     return None
 
 
-def _leave_and_remove(cg: Cgroup, remove: bool = True) -> None:
-    """Error path: move this process back to the root cgroup and remove what we created."""
+def _leave_and_remove(cg: Cgroup, remove: bool = True, joined: bool = True) -> None:
+    """Error path: move this process (if it joined) back to the root cgroup and remove what we
+    created."""
     try:
-        open_cgroup("/").attach(os.getpid())
+        if joined:
+            open_cgroup("/").attach(os.getpid())
         if remove:
             cg.remove(timeout=0.5)
     except (OSError, PycriError):
@@ -385,10 +405,15 @@ def _report_pid(reporter: _Reporter, enter_pid_ns: bool) -> None:
         # a subreaper from before the fork (kept across execve), out of the container's
         # cgroup, then execve; the child goes on, in the pid namespace when there is one
         syscalls.set_child_subreaper()
-        child = os.fork()
+        into = reporter.clone_into
+        child, joined = clone_into.fork_in_cgroup(into.path) if into else (os.fork(), False)
         if child:
             reporter.send({"pid": child})
             keeper_mod.exec_keeper(launch, child, reporter.cgroups_text)
+        if into is not None:
+            if not joined:  # clone3 refused: join the usual way (the keeper never did)
+                into.attach(os.getpid())
+            reporter.in_cgroup = True
         for fd in set(launch.fds()):
             os.close(fd)
         reporter.keeper = None

@@ -9,17 +9,14 @@ runtime.container_init is imported in the child (the zygote pre-imports it).
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
 import resource
 import signal
-import threading
 from typing import Any, NoReturn
 
 from runtime import keeper as keeper_mod
-from runtime import syscalls
-from runtime.cgroups import mode as cgmode
+from runtime.cgroups.clone_into import fork_in_cgroup
 from runtime.container_spec import ContainerSpec
 
 #: the RLIMIT_NOFILE children get back (runtime.shim.monitor raised its own; None: unchanged)
@@ -76,42 +73,10 @@ def fork_container_init(spec: ContainerSpec, stdio: tuple[int, int, int], gate_r
         _report_failure(report_w, e)
 
 
-# False once this kernel refused clone3 or CLONE_INTO_CGROUP itself (before 5.7, or a seccomp
-# filter around the shim): every exec then forks and writes cgroup.procs, as before.
-_clone_into_cgroup = True
-_CLONE3_UNSUPPORTED = (errno.ENOSYS, errno.EPERM, errno.E2BIG)
-
-
-def fork_in_cgroup(cgroup_path: str | None) -> tuple[int, bool]:
-    """fork(); on cgroup v2 the child starts in the container's cgroup `cgroup_path` (clone3
-    with CLONE_INTO_CGROUP: no cgroup.procs write, whose lock is most of an exec's join).
-    (pid, joined): joined tells the child it is in the cgroup already. Falls back to a plain
-    fork, the child joining itself: on v1/hybrid (the v1 controllers need their cgroup.procs
-    anyway), without clone3, and where the kernel refuses the cgroup (EBUSY: the container
-    made it an inner node; container_init then joins the init's cgroup)."""
-    global _clone_into_cgroup
-    if not cgroup_path or not _clone_into_cgroup or cgmode.detect_mode() != "v2" \
-            or threading.active_count() > 1:  # clone3 runs no at-fork handlers: one thread only
-        return os.fork(), False
-    try:
-        fd = os.open(os.path.join(cgmode.CGROUP_ROOT, cgroup_path.lstrip("/")),
-                     os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return os.fork(), False   # gone or renamed: the child's own join reports it
-    try:
-        return syscalls.fork_into_cgroup(fd), True
-    except OSError as e:
-        if e.errno in _CLONE3_UNSUPPORTED:
-            _clone_into_cgroup = False
-        return os.fork(), False
-    finally:
-        os.close(fd)   # in the child too: it must not keep the shim's descriptor
-
-
 def fork_exec(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
               stdio: tuple[int, int, int], report_w: int) -> int:
-    """Fork (into the container's cgroup where the kernel can: fork_in_cgroup); the child runs
-    container_init.exec_into(...) with stdio on 0-2."""
+    """Fork (into the container's cgroup where the kernel can: runtime.cgroups.clone_into); the
+    child runs container_init.exec_into(...) with stdio on 0-2."""
     pid, joined = fork_in_cgroup(spec.cgroup.path if spec.cgroup is not None else None)
     if pid:
         return pid

@@ -96,7 +96,7 @@ def test_exec_sync_output_exit_code_and_context(env: ContainerEnv, box: str) -> 
 def test_exec_sync_process_is_in_the_container_cgroup(env: ContainerEnv, box: str) -> None:
     """An exec'd process is in the container's cgroup in every hierarchy, where its init is
     (v1 here: it writes its pid to each cgroup.procs; on v2, tests/vm, the shim clones it
-    straight into the cgroup: runtime.shim.spawn.fork_in_cgroup)."""
+    straight into the cgroup: runtime.cgroups.clone_into)."""
     out = env.exec_sync(box, ["sh", "-c", "cat /proc/self/cgroup; echo --; cat /proc/1/cgroup"])
     assert out.exit_code == 0, out.stderr
     mine, _, init = out.stdout.decode().partition("--\n")

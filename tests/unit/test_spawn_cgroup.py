@@ -1,7 +1,7 @@
-"""runtime.shim.spawn.fork_in_cgroup: when an exec'd process is cloned into its container's
-cgroup (clone3 CLONE_INTO_CGROUP) and when it falls back to a fork plus its own cgroup.procs
-write. The clone itself is faked; the kernel's side is tested in the VM leg (tests/vm) and by
-tests/integration/test_container_init_cgroups.py."""
+"""runtime.cgroups.clone_into.fork_in_cgroup: when an exec'd process (or a container's) is
+cloned into its container's cgroup (clone3 CLONE_INTO_CGROUP) and when it falls back to a
+fork plus its own cgroup.procs write. The clone itself is faked; the kernel's side is tested
+in the VM leg (tests/vm) and by tests/integration/test_container_init_cgroups.py."""
 from __future__ import annotations
 
 import errno
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from runtime import syscalls
+from runtime.cgroups import clone_into
 from runtime.cgroups import mode as cgmode
-from runtime.shim import spawn
 
 
 @pytest.fixture
@@ -22,14 +22,14 @@ def v2_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     (tmp_path / "pod" / "ctr").mkdir(parents=True)
     monkeypatch.setattr(cgmode, "CGROUP_ROOT", str(tmp_path))
     monkeypatch.setattr(cgmode, "detect_mode", lambda *a, **k: "v2")
-    monkeypatch.setattr(spawn, "_clone_into_cgroup", True)
+    monkeypatch.setattr(clone_into, "_clone_into_cgroup", True)
     # the shim and monitor are single-threaded; pytest's process may not be
     monkeypatch.setattr(threading, "active_count", lambda: 1)
     yield tmp_path
 
 
 def _fork(path: str | None) -> tuple[int, bool]:
-    pid, joined = spawn.fork_in_cgroup(path)
+    pid, joined = clone_into.fork_in_cgroup(path)
     if pid == 0:
         os._exit(0)
     _, status = os.waitpid(pid, 0)

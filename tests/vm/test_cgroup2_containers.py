@@ -7,6 +7,7 @@ without a kernel.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -206,5 +207,59 @@ def test_exec_is_cloned_into_the_container_cgroup(env: ContainerEnv) -> None:
         out = env.exec_sync(cid, ["sh", "-c", "cat /proc/self/cgroup /proc/1/cgroup"])
         assert out.exit_code == 0, out
         assert out.stdout.decode().split() == ["0::/", "0::/"], out
+    finally:
+        env.remove(cid)
+
+
+TRACING = Path("/sys/kernel/tracing")
+ATTACH_EVENT = TRACING / "events" / "cgroup" / "cgroup_attach_task"
+
+
+@pytest.fixture
+def attach_trace() -> Iterator[Path]:
+    """The kernel's cgroup_attach_task tracepoint (one line per process moved into a cgroup:
+    a cgroup.procs write, or systemd moving one), on for the test; yields the trace file."""
+    if not (TRACING / "trace").exists():
+        TRACING.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACING)], check=True)
+    assert ATTACH_EVENT.is_dir(), "this guest kernel has no cgroup tracepoints"
+    (TRACING / "trace").write_text("")
+    (ATTACH_EVENT / "enable").write_text("1")
+    try:
+        yield TRACING / "trace"
+    finally:
+        (ATTACH_EVENT / "enable").write_text("0")
+        (TRACING / "trace").write_text("")
+
+
+def test_no_process_is_moved_into_a_container_cgroup(env: ContainerEnv,
+                                                     attach_trace: Path) -> None:
+    """v2: CreateContainer clones the container's process into its cgroup (the init that
+    becomes its keeper never enters it) as ExecSync clones its processes
+    (runtime.cgroups.clone_into): the kernel migrates nothing into the container's cgroup.
+    A migration takes the cgroup threadgroup lock for writing, which waits for an RCU grace
+    period; the tracepoint sees every one."""
+    probe = ROOT / "pycri-trace-probe"
+    probe.mkdir()
+    child = os.fork()
+    if child == 0:
+        time.sleep(30)
+        os._exit(0)
+    try:   # the tracepoint works: a cgroup.procs write is seen
+        (probe / "cgroup.procs").write_text(str(child))
+        (ROOT / "cgroup.procs").write_text(str(child))
+        assert f"dst_path=/{probe.name} " in attach_trace.read_text()
+    finally:
+        os.kill(child, 9)
+        os.waitpid(child, 0)
+        probe.rmdir()
+    cid = env.run(["sleep", "1000"])
+    try:
+        assert env.exec_sync(cid, ["true"]).exit_code == 0
+        cg = "/" + str(_cg(env, cid).relative_to(ROOT))
+        moved = [line for line in attach_trace.read_text().splitlines()
+                 if f"dst_path={cg} " in line or f"dst_path={cg}/" in line]
+        assert moved == [], moved
+        assert _read(_cg(env, cid), "cgroup.procs").split() == [str(env.info(cid)["pid"])]
     finally:
         env.remove(cid)
