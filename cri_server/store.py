@@ -62,22 +62,25 @@ class Store:
         conn.execute("COMMIT")
 
     # -- writes --------------------------------------------------------------
-    def insert(self, kind: str, obj_id: str, name_key: str | None, data: dict[str, Any]) -> None:
-        """Adds a new object; AlreadyExists if the id or the name key is taken."""
+    def insert(self, kind: str, obj_id: str, name_key: str | None,
+               data: dict[str, Any] | str) -> None:
+        """Adds a new object (data: a JSON object, or its text); AlreadyExists if the id or
+        the name key is taken."""
         try:
             with self._tx() as db:
                 db.execute("INSERT INTO objects (kind, id, name_key, data) VALUES (?, ?, ?, ?)",
-                           (kind, obj_id, name_key, json.dumps(data)))
+                           (kind, obj_id, name_key, _text(data)))
         except sqlite3.IntegrityError:
             holder = self.find_by_name(kind, name_key) if name_key else None
             if holder is not None:
                 raise AlreadyExists(f"{kind} name {name_key!r} is reserved by {holder['id']}") from None
             raise AlreadyExists(f"{kind} id {obj_id!r} already exists") from None
 
-    def update(self, kind: str, obj_id: str, data: dict[str, Any]) -> None:
+    def update(self, kind: str, obj_id: str, data: dict[str, Any] | str) -> None:
+        """data: a JSON object, or its text."""
         with self._tx() as db:
             db.execute("UPDATE objects SET data = ? WHERE kind = ? AND id = ?",
-                       (json.dumps(data), kind, obj_id))
+                       (_text(data), kind, obj_id))
 
     def replace_field(self, kind: str, obj_id: str, field: str, expected: str, new: str) -> bool:
         """Sets a top-level string field to `new` only if it still holds `expected` (a
@@ -119,3 +122,7 @@ class Store:
         rows = self._conn().execute("SELECT data FROM objects WHERE kind = ? ORDER BY id",
                                     (kind,)).fetchall()
         return [json.loads(r[0]) for r in rows]
+
+
+def _text(data: dict[str, Any] | str) -> str:
+    return data if isinstance(data, str) else json.dumps(data)

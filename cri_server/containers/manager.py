@@ -249,7 +249,7 @@ class ContainerManager:
         item_bytes = convert.container(rec).ByteSize()
         with (self.list_budget.admit(f"container {shorten(key)}", item_bytes)
               if self.list_budget is not None else contextlib.nullcontext()):
-            self.store.insert(R.KIND, cid, key, rec.to_json())
+            self.store.insert(R.KIND, cid, key, rec.to_json_text())
             with self._lock:
                 self._records[cid] = rec
         faults.crash_point("container_create_reserved")
@@ -368,7 +368,7 @@ class ContainerManager:
 
     # ------------------------------------------------------------------ state
     def _save(self, rec: ContainerRecord) -> None:
-        self.store.update(R.KIND, rec.id, rec.to_json())
+        self.store.update(R.KIND, rec.id, rec.to_json_text())
         self._items.changed(rec.id)
 
     def _shim_alive(self, shim_dir: str, polled: bool = False) -> bool:
@@ -491,7 +491,8 @@ class ContainerManager:
                     rec.state = R.RUNNING
                     rec.started_at = started
                     self._save(rec)
-            self._shim_state(rec)
+            # no second round trip for the state: an exit from now on reaches the record from
+            # the status file (_refresh), and its STOPPED event follows this STARTED one
             self._run_runtime_hooks(rec, "poststart", "running")
         self._publish(api_pb2.CONTAINER_STARTED_EVENT, rec)
         self._nri(self.nri.post_start_container, rec)

@@ -84,3 +84,21 @@ def test_filters() -> None:
     assert not convert.matches(rec, F(label_selector={"app": "y"}))
     assert convert.matches(_rec(state=R.CREATED), F(state=api_pb2.ContainerStateValue(
         state=api_pb2.CONTAINER_CREATED)))
+
+
+def test_stored_text_is_the_record_and_follows_every_change() -> None:
+    import json
+
+    rec = ContainerRecord(id="c1", pod_id="p1", name="n", attempt=0, image="busybox",
+                          labels={"a": "1"}, spec={"process": {"args": ["sleep", "1"]}})
+    assert json.loads(rec.to_json_text()) == rec.to_json()
+    rec.state = "running"
+    rec.labels["b"] = "2"
+    rec.user = {"uid": 0}
+    assert json.loads(rec.to_json_text()) == rec.to_json()
+    rec.spec = {**rec.spec, "cgroup": {"path": "/x"}}  # replaced (UpdateContainerResources)
+    assert json.loads(rec.to_json_text())["spec"] == {"process": {"args": ["sleep", "1"]},
+                                                       "cgroup": {"path": "/x"}}
+    assert ContainerRecord.from_json(json.loads(rec.to_json_text())) == rec
+    rec.spec = {}
+    assert json.loads(rec.to_json_text()) == rec.to_json()
