@@ -24,6 +24,10 @@ ABSOLUTE_TARGETS_MS: dict[str, float] = {
     "stopp (pod only)": 40.0}
 
 
+# ExecSync p50 with kubelet's polls running beside it (issue #18)
+EXEC_UNDER_LOAD_TARGET_MS = 10.0
+
+
 # The Lists kubelet polls (bench.workloads.LISTS) and their absolute targets (issue #18):
 # p50 in ms by pod count; the ratio to containerd is shown beside.
 LIST_TARGETS_MS: dict[str, dict[int, float]] = {
@@ -37,7 +41,7 @@ def scale_points(pods: int) -> list[int]:
     return sorted({min(10, pods), min(50, pods), pods})
 
 
-def add_run_figures(pods: int, parallel: int, idle: float) -> str:
+def add_run_figures(pods: int, parallel: int, idle: float, exec_probes: int = 0) -> str:
     """Figures whose names carry the run's settings; returns the concurrency figure's name."""
     concurrent = f"{pods} pods ({parallel} at a time)"
     TARGETS[concurrent] = ("s", None)
@@ -48,6 +52,10 @@ def add_run_figures(pods: int, parallel: int, idle: float) -> str:
             for name in ("Version", *LIST_TARGETS_MS):
                 TARGETS[f"{name} @{n}"] = ("ms", None)
     TARGETS[f"idle CPU {int(idle)}s, {pods} pods"] = ("s", 1.0)
+    if exec_probes:
+        figure = f"execsync, polled @{pods}"
+        TARGETS[figure] = ("ms", 1.0)
+        ABSOLUTE_TARGETS_MS[figure] = EXEC_UNDER_LOAD_TARGET_MS
     return concurrent
 SCALE = {"ms": 1000.0, "s": 1.0, "MiB": 1.0 / (1024 * 1024)}
 
@@ -112,6 +120,39 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def cgroup_move_ms(rounds: int = 3) -> float:
+    """Median time of moving a process into a fresh cgroup after an idle moment, what every
+    container create and exec without clone3(CLONE_INTO_CGROUP) pays: an RCU grace period
+    (several ms) unless the cgroup threadgroup lock favours writers (a hierarchy mounted with
+    favordynmods, which a kernel never turns off again until reboot), then ~0.1 ms."""
+    import os
+    import time
+
+    from runtime.cgroups import mode as cgmode
+    root = cgmode.CGROUP_ROOT if cgmode.detect_mode() == "v2" else f"{cgmode.CGROUP_ROOT}/pids"
+    probe = f"{root}/pycri-bench-move-probe"
+    os.makedirs(probe, exist_ok=True)
+    child = os.fork()
+    if child == 0:
+        time.sleep(60)
+        os._exit(0)
+    times = []
+    try:
+        for _ in range(rounds):
+            time.sleep(0.3)
+            started = time.perf_counter()
+            with open(f"{probe}/cgroup.procs", "w") as f:
+                f.write(str(child))
+            times.append((time.perf_counter() - started) * 1000)
+            with open(f"{root}/cgroup.procs", "w") as f:
+                f.write(str(child))
+    finally:
+        os.kill(child, 9)
+        os.waitpid(child, 0)
+        os.rmdir(probe)
+    return statistics.median(times)
+
+
 def machine() -> dict[str, str]:
     def run(*cmd: str) -> str:
         try:
@@ -122,6 +163,7 @@ def machine() -> dict[str, str]:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
                 .splitlines() if line.startswith("model name")), "?")
     return {"cpus": run("nproc"), "cpu_model": cpu, "memory_kib": mem,
+            "cgroup_move_ms": f"{cgroup_move_ms():.2f}",
             "kernel": platform.release(), "python": platform.python_version(),
             "containerd": run("containerd", "--version"), "runc": run("runc", "--version")
             .splitlines()[0] if run("runc", "--version") else "?"}

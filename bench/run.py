@@ -34,9 +34,9 @@ Samples = dict[str, dict[str, list[float]]]
 
 
 def measure_scale(rt: Any, c: Any, image: str, log_dir: Path, pods: int, idle: float,
-                  samples: Samples, list_calls: int = 0) -> None:
+                  samples: Samples, list_calls: int = 0, exec_probes: int = 0) -> None:
     """Memory per pod and the latency of the Lists kubelet polls at 10, 50 and `pods` pods,
-    then idle CPU while polling like kubelet."""
+    then idle CPU while polling like kubelet, then ExecSync probes while polling like it."""
     time.sleep(1)
     base = process_tree_pss(rt.runtime_pids())
     started: list[str] = []
@@ -54,6 +54,9 @@ def measure_scale(rt: Any, c: Any, image: str, log_dir: Path, pods: int, idle: f
         before = cpu_seconds(pids)
         workloads.poll_like_kubelet(c, idle)
         samples[rt.name][f"idle CPU {int(idle)}s, {pods} pods"] = [cpu_seconds(pids) - before]
+    if exec_probes > 0:
+        samples[rt.name][f"execsync, polled @{len(started)}"] = \
+            workloads.exec_probes_under_load(c, started, exec_probes)
     workloads.remove_pods(c, started)
 
 
@@ -81,11 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pull-rounds", type=int, default=5)
     ap.add_argument("--list-calls", type=int, default=200,
                     help="calls of each List at 50 and --pods pods (0: do not measure)")
+    ap.add_argument("--exec-probes", type=int, default=40,
+                    help="ExecSync probes (one every 0.5 s) at --pods pods while another "
+                         "thread polls like kubelet (0: do not measure)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     ap.add_argument("--pycri-shim-python", default="",
                     help="interpreter for pycri's zygote and shims (config runtime.shim_python)")
     args = ap.parse_args(argv)
-    concurrent_figure = report.add_run_figures(args.pods, args.parallel, args.idle)
+    concurrent_figure = report.add_run_figures(args.pods, args.parallel, args.idle,
+                                               args.exec_probes)
 
     base = make_base()
     log_dir = base / "logs"
@@ -131,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"memory and idle cost ({args.pods} pods, {args.idle:.0f} s) ...", flush=True)
         for rt in runtimes:
             measure_scale(rt, clients[rt.name], imgs.busybox, log_dir, args.pods, args.idle,
-                          samples, args.list_calls)
+                          samples, args.list_calls, args.exec_probes)
     finally:
         tear_down(runtimes, registry, base)
 

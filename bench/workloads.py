@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -167,11 +168,43 @@ def list_latencies(c: CriClient, calls: int) -> dict[str, list[float]]:
     return out
 
 
-def poll_like_kubelet(c: CriClient, seconds: float) -> None:
+def poll_like_kubelet(c: CriClient, seconds: float,
+                      stop: threading.Event | None = None) -> None:
+    """kubelet's relist (pods, containers) and its stats poll, once a second, for `seconds`
+    (or until `stop` is set)."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (stop is not None and stop.is_set()):
         started = time.monotonic()
         c.ListPodSandbox(api_pb2.ListPodSandboxRequest())
         c.ListContainers(api_pb2.ListContainersRequest())
         c.ListContainerStats(api_pb2.ListContainerStatsRequest())
-        time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+        pause = max(0.0, 1.0 - (time.monotonic() - started))
+        if stop is not None:
+            stop.wait(pause)
+        else:
+            time.sleep(pause)
+
+
+def exec_probes_under_load(c: CriClient, pods: list[str], probes: int,
+                           interval: float = 0.5) -> list[float]:
+    """ExecSync `true` (an exec probe) into the pods' containers in turn, one every `interval`
+    seconds, while another client thread polls like kubelet (poll_like_kubelet); seconds per
+    call."""
+    containers = [ctr.id for ctr in c.ListContainers(api_pb2.ListContainersRequest()).containers
+                  if ctr.pod_sandbox_id in set(pods)
+                  and ctr.state == api_pb2.CONTAINER_RUNNING]
+    stop = threading.Event()
+    poller = threading.Thread(target=poll_like_kubelet, args=(c, 3600.0, stop), daemon=True)
+    poller.start()
+    out: list[float] = []
+    try:
+        for i in range(probes):
+            started = time.perf_counter()
+            c.ExecSync(api_pb2.ExecSyncRequest(container_id=containers[i % len(containers)],
+                                               cmd=["true"], timeout=10))
+            out.append(time.perf_counter() - started)
+            time.sleep(max(0.0, interval - (time.perf_counter() - started)))
+    finally:
+        stop.set()
+        poller.join()
+    return out
