@@ -70,6 +70,14 @@ class AnswerCache(Generic[M]):
         self._lock = threading.Lock()
         self._cached: tuple[int, M] | None = None
 
+    def cached(self, before: int) -> M | None:
+        """The answer built at generation `before`, if that is still the generation."""
+        with self._lock:
+            cached = self._cached
+        if cached is not None and cached[0] == before == self._generation():
+            return cached[1]
+        return None
+
     def answer(self, before: int, build: Callable[[], M]) -> M:
         with self._lock:
             cached = self._cached

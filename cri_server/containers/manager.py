@@ -116,6 +116,10 @@ class ContainerManager:
         self._changed_at: dict[str, int] = {}
         self._all_changed_at = 0
         self._read_at: dict[str, int] = {}
+        self._news = 0   # drains that brought a status file write (or an inotify overflow)
+        # (generation, _news, shim_watch.changes) at a List that found every container
+        # settled: while all three hold, nothing a List shows can have changed (list_response)
+        self._quiet_at: tuple[int, int, int] | None = None
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
         self._list_sizes: dict[str, int] = {}  # list_bytes: List item size by container id
@@ -394,6 +398,8 @@ class ContainerManager:
         changed = self._status_watch.drain()
         with self._lock:
             self._drains += 1
+            if changed is None or changed:
+                self._news += 1
             if changed is None:
                 self._all_changed_at = self._drains
                 return
@@ -408,13 +414,15 @@ class ContainerManager:
                 and self._changed_at.get(cid, 0) <= read_at)
 
     def _refresh(self, rec: ContainerRecord, alive_cache: dict[str, bool] | None = None,
-                 watched: bool = False) -> None:
+                 watched: bool = False) -> bool:
         """Brings rec's runtime state up to date from the shim's status file. alive_cache: the
         liveness of the shims seen so far in a batch (whose caller ran shim_watch.poll()).
         watched: the caller has just run _drain_status_events(), so a file no drained event
-        names since its last read is left unread (Lists; every other caller stats it)."""
+        names since its last read is left unread (Lists; every other caller stats it).
+        True when rec is settled: only a store write, a drained status file event or a
+        change seen by the shim watch can change its state from now on (list_response)."""
         if rec.state not in (R.CREATED, R.RUNNING) or not rec.shim_dir:
-            return
+            return True
         cache = alive_cache if alive_cache is not None else {}
         alive = cache.get(rec.shim_dir)
         if alive is None:
@@ -431,35 +439,36 @@ class ContainerManager:
                 if recorded is None and keeper.keeper_alive(
                         statusfile.containers_dir(rec.shim_dir), rec.id):
                     self._apply(rec, state)  # it runs on under its keeper, which records
-                    return                   # its end (runtime.keeper)
+                    return False             # its end (runtime.keeper)
                 state = recorded or state
             if state is None or state.state != R.EXITED:
                 state = ContainerState(
                     R.EXITED, exit_code=255, reason="Error", finished_at=time.time_ns(),
                     message="the pod's shim is gone; the container's fate is unknown")
             self._apply(rec, state)
-            return
+            return False
         if watched and self._unchanged_since_read(rec.id):
-            return
+            return self.shim_watch.watched_alive(rec.shim_dir)
         drain = self._drains                    # taken before the stat (_unchanged_since_read)
         inotify = self._status_watch.watch(os.path.dirname(path))   # watched before the stat
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            return
+            return False
         # Each write is a new file (temp + rename): inode and size tell versions apart where
         # a coarse clock gives two quick writes the same mtime.
         version = (st.st_ino, st.st_size, st.st_mtime_ns)
         if self._status_versions.get(rec.id) != version:
             state = _read_state(path)
             if state is None:
-                return
+                return False
             self._status_versions[rec.id] = version
             self._apply(rec, state)
         if inotify:
             with self._lock:
                 if rec.id in self._records:
                     self._read_at[rec.id] = max(drain, self._read_at.get(rec.id, 0))
+        return False   # settled from the next List on, if inotify watches its file
 
     def _shim_state(self, rec: ContainerRecord) -> None:
         """Asks the shim directly (used where the freshest state matters)."""
@@ -643,19 +652,27 @@ class ContainerManager:
         """The containers flt selects, oldest first, their states brought up to date from
         the shims' pidfds (one poll for all) and the status files inotify says were written
         since each was last read (one read of the inotify fd; a stat each of those)."""
+        return self._refreshed(flt)[0]
+
+    def _refreshed(self, flt: api_pb2.ContainerFilter | None, polled: bool = False
+                   ) -> tuple[builtins.list[ContainerRecord], bool]:
+        """list(flt), and whether every container it looked at is settled (_refresh).
+        polled: the caller has just run shim_watch.poll() and _drain_status_events()."""
         with self._lock:
             recs = [r for r in self._records.values() if r.state != R.CREATING]
-        self.shim_watch.poll()
-        self._drain_status_events()
+        if not polled:
+            self.shim_watch.poll()
+            self._drain_status_events()
         alive: dict[str, bool] = {}
         out = []
+        settled = True
         for rec in recs:
             if flt is not None and flt.id and not rec.id.startswith(flt.id):
                 continue
-            self._refresh(rec, alive, watched=True)
+            settled = self._refresh(rec, alive, watched=True) and settled
             if convert.matches(rec, flt):
                 out.append(rec)
-        return sorted(out, key=lambda r: r.created_at)
+        return sorted(out, key=lambda r: r.created_at), settled
 
     def list_items(self, flt: api_pb2.ContainerFilter | None = None
                    ) -> builtins.list[api_pb2.Container]:
@@ -665,11 +682,24 @@ class ContainerManager:
     def list_response(self, flt: api_pb2.ContainerFilter | None
                       ) -> api_pb2.ListContainersResponse:
         """ListContainers' answer; without a filter the same message while no container
-        changed (list_cache.AnswerCache: shared, never to be changed by the caller)."""
+        changed (list_cache.AnswerCache: shared, never to be changed by the caller).
+
+        An unfiltered List that finds nothing new (no record written, no status file
+        written, no shim death or watch change since a List that found every container
+        settled) answers from the cache without looking at each container: kubelet relists
+        every second, and at 250 containers the walk is most of the call."""
         if flt is not None:
             return api_pb2.ListContainersResponse(containers=self.list_items(flt))
+        self.shim_watch.poll()
+        self._drain_status_events()
         before = self._items.generation
-        recs = self.list(None)   # states brought up to date first (which may move it)
+        quiet = (before, self._news, self.shim_watch.changes)
+        if quiet == self._quiet_at:
+            cached = self._answer.cached(before)
+            if cached is not None:
+                return cached
+        recs, settled = self._refreshed(None, polled=True)  # may move the generation
+        self._quiet_at = quiet if settled else None
         return self._answer.answer(before, lambda: api_pb2.ListContainersResponse(
             containers=[self._items.item(r.id, r) for r in recs]))
 

@@ -144,6 +144,9 @@ class SandboxManager:
         self._index = SandboxIndex(pod_sandbox)
         self._answer: AnswerCache[api_pb2.ListPodSandboxResponse] = AnswerCache(
             lambda: self._index.generation)
+        # (generation, shim_watch.changes) at a List that found every pod settled: while
+        # both hold, nothing a List shows can have changed (list_response)
+        self._quiet_at: tuple[int, int] | None = None
         # Liveness of the pods' shims (pidfds): shared with the ContainerManager by the wiring.
         self.shim_watch = shim_watch if shim_watch is not None else ShimWatch()
         # A successor shim for a pod whose shim died (None: such a pod turns NOTREADY).
@@ -854,10 +857,24 @@ class SandboxManager:
     def list_response(self, flt: api_pb2.PodSandboxFilter | None
                       ) -> api_pb2.ListPodSandboxResponse:
         """ListPodSandbox's answer; without a filter the same message while no pod changed
-        (list_cache.AnswerCache: shared, never to be changed by the caller)."""
+        (list_cache.AnswerCache: shared, never to be changed by the caller). An unfiltered
+        List that finds nothing new (no record written, no change seen by the shim watch
+        since a List that found every READY pod's shim held by a live pidfd) answers from
+        the cache without looking at each pod."""
         if flt is not None:
             return api_pb2.ListPodSandboxResponse(items=self.list_items(flt))
+        self.shim_watch.poll()
         before = self._index.generation
-        recs = list(self.iter_records(None))  # pods whose shim died turn NOTREADY on the way
+        quiet = (before, self.shim_watch.changes)
+        if quiet == self._quiet_at:
+            cached = self._answer.cached(before)
+            if cached is not None:
+                return cached
+        # pods whose shim died turn NOTREADY on the way
+        recs = [r for r in (self._refresh(x, polled=True) for x in self._indexed())
+                if r.state != CREATING]
+        settled = all(r.state != READY or self.shim_watch.watched_alive(r.shim_dir)
+                      for r in recs)
+        self._quiet_at = quiet if settled else None
         return self._answer.answer(before, lambda: api_pb2.ListPodSandboxResponse(
             items=[self._index.item(r) for r in sorted(recs, key=lambda r: r.created_at)]))

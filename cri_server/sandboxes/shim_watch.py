@@ -30,6 +30,9 @@ class ShimWatch:
         self._pidfds = hasattr(os, "pidfd_open")
         self.on_dead: Callable[[str], None] = lambda shim_dir: None
         self._epoll: select.epoll | None = None      # the death watch (start_death_watch)
+        # Moves whenever what alive() answers may have changed (a death seen, a shim watched
+        # or forgotten): a List that saw it unmoved may skip its per-shim checks.
+        self.changes = 0
 
     def poll(self) -> None:
         """Takes note of every watched shim that has exited since the last call."""
@@ -42,6 +45,7 @@ class ShimWatch:
                 if shim_dir is not None and shim_dir not in self._dead:
                     self._dead.add(shim_dir)
                     died.append(shim_dir)
+                    self.changes += 1
                     self._unwatch_death(fd)   # readable for good: the thread would spin
         for shim_dir in died:
             self.on_dead(shim_dir)
@@ -71,10 +75,17 @@ class ShimWatch:
             self._forget_locked(shim_dir)
             self._fds[shim_dir] = (pid, fd)
             self._dirs[fd] = shim_dir
+            self.changes += 1
             self._poller.register(fd, select.POLLIN)
             if self._epoll is not None:
                 self._epoll.register(fd, select.EPOLLIN)
         return True
+
+    def watched_alive(self, shim_dir: str) -> bool:
+        """Whether shim_dir's shim is held by a pidfd and was alive at the last poll (so its
+        death will move `changes`)."""
+        with self._lock:
+            return shim_dir in self._fds and shim_dir not in self._dead
 
     def forget(self, shim_dir: str) -> None:
         """Stops watching shim_dir (its pod was stopped or removed); closes the pidfd."""
@@ -84,6 +95,7 @@ class ShimWatch:
     def _forget_locked(self, shim_dir: str) -> None:
         watched = self._fds.pop(shim_dir, None)
         self._dead.discard(shim_dir)
+        self.changes += 1
         if watched is None:
             return
         fd = watched[1]

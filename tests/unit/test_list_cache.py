@@ -434,3 +434,151 @@ def test_container_list_stats_only_the_status_files_written_since(
     cm.status(recs[0].id)                        # a single status reads its file as before
     assert len(stats) == 1
     cm.close()
+
+
+def test_container_list_that_finds_nothing_new_walks_no_container(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        fake_shim: tuple[subprocess.Popen[bytes], str]) -> None:
+    """An unfiltered List after one that found every container settled answers without
+    looking at any container, until a record is saved, a status file is written or the shim
+    watch sees a change; then it walks them all again and shows the change."""
+    proc, shim_dir = fake_shim
+    store = Store(tmp_path / "runtime.db")
+    paths = Paths(tmp_path / "root", tmp_path / "state")
+    pods = SandboxManager(Config(), paths, store, None, lambda spec: {})
+    cm = ContainerManager(store, paths, pods, images=None,  # type: ignore[arg-type]
+                          shim_watch=pods.shim_watch)
+    assert cm._status_watch.enabled, "inotify_init1 failed on this host"
+    recs = []
+    for n in range(3):
+        rec = R.ContainerRecord(id=f"{n}" * 64, pod_id="p" * 64, name=f"c{n}", attempt=0,
+                                image="busybox", shim_dir=shim_dir, state=R.RUNNING,
+                                pid=proc.pid, created_at=n + 1)
+        store.insert(R.KIND, rec.id, rec.name_key, rec.to_json())
+        statusfile.write_state(shim_dir, rec.id, {"state": R.RUNNING, "pid": proc.pid})
+        cm._records[rec.id] = rec
+        cm._items.changed(rec.id)
+        recs.append(rec)
+    walked: list[str] = []
+    real_refresh = cm._refresh
+
+    def counting_refresh(rec: R.ContainerRecord, *a: Any, **k: Any) -> bool:
+        walked.append(rec.id)
+        return real_refresh(rec, *a, **k)
+
+    monkeypatch.setattr(cm, "_refresh", counting_refresh)
+    cm.list_response(None)            # reads every file: nothing settled yet
+    cm.list_response(None)            # every container settled now
+    assert len(walked) == 6
+    walked.clear()
+    answer = cm.list_response(None)
+    assert cm.list_response(None) is answer and walked == []
+    # a status file written: walked again, the exit shown
+    statusfile.write_state(shim_dir, recs[1].id, {"state": R.EXITED, "exit_code": 2})
+    assert [i.state for i in cm.list_response(None).containers] == [
+        api_pb2.CONTAINER_RUNNING, api_pb2.CONTAINER_EXITED, api_pb2.CONTAINER_RUNNING]
+    assert len(walked) == 3
+    cm.list_response(None)
+    walked.clear()
+    cm.list_response(None)
+    assert walked == []
+    # a record saved: walked again, the change shown
+    recs[0].labels = {"tier": "b"}
+    cm._save(recs[0])
+    assert dict(cm.list_response(None).containers[0].labels) == {"tier": "b"}
+    assert len(walked) == 3
+    cm.list_response(None)
+    walked.clear()
+    # the shim dies: its pidfd moves the watch, and the walk shows both running ones gone
+    proc.kill()
+    proc.wait()
+    assert [i.state for i in cm.list_response(None).containers] == [
+        api_pb2.CONTAINER_EXITED] * 3
+    assert len(walked) == 3
+    # a filtered List always walks
+    walked.clear()
+    cm.list_response(api_pb2.ContainerFilter(id=recs[0].id))
+    assert walked == [recs[0].id]
+    cm.close()
+
+
+def test_container_list_never_skips_a_container_whose_shim_has_no_pidfd(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        fake_shim: tuple[subprocess.Popen[bytes], str]) -> None:
+    """Without a pidfd (old kernels) a shim's death moves nothing: every List walks."""
+    proc, shim_dir = fake_shim
+    store = Store(tmp_path / "runtime.db")
+    paths = Paths(tmp_path / "root", tmp_path / "state")
+    watch = ShimWatch()
+    monkeypatch.setattr(watch, "_pidfds", False)
+    pods = SandboxManager(Config(), paths, store, None, lambda spec: {}, shim_watch=watch)
+    cm = ContainerManager(store, paths, pods, images=None,  # type: ignore[arg-type]
+                          shim_watch=watch)
+    rec = R.ContainerRecord(id="e" * 64, pod_id="p" * 64, name="c", attempt=0,
+                            image="busybox", shim_dir=shim_dir, state=R.RUNNING,
+                            pid=proc.pid, created_at=1)
+    store.insert(R.KIND, rec.id, rec.name_key, rec.to_json())
+    statusfile.write_state(shim_dir, rec.id, {"state": R.RUNNING, "pid": proc.pid})
+    cm._records[rec.id] = rec
+    cm._items.changed(rec.id)
+    for _ in range(3):
+        assert cm.list_response(None).containers[0].state == api_pb2.CONTAINER_RUNNING
+    proc.kill()
+    proc.wait()
+    assert cm.list_response(None).containers[0].state == api_pb2.CONTAINER_EXITED
+    cm.close()
+
+
+def test_pod_list_that_finds_nothing_new_walks_no_pod(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unfiltered ListPodSandbox after one that found every READY pod's shim held by a
+    live pidfd answers without looking at any pod, until a record is written or the shim
+    watch sees a change (here: the shim dies, and the pod is NOTREADY at that List)."""
+    proc = subprocess.Popen(["sleep", "1000"])
+    try:
+        pods = _pods(tmp_path, monkeypatch, proc.pid)
+        monkeypatch.setattr(shim_process, "is_shim_of",
+                            lambda pid, d: pid == proc.pid and proc.poll() is None)
+        pod_id = pods.run(_request())
+        walked: list[str] = []
+        real_refresh = pods._refresh
+
+        def counting_refresh(rec: Any, polled: bool = False) -> Any:
+            walked.append(rec.id)
+            return real_refresh(rec, polled)
+
+        monkeypatch.setattr(pods, "_refresh", counting_refresh)
+        pods.list_response(None)      # opens the shim's pidfd: a change of the watch
+        answer = pods.list_response(None)
+        assert walked == [pod_id, pod_id]
+        walked.clear()
+        assert pods.list_response(None) is answer and walked == []
+        # a record written (stop): walked again, the change shown
+        pods.stop(pod_id)
+        walked.clear()
+        assert [i.state for i in pods.list_response(None).items] == [
+            api_pb2.SANDBOX_NOTREADY]
+        assert walked == [pod_id]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_pod_list_walks_again_when_a_shim_dies(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    proc = subprocess.Popen(["sleep", "1000"])
+    try:
+        pods = _pods(tmp_path, monkeypatch, proc.pid)
+        monkeypatch.setattr(shim_process, "is_shim_of",
+                            lambda pid, d: pid == proc.pid and proc.poll() is None)
+        pod_id = pods.run(_request())
+        pods.list_response(None)
+        quiet = pods.list_response(None)
+        assert pods.list_response(None) is quiet
+        proc.kill()
+        proc.wait()
+        assert [(i.id, i.state) for i in pods.list_response(None).items] == [
+            (pod_id, api_pb2.SANDBOX_NOTREADY)]
+    finally:
+        proc.kill()
+        proc.wait()
