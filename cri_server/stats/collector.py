@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from google.protobuf.message import Message
 
@@ -24,6 +24,7 @@ SAMPLE_FORGET_NS = 600 * 1_000_000_000
 # memory and swap; the pod's own figures are cpu, memory and its process count.
 CONTAINER_PARTS = frozenset({"memory", "cpu", "swap"})
 POD_PARTS = frozenset({"memory", "cpu", "pids"})
+NET_PREFIX = "net:"   # KeptFiles keys of the pods' net/dev files (cgroup files: their paths)
 
 
 def _mountpoint(path: str) -> str:
@@ -138,8 +139,19 @@ class StatsCollector:
         self.fill_pod(out, src)
         return out
 
-    def fill_pod(self, out: api_pb2.PodSandboxStats, src: PodSource) -> None:
-        """pod_stats into an empty message (a List's item: no copy into the answer)."""
+    @staticmethod
+    def net_key(src: PodSource) -> str:
+        return f"{NET_PREFIX}{src.id}:{src.pause_pid}"
+
+    def forget_net_except(self, keep: Collection[str]) -> None:
+        """Closes the kept net/dev file of every pod whose net_key is not in keep (each holds
+        its pod's network namespace: a pod that is no longer listed must not pin it)."""
+        self.files.forget_prefixed(NET_PREFIX, set(keep))
+
+    def fill_pod(self, out: api_pb2.PodSandboxStats, src: PodSource,
+                 keep_net: bool = False) -> None:
+        """pod_stats into an empty message (a List's item: no copy into the answer).
+        keep_net: the pod's net/dev file stays open (forget_net_except closes it)."""
         now = time.time_ns()
         raw = self._read(src.cgroup_path, POD_PARTS)
         out.MergeFromString(self._attributes("pod:" + src.id, lambda: api_pb2.PodSandboxStats(
@@ -158,7 +170,8 @@ class StatsCollector:
         linux.process.timestamp = now
         linux.process.process_count.value = max(0, raw.get("pids_current", 0))
         if not src.host_network:
-            interfaces = readers.interfaces_of(src.pause_pid)
+            interfaces = (readers.interfaces_of(src.pause_pid, self.files, self.net_key(src))
+                          if keep_net else readers.interfaces_of(src.pause_pid))
             if interfaces:
                 net = linux.network
                 net.timestamp = now

@@ -23,7 +23,7 @@ import os
 import resource
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 
 _CHUNK = 65536
@@ -85,6 +85,12 @@ class KeptFiles:
     def forget(self, key: str) -> None:
         with self._lock:
             self._close(key)
+
+    def forget_prefixed(self, prefix: str, keep: Container[str]) -> None:
+        """Closes every group whose key starts with `prefix` and is not in `keep`."""
+        with self._lock:
+            for key in [k for k in self._groups if k.startswith(prefix) and k not in keep]:
+                self._close(key)
 
     def open_fds(self) -> int:
         with self._lock:

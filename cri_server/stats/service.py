@@ -82,8 +82,16 @@ class StatsService:
         pods = self._ready_pods(flt)
         by_pod = self._containers_by_pod()
         out = api_pb2.ListPodSandboxStatsResponse()
+        # An unfiltered List (kubelet's) keeps each pod's net/dev file open until the pod is
+        # no longer listed; a filtered one opens and closes it (it cannot tell who left).
+        keep = flt is None
+        listed = []
         for p in pods:
-            self.collector.fill_pod(out.stats.add(), adapters.pod_source(p, by_pod.get(p.id, [])))
+            src = adapters.pod_source(p, by_pod.get(p.id, []))
+            self.collector.fill_pod(out.stats.add(), src, keep_net=keep)
+            listed.append(self.collector.net_key(src))
+        if keep:
+            self.collector.forget_net_except(listed)
         return out
 
     # -- cAdvisor-style metrics ----------------------------------------------------

@@ -2,6 +2,8 @@
 filters, the Stream* variants and the cAdvisor-style metrics."""
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import time
 from typing import Any
@@ -170,6 +172,49 @@ def test_list_pod_stats_filters_and_only_ready_pods(container_env: ContainerEnv)
     finally:
         for pod in (other, stopped):
             pods.stop_and_remove(env.cri, pod)
+
+
+def _net_dev_files_open(pid: int) -> set[str]:
+    """The /proc/<pid>/net/dev files process pid holds open."""
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("/proc/") and target.endswith("/net/dev"):
+            out.add(target)
+    return out
+
+
+def test_list_pod_stats_lets_go_of_a_pod_that_is_no_longer_listed(
+        daemon: Any, container_env: ContainerEnv) -> None:
+    """An unfiltered ListPodSandboxStats keeps each pod's /proc/<pause>/net/dev open (which
+    holds the pod's network namespace) only while the pod is listed: the List after its
+    StopPodSandbox closes it; a filtered List keeps nothing open."""
+    env = container_env
+    pod = pods.run_pod(env.cri, pods.pod_config(labels={"stats-pod": "netns"}))
+    try:
+        info = json.loads(env.cri.PodSandboxStatus(api_pb2.PodSandboxStatusRequest(
+            pod_sandbox_id=pod, verbose=True)).info["info"])
+        mine = f"/proc/{info['pid']}/net/dev"
+        daemon_pid = daemon.proc.pid
+        assert mine not in _net_dev_files_open(daemon_pid)
+        env.cri.ListPodSandboxStats(api_pb2.ListPodSandboxStatsRequest(
+            filter=api_pb2.PodSandboxStatsFilter(id=pod)))
+        assert mine not in _net_dev_files_open(daemon_pid)
+        listed = env.cri.ListPodSandboxStats(api_pb2.ListPodSandboxStatsRequest()).stats
+        ours = next(s for s in listed if s.attributes.id == pod)
+        assert ours.linux.network.default_interface.name == "eth0"
+        assert mine in _net_dev_files_open(daemon_pid)
+        again = env.cri.ListPodSandboxStats(api_pb2.ListPodSandboxStatsRequest()).stats
+        assert next(s for s in again if s.attributes.id == pod).linux.network.HasField(
+            "default_interface")
+        pods.stop(env.cri, pod)
+        env.cri.ListPodSandboxStats(api_pb2.ListPodSandboxStatsRequest())
+        assert mine not in _net_dev_files_open(daemon_pid)
+    finally:
+        pods.stop_and_remove(env.cri, pod)
 
 
 def test_metric_descriptors_and_pod_metrics(container_env: ContainerEnv) -> None:

@@ -147,3 +147,33 @@ def test_pick_flat_keyed_agrees_with_parse_flat_keyed() -> None:
         full = parse_flat_keyed(text)
         assert pick_flat_keyed(text, ("a", "b", "c")) == {k: v for k, v in full.items()
                                                           if k in ("a", "b", "c")}, text
+
+
+def test_forget_prefixed_closes_only_the_groups_not_kept(tmp_path: Path) -> None:
+    files = _files(tmp_path, a="1\n", b="2\n", c="3\n")
+    kept = KeptFiles()
+    for key, name in (("net:p1", "a"), ("net:p2", "b"), ("/cg", "c")):
+        assert kept.read_group(key, {name: files[name]}) == {
+            name: (tmp_path / name).read_text()}
+    assert kept.open_fds() == 3
+    kept.forget_prefixed("net:", {"net:p2"})
+    assert kept.open_fds() == 2
+    kept.forget_prefixed("net:", set())
+    assert kept.open_fds() == 1            # a group of another prefix stays
+    kept.forget("/cg")
+    assert kept.open_fds() == 0
+
+
+def test_interfaces_read_through_kept_files_stay_open_under_their_key() -> None:
+    kept = KeptFiles()
+    plain = readers.interfaces_of(os.getpid())
+    through = readers.interfaces_of(os.getpid(), kept, "net:self")
+    assert [i.name for i in through] == [i.name for i in plain]
+    assert kept.open_fds() == 1
+    assert [i.name for i in readers.interfaces_of(os.getpid(), kept, "net:self")] == \
+        [i.name for i in plain]
+    assert kept.open_fds() == 1
+    assert readers.interfaces_of(2 ** 22 + 1, kept, "net:gone") == []   # no such process
+    assert kept.open_fds() == 1
+    kept.forget_prefixed("net:", set())
+    assert kept.open_fds() == 0
