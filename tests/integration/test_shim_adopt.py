@@ -66,15 +66,34 @@ def _numbers(env: ContainerEnv, cid: str) -> dict[str, list[int]]:
     return got
 
 
-def _assert_complete(env: ContainerEnv, cid: str, at_least: int) -> None:
+def _assert_complete(env: ContainerEnv, cid: str, at_least: int, kills: int) -> None:
+    """Every line of the writer is in its log, in order. A monitor killed between the log
+    write(2) of a chunk and the read(2) that consumes it from the pipe leaves the chunk to its
+    successor, which logs it again (docs/architecture.md): at most one repeated run of lines
+    per stream and kill, and never a line missing."""
     for stream, numbers in _numbers(env, cid).items():
         assert len(numbers) >= at_least, (stream, len(numbers))
-        expected = list(range(1, len(numbers) + 1))
-        if numbers != expected:
-            missing = sorted(set(expected) - set(numbers))[:10]
-            dups = sorted({n for n in numbers if numbers.count(n) > 1})[:10]
-            raise AssertionError(f"{stream}: {len(numbers)} lines, missing {missing}, "
-                                 f"duplicated {dups}")
+        assert _repeated_runs(numbers) <= kills, (stream, kills, _summary(numbers))
+
+
+def _repeated_runs(numbers: list[int]) -> int:
+    """How many runs of already logged lines numbers holds; AssertionError for a gap or a
+    repeat that does not go on where the line before it went on."""
+    runs, top, prev = 0, 0, 0
+    for n in numbers:
+        if n == prev + 1 and n <= top + 1:     # the next line: new, or a repeat going on
+            top = max(top, n)
+        elif n <= top and prev == top:         # a repeat starting once all before is logged
+            runs += 1
+        else:
+            raise AssertionError(f"after line {prev} (of {top}) came {n}: {_summary(numbers)}")
+        prev = n
+    return runs
+
+
+def _summary(numbers: list[int]) -> str:
+    dups = sorted({n for n in numbers if numbers.count(n) > 1})
+    return f"{len(numbers)} lines up to {max(numbers, default=0)}, repeated {dups[:20]}"
 
 
 def _alive(pid: int) -> bool:
@@ -116,12 +135,12 @@ def _shims_of(shim_dir: Path) -> list[int]:
     return found
 
 
-def _finish(env: ContainerEnv, writer: str, shim_dir: Path) -> None:
-    """Stop the writer (137), check its log line by line, remove the pod: no shim, keeper or
-    pause-holder of it is left."""
+def _finish(env: ContainerEnv, writer: str, shim_dir: Path, kills: int) -> None:
+    """Stop the writer (137), check its log line by line (`kills`: how often its monitor was
+    killed), remove the pod: no shim, keeper or pause-holder of it is left."""
     env.cri.StopContainer(api_pb2.StopContainerRequest(container_id=writer, timeout=0))
     assert env.wait_exit(writer).exit_code == 137
-    _assert_complete(env, writer, at_least=100)
+    _assert_complete(env, writer, at_least=100, kills=kills)
     procs = _pod_processes(shim_dir)
     pods.stop_and_remove(env.cri, env.pod_id)
     env.pod_id = ""
@@ -173,7 +192,7 @@ def test_kill9_of_the_shim_a_successor_takes_the_pod_back(
     with SpdyPortForward(url) as pf:
         body, err = pf.request(8080, b"GET /index.html HTTP/1.0\r\n\r\n")
         assert b"200 OK" in body and body.endswith(b"pod-body\n"), (body, err)
-    _finish(env, writer, shim_dir)
+    _finish(env, writer, shim_dir, kills=1)
 
 
 def test_repeated_kill9_of_the_shim_stays_consistent(
@@ -191,7 +210,7 @@ def test_repeated_kill9_of_the_shim_stays_consistent(
         assert env.exec_sync(writer, ["echo", str(new)]).stdout == f"{new}\n".encode()
     print("successor up after (ms):", [round(t * 1000) for t in took])
     assert _pod_state(env) == api_pb2.SANDBOX_READY
-    _finish(env, writer, shim_dir)
+    _finish(env, writer, shim_dir, kills=6)
 
 
 def test_kill9_of_daemon_and_shim_the_restarted_daemon_adopts(
@@ -227,7 +246,7 @@ def test_kill9_of_daemon_and_shim_the_restarted_daemon_adopts(
     os.kill(new, signal.SIGKILL)
     _wait_adopted(env, shim_dir, new)
     assert env.exec_sync(writer, ["echo", "again"]).stdout == b"again\n"
-    _finish(env, writer, shim_dir)
+    _finish(env, writer, shim_dir, kills=2)
 
 
 def test_stop_and_remove_right_after_the_shim_died_leave_nothing(
