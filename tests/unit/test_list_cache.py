@@ -223,6 +223,22 @@ def _pods(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shim_pid: int) -> San
                           lambda spec: {"pid": shim_pid})
 
 
+@pytest.fixture
+def pod_shim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+             ) -> Iterator[tuple[subprocess.Popen[bytes], SandboxManager]]:
+    """A live process standing for the pods' shim, and a SandboxManager whose pods it serves
+    (the /proc identity check is told to accept it while it lives)."""
+    proc = subprocess.Popen(["sleep", "1000"])
+    try:
+        pods = _pods(tmp_path, monkeypatch, proc.pid)
+        monkeypatch.setattr(shim_process, "is_shim_of",
+                            lambda pid, d: pid == proc.pid and proc.poll() is None)
+        yield proc, pods
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def _ready_filter() -> api_pb2.PodSandboxFilter:
     return api_pb2.PodSandboxFilter(state=api_pb2.PodSandboxStateValue(
         state=api_pb2.SANDBOX_READY), label_selector={"app": "x"})
@@ -436,6 +452,29 @@ def test_container_list_stats_only_the_status_files_written_since(
     cm.close()
 
 
+def _containers(tmp_path: Path, watch: ShimWatch | None = None
+                ) -> tuple[Store, ContainerManager]:
+    """A store and a ContainerManager over it (with a SandboxManager sharing `watch`)."""
+    store = Store(tmp_path / "runtime.db")
+    paths = Paths(tmp_path / "root", tmp_path / "state")
+    pods = SandboxManager(Config(), paths, store, None, lambda spec: {}, shim_watch=watch)
+    return store, ContainerManager(store, paths, pods, images=None,  # type: ignore[arg-type]
+                                   shim_watch=pods.shim_watch)
+
+
+def _add_running(store: Store, cm: ContainerManager, cid: str, shim_dir: str, pid: int,
+                 created_at: int) -> R.ContainerRecord:
+    """A RUNNING container the shim's status file says runs, as the manager's create leaves it."""
+    rec = R.ContainerRecord(id=cid, pod_id="p" * 64, name=f"c{created_at}", attempt=0,
+                            image="busybox", shim_dir=shim_dir, state=R.RUNNING, pid=pid,
+                            created_at=created_at)
+    store.insert(R.KIND, rec.id, rec.name_key, rec.to_json())
+    statusfile.write_state(shim_dir, rec.id, {"state": R.RUNNING, "pid": pid})
+    cm._records[rec.id] = rec
+    cm._items.changed(rec.id)
+    return rec
+
+
 def test_container_list_that_finds_nothing_new_walks_no_container(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         fake_shim: tuple[subprocess.Popen[bytes], str]) -> None:
@@ -443,22 +482,9 @@ def test_container_list_that_finds_nothing_new_walks_no_container(
     looking at any container, until a record is saved, a status file is written or the shim
     watch sees a change; then it walks them all again and shows the change."""
     proc, shim_dir = fake_shim
-    store = Store(tmp_path / "runtime.db")
-    paths = Paths(tmp_path / "root", tmp_path / "state")
-    pods = SandboxManager(Config(), paths, store, None, lambda spec: {})
-    cm = ContainerManager(store, paths, pods, images=None,  # type: ignore[arg-type]
-                          shim_watch=pods.shim_watch)
+    store, cm = _containers(tmp_path)
     assert cm._status_watch.enabled, "inotify_init1 failed on this host"
-    recs = []
-    for n in range(3):
-        rec = R.ContainerRecord(id=f"{n}" * 64, pod_id="p" * 64, name=f"c{n}", attempt=0,
-                                image="busybox", shim_dir=shim_dir, state=R.RUNNING,
-                                pid=proc.pid, created_at=n + 1)
-        store.insert(R.KIND, rec.id, rec.name_key, rec.to_json())
-        statusfile.write_state(shim_dir, rec.id, {"state": R.RUNNING, "pid": proc.pid})
-        cm._records[rec.id] = rec
-        cm._items.changed(rec.id)
-        recs.append(rec)
+    recs = [_add_running(store, cm, f"{n}" * 64, shim_dir, proc.pid, n + 1) for n in range(3)]
     walked: list[str] = []
     real_refresh = cm._refresh
 
@@ -507,20 +533,10 @@ def test_container_list_never_skips_a_container_whose_shim_has_no_pidfd(
         fake_shim: tuple[subprocess.Popen[bytes], str]) -> None:
     """Without a pidfd (old kernels) a shim's death moves nothing: every List walks."""
     proc, shim_dir = fake_shim
-    store = Store(tmp_path / "runtime.db")
-    paths = Paths(tmp_path / "root", tmp_path / "state")
     watch = ShimWatch()
     monkeypatch.setattr(watch, "_pidfds", False)
-    pods = SandboxManager(Config(), paths, store, None, lambda spec: {}, shim_watch=watch)
-    cm = ContainerManager(store, paths, pods, images=None,  # type: ignore[arg-type]
-                          shim_watch=watch)
-    rec = R.ContainerRecord(id="e" * 64, pod_id="p" * 64, name="c", attempt=0,
-                            image="busybox", shim_dir=shim_dir, state=R.RUNNING,
-                            pid=proc.pid, created_at=1)
-    store.insert(R.KIND, rec.id, rec.name_key, rec.to_json())
-    statusfile.write_state(shim_dir, rec.id, {"state": R.RUNNING, "pid": proc.pid})
-    cm._records[rec.id] = rec
-    cm._items.changed(rec.id)
+    store, cm = _containers(tmp_path, watch)
+    _add_running(store, cm, "e" * 64, shim_dir, proc.pid, 1)
     for _ in range(3):
         assert cm.list_response(None).containers[0].state == api_pb2.CONTAINER_RUNNING
     proc.kill()
@@ -530,55 +546,41 @@ def test_container_list_never_skips_a_container_whose_shim_has_no_pidfd(
 
 
 def test_pod_list_that_finds_nothing_new_walks_no_pod(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch,
+        pod_shim: tuple[subprocess.Popen[bytes], SandboxManager]) -> None:
     """An unfiltered ListPodSandbox after one that found every READY pod's shim held by a
     live pidfd answers without looking at any pod, until a record is written or the shim
-    watch sees a change (here: the shim dies, and the pod is NOTREADY at that List)."""
-    proc = subprocess.Popen(["sleep", "1000"])
-    try:
-        pods = _pods(tmp_path, monkeypatch, proc.pid)
-        monkeypatch.setattr(shim_process, "is_shim_of",
-                            lambda pid, d: pid == proc.pid and proc.poll() is None)
-        pod_id = pods.run(_request())
-        walked: list[str] = []
-        real_refresh = pods._refresh
+    watch sees a change (test_pod_list_walks_again_when_a_shim_dies)."""
+    _, pods = pod_shim
+    pod_id = pods.run(_request())
+    walked: list[str] = []
+    real_refresh = pods._refresh
 
-        def counting_refresh(rec: Any, polled: bool = False) -> Any:
-            walked.append(rec.id)
-            return real_refresh(rec, polled)
+    def counting_refresh(rec: Any, polled: bool = False) -> Any:
+        walked.append(rec.id)
+        return real_refresh(rec, polled)
 
-        monkeypatch.setattr(pods, "_refresh", counting_refresh)
-        pods.list_response(None)      # opens the shim's pidfd: a change of the watch
-        answer = pods.list_response(None)
-        assert walked == [pod_id, pod_id]
-        walked.clear()
-        assert pods.list_response(None) is answer and walked == []
-        # a record written (stop): walked again, the change shown
-        pods.stop(pod_id)
-        walked.clear()
-        assert [i.state for i in pods.list_response(None).items] == [
-            api_pb2.SANDBOX_NOTREADY]
-        assert walked == [pod_id]
-    finally:
-        proc.kill()
-        proc.wait()
+    monkeypatch.setattr(pods, "_refresh", counting_refresh)
+    pods.list_response(None)      # opens the shim's pidfd: a change of the watch
+    answer = pods.list_response(None)
+    assert walked == [pod_id, pod_id]
+    walked.clear()
+    assert pods.list_response(None) is answer and walked == []
+    # a record written (stop): walked again, the change shown
+    pods.stop(pod_id)
+    walked.clear()
+    assert [i.state for i in pods.list_response(None).items] == [api_pb2.SANDBOX_NOTREADY]
+    assert walked == [pod_id]
 
 
 def test_pod_list_walks_again_when_a_shim_dies(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    proc = subprocess.Popen(["sleep", "1000"])
-    try:
-        pods = _pods(tmp_path, monkeypatch, proc.pid)
-        monkeypatch.setattr(shim_process, "is_shim_of",
-                            lambda pid, d: pid == proc.pid and proc.poll() is None)
-        pod_id = pods.run(_request())
-        pods.list_response(None)
-        quiet = pods.list_response(None)
-        assert pods.list_response(None) is quiet
-        proc.kill()
-        proc.wait()
-        assert [(i.id, i.state) for i in pods.list_response(None).items] == [
-            (pod_id, api_pb2.SANDBOX_NOTREADY)]
-    finally:
-        proc.kill()
-        proc.wait()
+        pod_shim: tuple[subprocess.Popen[bytes], SandboxManager]) -> None:
+    proc, pods = pod_shim
+    pod_id = pods.run(_request())
+    pods.list_response(None)
+    quiet = pods.list_response(None)
+    assert pods.list_response(None) is quiet
+    proc.kill()
+    proc.wait()
+    assert [(i.id, i.state) for i in pods.list_response(None).items] == [
+        (pod_id, api_pb2.SANDBOX_NOTREADY)]
