@@ -1,0 +1,69 @@
+"""Cold image pulls only, pycri vs containerd: the "cold pull 50MB" figure of bench.run alone.
+
+    python3 -m bench.pull [--rounds 6]
+
+Builds `rounds` distinct 50 MB images (5 gzip layers of random data, bench/images.py), serves
+them from a registry on 127.0.0.1 and pulls each once with each runtime, alternating which
+goes first (A B, B A, ...), removing the image after each pull. Prints every pull, the
+medians and the ratio pycri/containerd.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from typing import Any
+
+from bench import images as bench_images
+from bench import workloads
+from bench.run import tear_down
+from bench.runtimes import Containerd, Pycri, make_base, write_cni_conf
+from proto import api_pb2
+from tests.support.registry import Registry
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--pycri-only", action="store_true", help="do not start containerd")
+    args = ap.parse_args(argv)
+
+    base = make_base()
+    runtimes: list[Any] = []
+    registry = Registry().start()
+    times: dict[str, list[float]] = {}
+    try:
+        print(f"building {args.rounds} images, registry {registry.host} ...", flush=True)
+        imgs = bench_images.build_and_push(registry.url, registry.host, args.rounds)
+        cni_conf = base / "cni"
+        write_cni_conf(cni_conf, base / "ipam")
+        runtimes = [Pycri(base, cni_conf)]
+        if not args.pycri_only:
+            runtimes.append(Containerd(base, cni_conf, registry.host, imgs.pause))
+        clients = {rt.name: rt.start() for rt in runtimes}
+        for rt in runtimes:   # warm-up: connections, code paths, the registry's caches
+            clients[rt.name].PullImage(api_pb2.PullImageRequest(
+                image=api_pb2.ImageSpec(image=imgs.busybox)))
+            times[rt.name] = []
+        for n, image in enumerate(imgs.big):
+            order = runtimes if n % 2 == 0 else list(reversed(runtimes))
+            line = []
+            for rt in order:
+                seconds = workloads.cold_pull(clients[rt.name], image)
+                times[rt.name].append(seconds)
+                line.append(f"{rt.name} {seconds * 1000:.0f} ms")
+            print(f"  round {n}: " + ", ".join(line), flush=True)
+    finally:
+        tear_down(runtimes, registry, base)
+
+    med = {name: statistics.median(v) * 1000 for name, v in times.items()}
+    for name, v in times.items():
+        print(f"{name}: median {med[name]:.0f} ms over {len(v)} pulls "
+              f"(min {min(v) * 1000:.0f}, max {max(v) * 1000:.0f})")
+    if "containerd" in med:
+        print(f"ratio pycri/containerd: {med['pycri'] / med['containerd']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
