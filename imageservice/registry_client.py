@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+from httpcore._sync import http11 as _httpcore_http11
 
 from imageservice.auth import Credentials, DockerConfig, fetch_token, parse_challenge
 from imageservice.manifest import ACCEPT, MAX_MANIFEST_BYTES, Descriptor, detect_media_type
@@ -42,6 +43,13 @@ from pycri_common.version import __version__
 log = logging.getLogger(__name__)
 
 USER_AGENT = f"pycri/{__version__}"
+
+# httpcore reads a response 64 KiB at a time and runs h11's parser on each read (800 rounds
+# of Python for a 50 MB layer); reads of up to 1 MiB take a sixth less CPU per downloaded
+# byte. A read still returns whatever the socket has, so the stall timeout is unchanged.
+READ_BYTES = 1024 * 1024
+if getattr(_httpcore_http11.HTTP11Connection, "READ_NUM_BYTES", READ_BYTES) < READ_BYTES:
+    _httpcore_http11.HTTP11Connection.READ_NUM_BYTES = READ_BYTES
 
 
 class RegistryClient:
