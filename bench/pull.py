@@ -1,17 +1,20 @@
 """Cold image pulls only, pycri vs containerd: the "cold pull 50MB" figure of bench.run alone.
 
-    python3 -m bench.pull [--rounds 6]
+    python3 -m bench.pull [--rounds 6] [--baseline CHECKOUT] [--pycri-only]
 
 Builds `rounds` distinct 50 MB images (5 gzip layers of random data, bench/images.py), serves
 them from a registry on 127.0.0.1 and pulls each once with each runtime, alternating which
 goes first (A B, B A, ...), removing the image after each pull. Prints every pull, the
-medians and the ratio pycri/containerd.
+medians and the ratio pycri/containerd. --baseline adds "pycri-base", the pycri of another
+checkout (e.g. `git worktree add --detach /tmp/base main`), to the rotation: a before/after
+of a change measured in the same run.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
 import sys
+from pathlib import Path
 from typing import Any
 
 from bench import images as bench_images
@@ -26,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--pycri-only", action="store_true", help="do not start containerd")
+    ap.add_argument("--baseline", type=Path, help="another checkout to compare, as pycri-base")
     args = ap.parse_args(argv)
 
     base = make_base()
@@ -38,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         cni_conf = base / "cni"
         write_cni_conf(cni_conf, base / "ipam")
         runtimes = [Pycri(base, cni_conf)]
+        if args.baseline is not None:
+            runtimes.append(Pycri(base, cni_conf, repo_root=args.baseline.resolve(),
+                                  name="pycri-base"))
         if not args.pycri_only:
             runtimes.append(Containerd(base, cni_conf, registry.host, imgs.pause))
         clients = {rt.name: rt.start() for rt in runtimes}
@@ -46,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
                 image=api_pb2.ImageSpec(image=imgs.busybox)))
             times[rt.name] = []
         for n, image in enumerate(imgs.big):
-            order = runtimes if n % 2 == 0 else list(reversed(runtimes))
+            order = runtimes[n % len(runtimes):] + runtimes[:n % len(runtimes)]
+            if n // len(runtimes) % 2:
+                order.reverse()
             line = []
             for rt in order:
                 seconds = workloads.cold_pull(clients[rt.name], image)
@@ -61,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: median {med[name]:.0f} ms over {len(v)} pulls "
               f"(min {min(v) * 1000:.0f}, max {max(v) * 1000:.0f})")
     if "containerd" in med:
-        print(f"ratio pycri/containerd: {med['pycri'] / med['containerd']:.2f}")
+        for name in med:
+            if name != "containerd":
+                print(f"ratio {name}/containerd: {med[name] / med['containerd']:.2f}")
     return 0
 
 
