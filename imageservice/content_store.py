@@ -179,7 +179,10 @@ class BlobWriter:
         return self.dest
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()   # flushes: may fail (ENOSPC) when a failure brought us here
+        except OSError:
+            pass
         try:
             self._tmp.unlink()
         except FileNotFoundError:
