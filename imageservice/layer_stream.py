@@ -27,33 +27,57 @@ from pycri_common.errors import InvalidArgument
 
 
 class TeeReader(io.RawIOBase):
-    """A raw reader over an iterator of chunks; every chunk is written to writer first."""
+    """A reader over an iterator of chunks; every chunk is written to writer first.
+
+    read() hands out the chunks themselves when the caller asks for at least a chunk (the
+    gzip reader asks for 1 MiB, as big as the registry client's reads), and peek() lets the
+    unpacker sniff the compression without a buffering layer in between."""
 
     def __init__(self, chunks: Iterable[bytes], writer: BlobWriter) -> None:
         self._chunks: Iterator[bytes] = iter(chunks)
         self._writer = writer
-        self._buf = memoryview(b"")
+        self._chunk = b""
+        self._pos = 0
 
     def readable(self) -> bool:
         return True
 
+    def _fill(self) -> bool:
+        """False at the end of the chunks."""
+        while self._pos >= len(self._chunk):
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return False
+            self._writer.write(chunk)
+            self._chunk, self._pos = bytes(chunk), 0
+        return True
+
+    def peek(self, size: int = 0) -> bytes:
+        if not self._fill():
+            return b""
+        return self._chunk[self._pos:]
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(1 << 20), b""))
+        if size == 0 or not self._fill():
+            return b""
+        chunk, pos = self._chunk, self._pos
+        if pos == 0 and size >= len(chunk):
+            self._pos = len(chunk)
+            return chunk
+        self._pos = min(pos + size, len(chunk))
+        return chunk[pos:self._pos]
+
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        if not self._buf:
-            for chunk in self._chunks:
-                if chunk:
-                    self._writer.write(chunk)
-                    self._buf = memoryview(chunk)
-                    break
-            else:
-                return 0
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
+        data = self.read(len(b))
+        n = len(data)
+        b[:n] = data
         return n
 
     def drain(self) -> None:
         """Reads (and writes) the rest of the chunks."""
-        self._buf = memoryview(b"")
+        self._chunk, self._pos = b"", 0
         for chunk in self._chunks:
             self._writer.write(chunk)
 
