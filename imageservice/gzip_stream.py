@@ -10,8 +10,8 @@ write); anything else after a member, a stream that ends inside a member, and a 
 check raise `gzip.BadGzipFile` or `EOFError`, which the unpacker reports as a corrupt
 layer.
 
-Inflating is done by ISA-L (the `isal` package's zlib-compatible `isal_zlib`), 3-5 times
-faster than zlib on the same data, when it is importable; else by zlib. Both parse the
+Inflating is done by ISA-L (the `isal` package's zlib-compatible `isal_zlib`), about twice
+as fast as zlib on the same data, when it is importable; else by zlib. Both parse the
 same gzip members and check the same CRC-32 and length trailers.
 """
 from __future__ import annotations
