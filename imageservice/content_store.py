@@ -3,6 +3,8 @@
 ``ingest(digest, size, chunks)`` streams bytes into ``<images>/ingest/<random>``,
 hashing as they arrive; a wrong size or digest is refused; the file is fsynced
 and renamed into place, so a blob that exists is always complete and verified.
+``writer(digest, size)`` is the same in steps (write, verify, commit) for a caller that
+also uses the bytes as they pass (a layer unpacked while it downloads, layer_stream.py).
 Concurrent ingests of one digest share one download: the first caller writes,
 the others wait for it (``BlobDownloads``).
 """
