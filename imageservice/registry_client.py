@@ -23,7 +23,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
-from httpcore._sync import http11 as _httpcore_http11
 
 from imageservice.auth import Credentials, DockerConfig, fetch_token, parse_challenge
 from imageservice.manifest import ACCEPT, MAX_MANIFEST_BYTES, Descriptor, detect_media_type
@@ -48,8 +47,18 @@ USER_AGENT = f"pycri/{__version__}"
 # of Python for a 50 MB layer); reads of up to 1 MiB take a sixth less CPU per downloaded
 # byte. A read still returns whatever the socket has, so the stall timeout is unchanged.
 READ_BYTES = 1024 * 1024
-if getattr(_httpcore_http11.HTTP11Connection, "READ_NUM_BYTES", READ_BYTES) < READ_BYTES:
-    _httpcore_http11.HTTP11Connection.READ_NUM_BYTES = READ_BYTES
+
+
+def _large_reads() -> None:
+    try:   # httpcore's internals: without them, reads stay at httpcore's size
+        from httpcore._sync.http11 import HTTP11Connection
+    except ImportError:  # pragma: no cover - httpcore 1.x has it
+        return
+    if getattr(HTTP11Connection, "READ_NUM_BYTES", READ_BYTES) < READ_BYTES:
+        HTTP11Connection.READ_NUM_BYTES = READ_BYTES
+
+
+_large_reads()
 
 
 class RegistryClient:
