@@ -83,10 +83,14 @@ def _ppid(pid: int) -> int:
 class Pycri:
     name = "pycri"
 
-    def __init__(self, base: Path, cni_conf: Path, shim_python: str = "") -> None:
-        self.daemon = PycriDaemon(base=base / "pycri", config={
+    def __init__(self, base: Path, cni_conf: Path, shim_python: str = "",
+                 repo_root: Path | None = None, name: str = "pycri") -> None:
+        """repo_root: run another checkout's pycri (an A/B of two versions), as `name`."""
+        self.name = name
+        self.daemon = PycriDaemon(base=base / name, config={
             "log_level": "info", "cni": {"conf_dir": str(cni_conf)},
-            "cgroup_parent": "/pycri-bench", "runtime": {"shim_python": shim_python}})
+            "cgroup_parent": f"/{name}-bench", "runtime": {"shim_python": shim_python}},
+            repo_root=repo_root)
 
     def start(self) -> CriClient:
         self.daemon.start()

@@ -3,6 +3,8 @@
 ``ingest(digest, size, chunks)`` streams bytes into ``<images>/ingest/<random>``,
 hashing as they arrive; a wrong size or digest is refused; the file is fsynced
 and renamed into place, so a blob that exists is always complete and verified.
+``writer(digest, size)`` is the same in steps (write, verify, commit) for a caller that
+also uses the bytes as they pass (a layer unpacked while it downloads, layer_stream.py).
 Concurrent ingests of one digest share one download: the first caller writes,
 the others wait for it (``BlobDownloads``).
 """
@@ -70,40 +72,17 @@ class ContentStore:
         dest = self.path(digest)
         if dest.is_file():
             return dest
-        algo, want = digest.split(":", 1)
-        h = _HASHES[algo]()
-        tmp = self.ingest_dir / f"{algo}-{want[:16]}-{uuid.uuid4().hex[:8]}"
-        n = 0
-        try:
-            with open(tmp, "wb") as f:
-                for chunk in chunks:
-                    n += len(chunk)
-                    if size is not None and n > size:
-                        raise InvalidArgument(f"blob {digest} is larger than the {size} bytes "
-                                              "its descriptor says")
-                    h.update(chunk)
-                    f.write(chunk)
-                    if progress is not None:
-                        progress(len(chunk))
-                f.flush()
-                os.fsync(f.fileno())
-            if size is not None and n != size:
-                raise InvalidArgument(f"blob {digest}: got {n} bytes, descriptor says {size}")
-            got = h.hexdigest()
-            if got != want:
-                raise InvalidArgument(f"blob content does not match its digest: expected "
-                                      f"{digest}, got {algo}:{got}")
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, dest)
-            fsync_dir(dest.parent)
-            return dest
-        except OSError as e:
-            raise disk_error(e, f"writing blob {digest}") from None
-        finally:
-            try:
-                tmp.unlink()
-            except FileNotFoundError:
-                pass
+        with self.writer(digest, size, progress) as w:
+            for chunk in chunks:
+                w.write(chunk)
+            return w.commit()
+
+    def writer(self, digest: str, size: int | None,
+               progress: Callable[[int], None] | None = None) -> BlobWriter:
+        """A BlobWriter for digest (use it as a context manager: leaving the block without
+        commit() removes the partial file)."""
+        self.path(digest)   # validates the digest
+        return BlobWriter(self, digest, size, progress)
 
     def delete(self, digest: str) -> None:
         try:
@@ -134,6 +113,82 @@ class ContentStore:
                 except FileNotFoundError:
                     pass
         return total, inodes
+
+
+class BlobWriter:
+    """One blob being written into ``ingest/``: write() hashes and appends chunks (refusing
+    more bytes than the descriptor's size at once), commit() checks size and digest, fsyncs
+    and renames the file into place; close() (or leaving the ``with`` block) removes the
+    partial file when commit() did not happen."""
+
+    def __init__(self, store: ContentStore, digest: str, size: int | None,
+                 progress: Callable[[int], None] | None) -> None:
+        self.digest = digest
+        self.size = size
+        self.dest = store.path(digest)
+        algo, self._want = digest.split(":", 1)
+        self._algo = algo
+        self._hash = _HASHES[algo]()
+        self._progress = progress
+        self.written = 0
+        self._tmp = store.ingest_dir / f"{algo}-{self._want[:16]}-{uuid.uuid4().hex[:8]}"
+        try:
+            self._file = open(self._tmp, "wb")  # noqa: SIM115 - closed by close()
+        except OSError as e:
+            raise disk_error(e, f"writing blob {digest}") from None
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def write(self, chunk: bytes) -> None:
+        self.written += len(chunk)
+        if self.size is not None and self.written > self.size:
+            raise InvalidArgument(f"blob {self.digest} is larger than the {self.size} bytes "
+                                  "its descriptor says")
+        self._hash.update(chunk)
+        try:
+            self._file.write(chunk)
+        except OSError as e:
+            raise disk_error(e, f"writing blob {self.digest}") from None
+        if self._progress is not None:
+            self._progress(len(chunk))
+
+    def verify(self) -> None:
+        """InvalidArgument unless what was written has the descriptor's size and digest."""
+        if self.size is not None and self.written != self.size:
+            raise InvalidArgument(f"blob {self.digest}: got {self.written} bytes, descriptor "
+                                  f"says {self.size}")
+        got = self._hash.hexdigest()
+        if got != self._want:
+            raise InvalidArgument(f"blob content does not match its digest: expected "
+                                  f"{self.digest}, got {self._algo}:{got}")
+
+    def commit(self) -> Path:
+        """Verifies the blob and moves it into the store (durably); returns its path."""
+        self.verify()
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self.dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self._tmp, self.dest)
+            fsync_dir(self.dest.parent)
+        except OSError as e:
+            raise disk_error(e, f"writing blob {self.digest}") from None
+        return self.dest
+
+    def close(self) -> None:
+        try:
+            self._file.close()   # flushes: may fail (ENOSPC) when a failure brought us here
+        except OSError:
+            pass
+        try:
+            self._tmp.unlink()
+        except FileNotFoundError:
+            pass
 
 
 class SharedWork:

@@ -1,4 +1,4 @@
-"""A reader of gzip streams (RFC 1952) for layer unpacking, with zlib doing all the work.
+"""A reader of gzip streams (RFC 1952) for layer unpacking, with zlib (or ISA-L) doing the work.
 
 `gzip.GzipFile` reads its input 8 KiB at a time and runs Python code per read, which made
 it a visible part of a cold pull (6 400 reads for a 50 MB image). This reader hands zlib
@@ -9,13 +9,28 @@ members one after another and zero bytes between or after them (padding some too
 write); anything else after a member, a stream that ends inside a member, and a failed
 check raise `gzip.BadGzipFile` or `EOFError`, which the unpacker reports as a corrupt
 layer.
+
+Inflating is done by ISA-L (the `isal` package's zlib-compatible `isal_zlib`), about twice
+as fast as zlib on the same data, when it is importable; else by zlib. Both parse the
+same gzip members and check the same CRC-32 and length trailers.
 """
 from __future__ import annotations
 
 import gzip
 import io
 import zlib
+from types import ModuleType
 from typing import BinaryIO
+
+_inflater: ModuleType
+try:
+    from isal import isal_zlib as _inflater
+    _ERRORS: tuple[type[Exception], ...] = (zlib.error, _inflater.error)
+except ImportError:   # pragma: no cover - isal is a dependency; zlib is the fallback
+    _inflater = zlib
+    _ERRORS = (zlib.error,)
+
+INFLATER = _inflater.__name__
 
 INPUT_CHUNK = 1024 * 1024
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -25,7 +40,7 @@ class GzipStream(io.RawIOBase):
     def __init__(self, raw: BinaryIO, chunk: int = INPUT_CHUNK) -> None:
         self._raw = raw
         self._chunk = chunk
-        self._inflate = zlib.decompressobj(wbits=31)
+        self._inflate = _inflater.decompressobj(wbits=31)
         self._done = False
 
     def readable(self) -> bool:
@@ -49,7 +64,7 @@ class GzipStream(io.RawIOBase):
                     raise EOFError("compressed layer ended before the end of its gzip member")
             try:
                 out = self._inflate.decompress(data, want)
-            except zlib.error as e:
+            except _ERRORS as e:
                 raise gzip.BadGzipFile(f"gzip data is corrupt: {e}") from None
             if out:
                 n = len(out)
@@ -70,5 +85,5 @@ class GzipStream(io.RawIOBase):
             rest += self._raw.read(self._chunk)
         if rest[:2] != _GZIP_MAGIC:
             raise gzip.BadGzipFile("data after the end of the gzip stream is not gzip")
-        self._inflate = zlib.decompressobj(wbits=31)
+        self._inflate = _inflater.decompressobj(wbits=31)
         return rest

@@ -49,6 +49,7 @@ from typing import Any
 from imageservice.auth import Credentials, DockerConfig
 from imageservice.content_store import ContentStore, SharedWork
 from imageservice.gc_lock import GcLock
+from imageservice.layer_stream import unpack_download
 from imageservice.manifest import (
     INDEX_TYPES,
     MAX_CONFIG_BYTES,
@@ -63,7 +64,7 @@ from imageservice.reference import Reference, looks_like_image_id, parse
 from imageservice.registry_client import RegistryClient
 from imageservice.registry_hosts import RegistryHosts
 from imageservice.snapshots import SnapshotStore, chain_ids
-from imageservice.unpack import unpack_layer
+from imageservice.unpack import UnpackResult, unpack_layer
 from pycri_common.errors import Cancelled, FailedPrecondition, InvalidArgument
 from pycri_common.text import shorten
 
@@ -338,13 +339,12 @@ class ImageManager:
         futures: dict[int, Future[None]] = {}
 
         def layer(i: int) -> None:
-            # each layer unpacks into its own snapshot as soon as it is here, beside the
-            # other downloads (zlib, sha256 and writes release the GIL); a snapshot names
-            # its parent but does not need it to exist yet
-            self._ensure_blob(manifest.layers[i], fetch)
+            # each layer is its own snapshot (it names its parent but does not need it to
+            # exist), so layers download and unpack side by side, each in one pass
             if cancel.is_set():
                 raise Cancelled("pull cancelled")
-            self._unpack(manifest.layers[i], chains[i], chains[i - 1] if i else "", diff_ids[i])
+            self._unpack(manifest.layers[i], chains[i], chains[i - 1] if i else "", diff_ids[i],
+                         fetch)
         if need:
             pool = ThreadPoolExecutor(max_workers=min(self.max_downloads, len(need)),
                                       thread_name_prefix="pycri-pull")
@@ -372,17 +372,51 @@ class ImageManager:
         self.db.put_image(rec, names, list(dict.fromkeys(keep)))
         return rec.id
 
-    def _unpack(self, desc: Descriptor, chain_id: str, parent: str, diff_id: str) -> None:
-        def fill(dest: Path) -> None:
-            with open(self.content.path(desc.digest), "rb") as f:
-                result = unpack_layer(f, dest, layer=desc.digest)
+    def _unpack(self, desc: Descriptor, chain_id: str, parent: str, diff_id: str,
+                fetch: Callable[[Descriptor], Iterable[bytes]]) -> None:
+        """Makes the snapshot chain_id of the layer desc: from the stored blob when it is
+        there, else while downloading it (the blob is stored too)."""
+        def check(result: UnpackResult) -> None:
             if result.diff_id != diff_id:
                 raise InvalidArgument(f"layer {desc.digest} unpacks to {result.diff_id} but the "
                                       f"image config says {diff_id}")
 
+        def fill(dest: Path) -> None:
+            if not self.content.exists(desc.digest):
+                # one download of a blob at a time; a pull waiting for another's download
+                # of the same blob (for another chain) unpacks the stored blob after it
+                def stream() -> Path | None:
+                    return self._download_and_unpack(desc, dest, check, fetch)
+                if self._blob_work.run(desc.digest, stream, retry_on=(Cancelled,)) == dest:
+                    return
+            with open(self.content.path(desc.digest), "rb") as f:
+                check(unpack_layer(f, dest, layer=desc.digest))
+
         def create() -> None:
             self.snapshots.create(chain_id, parent, diff_id, fill)
         self._snapshot_work.run(chain_id, create)
+
+    def _download_and_unpack(self, desc: Descriptor, dest: Path,
+                             check: Callable[[UnpackResult], None],
+                             fetch: Callable[[Descriptor], Iterable[bytes]]) -> Path | None:
+        """Downloads the blob and unpacks it into dest in the same pass; dest when done,
+        None when the blob turned out to be stored already. The blob is committed only
+        after its digest and DiffID are checked (the caller commits the snapshot after)."""
+        if self.content.exists(desc.digest):
+            return None
+        self.stats["blob_downloads"] += 1
+        chunks = fetch(desc)
+        try:
+            with self.content.writer(desc.digest, desc.size,
+                                     progress=lambda n: self.stats.update(bytes_downloaded=n)
+                                     ) as w:
+                check(unpack_download(chunks, w, dest, layer=desc.digest))
+                w.commit()
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:   # a generator holding an HTTP response
+                close()
+        return dest
 
     # -- import ---------------------------------------------------------------
     def install_local(self, manifest_body: bytes, manifest_digest: str, names: list[str],

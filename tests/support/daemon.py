@@ -60,7 +60,10 @@ class PycriDaemon:
     """One pycri daemon with its own socket, root, state, CNI and cgroup parent."""
 
     def __init__(self, base: Path | None = None, config: dict[str, Any] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, repo_root: Path | None = None) -> None:
+        """repo_root: the checkout whose pycri runs (default: this one; the benches compare
+        another checkout's)."""
+        self.repo_root = repo_root or REPO_ROOT
         self.base = base or Path(tempfile.mkdtemp(prefix="pycri-test-"))
         self.socket = self.base / "pycri.sock"
         self.root = self.base / "root"
@@ -92,7 +95,7 @@ class PycriDaemon:
                 cfg[key] = value
         self.config_file = self.base / "pycri.toml"
         write_toml(self.config_file, cfg)
-        self.env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
+        self.env = {**os.environ, "PYTHONPATH": str(self.repo_root), **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.client: CriClient | None = None
 
@@ -101,7 +104,7 @@ class PycriDaemon:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "cri_server", "serve", "--config", str(self.config_file)],
-                cwd=REPO_ROOT, env={**self.env, **(extra_env or {})}, stdout=log, stderr=log,
+                cwd=self.repo_root, env={**self.env, **(extra_env or {})}, stdout=log, stderr=log,
                 stdin=subprocess.DEVNULL)
         self.client = CriClient(str(self.socket))
         deadline = time.monotonic() + timeout * SLOWDOWN

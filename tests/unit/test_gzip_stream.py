@@ -4,10 +4,23 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import zlib
 
 import pytest
 
+from imageservice import gzip_stream
 from imageservice.gzip_stream import GzipStream
+
+
+@pytest.fixture(autouse=True, params=["isal", "zlib"])
+def inflater(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with ISA-L (the default when importable) and with the zlib fallback."""
+    if request.param == "zlib":
+        monkeypatch.setattr(gzip_stream, "_inflater", zlib)
+        monkeypatch.setattr(gzip_stream, "_ERRORS", (zlib.error,))
+    else:
+        assert gzip_stream.INFLATER == "isal.isal_zlib", "isal (a dependency) is not installed"
+    return str(request.param)
 
 
 def _read_all(data: bytes, chunk: int = 7, bufsize: int = 5) -> bytes:

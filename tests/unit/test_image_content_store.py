@@ -1,4 +1,5 @@
 import hashlib
+import os
 import threading
 
 import pytest
@@ -122,3 +123,22 @@ def test_oversized_image_config_is_refused_before_download(tmp_path):
         assert mgr.content.all_digests() == set()
     finally:
         mgr.close()
+
+
+def test_a_writer_left_without_commit_removes_its_partial_file(tmp_path):
+    cs = ContentStore(tmp_path)
+    data = b"partial blob"
+    with cs.writer(_d(data), len(data)) as w:
+        w.write(data[:5])
+        assert len(os.listdir(tmp_path / "ingest")) == 1
+    assert os.listdir(tmp_path / "ingest") == [] and not cs.exists(_d(data))
+    with cs.writer(_d(data), len(data)) as w:
+        w.write(data)
+        w.verify()
+        assert w.commit() == cs.path(_d(data))
+    assert cs.read(_d(data)) == data and os.listdir(tmp_path / "ingest") == []
+    with pytest.raises(InvalidArgument, match="does not match its digest"):
+        with cs.writer(_d(b"other"), len(data)) as w:
+            w.write(data)
+            w.commit()
+    assert os.listdir(tmp_path / "ingest") == []
