@@ -116,13 +116,28 @@ def test_only_stdio_fds_reach_the_container(env: ShimEnv, pod) -> None:  # type:
                                                stdin=True))
         client.start(cid)
         pid = client.state(cid)[cid].pid
-        # Start returns once the init is released; its own (close-on-exec) fds go at execve.
+        # Start returns once the init is released; its own (close-on-exec) fds go at execve,
+        # and the kernel switches /proc/<pid>/exe a moment before it closes them: wait for
+        # both (a leaked fd stays, and the assertion names it)
         deadline = time.monotonic() + 10
-        while "python" in os.readlink(f"/proc/{pid}/exe"):
-            assert time.monotonic() < deadline, "the container never exec'd"
+        while "python" in os.readlink(f"/proc/{pid}/exe") or _fds(pid) != [0, 1, 2]:
+            if time.monotonic() > deadline:
+                break
             time.sleep(0.01)
-        assert sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd")) == [0, 1, 2]
+        fds = _fds(pid)
+        assert fds == [0, 1, 2], {fd: _fd_target(pid, fd) for fd in fds}
         client.delete(cid)
+
+
+def _fds(pid: int) -> list[int]:
+    return sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd"))
+
+
+def _fd_target(pid: int, fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError as e:
+        return str(e)
 
 
 def test_long_line_is_split_in_the_log(env: ShimEnv, pod) -> None:  # type: ignore[no-untyped-def]
