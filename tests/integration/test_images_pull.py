@@ -21,7 +21,7 @@ from imageservice.manager import ImageManager
 from proto import api_pb2
 from tests.support import oci_build as ob
 from tests.support.cri_client import rpc_error
-from tests.support.image_harness import ImageServiceHarness
+from tests.support.image_harness import ImageServiceHarness, leftovers
 from tests.support.registry import Registry, registry_available
 from tests.support.sample_images import SampleImages, push_sample_images
 from tests.support.token_proxy import TokenProxy
@@ -39,11 +39,6 @@ def images() -> Iterator[SampleImages]:
 def svc() -> Iterator[ImageServiceHarness]:
     with ImageServiceHarness() as h:
         yield h
-
-
-def _leftovers(root: Path) -> dict[str, list[str]]:
-    return {d: sorted(os.listdir(root / d)) for d in ("snapshots", "ingest")} | {
-        "blobs": sorted(str(p) for p in (root / "content/blobs").rglob("*") if p.is_file())}
 
 
 # -- pull, status, list, remove -----------------------------------------------
@@ -152,7 +147,7 @@ def test_remove_by_one_tag_removes_all_and_collects_garbage(images, svc):
     assert svc.images() == []
     shrunk = svc.fs_used()
     assert shrunk[0] < grown[0] - 1_000_000 and shrunk[1] < grown[1]
-    assert _leftovers(svc.root) == {"snapshots": [], "ingest": [], "blobs": []}
+    assert leftovers(svc.root) == {"snapshots": [], "ingest": [], "blobs": []}
     svc.remove(images.ref("again:t1"))            # idempotent
     err = rpc_error(svc.remove, "")
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -240,7 +235,7 @@ def test_pull_failing_midway_leaves_nothing(images, svc):
     err = rpc_error(svc.pull, images.ref("broken:v1"))
     assert err.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAVAILABLE)
     assert svc.images() == []
-    assert _leftovers(svc.root) == {"snapshots": [], "ingest": [], "blobs": []}
+    assert leftovers(svc.root) == {"snapshots": [], "ingest": [], "blobs": []}
 
 
 @pytest.mark.parametrize("mode", ["truncate", "stall"])
@@ -255,7 +250,7 @@ def test_registry_dying_or_stalling_midway_leaves_nothing(images, mode):
         else:
             assert err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INVALID_ARGUMENT)
         assert h.images() == []
-        assert _leftovers(h.root) == {"snapshots": [], "ingest": [], "blobs": []}
+        assert leftovers(h.root) == {"snapshots": [], "ingest": [], "blobs": []}
 
 
 def test_cancelled_pull_stops_downloading(images):
@@ -271,7 +266,7 @@ def test_cancelled_pull_stops_downloading(images):
         assert h.manager._pulls.in_progress() == 0
         assert proxy.closed_early >= 1
         assert h.images() == []
-        assert _leftovers(h.root) == {"snapshots": [], "ingest": [], "blobs": []}
+        assert leftovers(h.root) == {"snapshots": [], "ingest": [], "blobs": []}
 
 
 def test_layers_download_in_parallel(images):
@@ -382,7 +377,7 @@ def test_kill_9_mid_pull_then_restart_leaves_a_consistent_store(images, tmp_path
     m = ImageManager(root)
     try:
         assert m.list_images() == []
-        assert _leftovers(root) == {"snapshots": [], "ingest": [], "blobs": []}
+        assert leftovers(root) == {"snapshots": [], "ingest": [], "blobs": []}
         # and the store works afterwards
         assert m.pull(images.ref("library/busybox")) == images.busybox.config_digest
     finally:

@@ -22,7 +22,7 @@ from imageservice.registry_client import Repository
 from pycri_common.errors import Unavailable
 from tests.support import oci_build as ob
 from tests.support.cri_client import rpc_error
-from tests.support.image_harness import ImageServiceHarness
+from tests.support.image_harness import EMPTY_STORE, ImageServiceHarness, leftovers
 from tests.support.registry import Registry, registry_available
 
 pytestmark = pytest.mark.skipif(not registry_available(), reason="docker-registry not installed")
@@ -38,14 +38,6 @@ def registry() -> Iterator[Registry]:
 def svc() -> Iterator[ImageServiceHarness]:
     with ImageServiceHarness() as h:
         yield h
-
-
-def _leftovers(root: Path) -> dict[str, list[str]]:
-    return {d: sorted(os.listdir(root / d)) for d in ("snapshots", "ingest")} | {
-        "blobs": sorted(str(p) for p in (root / "content/blobs").rglob("*") if p.is_file())}
-
-
-_EMPTY: dict[str, list[str]] = {"snapshots": [], "ingest": [], "blobs": []}
 
 
 def _same_size_layer(name: str, compression: str) -> ob.Layer:
@@ -70,7 +62,7 @@ def test_a_well_formed_layer_with_the_wrong_digest_leaves_no_snapshot(registry, 
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "does not match its digest" in err.details() and good.digest in err.details()
     assert svc.images() == []
-    assert _leftovers(svc.root) == _EMPTY
+    assert leftovers(svc.root) == EMPTY_STORE
 
 
 def test_bytes_corrupted_mid_stream_are_reported_as_a_digest_mismatch(registry, svc):
@@ -85,7 +77,7 @@ def test_bytes_corrupted_mid_stream_are_reported_as_a_digest_mismatch(registry, 
     err = rpc_error(svc.pull, f"{registry.host}/corrupt:v1")
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "does not match its digest" in err.details()
-    assert _leftovers(svc.root) == _EMPTY
+    assert leftovers(svc.root) == EMPTY_STORE
 
 
 def test_a_layer_that_unpacks_to_another_diff_id_leaves_no_blob_nor_snapshot(registry, svc):
@@ -96,7 +88,7 @@ def test_a_layer_that_unpacks_to_another_diff_id_leaves_no_blob_nor_snapshot(reg
     err = rpc_error(svc.pull, f"{registry.host}/diffid:v1")
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "unpacks to" in err.details() and lie.diff_id in err.details()
-    assert _leftovers(svc.root) == _EMPTY
+    assert leftovers(svc.root) == EMPTY_STORE
 
 
 def test_a_download_cut_midway_removes_the_half_made_snapshot(registry, svc, monkeypatch):
@@ -123,7 +115,7 @@ def test_a_download_cut_midway_removes_the_half_made_snapshot(registry, svc, mon
     assert len(seen["snapshots"]) == 1 and seen["snapshots"][0].startswith("tmp-")
     assert seen["files"] == ["big"] and len(seen["ingest"]) == 1
     assert svc.images() == []
-    assert _leftovers(svc.root) == _EMPTY
+    assert leftovers(svc.root) == EMPTY_STORE
 
 
 def _tar_gz_with_whiteouts() -> ob.Layer:

@@ -9,6 +9,7 @@ same gRPC codes as from `pycri serve`. Everything is removed on exit.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import threading
@@ -79,3 +80,13 @@ class ImageServiceHarness:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# What leftovers() finds in an image store nothing is half-made in (no pull running)
+EMPTY_STORE: dict[str, list[str]] = {"snapshots": [], "ingest": [], "blobs": []}
+
+
+def leftovers(root: Path) -> dict[str, list[str]]:
+    """The snapshot dirs, ingest files and blobs of the image store at root."""
+    return {d: sorted(os.listdir(root / d)) for d in ("snapshots", "ingest")} | {
+        "blobs": sorted(str(p) for p in (root / "content/blobs").rglob("*") if p.is_file())}
