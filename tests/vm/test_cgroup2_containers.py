@@ -125,19 +125,20 @@ def test_stats_from_v2_files(env: ContainerEnv) -> None:
         while int(_read(cg, "memory.current")) < 8 * MiB and time.monotonic() < deadline:
             time.sleep(0.5)
         st = env.cri.ContainerStats(api_pb2.ContainerStatsRequest(container_id=cid)).stats
-        usage_usec = int(next(line.split()[1] for line in _read(cg, "cpu.stat").splitlines()
-                              if line.startswith("usage_usec")))
-        assert 0 < st.cpu.usage_core_nano_seconds.value <= usage_usec * 1000 + 10**9
+        assert 0 < st.cpu.usage_core_nano_seconds.value <= _usage_usec(cg) * 1000 + 10**9
         current = int(_read(cg, "memory.current"))
         assert 8 * MiB < st.memory.working_set_bytes.value <= current + 4 * MiB
         assert st.memory.rss_bytes.value > 0
         listed = env.cri.ListContainerStats(api_pb2.ListContainerStatsRequest()).stats
         assert cid in {s.attributes.id for s in listed}
+        # the metric is whole seconds (UInt64Value): let the loop burn more than one first
+        while _usage_usec(cg) < 1_200_000 and time.monotonic() < deadline:
+            time.sleep(0.2)
         resp = env.cri.ListPodSandboxMetrics(api_pb2.ListPodSandboxMetricsRequest())
         ours = next(p for p in resp.pod_metrics if p.pod_sandbox_id == env.pod_id)
         ctr = next(c for c in ours.container_metrics if c.container_id == cid)
         by_name = {m.name: m.value.value for m in ctr.metrics}
-        assert by_name["container_cpu_usage_seconds_total"] > 0
+        assert 1 <= by_name["container_cpu_usage_seconds_total"] <= _usage_usec(cg) // 10**6
         assert by_name["container_memory_working_set_bytes"] > 8 * MiB
         pod_stats = env.cri.PodSandboxStats(api_pb2.PodSandboxStatsRequest(
             pod_sandbox_id=env.pod_id)).stats
@@ -146,6 +147,11 @@ def test_stats_from_v2_files(env: ContainerEnv) -> None:
     finally:
         env.remove(cid)
     assert not cg.exists()
+
+
+def _usage_usec(cg: Path) -> int:
+    return int(next(line.split()[1] for line in _read(cg, "cpu.stat").splitlines()
+                    if line.startswith("usage_usec")))
 
 
 def _v2_figures(cg: Path) -> dict[str, int]:
