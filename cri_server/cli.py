@@ -69,23 +69,28 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
-def _image_store(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
+def _config(args: argparse.Namespace) -> config_mod.Config:
+    overrides = {"root": args.root} if args.root else {}
+    return config_mod.load(args.config, overrides, require_file=args.config is not None)
+
+
+def _image_store(cfg: config_mod.Config) -> tuple[Path, dict[str, Any]]:
     """The image store's directory and the registry settings, from --config/--root."""
     from cri_server.paths import Paths
 
-    overrides = {"root": args.root} if args.root else {}
-    cfg = config_mod.load(args.config, overrides, require_file=args.config is not None)
     return Paths(Path(cfg.root), Path(cfg.state)).images_dir, dataclasses.asdict(cfg.registry)
 
 
 def cmd_image_import(args: argparse.Namespace) -> int:
     from imageservice.cli import run_import
-    return run_import(*_image_store(args), args.file, args.name or "")
+    cfg = _config(args)
+    return run_import(*_image_store(cfg), args.file, args.name or "",
+                      discard_unpacked_layers=cfg.images.discard_unpacked_layers)
 
 
 def cmd_image_ls(args: argparse.Namespace) -> int:
     from imageservice.cli import run_ls
-    return run_ls(*_image_store(args), quiet=args.quiet)
+    return run_ls(*_image_store(_config(args)), quiet=args.quiet)
 
 
 def _add_image_commands(sub: Any) -> None:

@@ -61,6 +61,14 @@ class RegistryConfig:
 
 
 @dataclass
+class ImagesConfig:
+    # A layer's compressed blob is not kept once the layer is unpacked (CRI-O's way;
+    # containerd keeps it unless its discard_unpacked_layers is set): half the disk and
+    # writes per pulled image. false keeps every layer blob in content/blobs.
+    discard_unpacked_layers: bool = True
+
+
+@dataclass
 class MetricsConfig:
     # host:port of the Prometheus endpoint; empty disables it.
     address: str = ""
@@ -117,6 +125,7 @@ class Config:
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     cni: CniConfig = field(default_factory=CniConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     cdi: CdiConfig = field(default_factory=CdiConfig)

@@ -73,6 +73,7 @@ def build_services(config: Config, paths: Paths) -> Services:
         store = Store(paths.runtime_db)
         images = ImageManager(root_dir=paths.images_dir,
                               registry_config=dataclasses.asdict(config.registry),
+                              discard_unpacked_layers=config.images.discard_unpacked_layers,
                               runtime_handlers=lambda: ["", *config.runtime.handlers])
         undo.callback(images.close)
         cni = CniManager(conf_dir=config.cni.conf_dir, bin_dirs=config.cni.bin_dirs,

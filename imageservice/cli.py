@@ -16,8 +16,10 @@ from imageservice.manager import ImageManager
 from pycri_common.errors import PycriError
 
 
-def _manager(images_dir: Path, registry_config: dict[str, Any]) -> ImageManager:
-    return ImageManager(images_dir, registry_config=registry_config, exclusive=False)
+def _manager(images_dir: Path, registry_config: dict[str, Any],
+             discard_unpacked_layers: bool = True) -> ImageManager:
+    return ImageManager(images_dir, registry_config=registry_config, exclusive=False,
+                        discard_unpacked_layers=discard_unpacked_layers)
 
 
 def _human(n: float) -> str:
@@ -35,9 +37,11 @@ def _fail(doing: str, e: PycriError) -> int:
     return 1
 
 
-def run_import(images_dir: Path, registry_config: dict[str, Any], file: str, name: str = "") -> int:
+def run_import(images_dir: Path, registry_config: dict[str, Any], file: str, name: str = "",
+               discard_unpacked_layers: bool = True) -> int:
     """Imports the tarball FILE; prints one line per image; 1 (with the reason on stderr) on
-    failure."""
+    failure. discard_unpacked_layers: the daemon's images setting (the imported layer blobs
+    are then collected once unpacked)."""
     from imageservice.importer import import_archive
 
     tty = sys.stderr.isatty()
@@ -50,7 +54,7 @@ def run_import(images_dir: Path, registry_config: dict[str, Any], file: str, nam
             sys.stderr.flush()
 
     try:
-        mgr = _manager(images_dir, registry_config)
+        mgr = _manager(images_dir, registry_config, discard_unpacked_layers)
         try:
             images = import_archive(mgr, file, name=name, progress=progress)
         finally:

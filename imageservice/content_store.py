@@ -4,9 +4,11 @@
 hashing as they arrive; a wrong size or digest is refused; the file is fsynced
 and renamed into place, so a blob that exists is always complete and verified.
 ``writer(digest, size)`` is the same in steps (write, verify, commit) for a caller that
-also uses the bytes as they pass (a layer unpacked while it downloads, layer_stream.py).
+also uses the bytes as they pass (a layer unpacked while it downloads, layer_stream.py);
+``check(digest, size)`` verifies them the same way without storing them (a layer that is
+not kept once unpacked).
 Concurrent ingests of one digest share one download: the first caller writes,
-the others wait for it (``BlobDownloads``).
+the others wait for it (``SharedWork``, used by the image manager).
 """
 from __future__ import annotations
 
@@ -84,6 +86,11 @@ class ContentStore:
         self.path(digest)   # validates the digest
         return BlobWriter(self, digest, size, progress)
 
+    def check(self, digest: str, size: int | None,
+              progress: Callable[[int], None] | None = None) -> BlobCheck:
+        """A BlobCheck for digest: the blob's bytes are verified as they pass, not stored."""
+        return BlobCheck(digest, size, progress)
+
     def delete(self, digest: str) -> None:
         try:
             self.path(digest).unlink()
@@ -115,33 +122,30 @@ class ContentStore:
         return total, inodes
 
 
-class BlobWriter:
-    """One blob being written into ``ingest/``: write() hashes and appends chunks (refusing
-    more bytes than the descriptor's size at once), commit() checks size and digest, fsyncs
-    and renames the file into place; close() (or leaving the ``with`` block) removes the
-    partial file when commit() did not happen."""
+class BlobCheck:
+    """Checks one blob as it passes without storing it: write() hashes and counts chunks
+    (refusing more bytes than the descriptor's size at once), verify() checks size and
+    digest. A layer that is unpacked while it downloads and not kept goes through one
+    (layer_stream.py)."""
 
-    def __init__(self, store: ContentStore, digest: str, size: int | None,
+    def __init__(self, digest: str, size: int | None,
                  progress: Callable[[int], None] | None) -> None:
         self.digest = digest
         self.size = size
-        self.dest = store.path(digest)
-        algo, self._want = digest.split(":", 1)
+        algo, self._want = validate_digest(digest).split(":", 1)
         self._algo = algo
         self._hash = _HASHES[algo]()
         self._progress = progress
         self.written = 0
-        self._tmp = store.ingest_dir / f"{algo}-{self._want[:16]}-{uuid.uuid4().hex[:8]}"
-        try:
-            self._file = open(self._tmp, "wb")  # noqa: SIM115 - closed by close()
-        except OSError as e:
-            raise disk_error(e, f"writing blob {digest}") from None
 
-    def __enter__(self) -> BlobWriter:
+    def __enter__(self) -> BlobCheck:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def close(self) -> None:
+        """Nothing to clean up (BlobWriter removes its partial file)."""
 
     def write(self, chunk: bytes) -> None:
         self.written += len(chunk)
@@ -149,12 +153,12 @@ class BlobWriter:
             raise InvalidArgument(f"blob {self.digest} is larger than the {self.size} bytes "
                                   "its descriptor says")
         self._hash.update(chunk)
-        try:
-            self._file.write(chunk)
-        except OSError as e:
-            raise disk_error(e, f"writing blob {self.digest}") from None
+        self._store(chunk)
         if self._progress is not None:
             self._progress(len(chunk))
+
+    def _store(self, chunk: bytes) -> None:
+        """Where BlobWriter keeps the chunk."""
 
     def verify(self) -> None:
         """InvalidArgument unless what was written has the descriptor's size and digest."""
@@ -165,6 +169,32 @@ class BlobWriter:
         if got != self._want:
             raise InvalidArgument(f"blob content does not match its digest: expected "
                                   f"{self.digest}, got {self._algo}:{got}")
+
+
+class BlobWriter(BlobCheck):
+    """One blob being written into ``ingest/``: a BlobCheck that also appends the chunks to
+    a partial file; commit() checks size and digest, fsyncs and renames the file into
+    place; close() (or leaving the ``with`` block) removes the partial file when commit()
+    did not happen."""
+
+    def __init__(self, store: ContentStore, digest: str, size: int | None,
+                 progress: Callable[[int], None] | None) -> None:
+        super().__init__(digest, size, progress)
+        self.dest = store.path(digest)
+        self._tmp = store.ingest_dir / f"{self._algo}-{self._want[:16]}-{uuid.uuid4().hex[:8]}"
+        try:
+            self._file = open(self._tmp, "wb")  # noqa: SIM115 - closed by close()
+        except OSError as e:
+            raise disk_error(e, f"writing blob {digest}") from None
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def _store(self, chunk: bytes) -> None:
+        try:
+            self._file.write(chunk)
+        except OSError as e:
+            raise disk_error(e, f"writing blob {self.digest}") from None
 
     def commit(self) -> Path:
         """Verifies the blob and moves it into the store (durably); returns its path."""

@@ -1,13 +1,13 @@
 """Unpacking a layer while it downloads: one pass over the bytes.
 
-``unpack_download(chunks, writer, dest, layer)`` feeds the registry's chunks both to the
-content store's BlobWriter (which hashes them and writes the blob's partial file) and to
-the unpacker (which inflates and extracts the tar into ``dest`` and hashes the
+``unpack_download(chunks, blob, dest, layer)`` feeds the registry's chunks both to the
+content store's BlobCheck (which hashes them; a BlobWriter also writes the blob's partial
+file) and to the unpacker (which inflates and extracts the tar into ``dest`` and hashes the
 uncompressed stream for the DiffID). When it returns, the whole blob has been read and
-its size and digest checked; the caller then checks the DiffID and commits the blob and
-the snapshot, in that order. Until then nothing is visible: the blob is a file in
-``ingest/`` and the layer a ``snapshots/tmp-*`` dir, both removed by the caller's cleanup
-on any failure and by start-up recovery after a crash.
+its size and digest checked; the caller then checks the DiffID and commits the blob (when
+it keeps it) and the snapshot, in that order. Until then nothing is visible: the blob is a
+file in ``ingest/`` and the layer a ``snapshots/tmp-*`` dir, both removed by the caller's
+cleanup on any failure and by start-up recovery after a crash.
 
 A blob whose bytes do not match its digest is reported as such even when the bad bytes
 also broke the gzip or tar stream first: the unpacker's complaint about a corrupt layer is
@@ -21,21 +21,21 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO, cast
 
-from imageservice.content_store import BlobWriter
+from imageservice.content_store import BlobCheck
 from imageservice.unpack import UnpackResult, unpack_layer
 from pycri_common.errors import InvalidArgument
 
 
 class TeeReader(io.RawIOBase):
-    """A reader over an iterator of chunks; every chunk is written to writer first.
+    """A reader over an iterator of chunks; every chunk goes to blob first.
 
     read() hands out the chunks themselves when the caller asks for at least a chunk (the
     gzip reader asks for 1 MiB, as big as the registry client's reads), and peek() lets the
     unpacker sniff the compression without a buffering layer in between."""
 
-    def __init__(self, chunks: Iterable[bytes], writer: BlobWriter) -> None:
+    def __init__(self, chunks: Iterable[bytes], blob: BlobCheck) -> None:
         self._chunks: Iterator[bytes] = iter(chunks)
-        self._writer = writer
+        self._blob = blob
         self._chunk = b""
         self._pos = 0
 
@@ -48,7 +48,7 @@ class TeeReader(io.RawIOBase):
             chunk = next(self._chunks, None)
             if chunk is None:
                 return False
-            self._writer.write(chunk)
+            self._blob.write(chunk)
             self._chunk, self._pos = bytes(chunk), 0
         return True
 
@@ -76,24 +76,24 @@ class TeeReader(io.RawIOBase):
         return n
 
     def drain(self) -> None:
-        """Reads (and writes) the rest of the chunks."""
+        """Reads the rest of the chunks (into blob)."""
         self._chunk, self._pos = b"", 0
         for chunk in self._chunks:
-            self._writer.write(chunk)
+            self._blob.write(chunk)
 
 
-def unpack_download(chunks: Iterable[bytes], writer: BlobWriter,
+def unpack_download(chunks: Iterable[bytes], blob: BlobCheck,
                     dest: str | os.PathLike[str], layer: str) -> UnpackResult:
-    """Unpacks the layer from chunks into dest while writer stores it; verifies the blob's
-    size and digest (InvalidArgument). Does not commit the blob."""
-    reader = TeeReader(chunks, writer)
+    """Unpacks the layer from chunks into dest while blob checks (and maybe stores) them;
+    verifies the blob's size and digest (InvalidArgument). Does not commit the blob."""
+    reader = TeeReader(chunks, blob)
     try:
         result = unpack_layer(cast(BinaryIO, reader), dest, layer=layer)
     except InvalidArgument:
         # corrupt gzip/tar may just be the wrong bytes: say so if the digest shows it
         reader.drain()
-        writer.verify()
+        blob.verify()
         raise
     reader.drain()
-    writer.verify()
+    blob.verify()
     return result

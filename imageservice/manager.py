@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from imageservice.auth import Credentials, DockerConfig
-from imageservice.content_store import ContentStore, SharedWork
+from imageservice.content_store import BlobWriter, ContentStore, SharedWork
 from imageservice.gc_lock import GcLock
 from imageservice.layer_stream import unpack_download
 from imageservice.manifest import (
@@ -106,9 +106,12 @@ class ImageManager:
     def __init__(self, root_dir: str | Path, registry_config: dict[str, Any] | None = None,
                  is_image_in_use: Callable[[str], bool] | None = None,
                  runtime_handlers: Callable[[], Iterable[str]] | None = None,
-                 pinned_images: Iterable[str] = (), exclusive: bool = True) -> None:
+                 pinned_images: Iterable[str] = (), exclusive: bool = True,
+                 discard_unpacked_layers: bool = True) -> None:
         """exclusive=False (the CLI next to a running daemon): no start-up recovery and no
-        garbage collection, which would race with the daemon's own pulls."""
+        garbage collection, which would race with the daemon's own pulls.
+        discard_unpacked_layers: a layer's compressed blob is not kept once the layer is
+        unpacked (a pulled layer's is never written; an imported one's is collected)."""
         cfg = dict(registry_config or {})
         unknown = set(cfg) - _KNOWN_KEYS
         if unknown:   # the daemon's config schema already rejects typos; keep going
@@ -128,6 +131,7 @@ class ImageManager:
         self.db = ImageDB(self.root / "images.db")
         self.content = ContentStore(self.root)
         self.snapshots = SnapshotStore(self.root, self.db)
+        self.discard_unpacked_layers = discard_unpacked_layers
         self.is_image_in_use = is_image_in_use or (lambda _id: False)
         self.runtime_handlers = runtime_handlers
         self.pinned = {str(parse(p)) for p in pinned_images}
@@ -368,20 +372,32 @@ class ImageManager:
             size=manifest.config.size + sum(la.size for la in manifest.layers),
             annotations=ann, runtime_handler=runtime_handler, created_at=time.time_ns(),
             layers=chains)
-        keep = [*blobs, manifest.config.digest, *(la.digest for la in manifest.layers)]
-        self.db.put_image(rec, names, list(dict.fromkeys(keep)))
+        self.db.put_image(rec, names, self._kept_blobs([*blobs, manifest.config.digest],
+                                                       manifest))
         return rec.id
+
+    def _kept_blobs(self, blobs: list[str], manifest: Manifest) -> list[str]:
+        """The blobs an installed image keeps alive: blobs (index, manifest, config) and,
+        unless they are discarded once unpacked, its layers'."""
+        layers = [] if self.discard_unpacked_layers else [la.digest for la in manifest.layers]
+        return list(dict.fromkeys([*blobs, *layers]))
 
     def _unpack(self, desc: Descriptor, chain_id: str, parent: str, diff_id: str,
                 fetch: Callable[[Descriptor], Iterable[bytes]]) -> None:
         """Makes the snapshot chain_id of the layer desc: from the stored blob when it is
-        there, else while downloading it (the blob is stored too)."""
+        there, else while downloading it (the blob is stored too unless layers are
+        discarded once unpacked)."""
         def check(result: UnpackResult) -> None:
             if result.diff_id != diff_id:
                 raise InvalidArgument(f"layer {desc.digest} unpacks to {result.diff_id} but the "
                                       f"image config says {diff_id}")
 
         def fill(dest: Path) -> None:
+            if self.discard_unpacked_layers and not self.content.exists(desc.digest):
+                # nothing to share: a pull of the same chain waits for this snapshot, and
+                # another chain with the same blob downloads it again (as it would later)
+                self._download_and_unpack(desc, dest, check, fetch, keep=False)
+                return
             if not self.content.exists(desc.digest):
                 # one download of a blob at a time; a pull waiting for another's download
                 # of the same blob (for another chain) unpacks the stored blob after it
@@ -398,20 +414,25 @@ class ImageManager:
 
     def _download_and_unpack(self, desc: Descriptor, dest: Path,
                              check: Callable[[UnpackResult], None],
-                             fetch: Callable[[Descriptor], Iterable[bytes]]) -> Path | None:
+                             fetch: Callable[[Descriptor], Iterable[bytes]],
+                             keep: bool = True) -> Path | None:
         """Downloads the blob and unpacks it into dest in the same pass; dest when done,
-        None when the blob turned out to be stored already. The blob is committed only
-        after its digest and DiffID are checked (the caller commits the snapshot after)."""
-        if self.content.exists(desc.digest):
+        None when the blob turned out to be stored already. A kept blob is committed only
+        after its digest and DiffID are checked (the caller commits the snapshot after);
+        keep=False checks the blob's bytes as they pass and writes none of them."""
+        if keep and self.content.exists(desc.digest):
             return None
         self.stats["blob_downloads"] += 1
         chunks = fetch(desc)
+
+        def progress(n: int) -> None:
+            self.stats.update(bytes_downloaded=n)
         try:
-            with self.content.writer(desc.digest, desc.size,
-                                     progress=lambda n: self.stats.update(bytes_downloaded=n)
-                                     ) as w:
-                check(unpack_download(chunks, w, dest, layer=desc.digest))
-                w.commit()
+            with (self.content.writer(desc.digest, desc.size, progress) if keep
+                  else self.content.check(desc.digest, desc.size, progress)) as blob:
+                check(unpack_download(chunks, blob, dest, layer=desc.digest))
+                if isinstance(blob, BlobWriter):
+                    blob.commit()
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:   # a generator holding an HTTP response

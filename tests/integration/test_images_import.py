@@ -123,3 +123,25 @@ def test_import_next_to_a_collecting_daemon_keeps_its_blobs(tmp_path, image):
     finally:
         importer.close()
         daemon.close()
+
+
+@pytest.mark.parametrize("discard", [True, False], ids=["discard", "keep"])
+def test_imported_layer_blobs_follow_the_discard_setting(tmp_path, image, discard):
+    """Imported layers are unpacked from their stored blobs; discarded (the default), the
+    next collection removes those blobs and the image still runs from its snapshots."""
+    arc = tmp_path / "img.tar"
+    ob.write_oci_archive(arc, image, "example.com/app:v1")
+    root = tmp_path / "root"
+    conf = tmp_path / "pycri.toml"
+    conf.write_text(f"[images]\ndiscard_unpacked_layers = {str(discard).lower()}\n")
+    assert _cli(["image", "import", str(arc), "--root", str(root), "--config", str(conf)]) == 0
+    _check_store(root, image, "example.com/app:v1")   # the daemon's start-up collects
+    m = ImageManager(root / "images", discard_unpacked_layers=discard)
+    try:
+        stored = m.content.all_digests()
+    finally:
+        m.close()
+    layers = {la.digest for la in image.layers}
+    assert image.config_digest in stored
+    assert (layers & stored) == (set() if discard else layers)
+    _check_store(root, image, "example.com/app:v1")

@@ -361,9 +361,9 @@ def test_kill_9_mid_pull_then_restart_leaves_a_consistent_store(images, tmp_path
              str(root), f"{proxy.host}/library/busybox"],
             cwd=Path(__file__).resolve().parents[2])
         try:
-            for _ in range(100):        # until the layer download is under way
-                if (root / "ingest").is_dir() and any(
-                        p.stat().st_size > 4096 for p in (root / "ingest").iterdir()):
+            for _ in range(100):        # until the layer download is under way: its first
+                # entries are in a snapshots/tmp-* dir (the blob itself is not kept)
+                if any((root / "snapshots").glob("tmp-*/fs/*")):
                     break
                 time.sleep(0.05)
             else:

@@ -34,10 +34,32 @@ def registry() -> Iterator[Registry]:
         yield reg
 
 
-@pytest.fixture
-def svc() -> Iterator[ImageServiceHarness]:
-    with ImageServiceHarness() as h:
+@pytest.fixture(params=[True, False], ids=["discard", "keep"])
+def svc(request: pytest.FixtureRequest) -> Iterator[ImageServiceHarness]:
+    """The image service, with layer blobs discarded once unpacked (the default) or kept."""
+    with ImageServiceHarness(discard_unpacked_layers=request.param) as h:
         yield h
+
+
+def _stored_blobs(h: ImageServiceHarness) -> set[str]:
+    return h.manager.content.all_digests()
+
+
+def test_layer_blobs_are_kept_only_when_configured(registry, svc):
+    layers = [ob.Layer.build([ob.File(f"f{i}", os.urandom(100_000))]) for i in range(2)]
+    img = ob.Image(layers)
+    ob.push_image(registry.url, "kept", "v1", img)
+    assert svc.pull(f"{registry.host}/kept:v1") == img.config_digest
+    small = {img.manifest_digest, img.config_digest}
+    if svc.manager.discard_unpacked_layers:
+        assert _stored_blobs(svc) == small
+        assert os.listdir(svc.root / "ingest") == []
+    else:
+        assert _stored_blobs(svc) == small | {la.digest for la in layers}
+    top = Path(svc.manager.rootfs_layers(img.config_digest)[0])
+    assert (top / "f1").stat().st_size == 100_000
+    svc.remove(f"{registry.host}/kept:v1")
+    assert leftovers(svc.root) == EMPTY_STORE
 
 
 def _same_size_layer(name: str, compression: str) -> ob.Layer:
@@ -113,7 +135,9 @@ def test_a_download_cut_midway_removes_the_half_made_snapshot(registry, svc, mon
     assert err.code() == grpc.StatusCode.UNAVAILABLE and "reset by the test" in err.details()
     # halfway through the download the layer was being unpacked already, out of sight
     assert len(seen["snapshots"]) == 1 and seen["snapshots"][0].startswith("tmp-")
-    assert seen["files"] == ["big"] and len(seen["ingest"]) == 1
+    # the blob's partial file, unless it is not kept
+    assert seen["files"] == ["big"]
+    assert len(seen["ingest"]) == (0 if svc.manager.discard_unpacked_layers else 1)
     assert svc.images() == []
     assert leftovers(svc.root) == EMPTY_STORE
 
@@ -165,8 +189,10 @@ def test_layers_unpack_side_by_side_each_into_its_own_snapshot(registry, monkeyp
                 if p.name.startswith("tmp-")] == []
 
 
-def test_a_blob_shared_by_concurrent_pulls_at_different_depths_downloads_once(registry,
-                                                                             monkeypatch):
+@pytest.mark.parametrize("discard", [False, True], ids=["keep", "discard"])
+def test_a_blob_shared_by_concurrent_pulls_at_different_depths(registry, monkeypatch, discard):
+    """Kept, the blob downloads once (the second pull unpacks the stored blob); discarded,
+    each chain downloads it (nothing is stored to share). Both pulls get the layer."""
     shared = ob.Layer.build([ob.File("shared/data", os.urandom(1 << 20))])
     a = ob.Image([ob.Layer.build([ob.File("first", b"1")]), shared])
     b = ob.Image([shared])                 # same blob, another chain ID (no parent)
@@ -182,7 +208,7 @@ def test_a_blob_shared_by_concurrent_pulls_at_different_depths_downloads_once(re
         yield from real(self, desc)
     monkeypatch.setattr(Repository, "blob_chunks", slow)
     before = registry.requests(f"/blobs/{shared.digest}")
-    with ImageServiceHarness() as h:
+    with ImageServiceHarness(discard_unpacked_layers=discard) as h:
         results: dict[str, str] = {}
         errors: list[BaseException] = []
 
@@ -197,7 +223,7 @@ def test_a_blob_shared_by_concurrent_pulls_at_different_depths_downloads_once(re
         for t in threads:
             t.join()
         assert not errors and asked.is_set()
-        assert registry.requests(f"/blobs/{shared.digest}") - before == 1
+        assert registry.requests(f"/blobs/{shared.digest}") - before == (2 if discard else 1)
         for name, img in (("share-a", a), ("share-b", b)):
             top = Path(h.manager.rootfs_layers(results[name])[0])
             assert (top / "shared/data").stat().st_size == 1 << 20, name
