@@ -170,7 +170,10 @@ def test_malicious_image_pull_is_refused_and_leaves_nothing(tmp_path):
 
 
 @pytest.mark.skipif(not registry_available(), reason="docker-registry not installed")
-def test_nearly_full_filesystem_fails_cleanly_then_succeeds(tmp_path):
+@pytest.mark.parametrize("discard", [True, False], ids=["discard", "keep"])
+def test_nearly_full_filesystem_fails_cleanly_then_succeeds(tmp_path, discard):
+    """The unpack of a 1.5 MB file runs out of space: with ~1 MB left when the blob is not
+    kept, with ~2 MB left (the blob fits, its unpack not) when it is."""
     mnt = tmp_path / "tmpfs"
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], check=True)
@@ -178,10 +181,11 @@ def test_nearly_full_filesystem_fails_cleanly_then_succeeds(tmp_path):
         big = ob.Image([ob.Layer.build([ob.File("small", "s")]),
                         ob.Layer.build([ob.File("big", os.urandom(1_500_000))], "none")])
         filler = mnt / "filler"
-        with Registry() as reg, ImageServiceHarness(root=mnt / "images") as h:
+        with Registry() as reg, ImageServiceHarness(root=mnt / "images",
+                                                    discard_unpacked_layers=discard) as h:
             ob.push_image(reg.url, "big", "v1", big)
             free = os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize
-            filler.write_bytes(b"\0" * (free - 2_000_000))   # ~2 MB left: blob fits, unpack not
+            filler.write_bytes(b"\0" * (free - (1_000_000 if discard else 2_000_000)))
             err = rpc_error(h.pull, f"{reg.host}/big:v1")
             assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert "no space" in err.details()
