@@ -9,14 +9,12 @@ runtime.container_init is imported in the child (the zygote pre-imports it).
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
 import resource
 import signal
 from typing import Any, NoReturn
 
-from pycri_common.errors import FailedPrecondition
 from runtime import keeper as keeper_mod
 from runtime import syscalls
 from runtime.cgroups.clone_into import fork_in_cgroup
@@ -103,11 +101,6 @@ def fork_exec(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
         if pid_ns is not None:
             syscalls.setns(pid_ns[0], syscalls.CLONE_NEWPID)
         pid, joined = fork_in_cgroup(spec.cgroup.path if spec.cgroup is not None else None)
-    except OSError as e:
-        if pid_ns is not None and e.errno == errno.ENOMEM:   # alloc_pid in a dying namespace
-            raise FailedPrecondition(f"container process {container_pid} is exiting: its pid "
-                                     "namespace takes no new process") from None
-        raise
     finally:
         if pid_ns is not None:
             if pid != 0:
