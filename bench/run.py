@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             samples[rt.name][concurrent_figure].append(seconds)
             workloads.remove_pods(clients[rt.name], pods)
         print(f"cold pulls x{args.pull_rounds} ...", flush=True)
-        for image in imgs.big:
-            for rt in runtimes:
+        for n, image in enumerate(imgs.big):   # who pulls an image first alternates
+            for rt in (runtimes if n % 2 == 0 else runtimes[::-1]):
                 samples[rt.name]["cold pull 50MB"].append(workloads.cold_pull(clients[rt.name], image))
         print(f"memory and idle cost ({args.pods} pods, {args.idle:.0f} s) ...", flush=True)
         for rt in runtimes:
