@@ -25,7 +25,8 @@ working_dir, user, stop_signal, volumes, labels), ``rootfs_layers(image_id)`` ->
 lower dirs for overlayfs, top layer first.
 
 Concurrency: pulls of the same reference share one pull; pulls of different images
-share downloads of common blobs and the unpacking of common layers; an in-flight
+share the unpacking of common layers (and, when layer blobs are kept, the downloads of
+common blobs: discarded, a blob shared by two chains is downloaded for each); an in-flight
 pull holds a lease on what it fetched so a concurrent garbage collection never
 removes it. A failed or cancelled pull removes everything it created that no
 image uses. An import in another process (`pycri image import`) holds
