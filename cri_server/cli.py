@@ -70,12 +70,13 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> config_mod.Config:
+    """The pycri config, from --config/--root."""
     overrides = {"root": args.root} if args.root else {}
     return config_mod.load(args.config, overrides, require_file=args.config is not None)
 
 
 def _image_store(cfg: config_mod.Config) -> tuple[Path, dict[str, Any]]:
-    """The image store's directory and the registry settings, from --config/--root."""
+    """The image store's directory and the registry settings."""
     from cri_server.paths import Paths
 
     return Paths(Path(cfg.root), Path(cfg.state)).images_dir, dataclasses.asdict(cfg.registry)

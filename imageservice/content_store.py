@@ -160,6 +160,11 @@ class BlobCheck:
     def _store(self, chunk: bytes) -> None:
         """Where BlobWriter keeps the chunk."""
 
+    def commit(self) -> Path | None:
+        """Verifies the blob; nothing is stored (BlobWriter stores it and returns its path)."""
+        self.verify()
+        return None
+
     def verify(self) -> None:
         """InvalidArgument unless what was written has the descriptor's size and digest."""
         if self.size is not None and self.written != self.size:

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from imageservice.auth import Credentials, DockerConfig
-from imageservice.content_store import BlobWriter, ContentStore, SharedWork
+from imageservice.content_store import ContentStore, SharedWork
 from imageservice.gc_lock import GcLock
 from imageservice.layer_stream import unpack_download
 from imageservice.manifest import (
@@ -432,8 +432,7 @@ class ImageManager:
             with (self.content.writer(desc.digest, desc.size, progress) if keep
                   else self.content.check(desc.digest, desc.size, progress)) as blob:
                 check(unpack_download(chunks, blob, dest, layer=desc.digest))
-                if isinstance(blob, BlobWriter):
-                    blob.commit()
+                blob.commit()
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:   # a generator holding an HTTP response
