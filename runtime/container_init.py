@@ -3,9 +3,10 @@ starts threads. The spec is a parsed runtime.container_spec.ContainerSpec (contr
 
 run(spec, stdio, gate_fd, report_fd) -> NoReturn
   1. stdio onto 0-2, every other fd closed (report_fd and gate_fd kept, CLOEXEC), setsid.
-  2. cgroup: create spec.cgroup.path, apply resources and device rules, join it (on cgroup
-     v2 with a keeper the init does not join: step 3's fork clones the container's process
-     straight into it, runtime.cgroups.clone_into).
+  2. cgroup: create spec.cgroup.path, apply resources and device rules, join it (with a
+     keeper the init does not join: the child of step 3's fork does, cloned into the
+     unified hierarchy's cgroup by the fork, runtime.cgroups.clone_into, and moving only
+     itself into the v1 ones, Cgroup.join_self).
   3. namespaces: join the listed ones that have a path (setns), unshare the new ones (then
      the hostname and spec.sysctls are set in them).
      With a "pid" entry the process forks once more: the parent writes {"pid": <child host
@@ -13,8 +14,7 @@ run(spec, stdio, gate_fd, report_fd) -> NoReturn
      and a child subreaper - or without one the shim reaps it and becomes the container's
      parent); otherwise {"pid": own pid} is written. With `keeper` (runtime.keeper.Launch)
      the process always forks there (pid namespace or not): its child is reported and goes
-     on, the parent moves back to the cgroups the init started in (v2: it never left them)
-     and execs the keeper, the
+     on into the container's cgroup, the parent (which never entered it) execs the keeper, the
      container's parent from then on (runtime/keeper/keeper.c; the fork the pid namespace needs
      anyway, so a keeper costs no extra fork on that path).
   4. own mount namespace (+ cgroup namespace when listed without path): overlay rootfs, mounts
@@ -110,9 +110,9 @@ class _Reporter:
     def __init__(self, fd: int, keeper: keeper_mod.Launch | None = None) -> None:
         self.fd = fd
         self.keeper = keeper  # what the parent of the container's process execs (_report_pid)
-        self.cgroups_text = ""
-        # the container's cgroup, when the fork in _report_pid clones the container's process
-        # into it (cgroup v2: runtime.cgroups.clone_into) instead of the init joining it first
+        # the container's cgroup, when the container's process joins it right after the fork
+        # in _report_pid (cloned into it where there is a unified hierarchy,
+        # runtime.cgroups.clone_into) instead of the init joining it first
         self.clone_into: Cgroup | None = None
         self.in_cgroup = False  # this process is in the container's cgroup (cleanup leaves it)
 
@@ -135,14 +135,11 @@ def run(spec: ContainerSpec, stdio: tuple[int, int, int], gate_fd: int,
     try:
         _make_non_dumpable(calls)
         _setup_stdio(stdio, keep=(gate_fd, report_fd, *(keeper.fds() if keeper else ())))
-        # v2: the container's process is cloned into its cgroup, the init (the keeper to be)
-        # never enters it: no cgroup.procs write either way (each can wait for an RCU grace
-        # period). Otherwise the init joins, and the keeper goes back to where the init started
-        # (never counted, frozen or killed with its container).
-        clone = keeper is not None and spec.cgroup is not None \
-            and clone_into.may_clone_into(spec.cgroup.path)
-        if keeper is not None and not clone:
-            reporter.cgroups_text = read_text("/proc/self/cgroup")
+        # With a keeper the init (the keeper to be) never enters the container's cgroup: the
+        # container's process joins it right after the fork (a keeper is never counted, frozen
+        # or killed with its container), cloned into it on v2 and moving only itself on v1
+        # (Cgroup.join_self): no threadgroup lock, no RCU grace period to wait for.
+        clone = keeper is not None and spec.cgroup is not None
         helper = _HookHelper.start(spec) if spec.hooks.get("createRuntime") else None
         cgroup = _setup_cgroup(spec, join=not clone)
         reporter.in_cgroup = cgroup is not None and not clone
@@ -208,8 +205,8 @@ def exec_into(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
         _setup_stdio(stdio, keep=(report_fd,))
         seccomp_filter = compiled(spec.seccomp) if spec.seccomp else None
         profile = apparmor.resolve_profile(spec.process.apparmor_profile)
-        if spec.cgroup is not None and not in_cgroup:
-            _join_exec_cgroup(spec.cgroup.path, container_pid)
+        if spec.cgroup is not None:
+            _join_exec_cgroup(spec.cgroup.path, container_pid, unified_joined=in_cgroup)
         # with the host's privileges: a pod user namespace would not allow raising them
         rlimits.apply_rlimits(proc.rlimits)
         rlimits.apply_oom_score_adj(proc.oom_score_adj)
@@ -296,7 +293,7 @@ def _setup_cgroup(spec: ContainerSpec, join: bool = True) -> Cgroup | None:
         allow = None if spec.privileged else list(rootfs.DEFAULT_DEVICE_RULES)
         cg.set_device_rules(allow)
         if join:
-            cg.attach(os.getpid())
+            cg.join_self()
     except BaseException:
         _leave_and_remove(cg, remove=not systemd, joined=join)
         raise
@@ -352,14 +349,15 @@ def _delegate_cgroup(cgroup_path: str, idmap: userns.Idmap) -> None:
     delegation.delegate(base, idmap.root_uid, idmap.root_gid)
 
 
-def _join_exec_cgroup(cgroup_path: str, container_pid: int) -> None:
-    """An exec'd process joins the container's cgroup. A delegated v2 cgroup may have become
+def _join_exec_cgroup(cgroup_path: str, container_pid: int, unified_joined: bool) -> None:
+    """An exec'd process joins the container's cgroup (Cgroup.join_self; unified_joined: the
+    shim cloned it into the unified hierarchy's). A delegated v2 cgroup may have become
     an inner node (the container moved itself into sub-cgroups and enabled controllers
     there: EBUSY, no processes in inner nodes): then it joins the cgroup of the container's
     init, as runc does."""
     cg = open_cgroup(cgroup_path)
     try:
-        cg.attach(os.getpid())
+        cg.join_self(unified_joined)
         return
     except InvalidArgument as e:
         cause = e.__cause__
@@ -368,7 +366,7 @@ def _join_exec_cgroup(cgroup_path: str, container_pid: int) -> None:
         init_cgroup = _v2_cgroup_of(container_pid)
         if init_cgroup is None or not init_cgroup.startswith(cgroup_path.rstrip("/") + "/"):
             raise
-    open_cgroup(init_cgroup).attach(os.getpid())
+    open_cgroup(init_cgroup).join_self()
 
 
 def _v2_cgroup_of(pid: int) -> str | None:
@@ -388,7 +386,7 @@ def _leave_and_remove(cg: Cgroup, remove: bool = True, joined: bool = True) -> N
     created."""
     try:
         if joined:
-            open_cgroup("/").attach(os.getpid())
+            open_cgroup("/").join_self()
         if remove:
             cg.remove(timeout=0.5)
     except (OSError, PycriError):
@@ -403,16 +401,16 @@ def _report_pid(reporter: _Reporter, enter_pid_ns: bool) -> None:
     if launch is not None:
         # the parent of the container's process becomes its keeper (runtime/keeper/keeper.c):
         # a subreaper from before the fork (kept across execve), out of the container's
-        # cgroup, then execve; the child goes on, in the pid namespace when there is one
+        # cgroup, then execve; the child goes on, in the container's cgroup and in the pid
+        # namespace when there is one
         syscalls.set_child_subreaper()
         into = reporter.clone_into
         child, joined = clone_into.fork_in_cgroup(into.path) if into else (os.fork(), False)
         if child:
             reporter.send({"pid": child})
-            keeper_mod.exec_keeper(launch, child, reporter.cgroups_text)
+            keeper_mod.exec_keeper(launch, child)
         if into is not None:
-            if not joined:  # clone3 refused: join the usual way (the keeper never did)
-                into.attach(os.getpid())
+            into.join_self(unified_joined=joined)
             reporter.in_cgroup = True
         for fd in set(launch.fds()):
             os.close(fd)

@@ -63,14 +63,11 @@ class Launch:
         return (self.exit_w, self.exit_r, *self.outputs)
 
 
-def exec_keeper(launch: Launch, container_pid: int, cgroups_text: str = "") -> NoReturn:
-    """In the process that forked the container's process: back into the cgroups of
-    `cgroups_text` (a /proc/self/cgroup read before the init joined the container's: a keeper
-    is never counted, frozen or killed with its container), the pid on a pipe at fd 3, fds
-    4-7 from `launch`, 0-2 /dev/null, everything else closed, execve the keeper."""
+def exec_keeper(launch: Launch, container_pid: int) -> NoReturn:
+    """In the process that forked the container's process (never in the container's cgroup:
+    a keeper is never counted, frozen or killed with its container): the pid on a pipe at
+    fd 3, fds 4-7 from `launch`, 0-2 /dev/null, everything else closed, execve the keeper."""
     try:
-        if cgroups_text:
-            return_to_cgroups(cgroups_text)
         pid_r, pid_w = os.pipe2(os.O_CLOEXEC)
         os.write(pid_w, str(container_pid).encode())
         os.close(pid_w)
@@ -85,37 +82,6 @@ def exec_keeper(launch: Launch, container_pid: int, cgroups_text: str = "") -> N
         os.execv(launch.binary, [COMM, launch.container_id, launch.exit_path])
     finally:
         os._exit(127)  # the container is re-parented to the shim, which reaps it then
-
-
-def return_to_cgroups(cgroups_text: str, mounts_text: str | None = None) -> None:
-    """Move this process into the cgroups named by `cgroups_text` (/proc/<pid>/cgroup lines
-    `id:controllers:path`), each hierarchy found by its mount (/proc/self/mounts: cgroup2,
-    or the cgroup mount whose options name the controllers); best effort."""
-    if mounts_text is None:
-        with open("/proc/self/mounts") as f:
-            mounts_text = f.read()
-    mounts: list[tuple[str, str, set[str]]] = []
-    for line in mounts_text.splitlines():
-        parts = line.split()
-        if len(parts) >= 4 and parts[2] in ("cgroup", "cgroup2"):
-            mounts.append((parts[1].replace("\\040", " "), parts[2], set(parts[3].split(","))))
-    pid = str(os.getpid())
-    for line in cgroups_text.splitlines():
-        hid, _, rest = line.partition(":")
-        controllers, _, path = rest.partition(":")
-        if not path.startswith("/"):
-            continue
-        if hid == "0" and not controllers:
-            dirs = [m for m, t, _ in mounts if t == "cgroup2"]
-        else:
-            want = set(controllers.split(","))
-            dirs = [m for m, t, opts in mounts if t == "cgroup" and want <= opts]
-        for mount in dirs[:1]:
-            try:
-                with open(os.path.join(mount, path.lstrip("/"), "cgroup.procs"), "w") as f:
-                    f.write(pid)
-            except OSError:
-                pass
 
 
 def _built_path() -> str:

@@ -2,8 +2,8 @@
  *
  * Written for pycri; no libc (-nostdlib -static, raw syscalls), so a keeper costs a few
  * pages. The container init (runtime/container_init.py) forks the process that will exec the
- * container (in the container's pid namespace when it has one): the child goes on, the parent
- * goes back to the cgroups the init started in and execs this program with
+ * container (in the container's pid namespace when it has one): the child goes on into the
+ * container's cgroup, the parent (which never entered it) execs this program with
  *
  *     argv: pycri-keeper <container id> <exit file>
  *     fd 3: read end of the pid pipe, which holds the child's host pid (decimal) and no

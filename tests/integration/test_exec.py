@@ -95,8 +95,9 @@ def test_exec_sync_output_exit_code_and_context(env: ContainerEnv, box: str) -> 
 
 def test_exec_sync_process_is_in_the_container_cgroup(env: ContainerEnv, box: str) -> None:
     """An exec'd process is in the container's cgroup in every hierarchy, where its init is
-    (v1 here: it writes its pid to each cgroup.procs; on v2, tests/vm, the shim clones it
-    straight into the cgroup: runtime.cgroups.clone_into)."""
+    (hybrid here: the shim clones it into the unified hierarchy's cgroup and it moves itself
+    into each v1 one through `tasks`; on v2, tests/vm, it is cloned straight into the
+    cgroup: runtime.cgroups.clone_into, Cgroup.join_self)."""
     out = env.exec_sync(box, ["sh", "-c", "cat /proc/self/cgroup; echo --; cat /proc/1/cgroup"])
     assert out.exit_code == 0, out.stderr
     mine, _, init = out.stdout.decode().partition("--\n")

@@ -3,6 +3,7 @@ an OOM in a watched cgroup is remembered even once the cgroup is gone (as system
 emptied scope before the shim sees the exit), and the cgroup's removal alone is no OOM."""
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -32,6 +33,7 @@ def watched() -> Iterator[tuple[Loop, Container, str]]:
     spec = ContainerSpec.from_json({
         "id": "w", "rootfs": {"lower": ["/l"], "upper": "/c/upper", "work": "/c/work"},
         "process": {"args": ["sh"]}, "cgroup": {"driver": "cgroupfs", "path": path}})
+    gc.collect()  # an earlier test's loop (its epoll fd) must not be closed during this one
     c, loop = Container("w", spec), Loop()
     fds = len(os.listdir("/proc/self/fd"))
     oom.watch(loop, c)

@@ -2,6 +2,7 @@
 managers against fake directory trees (no root needed)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -256,3 +257,52 @@ def test_nri_reservation_is_memory_low_on_v2_and_swappiness_realtime_do_not_appl
     for key in ("memory_swappiness", "cpu_realtime_runtime", "cpu_realtime_period"):
         with pytest.raises(InvalidArgument, match=f"{key}: not applicable"):
             res_mod.v2_writes({key: 0})
+
+
+def _cgroup_tree(base: Path, dirs: tuple[str, ...]) -> None:
+    for d in dirs:
+        (base / d / "pod/c").mkdir(parents=True)
+        for name in ("tasks", "cgroup.procs"):
+            (base / d / "pod/c" / name).write_text("")
+
+
+def test_v1_join_self_moves_only_the_calling_thread(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A single-threaded process joins each v1 hierarchy through `tasks` with "0" (the kernel
+    then takes no threadgroup lock, no RCU grace period); hybrid's unified hierarchy by
+    cgroup.procs unless the process was cloned into it. With threads: cgroup.procs and the
+    pid everywhere (`tasks` would move one thread)."""
+    import threading
+    _cgroup_tree(tmp_path, ("cpu", "memory", "unified"))
+    hier = {"cpu": str(tmp_path / "cpu"), "cpuacct": str(tmp_path / "cpu"),
+            "memory": str(tmp_path / "memory")}
+    files = {d: (tmp_path / d / "pod/c") for d in ("cpu", "memory", "unified")}
+
+    def written() -> dict[str, tuple[str, str]]:
+        out = {d: ((f / "tasks").read_text(), (f / "cgroup.procs").read_text())
+               for d, f in files.items()}
+        for f in files.values():
+            (f / "tasks").write_text("")
+            (f / "cgroup.procs").write_text("")
+        return out
+
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    V1Cgroup("/pod/c", hier, str(tmp_path / "unified")).join_self()
+    assert written() == {"cpu": ("0", ""), "memory": ("0", ""), "unified": ("", "0")}
+    V1Cgroup("/pod/c", hier, str(tmp_path / "unified")).join_self(unified_joined=True)
+    assert written() == {"cpu": ("0", ""), "memory": ("0", ""), "unified": ("", "")}
+    V1Cgroup("/pod/c", hier).join_self()   # pure v1
+    assert written() == {"cpu": ("0", ""), "memory": ("0", ""), "unified": ("", "")}
+    monkeypatch.setattr(threading, "active_count", lambda: 2)
+    V1Cgroup("/pod/c", hier, str(tmp_path / "unified")).join_self(unified_joined=True)
+    pid = str(os.getpid())
+    assert written() == {"cpu": ("", pid), "memory": ("", pid), "unified": ("", pid)}
+
+
+def test_v2_join_self_writes_cgroup_procs_unless_cloned_in(tmp_path: Path) -> None:
+    _cgroup_tree(tmp_path, ("",))
+    procs = tmp_path / "pod/c/cgroup.procs"
+    V2Cgroup("/pod/c", str(tmp_path)).join_self(unified_joined=True)
+    assert procs.read_text() == ""
+    V2Cgroup("/pod/c", str(tmp_path)).join_self()
+    assert procs.read_text() == str(os.getpid())

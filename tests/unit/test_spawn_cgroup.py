@@ -1,6 +1,6 @@
 """runtime.cgroups.clone_into.fork_in_cgroup: when an exec'd process (or a container's) is
 cloned into its container's cgroup (clone3 CLONE_INTO_CGROUP) and when it falls back to a
-fork plus its own cgroup.procs write. The clone itself is faked; the kernel's side is tested
+fork plus its own join (Cgroup.join_self). The clone itself is faked; the kernel's side is tested
 in the VM leg (tests/vm) and by tests/integration/test_container_init_cgroups.py."""
 from __future__ import annotations
 
@@ -74,14 +74,19 @@ def test_kernel_without_clone3_is_not_asked_again(v2_root: Path,
     assert _fork("/pod/ctr")[1] is False and len(seen) == 1
 
 
-def test_v1_and_hybrid_fork_and_write_cgroup_procs(v2_root: Path,
+def test_hybrid_clones_into_the_unified_hierarchy(v2_root: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """hybrid: the child starts in the unified hierarchy's cgroup (its v1 ones it joins by
+    itself: Cgroup.join_self); pure v1 has no cgroup to clone into."""
+    (v2_root / "unified" / "pod" / "ctr").mkdir(parents=True)
     seen: list[str] = []
     _fake_clone(monkeypatch, seen)
-    for mode in ("v1", "hybrid"):
-        monkeypatch.setattr(cgmode, "detect_mode", lambda *a, m=mode, **k: m)
-        assert _fork("/pod/ctr")[1] is False
-    assert seen == []
+    monkeypatch.setattr(cgmode, "detect_mode", lambda *a, **k: "hybrid")
+    assert _fork("/pod/ctr")[1] is True
+    assert seen == [str(v2_root / "unified" / "pod" / "ctr")]
+    monkeypatch.setattr(cgmode, "detect_mode", lambda *a, **k: "v1")
+    assert _fork("/pod/ctr")[1] is False
+    assert len(seen) == 1
 
 
 def test_a_process_with_threads_forks_and_writes_cgroup_procs(
