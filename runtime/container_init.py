@@ -43,7 +43,8 @@ run(spec, stdio, gate_fd, report_fd) -> NoReturn
 exec_into(container_pid, spec, process, stdio, report_fd) -> NoReturn
   Same, for ExecSync/Exec: joins the container's cgroup and the namespaces of
   /proc/<container_pid>/ns/* (the user namespace after pid/cgroup, the mount namespace last;
-  pid ns -> fork as above, {"pid": N}), applies the container's
+  pid ns -> fork as above, {"pid": N}, unless in_pid_ns: the shim forked this process into
+  the container's pid namespace already, runtime.shim.spawn.fork_exec), applies the container's
   user (process["user"] overrides), capabilities, no_new_privs, seccomp, rlimits, AppArmor;
   env = process["env"] if given else the container's; cwd = process["cwd"] or the container's
   (must exist); writes {"ready": ...} then execs process["args"] at once (no gate).
@@ -194,9 +195,12 @@ def _report_failure(reporter: _Reporter, exc: BaseException, what: str) -> int:
 
 def exec_into(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
               stdio: tuple[int, int, int], report_fd: int,
-              calls: Syscalls = REAL, in_cgroup: bool = False) -> NoReturn:
+              calls: Syscalls = REAL, in_cgroup: bool = False, in_pid_ns: bool = False
+              ) -> NoReturn:
     """in_cgroup: the shim cloned this process into the container's cgroup already
-    (runtime.cgroups.clone_into)."""
+    (runtime.cgroups.clone_into); in_pid_ns: the shim forked it into the container's pid
+    namespace (runtime.shim.spawn.fork_exec), so it needs no fork to enter it and the shim
+    knows its host pid."""
     reporter = _Reporter(report_fd)
     code = 1
     try:
@@ -210,7 +214,7 @@ def exec_into(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
         # with the host's privileges: a pod user namespace would not allow raising them
         rlimits.apply_rlimits(proc.rlimits)
         rlimits.apply_oom_score_adj(proc.oom_score_adj)
-        _join_container_namespaces(container_pid, reporter, calls)
+        _join_container_namespaces(container_pid, reporter, calls, report=not in_pid_ns)
         if proc.tty:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
         user = _resolve_container_user(proc.user)
@@ -670,10 +674,12 @@ def _merge_exec_process(base: ProcessSpec, process: Any) -> ProcessSpec:
         tty=bool(process.get("tty", False)))
 
 
-def _join_container_namespaces(pid: int, reporter: _Reporter, calls: Syscalls) -> None:
+def _join_container_namespaces(pid: int, reporter: _Reporter, calls: Syscalls,
+                               report: bool = True) -> None:
     """setns into every namespace of `pid` that differs from ours; the user namespace (a pod
     one) after those owned by the host's (pid, cgroup), the mount namespace (owned by the
-    pod's user namespace then) last."""
+    pod's user namespace then) last. report=False: born in pid's pid namespace already,
+    with a host pid the shim knows (nothing to report, no fork)."""
     fds: dict[str, int] = {}
     order = ("ipc", "uts", "network", "cgroup", "pid", "user", "mount")
     try:
@@ -692,4 +698,5 @@ def _join_container_namespaces(pid: int, reporter: _Reporter, calls: Syscalls) -
     finally:
         for fd in fds.values():
             os.close(fd)
-    _report_pid(reporter, enter_pid_ns="pid" in fds)
+    if report:
+        _report_pid(reporter, enter_pid_ns="pid" in fds)

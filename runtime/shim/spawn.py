@@ -9,13 +9,16 @@ runtime.container_init is imported in the child (the zygote pre-imports it).
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import resource
 import signal
 from typing import Any, NoReturn
 
+from pycri_common.errors import FailedPrecondition
 from runtime import keeper as keeper_mod
+from runtime import syscalls
 from runtime.cgroups.clone_into import fork_in_cgroup
 from runtime.container_spec import ContainerSpec
 
@@ -73,11 +76,46 @@ def fork_container_init(spec: ContainerSpec, stdio: tuple[int, int, int], gate_r
         _report_failure(report_w, e)
 
 
+def _pid_ns_of(pid: int) -> tuple[int, int] | None:
+    """fds of (pid's pid namespace, the shim's own) when they differ, else None."""
+    try:
+        theirs = os.open(f"/proc/{pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None   # gone: the child's own namespace join reports it
+    ours = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    a, b = os.fstat(theirs), os.fstat(ours)
+    if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino):
+        os.close(theirs)
+        os.close(ours)
+        return None
+    return theirs, ours
+
+
 def fork_exec(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
               stdio: tuple[int, int, int], report_w: int) -> int:
-    """Fork (into the container's cgroup where the kernel can: runtime.cgroups.clone_into); the
-    child runs container_init.exec_into(...) with stdio on 0-2."""
-    pid, joined = fork_in_cgroup(spec.cgroup.path if spec.cgroup is not None else None)
+    """Fork (into the container's cgroup where the kernel can: runtime.cgroups.clone_into, and
+    into the container's pid namespace: the shim points its children's pid namespace at it
+    for this one fork, so the exec needs no second fork); the child runs
+    container_init.exec_into(...) with stdio on 0-2."""
+    pid_ns = _pid_ns_of(container_pid)
+    pid, joined = -1, False
+    try:
+        if pid_ns is not None:
+            syscalls.setns(pid_ns[0], syscalls.CLONE_NEWPID)
+        pid, joined = fork_in_cgroup(spec.cgroup.path if spec.cgroup is not None else None)
+    except OSError as e:
+        if pid_ns is not None and e.errno == errno.ENOMEM:   # alloc_pid in a dying namespace
+            raise FailedPrecondition(f"container process {container_pid} is exiting: its pid "
+                                     "namespace takes no new process") from None
+        raise
+    finally:
+        if pid_ns is not None:
+            if pid != 0:
+                # the shim's own children (and after a failed fork) go back to the shim's
+                # namespace; the child could not go back (it is an ancestor of its own)
+                syscalls.setns(pid_ns[1], syscalls.CLONE_NEWPID)
+            for fd in pid_ns:
+                os.close(fd)
     if pid:
         return pid
     try:
@@ -85,7 +123,7 @@ def fork_exec(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
         from runtime import container_init
 
         container_init.exec_into(container_pid, spec, process, (0, 1, 2), report_w,
-                                 in_cgroup=joined)
+                                 in_cgroup=joined, in_pid_ns=pid_ns is not None)
         raise RuntimeError("container_init.exec_into returned")
     except BaseException as e:  # noqa: BLE001
         _report_failure(report_w, e)

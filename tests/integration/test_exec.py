@@ -93,6 +93,24 @@ def test_exec_sync_output_exit_code_and_context(env: ContainerEnv, box: str) -> 
         assert "/no/such/cmd" in (exc.details() or "")
 
 
+def test_exec_is_forked_into_the_pid_namespace_and_the_monitor_keeps_its_own(
+        daemon, env: ContainerEnv, box: str) -> None:  # type: ignore[no-untyped-def]
+    """The monitor points its children's pid namespace at the container's for the exec's one
+    fork (no second fork inside, runtime.shim.spawn.fork_exec): the exec'd process has a pid
+    of the container's namespace, and the monitor's next children are in its own again
+    (else the next pod's init would start inside this container's namespace)."""
+    [monitor] = pods.monitor_pids_of(daemon.base)
+    r = env.exec_sync(box, ["sh", "-c", "echo $$; grep -E '^(PPid|NSpid):' /proc/self/status"])
+    assert r.exit_code == 0, r.stderr
+    pid, ppid, nspid = r.stdout.decode().split("\n")[:3]
+    assert ppid.split() == ["PPid:", "0"]          # its parent is outside the namespace
+    assert nspid.split()[1:] == [pid]              # one level: born in the container's
+    assert 1 < int(pid) < 1000
+    ns = {n: os.stat(f"/proc/{monitor}/ns/{n}").st_ino for n in ("pid", "pid_for_children")}
+    assert ns["pid"] == ns["pid_for_children"], ns
+    assert ns["pid"] == os.stat("/proc/self/ns/pid").st_ino   # the host's
+
+
 def test_exec_sync_process_is_in_the_container_cgroup(env: ContainerEnv, box: str) -> None:
     """An exec'd process is in the container's cgroup in every hierarchy, where its init is
     (hybrid here: the shim clones it into the unified hierarchy's cgroup and it moves itself
