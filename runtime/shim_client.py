@@ -140,17 +140,21 @@ class ShimClient:
             raise Unavailable(f"the shim of {self.shim_dir} closed the connection during "
                               f"{req['op']!r}")
         line_out, rest = got
+        return self._reply_of(line_out, req["op"]), rest
+
+    def _reply_of(self, line: bytes, op: str) -> dict[str, Any]:
+        """A reply line as its fields; an error reply raised as its class."""
         try:
-            reply = json.loads(line_out)
+            reply = json.loads(line)
         except (ValueError, RecursionError):
             reply = None
         if not isinstance(reply, dict):
-            raise PycriError(f"the shim of {self.shim_dir} answered {req['op']!r} with a line "
-                             f"that is not a JSON object: {line_out[:100]!r}")
+            raise PycriError(f"the shim of {self.shim_dir} answered {op!r} with a line "
+                             f"that is not a JSON object: {line[:100]!r}")
         if not reply.get("ok"):
-            raise protocol.error_from_json(reply, f"shim op {req['op']!r} failed")
+            raise protocol.error_from_json(reply, f"shim op {op!r} failed")
         reply.pop("ok", None)
-        return reply, rest
+        return reply
 
     def call(self, op: str, fds: list[int] | None = None, timeout: float | None = None,
              **fields: Any) -> dict[str, Any]:
@@ -170,10 +174,14 @@ class ShimClient:
 
     def _parsed(self, req: protocol.Request, parse: Callable[[dict[str, Any]], _R],
                 reply: dict[str, Any]) -> _R:
+        return self._parsed_as(req.op, parse, reply)
+
+    def _parsed_as(self, op: str, parse: Callable[[dict[str, Any]], _R],
+                   reply: dict[str, Any]) -> _R:
         try:
             return parse(reply)
         except InvalidArgument as e:  # the shim's fault, not the caller's
-            raise PycriError(f"the shim of {self.shim_dir} answered {req.op!r} with a "
+            raise PycriError(f"the shim of {self.shim_dir} answered {op!r} with a "
                              f"malformed reply: {e}") from None
 
     def send(self, req: protocol.Request, parse: Callable[[dict[str, Any]], _R],
@@ -231,6 +239,30 @@ class ShimClient:
         return self.send(protocol.Exec(container_id, process), protocol.ExecReply.from_json,
                          fds=fds)
 
+    def exec_until_exit(self, container_id: str, process: dict[str, Any], fds: list[int],
+                        timeout: float | None = None) -> PendingExec:
+        """Start a process as exec does and have its exit (exec_wait's reply, a timeout > 0
+        killing it) come on the same connection: PendingExec.read() once its fileno() is
+        readable. Raises what exec raises when the request cannot be sent."""
+        req = protocol.Exec(container_id, process, wait=True,
+                            timeout=float(timeout) if timeout else 0.0)
+        line = json.dumps(req.to_json()).encode() + b"\n"
+        if len(line) > control.MAX_LINE:
+            raise InvalidArgument(f"the 'exec' request is {len(line)} bytes encoded, more "
+                                  f"than the {control.MAX_LINE} the shim accepts")
+        sock = self._connect(scaled(self.timeout))
+        try:
+            send_with_fds(sock, line, fds)
+        except (BrokenPipeError, ConnectionResetError) as e:
+            sock.close()
+            raise Unavailable(f"the shim of {self.shim_dir} went away during 'exec': "
+                              f"{e}") from None
+        except BaseException:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        return PendingExec(self, sock, req.timeout)
+
     def exec_wait(self, exec_id: str, timeout: float | None = None) -> protocol.ExecWaitReply:
         """The exit code once the exec exited; a timeout (> 0) kills the process."""
         req = protocol.ExecWait(exec_id, float(timeout) if timeout else 0.0)
@@ -265,6 +297,61 @@ class ShimClient:
             if not os.path.exists(self.socket_path):
                 return
             raise
+
+
+class PendingExec:
+    """An exec whose exit comes on its connection (ShimClient.exec_until_exit): select on
+    fileno(), call read() when it is readable until it returns the ExecWaitReply. A shim from
+    before exec's wait field answers ExecReply at once: read() then asks exec_wait on a new
+    connection (fileno() changes) and goes on."""
+
+    def __init__(self, client: ShimClient, sock: socket.socket, timeout: float) -> None:
+        self.client = client
+        self.sock = sock
+        self.timeout = timeout
+        self.op = "exec"
+        self.buf = b""
+        self.reconnects = 0   # connections after the first (fileno() changed)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def read(self) -> protocol.ExecWaitReply | None:
+        try:
+            data = self.sock.recv(65536)
+        except BlockingIOError:
+            return None
+        except OSError as e:
+            raise Unavailable(f"the shim of {self.client.shim_dir} went away during "
+                              f"{self.op!r}: {e}") from None
+        if not data:
+            raise Unavailable(f"the shim of {self.client.shim_dir} closed the connection "
+                              f"during {self.op!r}")
+        self.buf += data
+        line, nl, _ = self.buf.partition(b"\n")
+        if not nl:
+            if len(self.buf) > control.MAX_LINE:
+                raise PycriError(f"the shim of {self.client.shim_dir} answered {self.op!r} "
+                                 "with an overlong line")
+            return None
+        reply = self.client._reply_of(line, self.op)
+        if "exit_code" not in reply and self.op == "exec":   # an older shim: exec_wait
+            started = self.client._parsed_as(self.op, protocol.ExecReply.from_json, reply)
+            self._ask_exec_wait(started.exec_id)
+            return None
+        return self.client._parsed_as(self.op, protocol.ExecWaitReply.from_json, reply)
+
+    def _ask_exec_wait(self, exec_id: str) -> None:
+        self.sock.close()
+        self.op, self.buf = "exec_wait", b""
+        self.reconnects += 1
+        self.sock = self.client._connect(scaled(self.client.timeout))
+        req = protocol.ExecWait(exec_id, self.timeout)
+        send_with_fds(self.sock, json.dumps(req.to_json()).encode() + b"\n", None)
+        self.sock.setblocking(False)
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def read_final_states(shim_dir: str) -> dict[str, ContainerState]:

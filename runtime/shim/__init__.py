@@ -42,7 +42,9 @@ the wire is the class name, as in every earlier version (a shim outlives a daemo
 - reopen_log {"container_id"}: FailedPrecondition unless running.
 - exec {"container_id", "process": {"args", "env"?, "cwd"?, "tty"?, "user"?}} + fds by
   SCM_RIGHTS on the same message ([stdin, stdout, stderr] or [pty slave]) ->
-  {"exec_id", "pid"} after the exec succeeded (an exec failure is an error reply).
+  {"exec_id", "pid"} after the exec succeeded (an exec failure is an error reply). With
+  "wait": true (and "timeout", as exec_wait's) the reply is instead exec_wait's, once the
+  process exited: ExecSync's whole exchange on one connection.
   The shim closes its copies of the fds; with a tty the caller keeps the pty master (and
   does TIOCSWINSZ itself).
 - exec_wait {"exec_id", "timeout"} -> {"exit_code", "timed_out"}; timeout > 0 SIGKILLs the

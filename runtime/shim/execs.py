@@ -1,8 +1,9 @@
 """Exec processes in the shim: the exec, exec_wait and exec_kill operations.
 
 exec forks a process that enters the container (runtime.shim.spawn.fork_exec) on stdio fds
-the caller passed; the reply comes once the exec succeeded (EOF of its report pipe). A
-finished exec is forgotten once waited for (at most MAX_FINISHED_EXECS are kept).
+the caller passed; the reply comes once the exec succeeded (EOF of its report pipe), or for an
+exec with wait once it exited (as exec_wait's). A finished exec is forgotten once waited for
+(at most MAX_FINISHED_EXECS are kept).
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ class Execs:
         e.forked_pid = e.pid = forked
         e.report_fd = report_r
         e.pending_reply = conn
+        e.reply_on_exit = req.timeout if req.wait else None
         self.pod.execs[e.id] = e
         self.pod.pids[forked] = ("exec", e)
         os.set_blocking(report_r, False)
@@ -88,6 +90,10 @@ class Execs:
         if conn is not None:
             if e.error:
                 conn.reply_error(e.error)
+            elif e.reply_on_exit is not None:
+                reply = self._wait(conn, e, e.reply_on_exit)
+                if reply is not None:
+                    conn.reply(reply)
             else:
                 conn.reply(protocol.ExecReply(e.id, e.pid))
         if e.error and e.exited:
@@ -114,18 +120,23 @@ class Execs:
         return e
 
     def op_exec_wait(self, conn: Connection, req: protocol.ExecWait) -> protocol.ExecWaitReply | None:
-        e = self._exec(req.exec_id)
+        return self._wait(conn, self._exec(req.exec_id), req.timeout)
+
+    def _wait(self, conn: Connection, e: ExecProcess, timeout: float
+              ) -> protocol.ExecWaitReply | None:
+        """The exit of `e` now, or None and `conn` answered when it exits (timeout > 0: it is
+        SIGKILLed then)."""
         if e.exited:
             self.pod.execs.pop(e.id, None)
             return protocol.ExecWaitReply(e.exit_code, e.timed_out)
         timer = None
-        if req.timeout > 0:
+        if timeout > 0:
             def expire() -> None:
                 e.timed_out = True
                 self.pod.signal(e.pid, signal.SIGKILL)
                 if e.forked_pid != e.pid:
                     self.pod.signal(e.forked_pid, signal.SIGKILL)
-            timer = self.loop.call_later(req.timeout, expire)
+            timer = self.loop.call_later(timeout, expire)
         e.waiters.append((conn, timer))
         return None
 

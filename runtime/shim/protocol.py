@@ -257,10 +257,21 @@ class Wait(ContainerRequest):
 @dataclass(frozen=True)
 class Exec(ContainerRequest):
     """Start a process in the container on the fds passed with the request. `process` is the
-    init's process object ({"args", "env"?, "cwd"?, "tty"?, "user"?}); args are checked here."""
+    init's process object ({"args", "env"?, "cwd"?, "tty"?, "user"?}); args are checked here.
+    wait: the reply is the exec's ExecWaitReply once it exited, as an exec_wait with `timeout`
+    would give (ExecSync: one connection, no second request); an older shim ignores the field
+    and replies ExecReply at once."""
 
     op: ClassVar[str] = "exec"
     process: dict[str, Any] = _wire(_process)
+    wait: bool = _wire(_typed(bool, False), False)
+    timeout: float = _wire(_seconds(0.0), 0.0)
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        if not self.wait:   # the line an exec always was
+            del out["wait"], out["timeout"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -421,6 +432,8 @@ _SAMPLE_LINES: tuple[dict[str, Any], ...] = (
     {"op": "kill", "container_id": "c", "signal": 15}, {"op": "state"},
     {"op": "state", "container_id": "c"}, {"op": "wait", "container_id": "c", "timeout": 1.0},
     {"op": "exec", "container_id": "c", "process": {"args": ["true"]}},
+    {"op": "exec", "container_id": "c", "process": {"args": ["true"]}, "wait": True,
+     "timeout": 1.0},
     {"op": "exec_wait", "exec_id": "e", "timeout": 0.0}, {"op": "exec_kill", "exec_id": "e"},
     {"op": "shutdown", "grace": 1.0},
     {"op": "create", "container_id": "c", "spec": {

@@ -107,6 +107,8 @@ class ExecProcess:
         self.report_buf = b""
         self.error: PycriError | None = None
         self.pending_reply: Connection | None = None
+        # exec with wait: the exec_wait timeout its reply waits for the exit with
+        self.reply_on_exit: float | None = None
         self.exited = False
         self.exit_code = 0
         self.timed_out = False

@@ -320,6 +320,40 @@ def test_exec_stdio_exit_code_and_timeout(env: ShimEnv, pod) -> None:  # type: i
         os.close(null)
 
 
+def _exit_of(pending) -> ExecWaitReply:  # type: ignore[no-untyped-def]
+    import select
+    try:
+        while True:
+            select.select([pending], [], [], 10)
+            reply = pending.read()
+            if reply is not None:
+                return reply
+    finally:
+        pending.close()
+
+
+def test_exec_with_wait_answers_with_the_exit(env: ShimEnv, pod) -> None:  # type: ignore[no-untyped-def]
+    """exec with wait (ExecSync's one connection): the answer is the exit, after a timeout
+    the kill; a failed exec is the error itself."""
+    client, pod_id = pod
+    client.create("svc", env.container_spec("svc", pod_id, ["sleep", "60"]))
+    client.start("svc")
+    null = os.open("/dev/null", os.O_RDWR)
+    try:
+        assert _exit_of(client.exec_until_exit("svc", {"args": ["sh", "-c", "exit 7"]},
+                                               [null, null, null])) == ExecWaitReply(7, False)
+        t0 = time.monotonic()
+        assert _exit_of(client.exec_until_exit("svc", {"args": ["sleep", "30"]},
+                                               [null, null, null], 0.3)) == \
+            ExecWaitReply(137, timed_out=True)
+        assert time.monotonic() - t0 < 5
+        with pytest.raises(errors.PycriError, match="no-such-cmd"):
+            _exit_of(client.exec_until_exit("svc", {"args": ["no-such-cmd"]},
+                                            [null, null, null]))
+    finally:
+        os.close(null)
+
+
 def test_exec_with_tty(env: ShimEnv, pod) -> None:  # type: ignore[no-untyped-def]
     client, pod_id = pod
     client.create("ttyexec", env.container_spec("ttyexec", pod_id, ["sleep", "60"]))

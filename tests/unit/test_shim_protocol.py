@@ -79,6 +79,8 @@ OLD_DAEMON_LINES = [
     ({"op": "reopen_log", "container_id": "c1"}, P.ReopenLog("c1")),
     ({"op": "exec", "container_id": "c1", "process": {"args": ["true"], "tty": False}},
      P.Exec("c1", {"args": ["true"], "tty": False})),
+    ({"op": "exec", "container_id": "c1", "process": {"args": ["true"]}, "wait": True,
+      "timeout": 5.0}, P.Exec("c1", {"args": ["true"]}, wait=True, timeout=5.0)),
     ({"op": "exec_wait", "exec_id": "e1", "timeout": 0.0}, P.ExecWait("e1", 0.0)),
     ({"op": "exec_kill", "exec_id": "e1", "signal": 9}, P.ExecKill("e1", 9)),
     ({"op": "attach", "container_id": "c1"}, P.Attach("c1")),
