@@ -209,6 +209,28 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
     return int(res)
 
 
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+
+
+def load_seccomp_program(program: bytes) -> None:
+    """Install a classic-BPF seccomp filter (struct sock_filter[] as bytes, 8 bytes each) on
+    this thread: prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER), flags none - what libseccomp's
+    seccomp_load does with the attributes runtime.seccomp leaves at their defaults. Needs
+    no_new_privs or CAP_SYS_ADMIN."""
+    if not program or len(program) % 8:
+        raise ValueError(f"a seccomp program is a non-empty array of 8-byte instructions, "
+                         f"got {len(program)} bytes")
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    if _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0) != 0:
+        _raise("prctl(PR_SET_SECCOMP)")
+
+
 def set_child_subreaper(on: bool = True) -> None:
     """Orphaned descendants are re-parented to this process instead of PID 1."""
     prctl(PR_SET_CHILD_SUBREAPER, 1 if on else 0)

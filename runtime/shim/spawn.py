@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 from pycri_common.errors import FailedPrecondition
 from runtime import keeper as keeper_mod
-from runtime import syscalls
+from runtime import seccomp, syscalls
 from runtime.cgroups.clone_into import fork_in_cgroup
 from runtime.container_spec import ContainerSpec
 
@@ -57,12 +57,22 @@ def _report_failure(report_w: int, err: BaseException) -> NoReturn:
         os._exit(1)
 
 
+def _compile_seccomp(spec: ContainerSpec) -> None:
+    """The spec's seccomp filter compiled here, in the shim, once per profile for the shim's
+    life (seccomp.compiled caches by content, BPF program included): a child's cache is its
+    copy of the shim's, so a compile there (~1.6 ms for the default profile, ~1.5 more to
+    generate the program at load) would be paid by every init and every exec."""
+    if spec.seccomp:
+        seccomp.compiled(spec.seccomp)
+
+
 def fork_container_init(spec: ContainerSpec, stdio: tuple[int, int, int], gate_r: int,
                         report_w: int, keeper: keeper_mod.Launch | None = None) -> int:
     """Fork; the child runs container_init.run(spec, (0, 1, 2), gate_r, report_w, keeper).
 
     With `keeper` the init's fork for the container's process (container_init._report_pid)
     makes the keeper of its child: the pid returned here is the keeper's then."""
+    _compile_seccomp(spec)
     pid = os.fork()
     if pid:
         return pid
@@ -97,6 +107,7 @@ def fork_exec(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
     into the container's pid namespace: the shim points its children's pid namespace at it
     for this one fork, so the exec needs no second fork); the child runs
     container_init.exec_into(...) with stdio on 0-2."""
+    _compile_seccomp(spec)
     pid_ns = _pid_ns_of(container_pid)
     pid, joined = -1, False
     try:

@@ -132,3 +132,36 @@ def test_compiled_filters_are_cached_by_content() -> None:
     assert seccomp.compiled(json.loads(json.dumps(prof))) is first
     other = seccomp.compiled({"defaultAction": "SCMP_ACT_ALLOW"})
     assert other is not first
+
+
+def test_a_compiled_filter_carries_its_bpf_program_and_loads_it_in_a_child() -> None:
+    """The program is generated at compile time (in the shim) and kept: a forked child
+    loads those bytes (prctl), no libseccomp generation; the child's filter is real (a
+    syscall the profile denies fails with its errno)."""
+    import errno
+    import os
+
+    from runtime import syscalls
+    f = seccomp.compiled({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["getcwd"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EROFS}]})
+    program = f.program()
+    assert program and len(program) % 8 == 0 and f.program() is program
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            f.load()
+            try:
+                os.getcwd()
+                os.write(w, b"allowed")
+            except OSError as e:
+                os.write(w, str(e.errno).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    got = os.read(r, 64)
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert got == str(errno.EROFS).encode()
+    with pytest.raises(ValueError):
+        syscalls.load_seccomp_program(b"\0" * 7)
