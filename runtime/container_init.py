@@ -48,7 +48,7 @@ exec_into(container_pid, spec, process, stdio, report_fd) -> NoReturn
   user (process["user"] overrides), capabilities, no_new_privs, seccomp, rlimits, AppArmor;
   env = process["env"] if given else the container's; cwd = process["cwd"] or the container's
   (must exist); writes {"ready": ...} then execs process["args"] at once (no gate).
-  `process` is the JSON object of the shim's exec operation, parsed by _merge_exec_process.
+  `process` is the JSON object of the shim's exec operation, parsed by merge_exec_process.
 """
 from __future__ import annotations
 
@@ -161,7 +161,7 @@ def run(spec: ContainerSpec, stdio: tuple[int, int, int], gate_fd: int,
         if seccomp_filter is not None and not spec.process.no_new_privs:
             seccomp_filter.load()
         _apply_credentials(spec.process, user, calls)
-        reporter.send({"ready": True, "user": user.as_report()})
+        reporter.send({"ready": True, "user": user.as_report(), "home": user.home})
         ready = True
         if os.read(gate_fd, 1) != b"s":
             os._exit(1)
@@ -205,7 +205,7 @@ def exec_into(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
     code = 1
     try:
         _make_non_dumpable(calls)
-        proc = _merge_exec_process(spec.process, process)
+        proc = merge_exec_process(spec.process, process)
         _setup_stdio(stdio, keep=(report_fd,))
         seccomp_filter = compiled(spec.seccomp) if spec.seccomp else None
         profile = apparmor.resolve_profile(spec.process.apparmor_profile)
@@ -656,7 +656,7 @@ def _execve(path: str, args: tuple[str, ...], env: list[str]) -> NoReturn:
 
 # --------------------------------------------------------------------------- exec_into
 
-def _merge_exec_process(base: ProcessSpec, process: Any) -> ProcessSpec:
+def merge_exec_process(base: ProcessSpec, process: Any) -> ProcessSpec:
     """The container's process with what the exec operation gives (args; env, cwd, user, tty
     when given); capabilities, no_new_privs, rlimits and oom_score_adj stay the container's."""
     if not isinstance(process, dict):

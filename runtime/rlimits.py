@@ -21,6 +21,11 @@ _NAMES: dict[str, int] = {
 }
 
 
+def resource_number(name: str) -> int:
+    """RLIMIT_* name -> the resource's number (a name the spec parser let through)."""
+    return _NAMES[name]
+
+
 def clamp_rlimit(soft: int, hard: int, cur_hard: int) -> tuple[int, int]:
     """(soft, hard) limited to the current hard limit (RLIM_INFINITY = -1 is unlimited)."""
     inf = resource.RLIM_INFINITY

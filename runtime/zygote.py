@@ -43,7 +43,7 @@ from typing import Any
 
 from pycri_common.errors import InvalidArgument
 from pycri_common.timeouts import scaled
-from runtime import keeper, syscalls
+from runtime import exec_helper, keeper, syscalls
 from runtime.lines import recv_line
 from runtime.pod_spec import PodSpec
 from runtime.shim import monitor as monitor_mod
@@ -62,6 +62,7 @@ def _preimport() -> None:
         except ImportError:
             pass
     keeper.binary()  # built now when missing: a missing compiler fails the zygote's start
+    exec_helper.available()  # built now too (without it execs take the Python path)
     shim_warmup.warm_up()  # the shims share the specialised request path (runtime.shim.warmup)
 
 

@@ -61,3 +61,4 @@ PY=${PYTHON:-python3}
 # the containers' keeper (runtime/keeper/keeper.c, pycri's own C, no libc): built once here;
 # the zygote builds it on first start when this was skipped (gcc and libc6-dev above)
 "$PY" -m runtime.keeper >/dev/null
+"$PY" -m runtime.exec_helper >/dev/null  # the exec helper (runtime/exec_helper/exec_helper.c, static)

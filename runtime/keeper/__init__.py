@@ -14,17 +14,13 @@ from __future__ import annotations
 
 import fcntl
 import functools
-import hashlib
 import json
 import os
-import shutil
 import signal
-import subprocess
-import tempfile
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from runtime import proc
+from runtime import cbuild, proc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(HERE, "keeper.c")
@@ -85,48 +81,24 @@ def exec_keeper(launch: Launch, container_pid: int) -> NoReturn:
 
 
 def _built_path() -> str:
-    with open(SOURCE, "rb") as f:
-        digest = hashlib.sha256(f.read() + " ".join(CFLAGS).encode()).hexdigest()[:12]
-    return os.path.join(HERE, "build", f"{COMM}-{digest}")
+    return cbuild.built_path(SOURCE, CFLAGS, COMM)
 
 
 def build() -> str:
     """Compile keeper.c (if that build is not there yet); returns the binary's path."""
-    target = _built_path()
-    if os.access(target, os.X_OK):
-        return target
-    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
-    if not cc:
-        raise KeeperUnavailable(f"no C compiler to build {SOURCE} (install gcc and libc6-dev, "
-                                "or run scripts/setup.sh, or set PYCRI_KEEPER to a built keeper)")
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".keeper")
-    os.close(fd)
     try:
-        done = subprocess.run([cc, *CFLAGS, "-o", tmp, SOURCE], capture_output=True, text=True,
-                              check=False)
-        if done.returncode != 0:
-            raise KeeperUnavailable(f"building {SOURCE} failed: {done.stderr.strip()[-2000:]}")
-        os.chmod(tmp, 0o755)
-        os.rename(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+        return cbuild.build(SOURCE, CFLAGS, COMM, "set PYCRI_KEEPER to a built keeper")
+    except cbuild.BuildFailed as e:
+        raise KeeperUnavailable(str(e)) from None
 
 
 @functools.cache
 def binary() -> str:
     """The keeper to exec: $PYCRI_KEEPER, else our build (built now when missing)."""
-    path = os.environ.get("PYCRI_KEEPER", "")
-    if path:
-        if not os.access(path, os.X_OK):
-            raise KeeperUnavailable(f"PYCRI_KEEPER={path} is not an executable file")
-        return path
     try:
-        return build()
-    except OSError as e:
-        raise KeeperUnavailable(f"cannot build the keeper from {SOURCE}: {e}") from None
+        return cbuild.prebuilt_or_build("PYCRI_KEEPER", SOURCE, CFLAGS, COMM)
+    except cbuild.BuildFailed as e:
+        raise KeeperUnavailable(str(e)) from None
 
 
 def exit_path(containers_dir: str, container_id: str) -> str:

@@ -131,6 +131,7 @@ class Containers:
                 self._set_pid(c, report.pid)
             if report.ready:
                 c.user = report.user
+                c.home = report.home
                 self._ready(c)
             if report.error is not None:
                 if c.state is State.CREATING:

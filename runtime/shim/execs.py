@@ -43,7 +43,8 @@ class Execs:
                                       f"got {len(fds)}")
             report_r, report_w = os.pipe2(os.O_CLOEXEC)
             try:
-                forked = spawn.fork_exec(c.pid, c.spec, req.process, stdio, report_w)
+                forked = spawn.fork_exec(c.pid, c.spec, req.process, stdio, report_w,
+                                         user=c.user, home=c.home)
             except BaseException:
                 close_fd(report_r)
                 raise

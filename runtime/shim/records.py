@@ -60,6 +60,9 @@ class Container:
         self.reason = ""
         self.message = ""
         self.user: dict[str, Any] = {}
+        # the user's home as the init resolved it (None: not known, e.g. an adopted container;
+        # execs then resolve the user in Python, runtime.exec_helper)
+        self.home: str | None = None
         self.report_fd = -1
         self.report_buf = b""
         self.gate_w = -1

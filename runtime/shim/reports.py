@@ -33,6 +33,7 @@ class Report:
     ready: bool = False
     user: dict[str, Any] = field(default_factory=dict)
     error: PycriError | None = None
+    home: str | None = None   # the user's home, from the container's /etc/passwd (init)
 
     @classmethod
     def from_json(cls, msg: dict[str, Any]) -> Report:
@@ -43,8 +44,10 @@ class Report:
             kind = msg.get("kind")
             error = errors.from_kind(kind if isinstance(kind, str) and kind else "PycriError",
                                      str(msg["error"]))
+        home = msg.get("home")
         return cls(pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else 0,
-                   bool(msg.get("ready")), user if isinstance(user, dict) else {}, error)
+                   bool(msg.get("ready")), user if isinstance(user, dict) else {}, error,
+                   home if isinstance(home, str) else None)
 
 
 def take_report_messages(buf: bytes) -> tuple[list[dict[str, Any]], bytes]:

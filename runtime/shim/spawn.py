@@ -17,8 +17,9 @@ import signal
 from typing import Any, NoReturn
 
 from pycri_common.errors import FailedPrecondition
+from runtime import exec_helper, seccomp, syscalls
 from runtime import keeper as keeper_mod
-from runtime import seccomp, syscalls
+from runtime.cgroups import mode as cgmode
 from runtime.cgroups.clone_into import fork_in_cgroup
 from runtime.container_spec import ContainerSpec
 
@@ -101,14 +102,33 @@ def _pid_ns_of(pid: int) -> tuple[int, int] | None:
     return theirs, ours
 
 
+def _exec_plan(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
+               user: dict[str, Any] | None, home: str | None) -> exec_helper.Plan | None:
+    """Before the fork: the seccomp filter compiled, the exec's process checked and merged
+    with the container's, and the helper's plan (None: the child takes the Python path)."""
+    _compile_seccomp(spec)
+    from runtime import container_init
+    merged = container_init.merge_exec_process(spec.process, process)
+    return exec_helper.prepare(container_pid, spec, merged, own_user=bool(process.get("user")),
+                               user=user or {}, home=home)
+
+
 def fork_exec(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
-              stdio: tuple[int, int, int], report_w: int) -> int:
+              stdio: tuple[int, int, int], report_w: int, user: dict[str, Any] | None = None,
+              home: str | None = None) -> int:
     """Fork (into the container's cgroup where the kernel can: runtime.cgroups.clone_into, and
     into the container's pid namespace: the shim points its children's pid namespace at it
-    for this one fork, so the exec needs no second fork); the child runs
-    container_init.exec_into(...) with stdio on 0-2."""
-    _compile_seccomp(spec)
-    pid_ns = _pid_ns_of(container_pid)
+    for this one fork, so the exec needs no second fork); the child, stdio on 0-2, execs
+    the exec helper with its plan (runtime.exec_helper) or, where the plan does not cover
+    the exec, runs container_init.exec_into(...). `user`/`home`: the container's user as
+    its init resolved it."""
+    plan = _exec_plan(container_pid, spec, process, user, home)
+    try:
+        pid_ns = _pid_ns_of(container_pid)
+    except BaseException:
+        if plan is not None:
+            plan.close()
+        raise
     pid, joined = -1, False
     try:
         if pid_ns is not None:
@@ -127,10 +147,16 @@ def fork_exec(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
                 syscalls.setns(pid_ns[1], syscalls.CLONE_NEWPID)
             for fd in pid_ns:
                 os.close(fd)
+        if plan is not None and pid != 0:
+            plan.close()
     if pid:
         return pid
     try:
-        _prepare_child(stdio, (report_w,))
+        _prepare_child(stdio, (report_w, *(plan.fds() if plan else ())))
+        unified_left = (spec.cgroup is not None and not joined
+                        and cgmode.unified_root(cgmode.CGROUP_ROOT) is not None)
+        if plan is not None and not unified_left:
+            exec_helper.exec_plan(plan, report_w)   # does not return
         from runtime import container_init
 
         container_init.exec_into(container_pid, spec, process, (0, 1, 2), report_w,

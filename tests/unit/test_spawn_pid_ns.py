@@ -47,6 +47,7 @@ def test_a_failed_fork_into_the_namespace_leaves_the_shims_own(pid_in_own_ns, mo
         seen.append(_ns("pid_for_children"))   # pointed at the container's for the fork
         raise OSError(errno.ENOMEM, "Cannot allocate memory")
     monkeypatch.setattr(spawn, "fork_in_cgroup", dying)
+    monkeypatch.setattr(spawn, "_exec_plan", lambda *a: None)
     spec = cast(Any, SimpleNamespace(cgroup=None))
     with pytest.raises(FailedPrecondition, match="is exiting"):
         spawn.fork_exec(pid_in_own_ns, spec, {}, (0, 1, 2), -1)
@@ -69,6 +70,7 @@ def test_same_namespace_is_not_switched(monkeypatch):
     def other(path: str | None) -> tuple[int, bool]:
         raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
     monkeypatch.setattr(spawn, "fork_in_cgroup", other)
+    monkeypatch.setattr(spawn, "_exec_plan", lambda *a: None)
     with pytest.raises(OSError) as exc:   # not a namespace's death: passed on as it is
         spawn.fork_exec(os.getpid(), cast(Any, SimpleNamespace(cgroup=None)), {}, (0, 1, 2), -1)
     assert exc.value.errno == errno.EAGAIN
