@@ -18,6 +18,7 @@ or on first use; PYCRI_EXEC_HELPER=<path> names a prebuilt one.
 """
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import functools
 import json
@@ -28,11 +29,15 @@ from typing import Any, NoReturn
 
 from runtime import apparmor, cbuild, rlimits, seccomp, syscalls
 from runtime.capability_names import CAPABILITY_NUMBERS, capabilities_to_mask, last_cap
+from runtime.cgroups import mode as cgmode
 from runtime.cgroups.manager import V1Cgroup, open_cgroup
 from runtime.container_spec import ContainerSpec, ProcessSpec
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(HERE, "exec_helper.c")
+VSPAWN_SOURCE = os.path.join(HERE, "vspawn.c")
+VSPAWN_CFLAGS = ("-O2", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror",
+                 "-Wl,--build-id=none", "-s")
 CFLAGS = ("-O2", "-static", "-Wall", "-Wextra", "-Werror", "-Wl,--build-id=none", "-s")
 COMM = "pycri-exec"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -64,9 +69,62 @@ def binary() -> str:
 def available() -> bool:
     try:
         binary()
-        return True
     except ExecHelperUnavailable:
         return False
+    _vspawn()   # built now too (without it the child is forked)
+    return True
+
+
+@functools.cache
+def _vspawn() -> Any:
+    """vspawn.c as a ctypes library, or None (no compiler: the shim forks instead)."""
+    try:
+        path = cbuild.build(VSPAWN_SOURCE, VSPAWN_CFLAGS, "libpycri-vspawn",
+                            "let the shim fork its exec children")
+        lib = ctypes.CDLL(path, use_errno=True)
+    except (cbuild.BuildFailed, OSError):
+        return None
+    lib.pycri_vspawn.restype = ctypes.c_long
+    lib.pycri_vspawn.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p),
+                                 ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_int),
+                                 ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+    return lib
+
+
+def spawn(plan: Plan, stdio: tuple[int, int, int], report_fd: int,
+          cgroup_path: str | None) -> int | None:
+    """Start the helper on `plan` without a fork (vspawn.c: clone3 CLONE_VM|CLONE_VFORK,
+    into the unified hierarchy's `cgroup_path` when there is one); its pid, or None where it
+    cannot (no library, a kernel or filter refusing clone3, the cgroup gone or an inner
+    node, the helper not executable): the caller forks then. The caller's pid_for_children
+    is the child's pid namespace; the caller keeps (and closes) every fd it passed."""
+    lib = _vspawn()
+    if lib is None:
+        return None
+    root = cgmode.unified_root(cgmode.CGROUP_ROOT)
+    cgroup_fd = -1
+    if cgroup_path is not None and root is not None:
+        try:
+            cgroup_fd = os.open(os.path.join(root, cgroup_path.lstrip("/")),
+                                os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return None
+    try:
+        fds = [*stdio, plan.memfd, report_fd, *plan.ns_fds]
+        err = ctypes.c_int(0)
+        pid = lib.pycri_vspawn(binary().encode(), (ctypes.c_char_p * 2)(COMM.encode(), None),
+                               (ctypes.c_char_p * 1)(None), (ctypes.c_int * len(fds))(*fds),
+                               len(fds), cgroup_fd, ctypes.byref(err))
+    finally:
+        if cgroup_fd >= 0:
+            os.close(cgroup_fd)
+    if pid < -1:   # it could not exec: it has exited
+        try:
+            os.waitpid(-pid - 2, 0)
+        except ChildProcessError:
+            pass
+        return None
+    return int(pid) if pid > 0 else None
 
 
 @dataclass
@@ -90,10 +148,12 @@ class Plan:
 
 
 def prepare(container_pid: int, spec: ContainerSpec, proc: ProcessSpec,
-            own_user: bool, user: dict[str, Any], home: str | None) -> Plan | None:
+            own_user: bool, user: dict[str, Any], home: str | None,
+            nofile: tuple[int, int] | None = None) -> Plan | None:
     """The plan of an exec of `proc` (the container's process merged with the exec's) into
     the container whose process is `container_pid`, or None where the Python path must run
-    (the module's docstring). `user`/`home`: what the container's init resolved."""
+    (the module's docstring). `user`/`home`: what the container's init resolved; `nofile`:
+    the RLIMIT_NOFILE the shim's children get back (it raised its own)."""
     if own_user or spec.userns is not None or home is None or not user or not available():
         return None
     try:
@@ -103,6 +163,8 @@ def prepare(container_pid: int, spec: ContainerSpec, proc: ProcessSpec,
         return None
     profile = apparmor.resolve_profile(proc.apparmor_profile)
     records: list[str] = []
+    if nofile is not None:
+        records.append(f"rlimit={resource.RLIMIT_NOFILE} {nofile[0]} {nofile[1]}")
     cg = open_cgroup(spec.cgroup.path) if spec.cgroup is not None else None
     if isinstance(cg, V1Cgroup):   # the unified hierarchy's cgroup: cloned into by the fork
         records += [f"cgroup={d}/tasks" for d in sorted({cg.dir(c) for c in cg.hierarchies})]

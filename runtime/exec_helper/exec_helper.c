@@ -33,7 +33,9 @@
  *     fd 4:   the report pipe (close-on-exec: EOF at the execve tells the shim it worked);
  *             a failure is one line {"error": msg, "kind": <pycri_common.errors class>}
  *             and the exit code 1 (126/127 when args[0] cannot be executed)
- *     fd 5-9: the namespaces named by ns= records
+ *     fd 5-9: the namespaces named by ns= records; every fd from 10 on is closed
+ *     Signals: all are set to their default and unblocked first (vspawn.c starts this
+ *     program with all of them blocked).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -43,6 +45,7 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +59,7 @@
 
 #define PLAN_FD 3
 #define REPORT_FD 4
+#define FIRST_FREE_FD 10   /* after the namespace fds 5-9 */
 #define MAX_LIST 4096
 
 static void report(const char *kind, const char *msg) {
@@ -234,6 +238,14 @@ int main(void) {
     long uid = -1, gid = -1;
     int ambient[64], nambient = 0;
 
+    /* started by vspawn.c: every signal blocked, the shim's ignored ones (SIGPIPE, SIGXFSZ)
+     * still ignored, maybe other fds open: defaults, nothing blocked, only ours */
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    syscall(SYS_close_range, FIRST_FREE_FD, ~0U, 0);
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) FAIL_ERRNO("prctl(PR_SET_DUMPABLE)");
     if (fcntl(REPORT_FD, F_SETFD, FD_CLOEXEC) != 0) FAIL_ERRNO("fcntl(report fd)");
     setsid();

@@ -110,7 +110,7 @@ def _exec_plan(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
     from runtime import container_init
     merged = container_init.merge_exec_process(spec.process, process)
     return exec_helper.prepare(container_pid, spec, merged, own_user=bool(process.get("user")),
-                               user=user or {}, home=home)
+                               user=user or {}, home=home, nofile=child_nofile)
 
 
 def fork_exec(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
@@ -120,8 +120,9 @@ def fork_exec(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
     into the container's pid namespace: the shim points its children's pid namespace at it
     for this one fork, so the exec needs no second fork); the child, stdio on 0-2, execs
     the exec helper with its plan (runtime.exec_helper) or, where the plan does not cover
-    the exec, runs container_init.exec_into(...). `user`/`home`: the container's user as
-    its init resolved it."""
+    the exec, runs container_init.exec_into(...). With a plan there is no fork at all where
+    the kernel allows: exec_helper.spawn starts the helper sharing our memory until its
+    execve (vspawn.c). `user`/`home`: the container's user as its init resolved it."""
     plan = _exec_plan(container_pid, spec, process, user, home)
     try:
         pid_ns = _pid_ns_of(container_pid)
@@ -133,6 +134,12 @@ def fork_exec(container_pid: int, spec: ContainerSpec, process: dict[str, Any],
     try:
         if pid_ns is not None:
             syscalls.setns(pid_ns[0], syscalls.CLONE_NEWPID)
+        if plan is not None:   # no fork at all where the kernel lets us (vspawn.c)
+            spawned = exec_helper.spawn(plan, stdio, report_w,
+                                        spec.cgroup.path if spec.cgroup is not None else None)
+            if spawned is not None:
+                pid = spawned
+                return pid
         pid, joined = fork_in_cgroup(spec.cgroup.path if spec.cgroup is not None else None)
     except OSError as e:
         if pid_ns is not None and e.errno == errno.ENOMEM:   # alloc_pid in a dying namespace

@@ -114,3 +114,60 @@ def test_exec_failures_read_as_before(env: ContainerEnv, confined: str) -> None:
             assert all(w in (e.details() or "") for w in words), (cmd, e.details())
         else:
             pytest.fail(f"{cmd} ran: {r}")
+
+
+def test_the_helper_starts_without_a_fork_in_its_cgroup() -> None:
+    """exec_helper.spawn (vspawn.c: clone3 CLONE_VM|CLONE_VFORK|CLONE_INTO_CGROUP): the
+    helper is born in the cgroup of the unified hierarchy, runs its plan and the command on
+    the fds given, reports ready, and the pipe reaches EOF at the command's execve."""
+    import json
+    import os
+
+    from runtime.cgroups.mode import unified_root
+    from runtime.container_init import merge_exec_process
+    from runtime.container_spec import ContainerSpec, compute_capabilities
+    root = unified_root()
+    if root is None:
+        pytest.fail("no unified hierarchy on this host")
+    name = f"pycri-test-vspawn-{os.getpid()}"
+    os.mkdir(os.path.join(root, name))
+    sleeper = subprocess.Popen(["sleep", "30"])
+    r, w = os.pipe2(os.O_CLOEXEC)
+    rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
+    null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    pid = None
+    try:
+        spec = ContainerSpec.from_json({
+            "id": "c", "pod_id": "p", "rootfs": {"lower": ["/l"], "upper": "/c/u", "work": "/c/w"},
+            "process": {"args": ["sh"], "env": ["PATH=/usr/bin:/bin"], "cwd": "/",
+                        "capabilities": compute_capabilities().to_json()}, "cgroup": None})
+        proc = merge_exec_process(spec.process, {"args": [
+            "sh", "-c", "grep '^0::' /proc/self/cgroup; echo $HOME; grep SigBlk /proc/self/status"]})
+        plan = exec_helper.prepare(sleeper.pid, spec, proc, own_user=False,
+                                   user={"uid": 0, "gid": 0, "groups": [0]}, home="/nowhere")
+        assert plan is not None
+        try:
+            pid = exec_helper.spawn(plan, (null, w, w), rep_w, "/" + name)
+        finally:
+            plan.close()
+        assert pid is not None and pid > 0
+        os.close(w)
+        os.close(rep_w)
+        w = rep_w = -1
+        report = b""
+        while chunk := os.read(rep_r, 4096):
+            report += chunk
+        assert json.loads(report) == {"ready": True, "user": {"uid": 0, "gid": 0, "groups": [0]}}
+        out = b""
+        while chunk := os.read(r, 4096):
+            out += chunk
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, out
+        assert out.decode().split() == [f"0::/{name}", "/nowhere", "SigBlk:", "0000000000000000"]
+    finally:
+        for fd in (r, w, rep_r, rep_w, null):
+            if fd >= 0:
+                os.close(fd)
+        sleeper.kill()
+        sleeper.wait()
+        os.rmdir(os.path.join(root, name))
